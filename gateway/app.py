@@ -1,0 +1,98 @@
+"""Wiring: builds the gateway's aiohttp application and the services its request path uses.
+
+Everything with a lifetime (audit store, client session, embedded stub) is opened in one
+cleanup context, so tests and ``gateway serve`` start and stop the gateway the same way.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from functools import partial
+from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack
+
+from aiohttp import BasicAuth, web
+
+from gateway.audit.sqlite import SQLiteAuditStore
+from gateway.audit.writer import AuditWriter
+from gateway.auth import AUDIT, REVOKE, Authenticator, User
+from gateway.config import ALL_ORGS, Config, ConfigError
+from gateway.logs import get_logger
+from gateway.passwords import hash_password, parse_hash
+from gateway.proxy import Upstream, make_session
+from gateway.revoke import MAX_REQUEST_BODY, SERVICES, Services, handle
+from gateway.stub import Seed, SeedError, demo_seed, load_seed
+from gateway.stub.app import serve_stub
+
+CONFIG = web.AppKey("config", Config)
+UPSTREAM_URL = web.AppKey("upstream_url", str)
+"""The upstream actually used; for the embedded stub, its loopback address."""
+STUB_SEED = web.AppKey("stub_seed", Seed)
+
+DEMO_HASH_COST = 10
+"""Demo accounts have public passwords; a cheap hash keeps start-up instant."""
+
+
+def build_app(config: Config) -> web.Application:
+    app = web.Application(client_max_size=MAX_REQUEST_BODY)
+    app[CONFIG] = config
+    app.cleanup_ctx.append(_lifetime)
+    app.router.add_route("*", "/{path:.*}", handle)
+    return app
+
+
+def stub_seed(config: Config) -> Seed:
+    """The embedded or standalone stub's data: ``[stub] seed`` or the demo seed."""
+    if not config.stub.seed:
+        return demo_seed()
+    try:
+        return load_seed(config.path(config.stub.seed))
+    except SeedError as exc:
+        raise ConfigError(config.source, "stub.seed", str(exc)) from None
+
+
+async def _lifetime(app: web.Application) -> AsyncIterator[None]:
+    config = app[CONFIG]
+    async with AsyncExitStack() as stack:
+        seed = stub_seed(config) if config.uses_stub else None
+        authenticator = await _authenticator(config, seed)
+        store = await SQLiteAuditStore.open(config.database_path)
+        writer = AuditWriter(store)
+        stack.push_async_callback(writer.close)
+        if seed is not None:
+            app[STUB_SEED] = seed
+            app[UPSTREAM_URL] = await stack.enter_async_context(serve_stub(seed))
+        else:
+            app[UPSTREAM_URL] = config.upstream.url
+        upstream = config.upstream
+        session = await stack.enter_async_context(
+            make_session(
+                connect_timeout=upstream.connect_timeout,
+                read_timeout=upstream.read_timeout,
+                verify_tls=upstream.verify_tls,
+                ca_bundle=str(config.path(upstream.ca_bundle)) if upstream.ca_bundle else None,
+            )
+        )
+        service_auth = (
+            BasicAuth(upstream.service_user, config.service_password).encode() if upstream.auth == "service" else None
+        )
+        app[SERVICES] = Services(
+            authenticator=authenticator,
+            audit=writer,
+            upstream=Upstream(app[UPSTREAM_URL], session, authorization=service_auth),
+            log=get_logger(),
+            store_raw_tokens=config.audit.store_raw_tokens,
+        )
+        yield
+
+
+async def _authenticator(config: Config, seed: Seed | None) -> Authenticator:
+    """``[[users]]``; or, with the embedded stub and no users, the stub's own users as demo accounts."""
+    if config.users or seed is None:
+        return Authenticator.from_config(config.users, config.source)
+    loop = asyncio.get_running_loop()
+    accounts = []
+    for name, password in seed.users.items():
+        encoded = await loop.run_in_executor(None, partial(hash_password, password, log2_n=DEMO_HASH_COST))
+        accounts.append((User(name, frozenset({ALL_ORGS}), frozenset({REVOKE, AUDIT})), parse_hash(encoded)))
+    return Authenticator(accounts)

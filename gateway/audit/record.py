@@ -1,0 +1,67 @@
+"""The audit record: one source of truth for its fields, their order and the outcomes."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import time
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Any
+
+
+class Outcome(StrEnum):
+    PENDING = "pending"
+    """The intent, committed before the call is forwarded; an outcome record follows it."""
+    DELETED = "deleted"
+    NOT_FOUND = "not_found"
+    DENIED = "denied"
+    """Missing or wrong credentials (401), at the gateway or the upstream."""
+    FORBIDDEN = "forbidden"
+    """Valid credentials without the right to act on this organisation (403)."""
+    REJECTED = "rejected"
+    """A malformed request (4xx) that was never forwarded, or that the upstream refused."""
+    UPSTREAM_ERROR = "upstream_error"
+    """The upstream failed (5xx), could not be reached, or did not answer in time."""
+
+
+@dataclass(frozen=True, slots=True)
+class AuditRecord:
+    request_id: str
+    time: str
+    actor: str | None
+    client_ip: str | None
+    method: str
+    org: str | None
+    token_sha256: str | None
+    token_hint: str | None
+    outcome: str
+    upstream_status: int | None = None
+    error_code: str | None = None
+    latency_ms: float | None = None
+    app: str | None = None
+    client_id: str | None = None
+    snapshot: str | None = None
+    """The upstream's JSON, re-serialised compactly, secrets redacted unless opted in."""
+    token: str | None = None
+    """The raw token, only when ``audit.store_raw_tokens`` is true."""
+    id: int | None = None
+    """Assigned by the store when the record is appended."""
+
+    def to_json(self) -> dict[str, Any]:
+        """The record as ``audit query --format json`` prints it: the snapshot as JSON, not text."""
+        values = {name: getattr(self, name) for name in FIELDS}
+        if self.snapshot is not None:
+            values["snapshot"] = json.loads(self.snapshot)
+        return values
+
+
+FIELDS: tuple[str, ...] = ("id",) + tuple(f.name for f in dataclasses.fields(AuditRecord) if f.name != "id")
+"""Field order everywhere: the table's columns, JSON keys and CSV headers."""
+
+
+def utc_timestamp(epoch: float | None = None) -> str:
+    """ISO 8601 UTC with milliseconds, e.g. ``2026-11-24T18:37:00.123Z``; sorts as text."""
+    epoch = time.time() if epoch is None else epoch
+    millis = int(epoch * 1000)
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(millis // 1000)) + f".{millis % 1000:03d}Z"

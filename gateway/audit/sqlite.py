@@ -1,0 +1,161 @@
+"""The SQLite audit store: one file per sidecar, WAL mode, append-only by trigger.
+
+The triggers refuse UPDATE and DELETE so that no code path (ours or a careless operator's)
+edits the trail by accident; they are not a defence against someone who can rewrite the file.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Sequence
+from contextlib import suppress
+from pathlib import Path
+
+import aiosqlite
+
+from gateway.audit.query import AuditFilter
+from gateway.audit.record import FIELDS, AuditRecord
+from gateway.audit.store import AuditStoreError
+
+APPLICATION_ID = 0x41475457  # "AGTW": marks the file as ours, so a foreign database is refused.
+SCHEMA_VERSION = 1
+TABLE = "audit_events"
+
+_SCHEMA = f"""
+CREATE TABLE {TABLE} (
+    id INTEGER PRIMARY KEY,
+    request_id TEXT NOT NULL,
+    time TEXT NOT NULL,
+    actor TEXT,
+    client_ip TEXT,
+    method TEXT NOT NULL,
+    org TEXT,
+    token_sha256 TEXT,
+    token_hint TEXT,
+    outcome TEXT NOT NULL,
+    upstream_status INTEGER,
+    error_code TEXT,
+    latency_ms REAL,
+    app TEXT,
+    client_id TEXT,
+    snapshot TEXT,
+    token TEXT
+);
+CREATE INDEX {TABLE}_token ON {TABLE} (token_sha256);
+CREATE INDEX {TABLE}_time ON {TABLE} (time);
+CREATE INDEX {TABLE}_actor ON {TABLE} (actor, time);
+CREATE INDEX {TABLE}_org ON {TABLE} (org, time);
+CREATE INDEX {TABLE}_request ON {TABLE} (request_id);
+CREATE TRIGGER {TABLE}_no_update BEFORE UPDATE ON {TABLE}
+BEGIN SELECT RAISE(ABORT, 'audit records are append-only'); END;
+CREATE TRIGGER {TABLE}_no_delete BEFORE DELETE ON {TABLE}
+BEGIN SELECT RAISE(ABORT, 'audit records are append-only'); END;
+PRAGMA application_id = {APPLICATION_ID};
+PRAGMA user_version = {SCHEMA_VERSION};
+"""
+
+_COLUMNS = ", ".join(FIELDS)
+_INSERT_FIELDS = tuple(name for name in FIELDS if name != "id")
+_INSERT = f"INSERT INTO {TABLE} ({', '.join(_INSERT_FIELDS)}) VALUES ({', '.join('?' * len(_INSERT_FIELDS))})"
+_EQUALITY_FILTERS = ("org", "token_sha256", "actor", "app", "client_id", "outcome")
+
+
+class SQLiteAuditStore:
+    """Appends are not re-entrant: one writer (see ``gateway.audit.writer``) calls them in turn."""
+
+    def __init__(self, db: aiosqlite.Connection, path: Path) -> None:
+        self._db = db
+        self.path = path
+
+    @classmethod
+    async def open(cls, path: Path, *, create: bool = True) -> SQLiteAuditStore:
+        """Open (and with ``create``, initialise) the audit database at ``path``."""
+        if not create and not path.is_file():
+            raise AuditStoreError(f"no audit database at {path}")
+        try:
+            db = await aiosqlite.connect(path)
+        except sqlite3.Error as exc:
+            raise AuditStoreError(f"cannot open {path}: {exc}") from None
+        store = cls(db, path)
+        try:
+            await store._prepare(create=create)
+        except BaseException:
+            await db.close()
+            raise
+        return store
+
+    async def _prepare(self, *, create: bool) -> None:
+        try:
+            await self._db.execute("PRAGMA busy_timeout = 5000")
+            application_id = await self._pragma("application_id")
+            version = await self._pragma("user_version")
+            if application_id == 0 and version == 0:
+                async with self._db.execute("SELECT count(*) FROM sqlite_master") as cursor:
+                    (objects,) = await cursor.fetchone() or (0,)
+                if objects:
+                    raise AuditStoreError(f"{self.path} is not a gateway audit database (it holds other tables)")
+                if not create:
+                    raise AuditStoreError(f"{self.path} is an empty database, not a gateway audit log")
+                await self._db.executescript(f"BEGIN;{_SCHEMA}COMMIT;")
+            elif application_id != APPLICATION_ID:
+                raise AuditStoreError(f"{self.path} is not a gateway audit database (application_id {application_id})")
+            elif version > SCHEMA_VERSION:
+                raise AuditStoreError(
+                    f"{self.path} has audit schema version {version}, newer than this gateway's {SCHEMA_VERSION}; upgrade the gateway"
+                )
+            if create:
+                await self._db.execute("PRAGMA journal_mode = WAL")
+                await self._db.execute("PRAGMA synchronous = FULL")
+        except sqlite3.Error as exc:
+            raise AuditStoreError(f"cannot use {self.path}: {exc}") from None
+
+    async def _pragma(self, name: str) -> int:
+        async with self._db.execute(f"PRAGMA {name}") as cursor:
+            row = await cursor.fetchone()
+        return int(row[0]) if row else 0
+
+    async def append(self, records: Sequence[AuditRecord]) -> None:
+        rows = [tuple(getattr(record, name) for name in _INSERT_FIELDS) for record in records]
+        try:
+            await self._db.executemany(_INSERT, rows)
+            await self._db.commit()
+        except sqlite3.Error as exc:
+            with suppress(sqlite3.Error):
+                await self._db.rollback()
+            raise AuditStoreError(f"cannot write to {self.path}: {exc}") from None
+
+    async def query(self, selection: AuditFilter) -> list[AuditRecord]:
+        clauses: list[str] = []
+        params: list[object] = []
+        for column in _EQUALITY_FILTERS:
+            value = getattr(selection, column)
+            if value is not None:
+                clauses.append(f"{column} = ?")
+                params.append(value)
+        for clause, value in (
+            ("time >= ?", selection.since),
+            ("time < ?", selection.until),
+            ("id < ?", selection.before_id),
+        ):
+            if value is not None:
+                clauses.append(clause)
+                params.append(value)
+        where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
+        limit = "LIMIT ?" if selection.limit is not None else ""
+        if selection.limit is not None:
+            params.append(selection.limit)
+        return await self._select(f"SELECT {_COLUMNS} FROM {TABLE} {where} ORDER BY id DESC {limit}", params)
+
+    async def get(self, record_id: int) -> AuditRecord | None:
+        records = await self._select(f"SELECT {_COLUMNS} FROM {TABLE} WHERE id = ?", [record_id])
+        return records[0] if records else None
+
+    async def _select(self, sql: str, params: Sequence[object]) -> list[AuditRecord]:
+        try:
+            rows = await self._db.execute_fetchall(sql, params)
+        except sqlite3.Error as exc:
+            raise AuditStoreError(f"cannot read {self.path}: {exc}") from None
+        return [AuditRecord(**dict(zip(FIELDS, row))) for row in rows]
+
+    async def close(self) -> None:
+        await self._db.close()

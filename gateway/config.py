@@ -1,0 +1,336 @@
+"""Configuration: every key is declared once, with its default, help text and check.
+
+The loader, ``config.example.toml`` and the README's reference are all held to these
+declarations (tests compare them), so the documentation cannot drift from the code. This module
+is a leaf: it imports nothing of the gateway.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import tomllib
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+Check = Callable[[Any], Any]
+"""Validates a raw TOML value and returns it converted; raises ValueError saying what is wrong."""
+
+STUB_UPSTREAM = "stub"
+ROLES = ("revoke", "audit")
+ALL_ORGS = "*"
+
+
+class ConfigError(Exception):
+    """A configuration problem, reported as one line naming the file and the key."""
+
+    def __init__(self, source: str, key: str | None, problem: str) -> None:
+        super().__init__(f"{source}: {key}: {problem}" if key else f"{source}: {problem}")
+        self.source = source
+        self.key = key
+        self.problem = problem
+
+
+def setting(help: str, check: Check, default: Any = dataclasses.MISSING) -> Any:
+    """Declare a config key: the dataclass field carries its help text and check."""
+    return field(default=default, metadata={"help": help, "check": check})
+
+
+# Checks --------------------------------------------------------------------------------------
+
+
+def _show(value: Any) -> str:
+    return json.dumps(value, default=str)
+
+
+def text(value: Any) -> str:
+    if not isinstance(value, str):
+        raise ValueError(f"expected a string, got {_show(value)}")
+    return value
+
+
+def non_empty_text(value: Any) -> str:
+    if not isinstance(value, str) or not value.strip():
+        raise ValueError(f"expected a non-empty string, got {_show(value)}")
+    return value
+
+
+def boolean(value: Any) -> bool:
+    if not isinstance(value, bool):
+        raise ValueError(f"expected true or false, got {_show(value)}")
+    return value
+
+
+def port_number(value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= 65535:
+        raise ValueError(f"expected an integer from 0 to 65535, got {_show(value)}")
+    return value
+
+
+def positive_number(value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
+        raise ValueError(f"expected a number greater than 0, got {_show(value)}")
+    return float(value)
+
+
+def one_of(*choices: str) -> Check:
+    def check(value: Any) -> str:
+        if value not in choices:
+            raise ValueError(f"expected one of {', '.join(map(_show, choices))}; got {_show(value)}")
+        return str(value)
+
+    return check
+
+
+def upstream_url(value: Any) -> str:
+    if value == STUB_UPSTREAM:
+        return value
+    parts = urlsplit(value) if isinstance(value, str) else None
+    if parts is None or parts.scheme not in ("http", "https") or not parts.hostname or parts.query or parts.fragment:
+        raise ValueError(f'expected "stub" or an http(s) URL such as "https://api.enterprise.apigee.com", got {_show(value)}')
+    if parts.username or parts.password:
+        raise ValueError("must not contain credentials; use upstream.auth instead")
+    return value.rstrip("/")
+
+
+def name_list(allowed: tuple[str, ...] | None = None, wildcard: str | None = None) -> Check:
+    def check(value: Any) -> tuple[str, ...]:
+        if not isinstance(value, list) or not value or not all(isinstance(v, str) and v for v in value):
+            raise ValueError(f"expected a non-empty list of strings, got {_show(value)}")
+        for item in value:
+            if allowed is not None and item not in allowed:
+                raise ValueError(f"unknown value {_show(item)}; expected any of {', '.join(map(_show, allowed))}")
+        if wildcard is not None and wildcard in value and len(value) > 1:
+            raise ValueError(f"{_show(wildcard)} already means every one; list it alone")
+        return tuple(value)
+
+    return check
+
+
+def user_name(value: Any) -> str:
+    if not isinstance(value, str) or not value or ":" in value:
+        raise ValueError(f"expected a non-empty user name without ':', got {_show(value)}")
+    return value
+
+
+# Declarations --------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ServerConfig:
+    host: str = setting("Address the gateway listens on.", non_empty_text, "127.0.0.1")
+    port: int = setting("TCP port the gateway listens on (0 picks a free port).", port_number, 8080)
+
+
+@dataclass(frozen=True)
+class UpstreamConfig:
+    url: str = setting(
+        'Where deletions go: "stub" runs the embedded Apigee stub in-process; otherwise an http(s) '
+        'base URL such as "https://api.enterprise.apigee.com".',
+        upstream_url,
+        STUB_UPSTREAM,
+    )
+    auth: str = setting(
+        '"passthrough" forwards the caller\'s Basic credentials; "service" replaces them with the '
+        "gateway's own Apigee account (service_user, password from service_password_env).",
+        one_of("passthrough", "service"),
+        "passthrough",
+    )
+    service_user: str = setting('Apigee user name for auth = "service".', text, "")
+    service_password_env: str = setting(
+        'Name of the environment variable holding the service account password (auth = "service"); '
+        "the password itself never goes in this file.",
+        text,
+        "",
+    )
+    connect_timeout: float = setting("Seconds to wait for a connection to the upstream.", positive_number, 5.0)
+    read_timeout: float = setting(
+        "Seconds to wait for the upstream's answer once connected (502/504 after that).", positive_number, 30.0
+    )
+    verify_tls: bool = setting("Verify the upstream's TLS certificate.", boolean, True)
+    ca_bundle: str = setting(
+        "PEM file of CA certificates to trust for the upstream instead of the system's (empty: system).",
+        text,
+        "",
+    )
+
+
+@dataclass(frozen=True)
+class AuditConfig:
+    database: str = setting(
+        "SQLite file holding the audit log; relative paths are relative to this config file.",
+        non_empty_text,
+        "gateway-audit.db",
+    )
+    store_raw_tokens: bool = setting(
+        "Store access and refresh tokens in clear in the audit log. By default only a SHA-256 "
+        "fingerprint and the last 4 characters are kept.",
+        boolean,
+        False,
+    )
+
+
+@dataclass(frozen=True)
+class LoggingConfig:
+    format: str = setting(
+        '"json" (one JSON object per line), "console" (human-readable), or "auto" '
+        "(console on a terminal, JSON otherwise).",
+        one_of("auto", "json", "console"),
+        "auto",
+    )
+    level: str = setting("Least severe level logged.", one_of("debug", "info", "warning", "error"), "info")
+
+
+@dataclass(frozen=True)
+class StubConfig:
+    host: str = setting("Address `gateway stub` listens on (the embedded stub always uses loopback).", non_empty_text, "127.0.0.1")
+    port: int = setting("TCP port of `gateway stub` (the embedded stub picks a free one).", port_number, 8081)
+    seed: str = setting(
+        "JSON seed file of users and tokens for the stub, embedded or standalone; empty: the demo data.", text, ""
+    )
+
+
+@dataclass(frozen=True)
+class UserConfig:
+    name: str = setting("User name the caller sends with Basic auth.", user_name)
+    password_hash: str = setting("Hash printed by `gateway hash-password`, never the password.", non_empty_text)
+    orgs: tuple[str, ...] = setting('Organisations the user may act on; ["*"] for all.', name_list(wildcard=ALL_ORGS))
+    roles: tuple[str, ...] = setting(
+        '"revoke" may delete tokens; "audit" may read the audit trail over HTTP.', name_list(ROLES), ("revoke",)
+    )
+
+
+SECTIONS: dict[str, type] = {
+    "server": ServerConfig,
+    "upstream": UpstreamConfig,
+    "audit": AuditConfig,
+    "logging": LoggingConfig,
+    "stub": StubConfig,
+}
+"""The plain tables of the config file; ``[[users]]`` is the one array of tables."""
+
+
+@dataclass(frozen=True)
+class Config:
+    source: str
+    server: ServerConfig = field(default_factory=ServerConfig)
+    upstream: UpstreamConfig = field(default_factory=UpstreamConfig)
+    audit: AuditConfig = field(default_factory=AuditConfig)
+    logging: LoggingConfig = field(default_factory=LoggingConfig)
+    stub: StubConfig = field(default_factory=StubConfig)
+    users: tuple[UserConfig, ...] = ()
+    base_dir: Path = field(default_factory=Path.cwd)
+    service_password: str = field(default="", repr=False)
+
+    @property
+    def uses_stub(self) -> bool:
+        return self.upstream.url == STUB_UPSTREAM
+
+    def path(self, value: str) -> Path:
+        """A path from the config, relative to the config file's folder."""
+        return self.base_dir / Path(value).expanduser()
+
+    @property
+    def database_path(self) -> Path:
+        return self.path(self.audit.database)
+
+
+DEFAULTS_SOURCE = "(built-in defaults)"
+
+
+def load_config(path: Path | None, environ: Mapping[str, str] | None = None) -> Config:
+    """Read and validate a config file; ``None`` gives the built-in demo defaults."""
+    if path is None:
+        return Config(source=DEFAULTS_SOURCE)
+    source = str(path)
+    try:
+        with path.open("rb") as file:
+            data = tomllib.load(file)
+    except OSError as exc:
+        raise ConfigError(source, None, f"cannot read: {exc.strerror or exc}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(source, None, f"invalid TOML: {exc}") from None
+    return build_config(data, source=source, base_dir=path.resolve().parent, environ=environ)
+
+
+def build_config(
+    data: dict[str, Any], *, source: str, base_dir: Path, environ: Mapping[str, str] | None = None
+) -> Config:
+    """Validate parsed TOML against the declarations and the rules that span keys."""
+    known = [*SECTIONS, "users"]
+    for name in data:
+        if name not in known:
+            raise ConfigError(source, name, f"unknown section; expected one of {', '.join(known)}")
+    sections = {
+        name: _build_table(cls, data.get(name, {}), source, name) for name, cls in SECTIONS.items()
+    }
+    users = _build_users(data.get("users", []), source)
+    config = Config(source=source, users=users, base_dir=base_dir, **sections)
+    _check_rules(config)
+    if config.upstream.auth == "service":
+        password = _service_password(config, os.environ if environ is None else environ)
+        config = dataclasses.replace(config, service_password=password)
+    return config
+
+
+def _build_table(cls: type, table: Any, source: str, where: str) -> Any:
+    if not isinstance(table, dict):
+        raise ConfigError(source, where, f"expected a table, got {_show(table)}")
+    declared = {f.name: f for f in dataclasses.fields(cls)}
+    for key in table:
+        if key not in declared:
+            raise ConfigError(source, f"{where}.{key}", f"unknown key; expected one of {', '.join(declared)}")
+    values: dict[str, Any] = {}
+    for name, declaration in declared.items():
+        if name in table:
+            try:
+                values[name] = declaration.metadata["check"](table[name])
+            except ValueError as exc:
+                raise ConfigError(source, f"{where}.{name}", str(exc)) from None
+        elif declaration.default is dataclasses.MISSING:
+            raise ConfigError(source, f"{where}.{name}", "missing; this key is required")
+    return cls(**values)
+
+
+def _build_users(users: Any, source: str) -> tuple[UserConfig, ...]:
+    if not isinstance(users, list):
+        raise ConfigError(source, "users", "expected an array of tables ([[users]])")
+    built = tuple(_build_table(UserConfig, user, source, f"users[{i}]") for i, user in enumerate(users))
+    seen: set[str] = set()
+    for index, user in enumerate(built):
+        if user.name in seen:
+            raise ConfigError(source, f"users[{index}].name", f"user {_show(user.name)} is declared twice")
+        seen.add(user.name)
+    return built
+
+
+def _check_rules(config: Config) -> None:
+    """Rules that span several keys."""
+    source, upstream = config.source, config.upstream
+    if not config.uses_stub and not config.users:
+        raise ConfigError(
+            source, "users", "no [[users]] declared; the demo user only exists with the embedded stub (upstream.url = \"stub\")"
+        )
+    for key, value in (("upstream.ca_bundle", upstream.ca_bundle), ("stub.seed", config.stub.seed)):
+        if value and not config.path(value).is_file():
+            raise ConfigError(source, key, f"no such file: {config.path(value)}")
+
+
+def _service_password(config: Config, environ: Mapping[str, str]) -> str:
+    """The service account's password, read from the environment so it never sits in the file."""
+    upstream = config.upstream
+    for key in ("service_user", "service_password_env"):
+        if not getattr(upstream, key):
+            raise ConfigError(config.source, f"upstream.{key}", 'required when upstream.auth = "service"')
+    password = environ.get(upstream.service_password_env, "")
+    if not password:
+        raise ConfigError(
+            config.source,
+            "upstream.service_password_env",
+            f"environment variable {upstream.service_password_env} is not set or empty",
+        )
+    return password

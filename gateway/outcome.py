@@ -1,0 +1,94 @@
+"""What the upstream's answer means for the audit trail: outcome, snapshot and error code.
+
+The caller gets the upstream's bytes untouched; everything here works on a private copy
+(decompressed if need be) and never changes what is sent back.
+"""
+
+from __future__ import annotations
+
+import json
+import zlib
+from dataclasses import dataclass
+from typing import Any
+from xml.etree import ElementTree
+
+from aiohttp import hdrs
+
+from gateway.audit.record import Outcome
+from gateway.proxy import UpstreamReply
+
+MAX_DECODED_BODY = 1 << 20
+MAX_ERROR_CODE = 200
+
+
+@dataclass(frozen=True, slots=True)
+class Interpretation:
+    outcome: Outcome
+    snapshot: dict[str, Any] | None = None
+    """The deleted token as the upstream described it (successful deletions only)."""
+    error_code: str | None = None
+
+
+def interpret(reply: UpstreamReply) -> Interpretation:
+    outcome = outcome_for_status(reply.status)
+    content = _decoded(reply)
+    if outcome is Outcome.DELETED:
+        snapshot = _json_object(content)
+        return Interpretation(outcome, snapshot, None if snapshot is not None else "upstream.snapshot_unreadable")
+    return Interpretation(outcome, None, _error_code(content))
+
+
+def outcome_for_status(status: int) -> Outcome:
+    if 200 <= status < 300:
+        return Outcome.DELETED
+    if status == 404:
+        return Outcome.NOT_FOUND
+    if status == 401:
+        return Outcome.DENIED
+    if status == 403:
+        return Outcome.FORBIDDEN
+    if 400 <= status < 500:
+        return Outcome.REJECTED
+    return Outcome.UPSTREAM_ERROR
+
+
+def _decoded(reply: UpstreamReply) -> bytes | None:
+    """The body without its content encoding, or None when it cannot be undone safely."""
+    encoding = reply.headers.get(hdrs.CONTENT_ENCODING, "identity").strip().lower()
+    if encoding in ("", "identity"):
+        return reply.body
+    if encoding not in ("gzip", "x-gzip", "deflate"):
+        return None
+    try:
+        # 32 + MAX_WBITS accepts both gzip and zlib framing, whichever the upstream used.
+        decompressor = zlib.decompressobj(32 + zlib.MAX_WBITS)
+        content = decompressor.decompress(reply.body, MAX_DECODED_BODY)
+    except zlib.error:
+        return None
+    # A body that inflates past the bound is treated as unreadable rather than read in full.
+    return None if decompressor.unconsumed_tail else content
+
+
+def _json_object(content: bytes | None) -> dict[str, Any] | None:
+    if not content:
+        return None
+    try:
+        value = json.loads(content)
+    except (ValueError, RecursionError):
+        return None
+    return value if isinstance(value, dict) else None
+
+
+def _error_code(content: bytes | None) -> str | None:
+    """Apigee's error code from a JSON (``code``) or XML (``<Code>``) error body."""
+    if not content:
+        return None
+    document = _json_object(content)
+    if document is not None:
+        code = document.get("code")
+    else:
+        try:
+            code = ElementTree.fromstring(content).findtext("Code")
+        except ElementTree.ParseError:
+            return None
+    return code[:MAX_ERROR_CODE] if isinstance(code, str) else None

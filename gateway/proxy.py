@@ -1,0 +1,150 @@
+"""Forwarding to the upstream and passing its answer back exactly.
+
+What the caller gets is what the upstream sent: status, reason, body bytes (never decompressed
+or re-encoded) and every end-to-end header (several ``Set-Cookie`` included). Only hop-by-hop
+headers (RFC 9110, section 7.6.1) and the framing the gateway redoes itself are dropped.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ssl
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+import aiohttp
+from aiohttp import hdrs
+from aiohttp.http_exceptions import HttpProcessingError
+from multidict import CIMultiDict
+from yarl import URL
+
+from gateway.target import TokenTarget
+
+HOP_BY_HOP = frozenset(
+    name.lower()
+    for name in (
+        hdrs.CONNECTION, hdrs.KEEP_ALIVE, hdrs.PROXY_AUTHENTICATE, hdrs.PROXY_AUTHORIZATION,
+        hdrs.TE, hdrs.TRAILER, hdrs.TRANSFER_ENCODING, hdrs.UPGRADE,
+    )
+)
+# The gateway frames bodies itself and connects to its own upstream host.
+_NOT_FORWARDED = frozenset(name.lower() for name in (hdrs.HOST, hdrs.CONTENT_LENGTH, hdrs.EXPECT))
+_NOT_RETURNED = frozenset({hdrs.CONTENT_LENGTH.lower()})
+# Without this the client would add headers the caller never sent.
+_SKIP_AUTO_HEADERS = (hdrs.USER_AGENT, hdrs.ACCEPT, hdrs.ACCEPT_ENCODING, hdrs.CONTENT_TYPE)
+
+MAX_UPSTREAM_BODY = 1 << 20
+
+
+@dataclass(frozen=True, slots=True)
+class UpstreamReply:
+    status: int
+    reason: str | None
+    headers: CIMultiDict[str]
+    """End-to-end headers only, ready to send back."""
+    body: bytes
+    """Exactly the bytes received, still content-encoded if they were."""
+
+
+class UpstreamError(Exception):
+    """No usable answer. ``sent`` is False only when the request surely never left."""
+
+    def __init__(self, kind: str, detail: str, *, timeout: bool, sent: bool) -> None:
+        super().__init__(detail)
+        self.kind = kind
+        self.detail = detail
+        self.timeout = timeout
+        self.sent = sent
+
+
+def end_to_end(headers: Mapping[str, str], drop: frozenset[str] = frozenset()) -> CIMultiDict[str]:
+    """A copy without hop-by-hop headers, those named in ``Connection``, and ``drop``."""
+    named = {
+        token.strip().lower()
+        for value in headers.getall(hdrs.CONNECTION, ())  # type: ignore[attr-defined]
+        for token in value.split(",")
+    }
+    kept: CIMultiDict[str] = CIMultiDict()
+    for name, value in headers.items():
+        lowered = name.lower()
+        if lowered not in HOP_BY_HOP and lowered not in named and lowered not in drop:
+            kept.add(name, value)
+    return kept
+
+
+def make_session(
+    *, connect_timeout: float, read_timeout: float, verify_tls: bool, ca_bundle: str | None
+) -> aiohttp.ClientSession:
+    """The one client session: pooled keep-alive connections, bounded waits, bytes untouched."""
+    tls: ssl.SSLContext | bool = False if not verify_tls else ssl.create_default_context(cafile=ca_bundle or None)
+    return aiohttp.ClientSession(
+        connector=aiohttp.TCPConnector(ssl=tls, limit=0),
+        timeout=aiohttp.ClientTimeout(total=None, connect=connect_timeout, sock_read=read_timeout),
+        auto_decompress=False,
+        skip_auto_headers=_SKIP_AUTO_HEADERS,
+        # Cookies set by the upstream for one caller must never ride along with another's call.
+        cookie_jar=aiohttp.DummyCookieJar(),
+    )
+
+
+class Upstream:
+    def __init__(self, base_url: str, session: aiohttp.ClientSession, *, authorization: str | None = None) -> None:
+        """``authorization`` replaces the caller's credentials (service mode) when given."""
+        self.base_url = base_url.rstrip("/")
+        self._session = session
+        self._authorization = authorization
+
+    async def forward(
+        self, method: str, target: TokenTarget, headers: Mapping[str, str], body: bytes
+    ) -> UpstreamReply:
+        """Send the call on and return the upstream's answer; raises UpstreamError otherwise."""
+        outgoing = end_to_end(headers, _NOT_FORWARDED)
+        if self._authorization is not None:
+            outgoing[hdrs.AUTHORIZATION] = self._authorization
+        url = URL(self.base_url + target.path_and_query, encoded=True)
+        try:
+            async with self._session.request(
+                method, url, headers=outgoing, data=body or None, allow_redirects=False
+            ) as response:
+                content = await _read_capped(response)
+                return UpstreamReply(
+                    response.status, response.reason, end_to_end(response.headers, _NOT_RETURNED), content
+                )
+        except aiohttp.ConnectionTimeoutError:
+            raise UpstreamError("connect_timeout", "no connection within the connect timeout", timeout=True, sent=False) from None
+        except aiohttp.ClientConnectorError as exc:
+            raise UpstreamError("connect_failed", f"cannot connect: {_reason(exc)}", timeout=False, sent=False) from None
+        except (aiohttp.ServerTimeoutError, asyncio.TimeoutError):
+            raise UpstreamError("read_timeout", "no answer within the read timeout", timeout=True, sent=True) from None
+        except aiohttp.ServerDisconnectedError:
+            raise UpstreamError("disconnected", "the upstream closed the connection without answering", timeout=False, sent=True) from None
+        except (aiohttp.ClientPayloadError, HttpProcessingError, aiohttp.ClientResponseError):
+            raise UpstreamError("malformed", "the upstream sent a malformed HTTP response", timeout=False, sent=True) from None
+        except (aiohttp.ClientError, OSError) as exc:
+            # Deliberately not str(exc): client errors can carry the URL, and the URL the token.
+            raise UpstreamError("failed", f"connection failed: {_reason(exc)}", timeout=False, sent=True) from None
+
+
+async def _read_capped(response: aiohttp.ClientResponse) -> bytes:
+    """The whole body, refusing one so large it could only be a fault or an attack."""
+    length = response.content_length
+    if length is not None:
+        if length > MAX_UPSTREAM_BODY:
+            raise _too_large()
+        return await response.read()
+    body = bytearray()
+    async for chunk in response.content.iter_chunked(1 << 16):
+        body += chunk
+        if len(body) > MAX_UPSTREAM_BODY:
+            raise _too_large()
+    return bytes(body)
+
+
+def _too_large() -> UpstreamError:
+    return UpstreamError("too_large", f"response body over {MAX_UPSTREAM_BODY} bytes", timeout=False, sent=True)
+
+
+def _reason(exc: BaseException) -> str:
+    if isinstance(exc, OSError) and exc.strerror:
+        return exc.strerror
+    return type(exc).__name__

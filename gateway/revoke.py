@@ -1,0 +1,248 @@
+"""The request path of a token deletion, top to bottom:
+
+    caller -> route -> auth -> intent (committed) -> upstream -> outcome (committed) -> reply
+
+Nothing is forwarded before its intent is durable, and no answer leaves before its outcome is.
+A crash in between leaves a ``pending`` intent in the audit log, never silence.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+from aiohttp import hdrs, web
+
+from gateway import errors
+from gateway.audit.fingerprint import fingerprint, hint, redact_snapshot
+from gateway.audit.record import AuditRecord, Outcome, utc_timestamp
+from gateway.audit.store import AuditStoreError
+from gateway.audit.writer import AuditWriter
+from gateway.auth import REVOKE, AuthenticationError, Authenticator
+from gateway.logs import Logger
+from gateway.outcome import interpret
+from gateway.proxy import Upstream, UpstreamError
+from gateway.target import BadTarget, TokenTarget, parse_target
+
+REALM = 'Basic realm="apigee-audit-gateway"'
+MAX_REQUEST_BODY = 64 * 1024
+
+
+@dataclass(frozen=True, slots=True)
+class Services:
+    """What the request path needs, built once at start-up (see ``gateway.app``)."""
+
+    authenticator: Authenticator
+    audit: AuditWriter
+    upstream: Upstream
+    log: Logger
+    store_raw_tokens: bool
+
+
+SERVICES = web.AppKey("services", Services)
+
+
+async def handle(request: web.Request) -> web.StreamResponse:
+    """Every request that is not for an operational route: token deletions, and refusals."""
+    services = request.app[SERVICES]
+    exchange = Exchange.begin(request)
+    try:
+        response = await _handle(request, services, exchange)
+    except Exception as exc:
+        # The type only: an exception's text may quote the URL, and the URL the token.
+        services.log.error("request_failed", request_id=exchange.request_id, error=type(exc).__name__)
+        response = errors.INTERNAL_ERROR.response()
+    exchange.log(services.log, response.status)
+    return response
+
+
+async def _handle(request: web.Request, services: Services, exchange: Exchange) -> web.StreamResponse:
+    # Route: only the token endpoint is served; its path is checked as it arrived on the wire.
+    try:
+        target: TokenTarget | None = parse_target(request.raw_path)
+        invalid: BadTarget | None = None
+    except BadTarget as exc:
+        target, invalid = None, exc
+    if target is None and invalid is None:
+        exchange.path_prefix = "/".join(request.path.split("/")[:4])
+        return errors.NOT_FOUND.response(
+            f"The gateway only serves DELETE /v1/o/{{org}}/oauth2/accesstokens/{{token}}; "
+            f"not {request.path[:200]}"
+        )
+    if request.method != hdrs.METH_DELETE:
+        return errors.METHOD_NOT_ALLOWED.response(
+            f"{request.method} is not allowed here; the gateway only forwards DELETE",
+            headers={hdrs.ALLOW: hdrs.METH_DELETE},
+        )
+    exchange.identify(target, invalid, keep_raw=services.store_raw_tokens)
+
+    # Auth: who is calling, and may they revoke tokens of this organisation?
+    try:
+        user = await services.authenticator.authenticate(request.headers.get(hdrs.AUTHORIZATION))
+    except AuthenticationError as exc:
+        exchange.actor = exc.claimed
+        await _record_refusal(services, exchange.record(Outcome.DENIED, error_code=errors.UNAUTHORIZED.code))
+        return errors.UNAUTHORIZED.response(headers={hdrs.WWW_AUTHENTICATE: REALM})
+    exchange.actor = user.name
+    if invalid is not None or target is None:
+        await _record_refusal(services, exchange.record(Outcome.REJECTED, error_code=errors.BAD_REQUEST.code))
+        return errors.BAD_REQUEST.response(str(invalid))
+    if not user.may(REVOKE, target.org):
+        await _record_refusal(services, exchange.record(Outcome.FORBIDDEN, error_code=errors.FORBIDDEN.code))
+        return errors.FORBIDDEN.response(f"User {user.name} may not revoke tokens of organization {target.org}")
+    try:
+        body = await request.read() if request.body_exists else b""
+    except web.HTTPRequestEntityTooLarge:
+        await _record_refusal(services, exchange.record(Outcome.REJECTED, error_code=errors.PAYLOAD_TOO_LARGE.code))
+        return errors.PAYLOAD_TOO_LARGE.response(f"The request body exceeds {MAX_REQUEST_BODY} bytes")
+
+    # Intent: durable before anything reaches the upstream.
+    try:
+        await services.audit.write(exchange.record(Outcome.PENDING))
+    except AuditStoreError as exc:
+        services.log.error("audit_write_failed", request_id=exchange.request_id, stage="intent", error=str(exc))
+        return errors.AUDIT_UNAVAILABLE.response()
+
+    # Upstream: forward once; a DELETE whose fate is unknown is never retried.
+    try:
+        reply = await services.upstream.forward(request.method, target, request.headers, body)
+    except UpstreamError as exc:
+        failure = errors.UPSTREAM_TIMEOUT if exc.timeout else errors.UPSTREAM_UNAVAILABLE
+        outcome = exchange.record(Outcome.UPSTREAM_ERROR, error_code=f"upstream.{exc.kind}")
+        await _record_outcome(services, exchange, outcome)
+        return failure.response(f"{failure.message}: {exc.detail}")
+
+    # Outcome: durable before the caller hears anything.
+    meaning = interpret(reply)
+    snapshot = meaning.snapshot
+    outcome = exchange.record(
+        meaning.outcome,
+        upstream_status=reply.status,
+        error_code=meaning.error_code,
+        app=_text(snapshot, "app"),
+        client_id=_text(snapshot, "clientId"),
+        snapshot=_stored_snapshot(snapshot, keep_raw=services.store_raw_tokens),
+    )
+    if not await _record_outcome(services, exchange, outcome):
+        return errors.AUDIT_UNAVAILABLE.response(
+            f"The upstream answered {reply.status}, but the outcome could not be recorded; "
+            "the intent stays pending in the audit log"
+        )
+
+    # Reply: the upstream's answer, exactly.
+    return web.Response(status=reply.status, reason=reply.reason, headers=reply.headers, body=reply.body)
+
+
+async def _record_refusal(services: Services, record: AuditRecord) -> None:
+    """Refusals are audited too, but a refusal stands even if its record cannot be written."""
+    try:
+        await services.audit.write(record)
+    except AuditStoreError as exc:
+        services.log.error("audit_write_failed", request_id=record.request_id, stage="refusal", error=str(exc))
+
+
+async def _record_outcome(services: Services, exchange: Exchange, record: AuditRecord) -> bool:
+    try:
+        await services.audit.write(record)
+    except AuditStoreError as exc:
+        services.log.error("audit_write_failed", request_id=exchange.request_id, stage="outcome", error=str(exc))
+        return False
+    return True
+
+
+def _text(snapshot: dict[str, Any] | None, key: str) -> str | None:
+    value = snapshot.get(key) if snapshot else None
+    return value if isinstance(value, str) else None
+
+
+def _stored_snapshot(snapshot: dict[str, Any] | None, *, keep_raw: bool) -> str | None:
+    if snapshot is None:
+        return None
+    kept = snapshot if keep_raw else redact_snapshot(snapshot)
+    return json.dumps(kept, ensure_ascii=False, separators=(",", ":"))
+
+
+@dataclass(slots=True)
+class Exchange:
+    """What is known about one request so far: the source of its audit records and log line."""
+
+    request_id: str
+    started: float
+    client_ip: str | None
+    method: str
+    actor: str | None = None
+    org: str | None = None
+    token_sha256: str | None = None
+    token_hint: str | None = None
+    token: str | None = None
+    outcome: str | None = None
+    error_code: str | None = None
+    upstream_status: int | None = None
+    path_prefix: str | None = None
+
+    @classmethod
+    def begin(cls, request: web.Request) -> Exchange:
+        return cls(uuid.uuid4().hex, time.perf_counter(), request.remote, request.method)
+
+    def identify(self, target: TokenTarget | None, invalid: BadTarget | None, *, keep_raw: bool) -> None:
+        if target is not None:
+            self.org = target.org
+            self.token_sha256 = fingerprint(target.token)
+            self.token_hint = hint(target.token)
+            self.token = target.token if keep_raw else None
+        elif invalid is not None:
+            self.org = invalid.org
+
+    def latency_ms(self) -> float:
+        return round((time.perf_counter() - self.started) * 1000, 3)
+
+    def record(
+        self,
+        outcome: Outcome,
+        *,
+        upstream_status: int | None = None,
+        error_code: str | None = None,
+        app: str | None = None,
+        client_id: str | None = None,
+        snapshot: str | None = None,
+    ) -> AuditRecord:
+        self.outcome, self.error_code, self.upstream_status = outcome.value, error_code, upstream_status
+        return AuditRecord(
+            request_id=self.request_id,
+            time=utc_timestamp(),
+            actor=self.actor,
+            client_ip=self.client_ip,
+            method=self.method,
+            org=self.org,
+            token_sha256=self.token_sha256,
+            token_hint=self.token_hint,
+            outcome=outcome.value,
+            upstream_status=upstream_status,
+            error_code=error_code,
+            latency_ms=None if outcome is Outcome.PENDING else self.latency_ms(),
+            app=app,
+            client_id=client_id,
+            snapshot=snapshot,
+            token=self.token,
+        )
+
+    def log(self, log: Logger, status: int) -> None:
+        """The request's one log line: the token appears only as its hint."""
+        log.info(
+            "request",
+            request_id=self.request_id,
+            method=self.method,
+            path_prefix=self.path_prefix,
+            client_ip=self.client_ip,
+            actor=self.actor,
+            org=self.org,
+            token_hint=self.token_hint,
+            status=status,
+            outcome=self.outcome,
+            upstream_status=self.upstream_status,
+            error_code=self.error_code,
+            latency_ms=self.latency_ms(),
+        )

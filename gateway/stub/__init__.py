@@ -1,0 +1,8 @@
+"""A local emulator of Apigee Edge's access-token endpoints; the gateway's default upstream."""
+
+from __future__ import annotations
+
+from gateway.stub.app import make_stub_app
+from gateway.stub.seed import Seed, SeedError, demo_seed, load_seed
+
+__all__ = ["Seed", "SeedError", "demo_seed", "load_seed", "make_stub_app"]
