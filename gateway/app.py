@@ -11,9 +11,10 @@ from functools import partial
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack
 
-from aiohttp import BasicAuth, web
+from aiohttp import encode_basic_auth, web
 
 from gateway.audit.sqlite import SQLiteAuditStore
+from gateway.audit.store import AuditStoreError
 from gateway.audit.writer import AuditWriter
 from gateway.auth import AUDIT, REVOKE, Authenticator, User
 from gateway.config import ALL_ORGS, Config, ConfigError
@@ -29,12 +30,14 @@ UPSTREAM_URL = web.AppKey("upstream_url", str)
 """The upstream actually used; for the embedded stub, its loopback address."""
 STUB_SEED = web.AppKey("stub_seed", Seed)
 
+MAX_HEADER_FIELD = 16 * 1024
+"""Large enough that an oversized Authorization header reaches our own 401, not aiohttp's 400."""
 DEMO_HASH_COST = 10
 """Demo accounts have public passwords; a cheap hash keeps start-up instant."""
 
 
 def build_app(config: Config) -> web.Application:
-    app = web.Application(client_max_size=MAX_REQUEST_BODY)
+    app = web.Application(client_max_size=MAX_REQUEST_BODY, handler_args={"max_field_size": MAX_HEADER_FIELD})
     app[CONFIG] = config
     app.cleanup_ctx.append(_lifetime)
     app.router.add_route("*", "/{path:.*}", handle)
@@ -56,7 +59,10 @@ async def _lifetime(app: web.Application) -> AsyncIterator[None]:
     async with AsyncExitStack() as stack:
         seed = stub_seed(config) if config.uses_stub else None
         authenticator = await _authenticator(config, seed)
-        store = await SQLiteAuditStore.open(config.database_path)
+        try:
+            store = await SQLiteAuditStore.open(config.database_path, busy_timeout=config.audit.busy_timeout)
+        except AuditStoreError as exc:
+            raise ConfigError(config.source, "audit.database", str(exc)) from None
         writer = AuditWriter(store)
         stack.push_async_callback(writer.close)
         if seed is not None:
@@ -74,7 +80,7 @@ async def _lifetime(app: web.Application) -> AsyncIterator[None]:
             )
         )
         service_auth = (
-            BasicAuth(upstream.service_user, config.service_password).encode() if upstream.auth == "service" else None
+            encode_basic_auth(upstream.service_user, config.service_password) if upstream.auth == "service" else None
         )
         app[SERVICES] = Services(
             authenticator=authenticator,

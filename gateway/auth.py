@@ -13,8 +13,7 @@ import os
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from aiohttp import BasicAuth
-
+from gateway.basic import MalformedCredentials, parse_basic
 from gateway.config import ALL_ORGS, ConfigError, UserConfig
 from gateway.passwords import ScryptHash, parse_hash, verify_password
 
@@ -80,16 +79,16 @@ class Authenticator:
         if user is not None:
             return user
         try:
-            credentials = BasicAuth.decode(header, encoding="utf-8")
-        except ValueError:
-            raise AuthenticationError("malformed Basic credentials") from None
-        account = self._accounts.get(credentials.login)
+            credentials = parse_basic(header)
+        except MalformedCredentials as exc:
+            raise AuthenticationError(str(exc)) from None
+        account = self._accounts.get(credentials.user)
         stored = account.password if account else self._decoy
         matches = stored is not None and await asyncio.get_running_loop().run_in_executor(
             None, verify_password, credentials.password, stored
         )
         if account is None or not matches:
-            raise AuthenticationError("wrong user name or password", claimed=credentials.login or None)
+            raise AuthenticationError("wrong user name or password", claimed=credentials.user)
         self._remember(tag, account.user)
         return account.user
 

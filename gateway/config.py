@@ -166,6 +166,12 @@ class AuditConfig:
         non_empty_text,
         "gateway-audit.db",
     )
+    busy_timeout: float = setting(
+        "Seconds a write waits for a lock held by another process (e.g. a long query) before the "
+        "gateway gives up and answers 503.",
+        positive_number,
+        5.0,
+    )
     store_raw_tokens: bool = setting(
         "Store access and refresh tokens in clear in the audit log. By default only a SHA-256 "
         "fingerprint and the last 4 characters are kept.",
@@ -182,7 +188,11 @@ class LoggingConfig:
         one_of("auto", "json", "console"),
         "auto",
     )
-    level: str = setting("Least severe level logged.", one_of("debug", "info", "warning", "error"), "info")
+    level: str = setting(
+        'Least severe level logged: "debug", "info", "warning" or "error".',
+        one_of("debug", "info", "warning", "error"),
+        "info",
+    )
 
 
 @dataclass(frozen=True)
@@ -200,7 +210,9 @@ class UserConfig:
     password_hash: str = setting("Hash printed by `gateway hash-password`, never the password.", non_empty_text)
     orgs: tuple[str, ...] = setting('Organisations the user may act on; ["*"] for all.', name_list(wildcard=ALL_ORGS))
     roles: tuple[str, ...] = setting(
-        '"revoke" may delete tokens; "audit" may read the audit trail over HTTP.', name_list(ROLES), ("revoke",)
+        '"revoke" may delete tokens; "audit" may read the audit trail over HTTP. Default: ["revoke"].',
+        name_list(ROLES),
+        ("revoke",),
     )
 
 
@@ -334,3 +346,16 @@ def _service_password(config: Config, environ: Mapping[str, str]) -> str:
             f"environment variable {upstream.service_password_env} is not set or empty",
         )
     return password
+
+
+def reference_table() -> str:
+    """The README's table of config keys, rendered from the declarations (a test compares them)."""
+    lines = ["| Key | Default | Meaning |", "|---|---|---|"]
+    tables = [*SECTIONS.items(), ("users", UserConfig)]
+    for section, cls in tables:
+        for declaration in dataclasses.fields(cls):
+            default = declaration.default
+            shown = "required" if default is dataclasses.MISSING else f"`{_show(list(default) if isinstance(default, tuple) else default)}`"
+            meaning = " ".join(declaration.metadata["help"].split()).replace("|", "\\|")
+            lines.append(f"| `{section}.{declaration.name}` | {shown} | {meaning} |")
+    return "\n".join(lines)

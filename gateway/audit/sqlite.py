@@ -68,7 +68,7 @@ class SQLiteAuditStore:
         self.path = path
 
     @classmethod
-    async def open(cls, path: Path, *, create: bool = True) -> SQLiteAuditStore:
+    async def open(cls, path: Path, *, create: bool = True, busy_timeout: float = 5.0) -> SQLiteAuditStore:
         """Open (and with ``create``, initialise) the audit database at ``path``."""
         if not create and not path.is_file():
             raise AuditStoreError(f"no audit database at {path}")
@@ -78,15 +78,15 @@ class SQLiteAuditStore:
             raise AuditStoreError(f"cannot open {path}: {exc}") from None
         store = cls(db, path)
         try:
-            await store._prepare(create=create)
+            await store._prepare(create=create, busy_timeout=busy_timeout)
         except BaseException:
             await db.close()
             raise
         return store
 
-    async def _prepare(self, *, create: bool) -> None:
+    async def _prepare(self, *, create: bool, busy_timeout: float) -> None:
         try:
-            await self._db.execute("PRAGMA busy_timeout = 5000")
+            await self._db.execute(f"PRAGMA busy_timeout = {int(busy_timeout * 1000)}")
             application_id = await self._pragma("application_id")
             version = await self._pragma("user_version")
             if application_id == 0 and version == 0:

@@ -14,8 +14,9 @@ from contextlib import asynccontextmanager
 from typing import Any
 from xml.sax.saxutils import escape
 
-from aiohttp import BasicAuth, hdrs, web
+from aiohttp import hdrs, web
 
+from gateway.basic import MalformedCredentials, parse_basic
 from gateway.stub import jackson
 from gateway.stub.seed import Seed
 
@@ -102,10 +103,10 @@ def _authorized(request: web.Request) -> bool:
     if header is None:
         return False
     try:
-        credentials = BasicAuth.decode(header, encoding="utf-8")
-    except ValueError:
+        credentials = parse_basic(header)
+    except MalformedCredentials:
         return False
-    expected = request.app[USERS].get(credentials.login)
+    expected = request.app[USERS].get(credentials.user)
     return expected is not None and hmac.compare_digest(expected.encode(), credentials.password.encode())
 
 

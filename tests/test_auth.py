@@ -1,0 +1,197 @@
+"""Refusals (401, 403, 400, 404, 405) never reach the upstream, and the audited ones are recorded."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+from yarl import URL
+
+from conftest import SAMPLE, SAMPLE_PATH, GatewayFactory, Peer, basic, make_config, rows
+from gateway.audit.fingerprint import fingerprint
+from gateway.auth import AuthenticationError, Authenticator, User
+from gateway.basic import MalformedCredentials, parse_basic
+from gateway.passwords import hash_password, parse_hash
+
+
+def raw_basic(payload: bytes) -> dict[str, str]:
+    return {"Authorization": "Basic " + base64.b64encode(payload).decode()}
+
+
+@pytest.mark.parametrize(
+    ("headers", "claimed"),
+    [
+        ({}, None),
+        (basic("myname", "wrong"), "myname"),
+        (basic("myname", ""), "myname"),
+        (raw_basic(b"nobody:mypass"), "nobody"),
+        ({"Authorization": "Basic"}, None),
+        ({"Authorization": "Bearer " + SAMPLE}, None),
+        ({"Authorization": "Basic !!!notbase64"}, None),
+        (raw_basic(b"no-colon-here"), None),
+        (raw_basic(b":empty-user"), None),
+        (raw_basic(b"\xffname:pass"), None),
+        ({"Authorization": "Basic " + "A" * 10_000}, None),
+    ],
+    ids=["missing", "wrong-password", "empty-password", "unknown-user", "no-credentials", "bearer", "bad-base64",
+         "no-colon", "empty-user", "not-utf8", "10kb-header"],
+)
+async def test_bad_credentials_get_401_and_are_audited(
+    tmp_path: Path, gateway: GatewayFactory, peer: Peer, headers: dict[str, str], claimed: str | None
+) -> None:
+    """Every kind of bad credential: 401 with WWW-Authenticate, a 'denied' record, nothing forwarded."""
+    client = await gateway(make_config(tmp_path, upstream=peer.url))
+    response = await client.delete(SAMPLE_PATH, headers=headers)
+    assert 401 == response.status
+    assert 'Basic realm="apigee-audit-gateway"' == response.headers["WWW-Authenticate"]
+    assert {"code": "gateway.unauthorized", "message": "Missing or invalid Basic credentials", "contexts": []} == await response.json()
+    assert [] == peer.requests
+    [record] = rows(tmp_path / "audit.db")
+    expected = {"outcome": "denied", "actor": claimed, "org": "myorg", "token_sha256": fingerprint(SAMPLE), "token_hint": "c7vC", "error_code": "gateway.unauthorized", "upstream_status": None}
+    assert expected == {key: record[key] for key in expected}
+
+
+@pytest.mark.parametrize(
+    ("user", "path", "message"),
+    [
+        ("outsider", SAMPLE_PATH, "User outsider may not revoke tokens of organization myorg"),
+        ("auditor", SAMPLE_PATH, "User auditor may not revoke tokens of organization myorg"),
+        ("myname", "/v1/o/otherorg/oauth2/accesstokens/" + SAMPLE, "User myname may not revoke tokens of organization otherorg"),
+    ],
+    ids=["other-org", "no-revoke-role", "org-not-granted"],
+)
+async def test_users_without_the_right_get_403(
+    tmp_path: Path, gateway: GatewayFactory, peer: Peer, user: str, path: str, message: str
+) -> None:
+    """Valid credentials without the revoke role or the org: 403, audited as 'forbidden', not forwarded."""
+    client = await gateway(make_config(tmp_path, upstream=peer.url))
+    response = await client.delete(path, headers=basic(user))
+    assert 403 == response.status
+    assert {"code": "gateway.forbidden", "message": message, "contexts": []} == await response.json()
+    assert [] == peer.requests
+    [record] = rows(tmp_path / "audit.db")
+    assert ("forbidden", user, "gateway.forbidden") == (record["outcome"], record["actor"], record["error_code"])
+
+
+@pytest.mark.parametrize(
+    ("path", "part"),
+    [
+        ("/v1/o/myorg/oauth2/accesstokens/abc%2Fdef", "access token"),
+        ("/v1/o/myorg/oauth2/accesstokens/..", "access token"),
+        ("/v1/o/myorg/oauth2/accesstokens/%2e%2e", "access token"),
+        ("/v1/o/myorg/oauth2/accesstokens/abc%00def", "access token"),
+        ("/v1/o/myorg/oauth2/accesstokens/abc/", "access token"),
+        ("/v1/o/myorg/oauth2/accesstokens/", "access token"),
+        ("/v1/o/myorg/oauth2/accesstokens/" + "a" * 1025, "access token"),
+        ("/v1/o/my%2Forg/oauth2/accesstokens/abc", "organization name"),
+        ("/v1/o/../oauth2/accesstokens/abc", "organization name"),
+        ("/v1/o//oauth2/accesstokens/abc", "organization name"),
+    ],
+)
+async def test_path_tricks_get_400_and_are_not_forwarded(
+    tmp_path: Path, gateway: GatewayFactory, peer: Peer, path: str, part: str
+) -> None:
+    """Encoded slashes, dot segments, NULs and overlong names are refused from the raw path."""
+    client = await gateway(make_config(tmp_path, upstream=peer.url))
+    response = await client.session.delete(
+        URL(str(client.make_url("")).rstrip("/") + path, encoded=True), headers=basic("myname")
+    )
+    assert 400 == response.status
+    body = await response.json()
+    assert "gateway.bad_request" == body["code"]
+    assert body["message"].startswith(f"Invalid {part} in path")
+    assert [] == peer.requests
+    [record] = rows(tmp_path / "audit.db")
+    assert ("rejected", "myname") == (record["outcome"], record["actor"])
+
+
+async def test_unknown_paths_get_404_naming_the_path(tmp_path: Path, gateway: GatewayFactory, peer: Peer) -> None:
+    """Other management paths are not the gateway's business: 404, not forwarded, not audited."""
+    client = await gateway(make_config(tmp_path, upstream=peer.url))
+    response = await client.get("/v1/o/myorg/apps", headers=basic("myname"))
+    assert 404 == response.status
+    assert {
+        "code": "gateway.not_found",
+        "message": "The gateway only serves DELETE /v1/o/{org}/oauth2/accesstokens/{token}; not /v1/o/myorg/apps",
+        "contexts": [],
+    } == await response.json()
+    assert [] == peer.requests
+    assert [] == rows(tmp_path / "audit.db")
+
+
+@pytest.mark.parametrize("method", ["GET", "POST", "PUT", "PATCH"])
+async def test_other_methods_on_the_token_path_get_405(tmp_path: Path, gateway: GatewayFactory, peer: Peer, method: str) -> None:
+    client = await gateway(make_config(tmp_path, upstream=peer.url))
+    response = await client.request(method, SAMPLE_PATH, headers=basic("myname"))
+    assert 405 == response.status
+    assert "DELETE" == response.headers["Allow"]
+    assert "gateway.method_not_allowed" == (await response.json())["code"]
+    assert [] == peer.requests
+
+
+async def test_oversized_body_gets_413(tmp_path: Path, gateway: GatewayFactory, peer: Peer) -> None:
+    client = await gateway(make_config(tmp_path, upstream=peer.url))
+    response = await client.delete(SAMPLE_PATH, headers=basic("myname"), data=b"x" * (64 * 1024 + 1))
+    assert 413 == response.status
+    assert "gateway.payload_too_large" == (await response.json())["code"]
+    assert [] == peer.requests
+    assert ["rejected"] == [row["outcome"] for row in rows(tmp_path / "audit.db")]
+
+
+class TestAuthenticator:
+    @staticmethod
+    def make() -> Authenticator:
+        alice = User("alice", frozenset({"myorg"}), frozenset({"revoke"}))
+        return Authenticator([(alice, parse_hash(hash_password("alice-pass", log2_n=10)))])
+
+    async def test_verified_credentials_are_not_hashed_again(self) -> None:
+        """After one success, the same header is accepted without running the slow hash."""
+        authenticator = self.make()
+        header = basic("myname", "unused")["Authorization"].replace(
+            base64.b64encode(b"myname:unused").decode(), base64.b64encode(b"alice:alice-pass").decode()
+        )
+        assert "alice" == (await authenticator.authenticate(header)).name
+        refusing = ThreadPoolExecutor(1)
+        refusing.shutdown()
+        asyncio.get_running_loop().set_default_executor(refusing)
+        assert "alice" == (await authenticator.authenticate(header)).name
+        with pytest.raises(RuntimeError, match="after shutdown"):
+            await authenticator.authenticate(raw_basic(b"alice:other")["Authorization"])
+
+    async def test_unknown_user_is_checked_against_a_real_hash(self) -> None:
+        """An unknown user costs the same hash as a known one, and is then refused."""
+        authenticator = self.make()
+        refusing = ThreadPoolExecutor(1)
+        refusing.shutdown()
+        asyncio.get_running_loop().set_default_executor(refusing)
+        with pytest.raises(RuntimeError, match="after shutdown"):
+            await authenticator.authenticate(raw_basic(b"mallory:x")["Authorization"])
+
+    async def test_wrong_password_names_the_claimed_user(self) -> None:
+        with pytest.raises(AuthenticationError) as error:
+            await self.make().authenticate(raw_basic(b"alice:nope")["Authorization"])
+        assert ("wrong user name or password", "alice") == (error.value.reason, error.value.claimed)
+
+
+@pytest.mark.parametrize(
+    ("header", "reason"),
+    [
+        ("Bearer x", "Authorization scheme is not Basic"),
+        ("Basic ***", "Basic credentials are not valid base64"),
+        ("Basic " + base64.b64encode(b"\xff:x").decode(), "Basic credentials are not UTF-8"),
+        ("Basic " + base64.b64encode(b"alice").decode(), "Basic credentials lack the ':' between user name and password"),
+        ("Basic " + base64.b64encode(b":x").decode(), "Basic credentials have an empty user name"),
+        ("Basic " + "A" * 5000, "Authorization header longer than 4096 characters"),
+    ],
+)
+def test_malformed_basic_credentials_say_why(header: str, reason: str) -> None:
+    with pytest.raises(MalformedCredentials) as error:
+        parse_basic(header)
+    assert reason == str(error.value)
+
+
+def test_basic_credentials_keep_colons_in_the_password() -> None:
+    assert ("alice", "a:b:c") == parse_basic("basic " + base64.b64encode(b"alice:a:b:c").decode())

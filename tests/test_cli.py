@@ -1,0 +1,131 @@
+"""The real `gateway` command in subprocesses: serve, stub, hash-password, and its one-line errors."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import signal
+import socket
+import subprocess
+import sys
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+import aiohttp
+
+from conftest import SAMPLE, SAMPLE_PATH, USERS, basic, rows
+from gateway.passwords import parse_hash, verify_password
+from test_stub import XML_404, documented_sample
+
+ROOT = Path(__file__).resolve().parents[1]
+START_TIMEOUT = 30
+
+
+@asynccontextmanager
+async def running(*args: str, cwd: Path) -> AsyncIterator[tuple[str, list[str]]]:
+    """Run `gateway ARGS` until its banner names its URL; yield the URL and the banner lines."""
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "gateway", *args, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    )
+    assert process.stdout is not None
+    try:
+        first = (await asyncio.wait_for(process.stdout.readline(), START_TIMEOUT)).decode()
+        match = re.search(r"listening on (http://\S+)", first)
+        assert match, first + (await process.stderr.read()).decode()  # type: ignore[union-attr]
+        banner = [first.rstrip("\n")]
+        yield match.group(1), banner + [line.decode().rstrip("\n") for line in await _available_lines(process)]
+    finally:
+        if process.returncode is None:
+            process.send_signal(signal.SIGTERM)
+        assert 0 == await asyncio.wait_for(process.wait(), START_TIMEOUT)
+
+
+async def _available_lines(process: asyncio.subprocess.Process) -> list[bytes]:
+    """The rest of the banner: printed in one write, so it is already in the pipe."""
+    assert process.stdout is not None
+    lines = []
+    while len(process.stdout._buffer) > 0:  # type: ignore[attr-defined]
+        lines.append(await process.stdout.readline())
+    return lines
+
+
+def gateway_cli(*args: str, cwd: Path, stdin: str = "") -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "gateway", *args], cwd=cwd, input=stdin, capture_output=True, text=True, timeout=60
+    )
+
+
+async def test_demo_mode_needs_no_config(tmp_path: Path) -> None:
+    """`gateway serve` alone: embedded stub, demo user, database in the working directory, curl printed."""
+    async with running("serve", "--port", "0", cwd=tmp_path) as (url, banner):
+        assert f"  curl -u myname:mypass -X DELETE {url}{SAMPLE_PATH}" in banner
+        async with aiohttp.ClientSession() as session:
+            async with session.delete(url + SAMPLE_PATH, headers=basic("myname")) as first:
+                assert (200, documented_sample()) == (first.status, await first.read())
+            async with session.delete(url + SAMPLE_PATH, headers=basic("myname")) as second:
+                assert (404, XML_404) == (second.status, await second.read())
+    assert ["pending", "deleted", "pending", "not_found"] == [row["outcome"] for row in rows(tmp_path / "gateway-audit.db")]
+
+
+async def test_serve_with_a_config_and_sigterm_exits_cleanly(tmp_path: Path) -> None:
+    config = tmp_path / "gw.toml"
+    user = USERS[0]
+    config.write_text(
+        f"[audit]\ndatabase = 'data.db'\n[logging]\nformat = 'json'\n"
+        f"[[users]]\nname = '{user['name']}'\npassword_hash = '{user['password_hash']}'\norgs = ['myorg']\n"
+    )
+    async with running("serve", "--config", str(config), "--port", "0", cwd=ROOT) as (url, banner):
+        assert f"  audit log: {tmp_path / 'data.db'}" in banner
+        assert not any("curl" in line for line in banner)
+        async with aiohttp.ClientSession() as session:
+            async with session.delete(url + SAMPLE_PATH, headers=basic("myname")) as response:
+                assert 200 == response.status
+    assert ["pending", "deleted"] == [row["outcome"] for row in rows(tmp_path / "data.db")]
+
+
+async def test_stub_alone(tmp_path: Path) -> None:
+    async with running("stub", "--port", "0", cwd=tmp_path) as (url, banner):
+        assert re.fullmatch(r"Apigee stub listening on http://127\.0\.0\.1:\d+ \(1 users, 6 tokens\)", banner[0])
+        async with aiohttp.ClientSession() as session:
+            async with session.get(url + SAMPLE_PATH, headers=basic("myname")) as response:
+                assert (200, SAMPLE) == (response.status, (await response.json())["token"])
+
+
+def test_config_error_is_one_line_without_traceback(tmp_path: Path) -> None:
+    config = tmp_path / "gw.toml"
+    config.write_text("[server]\nport = 'eighty'\n")
+    result = gateway_cli("serve", "--config", str(config), cwd=tmp_path)
+    assert (2, f'gateway: error: {config}: server.port: expected an integer from 0 to 65535, got "eighty"\n') == (
+        result.returncode, result.stderr
+    )
+
+
+def test_unusable_database_is_one_line(tmp_path: Path) -> None:
+    config = tmp_path / "gw.toml"
+    config.write_text("[audit]\ndatabase = 'no/such/dir/audit.db'\n")
+    result = gateway_cli("serve", "--config", str(config), "--port", "0", cwd=tmp_path)
+    expected = f"gateway: error: {config}: audit.database: cannot open {tmp_path}/no/such/dir/audit.db: unable to open database file\n"
+    assert (2, expected) == (
+        result.returncode, result.stderr
+    )
+
+
+def test_busy_port_is_one_line(tmp_path: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = gateway_cli("serve", "--port", str(port), cwd=tmp_path)
+    assert 2 == result.returncode
+    assert result.stderr.startswith(f"gateway: error: cannot listen on 127.0.0.1:{port}: ")
+    assert 1 == len(result.stderr.splitlines()) and "Traceback" not in result.stderr
+
+
+def test_hash_password_reads_stdin(tmp_path: Path) -> None:
+    result = gateway_cli("hash-password", cwd=tmp_path, stdin="correct horse\n")
+    assert 0 == result.returncode
+    stored = parse_hash(result.stdout.strip())
+    assert verify_password("correct horse", stored) and not verify_password("correct horse\n", stored)
+    empty = gateway_cli("hash-password", cwd=tmp_path, stdin="\n")
+    assert (2, "gateway: error: empty password\n") == (empty.returncode, empty.stderr)
