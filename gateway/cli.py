@@ -26,7 +26,7 @@ from gateway.audit.formats import WRITERS
 from gateway.audit.query import DEFAULT_LIMIT, AuditFilter, positive_int, parse_outcome, parse_time
 from gateway.audit.sqlite import SQLiteAuditStore
 from gateway.audit.store import AuditStoreError
-from gateway.config import Config, ConfigError, load_config
+from gateway.config import DEFAULTS_SOURCE, Config, ConfigError, load_config
 from gateway.logs import configure_logging, get_logger
 from gateway.passwords import hash_password
 from gateway.stub import Seed, SeedError, load_seed
@@ -216,21 +216,27 @@ async def _serve(config: Config) -> int:
 
 
 def _print_banner(app: web.Application, base: str) -> None:
+    """What a newcomer needs, ending with the line that says the gateway is ready."""
     config = app[CONFIG]
-    lines = [f"apigee-audit-gateway {__version__} listening on {base}"]
     if config.uses_stub:
-        lines.append(f"  upstream:  embedded Apigee stub at {app[UPSTREAM_URL]}")
+        upstream = f"embedded Apigee stub at {app[UPSTREAM_URL]}"
     else:
-        lines.append(f"  upstream:  {app[UPSTREAM_URL]} (auth: {config.upstream.auth})")
-    lines.append(f"  audit log: {config.database_path}")
+        upstream = f"{app[UPSTREAM_URL]} (auth: {config.upstream.auth})"
+    lines = [f"apigee-audit-gateway {__version__}", f"  upstream:  {upstream}", f"  audit log: {config.database_path}"]
     seed = app.get(STUB_SEED)
-    if seed is not None and not config.users and any(t.get("token") == SAMPLE_TOKEN["token"] for t in seed.orgs.get(DEMO_ORG, [])):
+    if seed is not None and not config.users and _holds_sample(seed):
+        query = "gateway audit query" + ("" if config.source == DEFAULTS_SOURCE else f" --config {config.source}")
         lines += [
             f"Demo mode: user {DEMO_USER} / {DEMO_PASSWORD}, organisation {DEMO_ORG}. Try:",
             f"  curl -u {DEMO_USER}:{DEMO_PASSWORD} -X DELETE {base}/v1/o/{DEMO_ORG}/oauth2/accesstokens/{SAMPLE_TOKEN['token']}",
-            "  gateway audit query" + ("" if config.source.startswith("(") else f" --config {config.source}"),
+            f"  {query}",
         ]
+    lines.append(f"Listening on {base} (Ctrl-C to stop)")
     print("\n".join(lines), flush=True)
+
+
+def _holds_sample(seed: Seed) -> bool:
+    return any(token.get("token") == SAMPLE_TOKEN["token"] for token in seed.orgs.get(DEMO_ORG, []))
 
 
 async def _until_signalled() -> None:

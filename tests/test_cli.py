@@ -24,30 +24,22 @@ START_TIMEOUT = 30
 
 @asynccontextmanager
 async def running(*args: str, cwd: Path) -> AsyncIterator[tuple[str, list[str]]]:
-    """Run `gateway ARGS` until its banner names its URL; yield the URL and the banner lines."""
+    """Run `gateway ARGS` until it says where it listens; yield that URL and what it printed."""
     process = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "gateway", *args, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE
     )
-    assert process.stdout is not None
+    assert process.stdout is not None and process.stderr is not None
     try:
-        first = (await asyncio.wait_for(process.stdout.readline(), START_TIMEOUT)).decode()
-        match = re.search(r"listening on (http://\S+)", first)
-        assert match, first + (await process.stderr.read()).decode()  # type: ignore[union-attr]
-        banner = [first.rstrip("\n")]
-        yield match.group(1), banner + [line.decode().rstrip("\n") for line in await _available_lines(process)]
+        printed: list[str] = []
+        while not (match := re.search(r"[Ll]istening on (http://\S+)", printed[-1] if printed else "")):
+            line = (await asyncio.wait_for(process.stdout.readline(), START_TIMEOUT)).decode()
+            assert line, "exited early: " + "".join(printed) + (await process.stderr.read()).decode()
+            printed.append(line.rstrip("\n"))
+        yield match.group(1), printed
     finally:
         if process.returncode is None:
             process.send_signal(signal.SIGTERM)
         assert 0 == await asyncio.wait_for(process.wait(), START_TIMEOUT)
-
-
-async def _available_lines(process: asyncio.subprocess.Process) -> list[bytes]:
-    """The rest of the banner: printed in one write, so it is already in the pipe."""
-    assert process.stdout is not None
-    lines = []
-    while len(process.stdout._buffer) > 0:  # type: ignore[attr-defined]
-        lines.append(await process.stdout.readline())
-    return lines
 
 
 def gateway_cli(*args: str, cwd: Path, stdin: str = "") -> subprocess.CompletedProcess[str]:
