@@ -7,6 +7,7 @@ cleanup context, so tests and ``gateway serve`` start and stop the gateway the s
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from functools import partial
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack
@@ -46,12 +47,11 @@ def build_app(config: Config) -> web.Application:
 
 def stub_seed(config: Config) -> Seed:
     """The embedded or standalone stub's data: ``[stub] seed`` or the demo seed."""
-    if not config.stub.seed:
-        return demo_seed()
     try:
-        return load_seed(config.path(config.stub.seed))
+        seed = load_seed(config.path(config.stub.seed)) if config.stub.seed else demo_seed()
     except SeedError as exc:
         raise ConfigError(config.source, "stub.seed", str(exc)) from None
+    return dataclasses.replace(seed, generated=config.stub.generated_tokens)
 
 
 async def _lifetime(app: web.Application) -> AsyncIterator[None]:

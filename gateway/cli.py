@@ -70,6 +70,10 @@ def build_parser() -> argparse.ArgumentParser:
     stub.add_argument("--host", help="address to listen on (overrides [stub] host)")
     stub.add_argument("--port", type=_arg(_port), help="port to listen on (overrides [stub] port; 0: any free port)")
     stub.add_argument("--seed", type=Path, metavar="FILE.json", help="users and tokens to serve (default: the demo data)")
+    stub.add_argument(
+        "--generate", type=_arg(_count), metavar="N",
+        help="also hold N load-test tokens load0 ... load<N-1> in every organisation (overrides [stub] generated_tokens)",
+    )
 
     audit = _command(commands, "audit", None, "Read the audit trail.", "Read the audit trail.")
     audit_commands = audit.add_subparsers(title="audit commands", required=True, metavar="COMMAND")
@@ -165,6 +169,12 @@ def _arg(convert: Callable[[str], Any]) -> Callable[[str], Any]:
     return parse
 
 
+def _count(text: str) -> int:
+    if not text.isdigit():
+        raise ValueError(f"{text!r} is not a whole number")
+    return int(text)
+
+
 def _port(text: str) -> int:
     if not text.isdigit() or int(text) > 65535:
         raise ValueError(f"{text!r} is not a port number (0-65535)")
@@ -253,6 +263,8 @@ async def _until_signalled() -> None:
 def cmd_stub(args: argparse.Namespace) -> int:
     config = load_config(args.config)
     seed = load_seed(args.seed) if args.seed else stub_seed(config)
+    generated = args.generate if args.generate is not None else config.stub.generated_tokens
+    seed = dataclasses.replace(seed, generated=generated)
     host = args.host if args.host is not None else config.stub.host
     port = args.port if args.port is not None else config.stub.port
     configure_logging(config.logging.format, config.logging.level)
@@ -263,7 +275,8 @@ async def _stub(seed: Seed, host: str, port: int) -> int:
     try:
         async with serve_stub(seed, host, port) as url:
             tokens = sum(len(tokens) for tokens in seed.orgs.values())
-            print(f"Apigee stub listening on {url} ({len(seed.users)} users, {tokens} tokens)", flush=True)
+            generated = f" + {seed.generated} load-test tokens per organisation" if seed.generated else ""
+            print(f"Apigee stub listening on {url} ({len(seed.users)} users, {tokens} tokens{generated})", flush=True)
             await _until_signalled()
     except OSError as exc:
         raise CommandError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None

@@ -71,6 +71,12 @@ def port_number(value: Any) -> int:
     return value
 
 
+def count(value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ValueError(f"expected a whole number, 0 or more, got {_show(value)}")
+    return value
+
+
 def positive_number(value: Any) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
         raise ValueError(f"expected a number greater than 0, got {_show(value)}")
@@ -201,6 +207,12 @@ class StubConfig:
     port: int = setting("TCP port of `gateway stub` (the embedded stub picks a free one).", port_number, 8081)
     seed: str = setting(
         "JSON seed file of users and tokens for the stub, embedded or standalone; empty: the demo data.", text, ""
+    )
+    generated_tokens: int = setting(
+        "Load-test tokens named load0, load1, ... that every organisation of the stub also holds, "
+        "made on first use.",
+        count,
+        0,
     )
 
 

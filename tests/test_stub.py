@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 from decimal import Decimal
@@ -99,6 +100,20 @@ async def test_unknown_path_is_404(aiohttp_client: Any) -> None:
     response = await client.get("/v1/o/myorg/apps", headers={**AUTH, "Accept": "application/json"})
     assert 404 == response.status
     assert {"code": "stub.unknown_path", "message": "The stub does not emulate GET /v1/o/myorg/apps", "contexts": []} == await response.json()
+
+
+async def test_generated_load_tokens(aiohttp_client: Any) -> None:
+    """load0 ... load<N-1> exist in every seeded org until deleted; nothing outside that range does."""
+    seed = dataclasses.replace(demo_seed(), generated=1000)
+    client = await aiohttp_client(make_stub_app(seed))
+    path = "/v1/o/myorg/oauth2/accesstokens/"
+    got = await client.get(path + "load999", headers=AUTH)
+    assert (200, "load999", "load-test") == (got.status, (await got.json())["token"], (await got.json())["app"])
+    assert 200 == (await client.delete(path + "load7", headers=AUTH)).status
+    for missing in ("load7", "load1000", "load07", "load", "loadx", "load-1"):
+        assert 404 == (await client.delete(path + missing, headers=AUTH)).status, missing
+    assert 404 == (await client.get("/v1/o/otherorg/oauth2/accesstokens/load1", headers=AUTH)).status
+    assert 200 == (await client.delete(path + SAMPLE, headers=AUTH)).status
 
 
 class TestSeed:

@@ -18,7 +18,7 @@ from aiohttp import hdrs, web
 
 from gateway.basic import MalformedCredentials, parse_basic
 from gateway.stub import jackson
-from gateway.stub.seed import Seed
+from gateway.stub.seed import LOAD_PREFIX, Seed, load_token
 
 INVALID_TOKEN_CODE = "keymanagement.service.invalid_account_name"
 INVALID_TOKEN_MESSAGE = "Invalid Access Token"
@@ -27,10 +27,16 @@ TOKEN_ROUTE = "/v1/{alias:o|organizations}/{org}/oauth2/accesstokens/{token}"
 
 
 class TokenStore:
-    """Tokens per organisation, each kept as given so it is returned in the same form."""
+    """Tokens per organisation, each kept as given so it is returned in the same form.
 
-    def __init__(self, orgs: dict[str, list[dict[str, Any]]]) -> None:
+    Besides the seeded tokens, each organisation may hold ``generated`` load-test tokens named
+    ``load0``, ``load1``, ...: made on first use, so millions cost memory only once deleted.
+    """
+
+    def __init__(self, orgs: dict[str, list[dict[str, Any]]], generated: int = 0) -> None:
         self._orgs: dict[str, dict[str, dict[str, Any]]] = {}
+        self._generated = generated
+        self._deleted_generated: dict[str, set[int]] = {}
         for org, tokens in orgs.items():
             self.add(org, tokens)
 
@@ -40,13 +46,31 @@ class TokenStore:
             known[token["token"]] = token
 
     def get(self, org: str, token: str) -> dict[str, Any] | None:
-        return self._orgs.get(org, {}).get(token)
+        seeded = self._orgs.get(org, {}).get(token)
+        if seeded is not None:
+            return seeded
+        index = self._generated_index(org, token)
+        return None if index is None else load_token(token)
 
     def delete(self, org: str, token: str) -> dict[str, Any] | None:
-        return self._orgs.get(org, {}).pop(token, None)
+        seeded = self._orgs.get(org, {}).pop(token, None)
+        if seeded is not None:
+            return seeded
+        index = self._generated_index(org, token)
+        if index is None:
+            return None
+        self._deleted_generated.setdefault(org, set()).add(index)
+        return load_token(token)
 
-    def count(self, org: str) -> int:
-        return len(self._orgs.get(org, {}))
+    def _generated_index(self, org: str, token: str) -> int | None:
+        """The index of a live generated token, or None."""
+        digits = token.removeprefix(LOAD_PREFIX)
+        if not self._generated or org not in self._orgs or digits == token or not digits.isdigit():
+            return None
+        index = int(digits)
+        if str(index) != digits or index >= self._generated or index in self._deleted_generated.get(org, ()):
+            return None
+        return index
 
 
 STORE = web.AppKey("stub_store", TokenStore)
@@ -56,7 +80,7 @@ USERS = web.AppKey("stub_users", dict)
 def make_stub_app(seed: Seed) -> web.Application:
     """The stub as an aiohttp application, seeded with ``seed``."""
     app = web.Application()
-    app[STORE] = TokenStore(seed.orgs)
+    app[STORE] = TokenStore(seed.orgs, seed.generated)
     app[USERS] = dict(seed.users)
     app.router.add_route("GET", TOKEN_ROUTE, token_resource)
     app.router.add_route("DELETE", TOKEN_ROUTE, token_resource)

@@ -48,6 +48,8 @@ class Seed:
 
     users: dict[str, str]
     orgs: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+    generated: int = 0
+    """How many load-test tokens (``load0``, ``load1``, ...) each organisation also holds."""
 
 
 def generated_token(index: int, *, org: str = DEMO_ORG) -> dict[str, Any]:
@@ -74,6 +76,15 @@ def generated_token(index: int, *, org: str = DEMO_ORG) -> dict[str, Any]:
         "token": token,
         "tokenType": "BearerToken",
     }
+
+
+LOAD_PREFIX = "load"
+_LOAD_TEMPLATE = {**SAMPLE_TOKEN, "app": "load-test", "grantType": "client_credentials", "refreshToken": "loadRefresh0"}
+
+
+def load_token(name: str) -> dict[str, Any]:
+    """The snapshot of a generated load-test token: the sample's shape, cheap to make."""
+    return {**_LOAD_TEMPLATE, "token": name}
 
 
 def demo_seed(extra_tokens: int = 5) -> Seed:
