@@ -1,0 +1,279 @@
+"""Audited deletes measured side by side with a plain proxy and with the stub alone.
+
+For each concurrency it starts a fresh stub (``gateway stub --generate``), then each target in
+turn, drives it with wrk (DELETEs of distinct tokens with Basic auth), and prints requests/s,
+p50/p99 latency and the CPU seconds the target process spent per 10,000 requests, with ratios
+to the plain proxy measured in the same run. After every gateway run it checks that the audit
+log holds exactly one ``deleted`` record per 200 response.
+
+    pip install -e '.[speed]' && sudo apt-get install wrk   # nginx is optional
+    python bench/run.py [--duration 10] [--concurrency 1 16 64] [--rss-seconds 60]
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import json
+import os
+import shutil
+import signal
+import socket
+import sqlite3
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+AUTH = "Basic " + base64.b64encode(b"myname:mypass").decode()
+TOKEN_PATH = "/v1/o/myorg/oauth2/accesstokens/load"
+GENERATED = 1_000_000_000
+WARMUP_OFFSET = 500_000_000
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+@dataclass
+class Result:
+    target: str
+    concurrency: int
+    rps: float
+    p50_ms: float
+    p99_ms: float
+    cpu_per_10k: float
+    ok: int
+    failed: int
+    audit_check: str = ""
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def wait_listening(port: int, process: subprocess.Popen[bytes], timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise SystemExit(f"process {process.args} exited with {process.returncode}")
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            return
+        except OSError:
+            time.sleep(0.05)
+    raise SystemExit(f"nothing listening on {port} after {timeout} s")
+
+
+def cpu_seconds(pids: list[int]) -> float:
+    total = 0
+    for pid in pids:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        total += int(fields[11]) + int(fields[12])  # utime + stime, all threads
+    return total / CLOCK_TICKS
+
+
+def rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def start(command: list[str], port: int, log: Path) -> subprocess.Popen[bytes]:
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=log.open("wb"))
+    wait_listening(port, process)
+    return process
+
+
+def stop(process: subprocess.Popen[bytes]) -> None:
+    if process.poll() is None:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+def wrk(port: int, concurrency: int, seconds: float, offset: int) -> dict[str, int]:
+    command = [
+        "wrk", "-t1", f"-c{concurrency}", f"-d{round(seconds)}s", "--latency", "--timeout", "10s",
+        "-s", str(HERE / "delete.lua"), f"http://127.0.0.1:{port}", "--", str(offset), TOKEN_PATH, AUTH,
+    ]
+    output = subprocess.run(command, capture_output=True, text=True, check=True).stdout
+    return json.loads(next(line for line in output.splitlines() if line.startswith("{")))
+
+
+class Bench:
+    def __init__(self, workdir: Path, duration: float) -> None:
+        self.workdir = workdir
+        self.duration = duration
+        self.python = sys.executable
+        password_hash = subprocess.run(
+            [self.python, "-m", "gateway", "hash-password"], input="mypass\n", capture_output=True, text=True, check=True
+        ).stdout.strip()
+        self.password_hash = password_hash
+
+    def stub(self) -> tuple[subprocess.Popen[bytes], str, int]:
+        port = free_port()
+        process = start(
+            [self.python, "-m", "gateway", "stub", "--port", str(port), "--generate", str(GENERATED)],
+            port, self.workdir / "stub.log",
+        )
+        return process, f"http://127.0.0.1:{port}", port
+
+    def gateway(self, upstream: str, port: int, database: Path) -> subprocess.Popen[bytes]:
+        config = self.workdir / "gateway.toml"
+        config.write_text(
+            f'[server]\nport = {port}\n[upstream]\nurl = "{upstream}"\n'
+            f'[audit]\ndatabase = "{database}"\n[logging]\nformat = "json"\n'
+            f'[[users]]\nname = "myname"\npassword_hash = "{self.password_hash}"\norgs = ["myorg"]\n'
+        )
+        return start([self.python, "-m", "gateway", "serve", "--config", str(config)], port, self.workdir / "gateway.log")
+
+    def proxy(self, upstream: str, port: int) -> subprocess.Popen[bytes]:
+        return start([self.python, str(HERE / "plain_proxy.py"), upstream, str(port)], port, self.workdir / "proxy.log")
+
+    def nginx(self, upstream_port: int, port: int) -> subprocess.Popen[bytes]:
+        conf = self.workdir / "nginx.conf"
+        conf.write_text(
+            f"worker_processes 1; daemon off; pid {self.workdir}/nginx.pid; error_log {self.workdir}/nginx.err;\n"
+            "events { worker_connections 1024; }\n"
+            f"http {{ access_log off; upstream stub {{ server 127.0.0.1:{upstream_port}; keepalive 128; }}\n"
+            f"  server {{ listen 127.0.0.1:{port}; location / {{ proxy_pass http://stub; "
+            'proxy_http_version 1.1; proxy_set_header Connection ""; } } }\n'
+        )
+        return start(["nginx", "-c", str(conf), "-p", str(self.workdir)], port, self.workdir / "nginx.log")
+
+    def measure(self, target: str, concurrency: int) -> Result:
+        stub, upstream, stub_port = self.stub()
+        database = self.workdir / f"audit-{concurrency}.db"
+        database.unlink(missing_ok=True)
+        port = free_port()
+        try:
+            if target == "direct to stub":
+                process, port = stub, stub_port
+            elif target == "plain proxy":
+                process = self.proxy(upstream, port)
+            elif target == "nginx":
+                process = self.nginx(stub_port, port)
+            else:
+                process = self.gateway(upstream, port, database)
+            pids = [process.pid] + _children(process.pid)
+            warm = wrk(port, concurrency, 2, WARMUP_OFFSET)
+            before = cpu_seconds(pids)
+            run = wrk(port, concurrency, self.duration, 0)
+            used = cpu_seconds(pids) - before
+            if process is not stub:
+                stop(process)
+        finally:
+            stop(stub)
+        ok = run["requests"] - run["status_errors"]
+        failed = run["status_errors"] + run["connect_errors"] + run["read_errors"] + run["write_errors"] + run["timeouts"]
+        result = Result(
+            target, concurrency, run["requests"] / (run["duration_us"] / 1e6), run["p50_us"] / 1000,
+            run["p99_us"] / 1000, used / max(run["requests"], 1) * 10_000, ok, failed,
+        )
+        if target == "gateway (audited)":
+            responses = ok + warm["requests"] - warm["status_errors"]
+            result.audit_check = audit_check(database, responses, in_flight_bound=2 * concurrency)
+        return result
+
+    def rss(self, seconds: float) -> str:
+        """Drive the gateway at concurrency 64 and compare its memory after warm-up and at the end."""
+        stub, upstream, _ = self.stub()
+        port = free_port()
+        database = self.workdir / "audit-rss.db"
+        database.unlink(missing_ok=True)
+        gateway = self.gateway(upstream, port, database)
+        try:
+            wrk(port, 64, 5, WARMUP_OFFSET)
+            start_mb = rss_mb(gateway.pid)
+            wrk(port, 64, seconds, 0)
+            end_mb = rss_mb(gateway.pid)
+        finally:
+            stop(gateway)
+            stop(stub)
+        growth = (end_mb - start_mb) / start_mb * 100
+        return f"gateway RSS over {seconds:.0f} s at concurrency 64: {start_mb:.1f} MB -> {end_mb:.1f} MB ({growth:+.1f}%)"
+
+
+def _children(pid: int) -> list[int]:
+    path = Path(f"/proc/{pid}/task/{pid}/children")
+    return [int(child) for child in path.read_text().split()] if path.exists() else []
+
+
+def audit_check(database: Path, responses_200: int, in_flight_bound: int) -> str:
+    """Every 200 wrk counted has its deleted record, and every intent its outcome.
+
+    wrk stops counting at the deadline while up to one request per connection is still in
+    flight; the gateway completes and records those, so they are the only allowed surplus.
+    """
+    with sqlite3.connect(database) as db:
+        counts = dict(db.execute("SELECT outcome, count(*) FROM audit_events GROUP BY outcome").fetchall())
+    deleted, intents = counts.get("deleted", 0), counts.pop("pending", 0)
+    outcomes = sum(counts.values())
+    surplus = deleted - responses_200
+    verdict = "OK" if 0 <= surplus <= in_flight_bound and intents == outcomes else "MISMATCH"
+    return (
+        f"{verdict}: {deleted} deleted records = {responses_200} responses 200 counted by wrk + {surplus} in flight "
+        f"at its deadline (at most {in_flight_bound}); {intents} intents, {outcomes} outcomes"
+    )
+
+
+def print_table(results: list[Result]) -> None:
+    by_concurrency: dict[int, list[Result]] = {}
+    for result in results:
+        by_concurrency.setdefault(result.concurrency, []).append(result)
+    print("| concurrency | target | req/s | p50 ms | p99 ms | CPU s / 10k req | req/s vs proxy | CPU/req vs proxy | failed |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    for concurrency, group in by_concurrency.items():
+        proxy = next((r for r in group if r.target == "plain proxy"), None)
+        for r in group:
+            rps_ratio = f"{r.rps / proxy.rps:.2f}" if proxy else "-"
+            cpu_ratio = f"{r.cpu_per_10k / proxy.cpu_per_10k:.2f}" if proxy and proxy.cpu_per_10k else "-"
+            print(f"| {concurrency} | {r.target} | {r.rps:,.0f} | {r.p50_ms:.2f} | {r.p99_ms:.2f} | {r.cpu_per_10k:.2f} | {rps_ratio} | {cpu_ratio} | {r.failed} |")
+    for r in results:
+        if r.audit_check:
+            print(f"audit check, concurrency {r.concurrency}: {r.audit_check}")
+    by = {(r.target, r.concurrency): r for r in results}
+    if ("gateway (audited)", 1) in by and ("plain proxy", 1) in by:
+        added = by[("gateway (audited)", 1)].p50_ms - by[("plain proxy", 1)].p50_ms
+        print(f"added p50 latency at concurrency 1: {added * 1000:.0f} us")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--duration", type=float, default=10, help="seconds per measured run (default 10)")
+    parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 16, 64])
+    parser.add_argument("--rss-seconds", type=float, default=60, help="length of the memory run; 0 skips it")
+    parser.add_argument("--targets", nargs="+", default=None, help="subset of: stub proxy gateway nginx")
+    args = parser.parse_args()
+    if shutil.which("wrk") is None:
+        raise SystemExit("wrk is not installed: sudo apt-get install wrk")
+    names = {"stub": "direct to stub", "proxy": "plain proxy", "gateway": "gateway (audited)", "nginx": "nginx"}
+    chosen = args.targets or ["stub", "proxy", "gateway", "nginx"]
+    if "nginx" in chosen and shutil.which("nginx") is None:
+        print("nginx is not installed: skipping the C baseline (sudo apt-get install nginx-light)")
+        chosen.remove("nginx")
+    with tempfile.TemporaryDirectory(prefix="gateway-bench-") as workdir:
+        bench = Bench(Path(workdir), args.duration)
+        results = []
+        for concurrency in args.concurrency:
+            for name in chosen:
+                result = bench.measure(names[name], concurrency)
+                print(f"  {result.target:<18} c={concurrency:<3} {result.rps:8,.0f} req/s  p50 {result.p50_ms:.2f} ms  "
+                      f"p99 {result.p99_ms:.2f} ms  {result.cpu_per_10k:.2f} CPU s/10k  {result.audit_check}", flush=True)
+                results.append(result)
+        print()
+        print_table(results)
+        if args.rss_seconds and "gateway" in chosen:
+            print(bench.rss(args.rss_seconds))
+
+
+if __name__ == "__main__":
+    main()
