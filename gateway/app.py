@@ -60,7 +60,9 @@ async def _lifetime(app: web.Application) -> AsyncIterator[None]:
         seed = stub_seed(config) if config.uses_stub else None
         authenticator = await _authenticator(config, seed)
         try:
-            store = await SQLiteAuditStore.open(config.database_path, busy_timeout=config.audit.busy_timeout)
+            store = await SQLiteAuditStore.open(
+                config.database_path, busy_timeout=config.audit.busy_timeout, synchronous=config.audit.synchronous
+            )
         except AuditStoreError as exc:
             raise ConfigError(config.source, "audit.database", str(exc)) from None
         writer = AuditWriter(store)

@@ -172,6 +172,13 @@ class AuditConfig:
         non_empty_text,
         "gateway-audit.db",
     )
+    synchronous: str = setting(
+        '"FULL" syncs every commit to disk before any caller is answered: no acknowledged record is '
+        'lost even on power failure. "NORMAL" (WAL mode) syncs only at checkpoints: faster, survives '
+        "a crash of the gateway, but a power failure can lose the last acknowledged records.",
+        one_of("FULL", "NORMAL"),
+        "FULL",
+    )
     busy_timeout: float = setting(
         "Seconds a write waits for a lock held by another process (e.g. a long query) before the "
         "gateway gives up and answers 503.",

@@ -54,6 +54,9 @@ PRAGMA application_id = {APPLICATION_ID};
 PRAGMA user_version = {SCHEMA_VERSION};
 """
 
+SYNCHRONOUS = {"FULL": "FULL", "NORMAL": "NORMAL"}
+"""The settings offered (``audit.synchronous``); the mapping keeps anything else out of the SQL."""
+
 _COLUMNS = ", ".join(FIELDS)
 _INSERT_FIELDS = tuple(name for name in FIELDS if name != "id")
 _INSERT = f"INSERT INTO {TABLE} ({', '.join(_INSERT_FIELDS)}) VALUES ({', '.join('?' * len(_INSERT_FIELDS))})"
@@ -68,7 +71,9 @@ class SQLiteAuditStore:
         self.path = path
 
     @classmethod
-    async def open(cls, path: Path, *, create: bool = True, busy_timeout: float = 5.0) -> SQLiteAuditStore:
+    async def open(
+        cls, path: Path, *, create: bool = True, busy_timeout: float = 5.0, synchronous: str = "FULL"
+    ) -> SQLiteAuditStore:
         """Open (and with ``create``, initialise) the audit database at ``path``."""
         if not create and not path.is_file():
             raise AuditStoreError(f"no audit database at {path}")
@@ -78,13 +83,13 @@ class SQLiteAuditStore:
             raise AuditStoreError(f"cannot open {path}: {exc}") from None
         store = cls(db, path)
         try:
-            await store._prepare(create=create, busy_timeout=busy_timeout)
+            await store._prepare(create=create, busy_timeout=busy_timeout, synchronous=synchronous)
         except BaseException:
             await db.close()
             raise
         return store
 
-    async def _prepare(self, *, create: bool, busy_timeout: float) -> None:
+    async def _prepare(self, *, create: bool, busy_timeout: float, synchronous: str) -> None:
         try:
             await self._db.execute(f"PRAGMA busy_timeout = {int(busy_timeout * 1000)}")
             application_id = await self._pragma("application_id")
@@ -105,7 +110,7 @@ class SQLiteAuditStore:
                 )
             if create:
                 await self._db.execute("PRAGMA journal_mode = WAL")
-                await self._db.execute("PRAGMA synchronous = FULL")
+                await self._db.execute(f"PRAGMA synchronous = {SYNCHRONOUS[synchronous]}")
         except sqlite3.Error as exc:
             raise AuditStoreError(f"cannot use {self.path}: {exc}") from None
 
