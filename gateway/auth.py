@@ -1,19 +1,20 @@
 """Who is calling, and may they do this? HTTP Basic credentials checked against ``[[users]]``.
 
-Password hashes are slow on purpose, so a successful check is remembered as an HMAC of the
-whole Authorization header under a key that lives only in this process: a repeat caller costs
-one HMAC and one dict lookup, and neither the password nor the header is kept in clear.
+Password hashes are slow on purpose, so a successful check is remembered as a keyed BLAKE2b MAC
+of the whole Authorization header, under a key that lives only in this process: a repeat caller
+costs one MAC (under a microsecond) and one dict lookup, and neither the password nor the header
+is kept in clear.
 """
 
 from __future__ import annotations
 
 import asyncio
-import hmac
+import hashlib
 import os
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from gateway.basic import MalformedCredentials, parse_basic
+from gateway.basic import Credentials, MalformedCredentials, parse_basic
 from gateway.config import ALL_ORGS, ConfigError, UserConfig
 from gateway.passwords import ScryptHash, parse_hash, verify_password
 
@@ -55,6 +56,7 @@ class Authenticator:
         self._key = os.urandom(32)
         self._verified: dict[bytes, User] = {}
         self._tag_of_user: dict[str, bytes] = {}
+        self._in_flight: dict[bytes, asyncio.Future[User | None]] = {}
         # An unknown user's password is still checked against a real hash (which it cannot
         # match, and which is refused anyway), so timing does not reveal who exists.
         self._decoy = next((account.password for account in self._accounts.values()), None)
@@ -74,7 +76,7 @@ class Authenticator:
         """The user behind an Authorization header; raises AuthenticationError otherwise."""
         if not header:
             raise AuthenticationError("missing credentials")
-        tag = hmac.digest(self._key, header.encode("utf-8", "surrogateescape"), "sha256")
+        tag = hashlib.blake2b(header.encode("utf-8", "surrogateescape"), key=self._key, digest_size=16).digest()
         user = self._verified.get(tag)
         if user is not None:
             return user
@@ -82,15 +84,26 @@ class Authenticator:
             credentials = parse_basic(header)
         except MalformedCredentials as exc:
             raise AuthenticationError(str(exc)) from None
+        # Concurrent requests with the same header share one check: a burst of a new client's
+        # first calls (or a flood of one wrong password) costs one slow hash, not one each.
+        check = self._in_flight.get(tag)
+        if check is None:
+            check = asyncio.ensure_future(self._check(credentials))
+            self._in_flight[tag] = check
+            check.add_done_callback(lambda _: self._in_flight.pop(tag, None))
+        user = await asyncio.shield(check)
+        if user is None:
+            raise AuthenticationError("wrong user name or password", claimed=credentials.user)
+        self._remember(tag, user)
+        return user
+
+    async def _check(self, credentials: Credentials) -> User | None:
         account = self._accounts.get(credentials.user)
         stored = account.password if account else self._decoy
-        matches = stored is not None and await asyncio.get_running_loop().run_in_executor(
-            None, verify_password, credentials.password, stored
-        )
-        if account is None or not matches:
-            raise AuthenticationError("wrong user name or password", claimed=credentials.user)
-        self._remember(tag, account.user)
-        return account.user
+        if stored is None:
+            return None
+        matches = await asyncio.get_running_loop().run_in_executor(None, verify_password, credentials.password, stored)
+        return account.user if account is not None and matches else None
 
     def _remember(self, tag: bytes, user: User) -> None:
         # One entry per user, so spelling variants of a header cannot grow the cache.

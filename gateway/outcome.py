@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 from xml.etree import ElementTree
 
+import orjson
 from aiohttp import hdrs
 
 from gateway.audit.record import Outcome
@@ -73,9 +74,12 @@ def _json_object(content: bytes | None) -> dict[str, Any] | None:
     if not content:
         return None
     try:
-        value = json.loads(content)
-    except (ValueError, RecursionError):
-        return None
+        value = orjson.loads(content)
+    except orjson.JSONDecodeError:
+        try:  # what orjson refuses but JSON allows (integers beyond 64 bits) still makes a snapshot
+            value = json.loads(content)
+        except (ValueError, RecursionError):
+            return None
     return value if isinstance(value, dict) else None
 
 

@@ -8,12 +8,14 @@ A crash in between leaves a ``pending`` intent in the audit log, never silence.
 
 from __future__ import annotations
 
+import itertools
 import json
+import os
 import time
-import uuid
 from dataclasses import dataclass
 from typing import Any
 
+import orjson
 from aiohttp import hdrs, web
 
 from gateway import errors
@@ -162,7 +164,19 @@ def _stored_snapshot(snapshot: dict[str, Any] | None, *, keep_raw: bool) -> str 
     if snapshot is None:
         return None
     kept = snapshot if keep_raw else redact_snapshot(snapshot)
-    return json.dumps(kept, ensure_ascii=False, separators=(",", ":"))
+    try:
+        return orjson.dumps(kept).decode()
+    except TypeError:  # an integer beyond 64 bits, which only the standard library writes
+        return json.dumps(kept, ensure_ascii=False, separators=(",", ":"))
+
+
+_REQUEST_ID_PREFIX = os.urandom(6).hex()
+_request_counter = itertools.count(1)
+
+
+def _new_request_id() -> str:
+    """Unique without a syscall per request: a random per-process prefix and a counter."""
+    return f"{_REQUEST_ID_PREFIX}{next(_request_counter):010x}"
 
 
 @dataclass(slots=True)
@@ -185,7 +199,7 @@ class Exchange:
 
     @classmethod
     def begin(cls, request: web.Request) -> Exchange:
-        return cls(uuid.uuid4().hex, time.perf_counter(), request.remote, request.method)
+        return cls(_new_request_id(), time.perf_counter(), request.remote, request.method)
 
     def identify(self, target: TokenTarget | None, invalid: BadTarget | None, *, keep_raw: bool) -> None:
         if target is not None:

@@ -17,6 +17,16 @@ from gateway.basic import MalformedCredentials, parse_basic
 from gateway.passwords import hash_password, parse_hash
 
 
+class CountingExecutor(ThreadPoolExecutor):
+    """A standard thread pool that counts what it is given to run."""
+
+    submitted = 0
+
+    def submit(self, *args, **kwargs):  # type: ignore[no-untyped-def, override]
+        self.submitted += 1
+        return super().submit(*args, **kwargs)
+
+
 def raw_basic(payload: bytes) -> dict[str, str]:
     return {"Authorization": "Basic " + base64.b64encode(payload).decode()}
 
@@ -169,6 +179,19 @@ class TestAuthenticator:
         asyncio.get_running_loop().set_default_executor(refusing)
         with pytest.raises(RuntimeError, match="after shutdown"):
             await authenticator.authenticate(raw_basic(b"mallory:x")["Authorization"])
+
+    async def test_concurrent_first_calls_share_one_hash(self) -> None:
+        """A burst of identical new credentials runs the slow hash once, not once per request."""
+        authenticator = self.make()
+        counting = CountingExecutor(2)
+        asyncio.get_running_loop().set_default_executor(counting)
+        good, bad = raw_basic(b"alice:alice-pass")["Authorization"], raw_basic(b"alice:nope")["Authorization"]
+        outcomes = await asyncio.gather(
+            *(authenticator.authenticate(header) for header in [good] * 20 + [bad] * 20), return_exceptions=True
+        )
+        assert ["alice"] * 20 == [user.name for user in outcomes[:20]]  # type: ignore[union-attr]
+        assert all(isinstance(error, AuthenticationError) for error in outcomes[20:])
+        assert 2 == counting.submitted
 
     async def test_wrong_password_names_the_claimed_user(self) -> None:
         with pytest.raises(AuthenticationError) as error:

@@ -37,7 +37,7 @@ async def test_one_json_event_per_request(tmp_path: Path, gateway: GatewayFactor
             "outcome": "deleted", "upstream_status": 200, "level": "info"}.items() <= ok.items()
     assert {"status": 401, "outcome": "denied", "error_code": "gateway.unauthorized"}.items() <= denied.items()
     for event in events:
-        assert len(event["request_id"]) == 32 and event["latency_ms"] >= 0 and event["timestamp"].endswith("Z")
+        assert len(event["request_id"]) == 22 and event["latency_ms"] >= 0 and event["timestamp"].endswith("Z")
 
 
 async def test_no_secret_in_logs_or_audit_rows(tmp_path: Path, gateway: GatewayFactory, log_output: io.StringIO) -> None:

@@ -19,6 +19,9 @@ class AuditStoreError(Exception):
 
 
 class AuditStore(Protocol):
+    max_batch: int
+    """The most records one ``append`` takes."""
+
     async def append(self, records: Sequence[AuditRecord]) -> None:
         """Make ``records`` durable together, in order, or raise AuditStoreError and keep none."""
 

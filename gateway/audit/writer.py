@@ -16,10 +16,6 @@ from collections.abc import Sequence
 from gateway.audit.record import AuditRecord
 from gateway.audit.store import AuditStore, AuditStoreError
 
-MAX_BATCH = 1024
-"""Records per transaction at most, so one commit never holds the write lock for long."""
-
-
 class AuditWriter:
     """The request path's only way to write: ``await write(record)`` returns once it is committed.
 
@@ -48,7 +44,8 @@ class AuditWriter:
             await self._wakeup.wait()
             self._wakeup.clear()
             while self._waiting:
-                batch, self._waiting = self._waiting[:MAX_BATCH], self._waiting[MAX_BATCH:]
+                size = self._store.max_batch
+                batch, self._waiting = self._waiting[:size], self._waiting[size:]
                 await self._commit(batch)
             if self._closing:
                 return
