@@ -59,14 +59,18 @@ async def _lifetime(app: web.Application) -> AsyncIterator[None]:
     async with AsyncExitStack() as stack:
         seed = stub_seed(config) if config.uses_stub else None
         authenticator = await _authenticator(config, seed)
+        audit = config.audit
         try:
-            store = await SQLiteAuditStore.open(
-                config.database_path, busy_timeout=config.audit.busy_timeout, synchronous=config.audit.synchronous
+            store = await SQLiteAuditStore.open(config.database_path, busy_timeout=audit.busy_timeout)
+            stack.push_async_callback(store.close)
+            writer = AuditWriter(
+                store.batch_appender(busy_timeout=audit.busy_timeout, synchronous=audit.synchronous),
+                max_batch=store.max_batch,
             )
+            stack.push_async_callback(writer.close)
+            await writer.started()
         except AuditStoreError as exc:
             raise ConfigError(config.source, "audit.database", str(exc)) from None
-        writer = AuditWriter(store)
-        stack.push_async_callback(writer.close)
         if seed is not None:
             app[STUB_SEED] = seed
             app[UPSTREAM_URL] = await stack.enter_async_context(serve_stub(seed))

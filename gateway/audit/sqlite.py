@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import functools
 import sqlite3
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import aiosqlite
@@ -16,6 +16,7 @@ import aiosqlite
 from gateway.audit.query import AuditFilter
 from gateway.audit.record import STORED_FIELDS, AuditRecord
 from gateway.audit.store import AuditStoreError
+from gateway.audit.writer import BatchAppender, OpenAppender
 
 APPLICATION_ID = 0x41475457  # "AGTW": marks the file as ours, so a foreign database is refused.
 SCHEMA_VERSION = 1
@@ -69,6 +70,13 @@ _EQUALITY_FILTERS = ("org", "token_sha256", "actor", "app", "client_id", "outcom
 def _insert_statement(rows: int) -> str:
     row = f"({', '.join('?' * len(STORED_FIELDS))})"
     return f"INSERT INTO {TABLE} ({', '.join(STORED_FIELDS)}) VALUES {', '.join([row] * rows)}"
+
+
+def _insert(records: Sequence[AuditRecord]) -> tuple[str, list[object]]:
+    """One statement appending ``records`` in order; in autocommit mode, one transaction."""
+    if not 0 < len(records) <= MAX_ROWS_PER_APPEND:
+        raise ValueError(f"between 1 and {MAX_ROWS_PER_APPEND} records per append")
+    return _insert_statement(len(records)), [value for record in records for value in record[:-1]]
 
 
 class SQLiteAuditStore:
@@ -137,13 +145,38 @@ class SQLiteAuditStore:
         return int(row[0]) if row else 0
 
     async def append(self, records: Sequence[AuditRecord]) -> None:
-        if len(records) > MAX_ROWS_PER_APPEND:
-            raise ValueError(f"at most {MAX_ROWS_PER_APPEND} records per append")
-        parameters = [value for record in records for value in record[:-1]]
+        statement, parameters = _insert(records)
         try:
-            await self._db.execute(_insert_statement(len(records)), parameters)
+            await self._db.execute(statement, parameters)
         except sqlite3.Error as exc:
             raise AuditStoreError(f"cannot write to {self.path}: {exc}") from None
+
+    def batch_appender(self, *, busy_timeout: float = 5.0, synchronous: str = "FULL") -> OpenAppender:
+        """For the writer thread: opens a connection of its own and appends batches on it.
+
+        Autocommit, and a batch is one multi-row INSERT: a single statement, a single
+        transaction, a single release of the GIL while SQLite writes and syncs.
+        """
+        path = self.path
+
+        def open_appender() -> tuple[BatchAppender, Callable[[], None]]:
+            try:
+                db = sqlite3.connect(path, isolation_level=None, cached_statements=MAX_ROWS_PER_APPEND + 32)
+                db.execute(f"PRAGMA busy_timeout = {int(busy_timeout * 1000)}")
+                db.execute(f"PRAGMA synchronous = {SYNCHRONOUS[synchronous]}")
+            except sqlite3.Error as exc:
+                raise AuditStoreError(f"cannot open {path} for writing: {exc}") from None
+
+            def append(records: Sequence[AuditRecord]) -> None:
+                statement, parameters = _insert(records)
+                try:
+                    db.execute(statement, parameters)
+                except sqlite3.Error as exc:
+                    raise AuditStoreError(f"cannot write to {path}: {exc}") from None
+
+            return append, db.close
+
+        return open_appender
 
     async def query(self, selection: AuditFilter) -> list[AuditRecord]:
         clauses: list[str] = []
