@@ -19,7 +19,7 @@ from gateway.audit.store import AuditStoreError
 from gateway.audit.writer import AuditWriter
 from gateway.auth import AUDIT, REVOKE, Authenticator, User
 from gateway.config import ALL_ORGS, Config, ConfigError
-from gateway.logs import get_logger
+from gateway.logs import flush_logs_periodically, get_logger
 from gateway.passwords import hash_password, parse_hash
 from gateway.proxy import Upstream, make_session
 from gateway.revoke import MAX_REQUEST_BODY, SERVICES, Services, handle
@@ -88,6 +88,8 @@ async def _lifetime(app: web.Application) -> AsyncIterator[None]:
         service_auth = (
             encode_basic_auth(upstream.service_user, config.service_password) if upstream.auth == "service" else None
         )
+        flusher = asyncio.create_task(flush_logs_periodically(), name="log-flusher")
+        stack.callback(flusher.cancel)
         app[SERVICES] = Services(
             authenticator=authenticator,
             audit=writer,

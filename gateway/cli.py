@@ -27,7 +27,7 @@ from gateway.audit.query import DEFAULT_LIMIT, AuditFilter, positive_int, parse_
 from gateway.audit.sqlite import SQLiteAuditStore
 from gateway.audit.store import AuditStoreError
 from gateway.config import DEFAULTS_SOURCE, Config, ConfigError, load_config
-from gateway.logs import configure_logging, get_logger
+from gateway.logs import configure_logging, flush_logs, get_logger
 from gateway.passwords import hash_password
 from gateway.stub import Seed, SeedError, load_seed
 from gateway.stub.app import serve_stub
@@ -46,10 +46,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return int(args.command(args) or 0)
     except (CommandError, ConfigError, AuditStoreError, SeedError) as exc:
+        flush_logs()
         print(f"gateway: error: {exc}", file=sys.stderr)
         return EXIT_ERROR
     except KeyboardInterrupt:
         return 130
+    finally:
+        flush_logs()
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -13,7 +13,7 @@ import pytest
 import structlog
 
 from conftest import SAMPLE, SAMPLE_PATH, GatewayFactory, basic, make_config
-from gateway.logs import configure_logging
+from gateway.logs import configure_logging, flush_logs
 
 SECRETS = (SAMPLE, "mypass", "1h11770Z", "wrong-Pa55word", base64.b64encode(b"myname:mypass").decode())
 
@@ -30,6 +30,7 @@ async def test_one_json_event_per_request(tmp_path: Path, gateway: GatewayFactor
     client = await gateway(make_config(tmp_path))
     await client.delete(SAMPLE_PATH, headers=basic("myname"))
     await client.delete(SAMPLE_PATH, headers=basic("myname", "wrong-Pa55word"))
+    flush_logs()
     events = [json.loads(line) for line in log_output.getvalue().splitlines()]
     assert ["request", "request"] == [event["event"] for event in events]
     ok, denied = events
@@ -50,9 +51,26 @@ async def test_no_secret_in_logs_or_audit_rows(tmp_path: Path, gateway: GatewayF
     await client.delete(SAMPLE_PATH + "/extra", headers=basic("myname"))
     await client.delete(f"/v1/o/myorg/oauth2/accesstoken/{SAMPLE}", headers=basic("myname"))
     await client.get(SAMPLE_PATH, headers=basic("myname"))
+    flush_logs()
     with sqlite3.connect(tmp_path / "audit.db") as db:
         audit_rows = json.dumps(db.execute("SELECT * FROM audit_events").fetchall())
     assert log_output.getvalue()
     for secret in SECRETS:
         assert secret not in log_output.getvalue()
         assert secret not in audit_rows
+
+
+class TestLineBuffer:
+    def test_info_waits_for_a_flush_and_errors_do_not(self, log_output: io.StringIO) -> None:
+        """Routine lines are written in chunks; a warning or error writes everything before it at once."""
+        log = structlog.get_logger().bind()
+        log.info("first")
+        assert "" == log_output.getvalue()
+        log.error("broken")
+        assert ["first", "broken"] == [json.loads(line)["event"] for line in log_output.getvalue().splitlines()]
+
+    def test_a_full_buffer_is_written(self, log_output: io.StringIO) -> None:
+        log = structlog.get_logger().bind()
+        for index in range(256):
+            log.info("line", index=index)
+        assert 256 == len(log_output.getvalue().splitlines())
