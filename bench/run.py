@@ -27,6 +27,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from statistics import median
 
 HERE = Path(__file__).resolve().parent
 AUTH = "Basic " + base64.b64encode(b"myname:mypass").decode()
@@ -225,25 +226,40 @@ def audit_check(database: Path, responses_200: int, in_flight_bound: int) -> str
     )
 
 
-def print_table(results: list[Result]) -> None:
-    by_concurrency: dict[int, list[Result]] = {}
-    for result in results:
-        by_concurrency.setdefault(result.concurrency, []).append(result)
+def print_table(rounds: list[list[Result]]) -> None:
+    """Medians over the rounds; ratios are medians of each round's own ratio to the plain proxy,
+    so that a slow moment of a shared host weighs on both sides of a comparison alike."""
+    cells: dict[tuple[int, str], list[Result]] = {}
+    ratios: dict[tuple[int, str], list[tuple[float, float, float]]] = {}
+    for round_results in rounds:
+        proxy = {r.concurrency: r for r in round_results if r.target == "plain proxy"}
+        for r in round_results:
+            cells.setdefault((r.concurrency, r.target), []).append(r)
+            base = proxy.get(r.concurrency)
+            if base is not None:
+                ratios.setdefault((r.concurrency, r.target), []).append(
+                    (r.rps / base.rps, r.cpu_per_10k / base.cpu_per_10k if base.cpu_per_10k else 0, r.p50_ms - base.p50_ms)
+                )
+    print(f"Medians of {len(rounds)} round(s).")
     print("| concurrency | target | req/s | p50 ms | p99 ms | CPU s / 10k req | req/s vs proxy | CPU/req vs proxy | failed |")
     print("|---|---|---|---|---|---|---|---|---|")
-    for concurrency, group in by_concurrency.items():
-        proxy = next((r for r in group if r.target == "plain proxy"), None)
-        for r in group:
-            rps_ratio = f"{r.rps / proxy.rps:.2f}" if proxy else "-"
-            cpu_ratio = f"{r.cpu_per_10k / proxy.cpu_per_10k:.2f}" if proxy and proxy.cpu_per_10k else "-"
-            print(f"| {concurrency} | {r.target} | {r.rps:,.0f} | {r.p50_ms:.2f} | {r.p99_ms:.2f} | {r.cpu_per_10k:.2f} | {rps_ratio} | {cpu_ratio} | {r.failed} |")
-    for r in results:
-        if r.audit_check:
-            print(f"audit check, concurrency {r.concurrency}: {r.audit_check}")
-    by = {(r.target, r.concurrency): r for r in results}
-    if ("gateway (audited)", 1) in by and ("plain proxy", 1) in by:
-        added = by[("gateway (audited)", 1)].p50_ms - by[("plain proxy", 1)].p50_ms
-        print(f"added p50 latency at concurrency 1: {added * 1000:.0f} us")
+    for (concurrency, target), group in cells.items():
+        pairs = ratios.get((concurrency, target))
+        rps_ratio = f"{median(p[0] for p in pairs):.2f}" if pairs else "-"
+        cpu_ratio = f"{median(p[1] for p in pairs):.2f}" if pairs else "-"
+        print(
+            f"| {concurrency} | {target} | {median(r.rps for r in group):,.0f} | {median(r.p50_ms for r in group):.2f} | "
+            f"{median(r.p99_ms for r in group):.2f} | {median(r.cpu_per_10k for r in group):.2f} | {rps_ratio} | "
+            f"{cpu_ratio} | {sum(r.failed for r in group)} |"
+        )
+    checks = [r for group in cells.values() for r in group if r.audit_check]
+    failed = [r for r in checks if not r.audit_check.startswith("OK")]
+    print(f"audit check: {len(checks) - len(failed)} of {len(checks)} gateway runs OK (every 200 has its deleted record, every intent its outcome)")
+    for r in failed:
+        print(f"  concurrency {r.concurrency}: {r.audit_check}")
+    added = ratios.get((1, "gateway (audited)"))
+    if added:
+        print(f"added p50 latency at concurrency 1: {median(p[2] for p in added) * 1000:.0f} us")
 
 
 def main() -> None:
@@ -252,6 +268,7 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 16, 64])
     parser.add_argument("--rss-seconds", type=float, default=60, help="length of the memory run; 0 skips it")
     parser.add_argument("--targets", nargs="+", default=None, help="subset of: stub proxy gateway nginx")
+    parser.add_argument("--repeat", type=int, default=3, help="rounds of every measurement; medians are shown (default 3)")
     args = parser.parse_args()
     if shutil.which("wrk") is None:
         raise SystemExit("wrk is not installed: sudo apt-get install wrk")
@@ -262,15 +279,19 @@ def main() -> None:
         chosen.remove("nginx")
     with tempfile.TemporaryDirectory(prefix="gateway-bench-") as workdir:
         bench = Bench(Path(workdir), args.duration)
-        results = []
-        for concurrency in args.concurrency:
-            for name in chosen:
-                result = bench.measure(names[name], concurrency)
-                print(f"  {result.target:<18} c={concurrency:<3} {result.rps:8,.0f} req/s  p50 {result.p50_ms:.2f} ms  "
-                      f"p99 {result.p99_ms:.2f} ms  {result.cpu_per_10k:.2f} CPU s/10k  {result.audit_check}", flush=True)
-                results.append(result)
+        rounds: list[list[Result]] = []
+        for round_number in range(args.repeat):
+            results = []
+            for concurrency in args.concurrency:
+                for name in chosen:
+                    result = bench.measure(names[name], concurrency)
+                    print(f"  round {round_number + 1}  {result.target:<18} c={concurrency:<3} {result.rps:8,.0f} req/s  "
+                          f"p50 {result.p50_ms:.2f} ms  p99 {result.p99_ms:.2f} ms  {result.cpu_per_10k:.2f} CPU s/10k  "
+                          f"{result.audit_check}", flush=True)
+                    results.append(result)
+            rounds.append(results)
         print()
-        print_table(results)
+        print_table(rounds)
         if args.rss_seconds and "gateway" in chosen:
             print(bench.rss(args.rss_seconds))
 

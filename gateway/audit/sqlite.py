@@ -61,6 +61,7 @@ SYNCHRONOUS = {"FULL": "FULL", "NORMAL": "NORMAL"}
 MAX_ROWS_PER_APPEND = 1024
 """One INSERT statement holds a whole batch (SQLite 3.32+ allows 32,766 parameters)."""
 MINIMUM_SQLITE = (3, 32, 0)
+WRITER_CACHE_KIB = 32 * 1024
 
 _COLUMNS = ", ".join(AuditRecord._fields)
 _EQUALITY_FILTERS = ("org", "token_sha256", "actor", "app", "client_id", "outcome")
@@ -164,6 +165,8 @@ class SQLiteAuditStore:
                 db = sqlite3.connect(path, isolation_level=None, cached_statements=MAX_ROWS_PER_APPEND + 32)
                 db.execute(f"PRAGMA busy_timeout = {int(busy_timeout * 1000)}")
                 db.execute(f"PRAGMA synchronous = {SYNCHRONOUS[synchronous]}")
+                # A large page cache keeps the indexes' hot pages in memory as the log grows.
+                db.execute(f"PRAGMA cache_size = -{WRITER_CACHE_KIB}")
             except sqlite3.Error as exc:
                 raise AuditStoreError(f"cannot open {path} for writing: {exc}") from None
 
