@@ -30,8 +30,10 @@ def redacted(token: str) -> str:
 
 
 def redact_snapshot(snapshot: dict[str, Any]) -> dict[str, Any]:
-    """A copy of an Apigee token snapshot with its secret fields replaced."""
-    return {
-        key: redacted(value) if key in SECRET_SNAPSHOT_FIELDS and isinstance(value, str) else value
-        for key, value in snapshot.items()
-    }
+    """A copy of an Apigee token snapshot with its secret fields replaced, keys in their order."""
+    copy = dict(snapshot)
+    for key in SECRET_SNAPSHOT_FIELDS:
+        value = copy.get(key)
+        if isinstance(value, str):
+            copy[key] = redacted(value)
+    return copy
