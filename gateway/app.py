@@ -14,12 +14,14 @@ from contextlib import AsyncExitStack
 
 from aiohttp import encode_basic_auth, web
 
-from gateway.audit.sqlite import SQLiteAuditStore
+from gateway.audit.anchor import HeadLogger
+from gateway.audit.chain import ChainKey
+from gateway.audit.sqlite import SQLiteAppender, SQLiteAuditStore
 from gateway.audit.store import AuditStoreError
 from gateway.audit.writer import AuditWriter
 from gateway.auth import AUDIT, REVOKE, Authenticator, User
 from gateway.config import ALL_ORGS, Config, ConfigError
-from gateway.logs import flush_logs_periodically, get_logger
+from gateway.logs import Logger, flush_logs_periodically, get_logger
 from gateway.passwords import hash_password, parse_hash
 from gateway.proxy import Upstream, make_session
 from gateway.revoke import MAX_REQUEST_BODY, SERVICES, Services, handle
@@ -30,6 +32,8 @@ CONFIG = web.AppKey("config", Config)
 UPSTREAM_URL = web.AppKey("upstream_url", str)
 """The upstream actually used; for the embedded stub, its loopback address."""
 STUB_SEED = web.AppKey("stub_seed", Seed)
+STORE = web.AppKey("store", SQLiteAuditStore)
+"""The audit log's reader, for the audit API."""
 
 MAX_HEADER_FIELD = 16 * 1024
 """Large enough that an oversized Authorization header reaches our own 401, not aiohttp's 400."""
@@ -59,18 +63,23 @@ async def _lifetime(app: web.Application) -> AsyncIterator[None]:
     async with AsyncExitStack() as stack:
         seed = stub_seed(config) if config.uses_stub else None
         authenticator = await _authenticator(config, seed)
-        audit = config.audit
+        audit, log = config.audit, get_logger()
+        key = ChainKey(config.chain_secret)
+        path = config.database_path
         try:
-            store = await SQLiteAuditStore.open(config.database_path, busy_timeout=audit.busy_timeout)
+            store = await SQLiteAuditStore.open(path, key=key, writable=True, busy_timeout=audit.busy_timeout)
             stack.push_async_callback(store.close)
             writer = AuditWriter(
-                store.batch_appender(busy_timeout=audit.busy_timeout, synchronous=audit.synchronous),
-                max_batch=store.max_batch,
+                partial(SQLiteAppender, path, key, busy_timeout=audit.busy_timeout, synchronous=audit.synchronous),
+                on_commit=HeadLogger(log, every_records=audit.head_log_records, every_seconds=audit.head_log_seconds),
             )
             stack.push_async_callback(writer.close)
             await writer.started()
         except AuditStoreError as exc:
             raise ConfigError(config.source, "audit.database", str(exc)) from None
+        app[STORE] = store
+        warn_of_pending = asyncio.create_task(_warn_of_pending_intents(store, log), name="pending-intents")
+        stack.callback(warn_of_pending.cancel)
         if seed is not None:
             app[STUB_SEED] = seed
             app[UPSTREAM_URL] = await stack.enter_async_context(serve_stub(seed))
@@ -94,10 +103,24 @@ async def _lifetime(app: web.Application) -> AsyncIterator[None]:
             authenticator=authenticator,
             audit=writer,
             upstream=Upstream(app[UPSTREAM_URL], session, authorization=service_auth),
-            log=get_logger(),
+            log=log,
             store_raw_tokens=config.audit.store_raw_tokens,
         )
         yield
+
+
+async def _warn_of_pending_intents(store: SQLiteAuditStore, log: Logger) -> None:
+    """After a crash, intents without an outcome are the calls whose fate is unknown: say so."""
+    try:
+        pending = await store.pending_without_outcome()
+    except AuditStoreError as exc:
+        log.warning("pending_intents_unchecked", error=str(exc))
+        return
+    if pending:
+        log.warning(
+            "pending_intents_without_outcome", count=len(pending), first_id=pending[0].id,
+            hint="a previous run stopped between forwarding and recording; run `gateway audit reconcile`",
+        )
 
 
 async def _authenticator(config: Config, seed: Seed | None) -> Authenticator:

@@ -191,6 +191,28 @@ class AuditConfig:
         boolean,
         False,
     )
+    chain_key_env: str = setting(
+        "Name of an environment variable holding the hash chain's key (at least 16 bytes). With a key, "
+        "records are chained with HMAC-SHA-256, so whoever can write the database cannot rebuild the "
+        "chain. Empty: plain SHA-256. A log keeps the kind of chain it was started with.",
+        text,
+        "",
+    )
+    chain_key_file: str = setting(
+        "File holding the chain key instead (trailing whitespace ignored); kept outside the database.",
+        text,
+        "",
+    )
+    head_log_records: int = setting(
+        "Log the chain's head (record id and hash, to anchor outside the host) every this many records.",
+        count,
+        10000,
+    )
+    head_log_seconds: float = setting(
+        "Also log the head when new records came and this many seconds passed since it was last logged.",
+        positive_number,
+        60.0,
+    )
 
 
 @dataclass(frozen=True)
@@ -256,6 +278,8 @@ class Config:
     users: tuple[UserConfig, ...] = ()
     base_dir: Path = field(default_factory=Path.cwd)
     service_password: str = field(default="", repr=False)
+    chain_secret: bytes | None = field(default=None, repr=False)
+    """The hash chain's key, read from audit.chain_key_env or audit.chain_key_file."""
 
     @property
     def uses_stub(self) -> bool:
@@ -268,6 +292,10 @@ class Config:
     @property
     def database_path(self) -> Path:
         return self.path(self.audit.database)
+
+    def with_database(self, path: Path) -> Config:
+        """The same settings on another audit database file (the CLI's ``--db``)."""
+        return dataclasses.replace(self, audit=dataclasses.replace(self.audit, database=str(path.resolve())))
 
 
 DEFAULTS_SOURCE = "(built-in defaults)"
@@ -305,6 +333,9 @@ def build_config(
     if config.upstream.auth == "service":
         password = _service_password(config, os.environ if environ is None else environ)
         config = dataclasses.replace(config, service_password=password)
+    secret = _chain_secret(config, os.environ if environ is None else environ)
+    if secret is not None:
+        config = dataclasses.replace(config, chain_secret=secret)
     return config
 
 
@@ -349,6 +380,31 @@ def _check_rules(config: Config) -> None:
     for key, value in (("upstream.ca_bundle", upstream.ca_bundle), ("stub.seed", config.stub.seed)):
         if value and not config.path(value).is_file():
             raise ConfigError(source, key, f"no such file: {config.path(value)}")
+
+
+MIN_CHAIN_KEY_BYTES = 16
+
+
+def _chain_secret(config: Config, environ: Mapping[str, str]) -> bytes | None:
+    """The chain key from the environment or a file: never from the config file itself."""
+    audit = config.audit
+    if audit.chain_key_env and audit.chain_key_file:
+        raise ConfigError(config.source, "audit.chain_key_file", "give the chain key by chain_key_env or chain_key_file, not both")
+    if audit.chain_key_env:
+        key, secret = "audit.chain_key_env", environ.get(audit.chain_key_env, "").encode()
+        if not secret:
+            raise ConfigError(config.source, key, f"environment variable {audit.chain_key_env} is not set or empty")
+    elif audit.chain_key_file:
+        key, path = "audit.chain_key_file", config.path(audit.chain_key_file)
+        try:
+            secret = path.read_bytes().rstrip()
+        except OSError as exc:
+            raise ConfigError(config.source, key, f"cannot read {path}: {exc.strerror or exc}") from None
+    else:
+        return None
+    if len(secret) < MIN_CHAIN_KEY_BYTES:
+        raise ConfigError(config.source, key, f"the chain key must be at least {MIN_CHAIN_KEY_BYTES} bytes")
+    return secret
 
 
 def _service_password(config: Config, environ: Mapping[str, str]) -> str:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import csv
 import io
 import json
@@ -14,7 +13,8 @@ import pytest
 from gateway.audit.fingerprint import fingerprint
 from gateway.audit.query import parse_time
 from gateway.audit.record import FIELDS, AuditRecord
-from gateway.audit.sqlite import SQLiteAuditStore
+from gateway.audit.chain import ChainKey
+from gateway.audit.sqlite import SQLiteAppender, prepare
 from gateway.cli import main
 
 TOKEN_A, TOKEN_B = "tokenAAAAAAAAAAAAAAAAAAAAAAAAA", "tokenBBBBBBBBBBBBBBBBBBBBBBBBB"
@@ -41,12 +41,10 @@ RECORDS = [
 def database(tmp_path: Path) -> Path:
     path = tmp_path / "audit.db"
 
-    async def fill() -> None:
-        store = await SQLiteAuditStore.open(path)
-        await store.append(RECORDS)
-        await store.close()
-
-    asyncio.run(fill())
+    prepare(path, key=ChainKey(), writable=True)
+    appender = SQLiteAppender(path, ChainKey())
+    appender.append(RECORDS)
+    appender.close()
     return path
 
 

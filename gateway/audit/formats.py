@@ -1,4 +1,8 @@
-"""Audit records rendered for people (table) and for tools (json, jsonl, csv)."""
+"""Audit records rendered for people (table) and for tools (json, jsonl, csv).
+
+jsonl and csv are written record by record, so ``audit export`` streams millions of records
+in constant memory; json (one array) and the table need the whole list.
+"""
 
 from __future__ import annotations
 
@@ -6,6 +10,8 @@ import csv
 import json
 from collections.abc import Callable, Iterable, Sequence
 from typing import TextIO
+
+import orjson
 
 from gateway.audit.record import FIELDS, AuditRecord
 
@@ -24,37 +30,71 @@ TABLE_COLUMNS: tuple[tuple[str, Callable[[AuditRecord], object]], ...] = (
 )
 
 
+class RecordStream:
+    """Writes records one at a time in a streaming format (jsonl or csv)."""
+
+    def __init__(self, format: str, out: TextIO) -> None:
+        if format not in STREAMING:
+            raise ValueError(f"{format!r} cannot be streamed; use one of {', '.join(STREAMING)}")
+        self._out = out
+        self._csv = csv.writer(out) if format == "csv" else None
+        if self._csv is not None:
+            self._csv.writerow(FIELDS)
+
+    def write(self, record: AuditRecord) -> None:
+        if self._csv is not None:
+            self._csv.writerow(["" if (value := getattr(record, name)) is None else value for name in FIELDS])
+        else:
+            self._out.write(orjson.dumps(as_json(record)).decode() + "\n")
+
+
+def as_json(record: AuditRecord) -> dict[str, object]:
+    """The record as JSON output shows it (CLI and HTTP API): the snapshot as JSON, not text."""
+    values: dict[str, object] = {name: getattr(record, name) for name in FIELDS}
+    if record.snapshot is not None:
+        values["snapshot"] = orjson.loads(record.snapshot)
+    return values
+
+
 def write_table(records: Sequence[AuditRecord], out: TextIO) -> None:
     """Aligned columns of the fields people scan for; ``audit show`` has the rest."""
     rows = [[_cell(value(record)) for _, value in TABLE_COLUMNS] for record in records]
     header = [name for name, _ in TABLE_COLUMNS]
+    write_columns(header, rows, out)
+
+
+def write_columns(header: Sequence[str], rows: Sequence[Sequence[str]], out: TextIO) -> None:
     widths = [max(len(cell) for cell in column) for column in zip(header, *rows)]
     for line in (header, ["-" * width for width in widths], *rows):
         out.write("  ".join(cell.ljust(width) for cell, width in zip(line, widths)).rstrip() + "\n")
 
 
 def write_json(records: Iterable[AuditRecord], out: TextIO) -> None:
-    json.dump([record.to_json() for record in records], out, indent=2, ensure_ascii=False)
+    json.dump([as_json(record) for record in records], out, indent=2, ensure_ascii=False)
     out.write("\n")
 
 
-def write_jsonl(records: Iterable[AuditRecord], out: TextIO) -> None:
-    for record in records:
-        out.write(json.dumps(record.to_json(), ensure_ascii=False, separators=(",", ":")) + "\n")
+def write_record(record: AuditRecord, out: TextIO) -> None:
+    """One record, whole, as indented JSON (``audit show``)."""
+    json.dump(as_json(record), out, indent=2, ensure_ascii=False)
+    out.write("\n")
 
 
-def write_csv(records: Iterable[AuditRecord], out: TextIO) -> None:
-    writer = csv.writer(out)
-    writer.writerow(FIELDS)
-    for record in records:
-        writer.writerow(["" if (value := getattr(record, name)) is None else value for name in FIELDS])
+def _write_streamed(format: str) -> Callable[[Sequence[AuditRecord], TextIO], None]:
+    def write(records: Sequence[AuditRecord], out: TextIO) -> None:
+        stream = RecordStream(format, out)
+        for record in records:
+            stream.write(record)
+
+    return write
 
 
+STREAMING = ("jsonl", "csv")
 WRITERS: dict[str, Callable[[Sequence[AuditRecord], TextIO], None]] = {
     "table": write_table,
     "json": write_json,
-    "jsonl": write_jsonl,
-    "csv": write_csv,
+    "jsonl": _write_streamed("jsonl"),
+    "csv": _write_streamed("csv"),
 }
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import re
 import time
 from dataclasses import dataclass
@@ -29,8 +30,26 @@ class AuditFilter:
     until: str | None = None
     """Exclusive upper bound, as a normalised timestamp."""
     limit: int | None = DEFAULT_LIMIT
-    before_id: int | None = None
-    """Keyset cursor: only records older than this id."""
+    before: tuple[str, int] | None = None
+    """Keyset cursor (time, id): only records that come after it, newest first."""
+    orgs: frozenset[str] | None = None
+    """Scope: only records of these organisations (None: every one)."""
+
+
+def encode_cursor(record_time: str, record_id: int) -> str:
+    """An opaque cursor for the page after the record with this time and id."""
+    return base64.urlsafe_b64encode(f"{record_time}|{record_id}".encode()).decode().rstrip("=")
+
+
+def decode_cursor(text: str) -> tuple[str, int]:
+    try:
+        raw = base64.urlsafe_b64decode(text + "=" * (-len(text) % 4)).decode()
+        record_time, _, record_id = raw.partition("|")
+        if not record_time or not record_id.isdigit():
+            raise ValueError
+        return record_time, int(record_id)
+    except ValueError:
+        raise ValueError(f"{text!r} is not a cursor given by a previous page") from None
 
 
 def parse_time(text: str, *, now: float | None = None) -> str:

@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import json
 import time
 from enum import StrEnum
-from typing import Any, NamedTuple
+from typing import NamedTuple
 
 
 class Outcome(StrEnum):
@@ -21,6 +20,10 @@ class Outcome(StrEnum):
     """A malformed request (4xx) that was never forwarded, or that the upstream refused."""
     UPSTREAM_ERROR = "upstream_error"
     """The upstream failed (5xx), could not be reached, or did not answer in time."""
+    NOT_DELETED = "not_deleted"
+    """Reconciliation found that a pending deletion did not happen: the token still existed."""
+    PRUNED = "pruned"
+    """A retention checkpoint: older records were removed; it holds the last removed hash."""
 
 
 class AuditRecord(NamedTuple):
@@ -45,19 +48,18 @@ class AuditRecord(NamedTuple):
     """The upstream's JSON, re-serialised compactly, secrets redacted unless opted in."""
     token: str | None = None
     """The raw token, only when ``audit.store_raw_tokens`` is true."""
+    prev_hash: str | None = None
+    """The previous record's hash (the genesis value for the first): set when appended."""
+    hash: str | None = None
+    """SHA-256 (HMAC-SHA-256 with a chain key) over prev_hash and this record's content."""
     id: int | None = None
-    """Assigned by the store when the record is appended."""
-
-    def to_json(self) -> dict[str, Any]:
-        """The record as ``audit query --format json`` prints it: the snapshot as JSON, not text."""
-        values = {name: getattr(self, name) for name in FIELDS}
-        if self.snapshot is not None:
-            values["snapshot"] = json.loads(self.snapshot)
-        return values
+    """Assigned by the store when the record is appended, in order, without gaps."""
 
 
 FIELDS: tuple[str, ...] = ("id", *AuditRecord._fields[:-1])
 """Field order everywhere: the table's columns, JSON keys and CSV headers."""
+CONTENT_FIELDS: tuple[str, ...] = AuditRecord._fields[: AuditRecord._fields.index("prev_hash")]
+"""What a record says, as the request path makes it: everything but its place in the chain."""
 STORED_FIELDS: tuple[str, ...] = AuditRecord._fields[:-1]
 """What a store writes: everything but the id, which it assigns."""
 

@@ -1,94 +1,121 @@
-"""The SQLite audit store: one file per sidecar, WAL mode, append-only by trigger.
+"""The SQLite audit store: one file per sidecar, WAL mode, append-only, hash-chained.
 
-The triggers refuse UPDATE and DELETE so that no code path (ours or a careless operator's)
-edits the trail by accident; they are not a defence against someone who can rewrite the file.
+Three parts, each with its own connection: ``prepare`` checks, creates or upgrades the file;
+``SQLiteAuditStore`` reads it (aiosqlite, for the HTTP API and the CLI); ``SQLiteAppender``
+appends to it (plain sqlite3, owned by the writer thread or by a maintenance command). Triggers
+refuse UPDATE and DELETE, so no code path edits the trail by accident; the hash chain is what
+shows whether anyone did on purpose.
 """
 
 from __future__ import annotations
 
+import asyncio
 import functools
+import json
 import sqlite3
-from collections.abc import Callable, Sequence
+import time
+from collections.abc import AsyncIterator, Iterator, Sequence
+from contextlib import contextmanager, suppress
+from dataclasses import dataclass
 from pathlib import Path
 
 import aiosqlite
 
+from gateway.audit.chain import EMPTY, ChainKey, Head, chained
 from gateway.audit.query import AuditFilter
-from gateway.audit.record import STORED_FIELDS, AuditRecord
+from gateway.audit.record import AuditRecord, Outcome, utc_timestamp
+from gateway.audit.schema import APPLICATION_ID, MIGRATIONS, NO_DELETE_TRIGGER, SCHEMA_VERSION, TABLE, create
 from gateway.audit.store import AuditStoreError
-from gateway.audit.writer import BatchAppender, OpenAppender
-
-APPLICATION_ID = 0x41475457  # "AGTW": marks the file as ours, so a foreign database is refused.
-SCHEMA_VERSION = 1
-TABLE = "audit_events"
-
-_SCHEMA = f"""
-CREATE TABLE {TABLE} (
-    id INTEGER PRIMARY KEY,
-    request_id TEXT NOT NULL,
-    time TEXT NOT NULL,
-    actor TEXT,
-    client_ip TEXT,
-    method TEXT NOT NULL,
-    org TEXT,
-    token_sha256 TEXT,
-    token_hint TEXT,
-    outcome TEXT NOT NULL,
-    upstream_status INTEGER,
-    error_code TEXT,
-    latency_ms REAL,
-    app TEXT,
-    client_id TEXT,
-    snapshot TEXT,
-    token TEXT
-);
-CREATE INDEX {TABLE}_token ON {TABLE} (token_sha256);
-CREATE INDEX {TABLE}_time ON {TABLE} (time);
-CREATE INDEX {TABLE}_actor ON {TABLE} (actor, time);
-CREATE INDEX {TABLE}_org ON {TABLE} (org, time);
-CREATE INDEX {TABLE}_request ON {TABLE} (request_id);
-CREATE TRIGGER {TABLE}_no_update BEFORE UPDATE ON {TABLE}
-BEGIN SELECT RAISE(ABORT, 'audit records are append-only'); END;
-CREATE TRIGGER {TABLE}_no_delete BEFORE DELETE ON {TABLE}
-BEGIN SELECT RAISE(ABORT, 'audit records are append-only'); END;
-PRAGMA application_id = {APPLICATION_ID};
-PRAGMA user_version = {SCHEMA_VERSION};
-"""
-
-SYNCHRONOUS = {"FULL": "FULL", "NORMAL": "NORMAL"}
-"""The settings offered (``audit.synchronous``); the mapping keeps anything else out of the SQL."""
 
 MAX_ROWS_PER_APPEND = 1024
 """One INSERT statement holds a whole batch (SQLite 3.32+ allows 32,766 parameters)."""
 MINIMUM_SQLITE = (3, 32, 0)
 WRITER_CACHE_KIB = 32 * 1024
+SYNCHRONOUS = {"FULL": "FULL", "NORMAL": "NORMAL"}
+"""The settings offered (``audit.synchronous``); the mapping keeps anything else out of the SQL."""
 
 _COLUMNS = ", ".join(AuditRecord._fields)
 _EQUALITY_FILTERS = ("org", "token_sha256", "actor", "app", "client_id", "outcome")
+_HEAD = f"SELECT id, hash FROM {TABLE} ORDER BY id DESC LIMIT 1"
 
 
-@functools.lru_cache(maxsize=MAX_ROWS_PER_APPEND)
-def _insert_statement(rows: int) -> str:
-    row = f"({', '.join('?' * len(STORED_FIELDS))})"
-    return f"INSERT INTO {TABLE} ({', '.join(STORED_FIELDS)}) VALUES {', '.join([row] * rows)}"
+# Opening -------------------------------------------------------------------------------------
 
 
-def _insert(records: Sequence[AuditRecord]) -> tuple[str, list[object]]:
-    """One statement appending ``records`` in order; in autocommit mode, one transaction."""
-    if not 0 < len(records) <= MAX_ROWS_PER_APPEND:
-        raise ValueError(f"between 1 and {MAX_ROWS_PER_APPEND} records per append")
-    return _insert_statement(len(records)), [value for record in records for value in record[:-1]]
+def _connect(path: Path, busy_timeout: float) -> sqlite3.Connection:
+    if sqlite3.sqlite_version_info < MINIMUM_SQLITE:
+        raise AuditStoreError(f"the audit log needs SQLite 3.32 or newer; Python here has {sqlite3.sqlite_version}")
+    try:
+        db = sqlite3.connect(path, isolation_level=None, cached_statements=MAX_ROWS_PER_APPEND + 32)
+        db.execute(f"PRAGMA busy_timeout = {int(busy_timeout * 1000)}")
+    except sqlite3.Error as exc:
+        raise AuditStoreError(f"cannot open {path}: {exc}") from None
+    return db
+
+
+def prepare(path: Path, *, key: ChainKey | None, writable: bool, busy_timeout: float = 5.0) -> None:
+    """Check that ``path`` is our audit log; for a writer, create it or upgrade an older one.
+
+    ``key`` is the chain key the caller will append or verify with; it must be the one the log
+    was started with. Readers that neither append nor verify pass None.
+    """
+    if not writable and not path.is_file():
+        raise AuditStoreError(f"no audit database at {path}")
+    db = _connect(path, busy_timeout)
+    try:
+        if writable:
+            db.execute("PRAGMA journal_mode = WAL")
+        db.execute("BEGIN IMMEDIATE" if writable else "BEGIN")
+        try:
+            _check_and_upgrade(db, path, key, writable)
+            db.execute("COMMIT")
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+    except sqlite3.Error as exc:
+        raise AuditStoreError(f"cannot use {path}: {exc}") from None
+    finally:
+        db.close()
+
+
+def _check_and_upgrade(db: sqlite3.Connection, path: Path, key: ChainKey | None, writable: bool) -> None:
+    application_id = db.execute("PRAGMA application_id").fetchone()[0]
+    version = db.execute("PRAGMA user_version").fetchone()[0]
+    if application_id == 0 and version == 0:
+        if db.execute("SELECT count(*) FROM sqlite_master").fetchone()[0]:
+            raise AuditStoreError(f"{path} is not a gateway audit database (it holds other tables)")
+        if not writable or key is None:
+            raise AuditStoreError(f"{path} is an empty database, not a gateway audit log")
+        create(db, key)
+        return
+    if application_id != APPLICATION_ID:
+        raise AuditStoreError(f"{path} is not a gateway audit database (application_id {application_id})")
+    if version > SCHEMA_VERSION:
+        raise AuditStoreError(
+            f"{path} has audit schema version {version}, newer than this gateway's {SCHEMA_VERSION}; upgrade the gateway"
+        )
+    if version < SCHEMA_VERSION:
+        if not writable or key is None:
+            raise AuditStoreError(
+                f"{path} has audit schema version {version}; start `gateway serve` on it once to upgrade it to {SCHEMA_VERSION}"
+            )
+        while version < SCHEMA_VERSION:
+            MIGRATIONS[version](db, key)
+            version += 1
+    if key is not None:
+        mode, check = db.execute("SELECT mode, key_check FROM audit_chain").fetchone()
+        if mode != key.mode:
+            given = "a chain key" if key.secret else "no chain key"
+            raise AuditStoreError(f"{path} keeps a {mode} chain, but {given} is configured (audit.chain_key_env / chain_key_file)")
+        if check != key.check:
+            raise AuditStoreError(f"{path} was written with another chain key than the one configured")
+
+
+# Reading -------------------------------------------------------------------------------------
 
 
 class SQLiteAuditStore:
-    """Appends are not re-entrant: one writer (see ``gateway.audit.writer``) calls them in turn.
-
-    The connection is in autocommit mode and a batch is one multi-row INSERT, so appending a
-    batch is a single statement, a single transaction, and a single trip to aiosqlite's thread
-    (whose hand-offs, not SQLite, are the costly part on a busy host).
-    """
-
-    max_batch = MAX_ROWS_PER_APPEND
+    """Reads the audit log without blocking the event loop."""
 
     def __init__(self, db: aiosqlite.Connection, path: Path) -> None:
         self._db = db
@@ -96,123 +123,213 @@ class SQLiteAuditStore:
 
     @classmethod
     async def open(
-        cls, path: Path, *, create: bool = True, busy_timeout: float = 5.0, synchronous: str = "FULL"
+        cls, path: Path, *, key: ChainKey | None = None, writable: bool = False, busy_timeout: float = 5.0
     ) -> SQLiteAuditStore:
-        """Open (and with ``create``, initialise) the audit database at ``path``."""
-        if not create and not path.is_file():
-            raise AuditStoreError(f"no audit database at {path}")
-        if sqlite3.sqlite_version_info < MINIMUM_SQLITE:
-            raise AuditStoreError(f"the audit log needs SQLite 3.32 or newer; Python here has {sqlite3.sqlite_version}")
+        """Open for reading; ``writable`` also creates or upgrades the file, for the gateway."""
+        await asyncio.to_thread(prepare, path, key=key, writable=writable, busy_timeout=busy_timeout)
         try:
-            db = await aiosqlite.connect(path, isolation_level=None, cached_statements=MAX_ROWS_PER_APPEND + 32)
+            db = await aiosqlite.connect(path, iter_chunk_size=4096)
+            await db.execute(f"PRAGMA busy_timeout = {int(busy_timeout * 1000)}")
         except sqlite3.Error as exc:
             raise AuditStoreError(f"cannot open {path}: {exc}") from None
-        store = cls(db, path)
-        try:
-            await store._prepare(create=create, busy_timeout=busy_timeout, synchronous=synchronous)
-        except BaseException:
-            await db.close()
-            raise
-        return store
-
-    async def _prepare(self, *, create: bool, busy_timeout: float, synchronous: str) -> None:
-        try:
-            await self._db.execute(f"PRAGMA busy_timeout = {int(busy_timeout * 1000)}")
-            application_id = await self._pragma("application_id")
-            version = await self._pragma("user_version")
-            if application_id == 0 and version == 0:
-                async with self._db.execute("SELECT count(*) FROM sqlite_master") as cursor:
-                    (objects,) = await cursor.fetchone() or (0,)
-                if objects:
-                    raise AuditStoreError(f"{self.path} is not a gateway audit database (it holds other tables)")
-                if not create:
-                    raise AuditStoreError(f"{self.path} is an empty database, not a gateway audit log")
-                await self._db.executescript(f"BEGIN;{_SCHEMA}COMMIT;")
-            elif application_id != APPLICATION_ID:
-                raise AuditStoreError(f"{self.path} is not a gateway audit database (application_id {application_id})")
-            elif version > SCHEMA_VERSION:
-                raise AuditStoreError(
-                    f"{self.path} has audit schema version {version}, newer than this gateway's {SCHEMA_VERSION}; upgrade the gateway"
-                )
-            if create:
-                await self._db.execute("PRAGMA journal_mode = WAL")
-                await self._db.execute(f"PRAGMA synchronous = {SYNCHRONOUS[synchronous]}")
-        except sqlite3.Error as exc:
-            raise AuditStoreError(f"cannot use {self.path}: {exc}") from None
-
-    async def _pragma(self, name: str) -> int:
-        async with self._db.execute(f"PRAGMA {name}") as cursor:
-            row = await cursor.fetchone()
-        return int(row[0]) if row else 0
-
-    async def append(self, records: Sequence[AuditRecord]) -> None:
-        statement, parameters = _insert(records)
-        try:
-            await self._db.execute(statement, parameters)
-        except sqlite3.Error as exc:
-            raise AuditStoreError(f"cannot write to {self.path}: {exc}") from None
-
-    def batch_appender(self, *, busy_timeout: float = 5.0, synchronous: str = "FULL") -> OpenAppender:
-        """For the writer thread: opens a connection of its own and appends batches on it.
-
-        Autocommit, and a batch is one multi-row INSERT: a single statement, a single
-        transaction, a single release of the GIL while SQLite writes and syncs.
-        """
-        path = self.path
-
-        def open_appender() -> tuple[BatchAppender, Callable[[], None]]:
-            try:
-                db = sqlite3.connect(path, isolation_level=None, cached_statements=MAX_ROWS_PER_APPEND + 32)
-                db.execute(f"PRAGMA busy_timeout = {int(busy_timeout * 1000)}")
-                db.execute(f"PRAGMA synchronous = {SYNCHRONOUS[synchronous]}")
-                # A large page cache keeps the indexes' hot pages in memory as the log grows.
-                db.execute(f"PRAGMA cache_size = -{WRITER_CACHE_KIB}")
-            except sqlite3.Error as exc:
-                raise AuditStoreError(f"cannot open {path} for writing: {exc}") from None
-
-            def append(records: Sequence[AuditRecord]) -> None:
-                statement, parameters = _insert(records)
-                try:
-                    db.execute(statement, parameters)
-                except sqlite3.Error as exc:
-                    raise AuditStoreError(f"cannot write to {path}: {exc}") from None
-
-            return append, db.close
-
-        return open_appender
+        return cls(db, path)
 
     async def query(self, selection: AuditFilter) -> list[AuditRecord]:
-        clauses: list[str] = []
-        params: list[object] = []
-        for column in _EQUALITY_FILTERS:
-            value = getattr(selection, column)
-            if value is not None:
-                clauses.append(f"{column} = ?")
-                params.append(value)
-        for clause, value in (
-            ("time >= ?", selection.since),
-            ("time < ?", selection.until),
-            ("id < ?", selection.before_id),
-        ):
-            if value is not None:
-                clauses.append(clause)
-                params.append(value)
-        where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
-        limit = "LIMIT ?" if selection.limit is not None else ""
+        where, params = _where(selection)
+        order = "ORDER BY time DESC, id DESC"
+        limit = ""
         if selection.limit is not None:
-            params.append(selection.limit)
-        return await self._select(f"SELECT {_COLUMNS} FROM {TABLE} {where} ORDER BY id DESC {limit}", params)
+            limit, params = "LIMIT ?", [*params, selection.limit]
+        return await self._select(f"SELECT {_COLUMNS} FROM {TABLE} {where} {order} {limit}", params)
 
     async def get(self, record_id: int) -> AuditRecord | None:
         records = await self._select(f"SELECT {_COLUMNS} FROM {TABLE} WHERE id = ?", [record_id])
         return records[0] if records else None
 
-    async def _select(self, sql: str, params: Sequence[object]) -> list[AuditRecord]:
+    async def head(self) -> Head:
+        rows = await self._fetch(_HEAD, [])
+        return Head(*rows[0]) if rows else EMPTY
+
+    async def first_id(self) -> int | None:
+        rows = await self._fetch(f"SELECT min(id) FROM {TABLE}", [])
+        return rows[0][0]
+
+    async def iterate(self, selection: AuditFilter | None = None) -> AsyncIterator[AuditRecord]:
+        where, params = _where(selection or AuditFilter())
         try:
-            rows = await self._db.execute_fetchall(sql, params)
+            async with self._db.execute(f"SELECT {_COLUMNS} FROM {TABLE} {where} ORDER BY id", params) as cursor:
+                async for row in cursor:
+                    yield AuditRecord._make(row)
         except sqlite3.Error as exc:
             raise AuditStoreError(f"cannot read {self.path}: {exc}") from None
-        return [AuditRecord._make(row) for row in rows]
+
+    async def pending_without_outcome(self) -> list[AuditRecord]:
+        return await self._select(
+            f"SELECT {_COLUMNS} FROM {TABLE} AS intent WHERE outcome = 'pending' AND NOT EXISTS "
+            f"(SELECT 1 FROM {TABLE} AS later WHERE later.request_id = intent.request_id AND later.id > intent.id) "
+            "ORDER BY id",
+            [],
+        )
+
+    async def later_outcome_for_token(self, token_sha256: str, after_id: int) -> AuditRecord | None:
+        """The first deleted or not_found record for a token after ``after_id``."""
+        records = await self._select(
+            f"SELECT {_COLUMNS} FROM {TABLE} WHERE token_sha256 = ? AND id > ? AND outcome IN ('deleted', 'not_found') "
+            "ORDER BY id LIMIT 1",
+            [token_sha256, after_id],
+        )
+        return records[0] if records else None
+
+    async def checkpoint_before(self, first_id: int) -> AuditRecord | None:
+        """The retention checkpoint that accounts for the records before ``first_id``."""
+        for record in await self._select(
+            f"SELECT {_COLUMNS} FROM {TABLE} WHERE outcome = 'pruned' ORDER BY id DESC", []
+        ):
+            if record.snapshot and json.loads(record.snapshot).get("pruned_through_id") == first_id - 1:
+                return record
+        return None
+
+    async def stats(self, by: str, selection: AuditFilter, *, include_intents: bool = False) -> list[tuple[str | None, int]]:
+        """Record counts grouped by a field (or by day), largest first; intents left out unless asked."""
+        expression = STATS_GROUPS[by]
+        where, params = _where(selection)
+        if not include_intents:
+            where = f"{where} AND outcome != 'pending'" if where else "WHERE outcome != 'pending'"
+        rows = await self._fetch(
+            f"SELECT {expression} AS grouped, count(*) FROM {TABLE} {where} GROUP BY grouped ORDER BY 2 DESC, 1", params
+        )
+        return [(row[0], row[1]) for row in rows]
+
+    async def _select(self, sql: str, params: Sequence[object]) -> list[AuditRecord]:
+        return [AuditRecord._make(row) for row in await self._fetch(sql, params)]
+
+    async def _fetch(self, sql: str, params: Sequence[object]) -> list[tuple[object, ...]]:
+        try:
+            return list(await self._db.execute_fetchall(sql, params))  # type: ignore[arg-type]
+        except sqlite3.Error as exc:
+            raise AuditStoreError(f"cannot read {self.path}: {exc}") from None
 
     async def close(self) -> None:
         await self._db.close()
+
+
+STATS_GROUPS = {"actor": "actor", "org": "org", "app": "app", "outcome": "outcome", "day": "substr(time, 1, 10)"}
+
+
+def _where(selection: AuditFilter) -> tuple[str, list[object]]:
+    clauses: list[str] = []
+    params: list[object] = []
+    for column in _EQUALITY_FILTERS:
+        value = getattr(selection, column)
+        if value is not None:
+            clauses.append(f"{column} = ?")
+            params.append(value)
+    if selection.since is not None:
+        clauses.append("time >= ?")
+        params.append(selection.since)
+    if selection.until is not None:
+        clauses.append("time < ?")
+        params.append(selection.until)
+    if selection.before is not None:
+        clauses.append("(time, id) < (?, ?)")
+        params.extend(selection.before)
+    if selection.orgs is not None:
+        clauses.append(f"org IN ({', '.join('?' * len(selection.orgs))})")
+        params.extend(sorted(selection.orgs))
+    return (f"WHERE {' AND '.join(clauses)}" if clauses else ""), params
+
+
+# Appending -----------------------------------------------------------------------------------
+
+
+@functools.lru_cache(maxsize=MAX_ROWS_PER_APPEND)
+def _insert_statement(rows: int) -> str:
+    row = f"({', '.join('?' * len(AuditRecord._fields))})"
+    return f"INSERT INTO {TABLE} ({_COLUMNS}) VALUES {', '.join([row] * rows)}"
+
+
+@dataclass(frozen=True)
+class PruneResult:
+    removed: int
+    checkpoint: AuditRecord | None
+
+
+class SQLiteAppender:
+    """Appends chained records: read the head, link the batch after it, insert, commit.
+
+    All in one IMMEDIATE transaction, so the chain stays linear even when a maintenance
+    command (prune, reconcile) appends while the gateway runs. A batch is one multi-row INSERT.
+    """
+
+    max_batch = MAX_ROWS_PER_APPEND
+
+    def __init__(self, path: Path, key: ChainKey, *, busy_timeout: float = 5.0, synchronous: str = "FULL") -> None:
+        self.path = path
+        self._key = key
+        self._db = _connect(path, busy_timeout)
+        try:
+            self._db.execute(f"PRAGMA synchronous = {SYNCHRONOUS[synchronous]}")
+            # A large page cache keeps the indexes' hot pages in memory as the log grows.
+            self._db.execute(f"PRAGMA cache_size = -{WRITER_CACHE_KIB}")
+        except sqlite3.Error as exc:
+            self._db.close()
+            raise AuditStoreError(f"cannot open {path} for writing: {exc}") from None
+
+    def append(self, records: Sequence[AuditRecord]) -> Head:
+        if not 0 < len(records) <= MAX_ROWS_PER_APPEND:
+            raise ValueError(f"between 1 and {MAX_ROWS_PER_APPEND} records per append")
+        with self._transaction("write to"):
+            return self._append(records)
+
+    def _append(self, records: Sequence[AuditRecord]) -> Head:
+        row = self._db.execute(_HEAD).fetchone()
+        linked, head = chained(records, Head(*row) if row else EMPTY, self._key)
+        self._db.execute(_insert_statement(len(linked)), [value for record in linked for value in record])
+        return head
+
+    def prune(self, before: str, *, actor: str, client_ip: str | None = None) -> PruneResult:
+        """Remove the records at the start of the log older than ``before``, and say so.
+
+        The removed records' last hash goes into a ``pruned`` checkpoint record appended to the
+        chain (who, when, how many), from which ``verify`` starts. Records are removed from the
+        start only, so what remains is still one unbroken chain.
+        """
+        with self._transaction("prune"):
+            first, last = self._db.execute(f"SELECT min(id), max(id) FROM {TABLE}").fetchone()
+            if first is None:
+                return PruneResult(0, None)
+            kept = self._db.execute(f"SELECT min(id) FROM {TABLE} WHERE time >= ?", (before,)).fetchone()[0]
+            last_removed = (kept if kept is not None else last + 1) - 1
+            if last_removed < first:
+                return PruneResult(0, None)
+            (removed_hash,) = self._db.execute(f"SELECT hash FROM {TABLE} WHERE id = ?", (last_removed,)).fetchone()
+            self._db.execute(f"DROP TRIGGER {TABLE}_no_delete")
+            removed = self._db.execute(f"DELETE FROM {TABLE} WHERE id <= ?", (last_removed,)).rowcount
+            self._db.execute(NO_DELETE_TRIGGER)
+            details = {"pruned_through_id": last_removed, "pruned_count": removed, "last_pruned_hash": removed_hash,
+                       "before": before}
+            checkpoint = AuditRecord(
+                request_id=f"prune-{int(time.time() * 1000):x}", time=utc_timestamp(), actor=actor, client_ip=client_ip,
+                method="PRUNE", org=None, token_sha256=None, token_hint=None, outcome=Outcome.PRUNED.value,
+                snapshot=json.dumps(details, separators=(",", ":")),
+            )
+            head = self._append([checkpoint])
+            return PruneResult(removed, checkpoint._replace(id=head.id, hash=head.hash))
+
+    @contextmanager
+    def _transaction(self, action: str) -> Iterator[None]:
+        """BEGIN IMMEDIATE ... COMMIT; on any failure, ROLLBACK and keep nothing."""
+        try:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                yield
+                self._db.execute("COMMIT")
+            except BaseException:
+                with suppress(sqlite3.Error):  # SQLite may already have rolled back (disk full)
+                    self._db.execute("ROLLBACK")
+                raise
+        except sqlite3.Error as exc:
+            raise AuditStoreError(f"cannot {action} {self.path}: {exc}") from None
+
+    def close(self) -> None:
+        self._db.close()

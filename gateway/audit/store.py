@@ -1,15 +1,17 @@
 """The audit store's interface: what the gateway needs from wherever records are kept.
 
-It knows nothing of HTTP: it appends records and answers queries. SQLite is the one backend
-today; a second one (a fleet-wide PostgreSQL-protocol store) is one more class with these
-methods.
+It knows nothing of HTTP. Reading is asynchronous (``AuditStore``); appending goes through a
+``BatchAppender`` owned by the writer thread (``gateway.audit.writer``), which chains records
+in commit order. SQLite is the one backend today; a second one (a fleet-wide PostgreSQL-protocol
+store) is one more pair of classes with these methods.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from typing import Protocol
 
+from gateway.audit.chain import Head
 from gateway.audit.query import AuditFilter
 from gateway.audit.record import AuditRecord
 
@@ -18,16 +20,28 @@ class AuditStoreError(Exception):
     """The store cannot do what was asked (file unwritable, disk full, locked, corrupt...)."""
 
 
-class AuditStore(Protocol):
+class BatchAppender(Protocol):
     max_batch: int
-    """The most records one ``append`` takes."""
 
-    async def append(self, records: Sequence[AuditRecord]) -> None:
-        """Make ``records`` durable together, in order, or raise AuditStoreError and keep none."""
+    def append(self, records: Sequence[AuditRecord]) -> Head:
+        """Chain ``records`` after the current head and make them durable in one transaction,
+        or raise AuditStoreError and keep none of them. Blocking: runs in the writer thread."""
 
+    def close(self) -> None: ...
+
+
+class AuditStore(Protocol):
     async def query(self, selection: AuditFilter) -> list[AuditRecord]:
         """Records matching ``selection``, newest first."""
 
     async def get(self, record_id: int) -> AuditRecord | None: ...
+
+    async def head(self) -> Head: ...
+
+    def iterate(self, selection: AuditFilter | None = None) -> AsyncIterator[AuditRecord]:
+        """Every matching record, oldest first, streamed (``limit`` is ignored)."""
+
+    async def pending_without_outcome(self) -> list[AuditRecord]:
+        """Intents whose outcome was never recorded (the gateway stopped in between)."""
 
     async def close(self) -> None: ...

@@ -1,11 +1,13 @@
 """Group commit: one thread owns the audit log's write connection, and requests share commits.
 
 A request puts its record on a queue and awaits a future. The writer thread takes everything
-queued, appends it as one transaction, and releases every waiting request with a single
-call back into the event loop once the commit is durable. While it commits, new records queue
-up for the next transaction. So durability is the same as one commit per record (nothing is
-answered before its commit), but an fsync is shared by everyone who arrived during the
-previous one, and no timer or artificial delay is involved: a lone request commits at once.
+queued, chains it after the current head and appends it as one transaction, then releases every
+waiting request with a single call back into the event loop once the commit is durable. While
+it commits, new records queue up for the next transaction. So durability is the same as one
+commit per record (nothing is answered before its commit), but an fsync is shared by everyone
+who arrived during the previous one, and no timer or artificial delay is involved: a lone
+request commits at once. Because one thread appends in queue order, concurrent requests still
+make one linear chain.
 
 The thread starts the next transaction the moment the last one ends, without waiting for the
 event loop to come round, which on a busy host is what keeps commit latency low.
@@ -16,19 +18,17 @@ from __future__ import annotations
 import asyncio
 import queue
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 
+from gateway.audit.chain import Head
 from gateway.audit.record import AuditRecord
-from gateway.audit.store import AuditStoreError
+from gateway.audit.store import AuditStoreError, BatchAppender
 
-BatchAppender = Callable[[Sequence[AuditRecord]], None]
-"""Makes a batch durable as one transaction, or raises AuditStoreError and keeps none of it.
+OpenAppender = Callable[[], BatchAppender]
+"""Runs in the writer thread, so a backend's connection lives and dies in the thread using it."""
+OnCommit = Callable[[Head, int], None]
+"""Called in the event loop after each commit with the new head and the records it added."""
 
-Runs in the writer thread; built there by the factory given to AuditWriter, so a backend's
-connection lives and dies in the thread that uses it.
-"""
-
-OpenAppender = Callable[[], tuple[BatchAppender, Callable[[], None]]]
 _STOP = None
 _Waiting = tuple[AuditRecord, asyncio.Future[None]]
 
@@ -39,12 +39,11 @@ class AuditWriter:
     Raises AuditStoreError when the record could not be made durable; then none of its batch was.
     """
 
-    def __init__(self, open_appender: OpenAppender, *, max_batch: int) -> None:
-        """``open_appender`` runs in the writer thread and returns (append, close)."""
-        self._max_batch = max_batch
+    def __init__(self, open_appender: OpenAppender, *, on_commit: OnCommit | None = None) -> None:
         self._loop = asyncio.get_running_loop()
         self._queue: queue.SimpleQueue[_Waiting | None] = queue.SimpleQueue()
         self._ready: asyncio.Future[None] = self._loop.create_future()
+        self._on_commit = on_commit
         self._thread = threading.Thread(target=self._run, args=(open_appender,), name="audit-writer", daemon=True)
         self._running = True
         self.commits = 0
@@ -69,26 +68,63 @@ class AuditWriter:
             self._queue.put(_STOP)
             await asyncio.to_thread(self._thread.join)
 
+    def _committed(self, futures: list[asyncio.Future[None]], error: AuditStoreError | None, head: Head | None) -> None:
+        """In the event loop: release the batch's requests, then report the new head."""
+        for future in futures:
+            if not future.done():
+                if error is None:
+                    future.set_result(None)
+                else:
+                    future.set_exception(AuditStoreError(str(error)))
+        if head is not None:
+            self.commits += 1
+            if self._on_commit is not None:
+                self._on_commit(head, len(futures))
+
     # The writer thread --------------------------------------------------------------------
 
     def _run(self, open_appender: OpenAppender) -> None:
         try:
-            append, close = open_appender()
+            appender = open_appender()
         except BaseException as exc:  # noqa: BLE001 - reported to whoever awaits started()
             self._running = False
             self._loop.call_soon_threadsafe(_settle, self._ready, exc)
             return
         self._loop.call_soon_threadsafe(_settle, self._ready, None)
         try:
-            while self._drain(append):
+            while self._drain(appender):
                 pass
         finally:
-            close()
+            appender.close()
             self._fail_leftovers()
+
+    def _drain(self, appender: BatchAppender) -> bool:
+        """Commit one batch; False once told to stop (after committing what came before)."""
+        first = self._queue.get()
+        batch: list[_Waiting] = [] if first is _STOP else [first]
+        stopping = first is _STOP
+        while not stopping and len(batch) < appender.max_batch:
+            try:
+                item = self._queue.get_nowait()
+            except queue.Empty:
+                break
+            if item is _STOP:
+                stopping = True
+            else:
+                batch.append(item)
+        if batch:
+            error, head = None, None
+            try:
+                head = appender.append([record for record, _ in batch])
+            except Exception as exc:  # noqa: BLE001 - the waiting requests must hear of it
+                reason = str(exc) if isinstance(exc, AuditStoreError) else f"audit store failed: {type(exc).__name__}"
+                error = AuditStoreError(reason)
+            self._loop.call_soon_threadsafe(self._committed, [future for _, future in batch], error, head)
+        return not stopping
 
     def _fail_leftovers(self) -> None:
         """Records that raced with close() are refused, never left waiting."""
-        leftovers: list[asyncio.Future[None]] = []
+        leftovers = []
         while True:
             try:
                 item = self._queue.get_nowait()
@@ -97,46 +133,12 @@ class AuditWriter:
             if item is not _STOP:
                 leftovers.append(item[1])
         if leftovers:
-            self._loop.call_soon_threadsafe(_release, leftovers, AuditStoreError("the audit writer has stopped"))
-
-    def _drain(self, append: BatchAppender) -> bool:
-        """Commit one batch; False once told to stop (after committing what came before)."""
-        first = self._queue.get()
-        batch: list[_Waiting] = []
-        stopping = first is _STOP
-        if first is not _STOP:
-            batch.append(first)
-        while len(batch) < self._max_batch:
-            try:
-                item = self._queue.get_nowait()
-            except queue.Empty:
-                break
-            if item is _STOP:
-                stopping = True
-                break
-            batch.append(item)
-        if batch:
-            error: BaseException | None = None
-            try:
-                append([record for record, _ in batch])
-            except Exception as exc:  # noqa: BLE001 - the waiting requests must hear of it
-                reason = str(exc) if isinstance(exc, AuditStoreError) else f"audit store failed: {type(exc).__name__}"
-                error = AuditStoreError(reason)
-            else:
-                self.commits += 1
-            self._loop.call_soon_threadsafe(_release, [future for _, future in batch], error)
-        return not stopping
-
-
-def _release(futures: list[asyncio.Future[None]], error: BaseException | None) -> None:
-    for future in futures:
-        _settle(future, error)
+            self._loop.call_soon_threadsafe(self._committed, leftovers, AuditStoreError("the audit writer has stopped"), None)
 
 
 def _settle(future: asyncio.Future[None], error: BaseException | None) -> None:
-    if future.done():
-        return
-    if error is None:
-        future.set_result(None)
-    else:
-        future.set_exception(AuditStoreError(str(error)) if isinstance(error, AuditStoreError) else error)
+    if not future.done():
+        if error is None:
+            future.set_result(None)
+        else:
+            future.set_exception(error)

@@ -1,0 +1,97 @@
+"""``gateway audit reconcile``: settle the intents whose outcome was never recorded.
+
+A pending intent alone means the gateway stopped between forwarding a DELETE and recording
+what came back, so whether the token was deleted is unknown. Reconciliation finds out and
+appends the missing outcome, chained like any other record:
+
+1. If the raw token is at hand (``audit.store_raw_tokens``, or given by the operator), the
+   upstream is asked (GET on the token): gone means ``deleted``, still there ``not_deleted``.
+2. Otherwise a later record for the same token answers it: a later successful delete means
+   the token still existed, so the pending one did not delete it (``not_deleted``); a later
+   ``not_found`` means it was gone by then (``deleted``).
+3. Otherwise it stays pending, and the report says why.
+
+The log never holds raw tokens unless the operator opted in, so step 1 needs them from
+whoever issued the deletions (the client's own records) when they are not stored.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
+
+from gateway.audit.record import AuditRecord, Outcome, utc_timestamp
+from gateway.audit.sqlite import SQLiteAuditStore
+
+AskUpstream = Callable[[str, str], Awaitable[int]]
+"""GET the token (org, raw token) upstream; the HTTP status (raise on no answer)."""
+
+
+@dataclass(frozen=True)
+class Settled:
+    intent: AuditRecord
+    outcome: AuditRecord
+
+
+@dataclass(frozen=True)
+class Unsettled:
+    intent: AuditRecord
+    reason: str
+
+
+async def reconcile(
+    store: SQLiteAuditStore,
+    *,
+    operator: str,
+    ask_upstream: AskUpstream | None,
+    tokens: Mapping[str, str],
+) -> tuple[list[Settled], list[Unsettled]]:
+    """Decide each orphan intent; returns the outcome records to append and what stays open.
+
+    ``tokens`` maps SHA-256 fingerprints to raw tokens the operator supplied.
+    """
+    settled: list[Settled] = []
+    unsettled: list[Unsettled] = []
+    for intent in await store.pending_without_outcome():
+        raw = intent.token or (tokens.get(intent.token_sha256) if intent.token_sha256 else None)
+        if raw is not None and intent.org is not None and ask_upstream is not None:
+            try:
+                status = await ask_upstream(intent.org, raw)
+            except Exception as exc:  # noqa: BLE001 - reported per intent, the others go on
+                unsettled.append(Unsettled(intent, f"the upstream gave no answer ({type(exc).__name__})"))
+                continue
+            if status in (200, 404):
+                outcome = Outcome.NOT_DELETED if status == 200 else Outcome.DELETED
+                evidence = {"asked_upstream": f"GET on the token answered {status}"}
+                settled.append(Settled(intent, _outcome(intent, outcome, operator, evidence, status)))
+            else:
+                unsettled.append(Unsettled(intent, f"the upstream answered {status} to GET on the token"))
+            continue
+        later = await store.later_outcome_for_token(intent.token_sha256, intent.id or 0) if intent.token_sha256 else None
+        if later is not None:
+            outcome = Outcome.NOT_DELETED if later.outcome == Outcome.DELETED else Outcome.DELETED
+            evidence = {"later_record": later.id, "later_outcome": later.outcome}
+            settled.append(Settled(intent, _outcome(intent, outcome, operator, evidence, None)))
+            continue
+        unsettled.append(Unsettled(intent, "the raw token is not stored and no later record for it exists; "
+                                           "give it with --tokens-file"))
+    return settled, unsettled
+
+
+def _outcome(intent: AuditRecord, outcome: Outcome, operator: str, evidence: dict[str, object], status: int | None) -> AuditRecord:
+    return AuditRecord(
+        request_id=intent.request_id,
+        time=utc_timestamp(),
+        actor=intent.actor,
+        client_ip=intent.client_ip,
+        method=intent.method,
+        org=intent.org,
+        token_sha256=intent.token_sha256,
+        token_hint=intent.token_hint,
+        outcome=outcome.value,
+        upstream_status=status,
+        error_code="reconciled",
+        snapshot=json.dumps({"reconciled_by": operator, "intent_id": intent.id, **evidence}, separators=(",", ":")),
+        token=intent.token,
+    )

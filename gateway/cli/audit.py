@@ -1,0 +1,271 @@
+"""`gateway audit ...`: query, show, export, stats, verify, head, reconcile and prune."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import getpass
+import os
+import sys
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import aiohttp
+
+from gateway.audit.chain import ChainKey
+from gateway.audit.fingerprint import fingerprint
+from gateway.audit.formats import STREAMING, WRITERS, RecordStream, write_columns, write_record
+from gateway.audit.query import DEFAULT_LIMIT, parse_time, positive_int
+from gateway.audit.reconcile import reconcile
+from gateway.audit.sqlite import STATS_GROUPS, SQLiteAppender, SQLiteAuditStore, prepare
+from gateway.audit.verify import verify_log
+from gateway.cli.common import CommandError, arg, command, config_of, database_options, filter_options, selection_of
+from gateway.config import Config
+from gateway.proxy import make_session
+
+EXIT_TAMPERED = 1
+PASSWORD_ENV = "GATEWAY_UPSTREAM_PASSWORD"
+T = TypeVar("T")
+
+
+def register(commands: Any) -> None:
+    audit = command(commands, "audit", None, "Read, check and maintain the audit trail.", "Read, check and maintain the audit trail.")
+    audit_commands = audit.add_subparsers(title="audit commands", required=True, metavar="COMMAND")
+
+    query = command(audit_commands, "query", cmd_query, "Find audit records.", QUERY_HELP)
+    database_options(query)
+    filter_options(query)
+    query.add_argument("--limit", type=arg(positive_int), default=DEFAULT_LIMIT, metavar="N",
+                       help=f"at most N records, newest first (default {DEFAULT_LIMIT})")
+    query.add_argument("--format", choices=list(WRITERS), default="table", help="output format (default: table)")
+
+    show = command(audit_commands, "show", cmd_show, "Print one audit record, whole.", SHOW_HELP)
+    database_options(show)
+    show.add_argument("id", type=arg(positive_int), metavar="ID", help="the record's id (first column of `audit query`)")
+
+    export = command(audit_commands, "export", cmd_export, "Stream records to standard output.", EXPORT_HELP)
+    database_options(export)
+    filter_options(export)
+    export.add_argument("--format", choices=STREAMING, default="jsonl", help="output format (default: jsonl)")
+
+    stats = command(audit_commands, "stats", cmd_stats, "Count records by actor, org, app, outcome or day.", STATS_HELP)
+    database_options(stats)
+    filter_options(stats)
+    stats.add_argument("--by", choices=list(STATS_GROUPS), default="outcome", help="what to group by (default: outcome)")
+
+    verify = command(audit_commands, "verify", cmd_verify, "Check the hash chain; name the first bad record.", VERIFY_HELP)
+    database_options(verify)
+    verify.add_argument("--expect-head", metavar="HASH", help="a head hash anchored earlier: it must be in the chain")
+
+    head = command(audit_commands, "head", cmd_head, "Print the chain's head, to anchor it outside the host.", HEAD_HELP)
+    database_options(head)
+
+    settle = command(audit_commands, "reconcile", cmd_reconcile, "Settle intents that never got an outcome.", RECONCILE_HELP)
+    database_options(settle)
+    settle.add_argument("--upstream", metavar="URL", help="the Apigee (or stub) base URL to ask (default: upstream.url)")
+    settle.add_argument("--user", help=f"Apigee user for the GETs (password from ${PASSWORD_ENV}, or asked); "
+                                       "default: the service account of upstream.auth = \"service\"")
+    settle.add_argument("--tokens-file", type=Path, metavar="FILE", help="raw tokens, one per line, for intents whose token is not stored")
+    settle.add_argument("--operator", default=None, help="who is reconciling (default: the login name)")
+
+    prune = command(audit_commands, "prune", cmd_prune, "Remove old records, keeping the chain verifiable.", PRUNE_HELP)
+    database_options(prune)
+    prune.add_argument("--before", type=arg(parse_time), required=True, metavar="T",
+                       help="remove records older than this: ISO 8601 or an age (90d)")
+    prune.add_argument("--operator", default=None, help="who is pruning (default: the login name)")
+
+
+QUERY_HELP = """\
+Find audit records, newest first. Filters combine (AND).
+
+Example:
+  gateway audit query --token taFM3LHUTQAFhL0dIFg81XhRc7vC
+  gateway audit query --actor alice --since 7d --format csv
+"""
+SHOW_HELP = """\
+Print one audit record with every field, as JSON.
+
+Example:
+  gateway audit show 42
+"""
+EXPORT_HELP = """\
+Stream every matching record to standard output, oldest first, in constant memory.
+
+Example:
+  gateway audit export --since 30d --format csv > last-month.csv
+"""
+STATS_HELP = """\
+Count records grouped by actor, org, app, outcome or day, largest first. Intents (pending)
+are left out unless asked for with --outcome pending, so each call counts once.
+
+Example:
+  gateway audit stats --by actor --outcome deleted --since 7d
+"""
+VERIFY_HELP = """\
+Walk the whole hash chain, streaming. Exit 0 with a one-line summary when it is intact;
+exit 1 naming the first record whose content, link or place is wrong.
+
+Example:
+  gateway audit verify --config /etc/apigee-audit-gateway/config.toml
+  gateway audit verify --db gateway-audit.db --expect-head 3f2a...
+"""
+HEAD_HELP = """\
+Print the newest record's id and hash. Kept somewhere the host cannot rewrite, it lets
+`audit verify --expect-head` prove later that nothing up to it was cut off or rebuilt.
+
+Example:
+  gateway audit head --config /etc/apigee-audit-gateway/config.toml
+"""
+RECONCILE_HELP = """\
+Settle the intents that never got an outcome (the gateway stopped between forwarding and
+recording). With the raw token (stored by audit.store_raw_tokens, or given in --tokens-file)
+it asks the upstream: a token that is gone means "deleted", one still there "not_deleted".
+Otherwise a later record for the same token decides. Each answer is appended as the intent's
+outcome. Exit 0 when all are settled, 1 when some remain.
+
+Example:
+  gateway audit reconcile --config /etc/apigee-audit-gateway/config.toml --tokens-file revoked.txt
+"""
+PRUNE_HELP = """\
+Remove the records older than a time from the start of the log. A "pruned" checkpoint record
+(who, when, how many, and the last removed record's hash) is appended, so `audit verify`
+still checks everything that remains.
+
+Example:
+  gateway audit prune --config /etc/apigee-audit-gateway/config.toml --before 400d
+"""
+
+
+def _read(config: Config, action: Callable[[SQLiteAuditStore], Awaitable[T]], *, key: ChainKey | None = None) -> T:
+    async def run() -> T:
+        store = await SQLiteAuditStore.open(config.database_path, key=key, busy_timeout=config.audit.busy_timeout)
+        try:
+            return await action(store)
+        finally:
+            await store.close()
+
+    return asyncio.run(run())
+
+
+def cmd_query(args: argparse.Namespace) -> int:
+    selection = selection_of(args, limit=args.limit)
+    records = _read(config_of(args), lambda store: store.query(selection))
+    WRITERS[args.format](records, sys.stdout)
+    return 0
+
+
+def cmd_show(args: argparse.Namespace) -> int:
+    config = config_of(args)
+    record = _read(config, lambda store: store.get(args.id))
+    if record is None:
+        raise CommandError(f"no record {args.id} in {config.database_path}")
+    write_record(record, sys.stdout)
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    selection = selection_of(args)
+    stream = RecordStream(args.format, sys.stdout)
+
+    async def export(store: SQLiteAuditStore) -> None:
+        async for record in store.iterate(selection):
+            stream.write(record)
+
+    _read(config_of(args), export)
+    return 0
+
+
+def cmd_stats(args: argparse.Namespace) -> int:
+    selection = selection_of(args)
+    rows = _read(config_of(args), lambda store: store.stats(args.by, selection, include_intents=args.outcome == "pending"))
+    write_columns([args.by, "records"], [["-" if value is None else str(value), str(n)] for value, n in rows], sys.stdout)
+    return 0
+
+
+def cmd_verify(args: argparse.Namespace) -> int:
+    config = config_of(args)
+    key = ChainKey(config.chain_secret)
+    verdict = _read(config, lambda store: verify_log(store, key, expect_head=args.expect_head), key=key)
+    if verdict.problem is not None:
+        print(f"TAMPERED: {verdict.problem} ({verdict.checked} records before it are intact)")
+        return EXIT_TAMPERED
+    anchored = f"; contains the expected head {args.expect_head}" if args.expect_head else ""
+    print(f"OK: {verdict.checked} records verified ({key.mode} chain); head is record {verdict.head.id}, hash {verdict.head.hash}{anchored}")
+    return 0
+
+
+def cmd_head(args: argparse.Namespace) -> int:
+    head = _read(config_of(args), lambda store: store.head())
+    print(f"{head.id} {head.hash}")
+    return 0
+
+
+def cmd_reconcile(args: argparse.Namespace) -> int:
+    config = config_of(args)
+    key = ChainKey(config.chain_secret)
+    tokens = _read_tokens(args.tokens_file) if args.tokens_file else {}
+    operator = args.operator or getpass.getuser()
+    base_url = args.upstream or (None if config.uses_stub else config.upstream.url)
+    authorization = _upstream_authorization(config, args.user)
+
+    async def run(store: SQLiteAuditStore) -> tuple[list[Any], list[Any]]:
+        async with make_session(
+            connect_timeout=config.upstream.connect_timeout, read_timeout=config.upstream.read_timeout,
+            verify_tls=config.upstream.verify_tls, ca_bundle=str(config.path(config.upstream.ca_bundle)) if config.upstream.ca_bundle else None,
+        ) as session:
+
+            async def ask(org: str, token: str) -> int:
+                url = f"{base_url}/v1/o/{org}/oauth2/accesstokens/{token}"
+                async with session.get(url, headers={"Authorization": authorization} if authorization else None) as response:
+                    return response.status
+
+            return await reconcile(store, operator=operator, ask_upstream=ask if base_url else None, tokens=tokens)
+
+    settled, unsettled = _read(config, run, key=key)
+    if settled:
+        appender = SQLiteAppender(config.database_path, key, busy_timeout=config.audit.busy_timeout)
+        try:
+            head = appender.append([item.outcome for item in settled])
+        finally:
+            appender.close()
+        first = head.id - len(settled) + 1
+        for offset, item in enumerate(settled):
+            print(f"record {item.intent.id} (request {item.intent.request_id}): {item.outcome.outcome}, recorded as {first + offset}")
+    for item in unsettled:
+        print(f"record {item.intent.id} (request {item.intent.request_id}): still pending: {item.reason}")
+    print(f"{len(settled)} settled, {len(unsettled)} still pending")
+    return 0 if not unsettled else 1
+
+
+def _read_tokens(path: Path) -> dict[str, str]:
+    try:
+        lines = path.read_text(encoding="utf-8").split()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise CommandError(f"cannot read {path}: {getattr(exc, 'strerror', None) or exc}") from None
+    return {fingerprint(token): token for token in lines}
+
+
+def _upstream_authorization(config: Config, user: str | None) -> str | None:
+    if user is not None:
+        password = os.environ.get(PASSWORD_ENV) or getpass.getpass(f"Apigee password for {user}: ")
+        return aiohttp.encode_basic_auth(user, password)
+    if config.upstream.auth == "service":
+        return aiohttp.encode_basic_auth(config.upstream.service_user, config.service_password)
+    return None
+
+
+def cmd_prune(args: argparse.Namespace) -> int:
+    config = config_of(args)
+    key = ChainKey(config.chain_secret)
+    prepare(config.database_path, key=key, writable=False, busy_timeout=config.audit.busy_timeout)
+    appender = SQLiteAppender(config.database_path, key, busy_timeout=config.audit.busy_timeout)
+    try:
+        result = appender.prune(args.before, actor=args.operator or getpass.getuser())
+    finally:
+        appender.close()
+    if result.checkpoint is None:
+        print(f"nothing to prune: no record before {args.before}")
+    else:
+        print(f"pruned {result.removed} records before {args.before}; checkpoint is record {result.checkpoint.id}")
+    return 0

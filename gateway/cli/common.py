@@ -1,0 +1,110 @@
+"""What every subcommand shares: one-line errors, option definitions, argument converters."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+from collections.abc import Callable, Coroutine
+from pathlib import Path
+from typing import Any
+
+from gateway.audit.fingerprint import fingerprint
+from gateway.audit.query import AuditFilter, parse_outcome, parse_time
+from gateway.config import Config, load_config
+
+EXIT_ERROR = 2
+
+
+class CommandError(Exception):
+    """A failure to report as one line."""
+
+
+Handler = Callable[[argparse.Namespace], int]
+
+
+def command(commands: Any, name: str, handler: Handler | None, summary: str, description: str) -> argparse.ArgumentParser:
+    """A subcommand whose description (with its Example block) is its help text."""
+    parser: argparse.ArgumentParser = commands.add_parser(
+        name, help=summary, description=description, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.set_defaults(command=handler)
+    return parser
+
+
+def arg(convert: Callable[[str], Any]) -> Callable[[str], Any]:
+    """Let argparse print our own message for a bad value, not a generic one."""
+
+    def parse(text: str) -> Any:
+        try:
+            return convert(text)
+        except ValueError as exc:
+            raise argparse.ArgumentTypeError(str(exc)) from None
+
+    return parse
+
+
+def config_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", type=Path, metavar="FILE", help="TOML config file (default: built-in demo settings)")
+
+
+def database_options(parser: argparse.ArgumentParser) -> None:
+    source = parser.add_mutually_exclusive_group()
+    source.add_argument("--config", type=Path, metavar="FILE", help="use the audit database (and chain key) of this config")
+    source.add_argument("--db", type=Path, metavar="FILE", help="use this audit database file")
+
+
+def config_of(args: argparse.Namespace) -> Config:
+    """The config for a command with database options; --db replaces its audit database."""
+    if getattr(args, "db", None) is not None:
+        return load_config(None).with_database(args.db)
+    return load_config(args.config)
+
+
+def filter_options(parser: argparse.ArgumentParser) -> None:
+    """The filters of `audit query`, `audit export` and `audit stats`, declared once."""
+    parser.add_argument("--org", help="only this organisation")
+    parser.add_argument("--token", metavar="RAW_TOKEN", help="only this access token (matched by its SHA-256 fingerprint)")
+    parser.add_argument("--token-sha256", metavar="HEX", help="only the token with this SHA-256 fingerprint")
+    parser.add_argument("--actor", metavar="USER", help="only calls made by this gateway user")
+    parser.add_argument("--app", help="only tokens of this Apigee app")
+    parser.add_argument("--client-id", metavar="ID", help="only tokens of this client id (consumer key)")
+    parser.add_argument("--outcome", type=arg(parse_outcome), help="only this outcome (deleted, not_found, pending, ...)")
+    parser.add_argument("--since", type=arg(parse_time), metavar="T", help="from this time: ISO 8601 or an age (15m, 24h, 7d)")
+    parser.add_argument("--until", type=arg(parse_time), metavar="T", help="before this time: ISO 8601 or an age")
+
+
+def selection_of(args: argparse.Namespace, *, limit: int | None = None) -> AuditFilter:
+    if args.token and args.token_sha256:
+        raise CommandError("give --token or --token-sha256, not both")
+    return AuditFilter(
+        org=args.org,
+        token_sha256=fingerprint(args.token) if args.token else (args.token_sha256.lower() if args.token_sha256 else None),
+        actor=args.actor,
+        app=args.app,
+        client_id=args.client_id,
+        outcome=args.outcome,
+        since=args.since,
+        until=args.until,
+        limit=limit,
+    )
+
+
+def count(text: str) -> int:
+    if not text.isdigit():
+        raise ValueError(f"{text!r} is not a whole number")
+    return int(text)
+
+
+def port(text: str) -> int:
+    if not text.isdigit() or int(text) > 65535:
+        raise ValueError(f"{text!r} is not a port number (0-65535)")
+    return int(text)
+
+
+def run_loop(coroutine: Coroutine[Any, Any, int]) -> int:
+    """Run the gateway's event loop: uvloop when installed (the `speed` extra)."""
+    try:
+        import uvloop  # type: ignore[import-not-found]
+    except ImportError:
+        return asyncio.run(coroutine)
+    return uvloop.run(coroutine)  # type: ignore[no-any-return]

@@ -1,0 +1,178 @@
+"""`gateway serve`, `gateway stub` and `gateway hash-password`."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import dataclasses
+import getpass
+import signal
+import sys
+from pathlib import Path
+from typing import Any
+
+from aiohttp import web
+
+from gateway import __version__
+from gateway.app import CONFIG, STUB_SEED, UPSTREAM_URL, build_app, stub_seed
+from gateway.cli.common import CommandError, arg, command, config_option, count, port, run_loop
+from gateway.config import DEFAULTS_SOURCE, Config, load_config
+from gateway.logs import configure_logging, get_logger
+from gateway.passwords import hash_password
+from gateway.stub import Seed, load_seed
+from gateway.stub.app import serve_stub
+from gateway.stub.seed import DEMO_ORG, DEMO_PASSWORD, DEMO_USER, SAMPLE_TOKEN
+
+
+def register(commands: Any) -> None:
+    serve = command(commands, "serve", cmd_serve, "Run the gateway.", SERVE_HELP)
+    config_option(serve)
+    serve.add_argument("--host", help="address to listen on (overrides [server] host)")
+    serve.add_argument("--port", type=arg(port), help="port to listen on (overrides [server] port; 0: any free port)")
+
+    stub = command(commands, "stub", cmd_stub, "Run the local Apigee stub alone.", STUB_HELP)
+    config_option(stub)
+    stub.add_argument("--host", help="address to listen on (overrides [stub] host)")
+    stub.add_argument("--port", type=arg(port), help="port to listen on (overrides [stub] port; 0: any free port)")
+    stub.add_argument("--seed", type=Path, metavar="FILE.json", help="users and tokens to serve (default: the demo data)")
+    stub.add_argument(
+        "--generate", type=arg(count), metavar="N",
+        help="also hold N load-test tokens load0 ... load<N-1> in every organisation (overrides [stub] generated_tokens)",
+    )
+
+    command(commands, "hash-password", cmd_hash_password, "Print a password hash for the config.", HASH_HELP)
+
+
+SERVE_HELP = """\
+Run the gateway. With no upstream configured it starts the local Apigee stub in-process,
+seeded with demo data, and prints a ready-to-paste curl command.
+
+Example:
+  gateway serve
+  gateway serve --config /etc/apigee-audit-gateway/config.toml --port 9090
+"""
+STUB_HELP = """\
+Run the local Apigee stub alone: the token endpoints of the Apigee Edge management API,
+in memory, answering exactly as Apigee's documentation shows.
+
+Example:
+  gateway stub --port 8081 --seed tokens.json
+"""
+HASH_HELP = """\
+Read a password (prompted twice on a terminal, or one line from standard input) and print
+its hash for a [[users]] password_hash entry. The password itself never goes in the config.
+
+Example:
+  gateway hash-password
+  printf '%s\\n' "$PASSWORD" | gateway hash-password
+"""
+
+
+# serve ---------------------------------------------------------------------------------------
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    config = load_config(args.config)
+    server = dataclasses.replace(
+        config.server,
+        host=args.host if args.host is not None else config.server.host,
+        port=args.port if args.port is not None else config.server.port,
+    )
+    config = dataclasses.replace(config, server=server)
+    configure_logging(config.logging.format, config.logging.level)
+    return run_loop(_serve(config))
+
+
+async def _serve(config: Config) -> int:
+    app = build_app(config)
+    runner = web.AppRunner(app, access_log=None, handle_signals=False)
+    await runner.setup()
+    try:
+        site = web.TCPSite(runner, config.server.host, config.server.port)
+        try:
+            await site.start()
+        except OSError as exc:
+            raise CommandError(f"cannot listen on {config.server.host}:{config.server.port}: {exc.strerror or exc}") from None
+        host, port = runner.addresses[0][:2]
+        base = f"http://{host}:{port}"
+        _print_banner(app, base)
+        get_logger().info("started", listen=base, upstream=app[UPSTREAM_URL], audit_database=str(config.database_path))
+        await _until_signalled()
+        get_logger().info("stopping")
+    finally:
+        await runner.cleanup()
+    return 0
+
+
+def _print_banner(app: web.Application, base: str) -> None:
+    """What a newcomer needs, ending with the line that says the gateway is ready."""
+    config = app[CONFIG]
+    if config.uses_stub:
+        upstream = f"embedded Apigee stub at {app[UPSTREAM_URL]}"
+    else:
+        upstream = f"{app[UPSTREAM_URL]} (auth: {config.upstream.auth})"
+    lines = [f"apigee-audit-gateway {__version__}", f"  upstream:  {upstream}", f"  audit log: {config.database_path}"]
+    seed = app.get(STUB_SEED)
+    if seed is not None and not config.users and _holds_sample(seed):
+        query = "gateway audit query" + ("" if config.source == DEFAULTS_SOURCE else f" --config {config.source}")
+        lines += [
+            f"Demo mode: user {DEMO_USER} / {DEMO_PASSWORD}, organisation {DEMO_ORG}. Try:",
+            f"  curl -u {DEMO_USER}:{DEMO_PASSWORD} -X DELETE {base}/v1/o/{DEMO_ORG}/oauth2/accesstokens/{SAMPLE_TOKEN['token']}",
+            f"  {query}",
+        ]
+    lines.append(f"Listening on {base} (Ctrl-C to stop)")
+    print("\n".join(lines), flush=True)
+
+
+def _holds_sample(seed: Seed) -> bool:
+    return any(token.get("token") == SAMPLE_TOKEN["token"] for token in seed.orgs.get(DEMO_ORG, []))
+
+
+async def _until_signalled() -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, stop.set)
+    await stop.wait()
+
+
+# stub ----------------------------------------------------------------------------------------
+
+
+def cmd_stub(args: argparse.Namespace) -> int:
+    config = load_config(args.config)
+    seed = load_seed(args.seed) if args.seed else stub_seed(config)
+    generated = args.generate if args.generate is not None else config.stub.generated_tokens
+    seed = dataclasses.replace(seed, generated=generated)
+    host = args.host if args.host is not None else config.stub.host
+    port = args.port if args.port is not None else config.stub.port
+    configure_logging(config.logging.format, config.logging.level)
+    return run_loop(_stub(seed, host, port))
+
+
+async def _stub(seed: Seed, host: str, port: int) -> int:
+    try:
+        async with serve_stub(seed, host, port) as url:
+            tokens = sum(len(tokens) for tokens in seed.orgs.values())
+            generated = f" + {seed.generated} load-test tokens per organisation" if seed.generated else ""
+            print(f"Apigee stub listening on {url} ({len(seed.users)} users, {tokens} tokens{generated})", flush=True)
+            await _until_signalled()
+    except OSError as exc:
+        raise CommandError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
+    return 0
+
+
+# hash-password -------------------------------------------------------------------------------
+
+
+def cmd_hash_password(args: argparse.Namespace) -> int:
+    if sys.stdin.isatty():
+        password = getpass.getpass("Password: ")
+        if getpass.getpass("Again: ") != password:
+            raise CommandError("the two passwords differ")
+    else:
+        password = sys.stdin.readline().rstrip("\r\n")
+    if not password:
+        raise CommandError("empty password")
+    print(hash_password(password))
+    return 0
