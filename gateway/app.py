@@ -15,6 +15,8 @@ from contextlib import AsyncExitStack
 from aiohttp import encode_basic_auth, web
 
 from gateway.audit.anchor import HeadLogger
+from gateway.audit_api import AUDIT_AUTHENTICATOR, AUDIT_STORE
+from gateway.audit_api import add_routes as add_audit_routes
 from gateway.audit.chain import ChainKey
 from gateway.audit.sqlite import SQLiteAppender, SQLiteAuditStore
 from gateway.audit.store import AuditStoreError
@@ -32,11 +34,11 @@ CONFIG = web.AppKey("config", Config)
 UPSTREAM_URL = web.AppKey("upstream_url", str)
 """The upstream actually used; for the embedded stub, its loopback address."""
 STUB_SEED = web.AppKey("stub_seed", Seed)
-STORE = web.AppKey("store", SQLiteAuditStore)
-"""The audit log's reader, for the audit API."""
 
 MAX_HEADER_FIELD = 16 * 1024
 """Large enough that an oversized Authorization header reaches our own 401, not aiohttp's 400."""
+PENDING_CHECK = web.AppKey("pending_check", asyncio.Task)
+"""The start-up look for intents without an outcome; in the background, as it reads the whole log."""
 DEMO_HASH_COST = 10
 """Demo accounts have public passwords; a cheap hash keeps start-up instant."""
 
@@ -45,6 +47,7 @@ def build_app(config: Config) -> web.Application:
     app = web.Application(client_max_size=MAX_REQUEST_BODY, handler_args={"max_field_size": MAX_HEADER_FIELD})
     app[CONFIG] = config
     app.cleanup_ctx.append(_lifetime)
+    add_audit_routes(app)
     app.router.add_route("*", "/{path:.*}", handle)
     return app
 
@@ -77,9 +80,9 @@ async def _lifetime(app: web.Application) -> AsyncIterator[None]:
             await writer.started()
         except AuditStoreError as exc:
             raise ConfigError(config.source, "audit.database", str(exc)) from None
-        app[STORE] = store
-        warn_of_pending = asyncio.create_task(_warn_of_pending_intents(store, log), name="pending-intents")
-        stack.callback(warn_of_pending.cancel)
+        app[AUDIT_STORE], app[AUDIT_AUTHENTICATOR] = store, authenticator
+        app[PENDING_CHECK] = asyncio.create_task(_warn_of_pending_intents(store, log), name="pending-intents")
+        stack.callback(app[PENDING_CHECK].cancel)
         if seed is not None:
             app[STUB_SEED] = seed
             app[UPSTREAM_URL] = await stack.enter_async_context(serve_stub(seed))

@@ -155,3 +155,19 @@ def test_relative_times() -> None:
     assert "2026-09-21T13:58:20.000Z" == parse_time("15m", now=now)
     assert "2026-09-14T14:13:20.000Z" == parse_time("7d", now=now)
     assert "2026-11-24T18:00:00.000Z" == parse_time("2026-11-24T19:00:00+01:00")
+
+
+def test_export_streams_oldest_first(capsys: pytest.CaptureFixture[str], database: Path) -> None:
+    status, out, _ = run(capsys, "audit", "export", "--db", str(database))
+    assert 0 == status
+    assert [1, 2, 3, 4] == [json.loads(line)["id"] for line in out.splitlines()]
+    _, out, _ = run(capsys, "audit", "export", "--db", str(database), "--format", "csv", "--org", "myorg")
+    rows = list(csv.reader(io.StringIO(out)))
+    assert (list(FIELDS), ["1", "2", "4"]) == (rows[0], [row[0] for row in rows[1:]])
+
+
+def test_stats(capsys: pytest.CaptureFixture[str], database: Path) -> None:
+    _, out, _ = run(capsys, "audit", "stats", "--db", str(database), "--by", "actor")
+    assert ["actor    records", "-------  -------", "alice    1", "bob      1", "mallory  1"] == out.splitlines()
+    _, out, _ = run(capsys, "audit", "stats", "--db", str(database), "--by", "day", "--outcome", "pending")
+    assert ["day         records", "----------  -------", "2026-01-01  1"] == out.splitlines()

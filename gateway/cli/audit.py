@@ -188,7 +188,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
     key = ChainKey(config.chain_secret)
     verdict = _read(config, lambda store: verify_log(store, key, expect_head=args.expect_head), key=key)
     if verdict.problem is not None:
-        print(f"TAMPERED: {verdict.problem} ({verdict.checked} records before it are intact)")
+        print(f"TAMPERED: {verdict.problem}; {verdict.checked} records checked")
         return EXIT_TAMPERED
     anchored = f"; contains the expected head {args.expect_head}" if args.expect_head else ""
     print(f"OK: {verdict.checked} records verified ({key.mode} chain); head is record {verdict.head.id}, hash {verdict.head.hash}{anchored}")

@@ -1,0 +1,225 @@
+"""The hash chain: any edit, removal or reordering is caught and named; keys, anchors, pruning
+and migration keep it honest. Tampering is done as an attacker would: plain SQL on the file."""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+from conftest import GatewayFactory, basic, make_config
+from gateway.audit.chain import GENESIS, ChainKey, record_hash
+from gateway.audit.record import CONTENT_FIELDS, AuditRecord
+from gateway.audit.schema import SCHEMA_V1
+from gateway.audit.sqlite import SQLiteAppender, prepare
+from gateway.cli import main
+
+KEY = b"k" * 32
+
+
+def record(i: int, **extra: object) -> AuditRecord:
+    return AuditRecord(
+        request_id=f"req-{i}", time=f"2026-01-{i:02d}T00:00:00.000Z", actor="alice", client_ip="10.0.0.1",
+        method="DELETE", org="myorg" if i % 2 else "otherorg", token_sha256=f"{i:064x}", token_hint=f"{i:04d}",
+        outcome="deleted", upstream_status=200, latency_ms=1.5, app="app1", client_id="c1",
+        snapshot='{"app":"app1"}', **extra,  # type: ignore[arg-type]
+    )
+
+
+def make_log(path: Path, count: int, key: bytes | None = None) -> None:
+    prepare(path, key=ChainKey(key), writable=True)
+    appender = SQLiteAppender(path, ChainKey(key))
+    appender.append([record(i) for i in range(1, count + 1)])
+    appender.close()
+
+
+def tamper(path: Path, *statements: str) -> None:
+    with sqlite3.connect(path) as db:
+        db.execute("DROP TRIGGER audit_events_no_update")
+        db.execute("DROP TRIGGER audit_events_no_delete")
+        for statement in statements:
+            db.execute(statement)
+
+
+def verify(capsys: pytest.CaptureFixture[str], path: Path, *args: str) -> tuple[int, str]:
+    status = main(["audit", "verify", "--db", str(path), *args])
+    return status, capsys.readouterr().out.strip()
+
+
+def test_intact_log_verifies(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    make_log(tmp_path / "a.db", 10)
+    status, out = verify(capsys, tmp_path / "a.db")
+    with sqlite3.connect(tmp_path / "a.db") as db:
+        head = db.execute("SELECT hash FROM audit_events WHERE id = 10").fetchone()[0]
+    assert (0, f"OK: 10 records verified (sha256 chain); head is record 10, hash {head}") == (status, out)
+
+
+@pytest.mark.parametrize("column", [*CONTENT_FIELDS, "prev_hash", "hash"])
+def test_editing_any_column_is_caught(tmp_path: Path, capsys: pytest.CaptureFixture[str], column: str) -> None:
+    make_log(tmp_path / "a.db", 10)
+    value = "1" if column not in ("upstream_status", "latency_ms") else "404"
+    tamper(tmp_path / "a.db", f"UPDATE audit_events SET {column} = '{value}' WHERE id = 5")
+    status, out = verify(capsys, tmp_path / "a.db")
+    assert 1 == status
+    expected = "prev_hash does not link to record 4" if column == "prev_hash" else "content does not match its hash"
+    assert out.startswith(f"TAMPERED: record 5: {expected}"), out
+
+
+def test_removing_a_record_in_the_middle_is_caught(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    make_log(tmp_path / "a.db", 10)
+    tamper(tmp_path / "a.db", "DELETE FROM audit_events WHERE id = 4")
+    assert (1, "TAMPERED: record 5: record 4 missing (removed from the log); 3 records checked") == verify(
+        capsys, tmp_path / "a.db"
+    )
+
+
+def test_swapping_two_records_is_caught(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Exchanging the contents (and hashes) of records 3 and 7, ids kept, breaks the chain at 3."""
+    make_log(tmp_path / "a.db", 10)
+    columns = [*CONTENT_FIELDS, "prev_hash", "hash"]
+    assignments = ", ".join(f"{c} = (SELECT {c} FROM saved WHERE saved.id = 10 - audit_events.id)" for c in columns)
+    tamper(
+        tmp_path / "a.db",
+        "CREATE TEMP TABLE saved AS SELECT * FROM audit_events WHERE id IN (3, 7)",
+        f"UPDATE audit_events SET {assignments} WHERE id IN (3, 7)",
+    )
+    status, out = verify(capsys, tmp_path / "a.db")
+    assert (1, "TAMPERED: record 3: prev_hash does not link to record 2") == (status, out.split(" (")[0])
+
+
+def test_a_rebuilt_chain_passes_only_without_the_key(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Whoever edits a record and recomputes every hash defeats a plain chain, not a keyed one."""
+    for name, key in (("plain.db", None), ("keyed.db", KEY)):
+        make_log(tmp_path / name, 5, key)
+        with sqlite3.connect(tmp_path / name) as db:
+            db.execute("DROP TRIGGER audit_events_no_update")
+            db.execute("UPDATE audit_events SET actor = 'mallory' WHERE id = 2")
+            previous = GENESIS
+            for row in db.execute(f"SELECT {', '.join(CONTENT_FIELDS)}, id FROM audit_events ORDER BY id").fetchall():
+                digest = record_hash(previous, AuditRecord(*row[:-1], id=row[-1]), ChainKey(None))
+                db.execute("UPDATE audit_events SET prev_hash = ?, hash = ? WHERE id = ?", (previous, digest, row[-1]))
+                previous = digest
+    assert 0 == verify(capsys, tmp_path / "plain.db")[0]
+    config = tmp_path / "gw.toml"
+    (tmp_path / "chain.key").write_bytes(KEY + b"\n")
+    config.write_text(f"[audit]\ndatabase = 'keyed.db'\nchain_key_file = 'chain.key'\n")
+    assert 1 == main(["audit", "verify", "--config", str(config)])
+    assert capsys.readouterr().out.startswith(
+        "TAMPERED: record 1: content does not match its hash (the record was edited, or the chain key is wrong)"
+    )
+
+
+def test_a_keyed_log_needs_its_key(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    make_log(tmp_path / "keyed.db", 3, KEY)
+    assert 2 == main(["audit", "verify", "--db", str(tmp_path / "keyed.db")])
+    assert (
+        f"gateway: error: {tmp_path / 'keyed.db'} keeps a hmac-sha256 chain, but no chain key is configured "
+        "(audit.chain_key_env / chain_key_file)\n"
+    ) == capsys.readouterr().err
+    config = tmp_path / "gw.toml"
+    config.write_text("[audit]\ndatabase = 'keyed.db'\nchain_key_env = 'GW_TEST_CHAIN_KEY'\n")
+    with pytest.MonkeyPatch.context() as env:
+        env.setenv("GW_TEST_CHAIN_KEY", "another-key-of-enough-length")
+        assert 2 == main(["audit", "verify", "--config", str(config)])
+        assert "was written with another chain key than the one configured" in capsys.readouterr().err
+        env.setenv("GW_TEST_CHAIN_KEY", KEY.decode())
+        assert 0 == main(["audit", "verify", "--config", str(config)])
+        assert capsys.readouterr().out.startswith("OK: 3 records verified (hmac-sha256 chain)")
+
+
+def test_expect_head_catches_a_cut_off_tail(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A log truncated before an anchored head is a valid chain, but not one that contains the anchor."""
+    make_log(tmp_path / "a.db", 10)
+    main(["audit", "head", "--db", str(tmp_path / "a.db")])
+    head_id, head_hash = capsys.readouterr().out.split()
+    assert "10" == head_id
+    assert 0 == verify(capsys, tmp_path / "a.db", "--expect-head", head_hash)[0]
+    tamper(tmp_path / "a.db", "DELETE FROM audit_events WHERE id > 7")
+    assert 0 == verify(capsys, tmp_path / "a.db")[0]
+    assert (
+        1,
+        f"TAMPERED: the expected head {head_hash} is not in the chain: records up to it were cut off, "
+        "or the chain was rebuilt; 7 records checked",
+    ) == verify(capsys, tmp_path / "a.db", "--expect-head", head_hash)
+
+
+def test_prune_keeps_verify_green_and_is_audited(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    make_log(tmp_path / "a.db", 10)
+    assert 0 == main(["audit", "prune", "--db", str(tmp_path / "a.db"), "--before", "2026-01-05", "--operator", "ops"])
+    assert "pruned 4 records before 2026-01-05T00:00:00.000Z; checkpoint is record 11\n" == capsys.readouterr().out
+    assert verify(capsys, tmp_path / "a.db")[1].startswith("OK: 7 records verified")
+    with sqlite3.connect(tmp_path / "a.db") as db:
+        assert (5, 11) == db.execute("SELECT min(id), max(id) FROM audit_events").fetchone()
+        actor, outcome, snapshot = db.execute("SELECT actor, outcome, snapshot FROM audit_events WHERE id = 11").fetchone()
+    assert ("ops", "pruned") == (actor, outcome)
+    assert '"pruned_through_id":4,"pruned_count":4' in snapshot
+    # The checkpoint is what accounts for the missing start: removing it is caught.
+    tamper(tmp_path / "a.db", "DELETE FROM audit_events WHERE id = 11")
+    assert (
+        1, "TAMPERED: record 5: records 1-4 missing, and no retention checkpoint accounts for them; 0 records checked"
+    ) == verify(capsys, tmp_path / "a.db")
+
+
+def test_pruning_again_and_nothing_to_prune(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    make_log(tmp_path / "a.db", 10)
+    for before in ("2026-01-03", "2026-01-06", "2026-01-06", "2000-01-01"):
+        assert 0 == main(["audit", "prune", "--db", str(tmp_path / "a.db"), "--before", before])
+    assert [
+        "pruned 2 records before 2026-01-03T00:00:00.000Z; checkpoint is record 11",
+        "pruned 3 records before 2026-01-06T00:00:00.000Z; checkpoint is record 12",
+        "nothing to prune: no record before 2026-01-06T00:00:00.000Z",
+        "nothing to prune: no record before 2000-01-01T00:00:00.000Z",
+    ] == capsys.readouterr().out.splitlines()
+    status, out = verify(capsys, tmp_path / "a.db")
+    assert (0, True) == (status, out.startswith("OK: 7 records verified"))
+
+
+def test_a_version_1_file_is_upgraded_and_chained(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A log written before the chain existed gains one over its records, unchanged otherwise."""
+    path = tmp_path / "old.db"
+    with sqlite3.connect(path) as db:
+        for statement in SCHEMA_V1:
+            db.execute(statement)
+        for i in range(1, 6):
+            db.execute(f"INSERT INTO audit_events ({', '.join(CONTENT_FIELDS)}) VALUES ({', '.join('?' * len(CONTENT_FIELDS))})", record(i)[: len(CONTENT_FIELDS)])
+        before = db.execute(f"SELECT id, {', '.join(CONTENT_FIELDS)} FROM audit_events ORDER BY id").fetchall()
+    assert 2 == main(["audit", "verify", "--db", str(path)])
+    assert "has audit schema version 1; start `gateway serve` on it once to upgrade it to 2" in capsys.readouterr().err
+    prepare(path, key=ChainKey(), writable=True)
+    with sqlite3.connect(path) as db:
+        assert 2 == db.execute("PRAGMA user_version").fetchone()[0]
+        assert before == db.execute(f"SELECT id, {', '.join(CONTENT_FIELDS)} FROM audit_events ORDER BY id").fetchall()
+    appender = SQLiteAppender(path, ChainKey())
+    appender.append([record(6)])
+    appender.close()
+    status, out = verify(capsys, path)
+    assert (0, True) == (status, out.startswith("OK: 6 records verified"))
+
+
+def test_newer_or_foreign_files_are_refused(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    make_log(tmp_path / "a.db", 1)
+    with sqlite3.connect(tmp_path / "a.db") as db:
+        db.execute("PRAGMA user_version = 9")
+    assert 2 == main(["audit", "verify", "--db", str(tmp_path / "a.db")])
+    assert "has audit schema version 9, newer than this gateway's 2; upgrade the gateway" in capsys.readouterr().err
+    with sqlite3.connect(tmp_path / "other.db") as db:
+        db.execute("PRAGMA application_id = 7")
+        db.execute("CREATE TABLE t (x)")
+    assert 2 == main(["audit", "verify", "--db", str(tmp_path / "other.db")])
+    assert "is not a gateway audit database (application_id 7)" in capsys.readouterr().err
+
+
+async def test_concurrent_requests_make_one_linear_chain(tmp_path: Path, gateway: GatewayFactory) -> None:
+    """200 concurrent deletes: 400 records, consecutive ids, each linked to the one before."""
+    client = await gateway(make_config(tmp_path, stub={"generated_tokens": 200}))
+    responses = await asyncio.gather(
+        *(client.delete(f"/v1/o/myorg/oauth2/accesstokens/load{i}", headers=basic("myname")) for i in range(200))
+    )
+    assert {200} == {response.status for response in responses}
+    with sqlite3.connect(tmp_path / "audit.db") as db:
+        rows = db.execute("SELECT id, prev_hash, hash FROM audit_events ORDER BY id").fetchall()
+    assert list(range(1, 401)) == [row[0] for row in rows]
+    assert all(rows[i][1] == rows[i - 1][2] for i in range(1, len(rows)))
+    assert 0 == await asyncio.to_thread(main, ["audit", "verify", "--db", str(tmp_path / "audit.db")])
