@@ -7,7 +7,6 @@ in constant memory; json (one array) and the table need the whole list.
 from __future__ import annotations
 
 import csv
-import json
 from collections.abc import Callable, Iterable, Sequence
 from typing import TextIO
 
@@ -41,18 +40,23 @@ class RecordStream:
         if self._csv is not None:
             self._csv.writerow(FIELDS)
 
-    def write(self, record: AuditRecord) -> None:
+    def write_all(self, records: Iterable[AuditRecord]) -> None:
         if self._csv is not None:
-            self._csv.writerow(["" if (value := getattr(record, name)) is None else value for name in FIELDS])
+            self._csv.writerows(["" if value is None else value for value in _in_field_order(record)] for record in records)
         else:
-            self._out.write(orjson.dumps(as_json(record)).decode() + "\n")
+            self._out.write("".join(orjson.dumps(as_json(record), option=orjson.OPT_APPEND_NEWLINE).decode() for record in records))
+
+
+def _in_field_order(record: AuditRecord) -> tuple[object, ...]:
+    return (record[-1], *record[:-1])
 
 
 def as_json(record: AuditRecord) -> dict[str, object]:
     """The record as JSON output shows it (CLI and HTTP API): the snapshot as JSON, not text."""
-    values: dict[str, object] = {name: getattr(record, name) for name in FIELDS}
+    values: dict[str, object] = dict(zip(FIELDS, _in_field_order(record)))
     if record.snapshot is not None:
-        values["snapshot"] = orjson.loads(record.snapshot)
+        # Already JSON text (written by orjson or json): embedded as it is, not parsed again.
+        values["snapshot"] = orjson.Fragment(record.snapshot)
     return values
 
 
@@ -70,21 +74,28 @@ def write_columns(header: Sequence[str], rows: Sequence[Sequence[str]], out: Tex
 
 
 def write_json(records: Iterable[AuditRecord], out: TextIO) -> None:
-    json.dump([as_json(record) for record in records], out, indent=2, ensure_ascii=False)
-    out.write("\n")
+    out.write(orjson.dumps([_readable(record) for record in records], option=_INDENTED).decode())
 
 
 def write_record(record: AuditRecord, out: TextIO) -> None:
     """One record, whole, as indented JSON (``audit show``)."""
-    json.dump(as_json(record), out, indent=2, ensure_ascii=False)
-    out.write("\n")
+    out.write(orjson.dumps(_readable(record), option=_INDENTED).decode())
+
+
+_INDENTED = orjson.OPT_INDENT_2 | orjson.OPT_APPEND_NEWLINE
+
+
+def _readable(record: AuditRecord) -> dict[str, object]:
+    """For people: the snapshot parsed, so that it is indented with the rest."""
+    values = as_json(record)
+    if record.snapshot is not None:
+        values["snapshot"] = orjson.loads(record.snapshot)
+    return values
 
 
 def _write_streamed(format: str) -> Callable[[Sequence[AuditRecord], TextIO], None]:
     def write(records: Sequence[AuditRecord], out: TextIO) -> None:
-        stream = RecordStream(format, out)
-        for record in records:
-            stream.write(record)
+        RecordStream(format, out).write_all(records)
 
     return write
 

@@ -31,6 +31,8 @@ MAX_ROWS_PER_APPEND = 1024
 """One INSERT statement holds a whole batch (SQLite 3.32+ allows 32,766 parameters)."""
 MINIMUM_SQLITE = (3, 32, 0)
 WRITER_CACHE_KIB = 32 * 1024
+READER_MMAP_BYTES = 256 * 1024 * 1024
+"""Memory-mapped reads: fewer system calls when a walk reads the whole file."""
 SYNCHRONOUS = {"FULL": "FULL", "NORMAL": "NORMAL"}
 """The settings offered (``audit.synchronous``); the mapping keeps anything else out of the SQL."""
 
@@ -128,8 +130,9 @@ class SQLiteAuditStore:
         """Open for reading; ``writable`` also creates or upgrades the file, for the gateway."""
         await asyncio.to_thread(prepare, path, key=key, writable=writable, busy_timeout=busy_timeout)
         try:
-            db = await aiosqlite.connect(path, iter_chunk_size=4096)
+            db = await aiosqlite.connect(path)
             await db.execute(f"PRAGMA busy_timeout = {int(busy_timeout * 1000)}")
+            await db.execute(f"PRAGMA mmap_size = {READER_MMAP_BYTES}")
         except sqlite3.Error as exc:
             raise AuditStoreError(f"cannot open {path}: {exc}") from None
         return cls(db, path)
@@ -154,12 +157,15 @@ class SQLiteAuditStore:
         rows = await self._fetch(f"SELECT min(id) FROM {TABLE}", [])
         return rows[0][0]
 
-    async def iterate(self, selection: AuditFilter | None = None) -> AsyncIterator[AuditRecord]:
+    async def batches(self, selection: AuditFilter | None = None, size: int = 5000) -> AsyncIterator[list[AuditRecord]]:
+        """Every matching record, oldest first, a batch at a time: one trip to the reader
+        thread per batch keeps a walk over millions of records fast and its memory flat."""
         where, params = _where(selection or AuditFilter())
+        make = AuditRecord._make
         try:
             async with self._db.execute(f"SELECT {_COLUMNS} FROM {TABLE} {where} ORDER BY id", params) as cursor:
-                async for row in cursor:
-                    yield AuditRecord._make(row)
+                while rows := await cursor.fetchmany(size):
+                    yield [make(row) for row in rows]
         except sqlite3.Error as exc:
             raise AuditStoreError(f"cannot read {self.path}: {exc}") from None
 

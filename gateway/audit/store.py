@@ -38,8 +38,8 @@ class AuditStore(Protocol):
 
     async def head(self) -> Head: ...
 
-    def iterate(self, selection: AuditFilter | None = None) -> AsyncIterator[AuditRecord]:
-        """Every matching record, oldest first, streamed (``limit`` is ignored)."""
+    def batches(self, selection: AuditFilter | None = None, size: int = 5000) -> AsyncIterator[list[AuditRecord]]:
+        """Every matching record, oldest first, streamed in batches (``limit`` is ignored)."""
 
     async def pending_without_outcome(self) -> list[AuditRecord]:
         """Intents whose outcome was never recorded (the gateway stopped in between)."""

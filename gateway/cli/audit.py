@@ -169,8 +169,8 @@ def cmd_export(args: argparse.Namespace) -> int:
     stream = RecordStream(args.format, sys.stdout)
 
     async def export(store: SQLiteAuditStore) -> None:
-        async for record in store.iterate(selection):
-            stream.write(record)
+        async for batch in store.batches(selection):
+            stream.write_all(batch)
 
     _read(config_of(args), export)
     return 0
