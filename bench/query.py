@@ -79,8 +79,8 @@ async def measure(path: Path, count: int) -> None:
             stream = RecordStream(fmt, sink)
             started = time.perf_counter()
             exported = 0
-            async for batch in store.batches():
-                stream.write_all(batch)
+            async for batch in store.rows():
+                stream.write_rows(batch)
                 exported += len(batch)
             elapsed = time.perf_counter() - started
             print(f"audit export --format {fmt:5s} {exported / elapsed:10,.0f} records/s")

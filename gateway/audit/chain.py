@@ -23,7 +23,7 @@ from dataclasses import dataclass
 
 import orjson
 
-from gateway.audit.record import CONTENT_FIELDS, AuditRecord
+from gateway.audit.record import CONTENT_FIELDS, AuditRecord, Row
 
 GENESIS = "0" * 64
 _KEY_CHECK = b"apigee-audit-gateway chain key check"
@@ -98,10 +98,11 @@ class Verdict:
 
 
 class ChainWalker:
-    """Checks records one by one, in id order, from the one after ``start``.
+    """Checks records in id order, a batch of rows at a time, from the one after ``start``.
 
-    Streaming: it holds one record at a time, whatever the length of the log. The loop is the
-    hot part of verifying millions of records, hence the plain locals.
+    Streaming: it holds one batch at a time, whatever the length of the log. ``check`` is the
+    hot loop of verifying millions of records, hence plain rows (in ``FIELDS`` order: id and
+    content first, exactly what ``canonical`` covers) and plain locals.
     """
 
     def __init__(self, key: ChainKey, start: Head = EMPTY, expect_head: str | None = None) -> None:
@@ -115,32 +116,39 @@ class ChainWalker:
     def head(self) -> Head:
         return Head(self._id, self._hash)
 
-    def check(self, record: AuditRecord) -> str | None:
-        """What is wrong with ``record`` (naming it), or None and move on."""
-        record_id, previous_hash = record[-1], self._hash
-        if record_id != self._id + 1:
-            return _gap(self.head, record)
-        if record[-3] != previous_hash:
-            return (f"record {record_id}: prev_hash does not link to record {self._id} "
-                    "(a record before it was changed, removed or reordered)")
-        data = previous_hash.encode("ascii") + orjson.dumps([record_id, *record[:_CONTENT]])
+    def check(self, rows: Iterable[Row]) -> str | None:
+        """What is wrong with the first bad row (naming its record), or None and move on."""
         secret = self._key.secret
-        digest = hmac.new(secret, data, hashlib.sha256).hexdigest() if secret else hashlib.sha256(data).hexdigest()
-        if digest != record[-2]:
-            wrong_key = ", or the chain key is wrong" if secret else ""
-            return f"record {record_id}: content does not match its hash (the record was edited{wrong_key})"
-        self._id, self._hash = record_id, digest
-        self.checked += 1
-        if digest == self._expect_head:
-            self.anchor_found = True
-        return None
+        sha256, dumps, new_hmac = hashlib.sha256, orjson.dumps, hmac.new
+        last_id, last_hash, checked, anchor = self._id, self._hash, 0, self._expect_head
+        try:
+            for row in rows:
+                record_id = row[0]
+                if record_id != last_id + 1:
+                    return _gap(last_id, record_id)
+                if row[-2] != last_hash:
+                    return (f"record {record_id}: prev_hash does not link to record {last_id} "
+                            "(a record before it was changed, removed or reordered)")
+                data = last_hash.encode("ascii") + dumps(row[:-2])
+                digest = new_hmac(secret, data, sha256).hexdigest() if secret else sha256(data).hexdigest()
+                if digest != row[-1]:
+                    wrong_key = ", or the chain key is wrong" if secret else ""
+                    return f"record {record_id}: content does not match its hash (the record was edited{wrong_key})"
+                last_id, last_hash = record_id, digest
+                checked += 1
+                if digest == anchor:
+                    self.anchor_found = True
+            return None
+        finally:
+            self._id, self._hash = last_id, last_hash
+            self.checked += checked
 
     def verdict(self, problem: str | None = None) -> Verdict:
         return Verdict(self.checked, self.head, problem, self.anchor_found)
 
 
-def _gap(previous: Head, record: AuditRecord) -> str:
-    if record.id is not None and record.id > previous.id + 1:
-        missing = f"record {previous.id + 1}" if record.id == previous.id + 2 else f"records {previous.id + 1}-{record.id - 1}"
-        return f"record {record.id}: {missing} missing (removed from the log)"
-    return f"record {record.id}: out of order after record {previous.id}"
+def _gap(previous_id: int, record_id: int) -> str:
+    if record_id > previous_id + 1:
+        missing = f"record {previous_id + 1}" if record_id == previous_id + 2 else f"records {previous_id + 1}-{record_id - 1}"
+        return f"record {record_id}: {missing} missing (removed from the log)"
+    return f"record {record_id}: out of order after record {previous_id}"

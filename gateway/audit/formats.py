@@ -1,7 +1,7 @@
 """Audit records rendered for people (table) and for tools (json, jsonl, csv).
 
-jsonl and csv are written record by record, so ``audit export`` streams millions of records
-in constant memory; json (one array) and the table need the whole list.
+jsonl and csv are written a batch of rows at a time, so ``audit export`` streams millions of
+records in constant memory; json (one array) and the table need the whole list.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from typing import TextIO
 
 import orjson
 
-from gateway.audit.record import FIELDS, AuditRecord
+from gateway.audit.record import FIELDS, AuditRecord, Row
 
 TABLE_COLUMNS: tuple[tuple[str, Callable[[AuditRecord], object]], ...] = (
     ("id", lambda r: r.id),
@@ -30,7 +30,7 @@ TABLE_COLUMNS: tuple[tuple[str, Callable[[AuditRecord], object]], ...] = (
 
 
 class RecordStream:
-    """Writes records one at a time in a streaming format (jsonl or csv)."""
+    """Writes records in a streaming format (jsonl or csv), a batch of rows at a time."""
 
     def __init__(self, format: str, out: TextIO) -> None:
         if format not in STREAMING:
@@ -40,24 +40,37 @@ class RecordStream:
         if self._csv is not None:
             self._csv.writerow(FIELDS)
 
-    def write_all(self, records: Iterable[AuditRecord]) -> None:
+    def write_rows(self, rows: Iterable[Row]) -> None:
+        """Rows in ``FIELDS`` order, as ``AuditStore.rows`` gives them (the csv module writes None as empty)."""
         if self._csv is not None:
-            self._csv.writerows(["" if value is None else value for value in _in_field_order(record)] for record in records)
+            self._csv.writerows(rows)
         else:
-            self._out.write("".join(orjson.dumps(as_json(record), option=orjson.OPT_APPEND_NEWLINE).decode() for record in records))
+            dumps, newline = orjson.dumps, orjson.OPT_APPEND_NEWLINE
+            self._out.write("".join(dumps(row_json(row), option=newline).decode() for row in rows))
+
+    def write_all(self, records: Iterable[AuditRecord]) -> None:
+        self.write_rows(map(as_row, records))
 
 
-def _in_field_order(record: AuditRecord) -> tuple[object, ...]:
+def as_row(record: AuditRecord) -> Row:
+    """The record in ``FIELDS`` order (its id first)."""
     return (record[-1], *record[:-1])
 
 
-def as_json(record: AuditRecord) -> dict[str, object]:
+_SNAPSHOT = FIELDS.index("snapshot")
+
+
+def row_json(row: Row) -> dict[str, object]:
     """The record as JSON output shows it (CLI and HTTP API): the snapshot as JSON, not text."""
-    values: dict[str, object] = dict(zip(FIELDS, _in_field_order(record)))
-    if record.snapshot is not None:
+    values: dict[str, object] = dict(zip(FIELDS, row))
+    if row[_SNAPSHOT] is not None:
         # Already JSON text (written by orjson or json): embedded as it is, not parsed again.
-        values["snapshot"] = orjson.Fragment(record.snapshot)
+        values["snapshot"] = orjson.Fragment(row[_SNAPSHOT])
     return values
+
+
+def as_json(record: AuditRecord) -> dict[str, object]:
+    return row_json(as_row(record))
 
 
 def write_table(records: Sequence[AuditRecord], out: TextIO) -> None:

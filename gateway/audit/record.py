@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 from enum import StrEnum
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 
 class Outcome(StrEnum):
@@ -58,6 +58,8 @@ class AuditRecord(NamedTuple):
 
 FIELDS: tuple[str, ...] = ("id", *AuditRecord._fields[:-1])
 """Field order everywhere: the table's columns, JSON keys and CSV headers."""
+Row = tuple[Any, ...]
+"""A record as a plain row in ``FIELDS`` order: how long walks (verify, export) carry it."""
 CONTENT_FIELDS: tuple[str, ...] = AuditRecord._fields[: AuditRecord._fields.index("prev_hash")]
 """What a record says, as the request path makes it: everything but its place in the chain."""
 STORED_FIELDS: tuple[str, ...] = AuditRecord._fields[:-1]

@@ -13,7 +13,7 @@ from typing import Protocol
 
 from gateway.audit.chain import Head
 from gateway.audit.query import AuditFilter
-from gateway.audit.record import AuditRecord
+from gateway.audit.record import AuditRecord, Row
 
 
 class AuditStoreError(Exception):
@@ -38,8 +38,9 @@ class AuditStore(Protocol):
 
     async def head(self) -> Head: ...
 
-    def batches(self, selection: AuditFilter | None = None, size: int = 5000) -> AsyncIterator[list[AuditRecord]]:
-        """Every matching record, oldest first, streamed in batches (``limit`` is ignored)."""
+    def rows(self, selection: AuditFilter | None = None, size: int = 5000) -> AsyncIterator[list[Row]]:
+        """Every matching record, oldest first, as rows in ``FIELDS`` order, streamed in
+        batches (``limit`` is ignored)."""
 
     async def pending_without_outcome(self) -> list[AuditRecord]:
         """Intents whose outcome was never recorded (the gateway stopped in between)."""

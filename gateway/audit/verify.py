@@ -24,12 +24,11 @@ async def verify_log(store: SQLiteAuditStore, key: ChainKey, *, expect_head: str
             return Verdict(0, EMPTY, f"record {first}: {missing} missing, and no retention checkpoint accounts for them")
         start = Head(first - 1, json.loads(checkpoint.snapshot or "{}")["last_pruned_hash"])
     walker = ChainWalker(key, start, expect_head)
-    async with aclosing(store.batches()) as batches:
+    async with aclosing(store.rows()) as batches:
         async for batch in batches:
-            for record in batch:
-                problem = walker.check(record)
-                if problem is not None:
-                    return walker.verdict(problem)
+            problem = walker.check(batch)
+            if problem is not None:
+                return walker.verdict(problem)
     if not walker.anchor_found:
         return walker.verdict(
             f"the expected head {expect_head} is not in the chain: records up to it were cut off, or the chain was rebuilt"

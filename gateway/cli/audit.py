@@ -169,8 +169,8 @@ def cmd_export(args: argparse.Namespace) -> int:
     stream = RecordStream(args.format, sys.stdout)
 
     async def export(store: SQLiteAuditStore) -> None:
-        async for batch in store.batches(selection):
-            stream.write_all(batch)
+        async for batch in store.rows(selection):
+            stream.write_rows(batch)
 
     _read(config_of(args), export)
     return 0
