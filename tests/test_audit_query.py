@@ -160,10 +160,17 @@ def test_relative_times() -> None:
 def test_export_streams_oldest_first(capsys: pytest.CaptureFixture[str], database: Path) -> None:
     status, out, _ = run(capsys, "audit", "export", "--db", str(database))
     assert 0 == status
-    assert [1, 2, 3, 4] == [json.loads(line)["id"] for line in out.splitlines()]
+    lines = out.splitlines()
+    assert [1, 2, 3, 4] == [json.loads(line)["id"] for line in lines]
+    deleted = json.loads(lines[1])
+    assert list(FIELDS) == list(deleted)
+    assert ({"app": "app1", "token": "[redacted …AAAA]"}, 12.5, None) == (deleted["snapshot"], deleted["latency_ms"], deleted["error_code"])
     _, out, _ = run(capsys, "audit", "export", "--db", str(database), "--format", "csv", "--org", "myorg")
     rows = list(csv.reader(io.StringIO(out)))
     assert (list(FIELDS), ["1", "2", "4"]) == (rows[0], [row[0] for row in rows[1:]])
+    fields = dict(zip(FIELDS, rows[2]))
+    assert ("deleted", "12.5", "", '{"app":"app1","token":"[redacted …AAAA]"}') == (
+        fields["outcome"], fields["latency_ms"], fields["error_code"], fields["snapshot"])
 
 
 def test_stats(capsys: pytest.CaptureFixture[str], database: Path) -> None:

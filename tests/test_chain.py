@@ -31,7 +31,8 @@ def record(i: int, **extra: object) -> AuditRecord:
 def make_log(path: Path, count: int, key: bytes | None = None) -> None:
     prepare(path, key=ChainKey(key), writable=True)
     appender = SQLiteAppender(path, ChainKey(key))
-    appender.append([record(i) for i in range(1, count + 1)])
+    for first in range(1, count + 1, appender.max_batch):
+        appender.append([record(i) for i in range(first, min(first + appender.max_batch, count + 1))])
     appender.close()
 
 
@@ -87,6 +88,24 @@ def test_swapping_two_records_is_caught(tmp_path: Path, capsys: pytest.CaptureFi
     )
     status, out = verify(capsys, tmp_path / "a.db")
     assert (1, "TAMPERED: record 3: prev_hash does not link to record 2") == (status, out.split(" (")[0])
+
+
+def test_tampering_past_the_first_batch_is_caught(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """verify reads the log in batches; the chain carries over from one batch to the next."""
+    path = tmp_path / "a.db"
+    make_log(path, 5003)
+    assert (0, f"OK: 5003 records verified (sha256 chain); head is record 5003, hash {_hash_of(path, 5003)}") == verify(capsys, path)
+    edited = tmp_path / "edited.db"
+    edited.write_bytes(path.read_bytes())
+    tamper(path, "DELETE FROM audit_events WHERE id = 5001")
+    assert (1, "TAMPERED: record 5002: record 5001 missing (removed from the log); 5000 records checked") == verify(capsys, path)
+    tamper(edited, "UPDATE audit_events SET latency_ms = 1.6 WHERE id = 5003")
+    assert (1, "TAMPERED: record 5003: content does not match its hash (the record was edited); 5002 records checked") == verify(capsys, edited)
+
+
+def _hash_of(path: Path, record_id: int) -> str:
+    with sqlite3.connect(path) as db:
+        return db.execute("SELECT hash FROM audit_events WHERE id = ?", (record_id,)).fetchone()[0]
 
 
 def test_a_rebuilt_chain_passes_only_without_the_key(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
