@@ -29,6 +29,7 @@ from gateway.proxy import Upstream, make_session
 from gateway.revoke import MAX_REQUEST_BODY, SERVICES, Services, handle
 from gateway.stub import Seed, SeedError, demo_seed, load_seed
 from gateway.stub.app import serve_stub
+from gateway.throttle import LoginThrottle, RefusedAttempts, as_record
 
 CONFIG = web.AppKey("config", Config)
 UPSTREAM_URL = web.AppKey("upstream_url", str)
@@ -39,6 +40,8 @@ MAX_HEADER_FIELD = 16 * 1024
 """Large enough that an oversized Authorization header reaches our own 401, not aiohttp's 400."""
 PENDING_CHECK = web.AppKey("pending_check", asyncio.Task)
 """The start-up look for intents without an outcome; in the background, as it reads the whole log."""
+REFUSED_LOGINS_EVERY = 1.0
+"""Seconds between looks for throttling windows that are over (to audit them)."""
 DEMO_HASH_COST = 10
 """Demo accounts have public passwords; a cheap hash keeps start-up instant."""
 
@@ -65,7 +68,8 @@ async def _lifetime(app: web.Application) -> AsyncIterator[None]:
     config = app[CONFIG]
     async with AsyncExitStack() as stack:
         seed = stub_seed(config) if config.uses_stub else None
-        authenticator = await _authenticator(config, seed)
+        throttle = LoginThrottle(config.throttle.max_failures, config.throttle.window_seconds)
+        authenticator = await _authenticator(config, seed, throttle)
         audit, log = config.audit, get_logger()
         key = ChainKey(config.chain_secret)
         path = config.database_path
@@ -80,6 +84,8 @@ async def _lifetime(app: web.Application) -> AsyncIterator[None]:
             await writer.started()
         except AuditStoreError as exc:
             raise ConfigError(config.source, "audit.database", str(exc)) from None
+        refusals = asyncio.create_task(_audit_refused_logins(throttle, writer, log), name="throttle-audit")
+        stack.push_async_callback(_audit_last_refused_logins, refusals, throttle, writer, log)
         app[AUDIT_STORE], app[AUDIT_AUTHENTICATOR] = store, authenticator
         app[PENDING_CHECK] = asyncio.create_task(_warn_of_pending_intents(store, log), name="pending-intents")
         stack.callback(app[PENDING_CHECK].cancel)
@@ -126,13 +132,35 @@ async def _warn_of_pending_intents(store: SQLiteAuditStore, log: Logger) -> None
         )
 
 
-async def _authenticator(config: Config, seed: Seed | None) -> Authenticator:
+async def _audit_refused_logins(throttle: LoginThrottle, writer: AuditWriter, log: Logger) -> None:
+    """Each throttling window, once over, becomes one audit record of its refused attempts."""
+    while True:
+        await asyncio.sleep(REFUSED_LOGINS_EVERY)
+        await _write_refused(throttle.ended(), writer, log)
+
+
+async def _audit_last_refused_logins(task: asyncio.Task[None], throttle: LoginThrottle, writer: AuditWriter, log: Logger) -> None:
+    task.cancel()
+    await _write_refused(throttle.drain(), writer, log)
+
+
+async def _write_refused(windows: list[RefusedAttempts], writer: AuditWriter, log: Logger) -> None:
+    for attempts in windows:
+        try:
+            await writer.write(as_record(attempts))
+        except AuditStoreError as exc:
+            log.error("audit_write_failed", stage="throttle", refused_attempts=attempts.count, error=str(exc))
+        log.warning("logins_throttled", by=attempts.by, subject=attempts.subject, refused_attempts=attempts.count,
+                    window_start=attempts.start)
+
+
+async def _authenticator(config: Config, seed: Seed | None, throttle: LoginThrottle) -> Authenticator:
     """``[[users]]``; or, with the embedded stub and no users, the stub's own users as demo accounts."""
     if config.users or seed is None:
-        return Authenticator.from_config(config.users, config.source)
+        return Authenticator.from_config(config.users, config.source, throttle)
     loop = asyncio.get_running_loop()
     accounts = []
     for name, password in seed.users.items():
         encoded = await loop.run_in_executor(None, partial(hash_password, password, log2_n=DEMO_HASH_COST))
         accounts.append((User(name, frozenset({ALL_ORGS}), frozenset({REVOKE, AUDIT})), parse_hash(encoded)))
-    return Authenticator(accounts)
+    return Authenticator(accounts, throttle)

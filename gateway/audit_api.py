@@ -19,7 +19,7 @@ from gateway.audit.formats import as_json
 from gateway.audit.query import AuditFilter, decode_cursor, encode_cursor, parse_outcome, parse_time, positive_int
 from gateway.audit.sqlite import SQLiteAuditStore
 from gateway.audit.store import AuditStoreError
-from gateway.auth import AUDIT, AuthenticationError, Authenticator, User
+from gateway.auth import AUDIT, AuthenticationError, Authenticator, Throttled, User
 from gateway.config import ALL_ORGS
 
 MAX_LIMIT = 1000
@@ -113,7 +113,9 @@ async def get_event(request: web.Request) -> web.Response:
 async def _auditor(request: web.Request) -> User | web.Response:
     """The calling user if they hold the audit role; otherwise the refusal to send."""
     try:
-        user = await request.app[AUDIT_AUTHENTICATOR].authenticate(request.headers.get(hdrs.AUTHORIZATION))
+        user = await request.app[AUDIT_AUTHENTICATOR].authenticate(request.headers.get(hdrs.AUTHORIZATION), request.remote)
+    except Throttled as exc:
+        return errors.too_many_attempts(exc.retry_after)
     except AuthenticationError:
         return errors.UNAUTHORIZED.response(headers={hdrs.WWW_AUTHENTICATE: REALM})
     if not user.may(AUDIT, None):

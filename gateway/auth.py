@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from gateway.basic import Credentials, MalformedCredentials, parse_basic
 from gateway.config import ALL_ORGS, ConfigError, UserConfig
 from gateway.passwords import ScryptHash, parse_hash, verify_password
+from gateway.throttle import LoginThrottle
 
 REVOKE = "revoke"
 AUDIT = "audit"
@@ -44,6 +45,14 @@ class AuthenticationError(Exception):
         self.claimed = claimed
 
 
+class Throttled(AuthenticationError):
+    """Too many failed logins from this address or for this user; the credentials were not checked."""
+
+    def __init__(self, retry_after: int, claimed: str | None) -> None:
+        super().__init__(f"too many failed logins; retry after {retry_after} s", claimed)
+        self.retry_after = retry_after
+
+
 @dataclass(frozen=True, slots=True)
 class _Account:
     user: User
@@ -51,7 +60,8 @@ class _Account:
 
 
 class Authenticator:
-    def __init__(self, accounts: Iterable[tuple[User, ScryptHash]]) -> None:
+    def __init__(self, accounts: Iterable[tuple[User, ScryptHash]], throttle: LoginThrottle | None = None) -> None:
+        self.throttle = throttle or LoginThrottle(0, 1.0)
         self._accounts = {user.name: _Account(user, password) for user, password in accounts}
         self._key = os.urandom(32)
         self._verified: dict[bytes, User] = {}
@@ -62,7 +72,7 @@ class Authenticator:
         self._decoy = next((account.password for account in self._accounts.values()), None)
 
     @classmethod
-    def from_config(cls, users: Iterable[UserConfig], source: str) -> Authenticator:
+    def from_config(cls, users: Iterable[UserConfig], source: str, throttle: LoginThrottle | None = None) -> Authenticator:
         accounts = []
         for index, user in enumerate(users):
             try:
@@ -70,20 +80,29 @@ class Authenticator:
             except ValueError as exc:
                 raise ConfigError(source, f"users[{index}].password_hash", str(exc)) from None
             accounts.append((User(user.name, frozenset(user.orgs), frozenset(user.roles)), password))
-        return cls(accounts)
+        return cls(accounts, throttle)
 
-    async def authenticate(self, header: str | None) -> User:
-        """The user behind an Authorization header; raises AuthenticationError otherwise."""
-        if not header:
-            raise AuthenticationError("missing credentials")
-        tag = hashlib.blake2b(header.encode("utf-8", "surrogateescape"), key=self._key, digest_size=16).digest()
-        user = self._verified.get(tag)
-        if user is not None:
-            return user
+    async def authenticate(self, header: str | None, client: str | None = None) -> User:
+        """The user behind an Authorization header; raises AuthenticationError otherwise
+        (Throttled, before any password check, when ``client`` or the user failed too often)."""
+        tag = b""
+        if header:
+            tag = hashlib.blake2b(header.encode("utf-8", "surrogateescape"), key=self._key, digest_size=16).digest()
+            user = self._verified.get(tag)
+            if user is not None:
+                return user
         try:
-            credentials = parse_basic(header)
+            credentials = parse_basic(header) if header else None
+            problem = "missing credentials"
         except MalformedCredentials as exc:
-            raise AuthenticationError(str(exc)) from None
+            credentials, problem = None, str(exc)
+        claimed = credentials.user if credentials is not None else None
+        wait = self.throttle.retry_after(client, claimed)
+        if wait is not None:
+            raise Throttled(wait, claimed)
+        if credentials is None:
+            self.throttle.failed(client, None)
+            raise AuthenticationError(problem)
         # Concurrent requests with the same header share one check: a burst of a new client's
         # first calls (or a flood of one wrong password) costs one slow hash, not one each.
         check = self._in_flight.get(tag)
@@ -93,6 +112,7 @@ class Authenticator:
             check.add_done_callback(lambda _: self._in_flight.pop(tag, None))
         user = await asyncio.shield(check)
         if user is None:
+            self.throttle.failed(client, credentials.user)
             raise AuthenticationError("wrong user name or password", claimed=credentials.user)
         self._remember(tag, user)
         return user

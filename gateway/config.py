@@ -130,6 +130,24 @@ def user_name(value: Any) -> str:
 class ServerConfig:
     host: str = setting("Address the gateway listens on.", non_empty_text, "127.0.0.1")
     port: int = setting("TCP port the gateway listens on (0 picks a free port).", port_number, 8080)
+    tls_cert: str = setting(
+        "PEM certificate chain for HTTPS on the listener; with tls_key. Empty: plain HTTP (fine on loopback).", text, ""
+    )
+    tls_key: str = setting("PEM private key of tls_cert.", text, "")
+
+
+@dataclass(frozen=True)
+class ThrottleConfig:
+    max_failures: int = setting(
+        "Failed logins allowed per client address, and per user name, in one window; past that, 429 with "
+        "Retry-After until the window ends, without checking the password. 0 turns throttling off.",
+        count, 10,
+    )
+    window_seconds: float = setting(
+        "Length of a throttling window. Throttled attempts are audited as one denied record per client "
+        "(or user) and window, with their count.",
+        positive_number, 60.0,
+    )
 
 
 @dataclass(frozen=True)
@@ -263,6 +281,7 @@ SECTIONS: dict[str, type] = {
     "audit": AuditConfig,
     "logging": LoggingConfig,
     "stub": StubConfig,
+    "throttle": ThrottleConfig,
 }
 """The plain tables of the config file; ``[[users]]`` is the one array of tables."""
 
@@ -275,6 +294,7 @@ class Config:
     audit: AuditConfig = field(default_factory=AuditConfig)
     logging: LoggingConfig = field(default_factory=LoggingConfig)
     stub: StubConfig = field(default_factory=StubConfig)
+    throttle: ThrottleConfig = field(default_factory=ThrottleConfig)
     users: tuple[UserConfig, ...] = ()
     base_dir: Path = field(default_factory=Path.cwd)
     service_password: str = field(default="", repr=False)
@@ -377,7 +397,14 @@ def _check_rules(config: Config) -> None:
         raise ConfigError(
             source, "users", "no [[users]] declared; the demo user only exists with the embedded stub (upstream.url = \"stub\")"
         )
-    for key, value in (("upstream.ca_bundle", upstream.ca_bundle), ("stub.seed", config.stub.seed)):
+    server = config.server
+    if bool(server.tls_cert) != bool(server.tls_key):
+        missing = "server.tls_key" if server.tls_cert else "server.tls_cert"
+        raise ConfigError(source, missing, "HTTPS needs both server.tls_cert and server.tls_key")
+    for key, value in (
+        ("upstream.ca_bundle", upstream.ca_bundle), ("stub.seed", config.stub.seed),
+        ("server.tls_cert", server.tls_cert), ("server.tls_key", server.tls_key),
+    ):
         if value and not config.path(value).is_file():
             raise ConfigError(source, key, f"no such file: {config.path(value)}")
 

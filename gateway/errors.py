@@ -31,12 +31,19 @@ FORBIDDEN = GatewayError(403, "gateway.forbidden", "The user may not do this")
 NOT_FOUND = GatewayError(404, "gateway.not_found", "The gateway does not serve this path")
 METHOD_NOT_ALLOWED = GatewayError(405, "gateway.method_not_allowed", "Method not allowed on this path")
 PAYLOAD_TOO_LARGE = GatewayError(413, "gateway.payload_too_large", "The request body is too large")
+TOO_MANY_ATTEMPTS = GatewayError(429, "gateway.too_many_attempts", "Too many failed logins from this address or for this user")
 INTERNAL_ERROR = GatewayError(500, "gateway.internal_error", "The gateway failed unexpectedly; nothing was forwarded after the failure")
 UPSTREAM_UNAVAILABLE = GatewayError(502, "gateway.upstream_unavailable", "The upstream could not be reached or gave no valid answer")
 AUDIT_UNAVAILABLE = GatewayError(503, "gateway.audit_unavailable", "The audit log cannot be written; nothing was forwarded")
 UPSTREAM_TIMEOUT = GatewayError(504, "gateway.upstream_unavailable", "The upstream did not answer in time")
 
+def too_many_attempts(retry_after: int) -> web.Response:
+    return TOO_MANY_ATTEMPTS.response(
+        f"{TOO_MANY_ATTEMPTS.message}; retry after {retry_after} s", headers={"Retry-After": str(retry_after)}
+    )
+
+
 ALL = (
-    BAD_REQUEST, UNAUTHORIZED, FORBIDDEN, NOT_FOUND, METHOD_NOT_ALLOWED, PAYLOAD_TOO_LARGE,
+    BAD_REQUEST, UNAUTHORIZED, FORBIDDEN, NOT_FOUND, METHOD_NOT_ALLOWED, PAYLOAD_TOO_LARGE, TOO_MANY_ATTEMPTS,
     INTERNAL_ERROR, UPSTREAM_UNAVAILABLE, AUDIT_UNAVAILABLE, UPSTREAM_TIMEOUT,
 )

@@ -23,7 +23,7 @@ from gateway.audit.fingerprint import fingerprint, hint, redact_snapshot
 from gateway.audit.record import AuditRecord, Outcome, utc_timestamp
 from gateway.audit.store import AuditStoreError
 from gateway.audit.writer import AuditWriter
-from gateway.auth import REVOKE, AuthenticationError, Authenticator
+from gateway.auth import REVOKE, AuthenticationError, Authenticator, Throttled
 from gateway.logs import Logger
 from gateway.outcome import interpret
 from gateway.proxy import Upstream, UpstreamError
@@ -83,7 +83,11 @@ async def _handle(request: web.Request, services: Services, exchange: Exchange) 
 
     # Auth: who is calling, and may they revoke tokens of this organisation?
     try:
-        user = await services.authenticator.authenticate(request.headers.get(hdrs.AUTHORIZATION))
+        user = await services.authenticator.authenticate(request.headers.get(hdrs.AUTHORIZATION), request.remote)
+    except Throttled as exc:
+        # Counted, and audited once per window by the throttle's summary (see gateway.throttle).
+        exchange.actor, exchange.error_code = exc.claimed, errors.TOO_MANY_ATTEMPTS.code
+        return errors.too_many_attempts(exc.retry_after)
     except AuthenticationError as exc:
         exchange.actor = exc.claimed
         await _record_refusal(services, exchange.record(Outcome.DENIED, error_code=errors.UNAUTHORIZED.code))
@@ -113,9 +117,14 @@ async def _handle(request: web.Request, services: Services, exchange: Exchange) 
         reply = await services.upstream.forward(request.method, target, request.headers, body)
     except UpstreamError as exc:
         failure = errors.UPSTREAM_TIMEOUT if exc.timeout else errors.UPSTREAM_UNAVAILABLE
-        outcome = exchange.record(Outcome.UPSTREAM_ERROR, error_code=f"upstream.{exc.kind}")
-        await _record_outcome(services, exchange, outcome)
-        return failure.response(f"{failure.message}: {exc.detail}")
+        # Once the request may have left, the token may be gone: say so, and do not retry.
+        fate = Outcome.UNKNOWN if exc.sent else Outcome.UPSTREAM_ERROR
+        await _record_outcome(services, exchange, exchange.record(fate, error_code=f"upstream.{exc.kind}"))
+        consequence = (
+            "; the deletion may or may not have happened upstream, and it was not retried" if exc.sent
+            else "; nothing reached the upstream"
+        )
+        return failure.response(f"{failure.message}: {exc.detail}{consequence}")
 
     # Outcome: durable before the caller hears anything.
     meaning = interpret(reply)

@@ -54,6 +54,7 @@ async def test_reconcile_against_the_stub(
         intent("c2", "load3", raw=False), intent("c2", "load3", raw=False, outcome="deleted"),
         intent("d", "load4", raw=False),           # raw token from the operator's file -> asked upstream
         intent("e", "load5", raw=False),           # nothing to go on -> stays pending
+        intent("f", "load6", raw=True), intent("f", "load6", raw=True, outcome="unknown"),  # sent, no answer
     ])
     async with aiohttp.ClientSession() as session:
         async with session.delete(f"{stub_url}/v1/o/myorg/oauth2/accesstokens/load2", headers=basic("myname")) as gone:
@@ -64,17 +65,19 @@ async def test_reconcile_against_the_stub(
             "--tokens-file", str(tmp_path / "tokens.txt"), "--operator", "ops"]
     assert 1 == await asyncio.to_thread(main, args)
     assert [
-        "record 3 (request a): not_deleted, recorded as 10",
-        "record 4 (request b): deleted, recorded as 11",
-        "record 5 (request c): not_deleted, recorded as 12",
-        "record 8 (request d): not_deleted, recorded as 13",
-        "record 9 (request e): still pending: the raw token is not stored and no later record for it exists; "
+        "record 3 (request a): not_deleted, recorded as 12",
+        "record 4 (request b): deleted, recorded as 13",
+        "record 5 (request c): not_deleted, recorded as 14",
+        "record 8 (request d): not_deleted, recorded as 15",
+        "record 11 (request f): not_deleted, recorded as 16",
+        "record 9 (request e): still open: the raw token is not stored and no later record for it exists; "
         "give it with --tokens-file",
-        "4 settled, 1 still pending",
+        "5 settled, 1 still open",
     ] == capsys.readouterr().out.splitlines()
     with sqlite3.connect(database) as db:
-        added = db.execute("SELECT request_id, outcome, upstream_status, error_code, snapshot FROM audit_events WHERE id > 9 ORDER BY id").fetchall()
-    assert [("a", "not_deleted", 200), ("b", "deleted", 404), ("c", "not_deleted", None), ("d", "not_deleted", 200)] == [
+        added = db.execute("SELECT request_id, outcome, upstream_status, error_code, snapshot FROM audit_events WHERE id > 11 ORDER BY id").fetchall()
+    assert [("a", "not_deleted", 200), ("b", "deleted", 404), ("c", "not_deleted", None), ("d", "not_deleted", 200),
+            ("f", "not_deleted", 200)] == [
         row[:3] for row in added
     ]
     assert {"reconciled"} == {row[3] for row in added}

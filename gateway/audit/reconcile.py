@@ -1,8 +1,9 @@
-"""``gateway audit reconcile``: settle the intents whose outcome was never recorded.
+"""``gateway audit reconcile``: settle the calls whose fate was never known.
 
 A pending intent alone means the gateway stopped between forwarding a DELETE and recording
-what came back, so whether the token was deleted is unknown. Reconciliation finds out and
-appends the missing outcome, chained like any other record:
+what came back; an ``unknown`` outcome means the call left but no usable answer came back
+(read timeout, reset). Either way, whether the token was deleted is open. Reconciliation finds
+out and appends the settled outcome with the same request id, chained like any other record:
 
 1. If the raw token is at hand (``audit.store_raw_tokens``, or given by the operator), the
    upstream is asked (GET on the token): gone means ``deleted``, still there ``not_deleted``.
@@ -47,13 +48,13 @@ async def reconcile(
     ask_upstream: AskUpstream | None,
     tokens: Mapping[str, str],
 ) -> tuple[list[Settled], list[Unsettled]]:
-    """Decide each orphan intent; returns the outcome records to append and what stays open.
+    """Decide each open call; returns the outcome records to append and what stays open.
 
     ``tokens`` maps SHA-256 fingerprints to raw tokens the operator supplied.
     """
     settled: list[Settled] = []
     unsettled: list[Unsettled] = []
-    for intent in await store.pending_without_outcome():
+    for intent in await store.unsettled():
         raw = intent.token or (tokens.get(intent.token_sha256) if intent.token_sha256 else None)
         if raw is not None and intent.org is not None and ask_upstream is not None:
             try:

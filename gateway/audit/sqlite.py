@@ -175,11 +175,20 @@ class SQLiteAuditStore:
             raise AuditStoreError(f"cannot read {self.path}: {exc}") from None
 
     async def pending_without_outcome(self) -> list[AuditRecord]:
+        return await self._last_of_their_request(("pending",))
+
+    async def unsettled(self) -> list[AuditRecord]:
+        """Calls whose fate is open: intents without an outcome, and ``unknown`` outcomes not
+        settled since (a reconciled outcome shares the request id and comes later)."""
+        return await self._last_of_their_request(("pending", "unknown"))
+
+    async def _last_of_their_request(self, outcomes: tuple[str, ...]) -> list[AuditRecord]:
+        marks = ", ".join("?" for _ in outcomes)
         return await self._select(
-            f"SELECT {_COLUMNS} FROM {TABLE} AS intent WHERE outcome = 'pending' AND NOT EXISTS "
-            f"(SELECT 1 FROM {TABLE} AS later WHERE later.request_id = intent.request_id AND later.id > intent.id) "
+            f"SELECT {_COLUMNS} FROM {TABLE} AS record WHERE outcome IN ({marks}) AND NOT EXISTS "
+            f"(SELECT 1 FROM {TABLE} AS later WHERE later.request_id = record.request_id AND later.id > record.id) "
             "ORDER BY id",
-            [],
+            list(outcomes),
         )
 
     async def later_outcome_for_token(self, token_sha256: str, after_id: int) -> AuditRecord | None:

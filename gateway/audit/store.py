@@ -45,4 +45,7 @@ class AuditStore(Protocol):
     async def pending_without_outcome(self) -> list[AuditRecord]:
         """Intents whose outcome was never recorded (the gateway stopped in between)."""
 
+    async def unsettled(self) -> list[AuditRecord]:
+        """Intents without an outcome, and ``unknown`` outcomes not reconciled since."""
+
     async def close(self) -> None: ...

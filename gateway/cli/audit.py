@@ -61,7 +61,7 @@ def register(commands: Any) -> None:
     head = command(audit_commands, "head", cmd_head, "Print the chain's head, to anchor it outside the host.", HEAD_HELP)
     database_options(head)
 
-    settle = command(audit_commands, "reconcile", cmd_reconcile, "Settle intents that never got an outcome.", RECONCILE_HELP)
+    settle = command(audit_commands, "reconcile", cmd_reconcile, "Settle calls whose outcome is pending or unknown.", RECONCILE_HELP)
     database_options(settle)
     settle.add_argument("--upstream", metavar="URL", help="the Apigee (or stub) base URL to ask (default: upstream.url)")
     settle.add_argument("--user", help=f"Apigee user for the GETs (password from ${PASSWORD_ENV}, or asked); "
@@ -118,11 +118,12 @@ Example:
   gateway audit head --config /etc/apigee-audit-gateway/config.toml
 """
 RECONCILE_HELP = """\
-Settle the intents that never got an outcome (the gateway stopped between forwarding and
-recording). With the raw token (stored by audit.store_raw_tokens, or given in --tokens-file)
+Settle the calls whose fate is open: intents that never got an outcome (the gateway stopped
+between forwarding and recording) and "unknown" outcomes (the call left, but no usable answer
+came back). With the raw token (stored by audit.store_raw_tokens, or given in --tokens-file)
 it asks the upstream: a token that is gone means "deleted", one still there "not_deleted".
-Otherwise a later record for the same token decides. Each answer is appended as the intent's
-outcome. Exit 0 when all are settled, 1 when some remain.
+Otherwise a later record for the same token decides. Each answer is appended as the call's
+outcome, with its request id. Exit 0 when all are settled, 1 when some remain.
 
 Example:
   gateway audit reconcile --config /etc/apigee-audit-gateway/config.toml --tokens-file revoked.txt
@@ -233,8 +234,8 @@ def cmd_reconcile(args: argparse.Namespace) -> int:
         for offset, item in enumerate(settled):
             print(f"record {item.intent.id} (request {item.intent.request_id}): {item.outcome.outcome}, recorded as {first + offset}")
     for item in unsettled:
-        print(f"record {item.intent.id} (request {item.intent.request_id}): still pending: {item.reason}")
-    print(f"{len(settled)} settled, {len(unsettled)} still pending")
+        print(f"record {item.intent.id} (request {item.intent.request_id}): still open: {item.reason}")
+    print(f"{len(settled)} settled, {len(unsettled)} still open")
     return 0 if not unsettled else 1
 
 
