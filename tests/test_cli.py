@@ -31,7 +31,7 @@ async def running(*args: str, cwd: Path) -> AsyncIterator[tuple[str, list[str]]]
     assert process.stdout is not None and process.stderr is not None
     try:
         printed: list[str] = []
-        while not (match := re.search(r"[Ll]istening on (http://\S+)", printed[-1] if printed else "")):
+        while not (match := re.search(r"[Ll]istening on (https?://\S+)", printed[-1] if printed else "")):
             line = (await asyncio.wait_for(process.stdout.readline(), START_TIMEOUT)).decode()
             assert line, "exited early: " + "".join(printed) + (await process.stderr.read()).decode()
             printed.append(line.rstrip("\n"))

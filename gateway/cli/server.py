@@ -22,6 +22,7 @@ from gateway.passwords import hash_password
 from gateway.stub import Seed, load_seed
 from gateway.stub.app import serve_stub
 from gateway.stub.seed import DEMO_ORG, DEMO_PASSWORD, DEMO_USER, SAMPLE_TOKEN
+from gateway.tls import listener_tls
 
 
 def register(commands: Any) -> None:
@@ -88,13 +89,14 @@ async def _serve(config: Config) -> int:
     runner = web.AppRunner(app, access_log=None, handle_signals=False)
     await runner.setup()
     try:
-        site = web.TCPSite(runner, config.server.host, config.server.port)
+        tls = listener_tls(config)
+        site = web.TCPSite(runner, config.server.host, config.server.port, ssl_context=tls)
         try:
             await site.start()
         except OSError as exc:
             raise CommandError(f"cannot listen on {config.server.host}:{config.server.port}: {exc.strerror or exc}") from None
         host, port = runner.addresses[0][:2]
-        base = f"http://{host}:{port}"
+        base = f"{'https' if tls else 'http'}://{host}:{port}"
         _print_banner(app, base)
         get_logger().info("started", listen=base, upstream=app[UPSTREAM_URL], audit_database=str(config.database_path))
         await _until_signalled()

@@ -1,0 +1,98 @@
+"""TLS on both sides: HTTPS on the listener (from [server]), and the upstream's certificate
+verified against the system's CAs or a given bundle."""
+
+from __future__ import annotations
+
+import ssl
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+import trustme
+
+from conftest import SAMPLE_PATH, USERS, GatewayFactory, basic, make_config, rows
+from gateway.cli import main
+from gateway.stub import demo_seed, make_stub_app
+from test_cli import ROOT, running
+from test_stub import documented_sample
+
+
+@pytest.fixture(scope="module")
+def authority() -> trustme.CA:
+    return trustme.CA()
+
+
+def server_files(authority: trustme.CA, folder: Path) -> tuple[Path, Path]:
+    certificate = authority.issue_cert("127.0.0.1", "localhost")
+    cert, key = folder / "cert.pem", folder / "key.pem"
+    certificate.private_key_and_cert_chain_pem.write_to_path(str(key))  # key first, then the chain
+    certificate.cert_chain_pems[0].write_to_path(str(cert))
+    for extra in certificate.cert_chain_pems[1:]:
+        extra.write_to_path(str(cert), append=True)
+    return cert, key
+
+
+def client_context(authority: trustme.CA) -> ssl.SSLContext:
+    context = ssl.create_default_context()
+    authority.configure_trust(context)
+    return context
+
+
+async def test_the_listener_speaks_https(tmp_path: Path, authority: trustme.CA) -> None:
+    cert, key = server_files(authority, tmp_path)
+    user = USERS[0]
+    config = tmp_path / "gw.toml"
+    config.write_text(
+        f"[server]\ntls_cert = 'cert.pem'\ntls_key = 'key.pem'\n[audit]\ndatabase = 'audit.db'\n"
+        f"[[users]]\nname = '{user['name']}'\npassword_hash = '{user['password_hash']}'\norgs = ['myorg']\n"
+    )
+    async with running("serve", "--config", str(config), "--port", "0", cwd=ROOT) as (url, _):
+        assert url.startswith("https://127.0.0.1:")
+        async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=client_context(authority))) as session:
+            async with session.delete(url + SAMPLE_PATH, headers=basic("myname")) as response:
+                assert (200, documented_sample()) == (response.status, await response.read())
+        async with aiohttp.ClientSession() as session:  # the system's CAs do not know this one
+            with pytest.raises(aiohttp.ClientConnectorCertificateError):
+                await session.delete(url + SAMPLE_PATH, headers=basic("myname"))
+    assert ["pending", "deleted"] == [row["outcome"] for row in rows(tmp_path / "audit.db")]
+
+
+def test_an_unusable_certificate_is_a_one_line_config_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    (tmp_path / "cert.pem").write_text("not a certificate\n")
+    (tmp_path / "key.pem").write_text("not a key\n")
+    config = tmp_path / "gw.toml"
+    config.write_text("[server]\nport = 0\ntls_cert = 'cert.pem'\ntls_key = 'key.pem'\n[audit]\ndatabase = 'audit.db'\n")
+    assert 2 == main(["serve", "--config", str(config)])
+    err = capsys.readouterr().err
+    assert err.startswith(f"gateway: error: {config}: server.tls_cert: cannot use the certificate and key: ")
+    assert 1 == len(err.splitlines())
+    config.write_text("[server]\ntls_cert = 'cert.pem'\n")
+    assert 2 == main(["serve", "--config", str(config)])
+    assert f"gateway: error: {config}: server.tls_key: HTTPS needs both server.tls_cert and server.tls_key\n" == capsys.readouterr().err
+
+
+async def test_the_upstream_certificate_is_verified(
+    tmp_path: Path, authority: trustme.CA, aiohttp_server: Any, gateway: GatewayFactory
+) -> None:
+    server_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    authority.issue_cert("127.0.0.1").configure_cert(server_context)
+    stub = await aiohttp_server(make_stub_app(demo_seed()), ssl=server_context)
+    upstream = str(stub.make_url("")).rstrip("/")
+    assert upstream.startswith("https://")
+    authority.cert_pem.write_to_path(str(tmp_path / "ca.pem"))
+
+    (tmp_path / "with-ca").mkdir()
+    (tmp_path / "system-cas").mkdir()
+    trusting = await gateway(make_config(tmp_path / "with-ca", upstream={"url": upstream, "ca_bundle": str(tmp_path / "ca.pem")}))
+    response = await trusting.delete(SAMPLE_PATH, headers=basic("myname"))
+    assert (200, documented_sample()) == (response.status, await response.read())
+
+    doubting = await gateway(make_config(tmp_path / "system-cas", upstream=upstream))
+    response = await doubting.delete("/v1/o/myorg/oauth2/accesstokens/anyToken", headers=basic("myname"))
+    assert 502 == response.status
+    message = (await response.json())["message"]
+    assert message.startswith("The upstream could not be reached or gave no valid answer: cannot connect: ")
+    assert "certificate verify failed" in message
+    outcome = rows(tmp_path / "system-cas" / "audit.db")[-1]
+    assert ("upstream_error", "upstream.connect_failed") == (outcome["outcome"], outcome["error_code"])
