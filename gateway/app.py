@@ -91,7 +91,9 @@ async def _lifetime(app: web.Application) -> AsyncIterator[None]:
         stack.callback(app[PENDING_CHECK].cancel)
         if seed is not None:
             app[STUB_SEED] = seed
-            app[UPSTREAM_URL] = await stack.enter_async_context(serve_stub(seed))
+            app[UPSTREAM_URL] = await stack.enter_async_context(
+                serve_stub(seed, admin=config.stub.admin, delay=config.stub.delay)
+            )
         else:
             app[UPSTREAM_URL] = config.upstream.url
         upstream = config.upstream

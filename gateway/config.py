@@ -83,6 +83,12 @@ def positive_number(value: Any) -> float:
     return float(value)
 
 
+def non_negative_number(value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < float("inf"):
+        raise ValueError(f"expected a number, 0 or more, got {_show(value)}")
+    return float(value)
+
+
 def one_of(*choices: str) -> Check:
     def check(value: Any) -> str:
         if value not in choices:
@@ -260,6 +266,17 @@ class StubConfig:
         "made on first use.",
         count,
         0,
+    )
+    admin: bool = setting(
+        "Serve the stub's admin endpoints under /_stub/ (request journal, token creation, fault "
+        "injection) for rehearsing upstream failures. They take no credentials: test setups only.",
+        boolean,
+        False,
+    )
+    delay: float = setting(
+        "Seconds the stub waits before every answer on the Apigee paths, to rehearse a slow Apigee.",
+        non_negative_number,
+        0.0,
     )
 
 

@@ -60,9 +60,21 @@ class _Handler(logging.Handler):
 
     def emit(self, record: logging.LogRecord) -> None:
         try:
+            _without_exception_text(record)
             self._buffer.urgent(self.format(record))
         except Exception:  # noqa: BLE001 - logging must never take the gateway down
             self.handleError(record)
+
+
+def _without_exception_text(record: logging.LogRecord) -> None:
+    """Keep an exception's type, drop its text and traceback: aiohttp's parser errors quote
+    the offending request line or header (an Authorization value, a token in a path), and a
+    traceback is not what an operator should read. The request's own log line says the rest."""
+    if record.exc_info and record.exc_info[0] is not None:
+        record.msg = f"{record.getMessage()} ({record.exc_info[0].__name__})"
+        record.args = None
+        record.exc_info = record.exc_text = None
+        record.stack_info = None
 
 
 _buffer: LineBuffer | None = None

@@ -77,7 +77,7 @@ def make_session(
 ) -> aiohttp.ClientSession:
     """The one client session: pooled keep-alive connections, bounded waits, bytes untouched."""
     tls: ssl.SSLContext | bool = False if not verify_tls else ssl.create_default_context(cafile=ca_bundle or None)
-    return aiohttp.ClientSession(
+    session = aiohttp.ClientSession(
         connector=aiohttp.TCPConnector(ssl=tls, limit=0),
         timeout=aiohttp.ClientTimeout(total=None, connect=connect_timeout, sock_read=read_timeout),
         auto_decompress=False,
@@ -85,6 +85,14 @@ def make_session(
         # Cookies set by the upstream for one caller must never ride along with another's call.
         cookie_jar=aiohttp.DummyCookieJar(),
     )
+    # aiohttp silently sends an idempotent request (DELETE among them) a second time when a
+    # kept-alive connection drops before the answer. A deletion whose fate is unknown must not
+    # be repeated behind the audit log's back, and the only switch is this attribute (the one
+    # aiohttp's own test client uses). Refuse to run where it is gone rather than retry.
+    if not hasattr(session, "_retry_connection"):
+        raise RuntimeError(f"aiohttp {aiohttp.__version__} cannot be kept from retrying DELETEs; use aiohttp 3.10 to 3.x")
+    session._retry_connection = False
+    return session
 
 
 class Upstream:
@@ -118,7 +126,9 @@ class Upstream:
             raise UpstreamError("read_timeout", "no answer within the read timeout", timeout=True, sent=True) from None
         except aiohttp.ServerDisconnectedError:
             raise UpstreamError("disconnected", "the upstream closed the connection without answering", timeout=False, sent=True) from None
-        except (aiohttp.ClientPayloadError, HttpProcessingError, aiohttp.ClientResponseError):
+        except aiohttp.ClientPayloadError:
+            raise UpstreamError("incomplete", "the upstream's answer was cut off mid-body", timeout=False, sent=True) from None
+        except (HttpProcessingError, aiohttp.ClientResponseError):
             raise UpstreamError("malformed", "the upstream sent a malformed HTTP response", timeout=False, sent=True) from None
         except (aiohttp.ClientError, OSError) as exc:
             # Deliberately not str(exc): client errors can carry the URL, and the URL the token.

@@ -40,6 +40,14 @@ def register(commands: Any) -> None:
         "--generate", type=arg(count), metavar="N",
         help="also hold N load-test tokens load0 ... load<N-1> in every organisation (overrides [stub] generated_tokens)",
     )
+    stub.add_argument(
+        "--admin", action="store_true", default=None,
+        help="serve the admin endpoints under /_stub/: request journal, token creation, faults (overrides [stub] admin)",
+    )
+    stub.add_argument(
+        "--delay", type=arg(_seconds), metavar="SECONDS",
+        help="wait this long before every answer, as a slow Apigee would (overrides [stub] delay)",
+    )
 
     command(commands, "hash-password", cmd_hash_password, "Print a password hash for the config.", HASH_HELP)
 
@@ -56,8 +64,12 @@ STUB_HELP = """\
 Run the local Apigee stub alone: the token endpoints of the Apigee Edge management API,
 in memory, answering exactly as Apigee's documentation shows.
 
+With --admin, tests can read what reached it, add tokens and make it fail on demand
+(HTTP errors, dropped connections, malformed answers, delays) under /_stub/.
+
 Example:
   gateway stub --port 8081 --seed tokens.json
+  gateway stub --port 0 --admin --delay 0.5
 """
 HASH_HELP = """\
 Read a password (prompted twice on a terminal, or one line from standard input) and print
@@ -70,6 +82,9 @@ Example:
 
 
 # serve ---------------------------------------------------------------------------------------
+
+DRAIN_MARGIN = 5.0
+"""Seconds beyond the longest a call can take, for the last commits on SIGTERM."""
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
@@ -86,7 +101,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 async def _serve(config: Config) -> int:
     app = build_app(config)
-    runner = web.AppRunner(app, access_log=None, handle_signals=False)
+    # On SIGTERM, calls in flight finish (each is bounded by these waits) before the writer closes.
+    upstream, audit = config.upstream, config.audit
+    drain = upstream.connect_timeout + upstream.read_timeout + 2 * audit.busy_timeout + DRAIN_MARGIN
+    runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=drain)
     await runner.setup()
     try:
         tls = listener_tls(config)
@@ -148,16 +166,34 @@ def cmd_stub(args: argparse.Namespace) -> int:
     seed = dataclasses.replace(seed, generated=generated)
     host = args.host if args.host is not None else config.stub.host
     port = args.port if args.port is not None else config.stub.port
+    admin = args.admin if args.admin is not None else config.stub.admin
+    delay = args.delay if args.delay is not None else config.stub.delay
     configure_logging(config.logging.format, config.logging.level)
-    return run_loop(_stub(seed, host, port))
+    return run_loop(_stub(seed, host, port, admin=admin, delay=delay))
 
 
-async def _stub(seed: Seed, host: str, port: int) -> int:
+def _seconds(text: str) -> float:
     try:
-        async with serve_stub(seed, host, port) as url:
+        seconds = float(text)
+    except ValueError:
+        seconds = -1.0
+    if not 0 <= seconds < float("inf"):
+        raise ValueError(f"{text!r} is not a number of seconds, 0 or more")
+    return seconds
+
+
+async def _stub(seed: Seed, host: str, port: int, *, admin: bool, delay: float) -> int:
+    try:
+        async with serve_stub(seed, host, port, admin=admin, delay=delay) as url:
             tokens = sum(len(tokens) for tokens in seed.orgs.values())
             generated = f" + {seed.generated} load-test tokens per organisation" if seed.generated else ""
-            print(f"Apigee stub listening on {url} ({len(seed.users)} users, {tokens} tokens{generated})", flush=True)
+            extras = ([f"; admin endpoints under {url}/_stub/"] if admin else []) + (
+                [f"; every answer delayed {delay:g} s"] if delay else []
+            )
+            print(
+                f"Apigee stub listening on {url} ({len(seed.users)} users, {tokens} tokens{generated}){''.join(extras)}",
+                flush=True,
+            )
             await _until_signalled()
     except OSError as exc:
         raise CommandError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None

@@ -7,81 +7,43 @@ only HTTP to each other.
 
 from __future__ import annotations
 
+import asyncio
 import hmac
-import json
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import Any
-from xml.sax.saxutils import escape
 
 from aiohttp import hdrs, web
+from aiohttp.typedefs import Handler, Middleware
 
 from gateway.basic import MalformedCredentials, parse_basic
 from gateway.stub import jackson
-from gateway.stub.seed import LOAD_PREFIX, Seed, load_token
+from gateway.stub.admin import FAULTS, JOURNAL, add_admin, is_admin
+from gateway.stub.errors import error_response
+from gateway.stub.faults import answer
+from gateway.stub.journal import entry
+from gateway.stub.seed import Seed
+from gateway.stub.store import STORE, TokenStore
 
 INVALID_TOKEN_CODE = "keymanagement.service.invalid_account_name"
 INVALID_TOKEN_MESSAGE = "Invalid Access Token"
 
 TOKEN_ROUTE = "/v1/{alias:o|organizations}/{org}/oauth2/accesstokens/{token}"
 
-
-class TokenStore:
-    """Tokens per organisation, each kept as given so it is returned in the same form.
-
-    Besides the seeded tokens, each organisation may hold ``generated`` load-test tokens named
-    ``load0``, ``load1``, ...: made on first use, so millions cost memory only once deleted.
-    """
-
-    def __init__(self, orgs: dict[str, list[dict[str, Any]]], generated: int = 0) -> None:
-        self._orgs: dict[str, dict[str, dict[str, Any]]] = {}
-        self._generated = generated
-        self._deleted_generated: dict[str, set[int]] = {}
-        for org, tokens in orgs.items():
-            self.add(org, tokens)
-
-    def add(self, org: str, tokens: Iterable[dict[str, Any]]) -> None:
-        known = self._orgs.setdefault(org, {})
-        for token in tokens:
-            known[token["token"]] = token
-
-    def get(self, org: str, token: str) -> dict[str, Any] | None:
-        seeded = self._orgs.get(org, {}).get(token)
-        if seeded is not None:
-            return seeded
-        index = self._generated_index(org, token)
-        return None if index is None else load_token(token)
-
-    def delete(self, org: str, token: str) -> dict[str, Any] | None:
-        seeded = self._orgs.get(org, {}).pop(token, None)
-        if seeded is not None:
-            return seeded
-        index = self._generated_index(org, token)
-        if index is None:
-            return None
-        self._deleted_generated.setdefault(org, set()).add(index)
-        return load_token(token)
-
-    def _generated_index(self, org: str, token: str) -> int | None:
-        """The index of a live generated token, or None."""
-        digits = token.removeprefix(LOAD_PREFIX)
-        if not self._generated or org not in self._orgs or digits == token or not digits.isdigit():
-            return None
-        index = int(digits)
-        if str(index) != digits or index >= self._generated or index in self._deleted_generated.get(org, ()):
-            return None
-        return index
-
-
-STORE = web.AppKey("stub_store", TokenStore)
 USERS = web.AppKey("stub_users", dict)
 
 
-def make_stub_app(seed: Seed) -> web.Application:
-    """The stub as an aiohttp application, seeded with ``seed``."""
-    app = web.Application()
+def make_stub_app(seed: Seed, *, admin: bool = False, delay: float = 0.0) -> web.Application:
+    """The stub as an aiohttp application, seeded with ``seed``.
+
+    ``admin`` adds the ``/_stub/`` endpoints (request journal, token creation, faults);
+    ``delay`` holds every emulated answer back that many seconds, as a slow Apigee would.
+    Without either, the request path is exactly the plain emulator's, for benchmarks.
+    """
+    app = web.Application(middlewares=[_rehearsal(admin=admin, delay=delay)] if admin or delay else [])
     app[STORE] = TokenStore(seed.orgs, seed.generated)
     app[USERS] = dict(seed.users)
+    if admin:
+        add_admin(app)
     app.router.add_route("GET", TOKEN_ROUTE, token_resource)
     app.router.add_route("DELETE", TOKEN_ROUTE, token_resource)
     app.router.add_route("*", "/{tail:.*}", unknown_path)
@@ -109,17 +71,26 @@ async def unknown_path(request: web.Request) -> web.Response:
     )
 
 
-def error_response(
-    request: web.Request, status: int, code: str, message: str, *, headers: dict[str, str] | None = None
-) -> web.Response:
-    """Apigee's error shape: XML by default, JSON when the caller accepts it."""
-    if "application/json" in request.headers.get(hdrs.ACCEPT, ""):
-        body = json.dumps({"code": code, "message": message, "contexts": []})
-        content_type = "application/json"
-    else:
-        body = f"<Error> <Code>{escape(code)}</Code> <Message>{escape(message)}</Message> <Contexts/> </Error>"
-        content_type = "application/xml"
-    return web.Response(status=status, body=body.encode(), content_type=content_type, headers=headers)
+def _rehearsal(*, admin: bool, delay: float) -> Middleware:
+    """Journal each emulated request, then hold it back and apply the fault in force, if any."""
+
+    @web.middleware
+    async def rehearse(request: web.Request, handler: Handler) -> web.StreamResponse:
+        fault = None
+        if admin:
+            if is_admin(request):
+                return await handler(request)
+            request.app[JOURNAL].add(entry(request))
+            fault = request.app[FAULTS].take()
+        if delay:
+            await asyncio.sleep(delay)
+        if fault is not None:
+            faulted = await answer(request, fault)
+            if faulted is not None:
+                return faulted
+        return await handler(request)
+
+    return rehearse
 
 
 def _authorized(request: web.Request) -> bool:
@@ -135,9 +106,11 @@ def _authorized(request: web.Request) -> bool:
 
 
 @asynccontextmanager
-async def serve_stub(seed: Seed, host: str = "127.0.0.1", port: int = 0) -> AsyncIterator[str]:
+async def serve_stub(
+    seed: Seed, host: str = "127.0.0.1", port: int = 0, *, admin: bool = False, delay: float = 0.0
+) -> AsyncIterator[str]:
     """Run the stub on ``host:port`` (0: any free port) and yield its base URL."""
-    runner = web.AppRunner(make_stub_app(seed), access_log=None)
+    runner = web.AppRunner(make_stub_app(seed, admin=admin, delay=delay), access_log=None)
     await runner.setup()
     try:
         site = web.TCPSite(runner, host, port)

@@ -39,7 +39,7 @@ _ALPHANUMERIC = string.ascii_letters + string.digits
 
 
 class SeedError(Exception):
-    """A seed file that cannot be used; the message names the file and the offending entry."""
+    """Seed data that cannot be used (a seed file, or tokens posted to the admin endpoint); the message names the entry."""
 
 
 @dataclass
@@ -100,10 +100,15 @@ def load_seed(path: Path) -> Seed:
     except (OSError, UnicodeDecodeError) as exc:
         raise SeedError(f"{path}: cannot read: {_reason(exc)}") from None
     try:
-        data = json.loads(text, parse_float=Decimal, parse_constant=_reject_constant)
+        data = exact_json(text)
     except ValueError as exc:
         raise SeedError(f"{path}: invalid JSON: {exc}") from None
     return parse_seed(data, source=str(path))
+
+
+def exact_json(text: str | bytes) -> Any:
+    """Parse JSON keeping numbers as written (``1.50`` stays ``1.50``) and refusing NaN and Infinity."""
+    return json.loads(text, parse_float=Decimal, parse_constant=_reject_constant)
 
 
 def parse_seed(data: Any, *, source: str) -> Seed:
@@ -122,21 +127,26 @@ def parse_seed(data: Any, *, source: str) -> Seed:
     orgs = data.get("orgs", {})
     if not isinstance(orgs, dict):
         raise SeedError(f"{source}: orgs: expected an object of organisation name to a list of tokens")
-    for org, tokens in orgs.items():
-        if not isinstance(tokens, list):
-            raise SeedError(f"{source}: orgs.{org}: expected a list of token objects")
-        seen: set[str] = set()
-        for index, token in enumerate(tokens):
-            where = f"{source}: orgs.{org}[{index}]"
-            if not isinstance(token, dict):
-                raise SeedError(f"{where}: expected a token object")
-            value = token.get("token")
-            if not isinstance(value, str) or not value:
-                raise SeedError(f"{where}: missing \"token\" (a non-empty string)")
-            if value in seen:
-                raise SeedError(f"{where}: token is listed twice")
-            seen.add(value)
-    return Seed(users=dict(users), orgs={org: list(tokens) for org, tokens in orgs.items()})
+    checked = {org: check_tokens(tokens, f"{source}: orgs.{org}") for org, tokens in orgs.items()}
+    return Seed(users=dict(users), orgs=checked)
+
+
+def check_tokens(tokens: Any, where: str) -> list[dict[str, Any]]:
+    """A list of token snapshots, each with a distinct non-empty "token"; errors name the entry."""
+    if not isinstance(tokens, list):
+        raise SeedError(f"{where}: expected a list of token objects")
+    seen: set[str] = set()
+    for index, token in enumerate(tokens):
+        entry = f"{where}[{index}]"
+        if not isinstance(token, dict):
+            raise SeedError(f"{entry}: expected a token object")
+        value = token.get("token")
+        if not isinstance(value, str) or not value:
+            raise SeedError(f"{entry}: missing \"token\" (a non-empty string)")
+        if value in seen:
+            raise SeedError(f"{entry}: token is listed twice")
+        seen.add(value)
+    return list(tokens)
 
 
 def _reject_constant(name: str) -> Any:

@@ -1,0 +1,132 @@
+"""Every way the upstream can fail, rehearsed with the stub's fault injection: the caller gets a
+precise 502/504 (or Apigee's own 5xx, passed through), the audit log says what happened and
+whether the token may be gone, nothing is retried, and the gateway goes on serving."""
+
+from __future__ import annotations
+
+import dataclasses
+import socket
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aiohttp.test_utils import TestClient
+
+from conftest import GatewayFactory, basic, make_config, rows
+from gateway.stub import demo_seed, make_stub_app
+
+TOKEN_PATH = "/v1/o/myorg/oauth2/accesstokens/{}"
+
+
+@pytest.fixture
+async def stub(aiohttp_client: Any) -> TestClient:
+    """The real stub with its admin endpoints, for faults and its request journal."""
+    return await aiohttp_client(make_stub_app(dataclasses.replace(demo_seed(), generated=50), admin=True))
+
+
+async def through(tmp_path: Path, gateway: GatewayFactory, stub: TestClient, **upstream: Any) -> TestClient:
+    url = str(stub.make_url("")).rstrip("/")
+    return await gateway(make_config(tmp_path, upstream={"url": url, **upstream}))
+
+
+async def deletes_seen(stub: TestClient) -> list[str]:
+    journal = await (await stub.get("/_stub/requests")).json()
+    return [entry["path"] for entry in journal["requests"] if entry["method"] == "DELETE"]
+
+
+def last_outcome(tmp_path: Path) -> tuple[str, str | None, int | None]:
+    record = rows(tmp_path / "audit.db")[-1]
+    return record["outcome"], record["error_code"], record["upstream_status"]
+
+
+@pytest.mark.parametrize(
+    ("fault", "status", "message", "outcome", "cause"),
+    [
+        ({"kind": "empty"}, 502,
+         "The upstream could not be reached or gave no valid answer: the upstream closed the connection without answering",
+         "unknown", "upstream.disconnected"),
+        ({"kind": "reset"}, 502,
+         "The upstream could not be reached or gave no valid answer: the upstream's answer was cut off mid-body",
+         "unknown", "upstream.incomplete"),
+        ({"kind": "malformed"}, 502,
+         "The upstream could not be reached or gave no valid answer: the upstream sent a malformed HTTP response",
+         "unknown", "upstream.malformed"),
+        ({"kind": "none", "delay": 1.0}, 504,
+         "The upstream did not answer in time: no answer within the read timeout",
+         "unknown", "upstream.read_timeout"),
+    ],
+    ids=["empty-response", "reset-mid-response", "malformed-http", "read-timeout"],
+)
+async def test_a_call_that_left_but_got_no_answer_is_unknown_and_never_retried(
+    tmp_path: Path, gateway: GatewayFactory, stub: TestClient,
+    fault: dict[str, Any], status: int, message: str, outcome: str, cause: str,
+) -> None:
+    client = await through(tmp_path, gateway, stub, read_timeout=0.3)
+    assert 200 == (await stub.put("/_stub/fault", json={**fault, "times": 1})).status
+    response = await client.delete(TOKEN_PATH.format("load1"), headers=basic("myname"))
+    assert status == response.status
+    assert {
+        "code": "gateway.upstream_unavailable",
+        "message": message + "; the deletion may or may not have happened upstream, and it was not retried",
+        "contexts": [],
+    } == await response.json()
+    assert (outcome, cause, None) == last_outcome(tmp_path)
+    assert [TOKEN_PATH.format("load1")] == await deletes_seen(stub)  # sent once, not twice
+    # The fault was for one call: the gateway serves the next one normally.
+    assert 200 == (await client.delete(TOKEN_PATH.format("load2"), headers=basic("myname"))).status
+    assert ("deleted", None, 200) == last_outcome(tmp_path)
+
+
+async def test_apigee_5xx_is_passed_through_and_recorded(tmp_path: Path, gateway: GatewayFactory, stub: TestClient) -> None:
+    body = '{"code": "messaging.adaptors.http.flow.ServiceUnavailable", "message": "down", "contexts": []}'
+    client = await through(tmp_path, gateway, stub)
+    await stub.put("/_stub/fault", json={"kind": "status", "status": 503, "body": body, "times": 1})
+    response = await client.delete(TOKEN_PATH.format("load1"), headers=basic("myname"))
+    assert (503, body.encode()) == (response.status, await response.read())
+    assert ("upstream_error", "messaging.adaptors.http.flow.ServiceUnavailable", 503) == last_outcome(tmp_path)
+
+
+@pytest.fixture
+def unanswering_port() -> Iterator[int]:
+    """A loopback port whose accept queue is full: connection attempts hang, as to a host that drops SYNs."""
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(0)
+    port = listener.getsockname()[1]
+    fillers = []
+    for _ in range(3):
+        filler = socket.socket()
+        filler.setblocking(False)
+        filler.connect_ex(("127.0.0.1", port))
+        fillers.append(filler)
+    try:
+        yield port
+    finally:
+        for sock in [*fillers, listener]:
+            sock.close()
+
+
+async def test_connect_timeout_gives_504_and_nothing_was_sent(tmp_path: Path, gateway: GatewayFactory, unanswering_port: int) -> None:
+    client = await gateway(make_config(tmp_path, upstream={"url": f"http://127.0.0.1:{unanswering_port}", "connect_timeout": 0.2}))
+    response = await client.delete(TOKEN_PATH.format("load1"), headers=basic("myname"))
+    assert 504 == response.status
+    assert {
+        "code": "gateway.upstream_unavailable",
+        "message": "The upstream did not answer in time: no connection within the connect timeout; nothing reached the upstream",
+        "contexts": [],
+    } == await response.json()
+    assert ("upstream_error", "upstream.connect_timeout", None) == last_outcome(tmp_path)
+
+
+async def test_refused_calls_never_reach_the_upstream(tmp_path: Path, gateway: GatewayFactory, stub: TestClient) -> None:
+    """The stub's journal is the upstream's own word: 401, 403, 400, 404, 405 and 429 forward nothing."""
+    client = await through(tmp_path, gateway, stub)
+    await client.delete(TOKEN_PATH.format("load1"), headers=basic("myname", "wrong"))
+    await client.delete("/v1/o/otherorg/oauth2/accesstokens/load1", headers=basic("myname"))
+    await client.delete(TOKEN_PATH.format("bad%2Ftoken"), headers=basic("myname"))
+    await client.delete("/v1/o/myorg/apps", headers=basic("myname"))
+    await client.get(TOKEN_PATH.format("load1"), headers=basic("myname"))
+    assert [] == (await (await stub.get("/_stub/requests")).json())["requests"]
+    assert 200 == (await client.delete(TOKEN_PATH.format("load1"), headers=basic("myname"))).status
+    assert [TOKEN_PATH.format("load1")] == await deletes_seen(stub)
