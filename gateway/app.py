@@ -40,6 +40,7 @@ MAX_HEADER_FIELD = 16 * 1024
 """Large enough that an oversized Authorization header reaches our own 401, not aiohttp's 400."""
 PENDING_CHECK = web.AppKey("pending_check", asyncio.Task)
 """The start-up look for intents without an outcome; in the background, as it reads the whole log."""
+MIB = 1024 * 1024
 REFUSED_LOGINS_EVERY = 1.0
 """Seconds between looks for throttling windows that are over (to audit them)."""
 DEMO_HASH_COST = 10
@@ -77,7 +78,8 @@ async def _lifetime(app: web.Application) -> AsyncIterator[None]:
             store = await SQLiteAuditStore.open(path, key=key, writable=True, busy_timeout=audit.busy_timeout)
             stack.push_async_callback(store.close)
             writer = AuditWriter(
-                partial(SQLiteAppender, path, key, busy_timeout=audit.busy_timeout, synchronous=audit.synchronous),
+                partial(SQLiteAppender, path, key, busy_timeout=audit.busy_timeout, synchronous=audit.synchronous,
+                        max_bytes=audit.max_size_mb * MIB),
                 on_commit=HeadLogger(log, every_records=audit.head_log_records, every_seconds=audit.head_log_seconds),
             )
             stack.push_async_callback(writer.close)

@@ -209,6 +209,12 @@ class AuditConfig:
         positive_number,
         5.0,
     )
+    max_size_mb: int = setting(
+        "Largest the audit database may grow, in MiB; past it the gateway answers 503 and forwards "
+        "nothing (as on a full disk) until `gateway audit prune` frees room. 0: no limit but the disk's.",
+        count,
+        0,
+    )
     store_raw_tokens: bool = setting(
         "Store access and refresh tokens in clear in the audit log. By default only a SHA-256 "
         "fingerprint and the last 4 characters are kept.",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import io
 import sqlite3
 from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
@@ -11,11 +12,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import structlog
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
 from gateway.app import build_app
 from gateway.config import Config, build_config
+from gateway.logs import configure_logging
 from gateway.passwords import hash_password
 from gateway.stub import demo_seed, make_stub_app
 
@@ -145,3 +148,12 @@ def basic(user: str, password: str | None = None) -> dict[str, str]:
     """An Authorization header for a test user (with their own password unless given)."""
     secret = PASSWORDS[user] if password is None else password
     return {"Authorization": "Basic " + base64.b64encode(f"{user}:{secret}".encode()).decode()}
+
+
+@pytest.fixture
+def log_output() -> Iterator[io.StringIO]:
+    """Everything the gateway logs, as JSON lines (call flush_logs() before reading)."""
+    stream = io.StringIO()
+    configure_logging("json", "info", stream)
+    yield stream
+    structlog.reset_defaults()

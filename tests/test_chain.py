@@ -123,7 +123,7 @@ def test_a_rebuilt_chain_passes_only_without_the_key(tmp_path: Path, capsys: pyt
     assert 0 == verify(capsys, tmp_path / "plain.db")[0]
     config = tmp_path / "gw.toml"
     (tmp_path / "chain.key").write_bytes(KEY + b"\n")
-    config.write_text(f"[audit]\ndatabase = 'keyed.db'\nchain_key_file = 'chain.key'\n")
+    config.write_text("[audit]\ndatabase = 'keyed.db'\nchain_key_file = 'chain.key'\n")
     assert 1 == main(["audit", "verify", "--config", str(config)])
     assert capsys.readouterr().out.startswith(
         "TAMPERED: record 1: content does not match its hash (the record was edited, or the chain key is wrong)"

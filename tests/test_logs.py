@@ -6,24 +6,14 @@ import base64
 import io
 import json
 import sqlite3
-from collections.abc import Iterator
 from pathlib import Path
 
-import pytest
 import structlog
 
 from conftest import SAMPLE, SAMPLE_PATH, GatewayFactory, basic, make_config
 from gateway.logs import configure_logging, flush_logs
 
 SECRETS = (SAMPLE, "mypass", "1h11770Z", "wrong-Pa55word", base64.b64encode(b"myname:mypass").decode())
-
-
-@pytest.fixture
-def log_output() -> Iterator[io.StringIO]:
-    stream = io.StringIO()
-    configure_logging("json", "info", stream)
-    yield stream
-    structlog.reset_defaults()
 
 
 async def test_one_json_event_per_request(tmp_path: Path, gateway: GatewayFactory, log_output: io.StringIO) -> None:

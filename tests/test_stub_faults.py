@@ -13,7 +13,7 @@ import aiohttp
 import pytest
 from yarl import URL
 
-from conftest import SAMPLE, SAMPLE_PATH, GatewayFactory, basic, make_config
+from conftest import SAMPLE_PATH, GatewayFactory, basic, make_config
 from gateway.app import UPSTREAM_URL
 from gateway.config import ConfigError
 from gateway.stub import demo_seed, make_stub_app

@@ -283,12 +283,18 @@ class SQLiteAppender:
 
     max_batch = MAX_ROWS_PER_APPEND
 
-    def __init__(self, path: Path, key: ChainKey, *, busy_timeout: float = 5.0, synchronous: str = "FULL") -> None:
+    def __init__(
+        self, path: Path, key: ChainKey, *, busy_timeout: float = 5.0, synchronous: str = "FULL", max_bytes: int = 0
+    ) -> None:
+        """``max_bytes`` (0: none) caps the file as a full disk would: writes past it fail."""
         self.path = path
         self._key = key
         self._db = _connect(path, busy_timeout)
         try:
             self._db.execute(f"PRAGMA synchronous = {SYNCHRONOUS[synchronous]}")
+            if max_bytes:
+                page_size = self._db.execute("PRAGMA page_size").fetchone()[0]
+                self._db.execute(f"PRAGMA max_page_count = {max(1, max_bytes // page_size)}")
             # A large page cache keeps the indexes' hot pages in memory as the log grows.
             self._db.execute(f"PRAGMA cache_size = -{WRITER_CACHE_KIB}")
         except sqlite3.Error as exc:

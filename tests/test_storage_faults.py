@@ -1,0 +1,108 @@
+"""The audit log cannot be written: full, or locked by another process. The caller gets 503,
+nothing is forwarded, a log line says why, and service comes back by itself when the fault clears."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from conftest import GatewayFactory, Peer, basic, make_config, rows
+from gateway.audit.chain import ChainKey
+from gateway.audit.record import AuditRecord
+from gateway.audit.sqlite import SQLiteAppender, prepare
+from gateway.cli import main
+from gateway.logs import flush_logs
+
+NOTHING_FORWARDED = {"code": "gateway.audit_unavailable", "message": "The audit log cannot be written; nothing was forwarded", "contexts": []}
+
+
+def fill(database: Path, megabytes: float) -> None:
+    """Old records (from 2020) until the file holds ``megabytes``."""
+    prepare(database, key=ChainKey(), writable=True)
+    appender = SQLiteAppender(database, ChainKey())
+    snapshot = json.dumps({"app": "app1", "padding": "x" * 2000})
+    batch = [
+        AuditRecord(request_id=f"old{i}", time=f"2020-01-01T00:00:{i % 60:02d}.000Z", actor="alice", client_ip="10.0.0.1",
+                    method="DELETE", org="myorg", token_sha256=f"{i:064x}", token_hint="0000", outcome="deleted", snapshot=snapshot)
+        for i in range(100)
+    ]
+    while database.stat().st_size < megabytes * 1024 * 1024:
+        appender.append(batch)
+    appender.close()
+
+
+async def test_a_full_audit_log_means_503_until_pruning_frees_room(
+    tmp_path: Path, gateway: GatewayFactory, peer: Peer, log_output: io.StringIO
+) -> None:
+    database = tmp_path / "audit.db"
+    fill(database, 1.05)
+    client = await gateway(make_config(tmp_path, upstream=peer.url, audit={"max_size_mb": 1}))
+    # Pages with room left take a few more records; then the file is full.
+    for attempt in range(500):
+        forwarded_before = len(peer.requests)
+        response = await client.delete(f"/v1/o/myorg/oauth2/accesstokens/token{attempt}", headers=basic("myname"))
+        if response.status != 200:
+            break
+    body = await response.json()
+    assert 503 == response.status
+    flush_logs()
+    failures = [json.loads(line) for line in log_output.getvalue().splitlines() if '"audit_write_failed"' in line]
+    assert f"cannot write to {database}: database or disk is full" == failures[0]["error"]
+    if failures[0]["stage"] == "intent":
+        assert (NOTHING_FORWARDED, forwarded_before) == (body, len(peer.requests))
+    else:  # the intent fitted, the outcome did not: the answer is withheld and the intent stays pending
+        assert "outcome" == failures[0]["stage"]
+        assert "the intent stays pending in the audit log" in body["message"]
+    filled = rows(database, "time > '2021'")
+    assert all(row["outcome"] in ("pending", "deleted") for row in filled)
+    # The operator prunes (another process, as in real life); the gateway serves again without a restart.
+    status = await asyncio.to_thread(main, ["audit", "prune", "--db", str(database), "--before", "2021-01-01", "--operator", "ops"])
+    assert 0 == status
+    response = await client.delete("/v1/o/myorg/oauth2/accesstokens/tokenAfter", headers=basic("myname"))
+    assert 200 == response.status
+    assert ["pruned", "pending", "deleted"] == [row["outcome"] for row in rows(database)][len(filled):]
+    assert 0 == await asyncio.to_thread(main, ["audit", "verify", "--db", str(database)])  # nothing half-written
+
+
+async def test_a_lock_held_by_another_process_means_503_then_recovery(
+    tmp_path: Path, gateway: GatewayFactory, peer: Peer, log_output: io.StringIO
+) -> None:
+    client = await gateway(make_config(tmp_path, upstream=peer.url, audit={"busy_timeout": 0.1}))
+    database = tmp_path / "audit.db"
+    holder = subprocess.Popen(
+        [sys.executable, "-c",
+         "import sqlite3, sys; db = sqlite3.connect(sys.argv[1], isolation_level=None); db.execute('BEGIN EXCLUSIVE');"
+         "print('locked', flush=True); sys.stdin.readline()", str(database)],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+    )
+    try:
+        assert holder.stdout is not None and "locked\n" == await asyncio.to_thread(holder.stdout.readline)
+        response = await client.delete("/v1/o/myorg/oauth2/accesstokens/tokenA", headers=basic("myname"))
+        assert (503, NOTHING_FORWARDED) == (response.status, await response.json())
+        assert [] == peer.requests
+    finally:
+        holder.communicate("release\n", timeout=30)
+    flush_logs()
+    assert f"cannot write to {database}: database is locked" in log_output.getvalue()
+    assert 200 == (await client.delete("/v1/o/myorg/oauth2/accesstokens/tokenA", headers=basic("myname"))).status
+    assert ["pending", "deleted"] == [row["outcome"] for row in rows(database)]
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root writes to read-only files; the permission check cannot be staged")
+def test_a_read_only_audit_log_stops_start_up_with_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    database = tmp_path / "audit.db"
+    fill(database, 0.01)
+    database.chmod(0o444)
+    config = tmp_path / "gw.toml"
+    config.write_text("[server]\nport = 0\n[audit]\ndatabase = 'audit.db'\n")
+    assert 2 == main(["serve", "--config", str(config)])
+    err = capsys.readouterr().err
+    assert err.startswith(f"gateway: error: {config}: audit.database: ") and "readonly" in err
+    assert 1 == len(err.splitlines())
