@@ -57,7 +57,7 @@ class Running:
         self._pumps.append(asyncio.create_task(self._pump_stderr(self.process.stderr)))
         printed: list[str] = []
         async with asyncio.timeout(START_TIMEOUT):
-            while not (match := re.search(r"[Ll]istening on (http://\S+)", printed[-1] if printed else "")):
+            while not (match := re.search(r"[Ll]istening on (https?://\S+)", printed[-1] if printed else "")):
                 line = (await self.process.stdout.readline()).decode()
                 if not line:
                     await self.process.wait()
