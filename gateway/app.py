@@ -29,6 +29,9 @@ from gateway.proxy import Upstream, make_session
 from gateway.revoke import MAX_REQUEST_BODY, SERVICES, Services, handle
 from gateway.stub import Seed, SeedError, demo_seed, load_seed
 from gateway.stub.app import serve_stub
+from gateway.health import METRICS, READINESS, Readiness, serve_metrics
+from gateway.health import add_routes as add_health_routes
+from gateway.metrics import Metrics
 from gateway.throttle import LoginThrottle, RefusedAttempts, as_record
 
 CONFIG = web.AppKey("config", Config)
@@ -51,6 +54,7 @@ def build_app(config: Config) -> web.Application:
     app = web.Application(client_max_size=MAX_REQUEST_BODY, handler_args={"max_field_size": MAX_HEADER_FIELD})
     app[CONFIG] = config
     app.cleanup_ctx.append(_lifetime)
+    add_health_routes(app, with_metrics=not config.metrics.port)
     add_audit_routes(app)
     app.router.add_route("*", "/{path:.*}", handle)
     return app
@@ -73,6 +77,7 @@ async def _lifetime(app: web.Application) -> AsyncIterator[None]:
         authenticator = await _authenticator(config, seed, throttle)
         audit, log = config.audit, get_logger()
         key = ChainKey(config.chain_secret)
+        metrics = app[METRICS] = Metrics()
         path = config.database_path
         try:
             store = await SQLiteAuditStore.open(path, key=key, writable=True, busy_timeout=audit.busy_timeout)
@@ -81,6 +86,7 @@ async def _lifetime(app: web.Application) -> AsyncIterator[None]:
                 partial(SQLiteAppender, path, key, busy_timeout=audit.busy_timeout, synchronous=audit.synchronous,
                         max_bytes=audit.max_size_mb * MIB),
                 on_commit=HeadLogger(log, every_records=audit.head_log_records, every_seconds=audit.head_log_seconds),
+                on_batch=metrics.observe_commit,
             )
             stack.push_async_callback(writer.close)
             await writer.started()
@@ -89,7 +95,7 @@ async def _lifetime(app: web.Application) -> AsyncIterator[None]:
         refusals = asyncio.create_task(_audit_refused_logins(throttle, writer, log), name="throttle-audit")
         stack.push_async_callback(_audit_last_refused_logins, refusals, throttle, writer, log)
         app[AUDIT_STORE], app[AUDIT_AUTHENTICATOR] = store, authenticator
-        app[PENDING_CHECK] = asyncio.create_task(_warn_of_pending_intents(store, log), name="pending-intents")
+        app[PENDING_CHECK] = asyncio.create_task(_warn_of_pending_intents(store, log, metrics), name="pending-intents")
         stack.callback(app[PENDING_CHECK].cancel)
         if seed is not None:
             app[STUB_SEED] = seed
@@ -110,6 +116,14 @@ async def _lifetime(app: web.Application) -> AsyncIterator[None]:
         service_auth = (
             encode_basic_auth(upstream.service_user, config.service_password) if upstream.auth == "service" else None
         )
+        metrics.read_at_scrape("gateway_audit_queue_depth", "Audit records waiting for the next commit.", writer.queue_depth)
+        metrics.read_at_scrape("gateway_audit_commits", "Audit transactions committed.", lambda: writer.commits, counter=True)
+        metrics.read_at_scrape(
+            "gateway_logins_throttled", "Login attempts refused with 429 (too many failures).", lambda: throttle.refused, counter=True
+        )
+        app[READINESS] = Readiness(path, writer, app[UPSTREAM_URL], upstream.connect_timeout)
+        if config.metrics.port:
+            await stack.enter_async_context(serve_metrics(metrics, config.server.host, config.metrics.port, source=config.source))
         flusher = asyncio.create_task(flush_logs_periodically(), name="log-flusher")
         stack.callback(flusher.cancel)
         app[SERVICES] = Services(
@@ -118,17 +132,19 @@ async def _lifetime(app: web.Application) -> AsyncIterator[None]:
             upstream=Upstream(app[UPSTREAM_URL], session, authorization=service_auth),
             log=log,
             store_raw_tokens=config.audit.store_raw_tokens,
+            metrics=metrics,
         )
         yield
 
 
-async def _warn_of_pending_intents(store: SQLiteAuditStore, log: Logger) -> None:
+async def _warn_of_pending_intents(store: SQLiteAuditStore, log: Logger, metrics: Metrics) -> None:
     """After a crash, intents without an outcome are the calls whose fate is unknown: say so."""
     try:
         pending = await store.pending_without_outcome()
     except AuditStoreError as exc:
         log.warning("pending_intents_unchecked", error=str(exc))
         return
+    metrics.pending_intents_at_start.set(len(pending))
     if pending:
         log.warning(
             "pending_intents_without_outcome", count=len(pending), first_id=pending[0].id,

@@ -143,6 +143,15 @@ class ServerConfig:
 
 
 @dataclass(frozen=True)
+class MetricsConfig:
+    port: int = setting(
+        "0 serves GET /metrics (Prometheus text format) on the gateway's own listener; another port serves it "
+        "there instead (on server.host), e.g. to keep it from the callers.",
+        port_number, 0,
+    )
+
+
+@dataclass(frozen=True)
 class ThrottleConfig:
     max_failures: int = setting(
         "Failed logins allowed per client address, and per user name, in one window; past that, 429 with "
@@ -305,6 +314,7 @@ SECTIONS: dict[str, type] = {
     "logging": LoggingConfig,
     "stub": StubConfig,
     "throttle": ThrottleConfig,
+    "metrics": MetricsConfig,
 }
 """The plain tables of the config file; ``[[users]]`` is the one array of tables."""
 
@@ -318,6 +328,7 @@ class Config:
     logging: LoggingConfig = field(default_factory=LoggingConfig)
     stub: StubConfig = field(default_factory=StubConfig)
     throttle: ThrottleConfig = field(default_factory=ThrottleConfig)
+    metrics: MetricsConfig = field(default_factory=MetricsConfig)
     users: tuple[UserConfig, ...] = ()
     base_dir: Path = field(default_factory=Path.cwd)
     service_password: str = field(default="", repr=False)

@@ -34,6 +34,7 @@ _NOT_RETURNED = frozenset({hdrs.CONTENT_LENGTH.lower()})
 _SKIP_AUTO_HEADERS = (hdrs.USER_AGENT, hdrs.ACCEPT, hdrs.ACCEPT_ENCODING, hdrs.CONTENT_TYPE)
 
 MAX_UPSTREAM_BODY = 1 << 20
+REQUEST_ID = "X-Request-ID"
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,12 +104,17 @@ class Upstream:
         self._authorization = authorization
 
     async def forward(
-        self, method: str, target: TokenTarget, headers: Mapping[str, str], body: bytes
+        self, method: str, target: TokenTarget, headers: Mapping[str, str], body: bytes, *, request_id: str | None = None
     ) -> UpstreamReply:
-        """Send the call on and return the upstream's answer; raises UpstreamError otherwise."""
+        """Send the call on and return the upstream's answer; raises UpstreamError otherwise.
+
+        ``request_id`` goes upstream as ``X-Request-ID`` (replacing one the caller sent that
+        the gateway did not keep), so both sides' logs can be matched."""
         outgoing = end_to_end(headers, _NOT_FORWARDED)
         if self._authorization is not None:
             outgoing[hdrs.AUTHORIZATION] = self._authorization
+        if request_id is not None:
+            outgoing[REQUEST_ID] = request_id
         url = URL(self.base_url + target.path_and_query, encoded=True)
         try:
             async with self._session.request(

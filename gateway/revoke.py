@@ -11,6 +11,7 @@ from __future__ import annotations
 import itertools
 import json
 import os
+import re
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -25,8 +26,9 @@ from gateway.audit.store import AuditStoreError
 from gateway.audit.writer import AuditWriter
 from gateway.auth import REVOKE, AuthenticationError, Authenticator, Throttled
 from gateway.logs import Logger
+from gateway.metrics import Metrics
 from gateway.outcome import interpret
-from gateway.proxy import Upstream, UpstreamError
+from gateway.proxy import REQUEST_ID, Upstream, UpstreamError
 from gateway.target import BadTarget, TokenTarget, parse_target
 
 REALM = 'Basic realm="apigee-audit-gateway"'
@@ -42,6 +44,7 @@ class Services:
     upstream: Upstream
     log: Logger
     store_raw_tokens: bool
+    metrics: Metrics
 
 
 SERVICES = web.AppKey("services", Services)
@@ -55,9 +58,11 @@ async def handle(request: web.Request) -> web.StreamResponse:
         response = await _handle(request, services, exchange)
     except Exception as exc:
         # The type only: an exception's text may quote the URL, and the URL the token.
-        services.log.error("request_failed", request_id=exchange.request_id, error=type(exc).__name__)
+        services.log.error("request_failed", **exchange.ids, error=type(exc).__name__)
         response = errors.INTERNAL_ERROR.response()
+    response.headers.setdefault(REQUEST_ID, exchange.public_id)
     exchange.log(services.log, response.status)
+    services.metrics.count_request(exchange.route, response.status, exchange.outcome)
     return response
 
 
@@ -69,6 +74,7 @@ async def _handle(request: web.Request, services: Services, exchange: Exchange) 
     except BadTarget as exc:
         target, invalid = None, exc
     if target is None and invalid is None:
+        exchange.route = "other"
         exchange.path_prefix = "/".join(request.path.split("/")[:4])
         return errors.NOT_FOUND.response(
             f"The gateway only serves DELETE /v1/o/{{org}}/oauth2/accesstokens/{{token}}; "
@@ -90,32 +96,37 @@ async def _handle(request: web.Request, services: Services, exchange: Exchange) 
         return errors.too_many_attempts(exc.retry_after)
     except AuthenticationError as exc:
         exchange.actor = exc.claimed
-        await _record_refusal(services, exchange.record(Outcome.DENIED, error_code=errors.UNAUTHORIZED.code))
+        await _record_refusal(services, exchange, exchange.record(Outcome.DENIED, error_code=errors.UNAUTHORIZED.code))
         return errors.UNAUTHORIZED.response(headers={hdrs.WWW_AUTHENTICATE: REALM})
     exchange.actor = user.name
     if invalid is not None or target is None:
-        await _record_refusal(services, exchange.record(Outcome.REJECTED, error_code=errors.BAD_REQUEST.code))
+        await _record_refusal(services, exchange, exchange.record(Outcome.REJECTED, error_code=errors.BAD_REQUEST.code))
         return errors.BAD_REQUEST.response(str(invalid))
     if not user.may(REVOKE, target.org):
-        await _record_refusal(services, exchange.record(Outcome.FORBIDDEN, error_code=errors.FORBIDDEN.code))
+        await _record_refusal(services, exchange, exchange.record(Outcome.FORBIDDEN, error_code=errors.FORBIDDEN.code))
         return errors.FORBIDDEN.response(f"User {user.name} may not revoke tokens of organization {target.org}")
     try:
         body = await request.read() if request.body_exists else b""
     except web.HTTPRequestEntityTooLarge:
-        await _record_refusal(services, exchange.record(Outcome.REJECTED, error_code=errors.PAYLOAD_TOO_LARGE.code))
+        await _record_refusal(services, exchange, exchange.record(Outcome.REJECTED, error_code=errors.PAYLOAD_TOO_LARGE.code))
         return errors.PAYLOAD_TOO_LARGE.response(f"The request body exceeds {MAX_REQUEST_BODY} bytes")
 
     # Intent: durable before anything reaches the upstream.
     try:
         await services.audit.write(exchange.record(Outcome.PENDING))
     except AuditStoreError as exc:
-        services.log.error("audit_write_failed", request_id=exchange.request_id, stage="intent", error=str(exc))
+        services.log.error("audit_write_failed", **exchange.ids, stage="intent", error=str(exc))
         return errors.AUDIT_UNAVAILABLE.response()
 
     # Upstream: forward once; a DELETE whose fate is unknown is never retried.
+    metrics = services.metrics
+    metrics.intents_in_flight.inc()
+    forwarded = time.perf_counter()
     try:
-        reply = await services.upstream.forward(request.method, target, request.headers, body)
+        reply = await services.upstream.forward(request.method, target, request.headers, body, request_id=exchange.public_id)
     except UpstreamError as exc:
+        metrics.upstream_seconds.observe(time.perf_counter() - forwarded)
+        metrics.intents_in_flight.dec()
         failure = errors.UPSTREAM_TIMEOUT if exc.timeout else errors.UPSTREAM_UNAVAILABLE
         # Once the request may have left, the token may be gone: say so, and do not retry.
         fate = Outcome.UNKNOWN if exc.sent else Outcome.UPSTREAM_ERROR
@@ -125,6 +136,9 @@ async def _handle(request: web.Request, services: Services, exchange: Exchange) 
             else "; nothing reached the upstream"
         )
         return failure.response(f"{failure.message}: {exc.detail}{consequence}")
+
+    metrics.upstream_seconds.observe(time.perf_counter() - forwarded)
+    metrics.intents_in_flight.dec()
 
     # Outcome: durable before the caller hears anything.
     meaning = interpret(reply)
@@ -147,19 +161,19 @@ async def _handle(request: web.Request, services: Services, exchange: Exchange) 
     return web.Response(status=reply.status, reason=reply.reason, headers=reply.headers, body=reply.body)
 
 
-async def _record_refusal(services: Services, record: AuditRecord) -> None:
+async def _record_refusal(services: Services, exchange: Exchange, record: AuditRecord) -> None:
     """Refusals are audited too, but a refusal stands even if its record cannot be written."""
     try:
         await services.audit.write(record)
     except AuditStoreError as exc:
-        services.log.error("audit_write_failed", request_id=record.request_id, stage="refusal", error=str(exc))
+        services.log.error("audit_write_failed", **exchange.ids, stage="refusal", error=str(exc))
 
 
 async def _record_outcome(services: Services, exchange: Exchange, record: AuditRecord) -> bool:
     try:
         await services.audit.write(record)
     except AuditStoreError as exc:
-        services.log.error("audit_write_failed", request_id=exchange.request_id, stage="outcome", error=str(exc))
+        services.log.error("audit_write_failed", **exchange.ids, stage="outcome", error=str(exc))
         return False
     return True
 
@@ -179,6 +193,8 @@ def _stored_snapshot(snapshot: dict[str, Any] | None, *, keep_raw: bool) -> str 
         return json.dumps(kept, ensure_ascii=False, separators=(",", ":"))
 
 
+_CALLER_REQUEST_ID = re.compile(r"[A-Za-z0-9._:/+=-]{1,128}")
+"""What a caller's X-Request-ID may be to be kept (anything else could forge log fields)."""
 _REQUEST_ID_PREFIX = os.urandom(6).hex()
 _request_counter = itertools.count(1)
 
@@ -193,9 +209,15 @@ class Exchange:
     """What is known about one request so far: the source of its audit records and log line."""
 
     request_id: str
+    """The gateway's own id: unique, it pairs the call's intent and outcome in the audit log."""
     started: float
     client_ip: str | None
     method: str
+    public_id: str
+    """The id the caller and the upstream see: the caller's X-Request-ID if usable, else ``request_id``."""
+    ids: dict[str, str]
+    """The ids every log line of this request carries."""
+    route: str = "token"
     actor: str | None = None
     org: str | None = None
     token_sha256: str | None = None
@@ -208,7 +230,12 @@ class Exchange:
 
     @classmethod
     def begin(cls, request: web.Request) -> Exchange:
-        return cls(_new_request_id(), time.perf_counter(), request.remote, request.method)
+        own = _new_request_id()
+        given = request.headers.get(REQUEST_ID)
+        if given is not None and _CALLER_REQUEST_ID.fullmatch(given):
+            return cls(own, time.perf_counter(), request.remote, request.method, given,
+                       {"request_id": given, "audit_request_id": own})
+        return cls(own, time.perf_counter(), request.remote, request.method, own, {"request_id": own})
 
     def identify(self, target: TokenTarget | None, invalid: BadTarget | None, *, keep_raw: bool) -> None:
         if target is not None:
@@ -256,7 +283,7 @@ class Exchange:
         """The request's one log line: the token appears only as its hint."""
         log.info(
             "request",
-            request_id=self.request_id,
+            **self.ids,
             method=self.method,
             path_prefix=self.path_prefix,
             client_ip=self.client_ip,

@@ -53,6 +53,8 @@ class LoginThrottle:
         self.window_seconds = window_seconds
         self._clock = clock
         self._windows: dict[tuple[str, str], _Window] = {}
+        self.refused = 0
+        """Attempts refused so far (for metrics)."""
 
     @property
     def enabled(self) -> bool:
@@ -68,6 +70,7 @@ class LoginThrottle:
             window = self._windows.get(key)
             if window is not None and window.ends > now and window.failures >= self.max_failures:
                 window.refused += 1
+                self.refused += 1
                 return max(1, math.ceil(window.ends - now))
         return None
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import queue
 import threading
+import time
 from collections.abc import Callable
 
 from gateway.audit.chain import Head
@@ -28,6 +29,8 @@ OpenAppender = Callable[[], BatchAppender]
 """Runs in the writer thread, so a backend's connection lives and dies in the thread using it."""
 OnCommit = Callable[[Head, int], None]
 """Called in the event loop after each commit with the new head and the records it added."""
+OnBatch = Callable[[int, float, bool], None]
+"""Called in the writer thread after each batch: records, seconds taken, committed or not."""
 
 _STOP = None
 _Waiting = tuple[AuditRecord, asyncio.Future[None]]
@@ -39,16 +42,25 @@ class AuditWriter:
     Raises AuditStoreError when the record could not be made durable; then none of its batch was.
     """
 
-    def __init__(self, open_appender: OpenAppender, *, on_commit: OnCommit | None = None) -> None:
+    def __init__(
+        self, open_appender: OpenAppender, *, on_commit: OnCommit | None = None, on_batch: OnBatch | None = None
+    ) -> None:
         self._loop = asyncio.get_running_loop()
         self._queue: queue.SimpleQueue[_Waiting | None] = queue.SimpleQueue()
         self._ready: asyncio.Future[None] = self._loop.create_future()
         self._on_commit = on_commit
+        self._on_batch = on_batch
+        self.last_failure: tuple[float, str] | None = None
+        """When (``time.monotonic()``) and why the latest batch failed; None once one succeeds."""
         self._thread = threading.Thread(target=self._run, args=(open_appender,), name="audit-writer", daemon=True)
         self._running = True
         self.commits = 0
         """Transactions committed so far (tests and metrics read it)."""
         self._thread.start()
+
+    def queue_depth(self) -> int:
+        """Records waiting for the next commit."""
+        return self._queue.qsize()
 
     async def started(self) -> None:
         """Wait until the writer thread holds its connection; raises what opening it raised."""
@@ -114,11 +126,15 @@ class AuditWriter:
                 batch.append(item)
         if batch:
             error, head = None, None
+            started = time.perf_counter()
             try:
                 head = appender.append([record for record, _ in batch])
             except Exception as exc:  # noqa: BLE001 - the waiting requests must hear of it
                 reason = str(exc) if isinstance(exc, AuditStoreError) else f"audit store failed: {type(exc).__name__}"
                 error = AuditStoreError(reason)
+            self.last_failure = None if error is None else (time.monotonic(), str(error))
+            if self._on_batch is not None:
+                self._on_batch(len(batch), time.perf_counter() - started, error is None)
             self._loop.call_soon_threadsafe(self._committed, [future for _, future in batch], error, head)
         return not stopping
 

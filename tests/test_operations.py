@@ -1,0 +1,187 @@
+"""Operating the gateway: /healthz, /readyz flipping with real faults, /metrics after real traffic,
+and request ids shared by the caller, the logs, the upstream and the audit log."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import json
+import os
+import shutil
+import socket
+import subprocess
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+from aiohttp.test_utils import TestClient
+from prometheus_client.parser import text_string_to_metric_families
+
+from conftest import SAMPLE_PATH, GatewayFactory, Peer, basic, make_config, rows, write_locked
+from gateway.app import PENDING_CHECK
+from gateway.audit.chain import ChainKey
+from gateway.audit.record import AuditRecord
+from gateway.audit.sqlite import SQLiteAppender, prepare
+from gateway.health import READINESS
+from gateway.logs import flush_logs
+
+
+def samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    """Every sample of a scrape, by name and sorted labels."""
+    return {
+        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+    }
+
+
+async def scrape(client: TestClient) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    response = await client.get("/metrics")
+    assert 200 == response.status
+    assert response.headers["Content-Type"].startswith("text/plain; version=0.0.4")
+    return samples(await response.text())
+
+
+async def test_healthz_needs_nothing(tmp_path: Path, gateway: GatewayFactory) -> None:
+    client = await gateway(make_config(tmp_path))
+    response = await client.get("/healthz")
+    assert (200, {"status": "ok"}) == (response.status, await response.json())
+
+
+async def test_metrics_move_with_real_traffic(tmp_path: Path, gateway: GatewayFactory) -> None:
+    database = tmp_path / "audit.db"
+    prepare(database, key=ChainKey(), writable=True)
+    appender = SQLiteAppender(database, ChainKey())
+    appender.append([AuditRecord(request_id="crashed", time="2026-01-01T00:00:00.000Z", actor="alice", client_ip=None,
+                                 method="DELETE", org="myorg", token_sha256="0" * 64, token_hint="0000", outcome="pending")])
+    appender.close()
+    client = await gateway(make_config(tmp_path, throttle={"max_failures": 2}, audit={"busy_timeout": 0.1}))
+    await client.server.app[PENDING_CHECK]
+    before = await scrape(client)
+    assert 1 == before[("gateway_pending_intents_at_start", ())]
+    assert 200 == (await client.delete(SAMPLE_PATH, headers=basic("myname"))).status
+    assert 404 == (await client.delete(SAMPLE_PATH, headers=basic("myname"))).status
+    for expected in (401, 401, 429, 429):
+        assert expected == (await client.delete(SAMPLE_PATH, headers=basic("myname", "wrong"))).status
+    assert 404 == (await client.get("/v1/o/myorg/apps", headers=basic("myname"))).status
+    after = await scrape(client)
+
+    def requests(route: str, status: str, outcome: str) -> float:
+        return after.get(("gateway_requests_total", (("outcome", outcome), ("route", route), ("status", status))), 0)
+
+    assert (1, 1, 2, 2, 1) == (
+        requests("token", "200", "deleted"), requests("token", "404", "not_found"), requests("token", "401", "denied"),
+        requests("token", "429", "none"), requests("other", "404", "none"),
+    )
+    assert 2 == after[("gateway_upstream_seconds_count", ())]  # only the two forwarded calls
+    assert 2 == after[("gateway_logins_throttled_total", ())]
+    assert 0 == after[("gateway_intents_in_flight", ())] == after[("gateway_audit_queue_depth", ())]
+    written = len(rows(database)) - 1  # the crashed intent was there before
+    assert written == 6 == after[("gateway_audit_batch_records_sum", ())]  # 2 x (intent + outcome) + 2 denied
+    assert after[("gateway_audit_commits_total", ())] == after[("gateway_audit_commit_seconds_count", ())] >= 1
+    assert 0 == after[("gateway_audit_write_failures_total", ())]
+    with write_locked(database):
+        await client.delete("/v1/o/myorg/oauth2/accesstokens/other", headers=basic("myname"))
+    assert 1 == (await scrape(client))[("gateway_audit_write_failures_total", ())]
+
+
+async def test_metrics_on_a_port_of_their_own(tmp_path: Path, gateway: GatewayFactory) -> None:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    client = await gateway(make_config(tmp_path, server={"host": "127.0.0.1"}, metrics={"port": port}))
+    assert 404 == (await client.get("/metrics")).status  # not on the callers' listener
+    async with client.session.get(f"http://127.0.0.1:{port}/metrics") as response:
+        assert 200 == response.status
+        assert "gateway_requests_total" in await response.text()
+
+
+class Upstream:
+    """A TCP listener that can be stopped and started again on the same port."""
+
+    def __init__(self) -> None:
+        self.server: asyncio.Server | None = None
+        self.port = 0
+
+    async def start(self) -> None:
+        async def close_at_once(_: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            writer.close()
+
+        self.server = await asyncio.start_server(close_at_once, "127.0.0.1", self.port)
+        self.port = self.server.sockets[0].getsockname()[1]
+
+    async def stop(self) -> None:
+        assert self.server is not None
+        self.server.close()
+        await self.server.wait_closed()
+
+
+@pytest.fixture
+async def upstream() -> AsyncIterator[Upstream]:
+    listener = Upstream()
+    await listener.start()
+    yield listener
+    await listener.stop()
+
+
+async def readiness(client: TestClient) -> tuple[int, dict[str, object]]:
+    response = await client.get("/readyz")
+    return response.status, await response.json()
+
+
+async def test_readiness_flips_with_the_upstream_and_the_audit_lock(tmp_path: Path, gateway: GatewayFactory, upstream: Upstream) -> None:
+    client = await gateway(make_config(tmp_path, upstream=f"http://127.0.0.1:{upstream.port}", audit={"busy_timeout": 0.1}))
+    client.server.app[READINESS].upstream_cache = 0.0  # every probe looks again
+    assert (200, {"status": "ready", "checks": {"audit": "ok", "upstream": "ok"}}) == await readiness(client)
+
+    await upstream.stop()
+    status, body = await readiness(client)
+    assert (503, "not_ready", "ok") == (status, body["status"], body["checks"]["audit"])  # type: ignore[index]
+    assert body["checks"]["upstream"].startswith(f"cannot connect to 127.0.0.1:{upstream.port}: ")  # type: ignore[index]
+    await upstream.start()
+    assert 200 == (await readiness(client))[0]
+
+    database = tmp_path / "audit.db"
+    with write_locked(database):
+        status, body = await readiness(client)
+    assert (503, {"audit": f"cannot write to {database}: database is locked", "upstream": "ok"}) == (status, body["checks"])
+    assert 200 == (await readiness(client))[0]
+
+
+async def test_readiness_flips_when_the_database_is_made_read_only(tmp_path: Path, gateway: GatewayFactory, upstream: Upstream) -> None:
+    client = await gateway(make_config(tmp_path, upstream=f"http://127.0.0.1:{upstream.port}"))
+    database = tmp_path / "audit.db"
+    if os.geteuid() == 0:  # root ignores permissions; the immutable attribute stops it
+        chattr = shutil.which("chattr")
+        if chattr is None or subprocess.run([chattr, "+i", str(database)], capture_output=True).returncode != 0:
+            pytest.skip("running as root where the immutable attribute cannot be set")
+        restore = [chattr, "-i", str(database)]
+    else:
+        database.chmod(0o444)
+        restore = ["chmod", "644", str(database)]
+    try:
+        status, body = await readiness(client)
+    finally:
+        subprocess.run(restore, check=True)
+    assert 503 == status
+    assert str(body["checks"]["audit"]).startswith(f"cannot write to {database}: ")  # type: ignore[index]
+    assert (200, "ready") == ((await readiness(client))[0], (await readiness(client))[1]["status"])
+
+
+async def test_request_ids_are_kept_forwarded_returned_and_logged(
+    tmp_path: Path, gateway: GatewayFactory, peer: Peer, log_output: io.StringIO
+) -> None:
+    client = await gateway(make_config(tmp_path, upstream=peer.url))
+    made = await client.delete("/v1/o/myorg/oauth2/accesstokens/a", headers=basic("myname"))
+    kept = await client.delete("/v1/o/myorg/oauth2/accesstokens/b", headers={**basic("myname"), "X-Request-ID": "trace-42.a"})
+    forged = await client.delete("/v1/o/myorg/oauth2/accesstokens/c", headers={**basic("myname"), "X-Request-ID": 'x" evil=1'})
+    refused = await client.delete("/v1/o/myorg/oauth2/accesstokens/d", headers={"X-Request-ID": "trace-43"})
+    own = [row["request_id"] for row in rows(tmp_path / "audit.db", "outcome != 'pending'")]
+    assert [own[0], "trace-42.a", own[2], "trace-43"] == [r.headers["X-Request-ID"] for r in (made, kept, forged, refused)]
+    assert [own[0], "trace-42.a", own[2]] == [seen.headers["X-Request-ID"] for seen in peer.requests]
+    assert "trace-42.a" not in own  # the audit pairs intent and outcome by the gateway's own, unique id
+    flush_logs()
+    lines = [json.loads(line) for line in log_output.getvalue().splitlines() if '"event":"request"' in line]
+    assert [(own[0], None), ("trace-42.a", own[1]), (own[2], None), ("trace-43", own[3])] == [
+        (line["request_id"], line.get("audit_request_id")) for line in lines
+    ]
