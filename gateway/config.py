@@ -131,6 +131,8 @@ def user_name(value: Any) -> str:
 
 # Declarations --------------------------------------------------------------------------------
 
+LOG_LEVELS = ("debug", "info", "warning", "error")
+
 
 @dataclass(frozen=True)
 class ServerConfig:
@@ -264,7 +266,7 @@ class LoggingConfig:
     )
     level: str = setting(
         'Least severe level logged: "debug", "info", "warning" or "error".',
-        one_of("debug", "info", "warning", "error"),
+        one_of(*LOG_LEVELS),
         "info",
     )
 
@@ -334,6 +336,8 @@ class Config:
     service_password: str = field(default="", repr=False)
     chain_secret: bytes | None = field(default=None, repr=False)
     """The hash chain's key, read from audit.chain_key_env or audit.chain_key_file."""
+    overridden: tuple[str, ...] = ()
+    """The ``section.key`` names set by environment variables rather than the file."""
 
     @property
     def uses_stub(self) -> bool:
@@ -356,9 +360,10 @@ DEFAULTS_SOURCE = "(built-in defaults)"
 
 
 def load_config(path: Path | None, environ: Mapping[str, str] | None = None) -> Config:
-    """Read and validate a config file; ``None`` gives the built-in demo defaults."""
+    """Read and validate a config file (``None``: the built-in demo defaults), then the
+    environment's ``GATEWAY_SECTION_KEY`` overrides."""
     if path is None:
-        return Config(source=DEFAULTS_SOURCE)
+        return build_config({}, source=DEFAULTS_SOURCE, base_dir=Path.cwd(), environ=environ)
     source = str(path)
     try:
         with path.open("rb") as file:
@@ -374,6 +379,7 @@ def build_config(
     data: dict[str, Any], *, source: str, base_dir: Path, environ: Mapping[str, str] | None = None
 ) -> Config:
     """Validate parsed TOML against the declarations and the rules that span keys."""
+    environ = os.environ if environ is None else environ
     known = [*SECTIONS, "users"]
     for name in data:
         if name not in known:
@@ -381,13 +387,19 @@ def build_config(
     sections = {
         name: _build_table(cls, data.get(name, {}), source, name) for name, cls in SECTIONS.items()
     }
+    overrides = environment_overrides(environ)
+    for key, (variable, text) in overrides.items():
+        section, name = key.split(".")
+        declaration = next(f for f in dataclasses.fields(SECTIONS[section]) if f.name == name)
+        value = _from_environment(declaration.metadata["check"], text, source, key, variable)
+        sections[section] = dataclasses.replace(sections[section], **{name: value})
     users = _build_users(data.get("users", []), source)
-    config = Config(source=source, users=users, base_dir=base_dir, **sections)
+    config = Config(source=source, users=users, base_dir=base_dir, **sections, overridden=tuple(overrides))
     _check_rules(config)
     if config.upstream.auth == "service":
-        password = _service_password(config, os.environ if environ is None else environ)
+        password = _service_password(config, environ)
         config = dataclasses.replace(config, service_password=password)
-    secret = _chain_secret(config, os.environ if environ is None else environ)
+    secret = _chain_secret(config, environ)
     if secret is not None:
         config = dataclasses.replace(config, chain_secret=secret)
     return config
@@ -410,6 +422,42 @@ def _build_table(cls: type, table: Any, source: str, where: str) -> Any:
         elif declaration.default is dataclasses.MISSING:
             raise ConfigError(source, f"{where}.{name}", "missing; this key is required")
     return cls(**values)
+
+
+ENVIRONMENT_PREFIX = "GATEWAY_"
+
+
+def environment_overrides(environ: Mapping[str, str]) -> dict[str, tuple[str, str]]:
+    """``section.key`` -> (variable, text) for each ``GATEWAY_SECTION_KEY`` naming a declared key.
+
+    Other ``GATEWAY_*`` variables are left alone: they may hold secrets a config names (say
+    ``chain_key_env = "GATEWAY_CHAIN_KEY"``) or serve other commands (``GATEWAY_UPSTREAM_PASSWORD``).
+    ``[[users]]`` cannot be set this way: it is a list of tables.
+    """
+    found = {}
+    for section, cls in SECTIONS.items():
+        for declaration in dataclasses.fields(cls):
+            variable = f"{ENVIRONMENT_PREFIX}{section}_{declaration.name}".upper()
+            if variable in environ:
+                found[f"{section}.{declaration.name}"] = (variable, environ[variable])
+    return found
+
+
+def _from_environment(check: Check, text: str, source: str, key: str, variable: str) -> Any:
+    """A variable's text read as a TOML value (``8080``, ``true``, ``["a"]``), else as a plain string."""
+    try:
+        parsed = tomllib.loads(f"value = {text}")["value"]
+    except tomllib.TOMLDecodeError:
+        parsed = text
+    try:
+        return check(parsed)
+    except ValueError as exc:
+        if parsed is not text:
+            try:
+                return check(text)
+            except ValueError:
+                pass
+        raise ConfigError(source, key, f"{exc} (from environment variable {variable})") from None
 
 
 def _build_users(users: Any, source: str) -> tuple[UserConfig, ...]:

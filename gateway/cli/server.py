@@ -16,7 +16,7 @@ from aiohttp import web
 from gateway import __version__
 from gateway.app import CONFIG, STUB_SEED, UPSTREAM_URL, build_app, stub_seed
 from gateway.cli.common import CommandError, arg, command, config_option, count, port, run_loop
-from gateway.config import DEFAULTS_SOURCE, Config, load_config
+from gateway.config import DEFAULTS_SOURCE, LOG_LEVELS, Config, load_config
 from gateway.logs import configure_logging, get_logger
 from gateway.passwords import hash_password
 from gateway.stub import Seed, load_seed
@@ -30,11 +30,13 @@ def register(commands: Any) -> None:
     config_option(serve)
     serve.add_argument("--host", help="address to listen on (overrides [server] host)")
     serve.add_argument("--port", type=arg(port), help="port to listen on (overrides [server] port; 0: any free port)")
+    log_level_option(serve)
 
     stub = command(commands, "stub", cmd_stub, "Run the local Apigee stub alone.", STUB_HELP)
     config_option(stub)
     stub.add_argument("--host", help="address to listen on (overrides [stub] host)")
     stub.add_argument("--port", type=arg(port), help="port to listen on (overrides [stub] port; 0: any free port)")
+    log_level_option(stub)
     stub.add_argument("--seed", type=Path, metavar="FILE.json", help="users and tokens to serve (default: the demo data)")
     stub.add_argument(
         "--generate", type=arg(count), metavar="N",
@@ -81,6 +83,12 @@ Example:
 """
 
 
+def log_level_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--log-level", choices=LOG_LEVELS, help="least severe level logged (overrides [logging] level)"
+    )
+
+
 # serve ---------------------------------------------------------------------------------------
 
 DRAIN_MARGIN = 5.0
@@ -95,7 +103,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         port=args.port if args.port is not None else config.server.port,
     )
     config = dataclasses.replace(config, server=server)
-    configure_logging(config.logging.format, config.logging.level)
+    configure_logging(config.logging.format, args.log_level or config.logging.level)
     return run_loop(_serve(config))
 
 
@@ -168,7 +176,7 @@ def cmd_stub(args: argparse.Namespace) -> int:
     port = args.port if args.port is not None else config.stub.port
     admin = args.admin if args.admin is not None else config.stub.admin
     delay = args.delay if args.delay is not None else config.stub.delay
-    configure_logging(config.logging.format, config.logging.level)
+    configure_logging(config.logging.format, args.log_level or config.logging.level)
     return run_loop(_stub(seed, host, port, admin=admin, delay=delay))
 
 

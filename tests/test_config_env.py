@@ -1,0 +1,100 @@
+"""Environment overrides (GATEWAY_SECTION_KEY), `gateway config check`, and `--log-level`."""
+
+from __future__ import annotations
+
+import signal
+import tomllib
+from pathlib import Path
+
+import aiohttp
+import pytest
+
+from conftest import SAMPLE_PATH, USERS, basic
+from gateway.cli import main
+from gateway.config import ConfigError, load_config
+from test_crash import started
+
+ROOT = Path(__file__).resolve().parents[1]
+EXAMPLE = ROOT / "config.example.toml"
+
+
+def test_every_kind_of_value_can_come_from_the_environment() -> None:
+    config = load_config(EXAMPLE, environ={
+        "GATEWAY_SERVER_PORT": "9090",
+        "GATEWAY_UPSTREAM_URL": "https://apigee.example.com",
+        "GATEWAY_UPSTREAM_READ_TIMEOUT": "2.5",
+        "GATEWAY_AUDIT_STORE_RAW_TOKENS": "true",
+        "GATEWAY_AUDIT_SYNCHRONOUS": "NORMAL",
+        "GATEWAY_STUB_SEED": '""',
+        "GATEWAY_SERVER_HOST": "0.0.0.0",
+    })
+    assert (9090, "https://apigee.example.com", 2.5, True, "NORMAL", "0.0.0.0") == (
+        config.server.port, config.upstream.url, config.upstream.read_timeout, config.audit.store_raw_tokens,
+        config.audit.synchronous, config.server.host,
+    )
+    assert {"server.port", "upstream.url", "upstream.read_timeout", "audit.store_raw_tokens", "audit.synchronous",
+            "stub.seed", "server.host"} == set(config.overridden)
+
+
+def test_the_demo_defaults_take_overrides_too() -> None:
+    assert 9999 == load_config(None, environ={"GATEWAY_SERVER_PORT": "9999"}).server.port
+
+
+def test_other_gateway_variables_are_left_alone() -> None:
+    config = load_config(EXAMPLE, environ={"GATEWAY_UPSTREAM_PASSWORD": "x", "GATEWAY_CHAIN_KEY": "y", "GATEWAY_USERS_NAME": "z"})
+    assert () == config.overridden
+
+
+def test_a_bad_value_names_the_key_and_the_variable() -> None:
+    with pytest.raises(ConfigError) as caught:
+        load_config(EXAMPLE, environ={"GATEWAY_AUDIT_BUSY_TIMEOUT": "soon"})
+    assert f'{EXAMPLE}: audit.busy_timeout: expected a number greater than 0, got "soon" ' \
+           "(from environment variable GATEWAY_AUDIT_BUSY_TIMEOUT)" == str(caught.value)
+
+
+def test_config_check_prints_the_effective_config_with_secrets_masked(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    user = USERS[0]
+    config = tmp_path / "gw.toml"
+    config.write_text(
+        "[upstream]\nurl = 'https://apigee.example.com'\nauth = 'service'\nservice_user = 'svc'\n"
+        "service_password_env = 'SVC_PASSWORD'\n[audit]\nchain_key_env = 'CHAIN_KEY'\n"
+        f"[[users]]\nname = '{user['name']}'\npassword_hash = '{user['password_hash']}'\norgs = ['myorg']\n"
+    )
+    monkeypatch.setenv("SVC_PASSWORD", "service-secret-pw")
+    monkeypatch.setenv("CHAIN_KEY", "chain-key-secret-0123456789")
+    monkeypatch.setenv("GATEWAY_SERVER_PORT", "9443")
+    assert 0 == main(["config", "check", str(config)])
+    out = capsys.readouterr().out
+    assert out.startswith(f"# {config}: valid. Effective configuration, secrets masked.\n"
+                          "# server.port is set by the environment (GATEWAY_SERVER_PORT).\n"
+                          "# chain key: read, 27 bytes (HMAC-SHA-256 chain)\n"
+                          "# service password: read from $SVC_PASSWORD\n")
+    effective = tomllib.loads(out)  # what it prints is TOML again
+    assert (9443, "https://apigee.example.com", "********", ["myorg"]) == (
+        effective["server"]["port"], effective["upstream"]["url"], effective["users"][0]["password_hash"],
+        effective["users"][0]["orgs"],
+    )
+    for secret in ("service-secret-pw", "chain-key-secret", user["password_hash"]):
+        assert secret not in out
+
+
+def test_config_check_refuses_with_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    config = tmp_path / "gw.toml"
+    config.write_text("[server]\nport = 'eighty'\n")
+    assert 2 == main(["config", "check", str(config)])
+    assert f'gateway: error: {config}: server.port: expected an integer from 0 to 65535, got "eighty"\n' == capsys.readouterr().err
+
+
+async def test_log_level_flag_overrides_the_config(tmp_path: Path) -> None:
+    config = tmp_path / "gw.toml"
+    config.write_text("[audit]\ndatabase = 'audit.db'\n[logging]\nformat = 'json'\nlevel = 'debug'\n")
+    async with started("serve", "--config", str(config), "--port", "0", "--log-level", "warning", cwd=tmp_path) as gateway:
+        async with aiohttp.ClientSession() as session:
+            async with session.delete(gateway.url + SAMPLE_PATH, headers=basic("myname")) as response:
+                assert 200 == response.status
+            async with session.delete(gateway.url + SAMPLE_PATH, headers=basic("myname", "wrong")) as response:
+                assert 401 == response.status
+        assert 0 == await gateway.stop(signal.SIGTERM)
+    assert [] == gateway.events("request") == gateway.events("started")  # info events are below warning
