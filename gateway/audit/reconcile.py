@@ -47,14 +47,20 @@ async def reconcile(
     operator: str,
     ask_upstream: AskUpstream | None,
     tokens: Mapping[str, str],
+    progress: Callable[[int, int], object] | None = None,
 ) -> tuple[list[Settled], list[Unsettled]]:
     """Decide each open call; returns the outcome records to append and what stays open.
 
-    ``tokens`` maps SHA-256 fingerprints to raw tokens the operator supplied.
+    ``tokens`` maps SHA-256 fingerprints to raw tokens the operator supplied. ``progress`` is
+    told (calls decided so far, open calls in all) before each call and once at the end: asking
+    the upstream about thousands of calls takes a while.
     """
     settled: list[Settled] = []
     unsettled: list[Unsettled] = []
-    for intent in await store.unsettled():
+    open_calls = await store.unsettled()
+    for decided, intent in enumerate(open_calls):
+        if progress is not None:
+            progress(decided, len(open_calls))
         raw = intent.token or (tokens.get(intent.token_sha256) if intent.token_sha256 else None)
         if raw is not None and intent.org is not None and ask_upstream is not None:
             try:
@@ -77,6 +83,8 @@ async def reconcile(
             continue
         unsettled.append(Unsettled(intent, "the raw token is not stored and no later record for it exists; "
                                            "give it with --tokens-file"))
+    if progress is not None:
+        progress(len(open_calls), len(open_calls))
     return settled, unsettled
 
 

@@ -3,17 +3,21 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from contextlib import aclosing
 
 from gateway.audit.chain import EMPTY, ChainKey, ChainWalker, Head, Verdict
 from gateway.audit.sqlite import SQLiteAuditStore
 
 
-async def verify_log(store: SQLiteAuditStore, key: ChainKey, *, expect_head: str | None = None) -> Verdict:
+async def verify_log(
+    store: SQLiteAuditStore, key: ChainKey, *, expect_head: str | None = None, progress: Callable[[int], object] | None = None
+) -> Verdict:
     """Check every record's link and hash, from the genesis value or the retention checkpoint.
 
     With ``expect_head`` (a head hash anchored earlier, outside the host), the walk must also
-    meet that hash, which proves that nothing up to it was cut off or rebuilt.
+    meet that hash, which proves that nothing up to it was cut off or rebuilt. ``progress`` is
+    told the records checked so far after each batch, for a caller that shows it.
     """
     first = await store.first_id()
     start = EMPTY
@@ -29,6 +33,8 @@ async def verify_log(store: SQLiteAuditStore, key: ChainKey, *, expect_head: str
             problem = walker.check(batch)
             if problem is not None:
                 return walker.verdict(problem)
+            if progress is not None:
+                progress(walker.checked)
     if not walker.anchor_found:
         return walker.verdict(
             f"the expected head {expect_head} is not in the chain: records up to it were cut off, or the chain was rebuilt"

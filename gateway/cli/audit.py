@@ -13,14 +13,15 @@ from typing import Any, TypeVar
 
 import aiohttp
 
-from gateway.audit.chain import ChainKey
+from gateway.audit.chain import ChainKey, Verdict
 from gateway.audit.fingerprint import fingerprint
 from gateway.audit.formats import STREAMING, WRITERS, RecordStream, write_columns, write_record
-from gateway.audit.query import DEFAULT_LIMIT, parse_time, positive_int
+from gateway.audit.query import DEFAULT_LIMIT, AuditFilter, parse_time, positive_int
 from gateway.audit.reconcile import reconcile
 from gateway.audit.sqlite import STATS_GROUPS, SQLiteAppender, SQLiteAuditStore, prepare
 from gateway.audit.verify import verify_log
 from gateway.cli.common import CommandError, arg, command, config_of, database_options, filter_options, selection_of
+from gateway.cli.progress import Progress
 from gateway.config import Config
 from gateway.proxy import make_session
 
@@ -165,13 +166,28 @@ def cmd_show(args: argparse.Namespace) -> int:
     return 0
 
 
+async def _log_size(store: SQLiteAuditStore) -> int:
+    """Records in the log: its ids run unbroken from the first kept one to the head, so two
+    index lookups tell, where count(*) would read the whole file."""
+    first = await store.first_id()
+    return 0 if first is None else (await store.head()).id - first + 1
+
+
 def cmd_export(args: argparse.Namespace) -> int:
     selection = selection_of(args)
     stream = RecordStream(args.format, sys.stdout)
 
     async def export(store: SQLiteAuditStore) -> None:
-        async for batch in store.rows(selection):
-            stream.write_rows(batch)
+        # Records shown on the same terminal would be garbled by the progress line.
+        with Progress("export", sys.stderr, enabled=not sys.stdout.isatty()) as progress:
+            # Only the whole log's size is cheap to know; a filtered selection is counted as it goes.
+            if progress.enabled and selection == AuditFilter(limit=None):
+                progress.total = await _log_size(store)
+            exported = 0
+            async for batch in store.rows(selection):
+                stream.write_rows(batch)
+                exported += len(batch)
+                progress.update(exported)
 
     _read(config_of(args), export)
     return 0
@@ -187,7 +203,14 @@ def cmd_stats(args: argparse.Namespace) -> int:
 def cmd_verify(args: argparse.Namespace) -> int:
     config = config_of(args)
     key = ChainKey(config.chain_secret)
-    verdict = _read(config, lambda store: verify_log(store, key, expect_head=args.expect_head), key=key)
+
+    async def verify(store: SQLiteAuditStore) -> Verdict:
+        with Progress("verify", sys.stderr) as progress:
+            if progress.enabled:
+                progress.total = await _log_size(store)
+            return await verify_log(store, key, expect_head=args.expect_head, progress=progress.update)
+
+    verdict = _read(config, verify, key=key)
     if verdict.problem is not None:
         print(f"TAMPERED: {verdict.problem}; {verdict.checked} records checked")
         return EXIT_TAMPERED
@@ -221,7 +244,9 @@ def cmd_reconcile(args: argparse.Namespace) -> int:
                 async with session.get(url, headers={"Authorization": authorization} if authorization else None) as response:
                     return response.status
 
-            return await reconcile(store, operator=operator, ask_upstream=ask if base_url else None, tokens=tokens)
+            with Progress("reconcile", sys.stderr, unit="open calls") as progress:
+                return await reconcile(store, operator=operator, ask_upstream=ask if base_url else None, tokens=tokens,
+                                       progress=progress.update)
 
     settled, unsettled = _read(config, run, key=key)
     if settled:
@@ -262,7 +287,10 @@ def cmd_prune(args: argparse.Namespace) -> int:
     prepare(config.database_path, key=key, writable=False, busy_timeout=config.audit.busy_timeout)
     appender = SQLiteAppender(config.database_path, key, busy_timeout=config.audit.busy_timeout)
     try:
-        result = appender.prune(args.before, actor=args.operator or getpass.getuser())
+        # One transaction, nothing to count as it goes: say what is under way until it is done.
+        with Progress("prune", sys.stderr) as progress:
+            progress.note(f"removing records before {args.before} ...")
+            result = appender.prune(args.before, actor=args.operator or getpass.getuser())
     finally:
         appender.close()
     if result.checkpoint is None:
