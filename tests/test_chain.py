@@ -242,3 +242,20 @@ async def test_concurrent_requests_make_one_linear_chain(tmp_path: Path, gateway
     assert list(range(1, 401)) == [row[0] for row in rows]
     assert all(rows[i][1] == rows[i - 1][2] for i in range(1, len(rows)))
     assert 0 == await asyncio.to_thread(main, ["audit", "verify", "--db", str(tmp_path / "audit.db")])
+
+
+def test_appenders_of_two_processes_keep_one_chain(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """The gateway's writer links batches after the head it last wrote; another writer's append
+    (prune, reconcile) in between must make it link after the real head instead."""
+    path = tmp_path / "a.db"
+    make_log(path, 3)
+    gateway, maintenance = SQLiteAppender(path, ChainKey()), SQLiteAppender(path, ChainKey())
+    assert 4 == gateway.append([record(4)]).id
+    assert 5 == gateway.append([record(5)]).id          # from the head it knows
+    assert 6 == maintenance.append([record(6)]).id      # another connection moves the head on
+    assert 8 == gateway.append([record(7), record(8)]).id  # the conflict is seen, the batch relinked
+    gateway.close()
+    maintenance.close()
+    assert 0 == verify(capsys, path)[0]
+    with sqlite3.connect(path) as db:
+        assert [f"req-{i}" for i in range(1, 9)] == [row[0] for row in db.execute("SELECT request_id FROM audit_events ORDER BY id")]
