@@ -32,6 +32,8 @@ HERE = Path(__file__).resolve().parent
 AUTH = "Basic " + base64.b64encode(b"myname:mypass").decode()
 TOKEN_PATH = "/v1/o/myorg/oauth2/accesstokens/load"
 GENERATED = 1_000_000_000
+RSS_SAMPLES = 6
+RSS_CHUNK_TOKENS = 10_000_000
 WARMUP_OFFSET = 500_000_000
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
@@ -192,14 +194,20 @@ class Bench:
         gateway = self.gateway(upstream, port, database)
         try:
             wrk(port, 64, 5, WARMUP_OFFSET)
-            start_mb = rss_mb(gateway.pid)
-            wrk(port, 64, seconds, 0)
-            end_mb = rss_mb(gateway.pid)
+            samples = [rss_mb(gateway.pid)]
+            for chunk in range(RSS_SAMPLES):  # samples along the way tell a filling cache from a leak
+                wrk(port, 64, seconds / RSS_SAMPLES, chunk * RSS_CHUNK_TOKENS)
+                samples.append(rss_mb(gateway.pid))
         finally:
             stop(gateway)
             stop(stub)
+        start_mb, end_mb = samples[0], samples[-1]
         growth = (end_mb - start_mb) / start_mb * 100
-        return f"gateway RSS over {seconds:.0f} s at concurrency 64: {start_mb:.1f} MB -> {end_mb:.1f} MB ({growth:+.1f}%)"
+        second_half = (end_mb - samples[RSS_SAMPLES // 2]) / samples[RSS_SAMPLES // 2] * 100
+        return (
+            f"gateway RSS over {seconds:.0f} s at concurrency 64: {start_mb:.1f} MB -> {end_mb:.1f} MB ({growth:+.1f}%; "
+            f"second half {second_half:+.1f}%); every {seconds / RSS_SAMPLES:.0f} s: {' '.join(f'{mb:.1f}' for mb in samples)}"
+        )
 
 
 def _children(pid: int) -> list[int]:
