@@ -107,14 +107,25 @@ class Authenticator:
         # first calls (or a flood of one wrong password) costs one slow hash, not one each.
         check = self._in_flight.get(tag)
         if check is None:
-            check = asyncio.ensure_future(self._check(credentials))
+            # Counted now, not when the check's task first runs: the requests already queued
+            # behind this one must see it.
+            self.throttle.checking(client, credentials.user)
+            check = asyncio.ensure_future(self._throttled_check(credentials, client))
             self._in_flight[tag] = check
             check.add_done_callback(lambda _: self._in_flight.pop(tag, None))
         user = await asyncio.shield(check)
         if user is None:
-            self.throttle.failed(client, credentials.user)
             raise AuthenticationError("wrong user name or password", claimed=credentials.user)
         self._remember(tag, user)
+        return user
+
+    async def _throttled_check(self, credentials: Credentials, client: str | None) -> User | None:
+        """One password check (announced to the throttle by the caller), counted as a failure if it fails."""
+        user = None
+        try:
+            user = await self._check(credentials)
+        finally:
+            self.throttle.checked(client, credentials.user, failed=user is None)
         return user
 
     async def _check(self, credentials: Credentials) -> User | None:

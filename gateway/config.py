@@ -78,7 +78,7 @@ def count(value: Any) -> int:
 
 
 def positive_number(value: Any) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < float("inf"):
         raise ValueError(f"expected a number greater than 0, got {_show(value)}")
     return float(value)
 

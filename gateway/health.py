@@ -26,8 +26,9 @@ from gateway.metrics import CONTENT_TYPE, Metrics
 
 RECENT_FAILURE = 10.0
 """Seconds a failed audit commit keeps the gateway unready (unless a later one succeeds)."""
-UPSTREAM_CACHE = 1.0
-"""Seconds an upstream check is reused, so frequent probes cost one connection a second."""
+CHECK_CACHE = 1.0
+"""Seconds a probe's result is reused, so frequent (unauthenticated) probes cost one upstream
+connection and one audit write lock a second, not one each."""
 CHECK_TIMEOUT = 2.0
 
 
@@ -37,8 +38,9 @@ class Readiness:
     writer: AuditWriter
     upstream_url: str
     connect_timeout: float
-    upstream_cache: float = UPSTREAM_CACHE
+    cache_seconds: float = CHECK_CACHE
     _upstream: tuple[float, str | None] | None = None
+    _audit_probe: tuple[float, str | None] | None = None
 
     async def failing(self) -> dict[str, str]:
         """The checks that fail, each with its reason; empty when ready."""
@@ -49,11 +51,14 @@ class Readiness:
         failure = self.writer.last_failure
         if failure is not None and time.monotonic() - failure[0] < RECENT_FAILURE:
             return f"the last audit commit failed: {failure[1]}"
-        return await asyncio.to_thread(_write_lock_problem, self.database)
+        now = time.monotonic()
+        if self._audit_probe is None or now - self._audit_probe[0] >= self.cache_seconds:
+            self._audit_probe = (now, await asyncio.to_thread(_write_lock_problem, self.database))
+        return self._audit_probe[1]
 
     async def _upstream_check(self) -> str | None:
         now = time.monotonic()
-        if self._upstream is not None and now - self._upstream[0] < self.upstream_cache:
+        if self._upstream is not None and now - self._upstream[0] < self.cache_seconds:
             return self._upstream[1]
         url = URL(self.upstream_url)
         host, port = url.host or "", url.port or (443 if url.scheme == "https" else 80)

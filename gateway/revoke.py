@@ -118,27 +118,37 @@ async def _handle(request: web.Request, services: Services, exchange: Exchange) 
         services.log.error("audit_write_failed", **exchange.ids, stage="intent", error=str(exc))
         return errors.AUDIT_UNAVAILABLE.response()
 
-    # Upstream: forward once; a DELETE whose fate is unknown is never retried.
     metrics = services.metrics
     metrics.intents_in_flight.inc()
+    try:
+        return await _forward_and_record(request, services, exchange, target, body)
+    finally:  # cancelled or failed too: the gauge must not drift
+        metrics.intents_in_flight.dec()
+
+
+async def _forward_and_record(
+    request: web.Request, services: Services, exchange: Exchange, target: TokenTarget, body: bytes
+) -> web.StreamResponse:
+    # Upstream: forward once; a DELETE whose fate is unknown is never retried.
     forwarded = time.perf_counter()
     try:
         reply = await services.upstream.forward(request.method, target, request.headers, body, request_id=exchange.public_id)
     except UpstreamError as exc:
-        metrics.upstream_seconds.observe(time.perf_counter() - forwarded)
-        metrics.intents_in_flight.dec()
+        services.metrics.upstream_seconds.observe(time.perf_counter() - forwarded)
         failure = errors.UPSTREAM_TIMEOUT if exc.timeout else errors.UPSTREAM_UNAVAILABLE
         # Once the request may have left, the token may be gone: say so, and do not retry.
         fate = Outcome.UNKNOWN if exc.sent else Outcome.UPSTREAM_ERROR
-        await _record_outcome(services, exchange, exchange.record(fate, error_code=f"upstream.{exc.kind}"))
+        if not await _record_outcome(services, exchange, exchange.record(fate, error_code=f"upstream.{exc.kind}")):
+            return errors.AUDIT_UNAVAILABLE.response(
+                f"{failure.message} ({exc.detail}), and the outcome could not be recorded; "
+                "the intent stays pending in the audit log"
+            )
         consequence = (
             "; the deletion may or may not have happened upstream, and it was not retried" if exc.sent
             else "; nothing reached the upstream"
         )
         return failure.response(f"{failure.message}: {exc.detail}{consequence}")
-
-    metrics.upstream_seconds.observe(time.perf_counter() - forwarded)
-    metrics.intents_in_flight.dec()
+    services.metrics.upstream_seconds.observe(time.perf_counter() - forwarded)
 
     # Outcome: durable before the caller hears anything.
     meaning = interpret(reply)

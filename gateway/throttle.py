@@ -33,6 +33,9 @@ class _Window:
     """Wall-clock start, for the audit record."""
     failures: int = 0
     refused: int = 0
+    checking: int = 0
+    """Password checks under way: counted as failures-to-be, so a burst of distinct guesses
+    sent at once cannot all pass before the first one fails."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,23 +71,43 @@ class LoginThrottle:
         now = self._clock()
         for key in _keys(client, user):
             window = self._windows.get(key)
-            if window is not None and window.ends > now and window.failures >= self.max_failures:
+            if window is not None and window.ends > now and window.failures + window.checking >= self.max_failures:
                 window.refused += 1
                 self.refused += 1
                 return max(1, math.ceil(window.ends - now))
         return None
 
     def failed(self, client: str | None, user: str | None) -> None:
+        for window in self._current(client, user):
+            window.failures += 1
+
+    def checking(self, client: str | None, user: str | None) -> None:
+        """A password check starts; ``checked`` must follow."""
+        for window in self._current(client, user):
+            window.checking += 1
+
+    def checked(self, client: str | None, user: str | None, *, failed: bool) -> None:
+        for key in _keys(client, user):
+            window = self._windows.get(key)
+            if window is not None and window.checking:
+                window.checking -= 1
+        if failed:
+            self.failed(client, user)
+
+    def _current(self, client: str | None, user: str | None) -> list[_Window]:
+        """The open windows of the address and the user, opened if need be."""
         if not self.enabled:
-            return
+            return []
         now = self._clock()
+        windows = []
         for key in _keys(client, user):
             window = self._windows.get(key)
             if window is None or window.ends <= now:
                 if window is None and len(self._windows) >= MAX_TRACKED and key[0] == "user":
                     continue
                 window = self._windows[key] = _Window(ends=now + self.window_seconds, started=time.time())
-            window.failures += 1
+            windows.append(window)
+        return windows
 
     def ended(self) -> list[RefusedAttempts]:
         """Forget the windows that are over; the refused attempts of each, to be audited."""

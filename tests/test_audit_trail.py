@@ -103,6 +103,33 @@ async def test_no_reply_before_the_outcome_is_committed(tmp_path: Path, gateway:
     assert ["pending"] == [row["outcome"] for row in rows(database)]
 
 
+async def test_no_502_before_its_outcome_is_committed(tmp_path: Path, gateway: GatewayFactory, peer: Peer) -> None:
+    """Found in review: a failed upstream call was answered 502 even when its outcome could not be written."""
+    database = tmp_path / "audit.db"
+    lock = sqlite3.connect(database, isolation_level=None)
+
+    async def drop(request: web.Request) -> web.StreamResponse:
+        lock.execute("BEGIN EXCLUSIVE")
+        assert request.transport is not None
+        request.transport.close()  # no answer: the gateway's outcome would be 'unknown'
+        return web.Response()
+
+    peer.respond = drop
+    client = await gateway(make_config(tmp_path, upstream=peer.url, audit={"busy_timeout": 0.05}))
+    try:
+        response = await client.delete(SAMPLE_PATH, headers=basic("myname"))
+    finally:
+        lock.execute("ROLLBACK")
+        lock.close()
+    assert 503 == response.status
+    assert (
+        "The upstream could not be reached or gave no valid answer (the upstream closed the connection without "
+        "answering), and the outcome could not be recorded; the intent stays pending in the audit log"
+        == (await response.json())["message"]
+    )
+    assert ["pending"] == [row["outcome"] for row in rows(database)]
+
+
 async def test_records_cannot_be_updated_or_deleted(tmp_path: Path, gateway: GatewayFactory) -> None:
     """The table refuses edits: the trail is append-only even for careless SQL."""
     client = await gateway(make_config(tmp_path))

@@ -259,3 +259,22 @@ def test_appenders_of_two_processes_keep_one_chain(tmp_path: Path, capsys: pytes
     assert 0 == verify(capsys, path)[0]
     with sqlite3.connect(path) as db:
         assert [f"req-{i}" for i in range(1, 9)] == [row[0] for row in db.execute("SELECT request_id FROM audit_events ORDER BY id")]
+
+
+def test_pruning_everything_while_the_gateway_runs_keeps_ids_and_the_chain(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Found in review: with every record removed, the checkpoint took id 1 and linked to the
+    genesis value, so the running gateway's next batch (at the id after its cached head) left a gap."""
+    path = tmp_path / "a.db"
+    make_log(path, 3)
+    gateway = SQLiteAppender(path, ChainKey())
+    assert 4 == gateway.append([record(4)]).id
+    maintenance = SQLiteAppender(path, ChainKey())
+    result = maintenance.prune("2099-01-01T00:00:00.000Z", actor="ops")
+    maintenance.close()
+    assert (4, 5) == (result.removed, result.checkpoint.id if result.checkpoint else None)
+    assert 6 == gateway.append([record(6)]).id
+    gateway.close()
+    status, out = verify(capsys, path)
+    assert (0, "OK: 2 records verified") == (status, out.split(" (")[0])

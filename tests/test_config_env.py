@@ -98,3 +98,11 @@ async def test_log_level_flag_overrides_the_config(tmp_path: Path) -> None:
                 assert 401 == response.status
         assert 0 == await gateway.stop(signal.SIGTERM)
     assert [] == gateway.events("request") == gateway.events("started")  # info events are below warning
+
+
+@pytest.mark.parametrize("text", ["inf", "1e400", "nan"])
+def test_infinite_or_undefined_numbers_are_refused(text: str) -> None:
+    """Found in review: `inf` passed validation and `serve` then died with a traceback."""
+    with pytest.raises(ConfigError) as caught:
+        load_config(EXAMPLE, environ={"GATEWAY_AUDIT_BUSY_TIMEOUT": text})
+    assert "audit.busy_timeout: expected a number greater than 0" in str(caught.value)

@@ -131,7 +131,7 @@ async def readiness(client: TestClient) -> tuple[int, dict[str, object]]:
 
 async def test_readiness_flips_with_the_upstream_and_the_audit_lock(tmp_path: Path, gateway: GatewayFactory, upstream: Upstream) -> None:
     client = await gateway(make_config(tmp_path, upstream=f"http://127.0.0.1:{upstream.port}", audit={"busy_timeout": 0.1}))
-    client.server.app[READINESS].upstream_cache = 0.0  # every probe looks again
+    client.server.app[READINESS].cache_seconds = 0.0  # every probe looks again
     assert (200, {"status": "ready", "checks": {"audit": "ok", "upstream": "ok"}}) == await readiness(client)
 
     await upstream.stop()
@@ -150,6 +150,7 @@ async def test_readiness_flips_with_the_upstream_and_the_audit_lock(tmp_path: Pa
 
 async def test_readiness_flips_when_the_database_is_made_read_only(tmp_path: Path, gateway: GatewayFactory, upstream: Upstream) -> None:
     client = await gateway(make_config(tmp_path, upstream=f"http://127.0.0.1:{upstream.port}"))
+    client.server.app[READINESS].cache_seconds = 0.0
     database = tmp_path / "audit.db"
     if os.geteuid() == 0:  # root ignores permissions; the immutable attribute stops it
         chattr = shutil.which("chattr")

@@ -3,6 +3,7 @@ window of refused attempts however long the flood."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 from pathlib import Path
 
@@ -115,3 +116,16 @@ async def test_throttling_can_be_turned_off(tmp_path: Path, gateway: GatewayFact
     for _ in range(20):
         assert 401 == (await client.delete(SAMPLE_PATH, headers=basic("outsider", "guess"))).status
     assert 200 == (await client.delete("/v1/o/otherorg/oauth2/accesstokens/x", headers=basic("outsider"))).status
+
+
+async def test_a_burst_of_distinct_guesses_sent_at_once_is_throttled_too(
+    tmp_path: Path, gateway: GatewayFactory, peer: Peer
+) -> None:
+    """Found in review: failures were counted only once a check ended, so guesses sent together
+    all passed the throttle and each cost a password hash. Checks under way count now."""
+    client = await gateway(make_config(tmp_path, upstream=peer.url, throttle={"max_failures": 3}))
+    statuses = await asyncio.gather(*(
+        client.delete(SAMPLE_PATH, headers=basic("outsider", f"guess-{n}")) for n in range(50)
+    ))
+    assert [401] * 3 + [429] * 47 == sorted(response.status for response in statuses)
+    assert [] == peer.requests

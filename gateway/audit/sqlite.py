@@ -326,9 +326,12 @@ class SQLiteAppender:
         self._head = head  # only once committed: a rolled-back head must not be built on
         return head
 
-    def _append(self, records: Sequence[AuditRecord]) -> Head:
-        row = self._db.execute(_HEAD).fetchone()
-        linked, head = chained(records, Head(*row) if row else EMPTY, self._key)
+    def _append(self, records: Sequence[AuditRecord], after: Head | None = None) -> Head:
+        """Inside a transaction: link after ``after``, or after the head as the file has it."""
+        if after is None:
+            row = self._db.execute(_HEAD).fetchone()
+            after = Head(*row) if row else EMPTY
+        linked, head = chained(records, after, self._key)
         self._db.execute(_insert_statement(len(linked)), [value for record in linked for value in record])
         return head
 
@@ -343,6 +346,10 @@ class SQLiteAppender:
             first, last = self._db.execute(f"SELECT min(id), max(id) FROM {TABLE}").fetchone()
             if first is None:
                 return PruneResult(0, None)
+            # The head before removing anything: even when every record goes, the checkpoint
+            # takes the next id and links to the last hash, so ids never repeat and the chain
+            # (and any head anchored outside) goes on.
+            newest = Head(*self._db.execute(_HEAD).fetchone())
             kept = self._db.execute(f"SELECT min(id) FROM {TABLE} WHERE time >= ?", (before,)).fetchone()[0]
             last_removed = (kept if kept is not None else last + 1) - 1
             if last_removed < first:
@@ -358,7 +365,7 @@ class SQLiteAppender:
                 method="PRUNE", org=None, token_sha256=None, token_hint=None, outcome=Outcome.PRUNED.value,
                 snapshot=json.dumps(details, separators=(",", ":")),
             )
-            head = self._append([checkpoint])
+            head = self._append([checkpoint], after=newest)
             result = PruneResult(removed, checkpoint._replace(id=head.id, hash=head.hash))
         self._head = head
         return result
