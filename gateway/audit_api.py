@@ -23,7 +23,6 @@ from gateway.auth import AUDIT, AuthenticationError, Authenticator, Throttled, U
 from gateway.config import ALL_ORGS
 
 MAX_LIMIT = 1000
-REALM = 'Basic realm="apigee-audit-gateway"'
 AUDIT_AUTHENTICATOR = web.AppKey("audit_authenticator", Authenticator)
 AUDIT_STORE = web.AppKey("audit_store", SQLiteAuditStore)
 
@@ -117,7 +116,7 @@ async def _auditor(request: web.Request) -> User | web.Response:
     except Throttled as exc:
         return errors.too_many_attempts(exc.retry_after)
     except AuthenticationError:
-        return errors.UNAUTHORIZED.response(headers={hdrs.WWW_AUTHENTICATE: REALM})
+        return errors.unauthorized()
     if not user.may(AUDIT, None):
         return errors.FORBIDDEN.response(f"User {user.name} may not read the audit trail (role audit)")
     return user

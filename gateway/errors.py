@@ -37,6 +37,14 @@ UPSTREAM_UNAVAILABLE = GatewayError(502, "gateway.upstream_unavailable", "The up
 AUDIT_UNAVAILABLE = GatewayError(503, "gateway.audit_unavailable", "The audit log cannot be written; nothing was forwarded")
 UPSTREAM_TIMEOUT = GatewayError(504, "gateway.upstream_unavailable", "The upstream did not answer in time")
 
+REALM = 'Basic realm="apigee-audit-gateway"'
+
+
+def unauthorized() -> web.Response:
+    """401 with the Basic challenge, the same on every route."""
+    return UNAUTHORIZED.response(headers={"WWW-Authenticate": REALM})
+
+
 def too_many_attempts(retry_after: int) -> web.Response:
     return TOO_MANY_ATTEMPTS.response(
         f"{TOO_MANY_ATTEMPTS.message}; retry after {retry_after} s", headers={"Retry-After": str(retry_after)}

@@ -31,7 +31,6 @@ from gateway.outcome import interpret
 from gateway.proxy import REQUEST_ID, Upstream, UpstreamError
 from gateway.target import BadTarget, TokenTarget, parse_target
 
-REALM = 'Basic realm="apigee-audit-gateway"'
 MAX_REQUEST_BODY = 64 * 1024
 
 
@@ -96,26 +95,23 @@ async def _handle(request: web.Request, services: Services, exchange: Exchange) 
         return errors.too_many_attempts(exc.retry_after)
     except AuthenticationError as exc:
         exchange.actor = exc.claimed
-        await _record_refusal(services, exchange, exchange.record(Outcome.DENIED, error_code=errors.UNAUTHORIZED.code))
-        return errors.UNAUTHORIZED.response(headers={hdrs.WWW_AUTHENTICATE: REALM})
+        await _recorded(services, exchange, "refusal", exchange.record(Outcome.DENIED, error_code=errors.UNAUTHORIZED.code))
+        return errors.unauthorized()
     exchange.actor = user.name
     if invalid is not None or target is None:
-        await _record_refusal(services, exchange, exchange.record(Outcome.REJECTED, error_code=errors.BAD_REQUEST.code))
+        await _recorded(services, exchange, "refusal", exchange.record(Outcome.REJECTED, error_code=errors.BAD_REQUEST.code))
         return errors.BAD_REQUEST.response(str(invalid))
     if not user.may(REVOKE, target.org):
-        await _record_refusal(services, exchange, exchange.record(Outcome.FORBIDDEN, error_code=errors.FORBIDDEN.code))
+        await _recorded(services, exchange, "refusal", exchange.record(Outcome.FORBIDDEN, error_code=errors.FORBIDDEN.code))
         return errors.FORBIDDEN.response(f"User {user.name} may not revoke tokens of organization {target.org}")
     try:
         body = await request.read() if request.body_exists else b""
     except web.HTTPRequestEntityTooLarge:
-        await _record_refusal(services, exchange, exchange.record(Outcome.REJECTED, error_code=errors.PAYLOAD_TOO_LARGE.code))
+        await _recorded(services, exchange, "refusal", exchange.record(Outcome.REJECTED, error_code=errors.PAYLOAD_TOO_LARGE.code))
         return errors.PAYLOAD_TOO_LARGE.response(f"The request body exceeds {MAX_REQUEST_BODY} bytes")
 
     # Intent: durable before anything reaches the upstream.
-    try:
-        await services.audit.write(exchange.record(Outcome.PENDING))
-    except AuditStoreError as exc:
-        services.log.error("audit_write_failed", **exchange.ids, stage="intent", error=str(exc))
+    if not await _recorded(services, exchange, "intent", exchange.record(Outcome.PENDING)):
         return errors.AUDIT_UNAVAILABLE.response()
 
     metrics = services.metrics
@@ -138,7 +134,7 @@ async def _forward_and_record(
         failure = errors.UPSTREAM_TIMEOUT if exc.timeout else errors.UPSTREAM_UNAVAILABLE
         # Once the request may have left, the token may be gone: say so, and do not retry.
         fate = Outcome.UNKNOWN if exc.sent else Outcome.UPSTREAM_ERROR
-        if not await _record_outcome(services, exchange, exchange.record(fate, error_code=f"upstream.{exc.kind}")):
+        if not await _recorded(services, exchange, "outcome", exchange.record(fate, error_code=f"upstream.{exc.kind}")):
             return errors.AUDIT_UNAVAILABLE.response(
                 f"{failure.message} ({exc.detail}), and the outcome could not be recorded; "
                 "the intent stays pending in the audit log"
@@ -161,7 +157,7 @@ async def _forward_and_record(
         client_id=_text(snapshot, "clientId"),
         snapshot=_stored_snapshot(snapshot, keep_raw=services.store_raw_tokens),
     )
-    if not await _record_outcome(services, exchange, outcome):
+    if not await _recorded(services, exchange, "outcome", outcome):
         return errors.AUDIT_UNAVAILABLE.response(
             f"The upstream answered {reply.status}, but the outcome could not be recorded; "
             "the intent stays pending in the audit log"
@@ -171,19 +167,13 @@ async def _forward_and_record(
     return web.Response(status=reply.status, reason=reply.reason, headers=reply.headers, body=reply.body)
 
 
-async def _record_refusal(services: Services, exchange: Exchange, record: AuditRecord) -> None:
-    """Refusals are audited too, but a refusal stands even if its record cannot be written."""
+async def _recorded(services: Services, exchange: Exchange, stage: str, record: AuditRecord) -> bool:
+    """Write one record; on failure log why and say so. A refusal stands even unrecorded; an
+    intent or outcome that is not recorded stops the call (see the callers)."""
     try:
         await services.audit.write(record)
     except AuditStoreError as exc:
-        services.log.error("audit_write_failed", **exchange.ids, stage="refusal", error=str(exc))
-
-
-async def _record_outcome(services: Services, exchange: Exchange, record: AuditRecord) -> bool:
-    try:
-        await services.audit.write(record)
-    except AuditStoreError as exc:
-        services.log.error("audit_write_failed", **exchange.ids, stage="outcome", error=str(exc))
+        services.log.error("audit_write_failed", **exchange.ids, stage=stage, error=str(exc))
         return False
     return True
 
