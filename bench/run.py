@@ -6,6 +6,12 @@ p50/p99 latency and the CPU seconds the target process spent per 10,000 requests
 to the plain proxy measured in the same run. After every gateway run it checks that the audit
 log holds exactly one ``deleted`` record per 200 response.
 
+Two more columns say what limits each run: how busy the target's busiest thread was (for
+the Python targets, the event loop: near 100% means one core's worth of Python is the
+ceiling), and how many of the host's cores target, stub and wrk kept busy together (near the
+core count means the host itself is the ceiling). When neither is near its limit, the run
+waits on something else: for the gateway, its audit commits.
+
     pip install -e '.[speed]' && sudo apt-get install wrk   # nginx is optional
     python bench/run.py [--duration 10] [--concurrency 1 16 64] [--rss-seconds 60]
 """
@@ -16,6 +22,7 @@ import argparse
 import base64
 import json
 import os
+import resource
 import shutil
 import signal
 import socket
@@ -48,6 +55,10 @@ class Result:
     cpu_per_10k: float
     ok: int
     failed: int
+    busiest_thread: float
+    """Share of the run's wall time that the target's busiest thread was on a CPU (its event loop)."""
+    cores_busy: float
+    """CPU seconds of target, stub and wrk together per wall second (the host has os.cpu_count())."""
     audit_check: str = ""
 
 
@@ -78,6 +89,16 @@ def cpu_seconds(pids: list[int]) -> float:
     return total / CLOCK_TICKS
 
 
+def thread_cpu(pids: list[int]) -> dict[int, float]:
+    """CPU seconds of every thread of ``pids``, by thread id."""
+    seconds = {}
+    for pid in pids:
+        for task in Path(f"/proc/{pid}/task").iterdir():
+            fields = (task / "stat").read_text().rsplit(")", 1)[1].split()
+            seconds[int(task.name)] = (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
+    return seconds
+
+
 def rss_mb(pid: int) -> float:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmRSS:"):
@@ -101,13 +122,18 @@ def stop(process: subprocess.Popen[bytes]) -> None:
             process.wait()
 
 
-def wrk(port: int, concurrency: int, seconds: float, offset: int) -> dict[str, int]:
+def wrk(port: int, concurrency: int, seconds: float, offset: int) -> dict[str, float]:
+    """wrk's summary, plus ``cpu_seconds``: what wrk itself used (it shares the host)."""
     command = [
         "wrk", "-t1", f"-c{concurrency}", f"-d{round(seconds)}s", "--latency", "--timeout", "10s",
         "-s", str(HERE / "delete.lua"), f"http://127.0.0.1:{port}", "--", str(offset), TOKEN_PATH, AUTH,
     ]
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     output = subprocess.run(command, capture_output=True, text=True, check=True).stdout
-    return json.loads(next(line for line in output.splitlines() if line.startswith("{")))
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    summary: dict[str, float] = json.loads(next(line for line in output.splitlines() if line.startswith("{")))
+    summary["cpu_seconds"] = after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime
+    return summary
 
 
 class Bench:
@@ -166,22 +192,27 @@ class Bench:
             else:
                 process = self.gateway(upstream, port, database)
             pids = [process.pid] + _children(process.pid)
+            others = [] if process is stub else [stub.pid]
             warm = wrk(port, concurrency, 2, WARMUP_OFFSET)
-            before = cpu_seconds(pids)
+            before, threads_before, others_before = cpu_seconds(pids), thread_cpu(pids), cpu_seconds(others)
             run = wrk(port, concurrency, self.duration, 0)
             used = cpu_seconds(pids) - before
+            threads = thread_cpu(pids)
+            busiest = max(seconds - threads_before.get(tid, 0.0) for tid, seconds in threads.items())
+            host = used + cpu_seconds(others) - others_before + run["cpu_seconds"]
             if process is not stub:
                 stop(process)
         finally:
             stop(stub)
-        ok = run["requests"] - run["status_errors"]
-        failed = run["status_errors"] + run["connect_errors"] + run["read_errors"] + run["write_errors"] + run["timeouts"]
+        ok = int(run["requests"] - run["status_errors"])
+        failed = int(run["status_errors"] + run["connect_errors"] + run["read_errors"] + run["write_errors"] + run["timeouts"])
+        wall = run["duration_us"] / 1e6
         result = Result(
-            target, concurrency, run["requests"] / (run["duration_us"] / 1e6), run["p50_us"] / 1000,
-            run["p99_us"] / 1000, used / max(run["requests"], 1) * 10_000, ok, failed,
+            target, concurrency, run["requests"] / wall, run["p50_us"] / 1000, run["p99_us"] / 1000,
+            used / max(run["requests"], 1) * 10_000, ok, failed, busiest / wall, host / wall,
         )
         if target == "gateway (audited)":
-            responses = ok + warm["requests"] - warm["status_errors"]
+            responses = ok + int(warm["requests"] - warm["status_errors"])
             result.audit_check = audit_check(database, responses, in_flight_bound=2 * concurrency)
         return result
 
@@ -248,8 +279,11 @@ def print_table(rounds: list[list[Result]]) -> None:
                     (r.rps / base.rps, r.cpu_per_10k / base.cpu_per_10k if base.cpu_per_10k else 0, r.p50_ms - base.p50_ms)
                 )
     print(f"Medians of {len(rounds)} round(s).")
-    print("| concurrency | target | req/s | p50 ms | p99 ms | CPU s / 10k req | req/s vs proxy | CPU/req vs proxy | failed |")
-    print("|---|---|---|---|---|---|---|---|---|")
+    print(
+        "| concurrency | target | req/s | p50 ms | p99 ms | CPU s / 10k req | req/s vs proxy | CPU/req vs proxy "
+        f"| busiest thread | host cores busy (of {os.cpu_count()}) | failed |"
+    )
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
     for (concurrency, target), group in cells.items():
         pairs = ratios.get((concurrency, target))
         rps_ratio = f"{median(p[0] for p in pairs):.2f}" if pairs else "-"
@@ -257,7 +291,8 @@ def print_table(rounds: list[list[Result]]) -> None:
         print(
             f"| {concurrency} | {target} | {median(r.rps for r in group):,.0f} | {median(r.p50_ms for r in group):.2f} | "
             f"{median(r.p99_ms for r in group):.2f} | {median(r.cpu_per_10k for r in group):.2f} | {rps_ratio} | "
-            f"{cpu_ratio} | {sum(r.failed for r in group)} |"
+            f"{cpu_ratio} | {median(r.busiest_thread for r in group):.0%} | {median(r.cores_busy for r in group):.2f} | "
+            f"{sum(r.failed for r in group)} |"
         )
     checks = [r for group in cells.values() for r in group if r.audit_check]
     failed = [r for r in checks if not r.audit_check.startswith("OK")]
@@ -294,6 +329,7 @@ def main() -> None:
                     result = bench.measure(names[name], concurrency)
                     print(f"  round {round_number + 1}  {result.target:<18} c={concurrency:<3} {result.rps:8,.0f} req/s  "
                           f"p50 {result.p50_ms:.2f} ms  p99 {result.p99_ms:.2f} ms  {result.cpu_per_10k:.2f} CPU s/10k  "
+                          f"busiest thread {result.busiest_thread:.0%}  cores {result.cores_busy:.2f}  "
                           f"{result.audit_check}", flush=True)
                     results.append(result)
             rounds.append(results)
