@@ -88,7 +88,7 @@ async def list_events(request: web.Request) -> web.Response:
     page = records[:limit]
     more = len(records) > limit
     body = {"events": [as_json(record) for record in page],
-            "next": encode_cursor(page[-1].time, page[-1].id) if more and page[-1].id else None}  # type: ignore[arg-type]
+            "next": encode_cursor(page[-1].time, page[-1].id) if more and page[-1].id else None}
     return web.Response(body=orjson.dumps(body), content_type="application/json")
 
 

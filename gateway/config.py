@@ -100,13 +100,13 @@ def one_of(*choices: str) -> Check:
 
 def upstream_url(value: Any) -> str:
     if value == STUB_UPSTREAM:
-        return value
+        return STUB_UPSTREAM
     parts = urlsplit(value) if isinstance(value, str) else None
     if parts is None or parts.scheme not in ("http", "https") or not parts.hostname or parts.query or parts.fragment:
         raise ValueError(f'expected "stub" or an http(s) URL such as "https://api.enterprise.apigee.com", got {_show(value)}')
     if parts.username or parts.password:
         raise ValueError("must not contain credentials; use upstream.auth instead")
-    return value.rstrip("/")
+    return str(value).rstrip("/")
 
 
 def name_list(allowed: tuple[str, ...] | None = None, wildcard: str | None = None) -> Check:

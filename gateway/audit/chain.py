@@ -60,12 +60,13 @@ class Head:
 EMPTY = Head(0, GENESIS)
 
 
-def canonical(record: AuditRecord) -> bytes:
-    return orjson.dumps([record.id, *record[:_CONTENT]])
+def canonical(record: AuditRecord, record_id: int | None = None) -> bytes:
+    """The bytes hashed for ``record``: at ``record_id`` when given, else at its own id."""
+    return orjson.dumps([record.id if record_id is None else record_id, *record[:_CONTENT]])
 
 
-def record_hash(prev_hash: str, record: AuditRecord, key: ChainKey) -> str:
-    data = prev_hash.encode("ascii") + canonical(record)
+def record_hash(prev_hash: str, record: AuditRecord, key: ChainKey, record_id: int | None = None) -> str:
+    data = prev_hash.encode("ascii") + canonical(record, record_id)
     if key.secret:
         return hmac.new(key.secret, data, hashlib.sha256).hexdigest()
     return hashlib.sha256(data).hexdigest()
@@ -73,17 +74,18 @@ def record_hash(prev_hash: str, record: AuditRecord, key: ChainKey) -> str:
 
 def link(record: AuditRecord, record_id: int, prev_hash: str, key: ChainKey) -> AuditRecord:
     """``record`` with its place in the chain: its id, the hash before it, and its own hash."""
-    digest = record_hash(prev_hash, AuditRecord(*record[:_CONTENT], id=record_id), key)
-    return AuditRecord(*record[:_CONTENT], prev_hash, digest, record_id)
+    digest = record_hash(prev_hash, record, key, record_id)
+    return record._replace(prev_hash=prev_hash, hash=digest, id=record_id)
 
 
 def chained(records: Iterable[AuditRecord], head: Head, key: ChainKey) -> tuple[list[AuditRecord], Head]:
     """``records`` placed after ``head``: consecutive ids, each linked to the one before."""
     linked = []
     for record in records:
-        record = link(record, head.id + 1, head.hash, key)
-        linked.append(record)
-        head = Head(head.id + 1, record.hash)  # type: ignore[arg-type]
+        record_id = head.id + 1
+        digest = record_hash(head.hash, record, key, record_id)
+        linked.append(record._replace(prev_hash=head.hash, hash=digest, id=record_id))
+        head = Head(record_id, digest)
     return linked, head
 
 

@@ -70,7 +70,7 @@ async def reconcile(
                 continue
             if status in (200, 404):
                 outcome = Outcome.NOT_DELETED if status == 200 else Outcome.DELETED
-                evidence = {"asked_upstream": f"GET on the token answered {status}"}
+                evidence: dict[str, object] = {"asked_upstream": f"GET on the token answered {status}"}
                 settled.append(Settled(intent, _outcome(intent, outcome, operator, evidence, status)))
             else:
                 unsettled.append(Unsettled(intent, f"the upstream answered {status} to GET on the token"))
@@ -88,7 +88,7 @@ async def reconcile(
     return settled, unsettled
 
 
-def _outcome(intent: AuditRecord, outcome: Outcome, operator: str, evidence: dict[str, object], status: int | None) -> AuditRecord:
+def _outcome(intent: AuditRecord, outcome: Outcome, operator: str, evidence: Mapping[str, object], status: int | None) -> AuditRecord:
     return AuditRecord(
         request_id=intent.request_id,
         time=utc_timestamp(),

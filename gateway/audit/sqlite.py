@@ -14,7 +14,7 @@ import functools
 import json
 import sqlite3
 import time
-from collections.abc import AsyncIterator, Iterator, Sequence
+from collections.abc import AsyncGenerator, Iterator, Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
@@ -152,13 +152,17 @@ class SQLiteAuditStore:
 
     async def head(self) -> Head:
         rows = await self._fetch(_HEAD, [])
-        return Head(*rows[0]) if rows else EMPTY
+        if not rows:
+            return EMPTY
+        record_id, digest = rows[0]
+        return Head(int(record_id), str(digest))
 
     async def first_id(self) -> int | None:
         rows = await self._fetch(f"SELECT min(id) FROM {TABLE}", [])
-        return rows[0][0]
+        first = rows[0][0]
+        return None if first is None else int(first)
 
-    async def rows(self, selection: AuditFilter | None = None, size: int = 5000) -> AsyncIterator[list[Row]]:
+    async def rows(self, selection: AuditFilter | None = None, size: int = 5000) -> AsyncGenerator[list[Row], None]:
         """Every matching record, oldest first, as plain rows in ``FIELDS`` order, a batch at a time.
 
         Walks over millions of records (verify, export) spend their time here: one trip to the
@@ -218,12 +222,12 @@ class SQLiteAuditStore:
         rows = await self._fetch(
             f"SELECT {expression} AS grouped, count(*) FROM {TABLE} {where} GROUP BY grouped ORDER BY 2 DESC, 1", params
         )
-        return [(row[0], row[1]) for row in rows]
+        return [(None if row[0] is None else str(row[0]), int(row[1])) for row in rows]
 
     async def _select(self, sql: str, params: Sequence[object]) -> list[AuditRecord]:
         return [AuditRecord._make(row) for row in await self._fetch(sql, params)]
 
-    async def _fetch(self, sql: str, params: Sequence[object]) -> list[tuple[object, ...]]:
+    async def _fetch(self, sql: str, params: Sequence[object]) -> list[Row]:
         try:
             return list(await self._db.execute_fetchall(sql, params))  # type: ignore[arg-type]
         except sqlite3.Error as exc:

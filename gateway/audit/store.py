@@ -8,7 +8,7 @@ store) is one more pair of classes with these methods.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncGenerator, Sequence
 from typing import Protocol
 
 from gateway.audit.chain import Head
@@ -38,7 +38,7 @@ class AuditStore(Protocol):
 
     async def head(self) -> Head: ...
 
-    def rows(self, selection: AuditFilter | None = None, size: int = 5000) -> AsyncIterator[list[Row]]:
+    def rows(self, selection: AuditFilter | None = None, size: int = 5000) -> AsyncGenerator[list[Row], None]:
         """Every matching record, oldest first, as rows in ``FIELDS`` order, streamed in
         batches (``limit`` is ignored)."""
 
