@@ -13,7 +13,7 @@ from conftest import GatewayFactory, basic, make_config
 from gateway.audit.chain import GENESIS, ChainKey, record_hash
 from gateway.audit.record import CONTENT_FIELDS, AuditRecord
 from gateway.audit.schema import SCHEMA_V1
-from gateway.audit.sqlite import SQLiteAppender, prepare
+from gateway.audit.sqlite import SQLiteAppender, SQLiteAuditStore, prepare
 from gateway.cli import main
 
 KEY = b"k" * 32
@@ -278,3 +278,22 @@ def test_pruning_everything_while_the_gateway_runs_keeps_ids_and_the_chain(
     gateway.close()
     status, out = verify(capsys, path)
     assert (0, "OK: 2 records verified") == (status, out.split(" (")[0])
+
+
+async def test_log_size_counts_what_pruning_left_and_its_checkpoint(tmp_path: Path) -> None:
+    """The progress lines' total comes from the ids alone (first kept to head), not count(*)."""
+    path = tmp_path / "a.db"
+    prepare(path, key=ChainKey(), writable=True)
+    store = await SQLiteAuditStore.open(path)
+    try:
+        assert 0 == await store.size()
+        make_log(path, 10)
+        assert 10 == await store.size()
+        appender = SQLiteAppender(path, ChainKey())
+        assert 4 == appender.prune("2026-01-05", actor="ops").removed
+        appender.close()
+        with sqlite3.connect(path) as db:
+            assert (7,) == db.execute("SELECT count(*) FROM audit_events").fetchone()
+        assert 7 == await store.size()
+    finally:
+        await store.close()

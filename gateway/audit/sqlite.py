@@ -162,6 +162,12 @@ class SQLiteAuditStore:
         first = rows[0][0]
         return None if first is None else int(first)
 
+    async def size(self) -> int:
+        """Records in the log: its ids run unbroken from the first kept one to the head, so two
+        index lookups tell, where count(*) would read the whole file."""
+        first = await self.first_id()
+        return 0 if first is None else (await self.head()).id - first + 1
+
     async def rows(self, selection: AuditFilter | None = None, size: int = 5000) -> AsyncGenerator[list[Row], None]:
         """Every matching record, oldest first, as plain rows in ``FIELDS`` order, a batch at a time.
 

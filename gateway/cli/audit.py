@@ -166,13 +166,6 @@ def cmd_show(args: argparse.Namespace) -> int:
     return 0
 
 
-async def _log_size(store: SQLiteAuditStore) -> int:
-    """Records in the log: its ids run unbroken from the first kept one to the head, so two
-    index lookups tell, where count(*) would read the whole file."""
-    first = await store.first_id()
-    return 0 if first is None else (await store.head()).id - first + 1
-
-
 def cmd_export(args: argparse.Namespace) -> int:
     selection = selection_of(args)
     stream = RecordStream(args.format, sys.stdout)
@@ -182,7 +175,7 @@ def cmd_export(args: argparse.Namespace) -> int:
         with Progress("export", sys.stderr, enabled=not sys.stdout.isatty()) as progress:
             # Only the whole log's size is cheap to know; a filtered selection is counted as it goes.
             if progress.enabled and selection == AuditFilter(limit=None):
-                progress.total = await _log_size(store)
+                progress.total = await store.size()
             exported = 0
             async for batch in store.rows(selection):
                 stream.write_rows(batch)
@@ -207,7 +200,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
     async def verify(store: SQLiteAuditStore) -> Verdict:
         with Progress("verify", sys.stderr) as progress:
             if progress.enabled:
-                progress.total = await _log_size(store)
+                progress.total = await store.size()
             return await verify_log(store, key, expect_head=args.expect_head, progress=progress.update)
 
     verdict = _read(config, verify, key=key)
