@@ -2,44 +2,21 @@
 
 from __future__ import annotations
 
-import asyncio
 import re
 import signal
 import socket
 import subprocess
 import sys
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from pathlib import Path
 
 import aiohttp
 
 from conftest import SAMPLE, SAMPLE_PATH, USERS, basic, rows
+from processes import started
 from gateway.passwords import parse_hash, verify_password
 from test_stub import XML_404, documented_sample
 
 ROOT = Path(__file__).resolve().parents[1]
-START_TIMEOUT = 30
-
-
-@asynccontextmanager
-async def running(*args: str, cwd: Path) -> AsyncIterator[tuple[str, list[str]]]:
-    """Run `gateway ARGS` until it says where it listens; yield that URL and what it printed."""
-    process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "gateway", *args, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE
-    )
-    assert process.stdout is not None and process.stderr is not None
-    try:
-        printed: list[str] = []
-        while not (match := re.search(r"[Ll]istening on (https?://\S+)", printed[-1] if printed else "")):
-            line = (await asyncio.wait_for(process.stdout.readline(), START_TIMEOUT)).decode()
-            assert line, "exited early: " + "".join(printed) + (await process.stderr.read()).decode()
-            printed.append(line.rstrip("\n"))
-        yield match.group(1), printed
-    finally:
-        if process.returncode is None:
-            process.send_signal(signal.SIGTERM)
-        assert 0 == await asyncio.wait_for(process.wait(), START_TIMEOUT)
 
 
 def gateway_cli(*args: str, cwd: Path, stdin: str = "") -> subprocess.CompletedProcess[str]:
@@ -50,13 +27,15 @@ def gateway_cli(*args: str, cwd: Path, stdin: str = "") -> subprocess.CompletedP
 
 async def test_demo_mode_needs_no_config(tmp_path: Path) -> None:
     """`gateway serve` alone: embedded stub, demo user, database in the working directory, curl printed."""
-    async with running("serve", "--port", "0", cwd=tmp_path) as (url, banner):
-        assert f"  curl -u myname:mypass -X DELETE {url}{SAMPLE_PATH}" in banner
+    async with started("serve", "--port", "0", cwd=tmp_path) as gateway:
+        url = gateway.url
+        assert f"  curl -u myname:mypass -X DELETE {url}{SAMPLE_PATH}" in gateway.banner
         async with aiohttp.ClientSession() as session:
             async with session.delete(url + SAMPLE_PATH, headers=basic("myname")) as first:
                 assert (200, documented_sample()) == (first.status, await first.read())
             async with session.delete(url + SAMPLE_PATH, headers=basic("myname")) as second:
                 assert (404, XML_404) == (second.status, await second.read())
+        assert 0 == await gateway.stop(signal.SIGTERM)
     assert ["pending", "deleted", "pending", "not_found"] == [row["outcome"] for row in rows(tmp_path / "gateway-audit.db")]
 
 
@@ -67,21 +46,23 @@ async def test_serve_with_a_config_and_sigterm_exits_cleanly(tmp_path: Path) -> 
         f"[audit]\ndatabase = 'data.db'\n[logging]\nformat = 'json'\n"
         f"[[users]]\nname = '{user['name']}'\npassword_hash = '{user['password_hash']}'\norgs = ['myorg']\n"
     )
-    async with running("serve", "--config", str(config), "--port", "0", cwd=ROOT) as (url, banner):
-        assert f"  audit log: {tmp_path / 'data.db'}" in banner
-        assert not any("curl" in line for line in banner)
+    async with started("serve", "--config", str(config), "--port", "0", cwd=ROOT) as gateway:
+        assert f"  audit log: {tmp_path / 'data.db'}" in gateway.banner
+        assert not any("curl" in line for line in gateway.banner)
         async with aiohttp.ClientSession() as session:
-            async with session.delete(url + SAMPLE_PATH, headers=basic("myname")) as response:
+            async with session.delete(gateway.url + SAMPLE_PATH, headers=basic("myname")) as response:
                 assert 200 == response.status
+        assert 0 == await gateway.stop(signal.SIGTERM)
     assert ["pending", "deleted"] == [row["outcome"] for row in rows(tmp_path / "data.db")]
 
 
 async def test_stub_alone(tmp_path: Path) -> None:
-    async with running("stub", "--port", "0", cwd=tmp_path) as (url, banner):
-        assert re.fullmatch(r"Apigee stub listening on http://127\.0\.0\.1:\d+ \(1 users, 6 tokens\)", banner[0])
+    async with started("stub", "--port", "0", cwd=tmp_path) as stub:
+        assert re.fullmatch(r"Apigee stub listening on http://127\.0\.0\.1:\d+ \(1 users, 6 tokens\)", stub.banner[0])
         async with aiohttp.ClientSession() as session:
-            async with session.get(url + SAMPLE_PATH, headers=basic("myname")) as response:
+            async with session.get(stub.url + SAMPLE_PATH, headers=basic("myname")) as response:
                 assert (200, SAMPLE) == (response.status, (await response.json())["token"])
+        assert 0 == await stub.stop(signal.SIGTERM)
 
 
 def test_config_error_is_one_line_without_traceback(tmp_path: Path) -> None:

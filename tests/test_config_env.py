@@ -12,7 +12,7 @@ import pytest
 from conftest import SAMPLE_PATH, USERS, basic
 from gateway.cli import main
 from gateway.config import ConfigError, load_config
-from test_crash import started
+from processes import started
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLE = ROOT / "config.example.toml"

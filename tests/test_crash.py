@@ -11,12 +11,8 @@ import asyncio
 import hashlib
 import itertools
 import json
-import re
 import signal
-import subprocess
-import sys
-from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -25,127 +21,14 @@ import pytest
 from aiohttp import web
 
 from conftest import USERS, basic, rows
+from processes import START_TIMEOUT, Running, gateway_cli, started
 
-START_TIMEOUT = 30
-"""Seconds a subprocess may take to say where it listens, or to exit once told to."""
 WORKERS = 32
 KILL_AFTER = 200
 """Responses to collect before the gateway is killed, with WORKERS more calls in flight."""
 GENERATED = 2000
 DRAINED = 8
 """Calls held in flight at the slow upstream while the gateway is told to stop."""
-
-
-class Running:
-    """A `gateway` subprocess whose output is read as it comes.
-
-    Reading stderr all the time matters: a gateway under load logs a line per request, and a
-    full pipe would block it mid-request, which is not the crash these tests are about.
-    """
-
-    def __init__(self, process: asyncio.subprocess.Process) -> None:
-        self.process = process
-        self.url = ""
-        self.stderr: list[str] = []
-        self._stderr_done = False
-        self._stderr_grew = asyncio.Condition()
-        self._pumps: list[asyncio.Task[None]] = []
-
-    async def start(self) -> None:
-        """Wait for the line that says where it listens; keep reading both streams afterwards."""
-        assert self.process.stdout is not None and self.process.stderr is not None
-        self._pumps.append(asyncio.create_task(self._pump_stderr(self.process.stderr)))
-        printed: list[str] = []
-        async with asyncio.timeout(START_TIMEOUT):
-            while not (match := re.search(r"[Ll]istening on (https?://\S+)", printed[-1] if printed else "")):
-                line = (await self.process.stdout.readline()).decode()
-                if not line:
-                    await self.process.wait()
-                    await asyncio.gather(*self._pumps)
-                    raise AssertionError("exited early: " + "".join(printed) + "\n".join(self.stderr))
-                printed.append(line.rstrip("\n"))
-        self.url = match.group(1)
-        self._pumps.append(asyncio.create_task(self._drain(self.process.stdout)))
-
-    async def _pump_stderr(self, stream: asyncio.StreamReader) -> None:
-        while line := await stream.readline():
-            async with self._stderr_grew:
-                self.stderr.append(line.decode().rstrip("\n"))
-                self._stderr_grew.notify_all()
-        async with self._stderr_grew:
-            self._stderr_done = True
-            self._stderr_grew.notify_all()
-
-    @staticmethod
-    async def _drain(stream: asyncio.StreamReader) -> None:
-        while await stream.readline():
-            pass
-
-    def events(self, name: str) -> list[dict[str, Any]]:
-        """The JSON log events called ``name`` logged so far."""
-        found = []
-        for line in self.stderr:
-            try:
-                event = json.loads(line)
-            except ValueError:
-                continue
-            if isinstance(event, dict) and event.get("event") == name:
-                found.append(event)
-        return found
-
-    async def logged(self, name: str) -> dict[str, Any]:
-        """The first JSON log event called ``name``, awaited as it is written."""
-        async with asyncio.timeout(START_TIMEOUT), self._stderr_grew:
-            await self._stderr_grew.wait_for(lambda: bool(self.events(name)) or self._stderr_done)
-        found = self.events(name)
-        assert found, f"{name} never logged:\n" + "\n".join(self.stderr)
-        return found[0]
-
-    async def stop(self, signum: int) -> int:
-        """Send ``signum``; return the exit status once the process and its output have ended."""
-        if self.process.returncode is None:
-            self.process.send_signal(signum)
-        return await self.exited()
-
-    async def abandon(self) -> None:
-        """Kill the process if it still runs and stop reading it: the cleanup of a failed test."""
-        if self.process.returncode is None:
-            self.process.kill()
-            await self.process.wait()
-        for pump in self._pumps:
-            pump.cancel()
-
-    async def exited(self) -> int:
-        """The exit status, once the process has ended and all it wrote has been read."""
-        async with asyncio.timeout(START_TIMEOUT):
-            status = await self.process.wait()
-            await asyncio.gather(*self._pumps)
-        return status
-
-
-@asynccontextmanager
-async def started(*args: str, cwd: Path) -> AsyncIterator[Running]:
-    """`gateway ARGS` until it listens; killed on the way out if the test left it running."""
-    process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "gateway", *args, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE
-    )
-    running = Running(process)
-    try:
-        await running.start()
-        yield running
-    finally:
-        await running.abandon()
-
-
-async def gateway_cli(*args: str, cwd: Path) -> tuple[int, str]:
-    """A short `gateway` command: its exit status and standard output."""
-    process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "gateway", *args, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE
-    )
-    async with asyncio.timeout(START_TIMEOUT):
-        out, err = await process.communicate()
-    assert process.returncode is not None
-    return process.returncode, out.decode() + err.decode()
 
 
 def write_config(tmp_path: Path, upstream: str) -> Path:

@@ -19,7 +19,7 @@ from urllib.parse import urlsplit
 import aiohttp
 
 from conftest import PASSWORDS, USERS
-from test_crash import gateway_cli, started
+from processes import gateway_cli, started
 
 TOKENS = {"SecretAccessTokenAlpha0123456789": "SecretRefreshAlpha0123", "SecretAccessTokenBeta98765432100": "SecretRefreshBeta9876"}
 WRONG_PASSWORD = "Wrong-Pa55word-Never-Logged"

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import signal
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -20,7 +21,7 @@ from gateway.stub import demo_seed, make_stub_app
 from gateway.stub import jackson
 from gateway.stub.journal import Journal
 from gateway.stub.seed import SAMPLE_TOKEN
-from test_cli import running
+from processes import started
 
 AUTH = {"Authorization": aiohttp.encode_basic_auth("myname", "mypass")}
 SAMPLE_BODY = jackson.dumps(SAMPLE_TOKEN).encode()
@@ -379,7 +380,9 @@ class TestSettings:
 
     async def test_cli_flags(self, tmp_path: Path, session: aiohttp.ClientSession) -> None:
         """`gateway stub --admin --delay S` says so in its banner and serves /_stub/."""
-        async with running("stub", "--port", "0", "--admin", "--delay", "0.05", cwd=tmp_path) as (url, banner):
-            assert f"Apigee stub listening on {url} (1 users, 6 tokens); admin endpoints under {url}/_stub/; every answer delayed 0.05 s" == banner[-1]
+        async with started("stub", "--port", "0", "--admin", "--delay", "0.05", cwd=tmp_path) as stub:
+            url = stub.url
+            assert f"Apigee stub listening on {url} (1 users, 6 tokens); admin endpoints under {url}/_stub/; every answer delayed 0.05 s" == stub.banner[-1]
             await assert_serves_normally(session, url)
             assert [SAMPLE_PATH] == [seen["path"] for seen in await journal(session, url)]
+            assert 0 == await stub.stop(signal.SIGTERM)

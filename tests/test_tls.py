@@ -3,6 +3,7 @@ verified against the system's CAs or a given bundle."""
 
 from __future__ import annotations
 
+import signal
 import ssl
 from pathlib import Path
 from typing import Any
@@ -14,7 +15,8 @@ import trustme
 from conftest import SAMPLE_PATH, USERS, GatewayFactory, basic, make_config, rows
 from gateway.cli import main
 from gateway.stub import demo_seed, make_stub_app
-from test_cli import ROOT, running
+from processes import started
+from test_cli import ROOT
 from test_stub import documented_sample
 
 
@@ -47,7 +49,8 @@ async def test_the_listener_speaks_https(tmp_path: Path, authority: trustme.CA) 
         f"[server]\ntls_cert = 'cert.pem'\ntls_key = 'key.pem'\n[audit]\ndatabase = 'audit.db'\n"
         f"[[users]]\nname = '{user['name']}'\npassword_hash = '{user['password_hash']}'\norgs = ['myorg']\n"
     )
-    async with running("serve", "--config", str(config), "--port", "0", cwd=ROOT) as (url, _):
+    async with started("serve", "--config", str(config), "--port", "0", cwd=ROOT) as gateway:
+        url = gateway.url
         assert url.startswith("https://127.0.0.1:")
         async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=client_context(authority))) as session:
             async with session.delete(url + SAMPLE_PATH, headers=basic("myname")) as response:
@@ -55,6 +58,7 @@ async def test_the_listener_speaks_https(tmp_path: Path, authority: trustme.CA) 
         async with aiohttp.ClientSession() as session:  # the system's CAs do not know this one
             with pytest.raises(aiohttp.ClientConnectorCertificateError):
                 await session.delete(url + SAMPLE_PATH, headers=basic("myname"))
+        assert 0 == await gateway.stop(signal.SIGTERM)
     assert ["pending", "deleted"] == [row["outcome"] for row in rows(tmp_path / "audit.db")]
 
 
