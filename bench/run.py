@@ -7,7 +7,7 @@ to the plain proxy measured in the same run. After every gateway run it checks t
 log holds exactly one ``deleted`` record per 200 response.
 
 Two more columns say what limits each run: how busy the target's busiest thread was (for
-the Python targets, the event loop: near 100% means one core's worth of Python is the
+the Python targets, usually the event loop: near 100% means one core's worth of Python is the
 ceiling), and how many of the host's cores target, stub and wrk kept busy together (near the
 core count means the host itself is the ceiling). When neither is near its limit, the run
 waits on something else: for the gateway, its audit commits.
@@ -94,7 +94,10 @@ def thread_cpu(pids: list[int]) -> dict[int, float]:
     seconds = {}
     for pid in pids:
         for task in Path(f"/proc/{pid}/task").iterdir():
-            fields = (task / "stat").read_text().rsplit(")", 1)[1].split()
+            try:
+                fields = (task / "stat").read_text().rsplit(")", 1)[1].split()
+            except (FileNotFoundError, ProcessLookupError):  # the thread ended meanwhile
+                continue
             seconds[int(task.name)] = (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
     return seconds
 

@@ -119,7 +119,7 @@ async def started(*args: str, cwd: Path) -> AsyncIterator[Running]:
         await running.abandon()
 
 
-async def gateway_cli(*args: str, cwd: Path) -> tuple[int, str]:
+async def completed(*args: str, cwd: Path) -> tuple[int, str]:
     """A short `gateway` command: its exit status and standard output."""
     process = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "gateway", *args, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE

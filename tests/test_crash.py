@@ -21,7 +21,7 @@ import pytest
 from aiohttp import web
 
 from conftest import USERS, basic, rows
-from processes import START_TIMEOUT, Running, gateway_cli, started
+from processes import START_TIMEOUT, Running, completed, started
 
 WORKERS = 32
 KILL_AFTER = 200
@@ -150,7 +150,7 @@ async def test_sigkill_under_load_leaves_answered_deletes_recorded_and_the_rest_
             sha256(token) for token, outcomes in unanswered.items() if outcomes == ["pending"]
         }
 
-        status, printed = await gateway_cli(
+        status, printed = await completed(
             "audit", "query", "--config", str(config), "--outcome", "pending", "--format", "jsonl", "--limit", "10000",
             cwd=tmp_path,
         )
@@ -169,7 +169,7 @@ async def test_sigkill_under_load_leaves_answered_deletes_recorded_and_the_rest_
         assert [len(orphans)] == [event["count"] for event in restarted.events("pending_intents_without_outcome")]
         assert ["pending", "deleted"] == [outcome for outcome, _ in trail(database, fresh)]
 
-    status, printed = await gateway_cli("audit", "verify", "--config", str(config), cwd=tmp_path)
+    status, printed = await completed("audit", "verify", "--config", str(config), cwd=tmp_path)
     assert (0, f"OK: {len(rows(database))} records verified") == (status, printed[: printed.find(" (")])
 
 

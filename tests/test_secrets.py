@@ -19,7 +19,7 @@ from urllib.parse import urlsplit
 import aiohttp
 
 from conftest import PASSWORDS, USERS
-from processes import gateway_cli, started
+from processes import completed, started
 
 TOKENS = {"SecretAccessTokenAlpha0123456789": "SecretRefreshAlpha0123", "SecretAccessTokenBeta98765432100": "SecretRefreshBeta9876"}
 WRONG_PASSWORD = "Wrong-Pa55word-Never-Logged"
@@ -76,7 +76,7 @@ async def test_a_whole_session_leaves_no_secret_in_logs_outputs_or_audit_rows(tm
                 assert b" 400 Bad Request" in raw.recv(100)
             assert 0 == await gateway.stop(signal.SIGTERM)
         assert 0 == await stub.stop(signal.SIGTERM)
-    outputs = [await gateway_cli(*command, cwd=tmp_path) for command in (
+    outputs = [await completed(*command, cwd=tmp_path) for command in (
         ("audit", "query", "--db", "audit.db", "--token", next(iter(TOKENS)), "--format", "json"),
         ("audit", "export", "--db", "audit.db"),
         ("audit", "show", "2", "--db", "audit.db"),
