@@ -120,7 +120,7 @@ async def started(*args: str, cwd: Path) -> AsyncIterator[Running]:
 
 
 async def completed(*args: str, cwd: Path) -> tuple[int, str]:
-    """A short `gateway` command: its exit status and standard output."""
+    """A short `gateway` command: its exit status and all it printed (standard output, then error)."""
     process = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "gateway", *args, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE
     )
