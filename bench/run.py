@@ -56,7 +56,7 @@ class Result:
     ok: int
     failed: int
     busiest_thread: float
-    """Share of the run's wall time that the target's busiest thread was on a CPU (its event loop)."""
+    """Share of the run's wall time that the target's busiest thread (usually its event loop) was on a CPU."""
     cores_busy: float
     """CPU seconds of target, stub and wrk together per wall second (the host has os.cpu_count())."""
     audit_check: str = ""
@@ -81,12 +81,14 @@ def wait_listening(port: int, process: subprocess.Popen[bytes], timeout: float =
     raise SystemExit(f"nothing listening on {port} after {timeout} s")
 
 
+def _stat_cpu(stat: Path) -> float:
+    """utime + stime from a /proc stat file (a process's covers all its threads, ended ones too)."""
+    fields = stat.read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
+
+
 def cpu_seconds(pids: list[int]) -> float:
-    total = 0
-    for pid in pids:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        total += int(fields[11]) + int(fields[12])  # utime + stime, all threads
-    return total / CLOCK_TICKS
+    return sum(_stat_cpu(Path(f"/proc/{pid}/stat")) for pid in pids)
 
 
 def thread_cpu(pids: list[int]) -> dict[int, float]:
@@ -95,10 +97,9 @@ def thread_cpu(pids: list[int]) -> dict[int, float]:
     for pid in pids:
         for task in Path(f"/proc/{pid}/task").iterdir():
             try:
-                fields = (task / "stat").read_text().rsplit(")", 1)[1].split()
+                seconds[int(task.name)] = _stat_cpu(task / "stat")
             except (FileNotFoundError, ProcessLookupError):  # the thread ended meanwhile
                 continue
-            seconds[int(task.name)] = (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
     return seconds
 
 
