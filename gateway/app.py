@@ -18,6 +18,7 @@ from gateway.audit.anchor import HeadLogger
 from gateway.audit_api import AUDIT_AUTHENTICATOR, AUDIT_STORE
 from gateway.audit_api import add_routes as add_audit_routes
 from gateway.audit.chain import ChainKey
+from gateway.audit.reserve import DiskReserve
 from gateway.audit.sqlite import SQLiteAppender, SQLiteAuditStore
 from gateway.audit.store import AuditStoreError
 from gateway.audit.writer import AuditWriter
@@ -92,6 +93,10 @@ async def _lifetime(app: web.Application) -> AsyncIterator[None]:
             await writer.started()
         except AuditStoreError as exc:
             raise ConfigError(config.source, "audit.database", str(exc)) from None
+        reserve_problem = await asyncio.to_thread(DiskReserve(path, audit.reserve_mb).ensure)
+        if reserve_problem is not None:
+            log.warning("audit_reserve_unavailable", reason=reserve_problem,
+                        hint="`gateway audit prune` may not work if the disk fills up")
         refusals = asyncio.create_task(_audit_refused_logins(throttle, writer, log), name="throttle-audit")
         stack.push_async_callback(_audit_last_refused_logins, refusals, throttle, writer, log)
         app[AUDIT_STORE], app[AUDIT_AUTHENTICATOR] = store, authenticator

@@ -226,6 +226,13 @@ class AuditConfig:
         count,
         0,
     )
+    reserve_mb: int = setting(
+        "Disk space, in MiB, held back in a file beside the audit database (DATABASE.reserve) so "
+        "that `gateway audit prune` can still run when the disk is full: it releases the reserve, "
+        "prunes, and allocates it again when there is room. 0: none.",
+        count,
+        16,
+    )
     store_raw_tokens: bool = setting(
         "Store access and refresh tokens in clear in the audit log. By default only a SHA-256 "
         "fingerprint and the last 4 characters are kept.",
@@ -500,19 +507,29 @@ def _chain_secret(config: Config, environ: Mapping[str, str]) -> bytes | None:
     if audit.chain_key_env and audit.chain_key_file:
         raise ConfigError(config.source, "audit.chain_key_file", "give the chain key by chain_key_env or chain_key_file, not both")
     if audit.chain_key_env:
-        key, secret = "audit.chain_key_env", environ.get(audit.chain_key_env, "").encode()
+        return read_chain_key(config.source, "audit.chain_key_env", environ, variable=audit.chain_key_env)
+    if audit.chain_key_file:
+        return read_chain_key(config.source, "audit.chain_key_file", environ, path=config.path(audit.chain_key_file))
+    return None
+
+
+def read_chain_key(
+    source: str, key: str, environ: Mapping[str, str], *, variable: str | None = None, path: Path | None = None
+) -> bytes:
+    """A chain key from an environment variable or a file (trailing whitespace dropped), checked
+    for length; ``source`` and ``key`` name where it was asked for, in the error."""
+    if variable is not None:
+        secret = environ.get(variable, "").encode()
         if not secret:
-            raise ConfigError(config.source, key, f"environment variable {audit.chain_key_env} is not set or empty")
-    elif audit.chain_key_file:
-        key, path = "audit.chain_key_file", config.path(audit.chain_key_file)
+            raise ConfigError(source, key, f"environment variable {variable} is not set or empty")
+    else:
+        assert path is not None
         try:
             secret = path.read_bytes().rstrip()
         except OSError as exc:
-            raise ConfigError(config.source, key, f"cannot read {path}: {exc.strerror or exc}") from None
-    else:
-        return None
+            raise ConfigError(source, key, f"cannot read {path}: {exc.strerror or exc}") from None
     if len(secret) < MIN_CHAIN_KEY_BYTES:
-        raise ConfigError(config.source, key, f"the chain key must be at least {MIN_CHAIN_KEY_BYTES} bytes")
+        raise ConfigError(source, key, f"the chain key must be at least {MIN_CHAIN_KEY_BYTES} bytes")
     return secret
 
 

@@ -48,6 +48,9 @@ class Readiness:
         return {name: reason for name, reason in (("audit", audit), ("upstream", upstream)) if reason is not None}
 
     async def _audit(self) -> str | None:
+        replaced = self.writer.problem()
+        if replaced is not None:
+            return replaced
         failure = self.writer.last_failure
         if failure is not None and time.monotonic() - failure[0] < RECENT_FAILURE:
             return f"the last audit commit failed: {failure[1]}"

@@ -11,6 +11,7 @@ built from facts it already holds; nothing secret is ever passed in.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import sys
 from typing import Any, TextIO
@@ -44,8 +45,11 @@ class LineBuffer:
     def flush(self) -> None:
         if self._lines:
             lines, self._lines = self._lines, []
-            self._stream.write("\n".join(lines) + "\n")
-            self._stream.flush()
+            try:
+                self._stream.write("\n".join(lines) + "\n")
+                self._stream.flush()
+            except (OSError, ValueError):  # the stream is gone (closed, broken pipe): no one can read them
+                pass
 
     debug = info = msg
     warning = error = critical = exception = fatal = urgent
@@ -130,8 +134,13 @@ async def flush_logs_periodically() -> None:
 
 
 def _orjson_text(event: Any, **_: Any) -> str:
-    """structlog's JSON renderer, with orjson: a quarter of the cost of the standard library."""
-    return orjson.dumps(event, default=str).decode()
+    """structlog's JSON renderer, with orjson: a quarter of the cost of the standard library.
+    What orjson refuses (a lone surrogate, an integer past 64 bits) is written by the standard
+    library, escaped: a log line must never be the reason a request fails."""
+    try:
+        return orjson.dumps(event, default=str).decode()
+    except TypeError:
+        return json.dumps(event, default=str)
 
 
 def get_logger() -> Logger:

@@ -9,19 +9,17 @@ A crash in between leaves a ``pending`` intent in the audit log, never silence.
 from __future__ import annotations
 
 import itertools
-import json
 import os
 import re
 import time
 from dataclasses import dataclass
 from typing import Any
 
-import orjson
 from aiohttp import hdrs, web
 
 from gateway import errors
 from gateway.audit.fingerprint import fingerprint, hint, redact_snapshot
-from gateway.audit.record import AuditRecord, Outcome, utc_timestamp
+from gateway.audit.record import AuditRecord, Outcome, json_text, storable, utc_timestamp
 from gateway.audit.store import AuditStoreError
 from gateway.audit.writer import AuditWriter
 from gateway.auth import REVOKE, AuthenticationError, Authenticator, Throttled
@@ -152,9 +150,9 @@ async def _forward_and_record(
     outcome = exchange.record(
         meaning.outcome,
         upstream_status=reply.status,
-        error_code=meaning.error_code,
-        app=_text(snapshot, "app"),
-        client_id=_text(snapshot, "clientId"),
+        error_code=exchange.from_upstream("error_code", meaning.error_code),
+        app=exchange.from_upstream("app", _text(snapshot, "app")),
+        client_id=exchange.from_upstream("client_id", _text(snapshot, "clientId")),
         snapshot=_stored_snapshot(snapshot, keep_raw=services.store_raw_tokens),
     )
     if not await _recorded(services, exchange, "outcome", outcome):
@@ -186,11 +184,7 @@ def _text(snapshot: dict[str, Any] | None, key: str) -> str | None:
 def _stored_snapshot(snapshot: dict[str, Any] | None, *, keep_raw: bool) -> str | None:
     if snapshot is None:
         return None
-    kept = snapshot if keep_raw else redact_snapshot(snapshot)
-    try:
-        return orjson.dumps(kept).decode()
-    except TypeError:  # an integer beyond 64 bits, which only the standard library writes
-        return json.dumps(kept, ensure_ascii=False, separators=(",", ":"))
+    return json_text(snapshot if keep_raw else redact_snapshot(snapshot))
 
 
 _CALLER_REQUEST_ID = re.compile(r"[A-Za-z0-9._:/+=-]{1,128}")
@@ -227,6 +221,8 @@ class Exchange:
     error_code: str | None = None
     upstream_status: int | None = None
     path_prefix: str | None = None
+    escaped: list[str] | None = None
+    """Fields whose upstream value was not Unicode text, stored with backslash escapes."""
 
     @classmethod
     def begin(cls, request: web.Request) -> Exchange:
@@ -245,6 +241,16 @@ class Exchange:
             self.token = target.token if keep_raw else None
         elif invalid is not None:
             self.org = invalid.org
+
+    def from_upstream(self, field: str, value: str | None) -> str | None:
+        """An upstream's text as the store can keep it; a field that had to be escaped is named
+        in the request's log line."""
+        if value is None:
+            return None
+        kept = storable(value)
+        if kept is not value:
+            self.escaped = [*(self.escaped or ()), field]
+        return kept
 
     def latency_ms(self) -> float:
         return round((time.perf_counter() - self.started) * 1000, 3)
@@ -295,4 +301,5 @@ class Exchange:
             upstream_status=self.upstream_status,
             error_code=self.error_code,
             latency_ms=self.latency_ms(),
+            **({"escaped": self.escaped} if self.escaped else {}),
         )

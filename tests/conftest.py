@@ -50,7 +50,8 @@ def make_config(
     """
     data: dict[str, Any] = {
         "upstream": {"url": upstream} if isinstance(upstream, str) else upstream,
-        "audit": {"database": "audit.db", **sections.pop("audit", {})},
+        # No disk reserve unless a test asks: it would allocate 16 MiB per gateway.
+        "audit": {"database": "audit.db", "reserve_mb": 0, **sections.pop("audit", {})},
         "users": USERS if users is None else users,
         **sections,
     }

@@ -45,7 +45,8 @@ def tamper(path: Path, *statements: str) -> None:
 
 
 def verify(capsys: pytest.CaptureFixture[str], path: Path, *args: str) -> tuple[int, str]:
-    status = main(["audit", "verify", "--db", str(path), *args])
+    keyed = any(a.startswith("--chain-key") or a == "--no-chain-key" for a in args)
+    status = main(["audit", "verify", "--db", str(path), *args, *(() if keyed else ("--no-chain-key",))])
     return status, capsys.readouterr().out.strip()
 
 
@@ -132,20 +133,71 @@ def test_a_rebuilt_chain_passes_only_without_the_key(tmp_path: Path, capsys: pyt
 
 def test_a_keyed_log_needs_its_key(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     make_log(tmp_path / "keyed.db", 3, KEY)
-    assert 2 == main(["audit", "verify", "--db", str(tmp_path / "keyed.db")])
-    assert (
-        f"gateway: error: {tmp_path / 'keyed.db'} keeps a hmac-sha256 chain, but no chain key is configured "
-        "(audit.chain_key_env / chain_key_file)\n"
-    ) == capsys.readouterr().err
+    for extra in ((), ("--no-chain-key",)):
+        assert 2 == main(["audit", "verify", "--db", str(tmp_path / "keyed.db"), *extra])
+        assert (
+            f"gateway: error: {tmp_path / 'keyed.db'} keeps a hmac-sha256 chain, which cannot be checked without its key: "
+            "pass --config with audit.chain_key_env or audit.chain_key_file, or --chain-key-file FILE / --chain-key-env VARIABLE\n"
+        ) == capsys.readouterr().err
     config = tmp_path / "gw.toml"
     config.write_text("[audit]\ndatabase = 'keyed.db'\nchain_key_env = 'GW_TEST_CHAIN_KEY'\n")
     with pytest.MonkeyPatch.context() as env:
         env.setenv("GW_TEST_CHAIN_KEY", "another-key-of-enough-length")
-        assert 2 == main(["audit", "verify", "--config", str(config)])
-        assert "was written with another chain key than the one configured" in capsys.readouterr().err
+        assert 1 == main(["audit", "verify", "--config", str(config)])
+        assert capsys.readouterr().out.startswith(
+            "TAMPERED: the log's chain key check does not match the key given: the log was rewritten under another key, "
+            "or the key is not this log's; 0 records checked"
+        )
         env.setenv("GW_TEST_CHAIN_KEY", KEY.decode())
         assert 0 == main(["audit", "verify", "--config", str(config)])
         assert capsys.readouterr().out.startswith("OK: 3 records verified (hmac-sha256 chain)")
+        assert 0 == main(["audit", "verify", "--db", str(tmp_path / "keyed.db"), "--chain-key-env", "GW_TEST_CHAIN_KEY"])
+        assert capsys.readouterr().out.startswith("OK: 3 records verified (hmac-sha256 chain)")
+    (tmp_path / "chain.key").write_bytes(KEY + b"\n")
+    assert 0 == main(["audit", "verify", "--db", str(tmp_path / "keyed.db"), "--chain-key-file", str(tmp_path / "chain.key")])
+    assert capsys.readouterr().out.startswith("OK: 3 records verified (hmac-sha256 chain)")
+
+
+def _rewrite_without_key(path: Path) -> None:
+    """What someone who can write the file, but lacks the key, does: recompute every hash as
+    plain SHA-256 and make the file say it never had a key."""
+    with sqlite3.connect(path) as db:
+        db.execute("DROP TRIGGER audit_events_no_update")
+        db.execute("UPDATE audit_chain SET mode = 'sha256', key_check = NULL")
+        previous = GENESIS
+        for row in db.execute(f"SELECT {', '.join(CONTENT_FIELDS)}, id FROM audit_events ORDER BY id").fetchall():
+            digest = record_hash(previous, AuditRecord(*row[:-1], id=row[-1]), ChainKey(None))
+            db.execute("UPDATE audit_events SET prev_hash = ?, hash = ? WHERE id = ?", (previous, digest, row[-1]))
+            previous = digest
+
+
+def test_a_keyed_log_rewritten_as_plain_never_verifies(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Found by a hostile tester: the downgraded file said "sha256" and `verify --db` believed it."""
+    path = tmp_path / "keyed.db"
+    make_log(path, 5, KEY)
+    _rewrite_without_key(path)
+    assert 2 == main(["audit", "verify", "--db", str(path)])
+    out, err = capsys.readouterr()
+    assert ("", f"gateway: error: {path} says it keeps a plain sha256 chain (no key)") == (out, err.split(". ")[0])
+    assert "pass --no-chain-key to check it as a plain chain, or its key (--chain-key-file FILE" in err
+    expected = ("TAMPERED: the log says it keeps a sha256 chain, but it is expected keyed (hmac-sha256): a keyed log "
+                "rewritten without its key, or not the log of this key; 0 records checked")
+    (tmp_path / "chain.key").write_bytes(KEY)
+    assert (1, expected) == verify(capsys, path, "--chain-key-file", str(tmp_path / "chain.key"))
+    config = tmp_path / "gw.toml"
+    config.write_text("[audit]\ndatabase = 'keyed.db'\nchain_key_file = 'chain.key'\n")
+    assert 1 == main(["audit", "verify", "--config", str(config)])
+    assert expected == capsys.readouterr().out.strip()
+
+
+def test_chain_key_options_belong_to_db(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    make_log(tmp_path / "a.db", 1)
+    (tmp_path / "gw.toml").write_text("[audit]\ndatabase = 'a.db'\n")
+    assert 2 == main(["audit", "verify", "--config", str(tmp_path / "gw.toml"), "--no-chain-key"])
+    assert capsys.readouterr().err.startswith("gateway: error: --no-chain-key goes with --db")
+    (tmp_path / "short.key").write_bytes(b"short")
+    assert 2 == main(["audit", "verify", "--db", str(tmp_path / "a.db"), "--chain-key-file", str(tmp_path / "short.key")])
+    assert "the chain key must be at least 16 bytes" in capsys.readouterr().err
 
 
 def test_expect_head_catches_a_cut_off_tail(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -205,10 +257,10 @@ def test_a_version_1_file_is_upgraded_and_chained(tmp_path: Path, capsys: pytest
             db.execute(f"INSERT INTO audit_events ({', '.join(CONTENT_FIELDS)}) VALUES ({', '.join('?' * len(CONTENT_FIELDS))})", record(i)[: len(CONTENT_FIELDS)])
         before = db.execute(f"SELECT id, {', '.join(CONTENT_FIELDS)} FROM audit_events ORDER BY id").fetchall()
     assert 2 == main(["audit", "verify", "--db", str(path)])
-    assert "has audit schema version 1; start `gateway serve` on it once to upgrade it to 2" in capsys.readouterr().err
+    assert "has audit schema version 1; start `gateway serve` on it once to upgrade it to 3" in capsys.readouterr().err
     prepare(path, key=ChainKey(), writable=True)
     with sqlite3.connect(path) as db:
-        assert 2 == db.execute("PRAGMA user_version").fetchone()[0]
+        assert 3 == db.execute("PRAGMA user_version").fetchone()[0]
         assert before == db.execute(f"SELECT id, {', '.join(CONTENT_FIELDS)} FROM audit_events ORDER BY id").fetchall()
     appender = SQLiteAppender(path, ChainKey())
     appender.append([record(6)])
@@ -222,7 +274,7 @@ def test_newer_or_foreign_files_are_refused(tmp_path: Path, capsys: pytest.Captu
     with sqlite3.connect(tmp_path / "a.db") as db:
         db.execute("PRAGMA user_version = 9")
     assert 2 == main(["audit", "verify", "--db", str(tmp_path / "a.db")])
-    assert "has audit schema version 9, newer than this gateway's 2; upgrade the gateway" in capsys.readouterr().err
+    assert "has audit schema version 9, newer than this gateway's 3; upgrade the gateway" in capsys.readouterr().err
     with sqlite3.connect(tmp_path / "other.db") as db:
         db.execute("PRAGMA application_id = 7")
         db.execute("CREATE TABLE t (x)")
@@ -241,7 +293,7 @@ async def test_concurrent_requests_make_one_linear_chain(tmp_path: Path, gateway
         rows = db.execute("SELECT id, prev_hash, hash FROM audit_events ORDER BY id").fetchall()
     assert list(range(1, 401)) == [row[0] for row in rows]
     assert all(rows[i][1] == rows[i - 1][2] for i in range(1, len(rows)))
-    assert 0 == await asyncio.to_thread(main, ["audit", "verify", "--db", str(tmp_path / "audit.db")])
+    assert 0 == await asyncio.to_thread(main, ["audit", "verify", "--db", str(tmp_path / "audit.db"), "--no-chain-key"])
 
 
 def test_appenders_of_two_processes_keep_one_chain(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -297,3 +349,92 @@ async def test_log_size_counts_what_pruning_left_and_its_checkpoint(tmp_path: Pa
         assert 7 == await store.size()
     finally:
         await store.close()
+
+
+def _head(capsys: pytest.CaptureFixture[str], path: Path) -> str:
+    assert 0 == main(["audit", "head", "--db", str(path)])
+    return capsys.readouterr().out.strip()
+
+
+def test_expect_head_takes_what_head_prints(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Found by a hostile tester: `--expect-head "$(gateway audit head)"` said TAMPERED."""
+    path = tmp_path / "a.db"
+    make_log(path, 10)
+    printed = _head(capsys, path)
+    record_id, digest = printed.split()
+    for anchor in (printed, digest, digest.upper(), f"  {record_id}   {digest.upper()}\n"):
+        status, out = verify(capsys, path, "--expect-head", anchor)
+        assert (0, True) == (status, out.startswith("OK: 10 records verified")), anchor
+    assert out.endswith(f"; contains the expected head 10 {digest}")
+
+
+@pytest.mark.parametrize("anchor", ["", "abc", "0" * 63, "g" * 64, "0 " + "a" * 64, "x " + "a" * 64, "1 2 " + "a" * 64])
+def test_a_malformed_anchor_is_a_usage_error_not_tampering(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], anchor: str
+) -> None:
+    make_log(tmp_path / "a.db", 2)
+    with pytest.raises(SystemExit) as exit:
+        main(["audit", "verify", "--db", str(tmp_path / "a.db"), "--no-chain-key", "--expect-head", anchor])
+    out, err = capsys.readouterr()
+    assert (2, "", "TAMPERED" not in err) == (exit.value.code, out, True)
+    assert "argument --expect-head: " in err
+
+
+def test_an_anchor_pruned_away_is_vouched_for_by_its_checkpoint(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Found by a hostile tester: an anchor that was exactly the last pruned record said TAMPERED."""
+    path = tmp_path / "a.db"
+    make_log(path, 4)
+    anchored = _head(capsys, path)
+    make_more = SQLiteAppender(path, ChainKey())
+    make_more.append([record(i) for i in range(5, 9)])
+    make_more.close()
+    assert 0 == main(["audit", "prune", "--db", str(path), "--before", "2026-01-05"])
+    capsys.readouterr()
+    for anchor in (anchored, anchored.split()[1]):
+        status, out = verify(capsys, path, "--expect-head", anchor)
+        assert (0, True) == (status, out.startswith("OK: 5 records verified")), out
+    # A later prune removes that checkpoint's records too; its checkpoint still vouches for record 4.
+    assert 0 == main(["audit", "prune", "--db", str(path), "--before", "2026-01-07"])
+    capsys.readouterr()
+    status, out = verify(capsys, path, "--expect-head", anchored)
+    assert (0, True) == (status, out.startswith("OK: 4 records verified")), out
+    # A wrong hash for that record is caught; an id no checkpoint ends at cannot be checked.
+    status, out = verify(capsys, path, "--expect-head", f"4 {'b' * 64}")
+    assert (1, True) == (status, out.startswith(f"TAMPERED: record 4 (pruned): the checkpoint that removed it gives its hash as {anchored.split()[1]}"))
+    assert 2 == main(["audit", "verify", "--db", str(path), "--no-chain-key", "--expect-head", f"2 {'b' * 64}"])
+    assert "the expected head is record 2, which a prune removed" in capsys.readouterr().err
+
+
+def test_an_anchor_with_its_id_must_be_that_record(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = tmp_path / "a.db"
+    make_log(path, 5)
+    digest = _hash_of(path, 3)
+    assert 0 == verify(capsys, path, "--expect-head", f"3 {digest}")[0]
+    status, out = verify(capsys, path, "--expect-head", f"4 {digest}")
+    assert (1, "TAMPERED: record 4: its hash is not the expected head's") == (status, out.split(f" {digest}")[0])
+    status, out = verify(capsys, path, "--expect-head", f"9 {digest}")
+    assert (1, "TAMPERED: the expected head is record 9, past the end of the log (record 5): records up to it were cut off; 5 records checked") == (status, out)
+
+
+def test_a_version_2_file_is_read_as_it_is_and_upgraded_by_a_writer(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Version 3 only adds the rule that keeps appends on the head: readers need no upgrade."""
+    from gateway.audit.schema import MIGRATIONS
+
+    path = tmp_path / "v2.db"
+    with sqlite3.connect(path, isolation_level=None) as db:
+        for statement in SCHEMA_V1:
+            db.execute(statement)
+        MIGRATIONS[1](db, ChainKey())
+    appender = SQLiteAppender(path, ChainKey())
+    appender.append([record(1), record(2)])
+    appender.close()
+    status, out = verify(capsys, path)
+    assert (0, True) == (status, out.startswith("OK: 2 records verified"))
+    with sqlite3.connect(path) as db:
+        assert 2 == db.execute("PRAGMA user_version").fetchone()[0]
+    prepare(path, key=ChainKey(), writable=True)
+    with sqlite3.connect(path) as db:
+        assert 3 == db.execute("PRAGMA user_version").fetchone()[0]
+        assert ("audit_events_linear",) in db.execute("SELECT name FROM sqlite_master WHERE type = 'trigger'").fetchall()
+    status, out = verify(capsys, path)
+    assert (0, True) == (status, out.startswith("OK: 2 records verified"))

@@ -68,7 +68,7 @@ async def test_a_full_audit_log_means_503_until_pruning_frees_room(
     response = await client.delete("/v1/o/myorg/oauth2/accesstokens/tokenAfter", headers=basic("myname"))
     assert 200 == response.status
     assert ["pruned", "pending", "deleted"] == [row["outcome"] for row in rows(database)][len(filled):]
-    assert 0 == await asyncio.to_thread(main, ["audit", "verify", "--db", str(database)])  # nothing half-written
+    assert 0 == await asyncio.to_thread(main, ["audit", "verify", "--db", str(database), "--no-chain-key"])  # nothing half-written
 
 
 async def test_a_lock_held_by_another_process_means_503_then_recovery(
@@ -106,3 +106,71 @@ def test_a_read_only_audit_log_stops_start_up_with_one_line(tmp_path: Path, caps
     err = capsys.readouterr().err
     assert err.startswith(f"gateway: error: {config}: audit.database: ") and "readonly" in err
     assert 1 == len(err.splitlines())
+
+
+def _replace_with_another_log(database: Path) -> None:
+    other = database.with_name("other.db")
+    fill(other, 0.01)
+    os.replace(other, database)
+
+
+def _remove_wal(database: Path) -> None:
+    database.with_name(database.name + "-wal").unlink()
+
+
+@pytest.mark.parametrize("change", ["removed", "replaced", "wal removed"])
+async def test_the_log_removed_or_replaced_while_serving_stops_forwarding(
+    tmp_path: Path, gateway: GatewayFactory, peer: Peer, log_output: io.StringIO, change: str
+) -> None:
+    """Found by a hostile tester: deletes still answered 200 and their records vanished with the
+    unlinked file; /readyz said ready. Now the next call is refused before anything is forwarded."""
+    database = tmp_path / "audit.db"
+    client = await gateway(make_config(tmp_path, upstream=peer.url))
+    assert 200 == (await client.delete("/v1/o/myorg/oauth2/accesstokens/before", headers=basic("myname"))).status
+    {"removed": Path.unlink, "replaced": _replace_with_another_log, "wal removed": _remove_wal}[change](database)
+    response = await client.delete("/v1/o/myorg/oauth2/accesstokens/after", headers=basic("myname"))
+    assert (503, NOTHING_FORWARDED) == (response.status, await response.json())
+    assert ["/v1/o/myorg/oauth2/accesstokens/before"] == [seen.path_qs for seen in peer.requests]
+    what = "audit.db-wal was removed" if change == "wal removed" else f"audit.db was {'removed' if change == 'removed' else 'replaced by another file'}"
+    ready = await client.get("/readyz")
+    body = await ready.json()
+    assert (503, True) == (ready.status, body["checks"]["audit"].startswith(f"{tmp_path / what} while the gateway had it open"))
+    flush_logs()
+    failures = [json.loads(line) for line in log_output.getvalue().splitlines() if '"audit_write_failed"' in line]
+    assert [("intent", True)] == [(line["stage"], what in line["error"]) for line in failures]
+
+
+def _mount_small_filesystem(where: Path, megabytes: int) -> None:
+    where.mkdir()
+    result = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={megabytes}m", "tmpfs", str(where)], capture_output=True, text=True)
+    if result.returncode != 0:
+        pytest.skip(f"a small filesystem cannot be mounted here ({result.stderr.strip()}); needs root")
+
+
+async def test_prune_works_on_a_really_full_disk(tmp_path: Path, gateway: GatewayFactory, peer: Peer) -> None:
+    """Found by a hostile tester: on a full disk, the documented remedy (prune) itself failed
+    with "database or disk is full". The reserve held back beside the log gives it room."""
+    disk = tmp_path / "disk"
+    _mount_small_filesystem(disk, 4)
+    try:
+        database = disk / "audit.db"
+        client = await gateway(make_config(tmp_path, upstream=peer.url, audit={"database": str(database), "reserve_mb": 1}))
+        assert (disk / "audit.db.reserve").stat().st_size == 1024 * 1024
+        for attempt in range(5000):
+            response = await client.delete(f"/v1/o/myorg/oauth2/accesstokens/token{attempt:05d}x", headers=basic("myname"))
+            if response.status != 200:
+                break
+        assert 503 == response.status
+        deleted = len(rows(database, "outcome = 'deleted'"))
+        status = await asyncio.to_thread(
+            main, ["audit", "prune", "--db", str(database), "--before", "2099-01-01", "--yes", "--operator", "ops"]
+        )
+        assert 0 == status
+        response = await client.delete("/v1/o/myorg/oauth2/accesstokens/afterPrune", headers=basic("myname"))
+        assert 200 == response.status
+        assert ["pruned", "pending", "deleted"] == [row["outcome"] for row in rows(database)]
+        assert 0 == await asyncio.to_thread(main, ["audit", "verify", "--db", str(database), "--no-chain-key"])
+        assert deleted > 10
+    finally:
+        await client.close()
+        subprocess.run(["umount", "-l", str(disk)], check=False)

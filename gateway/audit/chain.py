@@ -58,6 +58,39 @@ class Head:
 
 
 EMPTY = Head(0, GENESIS)
+_HEX = frozenset("0123456789abcdef")
+
+
+@dataclass(frozen=True, slots=True)
+class Anchor:
+    """A head kept outside the host: a hash, and the id of its record when known.
+
+    ``gateway audit head`` prints ``ID HASH``; ``verify --expect-head`` takes that line as
+    printed, or the hash alone. With the id, verify checks that this very record carries the
+    hash, which also covers a record since removed by a prune (its hash is in the checkpoint).
+    """
+
+    hash: str
+    id: int | None = None
+
+    @classmethod
+    def parse(cls, text: str) -> Anchor:
+        """Raises ValueError saying what a malformed anchor lacks (a typo is not tampering)."""
+        parts = text.split()
+        if not 1 <= len(parts) <= 2:
+            raise ValueError(f"{text[:200]!r} is not a head: expected HASH or `ID HASH` as `gateway audit head` prints it")
+        record_id = None
+        if len(parts) == 2:
+            if not (parts[0].isascii() and parts[0].isdigit()) or not 0 < int(parts[0]) < 2**63:
+                raise ValueError(f"{parts[0][:40]!r} is not a record id (a positive whole number)")
+            record_id = int(parts[0])
+        digest = parts[-1].lower()
+        if len(digest) != 64 or not set(digest) <= _HEX:
+            raise ValueError(f"{parts[-1][:80]!r} is not a head hash (64 hexadecimal digits)")
+        return cls(digest, record_id)
+
+    def __str__(self) -> str:
+        return self.hash if self.id is None else f"{self.id} {self.hash}"
 
 
 def canonical(record: AuditRecord, record_id: int | None = None) -> bytes:
@@ -96,7 +129,7 @@ class Verdict:
     problem: str | None = None
     """The first bad record and what is wrong with it; None when the chain is intact."""
     anchor_found: bool = False
-    """Whether the hash given as ``expect_head`` was met on the way."""
+    """Whether the anchor given as ``expect_head`` was met on the way."""
 
 
 class ChainWalker:
@@ -107,12 +140,15 @@ class ChainWalker:
     content first, exactly what ``canonical`` covers) and plain locals.
     """
 
-    def __init__(self, key: ChainKey, start: Head = EMPTY, expect_head: str | None = None) -> None:
+    def __init__(self, key: ChainKey, start: Head = EMPTY, expect_head: Anchor | None = None) -> None:
         self._key = key
         self._expect_head = expect_head
         self._id, self._hash = start.id, start.hash
         self.checked = 0
-        self.anchor_found = expect_head is None
+        # The start is itself a checked hash: the checkpoint of a prune vouches for it.
+        self.anchor_found = expect_head is None or (
+            expect_head.hash == start.hash and expect_head.id in (None, start.id) and start.id > 0
+        )
 
     @property
     def head(self) -> Head:
@@ -122,7 +158,9 @@ class ChainWalker:
         """What is wrong with the first bad row (naming its record), or None and move on."""
         secret = self._key.secret
         sha256, dumps, new_hmac = hashlib.sha256, orjson.dumps, hmac.new
-        last_id, last_hash, checked, anchor = self._id, self._hash, 0, self._expect_head
+        last_id, last_hash, checked = self._id, self._hash, 0
+        anchor = self._expect_head.hash if self._expect_head is not None else None
+        anchor_id = self._expect_head.id if self._expect_head is not None else None
         try:
             for row in rows:
                 record_id = row[0]
@@ -138,7 +176,10 @@ class ChainWalker:
                     return f"record {record_id}: content does not match its hash (the record was edited{wrong_key})"
                 last_id, last_hash = record_id, digest
                 checked += 1
-                if digest == anchor:
+                if record_id == anchor_id and digest != anchor:
+                    return (f"record {record_id}: its hash is not the expected head's {anchor} "
+                            "(the chain was rebuilt since that head was anchored)")
+                if digest == anchor and anchor_id in (None, record_id):
                     self.anchor_found = True
             return None
         finally:

@@ -16,13 +16,24 @@ from gateway.audit.record import CONTENT_FIELDS, AuditRecord
 
 APPLICATION_ID = 0x41475457  # "AGTW"
 TABLE = "audit_events"
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
+OLDEST_READABLE_VERSION = 2
+"""Readers (queries, verify) take files from this version on as they are: later versions add
+only rules for writers, so a reader never has to upgrade a file it only reads."""
 
 NO_UPDATE_TRIGGER = f"""CREATE TRIGGER {TABLE}_no_update BEFORE UPDATE ON {TABLE}
 BEGIN SELECT RAISE(ABORT, 'audit records are append-only'); END"""
 NO_DELETE_TRIGGER = f"""CREATE TRIGGER {TABLE}_no_delete BEFORE DELETE ON {TABLE}
 BEGIN SELECT RAISE(ABORT, 'audit records are append-only'); END"""
 """Dropped and recreated, in one transaction, only by pruning (``SQLiteAppender.prune``)."""
+LINEAR_TRIGGER = f"""CREATE TRIGGER {TABLE}_linear BEFORE INSERT ON {TABLE}
+WHEN NEW.id IS NOT coalesce((SELECT max(id) FROM {TABLE}), 0) + 1
+  OR NEW.prev_hash IS NOT coalesce((SELECT hash FROM {TABLE} ORDER BY id DESC LIMIT 1), '{GENESIS}')
+BEGIN SELECT RAISE(ABORT, 'audit chain conflict: a record must take the next id and link to the head'); END"""
+"""The file itself keeps the chain linear: whichever process appends (the gateway, a second
+gateway, prune, reconcile, a script), a record that does not take the next id after the head
+and link to the head's hash is refused. A writer that trusted a stale head learns of it here
+and links again; ids never go back, even after a prune removed the newest records."""
 
 SCHEMA_V1 = [
     f"""CREATE TABLE {TABLE} (
@@ -93,5 +104,11 @@ def _migrate_v1_to_v2(db: sqlite3.Connection, key: ChainKey) -> None:
     db.execute("PRAGMA user_version = 2")
 
 
-MIGRATIONS: dict[int, Callable[[sqlite3.Connection, ChainKey], None]] = {1: _migrate_v1_to_v2}
+def _migrate_v2_to_v3(db: sqlite3.Connection, key: ChainKey) -> None:
+    """Version 3 makes the file refuse appends that do not continue the chain (``LINEAR_TRIGGER``)."""
+    db.execute(LINEAR_TRIGGER)
+    db.execute("PRAGMA user_version = 3")
+
+
+MIGRATIONS: dict[int, Callable[[sqlite3.Connection, ChainKey], None]] = {1: _migrate_v1_to_v2, 2: _migrate_v2_to_v3}
 """``MIGRATIONS[v]`` upgrades a file from version v to v + 1, inside the caller's transaction."""

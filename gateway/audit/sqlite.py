@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import json
+import os
 import sqlite3
 import time
 from collections.abc import AsyncGenerator, Iterator, Sequence
@@ -24,8 +25,10 @@ import aiosqlite
 from gateway.audit.chain import EMPTY, ChainKey, Head, chained
 from gateway.audit.query import AuditFilter
 from gateway.audit.record import FIELDS, AuditRecord, Outcome, Row, utc_timestamp
-from gateway.audit.schema import APPLICATION_ID, MIGRATIONS, NO_DELETE_TRIGGER, SCHEMA_VERSION, TABLE, create
-from gateway.audit.store import AuditStoreError
+from gateway.audit.schema import (
+    APPLICATION_ID, LINEAR_TRIGGER, MIGRATIONS, NO_DELETE_TRIGGER, OLDEST_READABLE_VERSION, SCHEMA_VERSION, TABLE, create,
+)
+from gateway.audit.store import AuditRecordError, AuditStoreError
 
 MAX_ROWS_PER_APPEND = 1024
 """One INSERT statement holds a whole batch (SQLite 3.32+ allows 32,766 parameters)."""
@@ -56,13 +59,16 @@ def _connect(path: Path, busy_timeout: float) -> sqlite3.Connection:
     return db
 
 
-def prepare(path: Path, *, key: ChainKey | None, writable: bool, busy_timeout: float = 5.0) -> None:
-    """Check that ``path`` is our audit log; for a writer, create it or upgrade an older one.
+def prepare(
+    path: Path, *, key: ChainKey | None, writable: bool, busy_timeout: float = 5.0, create: bool = True
+) -> None:
+    """Check that ``path`` is our audit log; for a writer, upgrade an older one (and, with
+    ``create``, make a new one: the gateway does, maintenance commands must find one).
 
     ``key`` is the chain key the caller will append or verify with; it must be the one the log
     was started with. Readers that neither append nor verify pass None.
     """
-    if not writable and not path.is_file():
+    if not (writable and create) and not path.is_file():
         raise AuditStoreError(f"no audit database at {path}")
     db = _connect(path, busy_timeout)
     try:
@@ -97,7 +103,7 @@ def _check_and_upgrade(db: sqlite3.Connection, path: Path, key: ChainKey | None,
         raise AuditStoreError(
             f"{path} has audit schema version {version}, newer than this gateway's {SCHEMA_VERSION}; upgrade the gateway"
         )
-    if version < SCHEMA_VERSION:
+    if version < SCHEMA_VERSION and (writable or version < OLDEST_READABLE_VERSION):
         if not writable or key is None:
             raise AuditStoreError(
                 f"{path} has audit schema version {version}; start `gateway serve` on it once to upgrade it to {SCHEMA_VERSION}"
@@ -106,12 +112,30 @@ def _check_and_upgrade(db: sqlite3.Connection, path: Path, key: ChainKey | None,
             MIGRATIONS[version](db, key)
             version += 1
     if key is not None:
-        mode, check = db.execute("SELECT mode, key_check FROM audit_chain").fetchone()
+        mode, check = chain_mode(db)
         if mode != key.mode:
             given = "a chain key" if key.secret else "no chain key"
-            raise AuditStoreError(f"{path} keeps a {mode} chain, but {given} is configured (audit.chain_key_env / chain_key_file)")
+            raise ChainModeMismatch(path, mode, f"{path} keeps a {mode} chain, but {given} is configured (audit.chain_key_env / chain_key_file)")
         if check != key.check:
-            raise AuditStoreError(f"{path} was written with another chain key than the one configured")
+            raise ChainModeMismatch(path, mode, f"{path} was written with another chain key than the one configured")
+
+
+def chain_mode(db: sqlite3.Connection) -> tuple[str, str | None]:
+    """The kind of chain the file says it keeps, and its key check (None without a key)."""
+    mode, check = db.execute("SELECT mode, key_check FROM audit_chain").fetchone()
+    return str(mode), check
+
+
+class ChainModeMismatch(AuditStoreError):
+    """The file's chain is not of the kind, or not under the key, the caller holds.
+
+    For the gateway it is a configuration error; for ``verify`` it may be tampering (a keyed log
+    rewritten as unkeyed, or under another key), which is why it is a class of its own."""
+
+    def __init__(self, path: Path, mode: str, message: str) -> None:
+        super().__init__(message)
+        self.path = path
+        self.mode = mode
 
 
 # Reading -------------------------------------------------------------------------------------
@@ -156,6 +180,19 @@ class SQLiteAuditStore:
             return EMPTY
         record_id, digest = rows[0]
         return Head(int(record_id), str(digest))
+
+    async def chain_mode(self) -> tuple[str, str | None]:
+        """The kind of chain the file says it keeps, and its key check: the file's word only."""
+        rows = await self._fetch("SELECT mode, key_check FROM audit_chain", [])
+        return str(rows[0][0]), rows[0][1]
+
+    async def pruned_hash(self, record_id: int) -> str | None:
+        """The hash of a removed record, as the checkpoint of the prune that ended at it gives it."""
+        for record in await self._select(f"SELECT {_COLUMNS} FROM {TABLE} WHERE outcome = 'pruned' ORDER BY id DESC", []):
+            details = json.loads(record.snapshot or "{}")
+            if details.get("pruned_through_id") == record_id:
+                return str(details["last_pruned_hash"])
+        return None
 
     async def first_id(self) -> int | None:
         rows = await self._fetch(f"SELECT min(id) FROM {TABLE}", [])
@@ -279,21 +316,82 @@ def _insert_statement(rows: int) -> str:
 
 
 @dataclass(frozen=True)
+class PrunePlan:
+    """What pruning before a time removes: worked out alone for ``--dry-run``, and again inside
+    the prune's own transaction, so what is removed is what the plan said at that moment."""
+
+    before: str
+    first_id: int | None
+    """The oldest record kept now (None: the log is empty)."""
+    last_removed: int | None
+    """The newest record that goes (None: nothing goes)."""
+    removed: int
+    kept: int
+    oldest: str | None = None
+    """Times of the first and last record that go."""
+    newest: str | None = None
+
+    @property
+    def everything(self) -> bool:
+        return self.removed > 0 and self.kept == 0
+
+
+@dataclass(frozen=True)
 class PruneResult:
     removed: int
     checkpoint: AuditRecord | None
 
 
+_RECORD_ERRORS = (TypeError, ValueError, OverflowError, sqlite3.InterfaceError)
+"""What a record the store cannot take raises (text that is not valid Unicode, an integer past
+64 bits): the fault of one record, not of the store."""
+
+
+class _FileIdentity:
+    """Which files a connection has open, to notice that the path now names another one, or none.
+
+    A connection keeps writing to the file it opened even after it is removed or replaced; the
+    records would then vanish with the unlinked inode. The database and its WAL are checked
+    (a stat each) before every append, so nothing is committed to a file no one can read back.
+    """
+
+    def __init__(self, path: Path) -> None:
+        self._paths = (path, path.with_name(path.name + "-wal"))
+        self._known: list[tuple[int, int] | None] = [self._stat(name) for name in self._paths]
+
+    @staticmethod
+    def _stat(path: Path) -> tuple[int, int] | None:
+        try:
+            status = os.stat(path)
+        except FileNotFoundError:
+            return None
+        return status.st_dev, status.st_ino
+
+    def problem(self) -> str | None:
+        """Why the open files are no longer the ones at their paths; None while they are."""
+        for index, path in enumerate(self._paths):
+            now, known = self._stat(path), self._known[index]
+            if known is None:
+                self._known[index] = now  # the WAL appears with the first write
+                continue
+            if now != known:
+                change = "removed" if now is None else "replaced by another file"
+                return (f"{path} was {change} while the gateway had it open; nothing more is written to it. "
+                        "Put the audit log back in place (or set audit.database to the new one) and restart the gateway")
+        return None
+
+
 class SQLiteAppender:
-    """Appends chained records: read the head, link the batch after it, insert, commit.
+    """Appends chained records: link the batch after the head, insert, commit.
 
     The batch is one multi-row INSERT with explicit ids. Once this connection knows the head
     (it wrote it), that INSERT alone is the transaction, in autocommit: one statement, so the
     writer thread gives up the GIL once per batch, not four times (BEGIN, head, INSERT, COMMIT;
-    under load each handover waits for the event loop's thread, which cost 2 ms a batch). If
-    another process appended meanwhile (prune, reconcile), the first id is taken and the INSERT
-    fails whole on the primary key; then the batch is linked again after the real head, inside
-    an IMMEDIATE transaction. Either way the chain stays linear.
+    under load each handover waits for the event loop's thread, which cost 2 ms a batch). The
+    file refuses a record that does not take the next id after its head and link to it
+    (``LINEAR_TRIGGER``): if another process appended or pruned meanwhile, the INSERT fails
+    whole, and the batch is linked again after the real head inside an IMMEDIATE transaction.
+    Either way the chain stays linear and ids never go back.
     """
 
     max_batch = MAX_ROWS_PER_APPEND
@@ -307,6 +405,7 @@ class SQLiteAppender:
         self._head: Head | None = None
         """The head this connection last wrote; None until it has written, or after a conflict."""
         self._db = _connect(path, busy_timeout)
+        self._files = _FileIdentity(path)
         try:
             self._db.execute(f"PRAGMA synchronous = {SYNCHRONOUS[synchronous]}")
             if max_bytes:
@@ -318,21 +417,33 @@ class SQLiteAppender:
             self._db.close()
             raise AuditStoreError(f"cannot open {path} for writing: {exc}") from None
 
+    def problem(self) -> str | None:
+        """Why appending cannot work now (the file was removed or replaced), for readiness."""
+        return self._files.problem()
+
     def append(self, records: Sequence[AuditRecord]) -> Head:
         if not 0 < len(records) <= MAX_ROWS_PER_APPEND:
             raise ValueError(f"between 1 and {MAX_ROWS_PER_APPEND} records per append")
+        problem = self._files.problem()
+        if problem is not None:
+            raise AuditStoreError(problem)
         if self._head is not None:
-            linked, head = chained(records, self._head, self._key)
             try:
+                linked, head = chained(records, self._head, self._key)
                 self._db.execute(_insert_statement(len(linked)), [value for record in linked for value in record])
                 self._head = head
                 return head
             except sqlite3.IntegrityError:
-                self._head = None  # another process appended: link after the real head below
+                self._head = None  # another process appended or pruned: link after the real head below
+            except _RECORD_ERRORS as exc:
+                raise AuditRecordError(f"a record cannot be stored: {type(exc).__name__}: {exc}") from None
             except sqlite3.Error as exc:
                 raise AuditStoreError(f"cannot write to {self.path}: {exc}") from None
-        with self._transaction("write to"):
-            head = self._append(records)
+        try:
+            with self._transaction("write to"):
+                head = self._append(records)
+        except _RECORD_ERRORS as exc:
+            raise AuditRecordError(f"a record cannot be stored: {type(exc).__name__}: {exc}") from None
         self._head = head  # only once committed: a rolled-back head must not be built on
         return head
 
@@ -345,30 +456,54 @@ class SQLiteAppender:
         self._db.execute(_insert_statement(len(linked)), [value for record in linked for value in record])
         return head
 
+    def plan_prune(self, before: str) -> PrunePlan:
+        """What ``prune(before)`` would remove now, removing nothing."""
+        self._db.execute("BEGIN")
+        try:
+            return self._plan(before)
+        finally:
+            self._db.execute("ROLLBACK")
+
+    def _plan(self, before: str) -> PrunePlan:
+        first, last = self._db.execute(f"SELECT min(id), max(id) FROM {TABLE}").fetchone()
+        if first is None:
+            return PrunePlan(before, None, None, 0, 0)
+        kept_from = self._db.execute(f"SELECT min(id) FROM {TABLE} WHERE time >= ?", (before,)).fetchone()[0]
+        last_removed = (kept_from if kept_from is not None else last + 1) - 1
+        if last_removed < first:
+            return PrunePlan(before, first, None, 0, last - first + 1)
+        oldest, newest = (
+            self._db.execute(f"SELECT time FROM {TABLE} WHERE id = ?", (record_id,)).fetchone()[0]
+            for record_id in (first, last_removed)
+        )
+        return PrunePlan(before, first, last_removed, last_removed - first + 1, last - last_removed, oldest, newest)
+
     def prune(self, before: str, *, actor: str, client_ip: str | None = None) -> PruneResult:
         """Remove the records at the start of the log older than ``before``, and say so.
 
         The removed records' last hash goes into a ``pruned`` checkpoint record appended to the
         chain (who, when, how many), from which ``verify`` starts. Records are removed from the
-        start only, so what remains is still one unbroken chain.
+        start only, so what remains is still one unbroken chain. Removing comes first, so the
+        pages it frees hold the checkpoint even when the file is at ``max_size_mb``.
         """
+        problem = self._files.problem()
+        if problem is not None:
+            raise AuditStoreError(problem)
         with self._transaction("prune"):
-            first, last = self._db.execute(f"SELECT min(id), max(id) FROM {TABLE}").fetchone()
-            if first is None:
+            plan = self._plan(before)
+            if plan.last_removed is None:
                 return PruneResult(0, None)
             # The head before removing anything: even when every record goes, the checkpoint
             # takes the next id and links to the last hash, so ids never repeat and the chain
             # (and any head anchored outside) goes on.
             newest = Head(*self._db.execute(_HEAD).fetchone())
-            kept = self._db.execute(f"SELECT min(id) FROM {TABLE} WHERE time >= ?", (before,)).fetchone()[0]
-            last_removed = (kept if kept is not None else last + 1) - 1
-            if last_removed < first:
-                return PruneResult(0, None)
-            (removed_hash,) = self._db.execute(f"SELECT hash FROM {TABLE} WHERE id = ?", (last_removed,)).fetchone()
+            (removed_hash,) = self._db.execute(f"SELECT hash FROM {TABLE} WHERE id = ?", (plan.last_removed,)).fetchone()
+            # The rules against deleting and against appending off the head (which, with every
+            # record removed, would be the genesis) are lifted only inside this transaction.
             self._db.execute(f"DROP TRIGGER {TABLE}_no_delete")
-            removed = self._db.execute(f"DELETE FROM {TABLE} WHERE id <= ?", (last_removed,)).rowcount
-            self._db.execute(NO_DELETE_TRIGGER)
-            details = {"pruned_through_id": last_removed, "pruned_count": removed, "last_pruned_hash": removed_hash,
+            self._db.execute(f"DROP TRIGGER {TABLE}_linear")
+            removed = self._db.execute(f"DELETE FROM {TABLE} WHERE id <= ?", (plan.last_removed,)).rowcount
+            details = {"pruned_through_id": plan.last_removed, "pruned_count": removed, "last_pruned_hash": removed_hash,
                        "before": before}
             checkpoint = AuditRecord(
                 request_id=f"prune-{int(time.time() * 1000):x}", time=utc_timestamp(), actor=actor, client_ip=client_ip,
@@ -376,9 +511,18 @@ class SQLiteAppender:
                 snapshot=json.dumps(details, separators=(",", ":")),
             )
             head = self._append([checkpoint], after=newest)
+            self._db.execute(NO_DELETE_TRIGGER)
+            self._db.execute(LINEAR_TRIGGER)
             result = PruneResult(removed, checkpoint._replace(id=head.id, hash=head.hash))
         self._head = head
         return result
+
+    def fold_wal(self) -> None:
+        """Copy the WAL into the database and empty it, giving its room back to the disk (after
+        a prune, whose freed pages the log then reuses). Best effort: a reader in the middle of a
+        read only delays it to the next automatic checkpoint."""
+        with suppress(sqlite3.Error):
+            self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
 
     @contextmanager
     def _transaction(self, action: str) -> Iterator[None]:
@@ -392,6 +536,8 @@ class SQLiteAppender:
                 with suppress(sqlite3.Error):  # SQLite may already have rolled back (disk full)
                     self._db.execute("ROLLBACK")
                 raise
+        except sqlite3.InterfaceError:
+            raise  # a record's value SQLite cannot bind: the caller's to report (_RECORD_ERRORS)
         except sqlite3.Error as exc:
             raise AuditStoreError(f"cannot {action} {self.path}: {exc}") from None
 

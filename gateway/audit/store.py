@@ -20,12 +20,20 @@ class AuditStoreError(Exception):
     """The store cannot do what was asked (file unwritable, disk full, locked, corrupt...)."""
 
 
+class AuditRecordError(AuditStoreError):
+    """A batch holds a record the store cannot take (its own fault, not the store's): the writer
+    then appends the batch's records one by one, so only that record's caller fails."""
+
+
 class BatchAppender(Protocol):
     max_batch: int
 
     def append(self, records: Sequence[AuditRecord]) -> Head:
         """Chain ``records`` after the current head and make them durable in one transaction,
         or raise AuditStoreError and keep none of them. Blocking: runs in the writer thread."""
+
+    def problem(self) -> str | None:
+        """Why appending cannot work now, without trying (safe from any thread)."""
 
     def close(self) -> None: ...
 

@@ -23,7 +23,7 @@ from collections.abc import Callable
 
 from gateway.audit.chain import Head
 from gateway.audit.record import AuditRecord
-from gateway.audit.store import AuditStoreError, BatchAppender
+from gateway.audit.store import AuditRecordError, AuditStoreError, BatchAppender
 
 OpenAppender = Callable[[], BatchAppender]
 """Runs in the writer thread, so a backend's connection lives and dies in the thread using it."""
@@ -52,6 +52,7 @@ class AuditWriter:
         self._on_batch = on_batch
         self.last_failure: tuple[float, str] | None = None
         """When (``time.monotonic()``) and why the latest batch failed; None once one succeeds."""
+        self._appender: BatchAppender | None = None
         self._thread = threading.Thread(target=self._run, args=(open_appender,), name="audit-writer", daemon=True)
         self._running = True
         self.commits = 0
@@ -61,6 +62,11 @@ class AuditWriter:
     def queue_depth(self) -> int:
         """Records waiting for the next commit."""
         return self._queue.qsize()
+
+    def problem(self) -> str | None:
+        """Why the next append cannot work (its file was removed or replaced), for readiness."""
+        appender = self._appender
+        return None if appender is None else appender.problem()
 
     async def started(self) -> None:
         """Wait until the writer thread holds its connection; raises what opening it raised."""
@@ -87,7 +93,8 @@ class AuditWriter:
                 if error is None:
                     future.set_result(None)
                 else:
-                    future.set_exception(AuditStoreError(str(error)))
+                    kind = AuditRecordError if isinstance(error, AuditRecordError) else AuditStoreError
+                    future.set_exception(kind(str(error)))
         if head is not None:
             self.commits += 1
             if self._on_commit is not None:
@@ -102,6 +109,7 @@ class AuditWriter:
             self._running = False
             self._loop.call_soon_threadsafe(_settle, self._ready, exc)
             return
+        self._appender = appender
         self._loop.call_soon_threadsafe(_settle, self._ready, None)
         try:
             while self._drain(appender):
@@ -125,18 +133,29 @@ class AuditWriter:
             else:
                 batch.append(item)
         if batch:
-            error, head = None, None
             started = time.perf_counter()
-            try:
-                head = appender.append([record for record, _ in batch])
-            except Exception as exc:  # noqa: BLE001 - the waiting requests must hear of it
-                reason = str(exc) if isinstance(exc, AuditStoreError) else f"audit store failed: {type(exc).__name__}"
-                error = AuditStoreError(reason)
-            self.last_failure = None if error is None else (time.monotonic(), str(error))
+            error, head = self._append(appender, [record for record, _ in batch])
+            if not isinstance(error, AuditRecordError):  # one bad record says nothing of the store
+                self.last_failure = None if error is None else (time.monotonic(), str(error))
             if self._on_batch is not None:
                 self._on_batch(len(batch), time.perf_counter() - started, error is None)
-            self._loop.call_soon_threadsafe(self._committed, [future for _, future in batch], error, head)
+            if isinstance(error, AuditRecordError) and len(batch) > 1:
+                # One record the store cannot take must not fail the others: each goes alone.
+                for item in batch:
+                    single_error, single_head = self._append(appender, [item[0]])
+                    self._loop.call_soon_threadsafe(self._committed, [item[1]], single_error, single_head)
+            else:
+                self._loop.call_soon_threadsafe(self._committed, [future for _, future in batch], error, head)
         return not stopping
+
+    @staticmethod
+    def _append(appender: BatchAppender, records: list[AuditRecord]) -> tuple[AuditStoreError | None, Head | None]:
+        try:
+            return None, appender.append(records)
+        except AuditStoreError as exc:
+            return exc, None
+        except Exception as exc:  # noqa: BLE001 - the waiting requests must hear of it
+            return AuditStoreError(f"audit store failed: {type(exc).__name__}"), None
 
     def _fail_leftovers(self) -> None:
         """Records that raced with close() are refused, never left waiting."""

@@ -13,19 +13,23 @@ from typing import Any, TypeVar
 
 import aiohttp
 
-from gateway.audit.chain import ChainKey, Verdict
+from gateway.audit.chain import Anchor, ChainKey, Verdict
 from gateway.audit.fingerprint import fingerprint
 from gateway.audit.formats import STREAMING, WRITERS, RecordStream, write_columns, write_record
 from gateway.audit.query import DEFAULT_LIMIT, AuditFilter, parse_time, positive_int
 from gateway.audit.reconcile import reconcile
+from gateway.audit.reserve import DiskReserve
 from gateway.audit.sqlite import STATS_GROUPS, SQLiteAppender, SQLiteAuditStore, prepare
-from gateway.audit.verify import verify_log
+from gateway.audit.verify import CannotVerify, verify_log
 from gateway.cli.common import CommandError, arg, command, config_of, database_options, filter_options, selection_of
 from gateway.cli.progress import Progress
-from gateway.config import Config
+from gateway.config import Config, read_chain_key
 from gateway.proxy import make_session
 
 EXIT_TAMPERED = 1
+RESERVE_HEADROOM = 8 * 1024 * 1024
+"""Free space left after allocating the reserve again: the WAL grows to about 4 MiB between
+checkpoints, and the gateway must be able to write right after a prune."""
 PASSWORD_ENV = "GATEWAY_UPSTREAM_PASSWORD"
 T = TypeVar("T")
 
@@ -57,13 +61,16 @@ def register(commands: Any) -> None:
 
     verify = command(audit_commands, "verify", cmd_verify, "Check the hash chain; name the first bad record.", VERIFY_HELP)
     database_options(verify)
-    verify.add_argument("--expect-head", metavar="HASH", help="a head hash anchored earlier: it must be in the chain")
+    chain_key_options(verify, plain=True)
+    verify.add_argument("--expect-head", type=arg(Anchor.parse), metavar="HEAD",
+                        help="a head anchored earlier, as `audit head` prints it (ID HASH) or its hash: it must be in the chain")
 
     head = command(audit_commands, "head", cmd_head, "Print the chain's head, to anchor it outside the host.", HEAD_HELP)
     database_options(head)
 
     settle = command(audit_commands, "reconcile", cmd_reconcile, "Settle calls whose outcome is pending or unknown.", RECONCILE_HELP)
     database_options(settle)
+    chain_key_options(settle)
     settle.add_argument("--upstream", metavar="URL", help="the Apigee (or stub) base URL to ask (default: upstream.url)")
     settle.add_argument("--user", help=f"Apigee user for the GETs (password from ${PASSWORD_ENV}, or asked); "
                                        "default: the service account of upstream.auth = \"service\"")
@@ -72,9 +79,42 @@ def register(commands: Any) -> None:
 
     prune = command(audit_commands, "prune", cmd_prune, "Remove old records, keeping the chain verifiable.", PRUNE_HELP)
     database_options(prune)
+    chain_key_options(prune)
     prune.add_argument("--before", type=arg(parse_time), required=True, metavar="T",
                        help="remove records older than this: ISO 8601 or an age (90d)")
     prune.add_argument("--operator", default=None, help="who is pruning (default: the login name)")
+    prune.add_argument("--dry-run", action="store_true", help="say what would be removed, and remove nothing")
+    prune.add_argument("--yes", action="store_true",
+                       help="confirm removing every record (asked on a terminal; required without one)")
+
+
+def chain_key_options(parser: argparse.ArgumentParser, *, plain: bool = False) -> None:
+    """With --db there is no config to name the chain key: these do. ``plain`` adds
+    --no-chain-key, for verify, which never takes the file's own word that it has no key."""
+    given = parser.add_mutually_exclusive_group()
+    given.add_argument("--chain-key-file", type=Path, metavar="FILE", help="with --db: the file holding the chain key")
+    given.add_argument("--chain-key-env", metavar="VARIABLE", help="with --db: the environment variable holding the chain key")
+    if plain:
+        given.add_argument("--no-chain-key", action="store_true",
+                           help="with --db: the log was started without a chain key; check it as a plain chain")
+
+
+def chain_key_of(args: argparse.Namespace, config: Config) -> ChainKey | None:
+    """The chain the caller expects: the config's key, or with --db what the options say
+    (None when they say nothing)."""
+    given = [name for name in ("chain_key_file", "chain_key_env", "no_chain_key") if getattr(args, name, None)]
+    if getattr(args, "db", None) is None:
+        if given:
+            raise CommandError(f"--{given[0].replace('_', '-')} goes with --db; with a config the key is "
+                               "audit.chain_key_env or audit.chain_key_file")
+        return ChainKey(config.chain_secret)
+    if args.chain_key_file is not None:
+        return ChainKey(read_chain_key("--chain-key-file", str(args.chain_key_file), os.environ, path=args.chain_key_file))
+    if args.chain_key_env is not None:
+        return ChainKey(read_chain_key("--chain-key-env", args.chain_key_env, os.environ, variable=args.chain_key_env))
+    if getattr(args, "no_chain_key", False):
+        return ChainKey(None)
+    return None
 
 
 QUERY_HELP = """\
@@ -107,9 +147,16 @@ VERIFY_HELP = """\
 Walk the whole hash chain, streaming. Exit 0 with a one-line summary when it is intact;
 exit 1 naming the first record whose content, link or place is wrong.
 
+The kind of chain to expect comes from the config (its chain key, or none), never from the
+file alone: whoever can write the file could rewrite a keyed log as a plain one. With --db,
+say it: --chain-key-file or --chain-key-env for a keyed log, --no-chain-key for a plain one.
+--expect-head takes a head exactly as `audit head` printed it (ID HASH), or the hash alone.
+Exit 2 when it cannot decide (no key for a keyed log, an anchor removed by a prune).
+
 Example:
   gateway audit verify --config /etc/apigee-audit-gateway/config.toml
-  gateway audit verify --db gateway-audit.db --expect-head 3f2a...
+  gateway audit verify --db gateway-audit.db --chain-key-file /etc/apigee-audit-gateway/chain.key
+  gateway audit verify --config gw.toml --expect-head "$(cat anchored-head.txt)"
 """
 HEAD_HELP = """\
 Print the newest record's id and hash. Kept somewhere the host cannot rewrite, it lets
@@ -132,9 +179,11 @@ Example:
 PRUNE_HELP = """\
 Remove the records older than a time from the start of the log. A "pruned" checkpoint record
 (who, when, how many, and the last removed record's hash) is appended, so `audit verify`
-still checks everything that remains.
+still checks everything that remains. --dry-run says what would go. Removing every record
+asks for confirmation on a terminal, and needs --yes without one.
 
 Example:
+  gateway audit prune --config /etc/apigee-audit-gateway/config.toml --before 400d --dry-run
   gateway audit prune --config /etc/apigee-audit-gateway/config.toml --before 400d
 """
 
@@ -195,7 +244,7 @@ def cmd_stats(args: argparse.Namespace) -> int:
 
 def cmd_verify(args: argparse.Namespace) -> int:
     config = config_of(args)
-    key = ChainKey(config.chain_secret)
+    key = chain_key_of(args, config)
 
     async def verify(store: SQLiteAuditStore) -> Verdict:
         with Progress("verify", sys.stderr) as progress:
@@ -203,10 +252,14 @@ def cmd_verify(args: argparse.Namespace) -> int:
                 progress.total = await store.size()
             return await verify_log(store, key, expect_head=args.expect_head, progress=progress.update)
 
-    verdict = _read(config, verify, key=key)
+    try:
+        verdict = _read(config, verify)
+    except CannotVerify as exc:
+        raise CommandError(str(exc)) from None
     if verdict.problem is not None:
         print(f"TAMPERED: {verdict.problem}; {verdict.checked} records checked")
         return EXIT_TAMPERED
+    assert key is not None
     anchored = f"; contains the expected head {args.expect_head}" if args.expect_head else ""
     print(f"OK: {verdict.checked} records verified ({key.mode} chain); head is record {verdict.head.id}, hash {verdict.head.hash}{anchored}")
     return 0
@@ -220,7 +273,8 @@ def cmd_head(args: argparse.Namespace) -> int:
 
 def cmd_reconcile(args: argparse.Namespace) -> int:
     config = config_of(args)
-    key = ChainKey(config.chain_secret)
+    key = chain_key_of(args, config) or ChainKey(None)
+    prepare(config.database_path, key=key, writable=True, create=False, busy_timeout=config.audit.busy_timeout)
     tokens = _read_tokens(args.tokens_file) if args.tokens_file else {}
     operator = args.operator or getpass.getuser()
     base_url = args.upstream or (None if config.uses_stub else config.upstream.url)
@@ -276,18 +330,50 @@ def _upstream_authorization(config: Config, user: str | None) -> str | None:
 
 def cmd_prune(args: argparse.Namespace) -> int:
     config = config_of(args)
-    key = ChainKey(config.chain_secret)
-    prepare(config.database_path, key=key, writable=False, busy_timeout=config.audit.busy_timeout)
-    appender = SQLiteAppender(config.database_path, key, busy_timeout=config.audit.busy_timeout)
+    key = chain_key_of(args, config) or ChainKey(None)
+    path = config.database_path
+    prepare(path, key=key, writable=True, create=False, busy_timeout=config.audit.busy_timeout)
+    appender = SQLiteAppender(path, key, busy_timeout=config.audit.busy_timeout)
     try:
+        plan = appender.plan_prune(args.before)
+        if plan.last_removed is None:
+            print(f"nothing to prune: no record before {args.before}")
+            return 0
+        if args.dry_run:
+            print(f"would prune {plan.removed} records (ids {plan.first_id}-{plan.last_removed}, {plan.oldest} to "
+                  f"{plan.newest}) before {args.before}; {plan.kept} records would remain")
+            return 0
+        if plan.everything and not args.yes:
+            _confirm_removing_everything(path, plan.removed, args.before)
+        # On a full disk the reserve is the room the prune works in.
+        reserve = DiskReserve(path, config.audit.reserve_mb)
+        reserve.release()
         # One transaction, nothing to count as it goes: say what is under way until it is done.
         with Progress("prune", sys.stderr) as progress:
             progress.note(f"removing records before {args.before} ...")
             result = appender.prune(args.before, actor=args.operator or getpass.getuser())
+            appender.fold_wal()
+        not_restored = reserve.ensure(headroom=RESERVE_HEADROOM)
     finally:
         appender.close()
     if result.checkpoint is None:
         print(f"nothing to prune: no record before {args.before}")
     else:
         print(f"pruned {result.removed} records before {args.before}; checkpoint is record {result.checkpoint.id}")
+    if not_restored is not None:
+        print(f"warning: the disk reserve is not in place: {not_restored}; free disk space so that the next "
+              "prune on a full disk has room", file=sys.stderr)
     return 0
+
+
+def _confirm_removing_everything(path: Path, count: int, before: str) -> None:
+    """Emptying the log is allowed (the checkpoint keeps the chain going), but never by accident."""
+    what = f"pruning before {before} removes every record of {path} ({count})"
+    if not sys.stdin.isatty():
+        raise CommandError(f"{what}; pass --yes to do it, or --dry-run to see what would go")
+    # The question goes where the answer comes from: the terminal, not standard output.
+    sys.stderr.write(f"{what}. Remove them all? [y/N] ")
+    sys.stderr.flush()
+    answer = sys.stdin.readline()
+    if answer.strip().lower() not in ("y", "yes"):
+        raise CommandError("nothing pruned")
