@@ -11,6 +11,7 @@ import dataclasses
 from functools import partial
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack
+from pathlib import Path
 
 from aiohttp import encode_basic_auth, web
 
@@ -22,7 +23,7 @@ from gateway.audit.sqlite import SQLiteAppender, SQLiteAuditStore
 from gateway.audit.store import AuditStoreError
 from gateway.audit.writer import AuditWriter
 from gateway.auth import AUDIT, REVOKE, Authenticator, User
-from gateway.config import ALL_ORGS, Config, ConfigError
+from gateway.config import ALL_ORGS, Config, ConfigError, load_config
 from gateway.logs import Logger, flush_logs_periodically, get_logger
 from gateway.passwords import ScryptHash, hash_password, parse_hash
 from gateway.proxy import Upstream, make_session
@@ -177,6 +178,26 @@ async def _write_refused(windows: list[RefusedAttempts], writer: AuditWriter, lo
             log.error("audit_write_failed", stage="throttle", refused_attempts=attempts.count, error=str(exc))
         log.warning("logins_throttled", by=attempts.by, subject=attempts.subject, refused_attempts=attempts.count,
                     window_start=attempts.start, **attempts.extra)
+
+
+async def reload_users(app: web.Application, path: Path | None) -> None:
+    """``[[users]]`` again from the config file (on SIGHUP), so a password change needs no restart.
+
+    Only the users are taken; other keys need a restart. A changed or removed user's verified
+    credentials stop working at once (see ``Authenticator.replace``). A file that is not valid
+    changes nothing and is one error line naming the file and key.
+    """
+    log = get_logger()
+    try:
+        config = load_config(path)
+        seed = app.get(STUB_SEED)
+        if not config.users and seed is None:
+            raise ConfigError(config.source, "users", "no [[users]] declared; the gateway keeps the users it has")
+        accounts = await _accounts(config, seed)
+    except ConfigError as exc:
+        log.error("users_reload_failed", error=str(exc))
+        return
+    log.info("users_reloaded", count=app[AUDIT_AUTHENTICATOR].replace(accounts))
 
 
 async def _accounts(config: Config, seed: Seed | None) -> list[tuple[User, ScryptHash]]:

@@ -14,7 +14,7 @@ from typing import Any
 from aiohttp import web
 
 from gateway import __version__
-from gateway.app import CONFIG, STUB_SEED, UPSTREAM_URL, build_app, stub_seed
+from gateway.app import CONFIG, STUB_SEED, UPSTREAM_URL, build_app, reload_users, stub_seed
 from gateway.cli.common import CommandError, arg, command, config_option, count, port, run_loop
 from gateway.config import DEFAULTS_SOURCE, LOG_LEVELS, Config, load_config
 from gateway.logs import configure_logging, get_logger
@@ -104,10 +104,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
     )
     config = dataclasses.replace(config, server=server)
     configure_logging(config.logging.format, args.log_level or config.logging.level)
-    return run_loop(_serve(config))
+    return run_loop(_serve(config, args.config))
 
 
-async def _serve(config: Config) -> int:
+async def _serve(config: Config, path: Path | None) -> int:
     app = build_app(config)
     # On SIGTERM, calls in flight finish (each is bounded by these waits) before the writer closes.
     upstream, audit = config.upstream, config.audit
@@ -123,13 +123,33 @@ async def _serve(config: Config) -> int:
             raise CommandError(f"cannot listen on {config.server.host}:{config.server.port}: {exc.strerror or exc}") from None
         host, port = runner.addresses[0][:2]
         base = f"{'https' if tls else 'http'}://{host}:{port}"
+        reloads = _reload_users_on_hangup(app, path)
         _print_banner(app, base)
         get_logger().info("started", listen=base, upstream=app[UPSTREAM_URL], audit_database=str(config.database_path))
         await _until_signalled()
+        reloads.cancel()
         get_logger().info("stopping")
     finally:
         await runner.cleanup()
     return 0
+
+
+def _reload_users_on_hangup(app: web.Application, path: Path | None) -> asyncio.Task[None]:
+    """SIGHUP (systemd's ExecReload) reloads ``[[users]]``, one reload at a time, instead of
+    ending the process. Installed before the banner, which tells that the gateway is ready."""
+    hangup = asyncio.Event()
+    asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, hangup.set)
+
+    async def reload_each_time() -> None:
+        while True:
+            await hangup.wait()
+            hangup.clear()
+            try:
+                await reload_users(app, path)
+            except Exception as exc:  # noqa: BLE001 - a failed reload must not end the reloads
+                get_logger().error("users_reload_failed", error=type(exc).__name__)
+
+    return asyncio.create_task(reload_each_time(), name="reload-users")
 
 
 def _print_banner(app: web.Application, base: str) -> None:
