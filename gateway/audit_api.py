@@ -12,7 +12,7 @@ throttle like refused deletions.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -71,8 +71,7 @@ class AuditRead:
     exchange: Exchange
     route: str
     filters: dict[str, str | None] = field(default_factory=dict)
-    """The parameters as given, but ``token`` as ``token_sha256`` (its fingerprint), and the
-    value of an unknown parameter left out (it could be a mistyped token)."""
+    """The parameters as given, but secrets only as fingerprints (see ``_as_logged``)."""
     record_id: int | None = None
     records: int | None = None
 
@@ -109,17 +108,35 @@ def _logged(route: str, handler: Handler) -> Callable[[web.Request], Awaitable[w
     return logged
 
 
+SECRET_PARAMETERS = {"token": "token_sha256", "client_id": "client_id_sha256"}
+"""Parameters whose values are secrets (a raw token, a consumer key): logged as fingerprints."""
+
+
+def _as_logged(parameters: Iterable[tuple[str, str]]) -> dict[str, str | None]:
+    """The filters of a read, for its log line. A secret appears only as its fingerprint; a
+    value that may be one by mistake (an unknown parameter's, a token_sha256 that is not a
+    fingerprint) is left out, its name kept with ``None``."""
+    logged: dict[str, str | None] = {}
+    for name, text in parameters:
+        if name in SECRET_PARAMETERS:
+            logged[SECRET_PARAMETERS[name]] = fingerprint(text)
+        elif name == "token_sha256":
+            try:
+                logged[name] = _sha256(text)
+            except ValueError:
+                logged[name] = None
+        else:
+            logged[name] = text if name in PARAMETERS else None
+    return logged
+
+
 def add_routes(app: web.Application) -> None:
     app.router.add_get("/audit/events", _logged("/audit/events", list_events), allow_head=False)
     app.router.add_get("/audit/events/{id}", _logged("/audit/events/{id}", get_event), allow_head=False)
 
 
 async def list_events(request: web.Request, read: AuditRead) -> web.Response:
-    for name, text in request.query.items():
-        if name == "token":
-            read.filters["token_sha256"] = fingerprint(text)
-        else:
-            read.filters[name] = text if name in PARAMETERS else None
+    read.filters = _as_logged(request.query.items())
     user = await _auditor(request, read)
     if isinstance(user, web.Response):
         return user

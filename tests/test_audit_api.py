@@ -135,6 +135,8 @@ class TestReadsLeaveATrace:
             ("auditor", "wrong", "/audit/events", {"since": "1d"}, 401),
             ("outsider", None, "/audit/events", {}, 403),
             ("auditor", None, "/audit/events", {"tokn": raw}, 400),
+            ("auditor", None, "/audit/events", {"token_sha256": raw}, 400),
+            ("auditor", None, "/audit/events", {"client_id": "consumerKey123", "token_sha256": "A" * 64}, 200),
         ]
         request_ids = []
         for user, password, path, params, expected in reads:
@@ -153,12 +155,15 @@ class TestReadsLeaveATrace:
             ("auditor", "/audit/events", None, {"since": "1d"}, None, 401, "gateway.unauthorized"),
             ("outsider", "/audit/events", None, {}, None, 403, "gateway.forbidden"),
             ("auditor", "/audit/events", None, {"tokn": None}, None, 400, "gateway.bad_request"),
+            ("auditor", "/audit/events", None, {"token_sha256": None}, None, 400, "gateway.bad_request"),
+            ("auditor", "/audit/events", None, {"client_id_sha256": fingerprint("consumerKey123"), "token_sha256": "a" * 64},
+             0, 200, None),
         ] == [
             (line["actor"], line["path"], line["record_id"], line["filters"], line["records"], line["status"], line["error_code"])
             for line in lines
         ]
         assert all("info" == line["level"] and "127.0.0.1" == line["client_ip"] for line in lines)
-        assert raw not in log_output.getvalue()
+        assert raw not in log_output.getvalue() and "consumerKey123" not in log_output.getvalue()
 
     async def test_refused_reads_count_toward_the_throttle(self, tmp_path: Path, gateway: GatewayFactory) -> None:
         make_log(tmp_path / "audit.db", 2)

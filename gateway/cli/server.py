@@ -113,6 +113,10 @@ async def _serve(config: Config, path: Path | None) -> int:
     upstream, audit = config.upstream, config.audit
     drain = upstream.connect_timeout + upstream.read_timeout + 2 * audit.busy_timeout + DRAIN_MARGIN
     runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=drain)
+    # Caught from now on: SIGHUP's default action would end the gateway. One during start-up
+    # is a reload once the gateway has started.
+    hangup = asyncio.Event()
+    asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, hangup.set)
     await runner.setup()
     try:
         tls = listener_tls(config)
@@ -123,7 +127,7 @@ async def _serve(config: Config, path: Path | None) -> int:
             raise CommandError(f"cannot listen on {config.server.host}:{config.server.port}: {exc.strerror or exc}") from None
         host, port = runner.addresses[0][:2]
         base = f"{'https' if tls else 'http'}://{host}:{port}"
-        reloads = _reload_users_on_hangup(app, path)
+        reloads = asyncio.create_task(_reload_users_on(hangup, app, path), name="reload-users")
         _print_banner(app, base)
         get_logger().info("started", listen=base, upstream=app[UPSTREAM_URL], audit_database=str(config.database_path))
         await _until_signalled()
@@ -134,22 +138,16 @@ async def _serve(config: Config, path: Path | None) -> int:
     return 0
 
 
-def _reload_users_on_hangup(app: web.Application, path: Path | None) -> asyncio.Task[None]:
+async def _reload_users_on(hangup: asyncio.Event, app: web.Application, path: Path | None) -> None:
     """SIGHUP (systemd's ExecReload) reloads ``[[users]]``, one reload at a time, instead of
-    ending the process. Installed before the banner, which tells that the gateway is ready."""
-    hangup = asyncio.Event()
-    asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, hangup.set)
-
-    async def reload_each_time() -> None:
-        while True:
-            await hangup.wait()
-            hangup.clear()
-            try:
-                await reload_users(app, path)
-            except Exception as exc:  # noqa: BLE001 - a failed reload must not end the reloads
-                get_logger().error("users_reload_failed", error=type(exc).__name__)
-
-    return asyncio.create_task(reload_each_time(), name="reload-users")
+    ending the process."""
+    while True:
+        await hangup.wait()
+        hangup.clear()
+        try:
+            await reload_users(app, path)
+        except Exception as exc:  # noqa: BLE001 - a failed reload must not end the reloads
+            get_logger().error("users_reload_failed", error=type(exc).__name__)
 
 
 def _print_banner(app: web.Application, base: str) -> None:
