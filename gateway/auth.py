@@ -48,7 +48,8 @@ class AuthenticationError(Exception):
 
 
 class Throttled(AuthenticationError):
-    """Too many failed logins from this address or for this user; the credentials were not checked."""
+    """Too many failed logins from this address or for this user: the credentials were not
+    checked (or, for a request that shared another's check, were wrong once more)."""
 
     def __init__(self, retry_after: int, claimed: str | None) -> None:
         super().__init__(f"too many failed logins; retry after {retry_after} s", claimed)
@@ -96,12 +97,6 @@ class Authenticator:
                 raise ConfigError(source, f"users[{index}].password_hash", str(exc)) from None
             accounts.append((User(user.name, frozenset(user.orgs), frozenset(user.roles)), password))
         return accounts
-
-    @classmethod
-    def from_config(
-        cls, users: Iterable[UserConfig], source: str, throttle: LoginThrottle | None = None, checks: CheckLimit | None = None
-    ) -> Authenticator:
-        return cls(cls.accounts_from_config(users, source), throttle, checks)
 
     def replace(self, accounts: Iterable[tuple[User, ScryptHash]]) -> int:
         """Take a new set of users at once (on SIGHUP); returns how many there are.
