@@ -11,6 +11,7 @@ import dataclasses
 from functools import partial
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack
+from pathlib import Path
 
 from aiohttp import encode_basic_auth, web
 
@@ -23,9 +24,9 @@ from gateway.audit.sqlite import SQLiteAppender, SQLiteAuditStore
 from gateway.audit.store import AuditStoreError
 from gateway.audit.writer import AuditWriter
 from gateway.auth import AUDIT, REVOKE, Authenticator, User
-from gateway.config import ALL_ORGS, Config, ConfigError
+from gateway.config import ALL_ORGS, Config, ConfigError, load_config
 from gateway.logs import Logger, flush_logs_periodically, get_logger
-from gateway.passwords import hash_password, parse_hash
+from gateway.passwords import ScryptHash, hash_password, parse_hash
 from gateway.proxy import Upstream, make_session
 from gateway.revoke import MAX_REQUEST_BODY, SERVICES, Services, handle
 from gateway.stub import Seed, SeedError, demo_seed, load_seed
@@ -33,7 +34,7 @@ from gateway.stub.app import serve_stub
 from gateway.health import METRICS, READINESS, Readiness, serve_metrics
 from gateway.health import add_routes as add_health_routes
 from gateway.metrics import Metrics
-from gateway.throttle import LoginThrottle, RefusedAttempts, as_record
+from gateway.throttle import CheckLimit, LoginThrottle, RefusedAttempts, as_record
 
 CONFIG = web.AppKey("config", Config)
 UPSTREAM_URL = web.AppKey("upstream_url", str)
@@ -74,8 +75,10 @@ async def _lifetime(app: web.Application) -> AsyncIterator[None]:
     config = app[CONFIG]
     async with AsyncExitStack() as stack:
         seed = stub_seed(config) if config.uses_stub else None
-        throttle = LoginThrottle(config.throttle.max_failures, config.throttle.window_seconds)
-        authenticator = await _authenticator(config, seed, throttle)
+        limits = config.throttle
+        throttle = LoginThrottle(limits.max_failures, limits.window_seconds, max_records=limits.max_denied_records)
+        checks = CheckLimit(limits.max_concurrent_checks, limits.max_checks_per_second)
+        authenticator = Authenticator(await _accounts(config, seed), throttle, checks)
         audit, log = config.audit, get_logger()
         key = ChainKey(config.chain_secret)
         metrics = app[METRICS] = Metrics()
@@ -125,6 +128,9 @@ async def _lifetime(app: web.Application) -> AsyncIterator[None]:
         metrics.read_at_scrape("gateway_audit_commits", "Audit transactions committed.", lambda: writer.commits, counter=True)
         metrics.read_at_scrape(
             "gateway_logins_throttled", "Login attempts refused with 429 (too many failures).", lambda: throttle.refused, counter=True
+        )
+        metrics.read_at_scrape(
+            "gateway_logins_busy", "Login attempts refused with 503 (too many password checks).", lambda: checks.refused, counter=True
         )
         app[READINESS] = Readiness(path, writer, app[UPSTREAM_URL], upstream.connect_timeout)
         if config.metrics.port:
@@ -176,16 +182,36 @@ async def _write_refused(windows: list[RefusedAttempts], writer: AuditWriter, lo
         except AuditStoreError as exc:
             log.error("audit_write_failed", stage="throttle", refused_attempts=attempts.count, error=str(exc))
         log.warning("logins_throttled", by=attempts.by, subject=attempts.subject, refused_attempts=attempts.count,
-                    window_start=attempts.start)
+                    window_start=attempts.start, **attempts.extra)
 
 
-async def _authenticator(config: Config, seed: Seed | None, throttle: LoginThrottle) -> Authenticator:
+async def reload_users(app: web.Application, path: Path | None) -> None:
+    """``[[users]]`` again from the config file (on SIGHUP), so a password change needs no restart.
+
+    Only the users are taken; other keys need a restart. A changed or removed user's verified
+    credentials stop working at once (see ``Authenticator.replace``). A file that is not valid
+    changes nothing and is one error line naming the file and key.
+    """
+    log = get_logger()
+    try:
+        config = load_config(path)
+        seed = app.get(STUB_SEED)
+        if not config.users and seed is None:
+            raise ConfigError(config.source, "users", "no [[users]] declared; the gateway keeps the users it has")
+        accounts = await _accounts(config, seed)
+    except ConfigError as exc:
+        log.error("users_reload_failed", error=str(exc))
+        return
+    log.info("users_reloaded", count=app[AUDIT_AUTHENTICATOR].replace(accounts))
+
+
+async def _accounts(config: Config, seed: Seed | None) -> list[tuple[User, ScryptHash]]:
     """``[[users]]``; or, with the embedded stub and no users, the stub's own users as demo accounts."""
     if config.users or seed is None:
-        return Authenticator.from_config(config.users, config.source, throttle)
+        return Authenticator.accounts_from_config(config.users, config.source)
     loop = asyncio.get_running_loop()
     accounts = []
     for name, password in seed.users.items():
         encoded = await loop.run_in_executor(None, partial(hash_password, password, log2_n=DEMO_HASH_COST))
         accounts.append((User(name, frozenset({ALL_ORGS}), frozenset({REVOKE, AUDIT})), parse_hash(encoded)))
-    return Authenticator(accounts, throttle)
+    return accounts

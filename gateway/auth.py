@@ -9,15 +9,17 @@ is kept in clear.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import os
 from collections.abc import Iterable
 from dataclasses import dataclass
+from functools import partial
 
 from gateway.basic import Credentials, MalformedCredentials, parse_basic
 from gateway.config import ALL_ORGS, ConfigError, UserConfig
 from gateway.passwords import ScryptHash, parse_hash, verify_password
-from gateway.throttle import LoginThrottle
+from gateway.throttle import CheckLimit, LoginThrottle
 
 REVOKE = "revoke"
 AUDIT = "audit"
@@ -46,10 +48,19 @@ class AuthenticationError(Exception):
 
 
 class Throttled(AuthenticationError):
-    """Too many failed logins from this address or for this user; the credentials were not checked."""
+    """Too many failed logins from this address or for this user: the credentials were not
+    checked (or, for a request that shared another's check, were wrong once more)."""
 
     def __init__(self, retry_after: int, claimed: str | None) -> None:
         super().__init__(f"too many failed logins; retry after {retry_after} s", claimed)
+        self.retry_after = retry_after
+
+
+class ChecksBusy(AuthenticationError):
+    """Too many passwords are being checked, over all callers; this one was not checked."""
+
+    def __init__(self, retry_after: int, claimed: str | None) -> None:
+        super().__init__(f"too many password checks under way; retry after {retry_after} s", claimed)
         self.retry_after = retry_after
 
 
@@ -60,19 +71,24 @@ class _Account:
 
 
 class Authenticator:
-    def __init__(self, accounts: Iterable[tuple[User, ScryptHash]], throttle: LoginThrottle | None = None) -> None:
+    def __init__(
+        self, accounts: Iterable[tuple[User, ScryptHash]], throttle: LoginThrottle | None = None,
+        checks: CheckLimit | None = None,
+    ) -> None:
         self.throttle = throttle or LoginThrottle(0, 1.0)
-        self._accounts = {user.name: _Account(user, password) for user, password in accounts}
+        self.checks = checks
+        """The bound on password hashing over all callers; None: unbounded."""
         self._key = os.urandom(32)
-        self._verified: dict[bytes, User] = {}
+        self._accounts: dict[str, _Account] = {}
+        self._verified: dict[bytes, _Account] = {}
         self._tag_of_user: dict[str, bytes] = {}
-        self._in_flight: dict[bytes, asyncio.Future[User | None]] = {}
-        # An unknown user's password is still checked against a real hash (which it cannot
-        # match, and which is refused anyway), so timing does not reveal who exists.
-        self._decoy = next((account.password for account in self._accounts.values()), None)
+        self._in_flight: dict[bytes, asyncio.Future[_Account | None]] = {}
+        self._decoy: ScryptHash | None = None
+        self.replace(accounts)
 
-    @classmethod
-    def from_config(cls, users: Iterable[UserConfig], source: str, throttle: LoginThrottle | None = None) -> Authenticator:
+    @staticmethod
+    def accounts_from_config(users: Iterable[UserConfig], source: str) -> list[tuple[User, ScryptHash]]:
+        """``[[users]]`` as accounts; a hash that does not parse is a ConfigError naming its key."""
         accounts = []
         for index, user in enumerate(users):
             try:
@@ -80,66 +96,116 @@ class Authenticator:
             except ValueError as exc:
                 raise ConfigError(source, f"users[{index}].password_hash", str(exc)) from None
             accounts.append((User(user.name, frozenset(user.orgs), frozenset(user.roles)), password))
-        return cls(accounts, throttle)
+        return accounts
+
+    def replace(self, accounts: Iterable[tuple[User, ScryptHash]]) -> int:
+        """Take a new set of users at once (on SIGHUP); returns how many there are.
+
+        A user whose password hash, orgs and roles are unchanged keeps its verified headers; a
+        changed or removed user's stop working now. Checks under way are no longer shared with
+        later requests, and one that ends for a user who changed meanwhile is done again.
+        """
+        fresh: dict[str, _Account] = {}
+        for user, password in accounts:
+            account = _Account(user, password)
+            kept = self._accounts.get(user.name)
+            fresh[user.name] = kept if kept == account else account
+        self._accounts = fresh
+        self._verified = {tag: account for tag, account in self._verified.items() if fresh.get(account.user.name) is account}
+        self._tag_of_user = {name: tag for name, tag in self._tag_of_user.items() if tag in self._verified}
+        self._in_flight = {}
+        # An unknown user's password is still checked against a real hash (which it cannot
+        # match, and which is refused anyway), so timing does not reveal who exists.
+        self._decoy = next((account.password for account in fresh.values()), None)
+        return len(fresh)
 
     async def authenticate(self, header: str | None, client: str | None = None) -> User:
-        """The user behind an Authorization header; raises AuthenticationError otherwise
-        (Throttled, before any password check, when ``client`` or the user failed too often)."""
+        """The user behind an Authorization header; raises AuthenticationError otherwise:
+        Throttled, before any password check, when ``client`` or the user failed too often;
+        ChecksBusy when too many passwords are being checked over all callers."""
         tag = b""
         if header:
             tag = hashlib.blake2b(header.encode("utf-8", "surrogateescape"), key=self._key, digest_size=16).digest()
-            user = self._verified.get(tag)
-            if user is not None:
-                return user
+            verified = self._verified.get(tag)
+            if verified is not None:
+                return verified.user
         try:
             credentials = parse_basic(header) if header else None
             problem = "missing credentials"
         except MalformedCredentials as exc:
             credentials, problem = None, str(exc)
         claimed = credentials.user if credentials is not None else None
-        wait = self.throttle.retry_after(client, claimed)
-        if wait is not None:
-            raise Throttled(wait, claimed)
+        # Concurrent requests with the same header share one check: a burst of a new client's
+        # first calls (or a flood of one wrong password) costs one slow hash, not one each. A
+        # request that joins a check costs nothing, so only the first passes the limits first.
+        check = self._in_flight.get(tag) if credentials is not None else None
+        if check is None:
+            wait = self.throttle.retry_after(client, claimed)
+            if wait is not None:
+                raise Throttled(wait, claimed)
         if credentials is None:
             self.throttle.failed(client, None)
             raise AuthenticationError(problem)
-        # Concurrent requests with the same header share one check: a burst of a new client's
-        # first calls (or a flood of one wrong password) costs one slow hash, not one each.
-        check = self._in_flight.get(tag)
+        joined = check is not None
         if check is None:
-            # Counted now, not when the check's task first runs: the requests already queued
-            # behind this one must see it.
-            self.throttle.checking(client, credentials.user)
-            check = asyncio.ensure_future(self._throttled_check(credentials, client))
-            self._in_flight[tag] = check
-            check.add_done_callback(lambda _: self._in_flight.pop(tag, None))
-        user = await asyncio.shield(check)
-        if user is None:
+            check = self._start_check(tag, credentials, client)
+        account = await asyncio.shield(check)
+        if account is None:
+            if joined:
+                # The check counted one failure, its starter's; each request that joined it is
+                # a failure of its own, refused like any other once its address is over the limit.
+                wait = self.throttle.retry_after(client, credentials.user)
+                if wait is not None:
+                    raise Throttled(wait, credentials.user)
+                self.throttle.failed(client, credentials.user)
             raise AuthenticationError("wrong user name or password", claimed=credentials.user)
-        self._remember(tag, user)
-        return user
+        if self._accounts.get(account.user.name) is not account:
+            # The users were replaced while this was checked: check again against the new ones.
+            return await self.authenticate(header, client)
+        self._remember(tag, account)
+        return account.user
 
-    async def _throttled_check(self, credentials: Credentials, client: str | None) -> User | None:
+    def _start_check(self, tag: bytes, credentials: Credentials, client: str | None) -> asyncio.Future[_Account | None]:
+        if self.checks is not None:
+            wait = self.checks.reserve()
+            if wait is not None:
+                self.throttle.count_busy()
+                raise ChecksBusy(wait, credentials.user)
+        # Counted now, not when the check's task first runs: the requests already queued
+        # behind this one must see it.
+        self.throttle.checking(client, credentials.user)
+        check = asyncio.ensure_future(self._throttled_check(credentials, client))
+        self._in_flight[tag] = check
+        check.add_done_callback(partial(self._forget, tag))
+        return check
+
+    def _forget(self, tag: bytes, check: asyncio.Future[_Account | None]) -> None:
+        if self._in_flight.get(tag) is check:  # not a later check of the same header, after a replace
+            del self._in_flight[tag]
+
+    async def _throttled_check(self, credentials: Credentials, client: str | None) -> _Account | None:
         """One password check (announced to the throttle by the caller), counted as a failure if it fails."""
-        user = None
+        account = None
         try:
-            user = await self._check(credentials)
+            account = await self._check(credentials)
         finally:
-            self.throttle.checked(client, credentials.user, failed=user is None)
-        return user
+            self.throttle.checked(client, credentials.user, failed=account is None)
+        return account
 
-    async def _check(self, credentials: Credentials) -> User | None:
+    async def _check(self, credentials: Credentials) -> _Account | None:
         account = self._accounts.get(credentials.user)
         stored = account.password if account else self._decoy
         if stored is None:
             return None
-        matches = await asyncio.get_running_loop().run_in_executor(None, verify_password, credentials.password, stored)
-        return account.user if account is not None and matches else None
+        place = self.checks.place() if self.checks is not None else contextlib.nullcontext()
+        async with place:
+            matches = await asyncio.get_running_loop().run_in_executor(None, verify_password, credentials.password, stored)
+        return account if account is not None and matches else None
 
-    def _remember(self, tag: bytes, user: User) -> None:
+    def _remember(self, tag: bytes, account: _Account) -> None:
         # One entry per user, so spelling variants of a header cannot grow the cache.
-        previous = self._tag_of_user.get(user.name)
+        previous = self._tag_of_user.get(account.user.name)
         if previous is not None:
             self._verified.pop(previous, None)
-        self._tag_of_user[user.name] = tag
-        self._verified[tag] = user
+        self._tag_of_user[account.user.name] = tag
+        self._verified[tag] = account

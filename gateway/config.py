@@ -77,6 +77,12 @@ def count(value: Any) -> int:
     return value
 
 
+def positive_count(value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"expected a whole number, 1 or more, got {_show(value)}")
+    return value
+
+
 def positive_number(value: Any) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < float("inf"):
         raise ValueError(f"expected a number greater than 0, got {_show(value)}")
@@ -157,13 +163,31 @@ class MetricsConfig:
 class ThrottleConfig:
     max_failures: int = setting(
         "Failed logins allowed per client address, and per user name, in one window; past that, 429 with "
-        "Retry-After until the window ends, without checking the password. 0 turns throttling off.",
+        "Retry-After until the window ends, without checking the password. An address with no failure of "
+        "its own in the window may still try a user name that is over its limit, so guessers elsewhere "
+        "cannot lock the real user out. 0 turns throttling off.",
         count, 10,
     )
     window_seconds: float = setting(
         "Length of a throttling window. Throttled attempts are audited as one denied record per client "
         "(or user) and window, with their count.",
         positive_number, 60.0,
+    )
+    max_denied_records: int = setting(
+        "Audit records that failed logins may write per window over all addresses: one per failed login "
+        "(so at most max_failures per address) and one per throttled address or user name. Past it, they "
+        "are only counted, in one summary record per window. 0: summaries only.",
+        count, 20,
+    )
+    max_concurrent_checks: int = setting(
+        "Password checks (scrypt, about 0.1 s of CPU each at the default cost) running at once over all "
+        "callers; more wait, within max_checks_per_second. Verified callers are cached and never hash.",
+        positive_count, 1,
+    )
+    max_checks_per_second: float = setting(
+        "Password checks started per second over all callers, in bursts of up to this many; past it, 503 "
+        "gateway.login_busy with Retry-After, without checking the password.",
+        positive_number, 10.0,
     )
 
 

@@ -35,6 +35,7 @@ TOO_MANY_ATTEMPTS = GatewayError(429, "gateway.too_many_attempts", "Too many fai
 INTERNAL_ERROR = GatewayError(500, "gateway.internal_error", "The gateway failed unexpectedly; nothing was forwarded after the failure")
 UPSTREAM_UNAVAILABLE = GatewayError(502, "gateway.upstream_unavailable", "The upstream could not be reached or gave no valid answer")
 AUDIT_UNAVAILABLE = GatewayError(503, "gateway.audit_unavailable", "The audit log cannot be written; nothing was forwarded")
+LOGIN_BUSY = GatewayError(503, "gateway.login_busy", "Too many passwords are being checked; the credentials were not checked")
 UPSTREAM_TIMEOUT = GatewayError(504, "gateway.upstream_unavailable", "The upstream did not answer in time")
 
 REALM = 'Basic realm="apigee-audit-gateway"'
@@ -51,7 +52,11 @@ def too_many_attempts(retry_after: int) -> web.Response:
     )
 
 
+def login_busy(retry_after: int) -> web.Response:
+    return LOGIN_BUSY.response(f"{LOGIN_BUSY.message}; retry after {retry_after} s", headers={"Retry-After": str(retry_after)})
+
+
 ALL = (
     BAD_REQUEST, UNAUTHORIZED, FORBIDDEN, NOT_FOUND, METHOD_NOT_ALLOWED, PAYLOAD_TOO_LARGE, TOO_MANY_ATTEMPTS,
-    INTERNAL_ERROR, UPSTREAM_UNAVAILABLE, AUDIT_UNAVAILABLE, UPSTREAM_TIMEOUT,
+    INTERNAL_ERROR, UPSTREAM_UNAVAILABLE, AUDIT_UNAVAILABLE, LOGIN_BUSY, UPSTREAM_TIMEOUT,
 )

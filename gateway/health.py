@@ -1,5 +1,8 @@
 """``/healthz``, ``/readyz`` and ``/metrics``: unauthenticated, cheap, for orchestrators and Prometheus.
 
+Probes are logged at debug level only: an orchestrator asks every few seconds, and a line each
+would bury the requests that matter (every other request is logged at info).
+
 Liveness says only that the process answers. Readiness says whether a deletion would go through
 right now: the audit log takes a write lock (checked on a fresh connection, so a file made
 read-only, removed or locked by another process shows at once) and its last commit did not
@@ -11,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import sqlite3
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,6 +25,7 @@ from yarl import URL
 
 from gateway.audit.writer import AuditWriter
 from gateway.config import ConfigError
+from gateway.logs import get_logger
 from gateway.metrics import CONTENT_TYPE, Metrics
 
 RECENT_FAILURE = 10.0
@@ -105,11 +109,29 @@ READINESS = web.AppKey("readiness", Readiness)
 METRICS = web.AppKey("metrics", Metrics)
 
 
+Handler = Callable[[web.Request], Awaitable[web.Response]]
+
+
+def _logged(handler: Handler) -> Handler:
+    """The probe, with its request line at debug level."""
+
+    async def logged(request: web.Request) -> web.Response:
+        started = time.perf_counter()
+        response = await handler(request)
+        get_logger().debug(
+            "request", method=request.method, path=request.path, client_ip=request.remote, status=response.status,
+            latency_ms=round((time.perf_counter() - started) * 1000, 3),
+        )
+        return response
+
+    return logged
+
+
 def add_routes(app: web.Application, *, with_metrics: bool) -> None:
-    app.router.add_get("/healthz", healthz, allow_head=True)
-    app.router.add_get("/readyz", readyz, allow_head=True)
+    app.router.add_get("/healthz", _logged(healthz), allow_head=True)
+    app.router.add_get("/readyz", _logged(readyz), allow_head=True)
     if with_metrics:
-        app.router.add_get("/metrics", metrics, allow_head=False)
+        app.router.add_get("/metrics", _logged(metrics), allow_head=False)
 
 
 @asynccontextmanager
@@ -117,7 +139,7 @@ async def serve_metrics(registry: Metrics, host: str, port: int, *, source: str)
     """``/metrics`` alone on a port of its own (``metrics.port``), e.g. reachable only by Prometheus."""
     app = web.Application()
     app[METRICS] = registry
-    app.router.add_get("/metrics", metrics, allow_head=False)
+    app.router.add_get("/metrics", _logged(metrics), allow_head=False)
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
     try:

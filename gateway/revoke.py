@@ -22,7 +22,7 @@ from gateway.audit.fingerprint import fingerprint, hint, redact_snapshot
 from gateway.audit.record import AuditRecord, Outcome, json_text, storable, utc_timestamp
 from gateway.audit.store import AuditStoreError
 from gateway.audit.writer import AuditWriter
-from gateway.auth import REVOKE, AuthenticationError, Authenticator, Throttled
+from gateway.auth import REVOKE, AuthenticationError, Authenticator, ChecksBusy, Throttled
 from gateway.logs import Logger
 from gateway.metrics import Metrics
 from gateway.outcome import interpret
@@ -91,9 +91,16 @@ async def _handle(request: web.Request, services: Services, exchange: Exchange) 
         # Counted, and audited once per window by the throttle's summary (see gateway.throttle).
         exchange.actor, exchange.error_code = exc.claimed, errors.TOO_MANY_ATTEMPTS.code
         return errors.too_many_attempts(exc.retry_after)
+    except ChecksBusy as exc:
+        # Counted in the throttle's summary too: a flood of them must not fill the audit log.
+        exchange.actor, exchange.error_code = exc.claimed, errors.LOGIN_BUSY.code
+        return errors.login_busy(exc.retry_after)
     except AuthenticationError as exc:
         exchange.actor = exc.claimed
-        await _recorded(services, exchange, "refusal", exchange.record(Outcome.DENIED, error_code=errors.UNAUTHORIZED.code))
+        denied = exchange.record(Outcome.DENIED, error_code=errors.UNAUTHORIZED.code)
+        # Past the throttle's allowance of records, only counted (see gateway.throttle).
+        if services.authenticator.throttle.may_record():
+            await _recorded(services, exchange, "refusal", denied)
         return errors.unauthorized()
     exchange.actor = user.name
     if invalid is not None or target is None:

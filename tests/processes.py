@@ -75,13 +75,13 @@ class Running:
                 found.append(event)
         return found
 
-    async def logged(self, name: str) -> dict[str, Any]:
-        """The first JSON log event called ``name``, awaited as it is written."""
+    async def logged(self, name: str, nth: int = 1) -> dict[str, Any]:
+        """The ``nth`` JSON log event called ``name`` (the first by default), awaited as it is written."""
         async with asyncio.timeout(START_TIMEOUT), self._stderr_grew:
-            await self._stderr_grew.wait_for(lambda: bool(self.events(name)) or self._stderr_done)
+            await self._stderr_grew.wait_for(lambda: len(self.events(name)) >= nth or self._stderr_done)
         found = self.events(name)
-        assert found, f"{name} never logged:\n" + "\n".join(self.stderr)
-        return found[0]
+        assert len(found) >= nth, f"{name} not logged {nth} times:\n" + "\n".join(self.stderr)
+        return found[nth - 1]
 
     async def stop(self, signum: int) -> int:
         """Send ``signum``; return the exit status once the process and its output have ended."""

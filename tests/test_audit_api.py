@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import io
+import json
 from pathlib import Path
 from typing import Any
 
@@ -9,6 +11,7 @@ import pytest
 from aiohttp.test_utils import TestClient
 
 from conftest import GatewayFactory, basic, make_config
+from gateway.logs import configure_logging, flush_logs
 from gateway.audit.chain import ChainKey
 from gateway.audit.fingerprint import fingerprint
 from gateway.audit.sqlite import SQLiteAppender
@@ -113,3 +116,83 @@ async def test_pages_have_no_duplicates_or_gaps_while_records_arrive(tmp_path: P
     appender.close()
     assert list(range(50, 0, -1)) == seen
     assert 8 == pages
+
+
+class TestReadsLeaveATrace:
+    """Issue 10, item 25: reads of the trail left no log line at all, granted or refused, and
+    refused reads did not count toward the throttle."""
+
+    async def test_every_read_is_logged_with_who_asked_what_and_got_how_much(
+        self, tmp_path: Path, gateway: GatewayFactory, log_output: io.StringIO
+    ) -> None:
+        client = await started(tmp_path, gateway)
+        raw = "rawTokenValue12345678"
+        reads = [
+            ("auditor", None, "/audit/events", {"token": raw, "actor": "alice"}, 200),
+            ("myname", None, "/audit/events", {"org": "myorg", "limit": "3"}, 200),
+            ("myname", None, "/audit/events/3", {}, 200),
+            ("myname", None, "/audit/events/4", {}, 404),
+            ("auditor", "wrong", "/audit/events", {"since": "1d"}, 401),
+            ("outsider", None, "/audit/events", {}, 403),
+            ("auditor", None, "/audit/events", {"tokn": raw}, 400),
+            ("auditor", None, "/audit/events", {"token_sha256": raw}, 400),
+            ("auditor", None, "/audit/events", {"client_id": "consumerKey123", "token_sha256": "A" * 64}, 200),
+        ]
+        request_ids = []
+        for user, password, path, params, expected in reads:
+            response = await client.get(path, params=params, headers=basic(user, password))
+            assert expected == response.status
+            request_ids.append(response.headers["X-Request-ID"])
+        flush_logs()
+        logged = [json.loads(line) for line in log_output.getvalue().splitlines()]
+        lines = [event for event in logged if event["event"] == "audit_read"]
+        assert request_ids == [line["request_id"] for line in lines]
+        assert [
+            ("auditor", "/audit/events", None, {"token_sha256": fingerprint(raw), "actor": "alice"}, 0, 200, None),
+            ("myname", "/audit/events", None, {"org": "myorg", "limit": "3"}, 3, 200, None),
+            ("myname", "/audit/events/{id}", 3, {}, 1, 200, None),
+            ("myname", "/audit/events/{id}", 4, {}, 0, 404, "gateway.not_found"),
+            ("auditor", "/audit/events", None, {"since": "1d"}, None, 401, "gateway.unauthorized"),
+            ("outsider", "/audit/events", None, {}, None, 403, "gateway.forbidden"),
+            ("auditor", "/audit/events", None, {"tokn": None}, None, 400, "gateway.bad_request"),
+            ("auditor", "/audit/events", None, {"token_sha256": None}, None, 400, "gateway.bad_request"),
+            ("auditor", "/audit/events", None, {"client_id_sha256": fingerprint("consumerKey123"), "token_sha256": "a" * 64},
+             0, 200, None),
+        ] == [
+            (line["actor"], line["path"], line["record_id"], line["filters"], line["records"], line["status"], line["error_code"])
+            for line in lines
+        ]
+        assert all("info" == line["level"] and "127.0.0.1" == line["client_ip"] for line in lines)
+        assert raw not in log_output.getvalue() and "consumerKey123" not in log_output.getvalue()
+
+    async def test_refused_reads_count_toward_the_throttle(self, tmp_path: Path, gateway: GatewayFactory) -> None:
+        make_log(tmp_path / "audit.db", 2)
+        client = await gateway(make_config(tmp_path, throttle={"max_failures": 3}))
+        assert 200 == (await client.get("/audit/events", params={"org": "myorg"}, headers=basic("myname"))).status
+        assert 403 == (await client.get("/audit/events", headers=basic("outsider"))).status
+        assert 401 == (await client.get("/audit/events/1", headers=basic("auditor", "wrong"))).status
+        assert 403 == (await client.get("/audit/events", params={"org": "otherorg"}, headers=basic("myname"))).status
+        # Three refusals from this address: a login not yet verified is now refused unchecked,
+        # on every route; callers already verified go on.
+        assert 429 == (await client.get("/audit/events", headers=basic("auditor"))).status
+        assert 429 == (await client.delete("/v1/o/otherorg/oauth2/accesstokens/x", headers=basic("outsider", "x"))).status
+        assert 200 == (await client.get("/audit/events", headers=basic("myname"))).status
+
+    async def test_probes_are_logged_at_debug_level_only(
+        self, tmp_path: Path, gateway: GatewayFactory, log_output: io.StringIO
+    ) -> None:
+        """Orchestrators probe every few seconds: their lines are for debugging, not for the log."""
+        configure_logging("json", "debug", log_output)
+        client = await gateway(make_config(tmp_path))
+        for path in ("/healthz", "/readyz", "/metrics"):
+            assert 200 == (await client.get(path)).status
+        flush_logs()
+        probes = [json.loads(line) for line in log_output.getvalue().splitlines()]
+        assert [("request", "debug", path) for path in ("/healthz", "/readyz", "/metrics")] == [
+            (event["event"], event["level"], event["path"]) for event in probes if event.get("path")
+        ]
+        quiet = io.StringIO()
+        configure_logging("json", "info", quiet)
+        assert 200 == (await client.get("/healthz")).status
+        flush_logs()
+        assert "" == quiet.getvalue()

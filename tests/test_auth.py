@@ -11,6 +11,7 @@ import pytest
 from yarl import URL
 
 from conftest import SAMPLE, SAMPLE_PATH, GatewayFactory, Peer, basic, make_config, rows
+from test_throttle import GatedExecutor
 from gateway.audit.fingerprint import fingerprint
 from gateway.auth import AuthenticationError, Authenticator, User
 from gateway.basic import MalformedCredentials, parse_basic
@@ -192,6 +193,44 @@ class TestAuthenticator:
         assert ["alice"] * 20 == [user.name for user in outcomes[:20]]  # type: ignore[union-attr]
         assert all(isinstance(error, AuthenticationError) for error in outcomes[20:])
         assert 2 == counting.submitted
+
+    async def test_replacing_the_users_keeps_only_the_unchanged_ones_verified(self) -> None:
+        """On SIGHUP: an unchanged user is not hashed again; a changed or removed one's cached
+        credentials stop working at once."""
+        alice = User("alice", frozenset({"myorg"}), frozenset({"revoke"}))
+        bob = User("bob", frozenset({"myorg"}), frozenset({"revoke"}))
+        carol = User("carol", frozenset({"myorg"}), frozenset({"revoke"}))
+        hashes = {name: parse_hash(hash_password(f"{name}-pass", log2_n=10)) for name in ("alice", "bob", "carol")}
+        authenticator = Authenticator([(alice, hashes["alice"]), (bob, hashes["bob"]), (carol, hashes["carol"])])
+        for name in ("alice", "bob", "carol"):
+            await authenticator.authenticate(raw_basic(f"{name}:{name}-pass".encode())["Authorization"])
+        counting = CountingExecutor(1)
+        asyncio.get_running_loop().set_default_executor(counting)
+        audit_bob = User("bob", frozenset({"myorg"}), frozenset({"audit"}))
+        assert 2 == authenticator.replace([(alice, hashes["alice"]), (audit_bob, hashes["bob"])])
+        assert alice == await authenticator.authenticate(raw_basic(b"alice:alice-pass")["Authorization"])
+        assert 0 == counting.submitted
+        assert audit_bob == await authenticator.authenticate(raw_basic(b"bob:bob-pass")["Authorization"])  # new roles
+        with pytest.raises(AuthenticationError):
+            await authenticator.authenticate(raw_basic(b"carol:carol-pass")["Authorization"])
+        assert 2 == counting.submitted
+
+    async def test_a_check_under_way_when_the_users_change_is_done_again(self) -> None:
+        """A password right for the old hash but checked while the users were replaced must not get in."""
+        alice = User("alice", frozenset({"myorg"}), frozenset({"revoke"}))
+        authenticator = Authenticator([(alice, parse_hash(hash_password("old-pass", log2_n=10)))])
+        gate = GatedExecutor()
+        asyncio.get_running_loop().set_default_executor(gate)
+        old = asyncio.ensure_future(authenticator.authenticate(raw_basic(b"alice:old-pass")["Authorization"]))
+        await gate.until_running(1)
+        authenticator.replace([(alice, parse_hash(hash_password("new-pass", log2_n=10)))])
+        gate.open()
+        with pytest.raises(AuthenticationError):
+            await old
+        assert 2 == gate.submitted
+        assert alice == await authenticator.authenticate(raw_basic(b"alice:new-pass")["Authorization"])
+        with pytest.raises(AuthenticationError):
+            await authenticator.authenticate(raw_basic(b"alice:old-pass")["Authorization"])
 
     async def test_wrong_password_names_the_claimed_user(self) -> None:
         with pytest.raises(AuthenticationError) as error:

@@ -83,6 +83,10 @@ class TestSystemdUnit:
         assert ("apigee-audit-gateway", "apigee-audit-gateway") == (service["User"], service["Group"])
         assert ("on-failure", "SIGTERM") == (service["Restart"], service["KillSignal"])
 
+    def test_reload_sends_sighup(self) -> None:
+        """`systemctl reload` re-reads [[users]]: the gateway reloads them on SIGHUP (tests/test_reload.py)."""
+        assert ["/bin/kill", "-HUP", "$MAINPID"] == shlex.split(unit(UNIT)["Service"]["ExecReload"])
+
     def test_stop_timeout_outlasts_the_drain(self) -> None:
         """systemd's SIGKILL must not cut the drain short, or the calls in flight stay pending."""
         timeout = float(unit(UNIT)["Service"]["TimeoutStopSec"].removesuffix("s"))

@@ -14,7 +14,7 @@ from typing import Any
 from aiohttp import web
 
 from gateway import __version__
-from gateway.app import CONFIG, STUB_SEED, UPSTREAM_URL, build_app, stub_seed
+from gateway.app import CONFIG, STUB_SEED, UPSTREAM_URL, build_app, reload_users, stub_seed
 from gateway.cli.common import CommandError, arg, command, config_option, count, port, run_loop
 from gateway.config import DEFAULTS_SOURCE, LOG_LEVELS, Config, load_config
 from gateway.logs import configure_logging, get_logger
@@ -104,15 +104,19 @@ def cmd_serve(args: argparse.Namespace) -> int:
     )
     config = dataclasses.replace(config, server=server)
     configure_logging(config.logging.format, args.log_level or config.logging.level)
-    return run_loop(_serve(config))
+    return run_loop(_serve(config, args.config))
 
 
-async def _serve(config: Config) -> int:
+async def _serve(config: Config, path: Path | None) -> int:
     app = build_app(config)
     # On SIGTERM, calls in flight finish (each is bounded by these waits) before the writer closes.
     upstream, audit = config.upstream, config.audit
     drain = upstream.connect_timeout + upstream.read_timeout + 2 * audit.busy_timeout + DRAIN_MARGIN
     runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=drain)
+    # Caught from now on: SIGHUP's default action would end the gateway. One during start-up
+    # is a reload once the gateway has started.
+    hangup = asyncio.Event()
+    asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, hangup.set)
     await runner.setup()
     try:
         tls = listener_tls(config)
@@ -123,13 +127,27 @@ async def _serve(config: Config) -> int:
             raise CommandError(f"cannot listen on {config.server.host}:{config.server.port}: {exc.strerror or exc}") from None
         host, port = runner.addresses[0][:2]
         base = f"{'https' if tls else 'http'}://{host}:{port}"
+        reloads = asyncio.create_task(_reload_users_on(hangup, app, path), name="reload-users")
         _print_banner(app, base)
         get_logger().info("started", listen=base, upstream=app[UPSTREAM_URL], audit_database=str(config.database_path))
         await _until_signalled()
+        reloads.cancel()
         get_logger().info("stopping")
     finally:
         await runner.cleanup()
     return 0
+
+
+async def _reload_users_on(hangup: asyncio.Event, app: web.Application, path: Path | None) -> None:
+    """SIGHUP (systemd's ExecReload) reloads ``[[users]]``, one reload at a time, instead of
+    ending the process."""
+    while True:
+        await hangup.wait()
+        hangup.clear()
+        try:
+            await reload_users(app, path)
+        except Exception as exc:  # noqa: BLE001 - a failed reload must not end the reloads
+            get_logger().error("users_reload_failed", error=type(exc).__name__)
 
 
 def _print_banner(app: web.Application, base: str) -> None:
