@@ -109,6 +109,7 @@ async def _lifetime(app: web.Application) -> AsyncIterator[None]:
             make_session(
                 connect_timeout=upstream.connect_timeout,
                 read_timeout=upstream.read_timeout,
+                total_timeout=upstream.total_timeout,
                 verify_tls=upstream.verify_tls,
                 ca_bundle=str(config.path(upstream.ca_bundle)) if upstream.ca_bundle else None,
             )

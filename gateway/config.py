@@ -190,7 +190,17 @@ class UpstreamConfig:
     )
     connect_timeout: float = setting("Seconds to wait for a connection to the upstream.", positive_number, 5.0)
     read_timeout: float = setting(
-        "Seconds to wait for the upstream's answer once connected (502/504 after that).", positive_number, 30.0
+        "Seconds to wait for the upstream's answer once connected, and then between any two reads of it "
+        "(502/504 after that).",
+        positive_number,
+        30.0,
+    )
+    total_timeout: float = setting(
+        "Seconds one upstream call may take in all, from connecting to the answer's last byte (504 after "
+        "that, outcome unknown). Bounds an upstream that trickles its answer, which read_timeout alone "
+        "cannot. More than connect_timeout.",
+        positive_number,
+        35.0,
     )
     verify_tls: bool = setting("Verify the upstream's TLS certificate.", boolean, True)
     ca_bundle: str = setting(
@@ -479,6 +489,8 @@ def _check_rules(config: Config) -> None:
         raise ConfigError(
             source, "users", "no [[users]] declared; the demo user only exists with the embedded stub (upstream.url = \"stub\")"
         )
+    if upstream.total_timeout <= upstream.connect_timeout:
+        raise ConfigError(source, "upstream.total_timeout", "must be more than upstream.connect_timeout, which it includes")
     server = config.server
     if bool(server.tls_cert) != bool(server.tls_key):
         missing = "server.tls_key" if server.tls_cert else "server.tls_cert"

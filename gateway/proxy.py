@@ -74,13 +74,16 @@ def end_to_end(headers: Mapping[str, str], drop: frozenset[str] = frozenset()) -
 
 
 def make_session(
-    *, connect_timeout: float, read_timeout: float, verify_tls: bool, ca_bundle: str | None
+    *, connect_timeout: float, read_timeout: float, total_timeout: float | None, verify_tls: bool, ca_bundle: str | None
 ) -> aiohttp.ClientSession:
-    """The one client session: pooled keep-alive connections, bounded waits, bytes untouched."""
+    """The one client session: pooled keep-alive connections, bounded waits, bytes untouched.
+
+    ``read_timeout`` is a wait between reads, so an upstream sending a byte now and then never
+    trips it; ``total_timeout`` bounds the whole call, reading the body included."""
     tls: ssl.SSLContext | bool = False if not verify_tls else ssl.create_default_context(cafile=ca_bundle or None)
     session = aiohttp.ClientSession(
         connector=aiohttp.TCPConnector(ssl=tls, limit=0),
-        timeout=aiohttp.ClientTimeout(total=None, connect=connect_timeout, sock_read=read_timeout),
+        timeout=aiohttp.ClientTimeout(total=total_timeout, connect=connect_timeout, sock_read=read_timeout),
         auto_decompress=False,
         skip_auto_headers=_SKIP_AUTO_HEADERS,
         # Cookies set by the upstream for one caller must never ride along with another's call.
@@ -128,8 +131,14 @@ class Upstream:
             raise UpstreamError("connect_timeout", "no connection within the connect timeout", timeout=True, sent=False) from None
         except aiohttp.ClientConnectorError as exc:
             raise UpstreamError("connect_failed", f"cannot connect: {_reason(exc)}", timeout=False, sent=False) from None
-        except (aiohttp.ServerTimeoutError, asyncio.TimeoutError):
+        except aiohttp.ServerTimeoutError:
             raise UpstreamError("read_timeout", "no answer within the read timeout", timeout=True, sent=True) from None
+        except asyncio.TimeoutError:
+            # aiohttp's total deadline: a bare TimeoutError, where its connect and read
+            # deadlines raise the ServerTimeoutError subclasses caught above.
+            raise UpstreamError(
+                "total_timeout", "no complete answer within the total timeout", timeout=True, sent=True
+            ) from None
         except aiohttp.ServerDisconnectedError:
             raise UpstreamError("disconnected", "the upstream closed the connection without answering", timeout=False, sent=True) from None
         except aiohttp.ClientPayloadError:

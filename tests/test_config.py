@@ -63,6 +63,7 @@ def config_error(tmp_path: Path, text: str) -> str:
         ("[upstream]\nurl = 'https://u:p@x'", "gw.toml: upstream.url: must not contain credentials; use upstream.auth instead"),
         ("[upstream]\nauth = 'oauth'", 'gw.toml: upstream.auth: expected one of "passthrough", "service"; got "oauth"'),
         ("[upstream]\nread_timeout = 0", "gw.toml: upstream.read_timeout: expected a number greater than 0, got 0"),
+        ("[upstream]\nconnect_timeout = 10\ntotal_timeout = 10", "gw.toml: upstream.total_timeout: must be more than upstream.connect_timeout, which it includes"),
         ("[upstream]\nverify_tls = 'yes'", 'gw.toml: upstream.verify_tls: expected true or false, got "yes"'),
         ("[upstream]\nca_bundle = 'nope.pem'", "gw.toml: upstream.ca_bundle: no such file: {dir}/nope.pem"),
         ("[upstream]\nurl = 'https://api.enterprise.apigee.com'", 'gw.toml: users: no [[users]] declared; the demo user only exists with the embedded stub (upstream.url = "stub")'),

@@ -16,7 +16,7 @@ import pytest
 import yaml
 
 from gateway.app import build_app
-from gateway.cli.server import DRAIN_MARGIN
+from gateway.cli.server import drain_seconds
 from gateway.config import Config, build_config, load_config
 from gateway.passwords import parse_hash
 
@@ -46,12 +46,6 @@ HARDENING = {
     "CapabilityBoundingSet": "",
     "UMask": "0077",
 }
-
-
-def drain_seconds(config: Config) -> float:
-    """The longest `gateway serve` drains on SIGTERM (gateway/cli/server.py, _serve)."""
-    upstream, audit = config.upstream, config.audit
-    return upstream.connect_timeout + upstream.read_timeout + 2 * audit.busy_timeout + DRAIN_MARGIN
 
 
 def unit(path: Path) -> configparser.ConfigParser:

@@ -95,6 +95,16 @@ DRAIN_MARGIN = 5.0
 """Seconds beyond the longest a call can take, for the last commits on SIGTERM."""
 
 
+def drain_seconds(config: Config) -> float:
+    """The longest a call in flight can still take, so the longest SIGTERM waits for the calls.
+
+    A call waits on its intent's commit, the upstream (bounded as a whole by total_timeout) and
+    its outcome's commit (each commit by busy_timeout). Past this, aiohttp cancels what is left.
+    """
+    upstream, audit = config.upstream, config.audit
+    return upstream.total_timeout + 2 * audit.busy_timeout + DRAIN_MARGIN
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
     config = load_config(args.config)
     server = dataclasses.replace(
@@ -109,10 +119,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 async def _serve(config: Config) -> int:
     app = build_app(config)
-    # On SIGTERM, calls in flight finish (each is bounded by these waits) before the writer closes.
-    upstream, audit = config.upstream, config.audit
-    drain = upstream.connect_timeout + upstream.read_timeout + 2 * audit.busy_timeout + DRAIN_MARGIN
-    runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=drain)
+    # On SIGTERM, calls in flight finish (each is bounded, see drain_seconds) before the writer closes.
+    runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=drain_seconds(config))
     await runner.setup()
     try:
         tls = listener_tls(config)
