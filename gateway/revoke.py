@@ -29,6 +29,7 @@ from gateway.logs import Logger
 from gateway.metrics import Metrics
 from gateway.outcome import interpret
 from gateway.proxy import REQUEST_ID, Upstream, UpstreamError
+from gateway.redact import loggable_target
 from gateway.target import BadTarget, TokenTarget, parse_target
 
 MAX_REQUEST_BODY = 64 * 1024
@@ -74,10 +75,10 @@ async def _handle(request: web.Request, services: Services, exchange: Exchange) 
         target, invalid = None, exc
     if target is None and invalid is None:
         exchange.route = "other"
-        exchange.path_prefix = "/".join(request.path.split("/")[:4])
+        # Masked in the answer too: it may be logged by whatever stands between the caller and us.
+        exchange.path = loggable_target(request.raw_path)
         return errors.NOT_FOUND.response(
-            f"The gateway only serves DELETE /v1/o/{{org}}/oauth2/accesstokens/{{token}}; "
-            f"not {request.path[:200]}"
+            f"The gateway only serves DELETE /v1/o/{{org}}/oauth2/accesstokens/{{token}}; not {exchange.path}"
         )
     if request.method != hdrs.METH_DELETE:
         return errors.METHOD_NOT_ALLOWED.response(
@@ -226,7 +227,8 @@ class Exchange:
     outcome: str | None = None
     error_code: str | None = None
     upstream_status: int | None = None
-    path_prefix: str | None = None
+    path: str | None = None
+    """Logged for paths other than the token endpoint, masked (see ``gateway.redact``)."""
 
     @classmethod
     def begin(cls, request: web.Request) -> Exchange:
@@ -285,7 +287,7 @@ class Exchange:
             "request",
             **self.ids,
             method=self.method,
-            path_prefix=self.path_prefix,
+            path=self.path,
             client_ip=self.client_ip,
             actor=self.actor,
             org=self.org,
