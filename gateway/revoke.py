@@ -24,7 +24,7 @@ from gateway.audit.fingerprint import fingerprint, hint, redact_snapshot
 from gateway.audit.record import AuditRecord, Outcome, utc_timestamp
 from gateway.audit.store import AuditStoreError
 from gateway.audit.writer import AuditWriter
-from gateway.auth import REVOKE, AuthenticationError, Authenticator, Throttled
+from gateway.auth import REVOKE, AmbiguousCredentials, AuthenticationError, Authenticator, Throttled, authorization
 from gateway.logs import Logger
 from gateway.metrics import Metrics
 from gateway.outcome import interpret
@@ -89,7 +89,10 @@ async def _handle(request: web.Request, services: Services, exchange: Exchange) 
 
     # Auth: who is calling, and may they revoke tokens of this organisation?
     try:
-        user = await services.authenticator.authenticate(request.headers.get(hdrs.AUTHORIZATION), request.remote)
+        user = await services.authenticator.authenticate(authorization(request.headers), request.remote)
+    except AmbiguousCredentials as exc:
+        await _recorded(services, exchange, "refusal", exchange.record(Outcome.REJECTED, error_code=errors.BAD_REQUEST.code))
+        return errors.BAD_REQUEST.response(str(exc))
     except Throttled as exc:
         # Counted, and audited once per window by the throttle's summary (see gateway.throttle).
         exchange.actor, exchange.error_code = exc.claimed, errors.TOO_MANY_ATTEMPTS.code

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 from aiohttp.test_utils import TestClient
+from multidict import CIMultiDict
 from prometheus_client.parser import text_string_to_metric_families
 
 from conftest import SAMPLE_PATH, GatewayFactory, Peer, basic, make_config, rows, write_locked
@@ -256,3 +257,15 @@ async def test_request_ids_are_kept_forwarded_returned_and_logged(
     assert [(own[0], None), ("trace-42.a", own[1]), (own[2], None), ("trace-43", own[3])] == [
         (line["request_id"], line.get("audit_request_id")) for line in lines
     ]
+
+
+async def test_of_several_request_ids_the_first_is_used_and_only_it_goes_upstream(
+    tmp_path: Path, gateway: GatewayFactory, peer: Peer
+) -> None:
+    """Unlike Authorization, a second X-Request-ID cannot make the gateway and the upstream disagree:
+    the gateway sends its own choice alone, so caller, log, upstream and audit see one id."""
+    client = await gateway(make_config(tmp_path, upstream=peer.url))
+    headers = CIMultiDict([*basic("myname").items(), ("X-Request-ID", "first-1"), ("X-Request-ID", "second-2")])
+    response = await client.delete("/v1/o/myorg/oauth2/accesstokens/a", headers=headers)
+    assert (200, "first-1") == (response.status, response.headers["X-Request-ID"])
+    assert [("X-Request-ID", "first-1")] == [(name, value) for name, value in peer.requests[0].raw_headers if name.lower() == "x-request-id"]
