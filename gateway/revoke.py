@@ -28,7 +28,7 @@ from gateway.auth import REVOKE, AmbiguousCredentials, AuthenticationError, Auth
 from gateway.logs import Logger
 from gateway.metrics import Metrics
 from gateway.outcome import interpret
-from gateway.proxy import REQUEST_ID, Upstream, UpstreamError
+from gateway.proxy import REQUEST_ID, PassThrough, Upstream, UpstreamError, unforwardable
 from gateway.redact import loggable_target
 from gateway.target import BadTarget, TokenTarget, parse_target
 
@@ -108,6 +108,12 @@ async def _handle(request: web.Request, services: Services, exchange: Exchange) 
     if not user.may(REVOKE, target.org):
         await _recorded(services, exchange, "refusal", exchange.record(Outcome.FORBIDDEN, error_code=errors.FORBIDDEN.code))
         return errors.FORBIDDEN.response(f"User {user.name} may not revoke tokens of organization {target.org}")
+    header = unforwardable(request.headers)
+    if header is not None:
+        await _recorded(services, exchange, "refusal", exchange.record(Outcome.REJECTED, error_code=errors.BAD_REQUEST.code))
+        return errors.BAD_REQUEST.response(
+            f"Header {header} holds bytes that are not UTF-8; the gateway forwards headers unchanged or not at all"
+        )
     try:
         body = await request.read() if request.body_exists else b""
     except web.HTTPRequestEntityTooLarge:
@@ -168,7 +174,7 @@ async def _forward_and_record(
         )
 
     # Reply: the upstream's answer, exactly.
-    return web.Response(status=reply.status, reason=reply.reason, headers=reply.headers, body=reply.body)
+    return PassThrough(reply)
 
 
 async def _recorded(services: Services, exchange: Exchange, stage: str, record: AuditRecord) -> bool:
