@@ -142,13 +142,39 @@ class ServerConfig:
         "PEM certificate chain for HTTPS on the listener; with tls_key. Empty: plain HTTP (fine on loopback).", text, ""
     )
     tls_key: str = setting("PEM private key of tls_cert.", text, "")
+    max_connections: int = setting(
+        "Most caller connections held open at once. Past it a new connection gets a fixed 503 "
+        "(gateway.too_many_connections) and is closed at once, unread. Each can take a second file "
+        "descriptor upstream: the gateway raises its soft open-file limit to 2 x this + 64 where the "
+        "hard limit allows, and warns where it does not. 0: no cap.",
+        count,
+        1000,
+    )
+    header_timeout: float = setting(
+        "Seconds a caller has to send a request's line and headers, counted from connecting and from "
+        "the first byte of each later request; past it the connection is closed without an answer.",
+        positive_number,
+        10.0,
+    )
+    body_timeout: float = setting(
+        "Seconds a caller has to send a request's body once the gateway reads it; past it 408 "
+        "(gateway.request_timeout, audited as rejected) and the connection is closed.",
+        positive_number,
+        10.0,
+    )
+    keepalive_timeout: float = setting(
+        "Seconds a connection may stay idle between requests before the gateway closes it.",
+        positive_number,
+        60.0,
+    )
 
 
 @dataclass(frozen=True)
 class MetricsConfig:
     port: int = setting(
         "0 serves GET /metrics (Prometheus text format) on the gateway's own listener; another port serves it "
-        "there instead (on server.host), e.g. to keep it from the callers.",
+        "there instead (on server.host), e.g. to keep it from the callers. That listener holds at most 16 "
+        "connections, to the server's timeouts.",
         port_number, 0,
     )
 

@@ -12,6 +12,7 @@ and every probe that arrives while it runs waits for that same run (see ``Shared
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import sqlite3
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -24,7 +25,8 @@ from aiohttp import web
 from yarl import URL
 
 from gateway.audit.writer import AuditWriter
-from gateway.config import ConfigError
+from gateway.config import ConfigError, ServerConfig
+from gateway.listener import GatewayRunner
 from gateway.metrics import CONTENT_TYPE, Metrics
 
 RECENT_FAILURE = 10.0
@@ -33,6 +35,8 @@ CHECK_CACHE = 1.0
 """Seconds a check's result is reused, so frequent (unauthenticated) probes cost one upstream
 connection and one audit write lock a second, not one each."""
 CHECK_TIMEOUT = 2.0
+METRICS_CONNECTIONS = 16
+"""The cap of a separate metrics listener (``metrics.port``): Prometheus, and a person or two."""
 
 Problem = str | None
 """What a check found wrong; ``None`` when all is well."""
@@ -142,12 +146,16 @@ def add_routes(app: web.Application, *, with_metrics: bool) -> None:
 
 
 @asynccontextmanager
-async def serve_metrics(registry: Metrics, host: str, port: int, *, source: str) -> AsyncIterator[None]:
-    """``/metrics`` alone on a port of its own (``metrics.port``), e.g. reachable only by Prometheus."""
-    app = web.Application()
+async def serve_metrics(registry: Metrics, settings: ServerConfig, port: int, *, source: str) -> AsyncIterator[None]:
+    """``/metrics`` alone on a port of its own (``metrics.port``), e.g. reachable only by Prometheus.
+
+    Held to the same timeouts as the main listener, with a cap of its own: a flood on this port
+    must not use up the file descriptors that callers need."""
+    host = settings.host
+    app = web.Application(handler_args={"keepalive_timeout": settings.keepalive_timeout})
     app[METRICS] = registry
     app.router.add_get("/metrics", metrics, allow_head=False)
-    runner = web.AppRunner(app, access_log=None)
+    runner = GatewayRunner(app, dataclasses.replace(settings, max_connections=METRICS_CONNECTIONS), access_log=None)
     await runner.setup()
     try:
         try:

@@ -8,6 +8,7 @@ A crash in between leaves a ``pending`` intent in the audit log, never silence.
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import json
 import os
@@ -45,6 +46,7 @@ class Services:
     log: Logger
     store_raw_tokens: bool
     metrics: Metrics
+    body_timeout: float
 
 
 SERVICES = web.AppKey("services", Services)
@@ -115,10 +117,16 @@ async def _handle(request: web.Request, services: Services, exchange: Exchange) 
             f"Header {header} holds bytes that are not UTF-8; the gateway forwards headers unchanged or not at all"
         )
     try:
-        body = await request.read() if request.body_exists else b""
+        async with asyncio.timeout(services.body_timeout):  # a body sent a byte now and then
+            body = await request.read() if request.body_exists else b""
     except web.HTTPRequestEntityTooLarge:
         await _recorded(services, exchange, "refusal", exchange.record(Outcome.REJECTED, error_code=errors.PAYLOAD_TOO_LARGE.code))
         return errors.PAYLOAD_TOO_LARGE.response(f"The request body exceeds {MAX_REQUEST_BODY} bytes")
+    except TimeoutError:
+        await _recorded(services, exchange, "refusal", exchange.record(Outcome.REJECTED, error_code=errors.REQUEST_TIMEOUT.code))
+        late = errors.REQUEST_TIMEOUT.response(f"The request body did not arrive within {services.body_timeout:g} s")
+        late.force_close()  # the rest of the body may still come: it must not be read as a next request
+        return late
 
     # Intent: durable before anything reaches the upstream.
     if not await _recorded(services, exchange, "intent", exchange.record(Outcome.PENDING)):
