@@ -32,7 +32,7 @@ def make_app(upstream: str) -> web.Application:
             )
 
     async def session(app: web.Application):  # type: ignore[no-untyped-def]
-        async with make_session(connect_timeout=5, read_timeout=30, verify_tls=True, ca_bundle=None) as client:
+        async with make_session(connect_timeout=5, read_timeout=30, total_timeout=35, verify_tls=True, ca_bundle=None) as client:
             app["session"] = client
             yield
 

@@ -53,7 +53,13 @@ DEMO_HASH_COST = 10
 
 
 def build_app(config: Config) -> web.Application:
-    app = web.Application(client_max_size=MAX_REQUEST_BODY, handler_args={"max_field_size": MAX_HEADER_FIELD})
+    server = config.server
+    # lingering_time: aiohttp reads (and drops) the rest of a body the gateway answered without
+    # reading, so that the caller gets the answer; for no longer than a body is given anyway.
+    handler_args = {
+        "max_field_size": MAX_HEADER_FIELD, "keepalive_timeout": server.keepalive_timeout, "lingering_time": server.body_timeout,
+    }
+    app = web.Application(client_max_size=MAX_REQUEST_BODY, handler_args=handler_args)
     app[CONFIG] = config
     app.cleanup_ctx.append(_lifetime)
     add_health_routes(app, with_metrics=not config.metrics.port)
@@ -117,6 +123,7 @@ async def _lifetime(app: web.Application) -> AsyncIterator[None]:
             make_session(
                 connect_timeout=upstream.connect_timeout,
                 read_timeout=upstream.read_timeout,
+                total_timeout=upstream.total_timeout,
                 verify_tls=upstream.verify_tls,
                 ca_bundle=str(config.path(upstream.ca_bundle)) if upstream.ca_bundle else None,
             )
@@ -134,7 +141,7 @@ async def _lifetime(app: web.Application) -> AsyncIterator[None]:
         )
         app[READINESS] = Readiness(path, writer, app[UPSTREAM_URL], upstream.connect_timeout)
         if config.metrics.port:
-            await stack.enter_async_context(serve_metrics(metrics, config.server.host, config.metrics.port, source=config.source))
+            await stack.enter_async_context(serve_metrics(metrics, config.server, config.metrics.port, source=config.source))
         flusher = asyncio.create_task(flush_logs_periodically(), name="log-flusher")
         stack.callback(flusher.cancel)
         app[SERVICES] = Services(
@@ -144,6 +151,7 @@ async def _lifetime(app: web.Application) -> AsyncIterator[None]:
             log=log,
             store_raw_tokens=config.audit.store_raw_tokens,
             metrics=metrics,
+            body_timeout=config.server.body_timeout,
         )
         yield
 

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
-from aiohttp import hdrs, web
+from aiohttp import web
 
 from gateway import errors
 from gateway.audit.fingerprint import fingerprint
@@ -25,7 +25,7 @@ from gateway.audit.formats import as_json
 from gateway.audit.query import AuditFilter, decode_cursor, encode_cursor, parse_outcome, parse_time, positive_int
 from gateway.audit.sqlite import SQLiteAuditStore
 from gateway.audit.store import AuditStoreError
-from gateway.auth import AUDIT, AuthenticationError, Authenticator, ChecksBusy, Throttled, User
+from gateway.auth import AUDIT, AmbiguousCredentials, AuthenticationError, Authenticator, ChecksBusy, Throttled, User, authorization
 from gateway.config import ALL_ORGS
 from gateway.proxy import REQUEST_ID
 from gateway.revoke import SERVICES, Exchange
@@ -192,7 +192,9 @@ async def get_event(request: web.Request, read: AuditRead) -> web.Response:
 async def _auditor(request: web.Request, read: AuditRead) -> User | web.Response:
     """The calling user if they hold the audit role; otherwise the refusal to send."""
     try:
-        user = await request.app[AUDIT_AUTHENTICATOR].authenticate(request.headers.get(hdrs.AUTHORIZATION), request.remote)
+        user = await request.app[AUDIT_AUTHENTICATOR].authenticate(authorization(request.headers), request.remote)
+    except AmbiguousCredentials as exc:
+        return errors.BAD_REQUEST.response(str(exc))
     except Throttled as exc:
         read.exchange.actor, read.exchange.error_code = exc.claimed, errors.TOO_MANY_ATTEMPTS.code
         return errors.too_many_attempts(exc.retry_after)

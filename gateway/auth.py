@@ -16,6 +16,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from functools import partial
 
+from multidict import MultiMapping
+
 from gateway.basic import Credentials, MalformedCredentials, parse_basic
 from gateway.config import ALL_ORGS, ConfigError, UserConfig
 from gateway.passwords import ScryptHash, parse_hash, verify_password
@@ -62,6 +64,22 @@ class ChecksBusy(AuthenticationError):
     def __init__(self, retry_after: int, claimed: str | None) -> None:
         super().__init__(f"too many password checks under way; retry after {retry_after} s", claimed)
         self.retry_after = retry_after
+
+
+class AmbiguousCredentials(Exception):
+    """More than one Authorization header. The gateway would check one and the upstream might
+    read another (passthrough forwards both), so neither is checked: the request is refused."""
+
+    def __init__(self, count: int) -> None:
+        super().__init__(f"{count} Authorization headers; send exactly one")
+
+
+def authorization(headers: MultiMapping[str]) -> str | None:
+    """The request's one Authorization header, if any; raises AmbiguousCredentials for several."""
+    values = headers.getall("Authorization", [])
+    if len(values) > 1:
+        raise AmbiguousCredentials(len(values))
+    return values[0] if values else None
 
 
 @dataclass(frozen=True, slots=True)

@@ -148,13 +148,39 @@ class ServerConfig:
         "PEM certificate chain for HTTPS on the listener; with tls_key. Empty: plain HTTP (fine on loopback).", text, ""
     )
     tls_key: str = setting("PEM private key of tls_cert.", text, "")
+    max_connections: int = setting(
+        "Most caller connections held open at once. Past it a new connection gets a fixed 503 "
+        "(gateway.too_many_connections) and is closed at once, unread. Each can take a second file "
+        "descriptor upstream: the gateway raises its soft open-file limit to 2 x this + 64 where the "
+        "hard limit allows, and warns where it does not. 0: no cap.",
+        count,
+        1000,
+    )
+    header_timeout: float = setting(
+        "Seconds a caller has to send a request's line and headers, counted from connecting and from "
+        "the first byte of each later request; past it the connection is closed without an answer.",
+        positive_number,
+        10.0,
+    )
+    body_timeout: float = setting(
+        "Seconds a caller has to send a request's body once the gateway reads it; past it 408 "
+        "(gateway.request_timeout, audited as rejected) and the connection is closed.",
+        positive_number,
+        10.0,
+    )
+    keepalive_timeout: float = setting(
+        "Seconds a connection may stay idle between requests before the gateway closes it.",
+        positive_number,
+        60.0,
+    )
 
 
 @dataclass(frozen=True)
 class MetricsConfig:
     port: int = setting(
         "0 serves GET /metrics (Prometheus text format) on the gateway's own listener; another port serves it "
-        "there instead (on server.host), e.g. to keep it from the callers.",
+        "there instead (on server.host), e.g. to keep it from the callers. That listener holds at most 16 "
+        "connections, to the server's timeouts.",
         port_number, 0,
     )
 
@@ -214,7 +240,17 @@ class UpstreamConfig:
     )
     connect_timeout: float = setting("Seconds to wait for a connection to the upstream.", positive_number, 5.0)
     read_timeout: float = setting(
-        "Seconds to wait for the upstream's answer once connected (502/504 after that).", positive_number, 30.0
+        "Seconds to wait for the upstream's answer once connected, and then between any two reads of it "
+        "(502/504 after that).",
+        positive_number,
+        30.0,
+    )
+    total_timeout: float = setting(
+        "Seconds one upstream call may take in all, from connecting to the answer's last byte (504 after "
+        "that, outcome unknown). Bounds an upstream that trickles its answer, which read_timeout alone "
+        "cannot. More than connect_timeout.",
+        positive_number,
+        35.0,
     )
     verify_tls: bool = setting("Verify the upstream's TLS certificate.", boolean, True)
     ca_bundle: str = setting(
@@ -510,6 +546,8 @@ def _check_rules(config: Config) -> None:
         raise ConfigError(
             source, "users", "no [[users]] declared; the demo user only exists with the embedded stub (upstream.url = \"stub\")"
         )
+    if upstream.total_timeout <= upstream.connect_timeout:
+        raise ConfigError(source, "upstream.total_timeout", "must be more than upstream.connect_timeout, which it includes")
     server = config.server
     if bool(server.tls_cert) != bool(server.tls_key):
         missing = "server.tls_key" if server.tls_cert else "server.tls_cert"

@@ -8,12 +8,14 @@ headers (RFC 9110, section 7.6.1) and the framing the gateway redoes itself are 
 from __future__ import annotations
 
 import asyncio
+import re
 import ssl
 from collections.abc import Mapping
 from dataclasses import dataclass
 
 import aiohttp
-from aiohttp import hdrs
+from aiohttp import hdrs, web
+from aiohttp.abc import AbstractStreamWriter
 from aiohttp.http_exceptions import HttpProcessingError
 from multidict import CIMultiDict
 from yarl import URL
@@ -74,13 +76,16 @@ def end_to_end(headers: Mapping[str, str], drop: frozenset[str] = frozenset()) -
 
 
 def make_session(
-    *, connect_timeout: float, read_timeout: float, verify_tls: bool, ca_bundle: str | None
+    *, connect_timeout: float, read_timeout: float, total_timeout: float | None, verify_tls: bool, ca_bundle: str | None
 ) -> aiohttp.ClientSession:
-    """The one client session: pooled keep-alive connections, bounded waits, bytes untouched."""
+    """The one client session: pooled keep-alive connections, bounded waits, bytes untouched.
+
+    ``read_timeout`` is a wait between reads, so an upstream sending a byte now and then never
+    trips it; ``total_timeout`` bounds the whole call, reading the body included."""
     tls: ssl.SSLContext | bool = False if not verify_tls else ssl.create_default_context(cafile=ca_bundle or None)
     session = aiohttp.ClientSession(
         connector=aiohttp.TCPConnector(ssl=tls, limit=0),
-        timeout=aiohttp.ClientTimeout(total=None, connect=connect_timeout, sock_read=read_timeout),
+        timeout=aiohttp.ClientTimeout(total=total_timeout, connect=connect_timeout, sock_read=read_timeout),
         auto_decompress=False,
         skip_auto_headers=_SKIP_AUTO_HEADERS,
         # Cookies set by the upstream for one caller must never ride along with another's call.
@@ -128,8 +133,14 @@ class Upstream:
             raise UpstreamError("connect_timeout", "no connection within the connect timeout", timeout=True, sent=False) from None
         except aiohttp.ClientConnectorError as exc:
             raise UpstreamError("connect_failed", f"cannot connect: {_reason(exc)}", timeout=False, sent=False) from None
-        except (aiohttp.ServerTimeoutError, asyncio.TimeoutError):
+        except aiohttp.ServerTimeoutError:
             raise UpstreamError("read_timeout", "no answer within the read timeout", timeout=True, sent=True) from None
+        except asyncio.TimeoutError:
+            # aiohttp's total deadline: a bare TimeoutError, where its connect and read
+            # deadlines raise the ServerTimeoutError subclasses caught above.
+            raise UpstreamError(
+                "total_timeout", "no complete answer within the total timeout", timeout=True, sent=True
+            ) from None
         except aiohttp.ServerDisconnectedError:
             raise UpstreamError("disconnected", "the upstream closed the connection without answering", timeout=False, sent=True) from None
         except aiohttp.ClientPayloadError:
@@ -139,6 +150,72 @@ class Upstream:
         except (aiohttp.ClientError, OSError) as exc:
             # Deliberately not str(exc): client errors can carry the URL, and the URL the token.
             raise UpstreamError("failed", f"connection failed: {_reason(exc)}", timeout=False, sent=True) from None
+
+
+def unforwardable(headers: Mapping[str, str]) -> str | None:
+    """The name of a header that cannot go upstream unchanged, if any.
+
+    aiohttp keeps header bytes that are not UTF-8 (obs-text, 0x80-0xFF) as surrogate escapes,
+    and its client writes headers as UTF-8, silently dropping them: such a header would reach
+    the upstream altered, so the gateway refuses the call instead of forwarding it.
+    """
+    for name, value in end_to_end(headers, _NOT_FORWARDED).items():
+        if not value.isascii() and not _is_utf8(value):
+            return name
+    return None
+
+
+def _is_utf8(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:  # a surrogate escape: a received byte that was not UTF-8
+        return False
+    return True
+
+
+class PassThrough(web.Response):
+    """The upstream's answer, its head written byte for byte as received.
+
+    aiohttp writes a head as UTF-8, dropping the bytes its parsers kept as surrogate escapes
+    (obs-text, 0x80-0xFF, in a header value or the reason phrase), and it adds
+    ``Content-Type: application/octet-stream`` and its own ``Server`` where the upstream sent
+    none. This response lets aiohttp prepare the head (framing, ``Connection``, and ``Date``,
+    which RFC 9110 has a proxy add when missing), then drops those two additions and writes
+    the head itself, encoding back exactly the bytes that came in. The body is aiohttp's to write.
+    """
+
+    def __init__(self, reply: UpstreamReply) -> None:
+        super().__init__(status=reply.status, reason=reply.reason, headers=reply.headers, body=reply.body)
+        self._not_sent = tuple(name for name in (hdrs.CONTENT_TYPE, hdrs.SERVER) if name not in reply.headers)
+        self._request: web.BaseRequest | None = None
+
+    async def prepare(self, request: web.BaseRequest) -> AbstractStreamWriter | None:
+        self._request = request
+        return await super().prepare(request)
+
+    async def _write_headers(self) -> None:
+        """Replaces aiohttp's (``StreamResponse._write_headers``): the one place a head is written."""
+        assert self._request is not None
+        for name in self._not_sent:
+            self.headers.popall(name, None)
+        version = self._request.version
+        head = _head(f"HTTP/{version.major}.{version.minor} {self.status} {self.reason}", self.headers)
+        transport = self._request.transport
+        if transport is None or transport.is_closing():
+            raise ConnectionResetError("the caller has gone")
+        transport.write(head)
+
+
+_CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
+"""What may not appear in a head's line (aiohttp's own check, against header injection)."""
+
+
+def _head(status_line: str, headers: Mapping[str, str]) -> bytes:
+    lines = [status_line, *(f"{name}: {value}" for name, value in headers.items())]
+    for line in lines:
+        if _CONTROL.search(line):
+            raise ValueError("a control character in a response header")
+    return ("\r\n".join(lines) + "\r\n\r\n").encode("utf-8", "surrogateescape")
 
 
 async def _read_capped(response: aiohttp.ClientResponse) -> bytes:

@@ -8,6 +8,7 @@ A crash in between leaves a ``pending`` intent in the audit log, never silence.
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import os
 import re
@@ -22,11 +23,12 @@ from gateway.audit.fingerprint import fingerprint, hint, redact_snapshot
 from gateway.audit.record import AuditRecord, Outcome, json_text, storable, utc_timestamp
 from gateway.audit.store import AuditStoreError
 from gateway.audit.writer import AuditWriter
-from gateway.auth import REVOKE, AuthenticationError, Authenticator, ChecksBusy, Throttled
+from gateway.auth import REVOKE, AmbiguousCredentials, AuthenticationError, Authenticator, ChecksBusy, Throttled, authorization
 from gateway.logs import Logger
 from gateway.metrics import Metrics
 from gateway.outcome import interpret
-from gateway.proxy import REQUEST_ID, Upstream, UpstreamError
+from gateway.proxy import REQUEST_ID, PassThrough, Upstream, UpstreamError, unforwardable
+from gateway.redact import loggable_target
 from gateway.target import BadTarget, TokenTarget, parse_target
 
 MAX_REQUEST_BODY = 64 * 1024
@@ -42,6 +44,7 @@ class Services:
     log: Logger
     store_raw_tokens: bool
     metrics: Metrics
+    body_timeout: float
 
 
 SERVICES = web.AppKey("services", Services)
@@ -72,10 +75,10 @@ async def _handle(request: web.Request, services: Services, exchange: Exchange) 
         target, invalid = None, exc
     if target is None and invalid is None:
         exchange.route = "other"
-        exchange.path_prefix = "/".join(request.path.split("/")[:4])
+        # Masked in the answer too: it may be logged by whatever stands between the caller and us.
+        exchange.path = loggable_target(request.raw_path)
         return errors.NOT_FOUND.response(
-            f"The gateway only serves DELETE /v1/o/{{org}}/oauth2/accesstokens/{{token}}; "
-            f"not {request.path[:200]}"
+            f"The gateway only serves DELETE /v1/o/{{org}}/oauth2/accesstokens/{{token}}; not {exchange.path}"
         )
     if request.method != hdrs.METH_DELETE:
         return errors.METHOD_NOT_ALLOWED.response(
@@ -86,7 +89,10 @@ async def _handle(request: web.Request, services: Services, exchange: Exchange) 
 
     # Auth: who is calling, and may they revoke tokens of this organisation?
     try:
-        user = await services.authenticator.authenticate(request.headers.get(hdrs.AUTHORIZATION), request.remote)
+        user = await services.authenticator.authenticate(authorization(request.headers), request.remote)
+    except AmbiguousCredentials as exc:
+        await _recorded(services, exchange, "refusal", exchange.record(Outcome.REJECTED, error_code=errors.BAD_REQUEST.code))
+        return errors.BAD_REQUEST.response(str(exc))
     except Throttled as exc:
         # Counted, and audited once per window by the throttle's summary (see gateway.throttle).
         exchange.actor, exchange.error_code = exc.claimed, errors.TOO_MANY_ATTEMPTS.code
@@ -109,11 +115,23 @@ async def _handle(request: web.Request, services: Services, exchange: Exchange) 
     if not user.may(REVOKE, target.org):
         await _recorded(services, exchange, "refusal", exchange.record(Outcome.FORBIDDEN, error_code=errors.FORBIDDEN.code))
         return errors.FORBIDDEN.response(f"User {user.name} may not revoke tokens of organization {target.org}")
+    header = unforwardable(request.headers)
+    if header is not None:
+        await _recorded(services, exchange, "refusal", exchange.record(Outcome.REJECTED, error_code=errors.BAD_REQUEST.code))
+        return errors.BAD_REQUEST.response(
+            f"Header {header} holds bytes that are not UTF-8; the gateway forwards headers unchanged or not at all"
+        )
     try:
-        body = await request.read() if request.body_exists else b""
+        async with asyncio.timeout(services.body_timeout):  # a body sent a byte now and then
+            body = await request.read() if request.body_exists else b""
     except web.HTTPRequestEntityTooLarge:
         await _recorded(services, exchange, "refusal", exchange.record(Outcome.REJECTED, error_code=errors.PAYLOAD_TOO_LARGE.code))
         return errors.PAYLOAD_TOO_LARGE.response(f"The request body exceeds {MAX_REQUEST_BODY} bytes")
+    except TimeoutError:
+        await _recorded(services, exchange, "refusal", exchange.record(Outcome.REJECTED, error_code=errors.REQUEST_TIMEOUT.code))
+        late = errors.REQUEST_TIMEOUT.response(f"The request body did not arrive within {services.body_timeout:g} s")
+        late.force_close()  # the rest of the body may still come: it must not be read as a next request
+        return late
 
     # Intent: durable before anything reaches the upstream.
     if not await _recorded(services, exchange, "intent", exchange.record(Outcome.PENDING)):
@@ -169,7 +187,7 @@ async def _forward_and_record(
         )
 
     # Reply: the upstream's answer, exactly.
-    return web.Response(status=reply.status, reason=reply.reason, headers=reply.headers, body=reply.body)
+    return PassThrough(reply)
 
 
 async def _recorded(services: Services, exchange: Exchange, stage: str, record: AuditRecord) -> bool:
@@ -227,7 +245,8 @@ class Exchange:
     outcome: str | None = None
     error_code: str | None = None
     upstream_status: int | None = None
-    path_prefix: str | None = None
+    path: str | None = None
+    """Logged for paths other than the token endpoint, masked (see ``gateway.redact``)."""
     escaped: list[str] | None = None
     """Fields whose upstream value was not Unicode text, stored with backslash escapes."""
 
@@ -298,7 +317,7 @@ class Exchange:
             "request",
             **self.ids,
             method=self.method,
-            path_prefix=self.path_prefix,
+            path=self.path,
             client_ip=self.client_ip,
             actor=self.actor,
             org=self.org,

@@ -36,6 +36,11 @@ class BadTarget(Exception):
         self.org = org
 
 
+def is_org_name(text: str) -> bool:
+    """Whether ``text`` is a name the gateway accepts as an organisation."""
+    return len(text) <= MAX_ORG_LENGTH and _NAME.fullmatch(text) is not None
+
+
 def parse_target(raw_target: str) -> TokenTarget | None:
     """The token a request targets; ``None`` if the path is not the token endpoint at all."""
     path = raw_target.partition("?")[0]
@@ -43,7 +48,7 @@ def parse_target(raw_target: str) -> TokenTarget | None:
     if match is None:
         return None
     org, token = match.groups()
-    if len(org) > MAX_ORG_LENGTH or not _NAME.fullmatch(org):
+    if not is_org_name(org):
         raise BadTarget("org", f"Invalid organization name in path: expected 1-{MAX_ORG_LENGTH} {_ALLOWED}")
     if len(token) > MAX_TOKEN_LENGTH or not _NAME.fullmatch(token):
         raise BadTarget("token", f"Invalid access token in path: expected 1-{MAX_TOKEN_LENGTH} {_ALLOWED}", org=org)

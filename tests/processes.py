@@ -7,7 +7,7 @@ import json
 import re
 import subprocess
 import sys
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -106,10 +106,13 @@ class Running:
 
 
 @asynccontextmanager
-async def started(*args: str, cwd: Path) -> AsyncIterator[Running]:
-    """`gateway ARGS` until it listens; killed on the way out if the test left it running."""
+async def started(*args: str, cwd: Path, preexec_fn: Callable[[], object] | None = None) -> AsyncIterator[Running]:
+    """`gateway ARGS` until it listens; killed on the way out if the test left it running.
+
+    ``preexec_fn`` runs in the child before the gateway starts (to lower a resource limit, say)."""
     process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "gateway", *args, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+        sys.executable, "-m", "gateway", *args, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        preexec_fn=preexec_fn,
     )
     running = Running(process)
     try:

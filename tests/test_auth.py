@@ -8,6 +8,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
+from multidict import CIMultiDict
 from yarl import URL
 
 from conftest import SAMPLE, SAMPLE_PATH, GatewayFactory, Peer, basic, make_config, rows
@@ -63,6 +64,35 @@ async def test_bad_credentials_get_401_and_are_audited(
     [record] = rows(tmp_path / "audit.db")
     expected = {"outcome": "denied", "actor": claimed, "org": "myorg", "token_sha256": fingerprint(SAMPLE), "token_hint": "c7vC", "error_code": "gateway.unauthorized", "upstream_status": None}
     assert expected == {key: record[key] for key in expected}
+
+
+@pytest.mark.parametrize(
+    "values",
+    [
+        [basic("myname")["Authorization"], basic("outsider")["Authorization"]],
+        [basic("myname")["Authorization"], basic("myname")["Authorization"]],
+        [basic("myname", "wrong")["Authorization"], basic("myname")["Authorization"]],
+        [basic("myname")["Authorization"], ""],
+    ],
+    ids=["two-users", "the-same-twice", "wrong-then-right", "right-then-empty"],
+)
+async def test_several_authorization_headers_get_400_and_are_audited_as_rejected(
+    tmp_path: Path, gateway: GatewayFactory, peer: Peer, values: list[str]
+) -> None:
+    """The gateway would check one and the upstream might read another: neither is checked, nothing forwarded."""
+    client = await gateway(make_config(tmp_path, upstream=peer.url))
+    headers = CIMultiDict(("Authorization", value) for value in values)
+    response = await client.delete(SAMPLE_PATH, headers=headers)
+    assert 400 == response.status
+    assert {"code": "gateway.bad_request", "message": "2 Authorization headers; send exactly one", "contexts": []} == await response.json()
+    assert [] == peer.requests
+    [record] = rows(tmp_path / "audit.db")
+    expected = {"outcome": "rejected", "actor": None, "org": "myorg", "token_sha256": fingerprint(SAMPLE), "error_code": "gateway.bad_request"}
+    assert expected == {key: record[key] for key in expected}
+    # The audit API refuses them alike (its refusals are answered, not audited).
+    headers = CIMultiDict([("Authorization", basic("auditor")["Authorization"])] * 2)
+    response = await client.get("/audit/events", headers=headers)
+    assert (400, "2 Authorization headers; send exactly one") == (response.status, (await response.json())["message"])
 
 
 @pytest.mark.parametrize(

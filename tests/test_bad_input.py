@@ -155,3 +155,21 @@ def test_an_oversized_header_is_refused_and_its_text_never_logged(rig: Rig) -> N
     assert '"event":"Error handling request from 127.0.0.1 (LineTooLong)"' in output
     assert base64.b64encode(b"myname:hunter2-secret").decode()[:20] not in output
     assert "Traceback" not in output and "AAAAAAAA" not in output
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [
+        "Host: gateway\r\nHost: other\r\n",
+        "Host: gateway\r\nContent-Length: 0\r\nContent-Length: 0\r\n",
+        "Host: gateway\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n",
+        "Host: gateway\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n",
+    ],
+    ids=["two-hosts", "two-lengths", "length-and-chunked", "chunked-twice"],
+)
+def test_duplicate_framing_headers_are_refused_before_the_gateway(rig: Rig, headers: str) -> None:
+    """The headers whose duplicates change how a request is read are aiohttp's parser's to refuse (README, Security)."""
+    before = len(rig.forwarded)
+    request = f"DELETE /v1/o/myorg/oauth2/accesstokens/abc HTTP/1.1\r\n{headers}Authorization: {GOOD_AUTH}\r\n\r\n"
+    assert 400 == rig.send(request.encode() + b"0\r\n\r\n")
+    assert before == len(rig.forwarded)

@@ -22,6 +22,7 @@ from aiohttp import web
 
 from conftest import USERS, basic, rows
 from processes import START_TIMEOUT, Running, completed, started
+from raw_upstream import raw_upstream
 
 WORKERS = 32
 KILL_AFTER = 200
@@ -31,12 +32,12 @@ DRAINED = 8
 """Calls held in flight at the slow upstream while the gateway is told to stop."""
 
 
-def write_config(tmp_path: Path, upstream: str) -> Path:
+def write_config(tmp_path: Path, upstream: str, upstream_settings: str = "") -> Path:
     """A gateway config in front of ``upstream``, with JSON logs and its audit log in tmp_path."""
     user = USERS[0]  # myname / mypass, hashed with scrypt ln=10 so start-up stays quick
     config = tmp_path / "gateway.toml"
     config.write_text(
-        f"[upstream]\nurl = '{upstream}'\n"
+        f"[upstream]\nurl = '{upstream}'\n{upstream_settings}"
         "[audit]\ndatabase = 'audit.db'\n"
         "[logging]\nformat = 'json'\n"
         f"[[users]]\nname = '{user['name']}'\npassword_hash = '{user['password_hash']}'\norgs = ['myorg']\n"
@@ -225,3 +226,30 @@ async def test_sigterm_drains_calls_in_flight_and_refuses_new_ones(tmp_path: Pat
             (row["outcome"], row["upstream_status"], row["app"]) for row in records
         ]
     assert [] == without_outcome(rows(database))
+
+
+@pytest.mark.skipif(not hasattr(signal, "SIGTERM"), reason="no SIGTERM on this platform")
+async def test_sigterm_waits_for_a_trickling_upstream_no_longer_than_its_total_timeout(tmp_path: Path) -> None:
+    """An upstream sending a byte now and then (never past read_timeout) cannot hold the stop: the call
+    ends at total_timeout with 504, its outcome `unknown` is recorded, and the process exits 0."""
+    settings = "connect_timeout = 0.5\nread_timeout = 1.0\ntotal_timeout = 2.0\n"
+    async with raw_upstream(b"HTTP/1.1 200 OK\r\n", trickled=b"X-Slow: 1\r\n" * 1000, every=0.2) as upstream:
+        config = write_config(tmp_path, upstream.url, settings)
+        async with started("serve", "--config", str(config), "--port", "0", cwd=tmp_path) as gateway:
+            async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=START_TIMEOUT)) as session:
+
+                async def delete() -> tuple[int, Any]:
+                    async with session.delete(gateway.url + token_path("slow"), headers=basic("myname")) as response:
+                        return response.status, await response.json()
+
+                call = asyncio.create_task(delete())
+                async with asyncio.timeout(START_TIMEOUT):
+                    await upstream.arrived.wait()
+                gateway.process.send_signal(signal.SIGTERM)
+                status, body = await call
+            assert 0 == await gateway.exited()
+
+    assert (504, "gateway.upstream_unavailable") == (status, body["code"])
+    assert body["message"].startswith("The upstream did not answer in time: no complete answer within the total timeout")
+    records = rows(tmp_path / "audit.db", "token_sha256 = ?", (sha256("slow"),))
+    assert [("pending", None), ("unknown", "upstream.total_timeout")] == [(row["outcome"], row["error_code"]) for row in records]

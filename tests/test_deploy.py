@@ -16,7 +16,8 @@ import pytest
 import yaml
 
 from gateway.app import build_app
-from gateway.cli.server import DRAIN_MARGIN
+from gateway.cli.server import drain_seconds
+from gateway.listener import files_needed
 from gateway.config import Config, build_config, load_config
 from gateway.passwords import parse_hash
 
@@ -48,12 +49,6 @@ HARDENING = {
 }
 
 
-def drain_seconds(config: Config) -> float:
-    """The longest `gateway serve` drains on SIGTERM (gateway/cli/server.py, _serve)."""
-    upstream, audit = config.upstream, config.audit
-    return upstream.connect_timeout + upstream.read_timeout + 2 * audit.busy_timeout + DRAIN_MARGIN
-
-
 def unit(path: Path) -> configparser.ConfigParser:
     """A systemd unit as configparser reads it: keys keep their case, a repeated key keeps its last value."""
     parser = configparser.ConfigParser(strict=False, interpolation=None)
@@ -67,9 +62,9 @@ def host_config() -> Config:
     return load_config(HOST_CONFIG, environ=environ)
 
 
-def test_the_documented_drain_is_50_seconds_by_default() -> None:
-    """The units, the manifest and the README give 50 s as the default drain; it must still be so."""
-    assert 50.0 == drain_seconds(load_config(None))
+def test_the_documented_drain_is_60_seconds_by_default() -> None:
+    """The units, the manifest and the README give 60 s as the default drain; it must still be so."""
+    assert 60.0 == drain_seconds(load_config(None))
 
 
 class TestSystemdUnit:
@@ -90,7 +85,11 @@ class TestSystemdUnit:
     def test_stop_timeout_outlasts_the_drain(self) -> None:
         """systemd's SIGKILL must not cut the drain short, or the calls in flight stay pending."""
         timeout = float(unit(UNIT)["Service"]["TimeoutStopSec"].removesuffix("s"))
-        assert timeout > drain_seconds(host_config()) >= 50
+        assert timeout > drain_seconds(host_config()) >= 60
+
+    def test_open_file_limit_covers_the_connection_cap(self) -> None:
+        """Past max_connections the gateway refuses connections itself, before the file limit could."""
+        assert int(unit(UNIT)["Service"]["LimitNOFILE"]) >= files_needed(host_config().server.max_connections)
 
     @pytest.mark.parametrize("path", [UNIT, VERIFY_UNIT], ids=lambda p: p.name)
     def test_is_hardened(self, path: Path) -> None:
@@ -309,7 +308,7 @@ class TestKubernetesSidecar:
         assert (1, "Recreate") == (spec["replicas"], spec["strategy"]["type"])
 
     def test_grace_period_outlasts_the_drain(self) -> None:
-        assert pod_spec()["terminationGracePeriodSeconds"] > drain_seconds(sidecar_config()) >= 50
+        assert pod_spec()["terminationGracePeriodSeconds"] > drain_seconds(sidecar_config()) >= 60
 
     @pytest.mark.parametrize("name", ["gateway", "app"])
     def test_containers_are_locked_down(self, name: str) -> None:

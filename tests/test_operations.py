@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 from aiohttp.test_utils import TestClient
+from multidict import CIMultiDict
 from prometheus_client.parser import text_string_to_metric_families
 
 from conftest import SAMPLE_PATH, GatewayFactory, Peer, basic, make_config, rows, write_locked
@@ -22,8 +23,9 @@ from gateway.app import PENDING_CHECK
 from gateway.audit.chain import ChainKey
 from gateway.audit.record import AuditRecord
 from gateway.audit.sqlite import SQLiteAppender, prepare
-from gateway.health import READINESS
+from gateway.health import READINESS, SharedCheck
 from gateway.logs import flush_logs
+from raw_upstream import raw_upstream
 
 
 def samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
@@ -169,6 +171,75 @@ async def test_readiness_flips_when_the_database_is_made_read_only(tmp_path: Pat
     assert (200, "ready") == ((await readiness(client))[0], (await readiness(client))[1]["status"])
 
 
+PROBES = 300
+
+
+async def test_concurrent_readiness_probes_open_one_upstream_connection(tmp_path: Path, gateway: GatewayFactory) -> None:
+    """The stampede of the report: 300 probes at once (which opened 148 upstream connections) share one check."""
+    async with raw_upstream(b"HTTP/1.1 204 No Content\r\n\r\n") as upstream:
+        client = await gateway(make_config(tmp_path, upstream=upstream.url))
+        # Every probe's connection is open before any request is sent, so all arrive together.
+        probes = [await asyncio.open_connection(client.host, client.port) for _ in range(PROBES)]
+        for _, writer in probes:
+            writer.write(b"GET /readyz HTTP/1.1\r\nHost: gateway\r\nConnection: close\r\n\r\n")
+        answers = [await reader.read() for reader, _ in probes]
+        for _, writer in probes:
+            writer.close()
+        # A last connection of our own, accepted after every probe's: once it is served, all are counted.
+        reader, writer = await asyncio.open_connection("127.0.0.1", int(upstream.url.rsplit(":", 1)[1]))
+        writer.write(b"GET / HTTP/1.1\r\nHost: upstream\r\n\r\n")
+        await reader.read()
+        writer.close()
+        assert 1 == upstream.connections - 1
+    assert [b"HTTP/1.1 200 OK"] * PROBES == [answer.split(b"\r\n", 1)[0] for answer in answers]
+
+
+class TestSharedCheck:
+    async def test_callers_arriving_during_a_run_share_it(self) -> None:
+        """However many wait at once, the check runs once, and each gets its result."""
+        runs, started, release = [], asyncio.Event(), asyncio.Event()
+
+        async def check() -> str | None:
+            runs.append(len(runs))
+            started.set()
+            await release.wait()
+            return "down"
+
+        shared = SharedCheck(check)
+        callers = [asyncio.create_task(shared.result(fresh_for=0.0)) for _ in range(50)]
+        await started.wait()
+        release.set()
+        assert ["down"] * 50 == await asyncio.gather(*callers)
+        assert [0] == runs
+
+    async def test_a_caller_that_goes_away_does_not_cancel_the_run(self) -> None:
+        started, release = asyncio.Event(), asyncio.Event()
+
+        async def check() -> str | None:
+            started.set()
+            await release.wait()
+            return None
+
+        shared = SharedCheck(check)
+        leaving, staying = (asyncio.create_task(shared.result(fresh_for=0.0)) for _ in range(2))
+        await started.wait()
+        leaving.cancel()
+        release.set()
+        assert None is await staying
+        assert leaving.cancelled()
+
+    async def test_a_result_is_reused_while_fresh_then_checked_again(self) -> None:
+        runs: list[int] = []
+
+        async def check() -> str | None:
+            runs.append(len(runs))
+            return f"run {len(runs)}"
+
+        shared = SharedCheck(check)
+        assert ("run 1", "run 1") == (await shared.result(fresh_for=60.0), await shared.result(fresh_for=60.0))
+        assert "run 2" == await shared.result(fresh_for=0.0)
+
+
 async def test_request_ids_are_kept_forwarded_returned_and_logged(
     tmp_path: Path, gateway: GatewayFactory, peer: Peer, log_output: io.StringIO
 ) -> None:
@@ -186,3 +257,15 @@ async def test_request_ids_are_kept_forwarded_returned_and_logged(
     assert [(own[0], None), ("trace-42.a", own[1]), (own[2], None), ("trace-43", own[3])] == [
         (line["request_id"], line.get("audit_request_id")) for line in lines
     ]
+
+
+async def test_of_several_request_ids_the_first_is_used_and_only_it_goes_upstream(
+    tmp_path: Path, gateway: GatewayFactory, peer: Peer
+) -> None:
+    """Unlike Authorization, a second X-Request-ID cannot make the gateway and the upstream disagree:
+    the gateway sends its own choice alone, so caller, log, upstream and audit see one id."""
+    client = await gateway(make_config(tmp_path, upstream=peer.url))
+    headers = CIMultiDict([*basic("myname").items(), ("X-Request-ID", "first-1"), ("X-Request-ID", "second-2")])
+    response = await client.delete("/v1/o/myorg/oauth2/accesstokens/a", headers=headers)
+    assert (200, "first-1") == (response.status, response.headers["X-Request-ID"])
+    assert [("X-Request-ID", "first-1")] == [(name, value) for name, value in peer.requests[0].raw_headers if name.lower() == "x-request-id"]

@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import asyncio
 import gzip
+import re
 from pathlib import Path
 
 import aiohttp
 from aiohttp import web
+from aiohttp.test_utils import TestClient
 from yarl import URL
 
 from conftest import SAMPLE, SAMPLE_PATH, GatewayFactory, Peer, basic, make_config, rows
+from raw_upstream import raw_upstream
 from test_stub import JSON_404, XML_404, documented_sample
 
 
@@ -146,3 +150,72 @@ async def test_service_mode_replaces_the_callers_credentials(tmp_path: Path, gat
     [seen] = peer.requests
     assert aiohttp.encode_basic_auth("svc@example.com", "service-secret") == seen.headers["Authorization"]
     assert "myname" == rows(tmp_path / "audit.db")[-1]["actor"]
+
+
+async def exchange_raw(client: TestClient, request: bytes) -> bytes:
+    """Send raw bytes to the gateway and read its whole answer (the request asks it to close)."""
+    reader, writer = await asyncio.open_connection(client.host, client.port)
+    writer.write(request)
+    try:
+        return await reader.read()
+    finally:
+        writer.close()
+
+
+def raw_delete(*headers: bytes) -> bytes:
+    authorization = f"Authorization: {basic('myname')['Authorization']}".encode()
+    head = [f"DELETE {SAMPLE_PATH} HTTP/1.1".encode(), b"Host: gateway", authorization, b"X-Request-ID: trace-1", *headers,
+            b"Connection: close"]
+    return b"\r\n".join(head) + b"\r\n\r\n"
+
+
+UPSTREAM_HEAD = (
+    b"HTTP/1.1 200 OK\xe9 d\xff\r\n"
+    b"Date: Tue, 01 Dec 2026 00:00:00 GMT\r\n"
+    b"X-Obs-Text: caf\xe9 \x80\xff end\r\n"
+    b"X-Utf8: caf\xc3\xa9\r\n"
+    b"x-lower-Case: v\r\n"
+    b"Set-Cookie: a=\xe9; Path=/\r\n"
+    b"Set-Cookie: b=2\r\n"
+)
+BODY = b'{"token": "abc"}'
+
+
+async def test_the_answer_is_byte_for_byte_the_upstreams(tmp_path: Path, gateway: GatewayFactory) -> None:
+    """Reason phrase and header bytes that are not UTF-8, name case, order, repeats, and no Content-Type:
+    all as the upstream sent them. Only the framing, the Connection and the request id are the gateway's."""
+    async with raw_upstream(UPSTREAM_HEAD + b"Content-Length: 16\r\n\r\n" + BODY) as upstream:
+        client = await gateway(make_config(tmp_path, upstream=upstream.url))
+        answer = await exchange_raw(client, raw_delete())
+    expected = UPSTREAM_HEAD + b"X-Request-ID: trace-1\r\nContent-Length: 16\r\nConnection: close\r\n\r\n" + BODY
+    assert expected == answer
+    assert "deleted" == rows(tmp_path / "audit.db")[-1]["outcome"]
+
+
+async def test_of_its_own_the_gateway_adds_only_a_missing_date(tmp_path: Path, gateway: GatewayFactory) -> None:
+    """No Content-Type and no Server are invented; a Date is, as RFC 9110 (6.6.1) asks of a proxy."""
+    async with raw_upstream(b"HTTP/1.1 200 OK\r\nContent-Length: 16\r\n\r\n" + BODY) as upstream:
+        client = await gateway(make_config(tmp_path, upstream=upstream.url))
+        answer = await exchange_raw(client, raw_delete())
+    head, body = answer.split(b"\r\n\r\n", 1)
+    assert BODY == body
+    lines = head.split(b"\r\n")
+    assert re.fullmatch(rb"Date: \w{3}, \d\d \w{3} \d{4} \d\d:\d\d:\d\d GMT", lines[3])
+    assert [b"HTTP/1.1 200 OK", b"X-Request-ID: trace-1", b"Content-Length: 16", b"Connection: close"] == lines[:3] + lines[4:]
+
+
+async def test_request_headers_go_upstream_as_sent_or_not_at_all(tmp_path: Path, gateway: GatewayFactory) -> None:
+    """UTF-8 goes through byte for byte; bytes that are not UTF-8 (which aiohttp's client would drop)
+    make the call a 400, audited as rejected, and nothing is forwarded."""
+    async with raw_upstream(b"HTTP/1.1 200 OK\r\nContent-Length: 16\r\n\r\n" + BODY) as upstream:
+        client = await gateway(make_config(tmp_path, upstream=upstream.url))
+        assert (await exchange_raw(client, raw_delete(b"X-Note: caf\xc3\xa9"))).startswith(b"HTTP/1.1 200 OK\r\n")
+        assert b"\r\nX-Note: caf\xc3\xa9\r\n" in upstream.requests[0]
+        refused = await exchange_raw(client, raw_delete(b"X-Note: caf\xe9"))
+    assert refused.startswith(b"HTTP/1.1 400 Bad Request\r\n")
+    assert refused.endswith(
+        b'{"code": "gateway.bad_request", "message": "Header X-Note holds bytes that are not UTF-8; '
+        b'the gateway forwards headers unchanged or not at all", "contexts": []}'
+    )
+    assert 1 == len(upstream.requests)
+    assert ("rejected", "myname", "gateway.bad_request") == tuple(rows(tmp_path / "audit.db")[-1][key] for key in ("outcome", "actor", "error_code"))

@@ -67,7 +67,8 @@ async def test_a_whole_session_leaves_no_secret_in_logs_outputs_or_audit_rows(tm
                     assert 401 == (await session.delete(second, headers={"Authorization": bad})).status
                 assert 429 == (await session.delete(second, headers={"Authorization": header("myname", WRONG_PASSWORD)})).status
                 for path in (f"/v1/o/myorg/oauth2/accesstokens/{next(iter(TOKENS))}%2Fx",
-                             f"/v1/o/myorg/apps/{next(iter(TOKENS))}", f"/v1/o/myorg/oauth2/accesstokens/{next(iter(TOKENS))}/x"):
+                             f"/v1/o/myorg/apps/{next(iter(TOKENS))}", f"/v1/o/myorg/oauth2/accesstokens/{next(iter(TOKENS))}/x",
+                             f"/oauth2/accesstokens/{next(iter(TOKENS))}", f"/v1/o/myorg/apps?key={next(iter(TOKENS))}"):
                     async with session.delete(gateway.url + path, headers=good) as refused:
                         assert refused.status in (400, 404, 429)
             host, port = urlsplit(gateway.url).hostname, urlsplit(gateway.url).port

@@ -15,6 +15,7 @@ from aiohttp.test_utils import TestClient
 
 from conftest import GatewayFactory, basic, make_config, rows
 from gateway.stub import demo_seed, make_stub_app
+from raw_upstream import raw_upstream
 
 TOKEN_PATH = "/v1/o/myorg/oauth2/accesstokens/{}"
 
@@ -117,6 +118,29 @@ async def test_connect_timeout_gives_504_and_nothing_was_sent(tmp_path: Path, ga
         "contexts": [],
     } == await response.json()
     assert ("upstream_error", "upstream.connect_timeout", None) == last_outcome(tmp_path)
+
+
+TRICKLED = b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 64\r\n\r\n" + b" " * 64
+
+
+@pytest.mark.parametrize("sent_at_once", [0, TRICKLED.index(b"\r\n\r\n") + 4], ids=["in-the-head", "in-the-body"])
+async def test_an_upstream_trickling_its_answer_is_cut_at_the_total_timeout(
+    tmp_path: Path, gateway: GatewayFactory, sent_at_once: int
+) -> None:
+    """A byte every 0.1 s never trips read_timeout (a wait between reads); total_timeout ends the call."""
+    async with raw_upstream(TRICKLED[:sent_at_once], trickled=TRICKLED[sent_at_once:], every=0.1) as upstream:
+        config = make_config(tmp_path, upstream={"url": upstream.url, "connect_timeout": 0.5, "read_timeout": 0.5, "total_timeout": 1.0})
+        client = await gateway(config)
+        response = await client.delete(TOKEN_PATH.format("load1"), headers=basic("myname"))
+        assert 504 == response.status
+        assert {
+            "code": "gateway.upstream_unavailable",
+            "message": "The upstream did not answer in time: no complete answer within the total timeout; "
+                       "the deletion may or may not have happened upstream, and it was not retried",
+            "contexts": [],
+        } == await response.json()
+        assert ("unknown", "upstream.total_timeout", None) == last_outcome(tmp_path)
+        assert 1 == len(upstream.requests)  # sent once, not retried
 
 
 async def test_refused_calls_never_reach_the_upstream(tmp_path: Path, gateway: GatewayFactory, stub: TestClient) -> None:

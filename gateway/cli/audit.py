@@ -283,6 +283,7 @@ def cmd_reconcile(args: argparse.Namespace) -> int:
     async def run(store: SQLiteAuditStore) -> tuple[list[Any], list[Any]]:
         async with make_session(
             connect_timeout=config.upstream.connect_timeout, read_timeout=config.upstream.read_timeout,
+            total_timeout=config.upstream.total_timeout,
             verify_tls=config.upstream.verify_tls, ca_bundle=str(config.path(config.upstream.ca_bundle)) if config.upstream.ca_bundle else None,
         ) as session:
 

@@ -17,6 +17,8 @@ from gateway import __version__
 from gateway.app import CONFIG, STUB_SEED, UPSTREAM_URL, build_app, reload_users, stub_seed
 from gateway.cli.common import CommandError, arg, command, config_option, count, port, run_loop
 from gateway.config import DEFAULTS_SOURCE, LOG_LEVELS, Config, load_config
+from gateway.health import METRICS
+from gateway.listener import GatewayRunner, count_connections, files_needed, raise_file_limit
 from gateway.logs import configure_logging, get_logger
 from gateway.passwords import hash_password
 from gateway.stub import Seed, load_seed
@@ -95,6 +97,17 @@ DRAIN_MARGIN = 5.0
 """Seconds beyond the longest a call can take, for the last commits on SIGTERM."""
 
 
+def drain_seconds(config: Config) -> float:
+    """The longest a call in flight can still take, so the longest SIGTERM waits for the calls.
+
+    A call waits on its body (body_timeout), its intent's commit, the upstream (bounded as a
+    whole by total_timeout) and its outcome's commit (each commit by busy_timeout). Past this,
+    aiohttp cancels what is left.
+    """
+    server, upstream, audit = config.server, config.upstream, config.audit
+    return server.body_timeout + upstream.total_timeout + 2 * audit.busy_timeout + DRAIN_MARGIN
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
     config = load_config(args.config)
     server = dataclasses.replace(
@@ -109,15 +122,20 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 async def _serve(config: Config, path: Path | None) -> int:
     app = build_app(config)
-    # On SIGTERM, calls in flight finish (each is bounded by these waits) before the writer closes.
-    upstream, audit = config.upstream, config.audit
-    drain = upstream.connect_timeout + upstream.read_timeout + 2 * audit.busy_timeout + DRAIN_MARGIN
-    runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=drain)
+    needed = files_needed(config.server.max_connections)
+    if not raise_file_limit(needed):
+        get_logger().warning(
+            "file_limit_low", needed=needed, max_connections=config.server.max_connections,
+            hint="raise the open-file limit (systemd: LimitNOFILE) or lower server.max_connections",
+        )
+    # On SIGTERM, calls in flight finish (each is bounded, see drain_seconds) before the writer closes.
+    runner = GatewayRunner(app, config.server, access_log=None, handle_signals=False, shutdown_timeout=drain_seconds(config))
     # Caught from now on: SIGHUP's default action would end the gateway. One during start-up
     # is a reload once the gateway has started.
     hangup = asyncio.Event()
     asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, hangup.set)
     await runner.setup()
+    count_connections(app[METRICS], runner.guard)  # the application's start-up made its metrics
     try:
         tls = listener_tls(config)
         site = web.TCPSite(runner, config.server.host, config.server.port, ssl_context=tls)
