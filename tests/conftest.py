@@ -24,7 +24,6 @@ from gateway.stub import demo_seed, make_stub_app
 
 SAMPLE = "taFM3LHUTQAFhL0dIFg81XhRc7vC"
 SAMPLE_PATH = f"/v1/o/myorg/oauth2/accesstokens/{SAMPLE}"
-SHARED = Path(__file__).resolve().parents[2] / "shared"
 
 # Cheap hashes (scrypt ln=10) so that building a gateway per test stays fast.
 PASSWORDS = {"myname": "mypass", "auditor": "auditor-pass", "outsider": "outsider-pass"}
