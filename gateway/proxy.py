@@ -8,9 +8,9 @@ headers (RFC 9110, section 7.6.1) and the framing the gateway redoes itself are 
 from __future__ import annotations
 
 import asyncio
-import ssl
 from collections.abc import Mapping
 from dataclasses import dataclass
+from pathlib import Path
 
 import aiohttp
 from aiohttp import hdrs
@@ -19,6 +19,7 @@ from multidict import CIMultiDict
 from yarl import URL
 
 from gateway.target import TokenTarget
+from gateway.tls import upstream_context
 
 HOP_BY_HOP = frozenset(
     name.lower()
@@ -77,7 +78,7 @@ def make_session(
     *, connect_timeout: float, read_timeout: float, verify_tls: bool, ca_bundle: str | None
 ) -> aiohttp.ClientSession:
     """The one client session: pooled keep-alive connections, bounded waits, bytes untouched."""
-    tls: ssl.SSLContext | bool = False if not verify_tls else ssl.create_default_context(cafile=ca_bundle or None)
+    tls = upstream_context(verify_tls, Path(ca_bundle) if ca_bundle else None)
     session = aiohttp.ClientSession(
         connector=aiohttp.TCPConnector(ssl=tls, limit=0),
         timeout=aiohttp.ClientTimeout(total=None, connect=connect_timeout, sock_read=read_timeout),

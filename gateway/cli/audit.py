@@ -22,11 +22,11 @@ from gateway.audit.sqlite import STATS_GROUPS, SQLiteAppender, SQLiteAuditStore,
 from gateway.audit.verify import verify_log
 from gateway.cli.common import CommandError, arg, command, config_of, database_options, filter_options, selection_of
 from gateway.cli.progress import Progress
-from gateway.config import Config
+from gateway.config import RECONCILE_PASSWORD_ENV as PASSWORD_ENV
+from gateway.config import Config, resolve_secrets
 from gateway.proxy import make_session
 
 EXIT_TAMPERED = 1
-PASSWORD_ENV = "GATEWAY_UPSTREAM_PASSWORD"
 T = TypeVar("T")
 
 
@@ -194,7 +194,7 @@ def cmd_stats(args: argparse.Namespace) -> int:
 
 
 def cmd_verify(args: argparse.Namespace) -> int:
-    config = config_of(args)
+    config = config_of(args, secrets={"chain_key"})
     key = ChainKey(config.chain_secret)
 
     async def verify(store: SQLiteAuditStore) -> Verdict:
@@ -219,7 +219,7 @@ def cmd_head(args: argparse.Namespace) -> int:
 
 
 def cmd_reconcile(args: argparse.Namespace) -> int:
-    config = config_of(args)
+    config = config_of(args, secrets={"chain_key"})
     key = ChainKey(config.chain_secret)
     tokens = _read_tokens(args.tokens_file) if args.tokens_file else {}
     operator = args.operator or getpass.getuser()
@@ -270,12 +270,13 @@ def _upstream_authorization(config: Config, user: str | None) -> str | None:
         password = os.environ.get(PASSWORD_ENV) or getpass.getpass(f"Apigee password for {user}: ")
         return aiohttp.encode_basic_auth(user, password)
     if config.upstream.auth == "service":
+        config = resolve_secrets(config, {"service_password"})
         return aiohttp.encode_basic_auth(config.upstream.service_user, config.service_password)
     return None
 
 
 def cmd_prune(args: argparse.Namespace) -> int:
-    config = config_of(args)
+    config = config_of(args, secrets={"chain_key"})
     key = ChainKey(config.chain_secret)
     prepare(config.database_path, key=key, writable=False, busy_timeout=config.audit.busy_timeout)
     appender = SQLiteAppender(config.database_path, key, busy_timeout=config.audit.busy_timeout)

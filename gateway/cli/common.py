@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Collection, Coroutine
 from pathlib import Path
 from typing import Any
 
 from gateway.audit.fingerprint import fingerprint
 from gateway.audit.query import AuditFilter, parse_outcome, parse_time
-from gateway.config import Config, load_config
+from gateway.config import Config, Secret, load_config
 
 EXIT_ERROR = 2
 
@@ -53,11 +53,14 @@ def database_options(parser: argparse.ArgumentParser) -> None:
     source.add_argument("--db", type=Path, metavar="FILE", help="use this audit database file")
 
 
-def config_of(args: argparse.Namespace) -> Config:
-    """The config for a command with database options; --db replaces its audit database."""
+def config_of(args: argparse.Namespace, *, secrets: Collection[Secret] = ()) -> Config:
+    """The config for a command with database options; --db replaces its audit database.
+
+    Only ``secrets`` are resolved: reading the log needs none, verifying it the chain key.
+    """
     if getattr(args, "db", None) is not None:
-        return load_config(None).with_database(args.db)
-    return load_config(args.config)
+        return load_config(None, secrets=secrets).with_database(args.db)
+    return load_config(args.config, secrets=secrets)
 
 
 def filter_options(parser: argparse.ArgumentParser) -> None:

@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 from typing import Any, TextIO
 
+from gateway.app import stub_seed
 from gateway.cli.common import command
 from gateway.config import SECTIONS, Config, load_config
 
@@ -18,8 +19,9 @@ SECRET_KEYS = frozenset({"users.password_hash"})
 
 CHECK_HELP = """\
 Validate a config file exactly as `gateway serve` would (file, then GATEWAY_SECTION_KEY
-environment overrides, then the secrets it names), and print the effective configuration as
-TOML with secrets masked. A problem ends as one line naming the file and key, exit status 2.
+environment overrides, password hashes, TLS files, the stub's seed file, then the secrets it
+names), and print the effective configuration as TOML with secrets masked. A problem ends as
+one line naming the file and key, exit status 2. It neither opens the audit log nor listens.
 
 Example:
   gateway config check /etc/apigee-audit-gateway/config.toml
@@ -36,6 +38,8 @@ def register(commands: Any) -> None:
 
 def cmd_check(args: argparse.Namespace) -> int:
     config = load_config(args.file)
+    if config.stub.seed:  # read by `serve` with the embedded stub, and by `gateway stub`
+        stub_seed(config)
     write_effective(config, sys.stdout)
     return 0
 

@@ -22,7 +22,6 @@ from gateway.passwords import hash_password
 from gateway.stub import Seed, load_seed
 from gateway.stub.app import serve_stub
 from gateway.stub.seed import DEMO_ORG, DEMO_PASSWORD, DEMO_USER, SAMPLE_TOKEN
-from gateway.tls import listener_tls
 
 
 def register(commands: Any) -> None:
@@ -115,7 +114,7 @@ async def _serve(config: Config) -> int:
     runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=drain)
     await runner.setup()
     try:
-        tls = listener_tls(config)
+        tls = config.listener_tls()
         site = web.TCPSite(runner, config.server.host, config.server.port, ssl_context=tls)
         try:
             await site.start()
@@ -168,7 +167,7 @@ async def _until_signalled() -> None:
 
 
 def cmd_stub(args: argparse.Namespace) -> int:
-    config = load_config(args.config)
+    config = load_config(args.config, secrets=())  # the stub neither chains records nor calls Apigee
     seed = load_seed(args.seed) if args.seed else stub_seed(config)
     generated = args.generate if args.generate is not None else config.stub.generated_tokens
     seed = dataclasses.replace(seed, generated=generated)
