@@ -270,7 +270,8 @@ class AuditConfig:
     )
     store_raw_tokens: bool = setting(
         "Store access and refresh tokens in clear in the audit log. By default only a SHA-256 "
-        "fingerprint and the last 4 characters are kept.",
+        "fingerprint and the last 4 characters are kept. The snapshot's other secrets (consumerSecret, "
+        "password, ...) are redacted either way.",
         boolean,
         False,
     )

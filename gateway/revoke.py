@@ -149,13 +149,14 @@ async def _forward_and_record(
     # Outcome: durable before the caller hears anything.
     meaning = interpret(reply)
     snapshot = meaning.snapshot
+    stored = _stored_snapshot(snapshot, keep_raw=services.store_raw_tokens)
     outcome = exchange.record(
         meaning.outcome,
         upstream_status=reply.status,
-        error_code=meaning.error_code,
+        error_code=meaning.error_code if stored is not None or snapshot is None else "upstream.snapshot_unreadable",
         app=_text(snapshot, "app"),
         client_id=_text(snapshot, "clientId"),
-        snapshot=_stored_snapshot(snapshot, keep_raw=services.store_raw_tokens),
+        snapshot=stored,
     )
     if not await _recorded(services, exchange, "outcome", outcome):
         return errors.AUDIT_UNAVAILABLE.response(
@@ -186,11 +187,14 @@ def _text(snapshot: dict[str, Any] | None, key: str) -> str | None:
 def _stored_snapshot(snapshot: dict[str, Any] | None, *, keep_raw: bool) -> str | None:
     if snapshot is None:
         return None
-    kept = snapshot if keep_raw else redact_snapshot(snapshot)
+    kept = redact_snapshot(snapshot, keep_tokens=keep_raw)
     try:
         return orjson.dumps(kept).decode()
-    except TypeError:  # an integer beyond 64 bits, which only the standard library writes
-        return json.dumps(kept, ensure_ascii=False, separators=(",", ":"))
+    except TypeError:  # an integer beyond 64 bits, or nesting past 254 levels: the standard library writes both
+        try:
+            return json.dumps(kept, ensure_ascii=False, separators=(",", ":"))
+        except RecursionError:  # nested deeper than the stack allows: left out, and the record says so
+            return None
 
 
 _CALLER_REQUEST_ID = re.compile(r"[A-Za-z0-9._:/+=-]{1,128}")
