@@ -13,10 +13,13 @@ from __future__ import annotations
 import asyncio
 import logging
 import sys
+from collections.abc import MutableMapping
 from typing import Any, TextIO
 
 import orjson
 import structlog
+
+from gateway.terminal import printable, printable_json
 
 Logger = Any
 """structlog's filtering bound loggers are generated classes; this names what callers hold."""
@@ -92,10 +95,12 @@ def configure_logging(format: str = "auto", level: str = "info", stream: TextIO 
         if format == "json"
         else structlog.dev.ConsoleRenderer(colors=stream.isatty())
     )
+    # JSON escapes what a terminal would obey (see _orjson_text); console lines need it done here.
+    escape: list[Any] = [_printable_values] if format != "json" else []
     shared: list[Any] = [structlog.processors.add_log_level, structlog.processors.TimeStamper(fmt="iso", utc=True)]
     _buffer = buffer = LineBuffer(stream)
     structlog.configure(
-        processors=[*shared, renderer],
+        processors=[*shared, *escape, renderer],
         wrapper_class=structlog.make_filtering_bound_logger(logging.getLevelNamesMapping()[level.upper()]),
         logger_factory=lambda *_: buffer,
         context_class=dict,
@@ -104,7 +109,7 @@ def configure_logging(format: str = "auto", level: str = "info", stream: TextIO 
     handler = _Handler(buffer)
     handler.setFormatter(
         structlog.stdlib.ProcessorFormatter(
-            processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, renderer],
+            processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, *escape, renderer],
             foreign_pre_chain=shared,
         )
     )
@@ -130,8 +135,14 @@ async def flush_logs_periodically() -> None:
 
 
 def _orjson_text(event: Any, **_: Any) -> str:
-    """structlog's JSON renderer, with orjson: a quarter of the cost of the standard library."""
-    return orjson.dumps(event, default=str).decode()
+    """structlog's JSON renderer, with orjson: a quarter of the cost of the standard library.
+    Characters a terminal would obey (a claimed user name may hold them) become JSON escapes."""
+    return printable_json(orjson.dumps(event, default=str).decode())
+
+
+def _printable_values(logger: Any, method: str, event: MutableMapping[str, Any]) -> dict[str, Any]:
+    """Console lines: every text value with its control and format characters escaped."""
+    return {key: printable(value) if isinstance(value, str) else value for key, value in event.items()}
 
 
 def get_logger() -> Logger:

@@ -17,6 +17,7 @@ from gateway.cli.common import EXIT_ERROR, CommandError
 from gateway.config import ConfigError
 from gateway.logs import flush_logs
 from gateway.stub import SeedError
+from gateway.terminal import printable
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -25,7 +26,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return int(args.command(args) or 0)
     except (CommandError, ConfigError, AuditStoreError, SeedError) as exc:
         flush_logs()
-        print(f"gateway: error: {exc}", file=sys.stderr)
+        print(f"gateway: error: {printable(str(exc))}", file=sys.stderr)
         return EXIT_ERROR
     except KeyboardInterrupt:
         return 130

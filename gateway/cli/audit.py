@@ -20,7 +20,7 @@ from gateway.audit.query import DEFAULT_LIMIT, AuditFilter, parse_time, positive
 from gateway.audit.reconcile import reconcile
 from gateway.audit.sqlite import STATS_GROUPS, SQLiteAppender, SQLiteAuditStore, prepare
 from gateway.audit.verify import verify_log
-from gateway.cli.common import CommandError, arg, command, config_of, database_options, filter_options, selection_of
+from gateway.cli.common import CommandError, arg, command, config_of, database_options, filter_options, say, selection_of
 from gateway.cli.progress import Progress
 from gateway.config import RECONCILE_PASSWORD_ENV as PASSWORD_ENV
 from gateway.config import Config, resolve_secrets
@@ -168,7 +168,7 @@ def cmd_show(args: argparse.Namespace) -> int:
 
 def cmd_export(args: argparse.Namespace) -> int:
     selection = selection_of(args)
-    stream = RecordStream(args.format, sys.stdout)
+    stream = RecordStream(args.format, sys.stdout, for_terminal=sys.stdout.isatty())
 
     async def export(store: SQLiteAuditStore) -> None:
         # Records shown on the same terminal would be garbled by the progress line.
@@ -205,16 +205,16 @@ def cmd_verify(args: argparse.Namespace) -> int:
 
     verdict = _read(config, verify, key=key)
     if verdict.problem is not None:
-        print(f"TAMPERED: {verdict.problem}; {verdict.checked} records checked")
+        say(f"TAMPERED: {verdict.problem}; {verdict.checked} records checked")
         return EXIT_TAMPERED
     anchored = f"; contains the expected head {args.expect_head}" if args.expect_head else ""
-    print(f"OK: {verdict.checked} records verified ({key.mode} chain); head is record {verdict.head.id}, hash {verdict.head.hash}{anchored}")
+    say(f"OK: {verdict.checked} records verified ({key.mode} chain); head is record {verdict.head.id}, hash {verdict.head.hash}{anchored}")
     return 0
 
 
 def cmd_head(args: argparse.Namespace) -> int:
     head = _read(config_of(args), lambda store: store.head())
-    print(f"{head.id} {head.hash}")
+    say(f"{head.id} {head.hash}")
     return 0
 
 
@@ -250,10 +250,10 @@ def cmd_reconcile(args: argparse.Namespace) -> int:
             appender.close()
         first = head.id - len(settled) + 1
         for offset, item in enumerate(settled):
-            print(f"record {item.intent.id} (request {item.intent.request_id}): {item.outcome.outcome}, recorded as {first + offset}")
+            say(f"record {item.intent.id} (request {item.intent.request_id}): {item.outcome.outcome}, recorded as {first + offset}")
     for item in unsettled:
-        print(f"record {item.intent.id} (request {item.intent.request_id}): still open: {item.reason}")
-    print(f"{len(settled)} settled, {len(unsettled)} still open")
+        say(f"record {item.intent.id} (request {item.intent.request_id}): still open: {item.reason}")
+    say(f"{len(settled)} settled, {len(unsettled)} still open")
     return 0 if not unsettled else 1
 
 
@@ -288,7 +288,7 @@ def cmd_prune(args: argparse.Namespace) -> int:
     finally:
         appender.close()
     if result.checkpoint is None:
-        print(f"nothing to prune: no record before {args.before}")
+        say(f"nothing to prune: no record before {args.before}")
     else:
-        print(f"pruned {result.removed} records before {args.before}; checkpoint is record {result.checkpoint.id}")
+        say(f"pruned {result.removed} records before {args.before}; checkpoint is record {result.checkpoint.id}")
     return 0

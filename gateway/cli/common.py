@@ -11,6 +11,7 @@ from typing import Any
 from gateway.audit.fingerprint import fingerprint
 from gateway.audit.query import AuditFilter, parse_outcome, parse_time
 from gateway.config import Config, Secret, load_config
+from gateway.terminal import printable
 
 EXIT_ERROR = 2
 
@@ -102,6 +103,11 @@ def port(text: str) -> int:
     if not text.isdigit() or int(text) > 65535:
         raise ValueError(f"{text!r} is not a port number (0-65535)")
     return int(text)
+
+
+def say(line: str) -> None:
+    """Print one line for people: record values in it are escaped (``gateway.terminal``)."""
+    print(printable(line))
 
 
 def run_loop(coroutine: Coroutine[Any, Any, int]) -> int:

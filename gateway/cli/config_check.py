@@ -12,6 +12,7 @@ from typing import Any, TextIO
 from gateway.app import stub_seed
 from gateway.cli.common import command
 from gateway.config import SECTIONS, Config, load_config
+from gateway.terminal import printable
 
 MASKED = "********"
 SECRET_KEYS = frozenset({"users.password_hash"})
@@ -46,7 +47,7 @@ def cmd_check(args: argparse.Namespace) -> int:
 
 def write_effective(config: Config, out: TextIO) -> None:
     """The settings in force as TOML (JSON renders every value type used here as valid TOML)."""
-    out.write(f"# {config.source}: valid. Effective configuration, secrets masked.\n")
+    out.write(f"# {printable(config.source)}: valid. Effective configuration, secrets masked.\n")
     for key in config.overridden:
         out.write(f"# {key} is set by the environment (GATEWAY_{key.replace('.', '_').upper()}).\n")
     for note in _resolved_secrets(config):
@@ -63,7 +64,8 @@ def _write_table(section: str, table: Any, out: TextIO) -> None:
     for field in dataclasses.fields(table):
         value = getattr(table, field.name)
         shown = MASKED if f"{section}.{field.name}" in SECRET_KEYS else list(value) if isinstance(value, tuple) else value
-        out.write(f"{field.name} = {json.dumps(shown, ensure_ascii=False)}\n")
+        # JSON escapes C0 controls; printable() the rest (DEL, C1, bidi...), in \\u form TOML reads too.
+        out.write(f"{field.name} = {printable(json.dumps(shown, ensure_ascii=False))}\n")
 
 
 def _resolved_secrets(config: Config) -> list[str]:
@@ -73,5 +75,5 @@ def _resolved_secrets(config: Config) -> list[str]:
     else:
         notes.append("chain key: none (plain SHA-256 chain)")
     if config.upstream.auth == "service":
-        notes.append(f"service password: read from ${config.upstream.service_password_env}")
+        notes.append(f"service password: read from ${printable(config.upstream.service_password_env)}")
     return notes
