@@ -16,7 +16,9 @@ from aiohttp import hdrs, web
 from gateway import errors
 from gateway.audit.fingerprint import fingerprint
 from gateway.audit.formats import as_json
-from gateway.audit.query import AuditFilter, decode_cursor, encode_cursor, parse_outcome, parse_time, positive_int
+from gateway.audit.query import (
+    AuditFilter, decode_cursor, encode_cursor, parse_outcome, parse_sha256, parse_time, positive_int, quoted,
+)
 from gateway.audit.sqlite import SQLiteAuditStore
 from gateway.audit.store import AuditStoreError
 from gateway.auth import AUDIT, AuthenticationError, Authenticator, Throttled, User
@@ -30,20 +32,14 @@ AUDIT_STORE = web.AppKey("audit_store", SQLiteAuditStore)
 def _limit(text: str) -> int:
     value = positive_int(text)
     if value > MAX_LIMIT:
-        raise ValueError(f"{text!r} is over the maximum of {MAX_LIMIT}")
+        raise ValueError(f"{quoted(text)} is over the maximum of {MAX_LIMIT}")
     return value
-
-
-def _sha256(text: str) -> str:
-    if len(text) != 64 or any(c not in "0123456789abcdef" for c in text.lower()):
-        raise ValueError(f"{text!r} is not a SHA-256 fingerprint (64 hex digits)")
-    return text.lower()
 
 
 PARAMETERS: dict[str, tuple[str, Callable[[str], Any]]] = {
     "org": ("org", str),
     "token": ("token_sha256", fingerprint),
-    "token_sha256": ("token_sha256", _sha256),
+    "token_sha256": ("token_sha256", parse_sha256),
     "actor": ("actor", str),
     "app": ("app", str),
     "client_id": ("client_id", str),
@@ -97,15 +93,17 @@ async def get_event(request: web.Request) -> web.Response:
     if isinstance(user, web.Response):
         return user
     text = request.match_info["id"]
-    if not text.isdigit() or not 0 < int(text) < 2**63:
-        return errors.BAD_REQUEST.response(f"Invalid record id {text[:40]!r}: expected a positive whole number")
     try:
-        record = await request.app[AUDIT_STORE].get(int(text))
+        record_id = positive_int(text)
+    except ValueError as exc:
+        return errors.BAD_REQUEST.response(f"Invalid record id: {exc}")
+    try:
+        record = await request.app[AUDIT_STORE].get(record_id)
     except AuditStoreError:
         return errors.AUDIT_UNAVAILABLE.response("The audit log cannot be read right now")
     scope = _scope(user)
     if record is None or (scope is not None and record.org not in scope):
-        return errors.NOT_FOUND.response(f"No audit record {text} that user {user.name} may read")
+        return errors.NOT_FOUND.response(f"No audit record {record_id} that user {user.name} may read")
     return web.Response(body=orjson.dumps(as_json(record)), content_type="application/json")
 
 

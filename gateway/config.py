@@ -170,6 +170,10 @@ def user_name(value: Any) -> str:
     return value
 
 
+def optional_user_name(value: Any) -> str:
+    return "" if value == "" else user_name(value)
+
+
 # Declarations --------------------------------------------------------------------------------
 
 LOG_LEVELS = ("debug", "info", "warning", "error")
@@ -223,7 +227,7 @@ class UpstreamConfig:
         one_of("passthrough", "service"),
         "passthrough",
     )
-    service_user: str = setting('Apigee user name for auth = "service".', text, "")
+    service_user: str = setting('Apigee user name for auth = "service".', optional_user_name, "")
     service_password_env: str = setting(
         'Name of the environment variable holding the service account password (auth = "service"); '
         "the password itself never goes in this file.",
@@ -434,6 +438,8 @@ def load_config(
         raise ConfigError(source, None, f"cannot read: {exc.strerror or exc}") from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(source, None, f"invalid TOML: {exc}") from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(source, None, f"invalid TOML: not UTF-8 (byte {exc.start})") from None
     return build_config(data, source=source, base_dir=path.resolve().parent, environ=environ, secrets=secrets)
 
 
@@ -540,6 +546,8 @@ def _refuse_unknown_variables(environ: Mapping[str, str], sections: Mapping[str,
 
 def _from_environment(check: Check, text: str, source: str, key: str, variable: str) -> Any:
     """A variable's text read as a TOML value (``8080``, ``true``, ``["a"]``), else as a plain string."""
+    if not _is_utf8(text):
+        raise ConfigError(source, key, f"environment variable {variable} is not valid UTF-8")
     try:
         parsed = tomllib.loads(f"value = {text}")["value"]
     except tomllib.TOMLDecodeError:
@@ -603,11 +611,21 @@ def _check_rules(config: Config) -> None:
 MIN_CHAIN_KEY_BYTES = 16
 
 
+def _is_utf8(text: str) -> bool:
+    """False for text holding lone surrogates: how Python reads bytes that are not UTF-8."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def _chain_secret(config: Config, environ: Mapping[str, str]) -> bytes | None:
     """The chain key from the environment or a file: never from the config file itself."""
     audit = config.audit
     if audit.chain_key_env:
-        key, secret = "audit.chain_key_env", environ.get(audit.chain_key_env, "").encode()
+        # The variable's bytes as the environment holds them, UTF-8 or not: a key is bytes.
+        key, secret = "audit.chain_key_env", environ.get(audit.chain_key_env, "").encode("utf-8", "surrogateescape")
         if not secret:
             raise ConfigError(config.source, key, f"environment variable {audit.chain_key_env} is not set or empty")
     elif audit.chain_key_file:
@@ -627,12 +645,9 @@ def _service_password(config: Config, environ: Mapping[str, str]) -> str:
     """The service account's password, read from the environment so it never sits in the file."""
     upstream = config.upstream
     password = environ.get(upstream.service_password_env, "")
-    if not password:
-        raise ConfigError(
-            config.source,
-            "upstream.service_password_env",
-            f"environment variable {upstream.service_password_env} is not set or empty",
-        )
+    if not password or not _is_utf8(password):
+        problem = "is not set or empty" if not password else "is not valid UTF-8"
+        raise ConfigError(config.source, "upstream.service_password_env", f"environment variable {upstream.service_password_env} {problem}")
     return password
 
 

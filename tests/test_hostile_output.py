@@ -179,8 +179,14 @@ def test_verify_and_head_escape_what_they_print(tmp_path: Path, capsys: pytest.C
     appender = SQLiteAppender(path, ChainKey())
     appender.append([AuditRecord("r", "2026-01-01T00:00:00.000Z", "a", None, "DELETE", "o", None, None, "denied")])
     appender.close()
-    status, out, _ = run(capsys, "audit", "verify", "--db", str(path), "--expect-head", HIDE)
-    assert (1, True) == (status, visible(out)) and "expected head \\u001b[8m is not in the chain" in out
+    with pytest.raises(SystemExit) as refused:
+        main(["audit", "verify", "--db", str(path), "--expect-head", HIDE])
+    err = capsys.readouterr().err
+    assert (2, True) == (refused.value.code, visible(err))
+    assert err.endswith("error: argument --expect-head: '\\x1b[8m' is not a SHA-256 fingerprint (64 hex digits)\n")
+    with pytest.raises(SystemExit):
+        main(["audit", "verify", "--db", str(path), HIDE])  # argparse quotes unknown arguments as they are: not here
+    assert visible(capsys.readouterr().err)
     with sqlite3.connect(path) as db:
         db.execute("DROP TRIGGER audit_events_no_update")
         db.execute("UPDATE audit_events SET hash = ?", (TITLE,))

@@ -8,6 +8,7 @@ import getpass
 import os
 import sys
 from collections.abc import Awaitable, Callable
+from contextlib import aclosing
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -16,14 +17,16 @@ import aiohttp
 from gateway.audit.chain import ChainKey, Verdict
 from gateway.audit.fingerprint import fingerprint
 from gateway.audit.formats import STREAMING, WRITERS, RecordStream, write_columns, write_record
-from gateway.audit.query import DEFAULT_LIMIT, AuditFilter, parse_time, positive_int
+from gateway.audit.query import DEFAULT_LIMIT, AuditFilter, parse_sha256, parse_time, positive_int
 from gateway.audit.reconcile import reconcile
 from gateway.audit.sqlite import STATS_GROUPS, SQLiteAppender, SQLiteAuditStore, prepare
 from gateway.audit.verify import verify_log
-from gateway.cli.common import CommandError, arg, command, config_of, database_options, filter_options, say, selection_of
+from gateway.cli.common import (
+    CommandError, arg, command, config_of, database_options, filter_options, say, selection_of, text, user_name,
+)
 from gateway.cli.progress import Progress
 from gateway.config import RECONCILE_PASSWORD_ENV as PASSWORD_ENV
-from gateway.config import Config, resolve_secrets
+from gateway.config import Config, http_url, resolve_secrets
 from gateway.proxy import make_session
 
 EXIT_TAMPERED = 1
@@ -57,24 +60,27 @@ def register(commands: Any) -> None:
 
     verify = command(audit_commands, "verify", cmd_verify, "Check the hash chain; name the first bad record.", VERIFY_HELP)
     database_options(verify)
-    verify.add_argument("--expect-head", metavar="HASH", help="a head hash anchored earlier: it must be in the chain")
+    verify.add_argument("--expect-head", type=arg(parse_sha256), metavar="HASH",
+                        help="a head hash anchored earlier: it must be in the chain")
 
     head = command(audit_commands, "head", cmd_head, "Print the chain's head, to anchor it outside the host.", HEAD_HELP)
     database_options(head)
 
     settle = command(audit_commands, "reconcile", cmd_reconcile, "Settle calls whose outcome is pending or unknown.", RECONCILE_HELP)
     database_options(settle)
-    settle.add_argument("--upstream", metavar="URL", help="the Apigee (or stub) base URL to ask (default: upstream.url)")
-    settle.add_argument("--user", help=f"Apigee user for the GETs (password from ${PASSWORD_ENV}, or asked); "
-                                       "default: the service account of upstream.auth = \"service\"")
+    settle.add_argument("--upstream", type=arg(http_url), metavar="URL",
+                        help="the Apigee (or stub) base URL to ask (default: upstream.url)")
+    settle.add_argument("--user", type=arg(user_name), help=f"Apigee user for the GETs (password from ${PASSWORD_ENV}, or "
+                                                           "asked on a terminal); default: the service account of "
+                                                           "upstream.auth = \"service\"")
     settle.add_argument("--tokens-file", type=Path, metavar="FILE", help="raw tokens, one per line, for intents whose token is not stored")
-    settle.add_argument("--operator", default=None, help="who is reconciling (default: the login name)")
+    settle.add_argument("--operator", type=arg(text), default=None, help="who is reconciling (default: the login name)")
 
     prune = command(audit_commands, "prune", cmd_prune, "Remove old records, keeping the chain verifiable.", PRUNE_HELP)
     database_options(prune)
     prune.add_argument("--before", type=arg(parse_time), required=True, metavar="T",
                        help="remove records older than this: ISO 8601 or an age (90d)")
-    prune.add_argument("--operator", default=None, help="who is pruning (default: the login name)")
+    prune.add_argument("--operator", type=arg(text), default=None, help="who is pruning (default: the login name)")
 
 
 QUERY_HELP = """\
@@ -177,10 +183,12 @@ def cmd_export(args: argparse.Namespace) -> int:
             if progress.enabled and selection == AuditFilter(limit=None):
                 progress.total = await store.size()
             exported = 0
-            async for batch in store.rows(selection):
-                stream.write_rows(batch)
-                exported += len(batch)
-                progress.update(exported)
+            # Closed here even when the output fails (a reader gone): not after the store is.
+            async with aclosing(store.rows(selection)) as batches:
+                async for batch in batches:
+                    stream.write_rows(batch)
+                    exported += len(batch)
+                    progress.update(exported)
 
     _read(config_of(args), export)
     return 0
@@ -267,12 +275,28 @@ def _read_tokens(path: Path) -> dict[str, str]:
 
 def _upstream_authorization(config: Config, user: str | None) -> str | None:
     if user is not None:
-        password = os.environ.get(PASSWORD_ENV) or getpass.getpass(f"Apigee password for {user}: ")
-        return aiohttp.encode_basic_auth(user, password)
+        return aiohttp.encode_basic_auth(user, _upstream_password(user))
     if config.upstream.auth == "service":
         config = resolve_secrets(config, {"service_password"})
         return aiohttp.encode_basic_auth(config.upstream.service_user, config.service_password)
     return None
+
+
+def _upstream_password(user: str) -> str:
+    """From the environment, or asked on the terminal; never a traceback when neither is there."""
+    password = os.environ.get(PASSWORD_ENV, "")
+    if not password:
+        if not sys.stdin.isatty():
+            raise CommandError(f"--user {user} needs its Apigee password in ${PASSWORD_ENV} (no terminal to ask it on)")
+        try:
+            password = getpass.getpass(f"Apigee password for {user}: ")
+        except (EOFError, UnicodeDecodeError):
+            raise CommandError(f"no password read for --user {user}") from None
+    try:
+        password.encode("utf-8")
+    except UnicodeEncodeError:
+        raise CommandError(f"the password in ${PASSWORD_ENV} is not valid UTF-8") from None
+    return password
 
 
 def cmd_prune(args: argparse.Namespace) -> int:
