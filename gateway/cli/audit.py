@@ -247,7 +247,7 @@ def cmd_reconcile(args: argparse.Namespace) -> int:
 
             with Progress("reconcile", sys.stderr, unit="open calls") as progress:
                 return await reconcile(store, operator=operator, ask_upstream=ask if base_url else None, tokens=tokens,
-                                       progress=progress.update)
+                                       progress=progress.update, asking_as=_asking_as(config, args.user))
 
     settled, unsettled = _read(config, run, key=key)
     if settled:
@@ -280,6 +280,13 @@ def _upstream_authorization(config: Config, user: str | None) -> str | None:
         config = resolve_secrets(config, {"service_password"})
         return aiohttp.encode_basic_auth(config.upstream.service_user, config.service_password)
     return None
+
+
+def _asking_as(config: Config, user: str | None) -> str | None:
+    """Whom the GETs authenticate as, for the messages of calls the upstream refused."""
+    if user is not None:
+        return f"--user {user}"
+    return f"the service account {config.upstream.service_user}" if config.upstream.auth == "service" else None
 
 
 def _upstream_password(user: str) -> str:
