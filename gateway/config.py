@@ -2,10 +2,11 @@
 
 The loader, ``config.example.toml`` and the README's reference are all held to these
 declarations (tests compare them), so the documentation cannot drift from the code. The loader
-checks everything ``serve`` would (hashes parse, TLS files load) before any socket is opened, so
-``config check`` and ``serve`` refuse the same configs. This module imports nothing of the
-gateway but two leaves that define what a usable value is: ``gateway.passwords`` (the hash
-format) and ``gateway.tls`` (certificate and key files).
+checks everything ``serve`` would (hashes parse, TLS files load, secrets resolve) before any
+socket is opened, so ``config check`` and ``serve`` refuse the same configs; other commands
+ask it for only what they use (``USES``). This module imports nothing of the gateway but two
+leaves that define what a usable value is: ``gateway.passwords`` (the hash format) and
+``gateway.tls`` (certificate and key files).
 """
 
 from __future__ import annotations
@@ -381,7 +382,7 @@ class Config:
     users: tuple[UserConfig, ...] = ()
     base_dir: Path = field(default_factory=Path.cwd)
     service_password: str = field(default="", repr=False)
-    """Read from upstream.service_password_env when asked for (see ``SECRETS``)."""
+    """Read from upstream.service_password_env when asked for (see ``USES``)."""
     chain_secret: bytes | None = field(default=None, repr=False)
     """The hash chain's key, read from audit.chain_key_env or audit.chain_key_file when asked for."""
     overridden: tuple[str, ...] = ()
@@ -405,7 +406,7 @@ class Config:
 
     def listener_tls(self) -> ssl.SSLContext | None:
         """The listener's TLS context (None: plain HTTP). The loader builds it once to try the
-        files; ``serve`` builds the one it listens with."""
+        files (``USES``); ``serve`` builds the one it listens with."""
         server = self.server
         if not server.tls_cert:
             return None
@@ -417,19 +418,19 @@ class Config:
 
 DEFAULTS_SOURCE = "(built-in defaults)"
 
-Secret = Literal["chain_key", "service_password"]
-SECRETS: frozenset[Secret] = frozenset(("chain_key", "service_password"))
-"""What a config names but never holds. Each command resolves only those it uses (``serve``
-and ``config check`` all; reading the log none), so a reader needs no password it never sends."""
+Use = Literal["chain_key", "service_password", "listener_tls", "upstream_tls"]
+USES: frozenset[Use] = frozenset(("chain_key", "service_password", "listener_tls", "upstream_tls"))
+"""What a config names and the loader reads only for a command that uses it: the secrets it
+never holds (chain key, service password) and the TLS files (certificate and key, CA bundle),
+which may be readable only by the gateway's own user. ``serve`` and ``config check`` use all;
+reading the log none, verifying it the chain key: a reader needs no password it never sends."""
 
 
-def load_config(
-    path: Path | None, environ: Mapping[str, str] | None = None, *, secrets: Collection[Secret] = SECRETS
-) -> Config:
+def load_config(path: Path | None, environ: Mapping[str, str] | None = None, *, uses: Collection[Use] = USES) -> Config:
     """Read and validate a config file (``None``: the built-in demo defaults), then the
-    environment's ``GATEWAY_SECTION_KEY`` overrides, then resolve ``secrets``."""
+    environment's ``GATEWAY_SECTION_KEY`` overrides, then read what the command ``uses``."""
     if path is None:
-        return build_config({}, source=DEFAULTS_SOURCE, base_dir=Path.cwd(), environ=environ, secrets=secrets)
+        return build_config({}, source=DEFAULTS_SOURCE, base_dir=Path.cwd(), environ=environ, uses=uses)
     source = str(path)
     try:
         with path.open("rb") as file:
@@ -440,7 +441,7 @@ def load_config(
         raise ConfigError(source, None, f"invalid TOML: {exc}") from None
     except UnicodeDecodeError as exc:
         raise ConfigError(source, None, f"invalid TOML: not UTF-8 (byte {exc.start})") from None
-    return build_config(data, source=source, base_dir=path.resolve().parent, environ=environ, secrets=secrets)
+    return build_config(data, source=source, base_dir=path.resolve().parent, environ=environ, uses=uses)
 
 
 def build_config(
@@ -449,7 +450,7 @@ def build_config(
     source: str,
     base_dir: Path,
     environ: Mapping[str, str] | None = None,
-    secrets: Collection[Secret] = SECRETS,
+    uses: Collection[Use] = USES,
 ) -> Config:
     """Validate parsed TOML against the declarations and the rules that span keys."""
     environ = os.environ if environ is None else environ
@@ -470,15 +471,23 @@ def build_config(
     users = _build_users(data.get("users", []), source)
     config = Config(source=source, users=users, base_dir=base_dir, **sections, overridden=tuple(overrides))
     _check_rules(config)
-    return resolve_secrets(config, secrets, environ)
+    return resolve(config, uses, environ)
 
 
-def resolve_secrets(config: Config, secrets: Collection[Secret], environ: Mapping[str, str] | None = None) -> Config:
-    """The config with ``secrets`` read from where it names them; a ConfigError if one cannot be."""
+def resolve(config: Config, uses: Collection[Use], environ: Mapping[str, str] | None = None) -> Config:
+    """The config with what a command ``uses`` read and tried; a ConfigError if one cannot be."""
     environ = os.environ if environ is None else environ
-    if "service_password" in secrets and config.upstream.auth == "service":
+    if "listener_tls" in uses:
+        config.listener_tls()  # built and dropped: serve builds its own when it listens
+    if "upstream_tls" in uses:
+        upstream = config.upstream
+        try:
+            upstream_context(upstream.verify_tls, config.path(upstream.ca_bundle) if upstream.ca_bundle else None)
+        except ValueError as exc:
+            raise ConfigError(config.source, "upstream.ca_bundle", str(exc)) from None
+    if "service_password" in uses and config.upstream.auth == "service":
         config = dataclasses.replace(config, service_password=_service_password(config, environ))
-    if "chain_key" in secrets:
+    if "chain_key" in uses:
         config = dataclasses.replace(config, chain_secret=_chain_secret(config, environ))
     return config
 
@@ -600,12 +609,6 @@ def _check_rules(config: Config) -> None:
     ):
         if value and not config.path(value).is_file():
             raise ConfigError(source, key, f"no such file: {config.path(value)}")
-    # Built once here and dropped: a file serve could not use is refused now, by config check too.
-    config.listener_tls()
-    try:
-        upstream_context(upstream.verify_tls, config.path(upstream.ca_bundle) if upstream.ca_bundle else None)
-    except ValueError as exc:
-        raise ConfigError(source, "upstream.ca_bundle", str(exc)) from None
 
 
 MIN_CHAIN_KEY_BYTES = 16

@@ -15,6 +15,8 @@ import trustme
 from cryptography.hazmat.primitives import serialization
 
 from conftest import USERS
+from gateway.audit.chain import ChainKey
+from gateway.audit.sqlite import prepare
 from gateway.cli import main
 from test_cli import gateway_cli
 
@@ -119,3 +121,21 @@ def test_a_url_with_only_a_slash_is_the_base_url(tmp_path: Path, capsys: pytest.
     config.write_text("[upstream]\nurl = 'HTTPS://apigee.example.com:8443/'\n" + users())
     assert 0 == main(["config", "check", str(config)])
     assert 'url = "https://apigee.example.com:8443"\n' in capsys.readouterr().out
+
+
+def test_commands_that_never_listen_nor_call_apigee_do_not_read_tls_files(
+    tmp_path: Path, tls_files: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A TLS key may be readable by the gateway's user only; reading the log must not need it."""
+    config = tmp_path / "gw.toml"
+    config.write_text(f"[server]\ntls_cert = '{tls_files}/junk.pem'\ntls_key = '{tls_files}/junk.pem'\n"
+                      f"[upstream]\nca_bundle = '{tls_files}/junk.pem'\n[audit]\ndatabase = 'audit.db'\n")
+    database = tmp_path / "audit.db"
+    prepare(database, key=ChainKey(), writable=True)
+    for command in (["query"], ["stats"], ["head"], ["verify"], ["export"], ["prune", "--before", "2000-01-01"]):
+        assert 0 == main(["audit", *command, "--config", str(config)]), command
+    capsys.readouterr()
+    assert 2 == main(["audit", "reconcile", "--config", str(config)])  # it calls the upstream: the CA bundle counts
+    assert f"gateway: error: {config}: upstream.ca_bundle: cannot use the CA bundle: no PEM certificate in it\n" == capsys.readouterr().err
+    assert 2 == main(["config", "check", str(config)])
+    assert capsys.readouterr().err.startswith(f"gateway: error: {config}: server.tls_cert: cannot use the certificate and key: ")

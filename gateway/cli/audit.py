@@ -26,7 +26,7 @@ from gateway.cli.common import (
 )
 from gateway.cli.progress import Progress
 from gateway.config import RECONCILE_PASSWORD_ENV as PASSWORD_ENV
-from gateway.config import Config, http_url, resolve_secrets
+from gateway.config import Config, http_url, resolve
 from gateway.proxy import make_session
 
 EXIT_TAMPERED = 1
@@ -202,7 +202,7 @@ def cmd_stats(args: argparse.Namespace) -> int:
 
 
 def cmd_verify(args: argparse.Namespace) -> int:
-    config = config_of(args, secrets={"chain_key"})
+    config = config_of(args, uses={"chain_key"})
     key = ChainKey(config.chain_secret)
 
     async def verify(store: SQLiteAuditStore) -> Verdict:
@@ -227,7 +227,7 @@ def cmd_head(args: argparse.Namespace) -> int:
 
 
 def cmd_reconcile(args: argparse.Namespace) -> int:
-    config = config_of(args, secrets={"chain_key"})
+    config = config_of(args, uses={"chain_key", "upstream_tls"})
     key = ChainKey(config.chain_secret)
     tokens = _read_tokens(args.tokens_file) if args.tokens_file else {}
     operator = args.operator or getpass.getuser()
@@ -277,7 +277,7 @@ def _upstream_authorization(config: Config, user: str | None) -> str | None:
     if user is not None:
         return aiohttp.encode_basic_auth(user, _upstream_password(user))
     if config.upstream.auth == "service":
-        config = resolve_secrets(config, {"service_password"})
+        config = resolve(config, {"service_password"})
         return aiohttp.encode_basic_auth(config.upstream.service_user, config.service_password)
     return None
 
@@ -307,7 +307,7 @@ def _upstream_password(user: str) -> str:
 
 
 def cmd_prune(args: argparse.Namespace) -> int:
-    config = config_of(args, secrets={"chain_key"})
+    config = config_of(args, uses={"chain_key"})
     key = ChainKey(config.chain_secret)
     prepare(config.database_path, key=key, writable=False, busy_timeout=config.audit.busy_timeout)
     appender = SQLiteAppender(config.database_path, key, busy_timeout=config.audit.busy_timeout)

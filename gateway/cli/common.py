@@ -10,7 +10,7 @@ from typing import Any, NoReturn
 
 from gateway.audit.fingerprint import fingerprint
 from gateway.audit.query import AuditFilter, parse_outcome, parse_sha256, parse_time, quoted, whole_number
-from gateway.config import Config, Secret, load_config
+from gateway.config import Config, Use, load_config
 from gateway.terminal import printable
 
 EXIT_ERROR = 2
@@ -61,14 +61,15 @@ def database_options(parser: argparse.ArgumentParser) -> None:
     source.add_argument("--db", type=Path, metavar="FILE", help="use this audit database file")
 
 
-def config_of(args: argparse.Namespace, *, secrets: Collection[Secret] = ()) -> Config:
+def config_of(args: argparse.Namespace, *, uses: Collection[Use] = ()) -> Config:
     """The config for a command with database options; --db replaces its audit database.
 
-    Only ``secrets`` are resolved: reading the log needs none, verifying it the chain key.
+    Only what the command ``uses`` is read: reading the log needs no secret, verifying it the
+    chain key.
     """
     if getattr(args, "db", None) is not None:
-        return load_config(None, secrets=secrets).with_database(args.db)
-    return load_config(args.config, secrets=secrets)
+        return load_config(None, uses=uses).with_database(args.db)
+    return load_config(args.config, uses=uses)
 
 
 def filter_options(parser: argparse.ArgumentParser) -> None:

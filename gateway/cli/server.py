@@ -167,7 +167,7 @@ async def _until_signalled() -> None:
 
 
 def cmd_stub(args: argparse.Namespace) -> int:
-    config = load_config(args.config, secrets=())  # the stub neither chains records nor calls Apigee
+    config = load_config(args.config, uses=())  # the stub neither chains records, nor calls Apigee, nor speaks TLS
     seed = load_seed(args.seed) if args.seed else stub_seed(config)
     generated = args.generate if args.generate is not None else config.stub.generated_tokens
     seed = dataclasses.replace(seed, generated=generated)
