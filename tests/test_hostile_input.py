@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import base64
 import contextlib
+import getpass
 import http.client
 import io
 import json
@@ -367,3 +368,16 @@ def test_a_line_break_in_a_token_path_is_refused_in_apigee_shape(recorded: Rig) 
 
 def _encodable(value: str) -> bool:
     return all(unicodedata.category(c) != "Cs" for c in value)
+
+
+def test_an_operator_without_a_login_name_is_asked_for_one(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A container run as a bare uid has no $USER and no passwd entry: getpass.getuser() raised."""
+
+    def nobody() -> str:
+        raise KeyError("getpwuid(): uid not found: 10001")
+
+    monkeypatch.setattr(getpass, "getuser", nobody)
+    database = write_log(tmp_path / "audit.db")
+    for command in (("prune", "--before", "2000-01-01"), ("reconcile",)):
+        status, _, err = run("audit", *command, "--db", str(database))
+        assert (2, "gateway: error: cannot tell who is running this (no login name): give --operator NAME\n") == (status, err)

@@ -230,7 +230,7 @@ def cmd_reconcile(args: argparse.Namespace) -> int:
     config = config_of(args, uses={"chain_key", "upstream_tls"})
     key = ChainKey(config.chain_secret)
     tokens = _read_tokens(args.tokens_file) if args.tokens_file else {}
-    operator = args.operator or getpass.getuser()
+    operator = _operator(args.operator)
     base_url = args.upstream or (None if config.uses_stub else config.upstream.url)
     authorization = _upstream_authorization(config, args.user)
 
@@ -282,6 +282,16 @@ def _upstream_authorization(config: Config, user: str | None) -> str | None:
     return None
 
 
+def _operator(given: str | None) -> str:
+    """Who runs the command, for the record: --operator, else the login name."""
+    if given:
+        return given
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):  # no $USER and no passwd entry, as in a container run as a bare uid
+        raise CommandError("cannot tell who is running this (no login name): give --operator NAME") from None
+
+
 def _asking_as(config: Config, user: str | None) -> str | None:
     """Whom the GETs authenticate as, for the messages of calls the upstream refused."""
     if user is not None:
@@ -315,7 +325,7 @@ def cmd_prune(args: argparse.Namespace) -> int:
         # One transaction, nothing to count as it goes: say what is under way until it is done.
         with Progress("prune", sys.stderr) as progress:
             progress.note(f"removing records before {args.before} ...")
-            result = appender.prune(args.before, actor=args.operator or getpass.getuser())
+            result = appender.prune(args.before, actor=_operator(args.operator))
     finally:
         appender.close()
     if result.checkpoint is None:
