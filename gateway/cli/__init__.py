@@ -1,7 +1,8 @@
 """The ``gateway`` command: each subcommand parses its arguments, calls the library, prints.
 
-Every failure the user can fix (config, database, port, seed file) ends as one line on stderr,
-``gateway: error: ...``, and exit status 2; never a traceback.
+Every failure the user can fix (config, database, port, seed file, a bad value) ends as one
+line on stderr, ``gateway: error: ...``, and exit status 2; never a traceback. A reader that goes
+away (``| head``) ends the command quietly, with the status of a SIGPIPE.
 """
 
 from __future__ import annotations
