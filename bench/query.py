@@ -76,7 +76,7 @@ async def measure(path: Path, count: int) -> None:
     print(f"audit verify              {verdict.checked / elapsed:10,.0f} records/s ({verdict.checked:,} in {elapsed:.1f} s, {'intact' if verdict.problem is None else verdict.problem})")
     with open(os.devnull, "w") as sink:
         for fmt in ("jsonl", "csv"):
-            stream = RecordStream(fmt, sink)
+            stream = RecordStream(fmt, sink, for_terminal=False)  # as `audit export > FILE` writes
             started = time.perf_counter()
             exported = 0
             async for batch in store.rows():

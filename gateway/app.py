@@ -64,7 +64,9 @@ def build_app(config: Config) -> web.Application:
     app.cleanup_ctx.append(_lifetime)
     add_health_routes(app, with_metrics=not config.metrics.port)
     add_audit_routes(app)
-    app.router.add_route("*", "/{path:.*}", handle)
+    # [\s\S], not '.': a decoded path may hold a line break (%0A), which '.' would leave to
+    # aiohttp's own plain-text 404 instead of the gateway's refusal.
+    app.router.add_route("*", r"/{path:[\s\S]*}", handle)
     return app
 
 

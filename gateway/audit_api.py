@@ -22,7 +22,9 @@ from aiohttp import web
 from gateway import errors
 from gateway.audit.fingerprint import fingerprint
 from gateway.audit.formats import as_json
-from gateway.audit.query import AuditFilter, decode_cursor, encode_cursor, parse_outcome, parse_time, positive_int
+from gateway.audit.query import (
+    AuditFilter, decode_cursor, encode_cursor, parse_outcome, parse_sha256, parse_time, positive_int, quoted,
+)
 from gateway.audit.sqlite import SQLiteAuditStore
 from gateway.audit.store import AuditStoreError
 from gateway.auth import AUDIT, AmbiguousCredentials, AuthenticationError, Authenticator, ChecksBusy, Throttled, User, authorization
@@ -38,20 +40,14 @@ AUDIT_STORE = web.AppKey("audit_store", SQLiteAuditStore)
 def _limit(text: str) -> int:
     value = positive_int(text)
     if value > MAX_LIMIT:
-        raise ValueError(f"{text!r} is over the maximum of {MAX_LIMIT}")
+        raise ValueError(f"{quoted(text)} is over the maximum of {MAX_LIMIT}")
     return value
-
-
-def _sha256(text: str) -> str:
-    if len(text) != 64 or any(c not in "0123456789abcdef" for c in text.lower()):
-        raise ValueError(f"{text!r} is not a SHA-256 fingerprint (64 hex digits)")
-    return text.lower()
 
 
 PARAMETERS: dict[str, tuple[str, Callable[[str], Any]]] = {
     "org": ("org", str),
     "token": ("token_sha256", fingerprint),
-    "token_sha256": ("token_sha256", _sha256),
+    "token_sha256": ("token_sha256", parse_sha256),
     "actor": ("actor", str),
     "app": ("app", str),
     "client_id": ("client_id", str),
@@ -122,7 +118,7 @@ def _as_logged(parameters: Iterable[tuple[str, str]]) -> dict[str, str | None]:
             logged[SECRET_PARAMETERS[name]] = fingerprint(text)
         elif name == "token_sha256":
             try:
-                logged[name] = _sha256(text)
+                logged[name] = parse_sha256(text)
             except ValueError:
                 logged[name] = None
         else:
@@ -170,21 +166,24 @@ async def list_events(request: web.Request, read: AuditRead) -> web.Response:
 
 async def get_event(request: web.Request, read: AuditRead) -> web.Response:
     text = request.match_info["id"]
-    valid = text.isdigit() and 0 < int(text) < 2**63
-    read.record_id = int(text) if valid else None
+    try:
+        record_id: int | None = positive_int(text)
+    except ValueError as exc:
+        record_id, invalid = None, str(exc)
+    read.record_id = record_id
     user = await _auditor(request, read)
     if isinstance(user, web.Response):
         return user
-    if not valid:
-        return read.refuse(errors.BAD_REQUEST, f"Invalid record id {text[:40]!r}: expected a positive whole number")
+    if record_id is None:
+        return read.refuse(errors.BAD_REQUEST, f"Invalid record id: {invalid}")
     try:
-        record = await request.app[AUDIT_STORE].get(int(text))
+        record = await request.app[AUDIT_STORE].get(record_id)
     except AuditStoreError:
         return read.refuse(errors.AUDIT_UNAVAILABLE, "The audit log cannot be read right now")
     scope = _scope(user)
     if record is None or (scope is not None and record.org not in scope):
         read.records = 0
-        return read.refuse(errors.NOT_FOUND, f"No audit record {text} that user {user.name} may read")
+        return read.refuse(errors.NOT_FOUND, f"No audit record {record_id} that user {user.name} may read")
     read.records = 1
     return web.Response(body=orjson.dumps(as_json(record)), content_type="application/json")
 

@@ -1,21 +1,31 @@
 """Configuration: every key is declared once, with its default, help text and check.
 
 The loader, ``config.example.toml`` and the README's reference are all held to these
-declarations (tests compare them), so the documentation cannot drift from the code. This module
-is a leaf: it imports nothing of the gateway.
+declarations (tests compare them), so the documentation cannot drift from the code. The loader
+checks everything ``serve`` would (hashes parse, TLS files load, secrets resolve) before any
+socket is opened, so ``config check`` and ``serve`` refuse the same configs; other commands
+ask it for only what they use (``USES``). This module imports nothing of the gateway but two
+leaves that define what a usable value is: ``gateway.passwords`` (the hash format) and
+``gateway.tls`` (certificate and key files).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import json
 import os
+import re
+import ssl
 import tomllib
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 from urllib.parse import urlsplit
+
+from gateway.passwords import parse_hash
+from gateway.tls import listener_context, upstream_context
 
 Check = Callable[[Any], Any]
 """Validates a raw TOML value and returns it converted; raises ValueError saying what is wrong."""
@@ -104,15 +114,38 @@ def one_of(*choices: str) -> Check:
     return check
 
 
+_HOST_NAME = re.compile(r"[A-Za-z0-9._-]+|[0-9A-Fa-f:.]+", re.ASCII)
+"""A DNS name or an IP address (urlsplit has removed an IPv6 address's brackets)."""
+
+
 def upstream_url(value: Any) -> str:
     if value == STUB_UPSTREAM:
         return STUB_UPSTREAM
-    parts = urlsplit(value) if isinstance(value, str) else None
-    if parts is None or parts.scheme not in ("http", "https") or not parts.hostname or parts.query or parts.fragment:
-        raise ValueError(f'expected "stub" or an http(s) URL such as "https://api.enterprise.apigee.com", got {_show(value)}')
-    if parts.username or parts.password:
+    return http_url(value, alternative='"stub" or ')
+
+
+def http_url(value: Any, *, alternative: str = "") -> str:
+    """An http(s) base URL, normalised to ``scheme://host[:port]`` (the gateway appends the
+    caller's whole path, ``/v1/o/...``, so a path here would be sent twice)."""
+    try:
+        parts = urlsplit(value) if isinstance(value, str) and value.isascii() else None
+        port_ok = parts is not None and (parts.port is None or parts.port > 0)
+    except ValueError:  # a port that is not a number from 0 to 65535
+        parts, port_ok = None, False
+    if (
+        parts is None or parts.scheme not in ("http", "https") or not parts.hostname or not port_ok
+        or not _HOST_NAME.fullmatch(parts.hostname) or "?" in value or "#" in value
+    ):
+        raise ValueError(f'expected {alternative}an http(s) URL such as "https://api.enterprise.apigee.com", got {_show(value)}')
+    if parts.username is not None or parts.password is not None:
         raise ValueError("must not contain credentials; use upstream.auth instead")
-    return str(value).rstrip("/")
+    base = f"{parts.scheme}://{parts.netloc}"
+    if parts.path.strip("/"):
+        raise ValueError(
+            f"must be the base URL without a path ({_show(base)}): the gateway appends the caller's "
+            f"whole path (/v1/o/...), so {_show(parts.path)} would be sent twice; got {_show(value)}"
+        )
+    return base
 
 
 def name_list(allowed: tuple[str, ...] | None = None, wildcard: str | None = None) -> Check:
@@ -129,10 +162,23 @@ def name_list(allowed: tuple[str, ...] | None = None, wildcard: str | None = Non
     return check
 
 
+def password_hash(value: Any) -> str:
+    """A hash made by ``gateway hash-password``. The value is never quoted back: it may be a
+    password pasted in by mistake."""
+    if not isinstance(value, str):
+        raise ValueError("expected the string printed by `gateway hash-password`")
+    parse_hash(value)
+    return value
+
+
 def user_name(value: Any) -> str:
     if not isinstance(value, str) or not value or ":" in value:
         raise ValueError(f"expected a non-empty user name without ':', got {_show(value)}")
     return value
+
+
+def optional_user_name(value: Any) -> str:
+    return "" if value == "" else user_name(value)
 
 
 # Declarations --------------------------------------------------------------------------------
@@ -221,7 +267,8 @@ class ThrottleConfig:
 class UpstreamConfig:
     url: str = setting(
         'Where deletions go: "stub" runs the embedded Apigee stub in-process; otherwise an http(s) '
-        'base URL such as "https://api.enterprise.apigee.com".',
+        'base URL such as "https://api.enterprise.apigee.com": scheme, host and port only, since the '
+        "caller's path (/v1/o/...) is appended to it.",
         upstream_url,
         STUB_UPSTREAM,
     )
@@ -231,7 +278,7 @@ class UpstreamConfig:
         one_of("passthrough", "service"),
         "passthrough",
     )
-    service_user: str = setting('Apigee user name for auth = "service".', text, "")
+    service_user: str = setting('Apigee user name for auth = "service".', optional_user_name, "")
     service_password_env: str = setting(
         'Name of the environment variable holding the service account password (auth = "service"); '
         "the password itself never goes in this file.",
@@ -295,7 +342,8 @@ class AuditConfig:
     )
     store_raw_tokens: bool = setting(
         "Store access and refresh tokens in clear in the audit log. By default only a SHA-256 "
-        "fingerprint and the last 4 characters are kept.",
+        "fingerprint and the last 4 characters are kept. The snapshot's other secrets (consumerSecret, "
+        "password, ...) are redacted either way.",
         boolean,
         False,
     )
@@ -367,7 +415,7 @@ class StubConfig:
 @dataclass(frozen=True)
 class UserConfig:
     name: str = setting("User name the caller sends with Basic auth.", user_name)
-    password_hash: str = setting("Hash printed by `gateway hash-password`, never the password.", non_empty_text)
+    password_hash: str = setting("Hash printed by `gateway hash-password`, never the password.", password_hash)
     orgs: tuple[str, ...] = setting('Organisations the user may act on; ["*"] for all.', name_list(wildcard=ALL_ORGS))
     roles: tuple[str, ...] = setting(
         '"revoke" may delete tokens; "audit" may read the audit trail over HTTP. Default: ["revoke"].',
@@ -401,8 +449,9 @@ class Config:
     users: tuple[UserConfig, ...] = ()
     base_dir: Path = field(default_factory=Path.cwd)
     service_password: str = field(default="", repr=False)
+    """Read from upstream.service_password_env when asked for (see ``USES``)."""
     chain_secret: bytes | None = field(default=None, repr=False)
-    """The hash chain's key, read from audit.chain_key_env or audit.chain_key_file."""
+    """The hash chain's key, read from audit.chain_key_env or audit.chain_key_file when asked for."""
     overridden: tuple[str, ...] = ()
     """The ``section.key`` names set by environment variables rather than the file."""
 
@@ -422,15 +471,33 @@ class Config:
         """The same settings on another audit database file (the CLI's ``--db``)."""
         return dataclasses.replace(self, audit=dataclasses.replace(self.audit, database=str(path.resolve())))
 
+    def listener_tls(self) -> ssl.SSLContext | None:
+        """The listener's TLS context (None: plain HTTP). The loader builds it once to try the
+        files (``USES``); ``serve`` builds the one it listens with."""
+        server = self.server
+        if not server.tls_cert:
+            return None
+        try:
+            return listener_context(self.path(server.tls_cert), self.path(server.tls_key))
+        except ValueError as exc:
+            raise ConfigError(self.source, "server.tls_cert", str(exc)) from None
+
 
 DEFAULTS_SOURCE = "(built-in defaults)"
 
+Use = Literal["chain_key", "service_password", "listener_tls", "upstream_tls"]
+USES: frozenset[Use] = frozenset(("chain_key", "service_password", "listener_tls", "upstream_tls"))
+"""What a config names and the loader reads only for a command that uses it: the secrets it
+never holds (chain key, service password) and the TLS files (certificate and key, CA bundle),
+which may be readable only by the gateway's own user. ``serve`` and ``config check`` use all;
+reading the log none, verifying it the chain key: a reader needs no password it never sends."""
 
-def load_config(path: Path | None, environ: Mapping[str, str] | None = None) -> Config:
+
+def load_config(path: Path | None, environ: Mapping[str, str] | None = None, *, uses: Collection[Use] = USES) -> Config:
     """Read and validate a config file (``None``: the built-in demo defaults), then the
-    environment's ``GATEWAY_SECTION_KEY`` overrides."""
+    environment's ``GATEWAY_SECTION_KEY`` overrides, then read what the command ``uses``."""
     if path is None:
-        return build_config({}, source=DEFAULTS_SOURCE, base_dir=Path.cwd(), environ=environ)
+        return build_config({}, source=DEFAULTS_SOURCE, base_dir=Path.cwd(), environ=environ, uses=uses)
     source = str(path)
     try:
         with path.open("rb") as file:
@@ -439,11 +506,18 @@ def load_config(path: Path | None, environ: Mapping[str, str] | None = None) -> 
         raise ConfigError(source, None, f"cannot read: {exc.strerror or exc}") from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(source, None, f"invalid TOML: {exc}") from None
-    return build_config(data, source=source, base_dir=path.resolve().parent, environ=environ)
+    except UnicodeDecodeError as exc:
+        raise ConfigError(source, None, f"invalid TOML: not UTF-8 (byte {exc.start})") from None
+    return build_config(data, source=source, base_dir=path.resolve().parent, environ=environ, uses=uses)
 
 
 def build_config(
-    data: dict[str, Any], *, source: str, base_dir: Path, environ: Mapping[str, str] | None = None
+    data: dict[str, Any],
+    *,
+    source: str,
+    base_dir: Path,
+    environ: Mapping[str, str] | None = None,
+    uses: Collection[Use] = USES,
 ) -> Config:
     """Validate parsed TOML against the declarations and the rules that span keys."""
     environ = os.environ if environ is None else environ
@@ -460,15 +534,28 @@ def build_config(
         declaration = next(f for f in dataclasses.fields(SECTIONS[section]) if f.name == name)
         value = _from_environment(declaration.metadata["check"], text, source, key, variable)
         sections[section] = dataclasses.replace(sections[section], **{name: value})
+    _refuse_unknown_variables(environ, sections, source)
     users = _build_users(data.get("users", []), source)
     config = Config(source=source, users=users, base_dir=base_dir, **sections, overridden=tuple(overrides))
     _check_rules(config)
-    if config.upstream.auth == "service":
-        password = _service_password(config, environ)
-        config = dataclasses.replace(config, service_password=password)
-    secret = _chain_secret(config, environ)
-    if secret is not None:
-        config = dataclasses.replace(config, chain_secret=secret)
+    return resolve(config, uses, environ)
+
+
+def resolve(config: Config, uses: Collection[Use], environ: Mapping[str, str] | None = None) -> Config:
+    """The config with what a command ``uses`` read and tried; a ConfigError if one cannot be."""
+    environ = os.environ if environ is None else environ
+    if "listener_tls" in uses:
+        config.listener_tls()  # built and dropped: serve builds its own when it listens
+    if "upstream_tls" in uses:
+        upstream = config.upstream
+        try:
+            upstream_context(upstream.verify_tls, config.path(upstream.ca_bundle) if upstream.ca_bundle else None)
+        except ValueError as exc:
+            raise ConfigError(config.source, "upstream.ca_bundle", str(exc)) from None
+    if "service_password" in uses and config.upstream.auth == "service":
+        config = dataclasses.replace(config, service_password=_service_password(config, environ))
+    if "chain_key" in uses:
+        config = dataclasses.replace(config, chain_secret=_chain_secret(config, environ))
     return config
 
 
@@ -492,26 +579,51 @@ def _build_table(cls: type, table: Any, source: str, where: str) -> Any:
 
 
 ENVIRONMENT_PREFIX = "GATEWAY_"
+RECONCILE_PASSWORD_ENV = "GATEWAY_UPSTREAM_PASSWORD"
+"""The Apigee password `gateway audit reconcile --user` reads: a ``GATEWAY_`` variable, not a key."""
+
+
+def environment_variable(section: str, key: str) -> str:
+    """The variable that overrides ``section.key``: ``GATEWAY_SECTION_KEY``."""
+    return f"{ENVIRONMENT_PREFIX}{section}_{key}".upper()
 
 
 def environment_overrides(environ: Mapping[str, str]) -> dict[str, tuple[str, str]]:
     """``section.key`` -> (variable, text) for each ``GATEWAY_SECTION_KEY`` naming a declared key.
 
-    Other ``GATEWAY_*`` variables are left alone: they may hold secrets a config names (say
-    ``chain_key_env = "GATEWAY_CHAIN_KEY"``) or serve other commands (``GATEWAY_UPSTREAM_PASSWORD``).
+    Every other ``GATEWAY_*`` variable is refused (a typo must not pass silently; see
+    ``_refuse_unknown_variables``), except the secrets a config names (say ``chain_key_env =
+    "GATEWAY_CHAIN_KEY"``) and ``GATEWAY_UPSTREAM_PASSWORD``, which `audit reconcile` reads.
     ``[[users]]`` cannot be set this way: it is a list of tables.
     """
     found = {}
     for section, cls in SECTIONS.items():
         for declaration in dataclasses.fields(cls):
-            variable = f"{ENVIRONMENT_PREFIX}{section}_{declaration.name}".upper()
+            variable = environment_variable(section, declaration.name)
             if variable in environ:
                 found[f"{section}.{declaration.name}"] = (variable, environ[variable])
     return found
 
 
+def _refuse_unknown_variables(environ: Mapping[str, str], sections: Mapping[str, Any], source: str) -> None:
+    """Stop at a ``GATEWAY_*`` variable (in any case) that sets nothing, as at an unknown key."""
+    keys = [environment_variable(section, f.name) for section, cls in SECTIONS.items() for f in dataclasses.fields(cls)]
+    allowed = {*keys, RECONCILE_PASSWORD_ENV, sections["upstream"].service_password_env, sections["audit"].chain_key_env}
+    for variable in environ:
+        if not variable.upper().startswith(ENVIRONMENT_PREFIX) or variable in allowed:
+            continue
+        if variable.upper().startswith(f"{ENVIRONMENT_PREFIX}USERS_"):
+            hint = "[[users]] cannot be set by environment variables; declare users in the config file"
+        else:
+            close = difflib.get_close_matches(variable.upper(), keys, n=1)
+            hint = f"did you mean {close[0]}?" if close else "a config key is set by GATEWAY_<SECTION>_<KEY>, such as GATEWAY_SERVER_PORT"
+        raise ConfigError(source, variable, f"unknown environment variable; {hint}")
+
+
 def _from_environment(check: Check, text: str, source: str, key: str, variable: str) -> Any:
     """A variable's text read as a TOML value (``8080``, ``true``, ``["a"]``), else as a plain string."""
+    if not _is_utf8(text):
+        raise ConfigError(source, key, f"environment variable {variable} is not valid UTF-8")
     try:
         parsed = tomllib.loads(f"value = {text}")["value"]
     except tomllib.TOMLDecodeError:
@@ -552,6 +664,14 @@ def _check_rules(config: Config) -> None:
     if bool(server.tls_cert) != bool(server.tls_key):
         missing = "server.tls_key" if server.tls_cert else "server.tls_cert"
         raise ConfigError(source, missing, "HTTPS needs both server.tls_cert and server.tls_key")
+    if config.metrics.port and config.metrics.port == server.port:
+        raise ConfigError(source, "metrics.port", "is server.port too; 0 serves /metrics on the gateway's own listener")
+    if upstream.auth == "service":
+        for key in ("service_user", "service_password_env"):
+            if not getattr(upstream, key):
+                raise ConfigError(source, f"upstream.{key}", 'required when upstream.auth = "service"')
+    if config.audit.chain_key_env and config.audit.chain_key_file:
+        raise ConfigError(source, "audit.chain_key_file", "give the chain key by chain_key_env or chain_key_file, not both")
     for key, value in (
         ("upstream.ca_bundle", upstream.ca_bundle), ("stub.seed", config.stub.seed),
         ("server.tls_cert", server.tls_cert), ("server.tls_key", server.tls_key),
@@ -563,11 +683,18 @@ def _check_rules(config: Config) -> None:
 MIN_CHAIN_KEY_BYTES = 16
 
 
+def _is_utf8(text: str) -> bool:
+    """False for text holding lone surrogates: how Python reads bytes that are not UTF-8."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def _chain_secret(config: Config, environ: Mapping[str, str]) -> bytes | None:
     """The chain key from the environment or a file: never from the config file itself."""
     audit = config.audit
-    if audit.chain_key_env and audit.chain_key_file:
-        raise ConfigError(config.source, "audit.chain_key_file", "give the chain key by chain_key_env or chain_key_file, not both")
     if audit.chain_key_env:
         return read_chain_key(config.source, "audit.chain_key_env", environ, variable=audit.chain_key_env)
     if audit.chain_key_file:
@@ -581,7 +708,8 @@ def read_chain_key(
     """A chain key from an environment variable or a file (trailing whitespace dropped), checked
     for length; ``source`` and ``key`` name where it was asked for, in the error."""
     if variable is not None:
-        secret = environ.get(variable, "").encode()
+        # The variable's bytes as the environment holds them, UTF-8 or not: a key is bytes.
+        secret = environ.get(variable, "").encode("utf-8", "surrogateescape")
         if not secret:
             raise ConfigError(source, key, f"environment variable {variable} is not set or empty")
     else:
@@ -598,16 +726,10 @@ def read_chain_key(
 def _service_password(config: Config, environ: Mapping[str, str]) -> str:
     """The service account's password, read from the environment so it never sits in the file."""
     upstream = config.upstream
-    for key in ("service_user", "service_password_env"):
-        if not getattr(upstream, key):
-            raise ConfigError(config.source, f"upstream.{key}", 'required when upstream.auth = "service"')
     password = environ.get(upstream.service_password_env, "")
-    if not password:
-        raise ConfigError(
-            config.source,
-            "upstream.service_password_env",
-            f"environment variable {upstream.service_password_env} is not set or empty",
-        )
+    if not password or not _is_utf8(password):
+        problem = "is not set or empty" if not password else "is not valid UTF-8"
+        raise ConfigError(config.source, "upstream.service_password_env", f"environment variable {upstream.service_password_env} {problem}")
     return password
 
 

@@ -14,10 +14,13 @@ import asyncio
 import json
 import logging
 import sys
+from collections.abc import MutableMapping
 from typing import Any, TextIO
 
 import orjson
 import structlog
+
+from gateway.terminal import printable, printable_json
 
 Logger = Any
 """structlog's filtering bound loggers are generated classes; this names what callers hold."""
@@ -96,10 +99,12 @@ def configure_logging(format: str = "auto", level: str = "info", stream: TextIO 
         if format == "json"
         else structlog.dev.ConsoleRenderer(colors=stream.isatty())
     )
+    # JSON escapes what a terminal would obey (see _orjson_text); console lines need it done here.
+    escape: list[Any] = [_printable_values] if format != "json" else []
     shared: list[Any] = [structlog.processors.add_log_level, structlog.processors.TimeStamper(fmt="iso", utc=True)]
     _buffer = buffer = LineBuffer(stream)
     structlog.configure(
-        processors=[*shared, renderer],
+        processors=[*shared, *escape, renderer],
         wrapper_class=structlog.make_filtering_bound_logger(logging.getLevelNamesMapping()[level.upper()]),
         logger_factory=lambda *_: buffer,
         context_class=dict,
@@ -108,7 +113,7 @@ def configure_logging(format: str = "auto", level: str = "info", stream: TextIO 
     handler = _Handler(buffer)
     handler.setFormatter(
         structlog.stdlib.ProcessorFormatter(
-            processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, renderer],
+            processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, *escape, renderer],
             foreign_pre_chain=shared,
         )
     )
@@ -135,12 +140,18 @@ async def flush_logs_periodically() -> None:
 
 def _orjson_text(event: Any, **_: Any) -> str:
     """structlog's JSON renderer, with orjson: a quarter of the cost of the standard library.
-    What orjson refuses (a lone surrogate, an integer past 64 bits) is written by the standard
+    Characters a terminal would obey (a claimed user name may hold them) become JSON escapes;
+    what orjson refuses (a lone surrogate, an integer past 64 bits) is written by the standard
     library, escaped: a log line must never be the reason a request fails."""
     try:
-        return orjson.dumps(event, default=str).decode()
+        return printable_json(orjson.dumps(event, default=str).decode())
     except TypeError:
         return json.dumps(event, default=str)
+
+
+def _printable_values(logger: Any, method: str, event: MutableMapping[str, Any]) -> dict[str, Any]:
+    """Console lines: every text value with its control and format characters escaped."""
+    return {key: printable(value) if isinstance(value, str) else value for key, value in event.items()}
 
 
 def get_logger() -> Logger:

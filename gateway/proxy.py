@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import asyncio
 import re
-import ssl
 from collections.abc import Mapping
 from dataclasses import dataclass
+from pathlib import Path
 
 import aiohttp
 from aiohttp import hdrs, web
@@ -21,6 +21,7 @@ from multidict import CIMultiDict
 from yarl import URL
 
 from gateway.target import TokenTarget
+from gateway.tls import upstream_context
 
 HOP_BY_HOP = frozenset(
     name.lower()
@@ -82,7 +83,7 @@ def make_session(
 
     ``read_timeout`` is a wait between reads, so an upstream sending a byte now and then never
     trips it; ``total_timeout`` bounds the whole call, reading the body included."""
-    tls: ssl.SSLContext | bool = False if not verify_tls else ssl.create_default_context(cafile=ca_bundle or None)
+    tls = upstream_context(verify_tls, Path(ca_bundle) if ca_bundle else None)
     session = aiohttp.ClientSession(
         connector=aiohttp.TCPConnector(ssl=tls, limit=0),
         timeout=aiohttp.ClientTimeout(total=total_timeout, connect=connect_timeout, sock_read=read_timeout),

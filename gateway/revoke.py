@@ -172,13 +172,16 @@ async def _forward_and_record(
     # Outcome: durable before the caller hears anything.
     meaning = interpret(reply)
     snapshot = meaning.snapshot
+    stored = _stored_snapshot(snapshot, keep_raw=services.store_raw_tokens)
     outcome = exchange.record(
         meaning.outcome,
         upstream_status=reply.status,
-        error_code=exchange.from_upstream("error_code", meaning.error_code),
+        error_code=exchange.from_upstream(
+            "error_code", meaning.error_code if stored is not None or snapshot is None else "upstream.snapshot_unreadable"
+        ),
         app=exchange.from_upstream("app", _text(snapshot, "app")),
         client_id=exchange.from_upstream("client_id", _text(snapshot, "clientId")),
-        snapshot=_stored_snapshot(snapshot, keep_raw=services.store_raw_tokens),
+        snapshot=stored,
     )
     if not await _recorded(services, exchange, "outcome", outcome):
         return errors.AUDIT_UNAVAILABLE.response(
@@ -209,7 +212,10 @@ def _text(snapshot: dict[str, Any] | None, key: str) -> str | None:
 def _stored_snapshot(snapshot: dict[str, Any] | None, *, keep_raw: bool) -> str | None:
     if snapshot is None:
         return None
-    return json_text(snapshot if keep_raw else redact_snapshot(snapshot))
+    try:
+        return json_text(redact_snapshot(snapshot, keep_tokens=keep_raw))
+    except RecursionError:  # nested deeper than the stack allows: left out, and the record says so
+        return None
 
 
 _CALLER_REQUEST_ID = re.compile(r"[A-Za-z0-9._:/+=-]{1,128}")

@@ -1,23 +1,59 @@
-"""TLS for the listener: the certificate and key named in ``[server]``, checked at start-up."""
+"""TLS contexts from the files a config names: the listener's certificate and key, and the CAs
+trusted for the upstream.
+
+A leaf (standard library only): the config loader builds these once to try the files, so a
+file `serve` could not use is refused when the config is loaded, by `config check` too.
+"""
 
 from __future__ import annotations
 
 import ssl
+from pathlib import Path
 
-from gateway.config import Config, ConfigError
+_REASONS = {
+    "KEY_VALUES_MISMATCH": "the key does not match the certificate",
+    "NO_CERTIFICATE_OR_CRL_FOUND": "no PEM certificate in it",
+}
 
 
-def listener_tls(config: Config) -> ssl.SSLContext | None:
-    """The server-side TLS context, or None for plain HTTP (the default, fine on loopback)."""
-    server = config.server
-    if not server.tls_cert:
-        return None
+class _EncryptedKey(Exception):
+    pass
+
+
+def listener_context(cert: Path, key: Path) -> ssl.SSLContext:
+    """The server side of HTTPS; ValueError saying why the files cannot be used."""
     context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     context.minimum_version = ssl.TLSVersion.TLSv1_2
     try:
-        context.load_cert_chain(config.path(server.tls_cert), config.path(server.tls_key))
+        # Without a password callback OpenSSL would prompt on the terminal for an encrypted key.
+        context.load_cert_chain(cert, key, password=_no_password)
+    except _EncryptedKey:
+        raise ValueError("cannot use the key: it is encrypted; give an unencrypted PEM key (readable only by the gateway)") from None
     except ssl.SSLError as exc:
-        raise ConfigError(config.source, "server.tls_cert", f"cannot use the certificate and key: {exc.reason or exc}") from None
+        raise ValueError(f"cannot use the certificate and key: {_reason(exc)}") from None
     except OSError as exc:
-        raise ConfigError(config.source, "server.tls_cert", f"cannot read the certificate or key: {exc.strerror or exc}") from None
+        raise ValueError(f"cannot read the certificate or key: {exc.strerror or exc}") from None
     return context
+
+
+def upstream_context(verify: bool, ca_bundle: Path | None) -> ssl.SSLContext | bool:
+    """What the client session verifies the upstream with (False: nothing); ValueError for a
+    CA bundle that cannot be used."""
+    if not verify:
+        return False
+    try:
+        return ssl.create_default_context(cafile=ca_bundle)
+    except ssl.SSLError as exc:
+        raise ValueError(f"cannot use the CA bundle: {_reason(exc)}") from None
+    except OSError as exc:
+        raise ValueError(f"cannot read the CA bundle: {exc.strerror or exc}") from None
+
+
+def _no_password() -> bytes:
+    raise _EncryptedKey
+
+
+def _reason(error: ssl.SSLError) -> str:
+    if error.reason is None:  # OpenSSL's "PEM lib": no PEM block of the expected kind
+        return "not a PEM certificate chain and its private key"
+    return _REASONS.get(error.reason, error.reason)

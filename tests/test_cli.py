@@ -19,9 +19,9 @@ from test_stub import XML_404, documented_sample
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def gateway_cli(*args: str, cwd: Path, stdin: str = "") -> subprocess.CompletedProcess[str]:
+def gateway_cli(*args: str, cwd: Path, stdin: str = "", timeout: float = 60) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "gateway", *args], cwd=cwd, input=stdin, capture_output=True, text=True, timeout=60
+        [sys.executable, "-m", "gateway", *args], cwd=cwd, input=stdin, capture_output=True, text=True, timeout=timeout
     )
 
 

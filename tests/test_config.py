@@ -8,10 +8,12 @@ from pathlib import Path
 
 import pytest
 
+from conftest import USERS
 from gateway.config import SECTIONS, ConfigError, UserConfig, load_config
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLE = ROOT / "config.example.toml"
+HASH = USERS[0]["password_hash"]
 
 
 def declared() -> list[tuple[str, dataclasses.Field]]:  # type: ignore[type-arg]
@@ -75,17 +77,17 @@ def config_error(tmp_path: Path, text: str) -> str:
         ("[logging]\nlevel = 'loud'", 'gw.toml: logging.level: expected one of "debug", "info", "warning", "error"; got "loud"'),
         ("[stub]\nseed = 'absent.json'", "gw.toml: stub.seed: no such file: {dir}/absent.json"),
         ("[[users]]\nname = 'a'\norgs = ['*']", "gw.toml: users[0].password_hash: missing; this key is required"),
-        ("[[users]]\nname = 'a:b'\npassword_hash = 'h'\norgs = ['*']", 'gw.toml: users[0].name: expected a non-empty user name without \':\', got "a:b"'),
-        ("[[users]]\nname = 'a'\npassword_hash = 'h'\norgs = []", "gw.toml: users[0].orgs: expected a non-empty list of strings, got []"),
-        ("[[users]]\nname = 'a'\npassword_hash = 'h'\norgs = ['*', 'x']", 'gw.toml: users[0].orgs: "*" already means every one; list it alone'),
-        ("[[users]]\nname = 'a'\npassword_hash = 'h'\norgs = ['x']\nroles = ['admin']", 'gw.toml: users[0].roles: unknown value "admin"; expected any of "revoke", "audit"'),
-        ("[[users]]\nname = 'a'\npassword_hash = 'h'\norgs = ['x']\n[[users]]\nname = 'a'\npassword_hash = 'h'\norgs = ['x']", 'gw.toml: users[1].name: user "a" is declared twice'),
+        ("[[users]]\nname = 'a:b'\npassword_hash = '{hash}'\norgs = ['*']", 'gw.toml: users[0].name: expected a non-empty user name without \':\', got "a:b"'),
+        ("[[users]]\nname = 'a'\npassword_hash = '{hash}'\norgs = []", "gw.toml: users[0].orgs: expected a non-empty list of strings, got []"),
+        ("[[users]]\nname = 'a'\npassword_hash = '{hash}'\norgs = ['*', 'x']", 'gw.toml: users[0].orgs: "*" already means every one; list it alone'),
+        ("[[users]]\nname = 'a'\npassword_hash = '{hash}'\norgs = ['x']\nroles = ['admin']", 'gw.toml: users[0].roles: unknown value "admin"; expected any of "revoke", "audit"'),
+        ("[[users]]\nname = 'a'\npassword_hash = '{hash}'\norgs = ['x']\n[[users]]\nname = 'a'\npassword_hash = '{hash}'\norgs = ['x']", 'gw.toml: users[1].name: user "a" is declared twice'),
         ("users = 'me'", "gw.toml: users: expected an array of tables ([[users]])"),
         ("[server\nport = 1", "gw.toml: invalid TOML: Expected ']' at the end of a table declaration (at line 1, column 8)"),
     ],
 )
 def test_config_errors_name_the_file_and_key(tmp_path: Path, text: str, message: str) -> None:
-    assert message.replace("{dir}", str(tmp_path)) == config_error(tmp_path, text)
+    assert message.replace("{dir}", str(tmp_path)) == config_error(tmp_path, text.replace("{hash}", HASH))
 
 
 def test_unreadable_file(tmp_path: Path) -> None:
@@ -112,3 +114,39 @@ def test_service_password_comes_from_the_environment_and_is_not_shown(tmp_path: 
 def test_no_file_means_the_demo_defaults(tmp_path: Path) -> None:
     config = load_config(None)
     assert ("stub", (), "127.0.0.1", 8080) == (config.upstream.url, config.users, config.server.host, config.server.port)
+
+
+SALT_16, DIGEST_32 = "A" * 22, "A" * 43
+"""Unpadded base64 of 16 and 32 zero bytes: the shortest salt and digest accepted."""
+
+
+@pytest.mark.parametrize(
+    ("stored", "problem"),
+    [
+        ("$scrypt$ln=10,r=8,p=1$c2FsdA$AA", "the salt is 4 bytes; expected 16 to 64"),
+        (f"$scrypt$ln=10,r=8,p=1${SALT_16}$AA", "the hash is 1 bytes; expected 32 to 64 (a short one lets wrong passwords in)"),
+        (f"$scrypt$ln=10,r=8,p=1${SALT_16}${'A' * 42}", "the hash is 31 bytes; expected 32 to 64 (a short one lets wrong passwords in)"),
+        (f"$scrypt$ln=10,r=8,p=1${'A' * 20}${DIGEST_32}", "the salt is 15 bytes; expected 16 to 64"),
+        (f"$scrypt$ln=10,r=8,p=1${SALT_16}${'A' * 87}", "the hash is 65 bytes; expected 32 to 64 (a short one lets wrong passwords in)"),
+        (f"$scrypt$ln=10,r=8,p=1${SALT_16}${'A' * 41}", "the hash is not valid base64"),
+        (f"$scrypt$ln=99,r=8,p=1${SALT_16}${DIGEST_32}", "scrypt parameters out of range (ln 10-22, r 1-32, p 1-16)"),
+        (f"$scrypt$ln=9,r=8,p=1${SALT_16}${DIGEST_32}", "scrypt parameters out of range (ln 10-22, r 1-32, p 1-16)"),
+        (f"$scrypt$ln=22,r=32,p=16${SALT_16}${DIGEST_32}", "scrypt parameters need more than 1 GiB per check (128 * r * 2^ln bytes); lower ln or r"),
+        (f"$scrypt$ln=21,r=8,p=1${SALT_16}${DIGEST_32}", "scrypt parameters need more than 1 GiB per check (128 * r * 2^ln bytes); lower ln or r"),
+        (f"$scrypt$ln=١٠,r=8,p=1${SALT_16}${DIGEST_32}", "not a hash made by `gateway hash-password` (expected $scrypt$ln=..,r=..,p=..$salt$hash)"),
+        ("correct-horse-battery", "not a hash made by `gateway hash-password` (expected $scrypt$ln=..,r=..,p=..$salt$hash)"),
+    ],
+)
+def test_password_hashes_that_could_let_wrong_passwords_in_are_refused_at_load(tmp_path: Path, stored: str, problem: str) -> None:
+    """Found by a tester: a 1-byte digest loaded, and then one random password in 256 logged in.
+    The hash is never quoted back: it may be a password pasted by mistake."""
+    text = f"[[users]]\nname = 'a'\npassword_hash = '{stored}'\norgs = ['*']\n"
+    assert f"gw.toml: users[0].password_hash: {problem}" == config_error(tmp_path, text)
+
+
+def test_the_largest_usable_scrypt_cost_is_accepted(tmp_path: Path) -> None:
+    """ln=20, r=8 needs exactly 1 GiB: the bound, which Python's own 2 GiB limit leaves room for."""
+    path = tmp_path / "gw.toml"
+    stored = f"$scrypt$ln=20,r=8,p=16${SALT_16}${'A' * 86}"
+    path.write_text(f"[[users]]\nname = 'a'\npassword_hash = '{stored}'\norgs = ['*']\n")
+    assert stored == load_config(path, environ={}).users[0].password_hash

@@ -70,8 +70,8 @@ async def test_reconcile_against_the_stub(
         "record 5 (request c): not_deleted, recorded as 14",
         "record 8 (request d): not_deleted, recorded as 15",
         "record 11 (request f): not_deleted, recorded as 16",
-        "record 9 (request e): still open: the raw token is not stored and no later record for it exists; "
-        "give it with --tokens-file",
+        "record 9 (request e): still open: the raw token is not stored, not in --tokens-file, and no later record "
+        "for it exists; give it with --tokens-file",
         "5 settled, 1 still open",
     ] == capsys.readouterr().out.splitlines()
     with sqlite3.connect(database) as db:
@@ -85,6 +85,53 @@ async def test_reconcile_against_the_stub(
     assert 0 == await asyncio.to_thread(main, ["audit", "verify", "--db", str(database), "--no-chain-key"])
     # Once settled, an intent is no longer pending: a second run only reports the last one.
     assert 1 == await asyncio.to_thread(main, args)
+
+
+NO_UPSTREAM = "give --upstream URL (or a --config whose upstream.url is the Apigee it went to)"
+
+
+@pytest.mark.parametrize(
+    ("options", "password", "reasons"),
+    [
+        pytest.param(
+            ["--tokens-file", "{tokens}"], None,
+            [f"the raw token is known, but there is no upstream to ask: {NO_UPSTREAM}"] * 2
+            + ["the raw token is not stored, not in --tokens-file, and no later record for it exists; give it with "
+               f"--tokens-file, and the upstream to ask with {NO_UPSTREAM.removeprefix('give ')}"],
+            id="--db without --upstream ignores nothing silently",
+        ),
+        pytest.param(
+            ["--upstream", "{stub}"], None,
+            ['the upstream answered 401 to GET on the token: no credentials were sent: give --user (password in '
+             '$GATEWAY_UPSTREAM_PASSWORD) or a --config with upstream.auth = "service"']
+            + ["the raw token is not stored and no later record for it exists; give it with --tokens-file"] * 2,
+            id="without --user",
+        ),
+        pytest.param(
+            ["--upstream", "{stub}", "--user", "myname", "--tokens-file", "{tokens}"], "wrong",
+            ["the upstream answered 401 to GET on the token: it refused the credentials of --user myname; check them"] * 2
+            + ["the raw token is not stored, not in --tokens-file, and no later record for it exists; give it with --tokens-file"],
+            id="wrong password",
+        ),
+    ],
+)
+async def test_what_stays_open_says_what_would_settle_it(
+    tmp_path: Path, aiohttp_server: Any, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
+    options: list[str], password: str | None, reasons: list[str],
+) -> None:
+    """Found by a tester: with --db, --tokens-file was ignored while the message asked for it; without
+    --user the report was a bare 'upstream answered 401'."""
+    stub = await aiohttp_server(make_stub_app(dataclasses.replace(demo_seed(), generated=10)))
+    database = tmp_path / "audit.db"
+    write(database, [intent("a", "load1", raw=True), intent("b", "load2", raw=False), intent("c", "load3", raw=False)])
+    (tmp_path / "tokens.txt").write_text("load2\n")
+    if password is not None:
+        monkeypatch.setenv("GATEWAY_UPSTREAM_PASSWORD", password)
+    replace = {"{tokens}": str(tmp_path / "tokens.txt"), "{stub}": str(stub.make_url("")).rstrip("/")}
+    args = ["audit", "reconcile", "--db", str(database), "--operator", "ops", *(replace.get(o, o) for o in options)]
+    assert 1 == await asyncio.to_thread(main, args)
+    expected = [f"record {n} (request {r}): still open: {reason}" for n, r, reason in zip((1, 2, 3), "abc", reasons)]
+    assert [*expected, "0 settled, 3 still open"] == capsys.readouterr().out.splitlines()
 
 
 async def test_start_up_warns_of_pending_intents(tmp_path: Path, gateway: GatewayFactory) -> None:

@@ -10,15 +10,20 @@ secrets that went in.
 from __future__ import annotations
 
 import base64
+import json
 import signal
 import socket
 import sqlite3
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit
 
 import aiohttp
+import pytest
+from aiohttp import web
 
-from conftest import PASSWORDS, USERS
+from conftest import PASSWORDS, SAMPLE_PATH, USERS, GatewayFactory, Peer, basic, make_config, rows
+from gateway.audit.fingerprint import redact_snapshot
 from processes import completed, started
 
 TOKENS = {"SecretAccessTokenAlpha0123456789": "SecretRefreshAlpha0123", "SecretAccessTokenBeta98765432100": "SecretRefreshBeta9876"}
@@ -94,3 +99,110 @@ async def test_a_whole_session_leaves_no_secret_in_logs_outputs_or_audit_rows(tm
     assert len(cells) > 100 and len(gateway.stderr) > 10  # the session did happen, and was recorded
     leaks = [(where, secret) for where, text in everything.items() for secret in secrets() if secret in text]
     assert [] == leaks
+
+
+LONG = "Secret0123456789abcdefWXYZ"
+"""Long enough to keep a hint: its last 4 characters."""
+HINTED = "[redacted …WXYZ]"
+
+
+@pytest.mark.parametrize(
+    ("snapshot", "stored"),
+    [
+        pytest.param({"token": LONG, "refreshToken": "short", "app": "app1", "tokenType": "BearerToken"},
+                     {"token": HINTED, "refreshToken": "[redacted]", "app": "app1", "tokenType": "BearerToken"},
+                     id="apigee token"),
+        pytest.param({"access_token": LONG, "token_type": "Bearer", "refresh_token": LONG, "expires_in": 3599},
+                     {"access_token": HINTED, "token_type": "Bearer", "refresh_token": HINTED, "expires_in": 3599},
+                     id="oauth2 rfc6749"),
+        pytest.param({"accessToken": LONG, "idToken": LONG, "id_token": LONG, "clientId": "app-key"},
+                     {"accessToken": HINTED, "idToken": HINTED, "id_token": HINTED, "clientId": "app-key"},
+                     id="camel case"),
+        pytest.param({"oauth_token": LONG, "oauth_token_secret": LONG, "oauth_verifier": "1234", "oauth_callback_confirmed": "true"},
+                     {"oauth_token": HINTED, "oauth_token_secret": HINTED, "oauth_verifier": "[redacted]",
+                      "oauth_callback_confirmed": "true"},
+                     id="oauth1 token"),
+        pytest.param({"consumerKey": LONG, "consumerSecret": LONG, "secret": LONG, "status": "approved"},
+                     {"consumerKey": HINTED, "consumerSecret": HINTED, "secret": HINTED, "status": "approved"},
+                     id="oauth1 consumer"),
+        pytest.param({"client_secret": LONG, "clientSecret": LONG, "password": "hunter2", "name": "svc"},
+                     {"client_secret": HINTED, "clientSecret": HINTED, "password": "[redacted]", "name": "svc"},
+                     id="client credentials"),
+        pytest.param({"TOKEN": LONG, "Refresh-Token": LONG, "CLIENT_SECRET": LONG, "client-Secret": LONG, "PassWord": LONG,
+                      "Access_Token": LONG, "consumer_key": LONG},
+                     {"TOKEN": HINTED, "Refresh-Token": HINTED, "CLIENT_SECRET": HINTED, "client-Secret": HINTED,
+                      "PassWord": HINTED, "Access_Token": HINTED, "consumer_key": HINTED},
+                     id="any case, _ and - ignored"),
+        pytest.param({"app": {"credentials": [{"consumerKey": LONG, "apiProducts": [{"apiproduct": "p", "status": "ok"}],
+                                               "consumerSecret": LONG}]}, "tokens": [[{"accessToken": LONG}], []]},
+                     {"app": {"credentials": [{"consumerKey": HINTED, "apiProducts": [{"apiproduct": "p", "status": "ok"}],
+                                               "consumerSecret": HINTED}]}, "tokens": [[{"accessToken": HINTED}], []]},
+                     id="objects in arrays in objects"),
+        pytest.param({"secret": 12345, "password": {"value": LONG}, "token": None, "accessToken": [LONG], "refreshToken": True},
+                     {"secret": "[redacted]", "password": "[redacted]", "token": None, "accessToken": "[redacted]",
+                      "refreshToken": True},
+                     id="values that are not strings"),
+        pytest.param({"attributes": [{"name": "refresh_token", "value": LONG}, {"name": "att_n1", "value": "att_v1"}]},
+                     {"attributes": [{"name": "refresh_token", "value": HINTED}, {"name": "att_n1", "value": "att_v1"}]},
+                     id="apigee name-value attributes"),
+        pytest.param({"tokenType": "x", "secretName": "y", "passwordPolicy": "z", "tokens": 3},
+                     {"tokenType": "x", "secretName": "y", "passwordPolicy": "z", "tokens": 3},
+                     id="names that only contain a secret name"),
+    ],
+)
+def test_secret_fields_are_redacted_at_any_depth_keeping_key_order(snapshot: dict[str, Any], stored: dict[str, Any]) -> None:
+    redacted = redact_snapshot(snapshot)
+    assert stored == redacted
+    assert json.dumps(stored) == json.dumps(redacted)  # the same keys in the same order, at every level
+    assert LONG not in json.dumps(redacted)
+
+
+def test_raw_token_storage_keeps_the_tokens_but_no_other_secret() -> None:
+    """audit.store_raw_tokens opts in to tokens in clear (for reconcile), not to an app's secrets."""
+    snapshot = {"token": LONG, "refresh_token": LONG, "oauth_token": LONG, "consumerKey": LONG, "consumerSecret": LONG,
+                "oauth_token_secret": LONG, "password": LONG, "attributes": [{"name": "client_secret", "value": LONG}]}
+    assert {"token": LONG, "refresh_token": LONG, "oauth_token": LONG, "consumerKey": HINTED, "consumerSecret": HINTED,
+            "oauth_token_secret": HINTED, "password": HINTED, "attributes": [{"name": "client_secret", "value": HINTED}],
+            } == redact_snapshot(snapshot, keep_tokens=True)
+
+
+async def test_secrets_in_other_snapshot_shapes_never_reach_the_audit_log(
+    tmp_path: Path, gateway: GatewayFactory, peer: Peer
+) -> None:
+    """Found by a tester: an OAuth 1.0 body's consumerSecret was stored in clear."""
+    body = {"consumerKey": LONG, "app": "app1", "clientId": "ck", "credentials": [{"consumerSecret": LONG, "secret": LONG}],
+            "nested": {"access_token": LONG, "deeper": [{"Refresh_Token": LONG}]}}
+
+    async def answer(request: web.Request) -> web.Response:
+        return web.json_response(body)
+
+    peer.respond = answer
+    client = await gateway(make_config(tmp_path, upstream=peer.url))
+    response = await client.delete(SAMPLE_PATH, headers=basic("myname"))
+    assert (200, json.dumps(body).encode()) == (response.status, await response.read())  # the caller gets it all
+    outcome = rows(tmp_path / "audit.db")[-1]
+    assert ("deleted", "app1", "ck") == (outcome["outcome"], outcome["app"], outcome["client_id"])
+    assert {"consumerKey": HINTED, "app": "app1", "clientId": "ck", "credentials": [{"consumerSecret": HINTED, "secret": HINTED}],
+            "nested": {"access_token": HINTED, "deeper": [{"Refresh_Token": HINTED}]}} == json.loads(outcome["snapshot"])
+    assert not any(LONG in str(value) for row in rows(tmp_path / "audit.db") for value in row.values())
+
+
+@pytest.mark.parametrize("depth", [300, 1000])
+async def test_a_deeply_nested_snapshot_is_still_recorded(tmp_path: Path, gateway: GatewayFactory, peer: Peer, depth: int) -> None:
+    """Neither the redaction walk nor the serialisation may exhaust the stack once the token is gone:
+    300 levels are stored (redacted); 1000, more than Python's encoder can nest, are left out and said so."""
+    body = ('{"token":"' + LONG + '","a":' + "[" * depth + '{"secret":"' + LONG + '"}' + "]" * depth + "}").encode()
+
+    async def answer(request: web.Request) -> web.Response:
+        return web.Response(body=body, content_type="application/json")
+
+    peer.respond = answer
+    client = await gateway(make_config(tmp_path, upstream=peer.url))
+    response = await client.delete(SAMPLE_PATH, headers=basic("myname"))
+    assert (200, body) == (response.status, await response.read())
+    outcome = rows(tmp_path / "audit.db")[-1]
+    if depth == 300:
+        expected = '{"token":"' + HINTED + '","a":' + "[" * depth + '{"secret":"' + HINTED + '"}' + "]" * depth + "}"
+        assert ("deleted", None, expected) == (outcome["outcome"], outcome["error_code"], outcome["snapshot"])
+    else:
+        assert ("deleted", "upstream.snapshot_unreadable", None) == (outcome["outcome"], outcome["error_code"], outcome["snapshot"])

@@ -7,12 +7,21 @@ person recognise it.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 from typing import Any
 
 HINT_LENGTH = 4
 MIN_LENGTH_FOR_HINT = 16
-SECRET_SNAPSHOT_FIELDS = ("token", "refreshToken")
+TOKEN_SNAPSHOT_FIELDS = ("token", "refreshToken", "access_token", "refresh_token", "accessToken", "idToken", "oauth_token")
+"""The tokens themselves: kept in clear only when the operator opts in (``audit.store_raw_tokens``)."""
+SECRET_SNAPSHOT_FIELDS = (
+    *TOKEN_SNAPSHOT_FIELDS, "id_token", "consumerKey", "consumerSecret", "secret", "client_secret", "clientSecret",
+    "password", "oauth_token_secret", "oauth_verifier",
+)
+"""Fields whose values are secrets wherever they are in a snapshot (an OAuth 2 token, an OAuth 1
+app's credentials, a developer app's keys...). A name matches ignoring case, ``_`` and ``-``, so
+``Refresh-Token`` is ``refreshToken`` too. All but the tokens are redacted even with raw storage."""
 
 
 def fingerprint(token: str) -> str:
@@ -29,11 +38,59 @@ def redacted(token: str) -> str:
     return f"[redacted …{shown}]" if shown else "[redacted]"
 
 
-def redact_snapshot(snapshot: dict[str, Any]) -> dict[str, Any]:
-    """A copy of an Apigee token snapshot with its secret fields replaced, keys in their order."""
-    copy = dict(snapshot)
-    for key in SECRET_SNAPSHOT_FIELDS:
-        value = copy.get(key)
-        if isinstance(value, str):
-            copy[key] = redacted(value)
+@functools.lru_cache(maxsize=4096)  # the same few dozen names in every snapshot
+def _plain(name: str) -> str:
+    return name.casefold().replace("_", "").replace("-", "")
+
+
+_SECRET_NAMES = frozenset(map(_plain, SECRET_SNAPSHOT_FIELDS))
+_SECRET_NAMES_BUT_TOKENS = _SECRET_NAMES - frozenset(map(_plain, TOKEN_SNAPSHOT_FIELDS))
+
+
+def is_secret_field(name: object, *, keep_tokens: bool = False) -> bool:
+    """Whether a field of this name is redacted (tokens are not, when ``keep_tokens``)."""
+    return isinstance(name, str) and _plain(name) in (_SECRET_NAMES_BUT_TOKENS if keep_tokens else _SECRET_NAMES)
+
+
+def redact_snapshot(snapshot: dict[str, Any], *, keep_tokens: bool = False) -> dict[str, Any]:
+    """A copy of an upstream snapshot with every secret field's value replaced, at any depth
+    (objects in arrays in objects...), keys in their order; ``keep_tokens`` leaves the tokens
+    themselves (``audit.store_raw_tokens``).
+
+    A string keeps its hint (``[redacted …last4]``); any other value but null and true/false
+    (a number, an object, an array) becomes ``[redacted]`` whole. Apigee's custom attributes
+    are ``{"name": ..., "value": ...}`` pairs, so a pair named like a secret field has its
+    value redacted too. The walk is a loop, not recursion: a snapshot nested a thousand levels
+    deep (JSON allows it) cannot exhaust the stack.
+    """
+    names = _SECRET_NAMES_BUT_TOKENS if keep_tokens else _SECRET_NAMES
+    copy: dict[str, Any] = {}
+    pending: list[tuple[Any, Any]] = [(snapshot, copy)]
+    while pending:
+        original, target = pending.pop()
+        if isinstance(original, dict):
+            name = original.get("name")
+            secret_pair = isinstance(name, str) and _plain(name) in names and "value" in original
+            for key, value in original.items():
+                if _plain(key) in names or (secret_pair and key == "value"):
+                    target[key] = _redacted_value(value)
+                elif isinstance(value, (dict, list)):
+                    target[key] = _queued(value, pending)
+                else:
+                    target[key] = value
+        else:
+            target.extend(_queued(value, pending) if isinstance(value, (dict, list)) else value for value in original)
     return copy
+
+
+def _queued(value: dict[str, Any] | list[Any], pending: list[tuple[Any, Any]]) -> dict[str, Any] | list[Any]:
+    """An empty object or array in place of ``value``, queued to be filled from it."""
+    empty: dict[str, Any] | list[Any] = {} if isinstance(value, dict) else []
+    pending.append((value, empty))
+    return empty
+
+
+def _redacted_value(value: Any) -> Any:
+    if isinstance(value, str):
+        return redacted(value)
+    return value if value is None or isinstance(value, bool) else "[redacted]"

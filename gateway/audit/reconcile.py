@@ -41,6 +41,11 @@ class Unsettled:
     reason: str
 
 
+UPSTREAM_OPTIONS = "--upstream URL (or a --config whose upstream.url is the Apigee it went to)"
+NO_CREDENTIALS = ('no credentials were sent: give --user (password in $GATEWAY_UPSTREAM_PASSWORD) or a --config with '
+                  'upstream.auth = "service"')
+
+
 async def reconcile(
     store: SQLiteAuditStore,
     *,
@@ -48,12 +53,14 @@ async def reconcile(
     ask_upstream: AskUpstream | None,
     tokens: Mapping[str, str],
     progress: Callable[[int, int], object] | None = None,
+    asking_as: str | None = None,
 ) -> tuple[list[Settled], list[Unsettled]]:
     """Decide each open call; returns the outcome records to append and what stays open.
 
     ``tokens`` maps SHA-256 fingerprints to raw tokens the operator supplied. ``progress`` is
     told (calls decided so far, open calls in all) before each call and once at the end: asking
-    the upstream about thousands of calls takes a while.
+    the upstream about thousands of calls takes a while. ``asking_as`` says whom the GETs
+    authenticate as (None: nobody). A call left open says what would settle it.
     """
     settled: list[Settled] = []
     unsettled: list[Unsettled] = []
@@ -73,7 +80,7 @@ async def reconcile(
                 evidence: dict[str, object] = {"asked_upstream": f"GET on the token answered {status}"}
                 settled.append(Settled(intent, _outcome(intent, outcome, operator, evidence, status)))
             else:
-                unsettled.append(Unsettled(intent, f"the upstream answered {status} to GET on the token"))
+                unsettled.append(Unsettled(intent, _refused(status, asking_as)))
             continue
         later = await store.later_outcome_for_token(intent.token_sha256, intent.id or 0) if intent.token_sha256 else None
         if later is not None:
@@ -81,11 +88,32 @@ async def reconcile(
             evidence = {"later_record": later.id, "later_outcome": later.outcome}
             settled.append(Settled(intent, _outcome(intent, outcome, operator, evidence, None)))
             continue
-        unsettled.append(Unsettled(intent, "the raw token is not stored and no later record for it exists; "
-                                           "give it with --tokens-file"))
+        if raw is not None and intent.org is None:
+            unsettled.append(Unsettled(intent, "the record names no organisation to ask the upstream about"))
+        else:
+            unsettled.append(Unsettled(intent, _missing(raw is not None, bool(tokens), ask_upstream is not None)))
     if progress is not None:
         progress(len(open_calls), len(open_calls))
     return settled, unsettled
+
+
+def _missing(token_known: bool, tokens_given: bool, upstream: bool) -> str:
+    """What would let reconcile settle a call it could not, said as the options to give."""
+    if token_known:  # then only the upstream to ask is missing
+        return f"the raw token is known, but there is no upstream to ask: give {UPSTREAM_OPTIONS}"
+    not_given = ", not in --tokens-file," if tokens_given else ""
+    reason = f"the raw token is not stored{not_given} and no later record for it exists; give it with --tokens-file"
+    return reason if upstream else f"{reason}, and the upstream to ask with {UPSTREAM_OPTIONS}"
+
+
+def _refused(status: int, asking_as: str | None) -> str:
+    answered = f"the upstream answered {status} to GET on the token"
+    if status == 401:
+        return f"{answered}: {NO_CREDENTIALS}" if asking_as is None else (
+            f"{answered}: it refused the credentials of {asking_as}; check them")
+    if status == 403:
+        return f"{answered}: {asking_as or 'the caller'} may not read this organisation's tokens"
+    return answered
 
 
 def _outcome(intent: AuditRecord, outcome: Outcome, operator: str, evidence: Mapping[str, object], status: int | None) -> AuditRecord:

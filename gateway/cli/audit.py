@@ -8,6 +8,7 @@ import getpass
 import os
 import sys
 from collections.abc import Awaitable, Callable
+from contextlib import aclosing
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -21,16 +22,18 @@ from gateway.audit.reconcile import reconcile
 from gateway.audit.reserve import DiskReserve
 from gateway.audit.sqlite import STATS_GROUPS, SQLiteAppender, SQLiteAuditStore, prepare
 from gateway.audit.verify import CannotVerify, verify_log
-from gateway.cli.common import CommandError, arg, command, config_of, database_options, filter_options, selection_of
+from gateway.cli.common import (
+    CommandError, arg, command, config_of, database_options, filter_options, say, selection_of, text, user_name,
+)
 from gateway.cli.progress import Progress
-from gateway.config import Config, read_chain_key
+from gateway.config import RECONCILE_PASSWORD_ENV as PASSWORD_ENV
+from gateway.config import Config, http_url, read_chain_key, resolve
 from gateway.proxy import make_session
 
 EXIT_TAMPERED = 1
 RESERVE_HEADROOM = 8 * 1024 * 1024
 """Free space left after allocating the reserve again: the WAL grows to about 4 MiB between
 checkpoints, and the gateway must be able to write right after a prune."""
-PASSWORD_ENV = "GATEWAY_UPSTREAM_PASSWORD"
 T = TypeVar("T")
 
 
@@ -71,18 +74,20 @@ def register(commands: Any) -> None:
     settle = command(audit_commands, "reconcile", cmd_reconcile, "Settle calls whose outcome is pending or unknown.", RECONCILE_HELP)
     database_options(settle)
     chain_key_options(settle)
-    settle.add_argument("--upstream", metavar="URL", help="the Apigee (or stub) base URL to ask (default: upstream.url)")
-    settle.add_argument("--user", help=f"Apigee user for the GETs (password from ${PASSWORD_ENV}, or asked); "
-                                       "default: the service account of upstream.auth = \"service\"")
+    settle.add_argument("--upstream", type=arg(http_url), metavar="URL",
+                        help="the Apigee (or stub) base URL to ask (default: upstream.url)")
+    settle.add_argument("--user", type=arg(user_name), help=f"Apigee user for the GETs (password from ${PASSWORD_ENV}, or "
+                                                           "asked on a terminal); default: the service account of "
+                                                           "upstream.auth = \"service\"")
     settle.add_argument("--tokens-file", type=Path, metavar="FILE", help="raw tokens, one per line, for intents whose token is not stored")
-    settle.add_argument("--operator", default=None, help="who is reconciling (default: the login name)")
+    settle.add_argument("--operator", type=arg(text), default=None, help="who is reconciling (default: the login name)")
 
     prune = command(audit_commands, "prune", cmd_prune, "Remove old records, keeping the chain verifiable.", PRUNE_HELP)
     database_options(prune)
     chain_key_options(prune)
     prune.add_argument("--before", type=arg(parse_time), required=True, metavar="T",
                        help="remove records older than this: ISO 8601 or an age (90d)")
-    prune.add_argument("--operator", default=None, help="who is pruning (default: the login name)")
+    prune.add_argument("--operator", type=arg(text), default=None, help="who is pruning (default: the login name)")
     prune.add_argument("--dry-run", action="store_true", help="say what would be removed, and remove nothing")
     prune.add_argument("--yes", action="store_true",
                        help="confirm removing every record (asked on a terminal; required without one)")
@@ -217,7 +222,7 @@ def cmd_show(args: argparse.Namespace) -> int:
 
 def cmd_export(args: argparse.Namespace) -> int:
     selection = selection_of(args)
-    stream = RecordStream(args.format, sys.stdout)
+    stream = RecordStream(args.format, sys.stdout, for_terminal=sys.stdout.isatty())
 
     async def export(store: SQLiteAuditStore) -> None:
         # Records shown on the same terminal would be garbled by the progress line.
@@ -226,10 +231,12 @@ def cmd_export(args: argparse.Namespace) -> int:
             if progress.enabled and selection == AuditFilter(limit=None):
                 progress.total = await store.size()
             exported = 0
-            async for batch in store.rows(selection):
-                stream.write_rows(batch)
-                exported += len(batch)
-                progress.update(exported)
+            # Closed here even when the output fails (a reader gone): not after the store is.
+            async with aclosing(store.rows(selection)) as batches:
+                async for batch in batches:
+                    stream.write_rows(batch)
+                    exported += len(batch)
+                    progress.update(exported)
 
     _read(config_of(args), export)
     return 0
@@ -243,7 +250,7 @@ def cmd_stats(args: argparse.Namespace) -> int:
 
 
 def cmd_verify(args: argparse.Namespace) -> int:
-    config = config_of(args)
+    config = config_of(args, uses={"chain_key"})
     key = chain_key_of(args, config)
 
     async def verify(store: SQLiteAuditStore) -> Verdict:
@@ -257,26 +264,26 @@ def cmd_verify(args: argparse.Namespace) -> int:
     except CannotVerify as exc:
         raise CommandError(str(exc)) from None
     if verdict.problem is not None:
-        print(f"TAMPERED: {verdict.problem}; {verdict.checked} records checked")
+        say(f"TAMPERED: {verdict.problem}; {verdict.checked} records checked")
         return EXIT_TAMPERED
     assert key is not None
     anchored = f"; contains the expected head {args.expect_head}" if args.expect_head else ""
-    print(f"OK: {verdict.checked} records verified ({key.mode} chain); head is record {verdict.head.id}, hash {verdict.head.hash}{anchored}")
+    say(f"OK: {verdict.checked} records verified ({key.mode} chain); head is record {verdict.head.id}, hash {verdict.head.hash}{anchored}")
     return 0
 
 
 def cmd_head(args: argparse.Namespace) -> int:
     head = _read(config_of(args), lambda store: store.head())
-    print(f"{head.id} {head.hash}")
+    say(f"{head.id} {head.hash}")
     return 0
 
 
 def cmd_reconcile(args: argparse.Namespace) -> int:
-    config = config_of(args)
+    config = config_of(args, uses={"chain_key", "upstream_tls"})
     key = chain_key_of(args, config) or ChainKey(None)
     prepare(config.database_path, key=key, writable=True, create=False, busy_timeout=config.audit.busy_timeout)
     tokens = _read_tokens(args.tokens_file) if args.tokens_file else {}
-    operator = args.operator or getpass.getuser()
+    operator = _operator(args.operator)
     base_url = args.upstream or (None if config.uses_stub else config.upstream.url)
     authorization = _upstream_authorization(config, args.user)
 
@@ -294,7 +301,7 @@ def cmd_reconcile(args: argparse.Namespace) -> int:
 
             with Progress("reconcile", sys.stderr, unit="open calls") as progress:
                 return await reconcile(store, operator=operator, ask_upstream=ask if base_url else None, tokens=tokens,
-                                       progress=progress.update)
+                                       progress=progress.update, asking_as=_asking_as(config, args.user))
 
     settled, unsettled = _read(config, run, key=key)
     if settled:
@@ -305,10 +312,10 @@ def cmd_reconcile(args: argparse.Namespace) -> int:
             appender.close()
         first = head.id - len(settled) + 1
         for offset, item in enumerate(settled):
-            print(f"record {item.intent.id} (request {item.intent.request_id}): {item.outcome.outcome}, recorded as {first + offset}")
+            say(f"record {item.intent.id} (request {item.intent.request_id}): {item.outcome.outcome}, recorded as {first + offset}")
     for item in unsettled:
-        print(f"record {item.intent.id} (request {item.intent.request_id}): still open: {item.reason}")
-    print(f"{len(settled)} settled, {len(unsettled)} still open")
+        say(f"record {item.intent.id} (request {item.intent.request_id}): still open: {item.reason}")
+    say(f"{len(settled)} settled, {len(unsettled)} still open")
     return 0 if not unsettled else 1
 
 
@@ -322,15 +329,49 @@ def _read_tokens(path: Path) -> dict[str, str]:
 
 def _upstream_authorization(config: Config, user: str | None) -> str | None:
     if user is not None:
-        password = os.environ.get(PASSWORD_ENV) or getpass.getpass(f"Apigee password for {user}: ")
-        return aiohttp.encode_basic_auth(user, password)
+        return aiohttp.encode_basic_auth(user, _upstream_password(user))
     if config.upstream.auth == "service":
+        config = resolve(config, {"service_password"})
         return aiohttp.encode_basic_auth(config.upstream.service_user, config.service_password)
     return None
 
 
+def _operator(given: str | None) -> str:
+    """Who runs the command, for the record: --operator, else the login name."""
+    if given:
+        return given
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):  # no $USER and no passwd entry, as in a container run as a bare uid
+        raise CommandError("cannot tell who is running this (no login name): give --operator NAME") from None
+
+
+def _asking_as(config: Config, user: str | None) -> str | None:
+    """Whom the GETs authenticate as, for the messages of calls the upstream refused."""
+    if user is not None:
+        return f"--user {user}"
+    return f"the service account {config.upstream.service_user}" if config.upstream.auth == "service" else None
+
+
+def _upstream_password(user: str) -> str:
+    """From the environment, or asked on the terminal; never a traceback when neither is there."""
+    password = os.environ.get(PASSWORD_ENV, "")
+    if not password:
+        if not sys.stdin.isatty():
+            raise CommandError(f"--user {user} needs its Apigee password in ${PASSWORD_ENV} (no terminal to ask it on)")
+        try:
+            password = getpass.getpass(f"Apigee password for {user}: ")
+        except (EOFError, UnicodeDecodeError):
+            raise CommandError(f"no password read for --user {user}") from None
+    try:
+        password.encode("utf-8")
+    except UnicodeEncodeError:
+        raise CommandError(f"the password in ${PASSWORD_ENV} is not valid UTF-8") from None
+    return password
+
+
 def cmd_prune(args: argparse.Namespace) -> int:
-    config = config_of(args)
+    config = config_of(args, uses={"chain_key"})
     key = chain_key_of(args, config) or ChainKey(None)
     path = config.database_path
     prepare(path, key=key, writable=True, create=False, busy_timeout=config.audit.busy_timeout)
@@ -338,10 +379,10 @@ def cmd_prune(args: argparse.Namespace) -> int:
     try:
         plan = appender.plan_prune(args.before)
         if plan.last_removed is None:
-            print(f"nothing to prune: no record before {args.before}")
+            say(f"nothing to prune: no record before {args.before}")
             return 0
         if args.dry_run:
-            print(f"would prune {plan.removed} records (ids {plan.first_id}-{plan.last_removed}, {plan.oldest} to "
+            say(f"would prune {plan.removed} records (ids {plan.first_id}-{plan.last_removed}, {plan.oldest} to "
                   f"{plan.newest}) before {args.before}; {plan.kept} records would remain")
             return 0
         if plan.everything and not args.yes:
@@ -352,15 +393,15 @@ def cmd_prune(args: argparse.Namespace) -> int:
         # One transaction, nothing to count as it goes: say what is under way until it is done.
         with Progress("prune", sys.stderr) as progress:
             progress.note(f"removing records before {args.before} ...")
-            result = appender.prune(args.before, actor=args.operator or getpass.getuser())
+            result = appender.prune(args.before, actor=_operator(args.operator))
             appender.fold_wal()
         not_restored = reserve.ensure(headroom=RESERVE_HEADROOM)
     finally:
         appender.close()
     if result.checkpoint is None:
-        print(f"nothing to prune: no record before {args.before}")
+        say(f"nothing to prune: no record before {args.before}")
     else:
-        print(f"pruned {result.removed} records before {args.before}; checkpoint is record {result.checkpoint.id}")
+        say(f"pruned {result.removed} records before {args.before}; checkpoint is record {result.checkpoint.id}")
     if not_restored is not None:
         print(f"warning: the disk reserve is not in place: {not_restored}; free disk space so that the next "
               "prune on a full disk has room", file=sys.stderr)

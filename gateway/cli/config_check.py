@@ -9,8 +9,10 @@ import sys
 from pathlib import Path
 from typing import Any, TextIO
 
+from gateway.app import stub_seed
 from gateway.cli.common import command
 from gateway.config import SECTIONS, Config, load_config
+from gateway.terminal import printable
 
 MASKED = "********"
 SECRET_KEYS = frozenset({"users.password_hash"})
@@ -18,8 +20,9 @@ SECRET_KEYS = frozenset({"users.password_hash"})
 
 CHECK_HELP = """\
 Validate a config file exactly as `gateway serve` would (file, then GATEWAY_SECTION_KEY
-environment overrides, then the secrets it names), and print the effective configuration as
-TOML with secrets masked. A problem ends as one line naming the file and key, exit status 2.
+environment overrides, password hashes, TLS files, the stub's seed file, then the secrets it
+names), and print the effective configuration as TOML with secrets masked. A problem ends as
+one line naming the file and key, exit status 2. It neither opens the audit log nor listens.
 
 Example:
   gateway config check /etc/apigee-audit-gateway/config.toml
@@ -36,13 +39,15 @@ def register(commands: Any) -> None:
 
 def cmd_check(args: argparse.Namespace) -> int:
     config = load_config(args.file)
+    if config.stub.seed:  # read by `serve` with the embedded stub, and by `gateway stub`
+        stub_seed(config)
     write_effective(config, sys.stdout)
     return 0
 
 
 def write_effective(config: Config, out: TextIO) -> None:
     """The settings in force as TOML (JSON renders every value type used here as valid TOML)."""
-    out.write(f"# {config.source}: valid. Effective configuration, secrets masked.\n")
+    out.write(f"# {printable(config.source)}: valid. Effective configuration, secrets masked.\n")
     for key in config.overridden:
         out.write(f"# {key} is set by the environment (GATEWAY_{key.replace('.', '_').upper()}).\n")
     for note in _resolved_secrets(config):
@@ -59,7 +64,8 @@ def _write_table(section: str, table: Any, out: TextIO) -> None:
     for field in dataclasses.fields(table):
         value = getattr(table, field.name)
         shown = MASKED if f"{section}.{field.name}" in SECRET_KEYS else list(value) if isinstance(value, tuple) else value
-        out.write(f"{field.name} = {json.dumps(shown, ensure_ascii=False)}\n")
+        # JSON escapes C0 controls; printable() the rest (DEL, C1, bidi...), in \\u form TOML reads too.
+        out.write(f"{field.name} = {printable(json.dumps(shown, ensure_ascii=False))}\n")
 
 
 def _resolved_secrets(config: Config) -> list[str]:
@@ -69,5 +75,5 @@ def _resolved_secrets(config: Config) -> list[str]:
     else:
         notes.append("chain key: none (plain SHA-256 chain)")
     if config.upstream.auth == "service":
-        notes.append(f"service password: read from ${config.upstream.service_password_env}")
+        notes.append(f"service password: read from ${printable(config.upstream.service_password_env)}")
     return notes

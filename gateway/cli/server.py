@@ -15,7 +15,7 @@ from aiohttp import web
 
 from gateway import __version__
 from gateway.app import CONFIG, STUB_SEED, UPSTREAM_URL, build_app, reload_users, stub_seed
-from gateway.cli.common import CommandError, arg, command, config_option, count, port, run_loop
+from gateway.cli.common import CommandError, arg, command, config_option, count, port, run_loop, text
 from gateway.config import DEFAULTS_SOURCE, LOG_LEVELS, Config, load_config
 from gateway.health import METRICS
 from gateway.listener import GatewayRunner, count_connections, files_needed, raise_file_limit
@@ -24,19 +24,18 @@ from gateway.passwords import hash_password
 from gateway.stub import Seed, load_seed
 from gateway.stub.app import serve_stub
 from gateway.stub.seed import DEMO_ORG, DEMO_PASSWORD, DEMO_USER, SAMPLE_TOKEN
-from gateway.tls import listener_tls
 
 
 def register(commands: Any) -> None:
     serve = command(commands, "serve", cmd_serve, "Run the gateway.", SERVE_HELP)
     config_option(serve)
-    serve.add_argument("--host", help="address to listen on (overrides [server] host)")
+    serve.add_argument("--host", type=arg(text), help="address to listen on (overrides [server] host)")
     serve.add_argument("--port", type=arg(port), help="port to listen on (overrides [server] port; 0: any free port)")
     log_level_option(serve)
 
     stub = command(commands, "stub", cmd_stub, "Run the local Apigee stub alone.", STUB_HELP)
     config_option(stub)
-    stub.add_argument("--host", help="address to listen on (overrides [stub] host)")
+    stub.add_argument("--host", type=arg(text), help="address to listen on (overrides [stub] host)")
     stub.add_argument("--port", type=arg(port), help="port to listen on (overrides [stub] port; 0: any free port)")
     log_level_option(stub)
     stub.add_argument("--seed", type=Path, metavar="FILE.json", help="users and tokens to serve (default: the demo data)")
@@ -137,7 +136,7 @@ async def _serve(config: Config, path: Path | None) -> int:
     await runner.setup()
     count_connections(app[METRICS], runner.guard)  # the application's start-up made its metrics
     try:
-        tls = listener_tls(config)
+        tls = config.listener_tls()
         site = web.TCPSite(runner, config.server.host, config.server.port, ssl_context=tls)
         try:
             await site.start()
@@ -204,7 +203,7 @@ async def _until_signalled() -> None:
 
 
 def cmd_stub(args: argparse.Namespace) -> int:
-    config = load_config(args.config)
+    config = load_config(args.config, uses=())  # the stub neither chains records, nor calls Apigee, nor speaks TLS
     seed = load_seed(args.seed) if args.seed else stub_seed(config)
     generated = args.generate if args.generate is not None else config.stub.generated_tokens
     seed = dataclasses.replace(seed, generated=generated)
@@ -218,7 +217,7 @@ def cmd_stub(args: argparse.Namespace) -> int:
 
 def _seconds(text: str) -> float:
     try:
-        seconds = float(text)
+        seconds = float(text) if text.isascii() else -1.0  # float() reads other scripts' digits too
     except ValueError:
         seconds = -1.0
     if not 0 <= seconds < float("inf"):
@@ -248,12 +247,18 @@ async def _stub(seed: Seed, host: str, port: int, *, admin: bool, delay: float) 
 
 
 def cmd_hash_password(args: argparse.Namespace) -> int:
-    if sys.stdin.isatty():
-        password = getpass.getpass("Password: ")
-        if getpass.getpass("Again: ") != password:
-            raise CommandError("the two passwords differ")
-    else:
-        password = sys.stdin.readline().rstrip("\r\n")
+    try:
+        if sys.stdin.isatty():
+            password = getpass.getpass("Password: ")
+            if getpass.getpass("Again: ") != password:
+                raise CommandError("the two passwords differ")
+        else:
+            password = sys.stdin.readline().rstrip("\r\n")
+        password.encode("utf-8")
+    except EOFError:
+        raise CommandError("no password read") from None
+    except UnicodeError:  # bytes that are not UTF-8, read as such or as lone surrogates
+        raise CommandError("the password is not valid UTF-8") from None
     if not password:
         raise CommandError("empty password")
     print(hash_password(password))
