@@ -97,9 +97,9 @@ async def test_wrong_or_missing_credentials_get_401(aiohttp_client: Any, headers
 
 async def test_unknown_path_is_404(aiohttp_client: Any) -> None:
     client = await aiohttp_client(make_stub_app(demo_seed()))
-    response = await client.get("/v1/o/myorg/apps", headers={**AUTH, "Accept": "application/json"})
+    response = await client.get("/v1/o/myorg/environments", headers={**AUTH, "Accept": "application/json"})
     assert 404 == response.status
-    assert {"code": "stub.unknown_path", "message": "The stub does not emulate GET /v1/o/myorg/apps", "contexts": []} == await response.json()
+    assert {"code": "stub.unknown_path", "message": "The stub does not emulate GET /v1/o/myorg/environments", "contexts": []} == await response.json()
 
 
 async def test_generated_load_tokens(aiohttp_client: Any) -> None:
