@@ -195,6 +195,7 @@ def parse_org(data: dict[str, Any], where: str) -> tuple[dict[str, Any], list[An
     _unique(org.get("apiproducts", []), "name", f"{where}.apiproducts")
     tokens: list[Any] = []
     links: dict[str, str] = {}
+    seen: set[str] = set()
     keys: set[str] = set()
     app_ids: set[str] = set()
     owners = [("developers", developer) for developer in org.get("developers", [])]
@@ -223,12 +224,13 @@ def parse_org(data: dict[str, Any], where: str) -> tuple[dict[str, Any], list[An
                     if ref["apiproduct"] not in products:
                         raise SeedError(f"{key_where}.apiProducts[{p}]: no such product in {where}.apiproducts")
                 for t, token in enumerate(credential.pop("tokens", [])):
-                    client_id = token.get("clientId", key) if isinstance(token, dict) else key
-                    if client_id != key:
+                    check_token(token, f"{key_where}.tokens[{t}]", seen)
+                    if token.get("clientId", key) != key:
                         raise SeedError(f"{key_where}.tokens[{t}].clientId: differs from the consumerKey it is listed under")
                     tokens.append(token)
-                    if isinstance(token, dict) and isinstance(token.get("token"), str):
-                        links[token["token"]] = key
+                    links[token["token"]] = key
+    for t, token in enumerate(org.get("tokens", [])):
+        check_token(token, f"{where}.tokens[{t}]", seen)
     tokens += org.pop("tokens", [])
     _unique(org.get("authorizationcodes", []), "code", f"{where}.authorizationcodes")
     _unique(org.get("oauth1accesstokens", []), "token", f"{where}.oauth1accesstokens")
@@ -364,16 +366,21 @@ def check_tokens(tokens: Any, where: str) -> list[dict[str, Any]]:
         raise SeedError(f"{where}: expected a list of token objects")
     seen: set[str] = set()
     for index, token in enumerate(tokens):
-        entry = f"{where}[{index}]"
-        if not isinstance(token, dict):
-            raise SeedError(f"{entry}: expected a token object")
-        value = token.get("token")
-        if not isinstance(value, str) or not value:
-            raise SeedError(f"{entry}: missing \"token\" (a non-empty string)")
-        if value in seen:
-            raise SeedError(f"{entry}: token is listed twice")
-        seen.add(value)
+        check_token(token, f"{where}[{index}]", seen)
     return list(tokens)
+
+
+def check_token(token: Any, entry: str, seen: set[str]) -> dict[str, Any]:
+    """One token snapshot with a non-empty "token" not in ``seen`` (which it joins)."""
+    if not isinstance(token, dict):
+        raise SeedError(f"{entry}: expected a token object")
+    value = token.get("token")
+    if not isinstance(value, str) or not value:
+        raise SeedError(f"{entry}: missing \"token\" (a non-empty string)")
+    if value in seen:
+        raise SeedError(f"{entry}: token is listed twice")
+    seen.add(value)
+    return token
 
 
 def _reject_constant(name: str) -> Any:
