@@ -112,3 +112,19 @@ async def test_gateway_stub_takes_the_settings(tmp_path: Path) -> None:
         async with session.get(stub.url + DEVELOPERS, headers={"Authorization": f"Bearer {token}"}) as response:
             assert 401 == response.status
         assert 0 == await stub.stop(signal.SIGTERM)
+
+
+async def test_journal_and_faults_cover_the_login_and_management_paths(aiohttp_client: Any) -> None:
+    """A fault hits /oauth/token and the management paths alike; the journal shows them, secrets hidden."""
+    client = await aiohttp_client(make_stub_app(demo_seed(), admin=True))
+    assert 200 == (await client.put("/_stub/fault", json={"kind": "status", "status": 503, "body": "{}", "times": 2})).status
+    assert (503, b"{}") == ((r := await client.post("/oauth/token", data=LOGIN, headers=CLIENT)).status, await r.read())
+    body = {"email": "f@example.com", "firstName": "F", "lastName": "G", "userName": "f"}
+    basic = {"Authorization": aiohttp.encode_basic_auth("myname", "mypass")}
+    assert 503 == (await client.post(DEVELOPERS, json=body, headers=basic)).status
+    assert 201 == (await client.post(DEVELOPERS, json=body, headers=basic)).status  # the fault is spent
+    raw = await (await client.get("/_stub/requests")).read()
+    journal = json.loads(raw)["requests"]
+    assert [("POST", "/oauth/token"), ("POST", DEVELOPERS), ("POST", DEVELOPERS)] == [(e["method"], e["path"]) for e in journal]
+    assert b"mypass" not in raw and CLIENT["Authorization"].split()[1].encode() not in raw
+    assert 3 == raw.count(b'["Authorization", "[redacted]"]')
