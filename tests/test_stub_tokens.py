@@ -237,3 +237,32 @@ class TestAdmin:
         assert status == (r := await call(client, "POST", path, body, headers={}))[0]
         assert message == r[1]["message"]
         assert before == await tokens_of(client)
+
+
+async def test_token_flow_over_plain_http(aiohttp_server: Any) -> None:
+    """Search an app's tokens, revoke and approve one, revoke them all by app: each step over HTTP, state checked after."""
+    server = await aiohttp_server(make_stub_app(seed(), admin=True, settings=StubSettings(revoke_delay=0.05)))
+    base = str(server.make_url("")).rstrip("/")
+    async with aiohttp.ClientSession(base, headers=JSON) as session:
+        async with session.post(f"/_stub/orgs/myorg/apps/{DEMO_APP_ID}/tokens", json={"count": 2}) as response:
+            made = [SAMPLE, *(token["token"] for token in (await response.json())["tokens"])]
+        async with session.get(f"/v1/o/myorg/oauth2/search?app={DEMO_APP_ID}") as response:
+            assert (200, made) == (response.status, (await response.json())["list"])
+        for action, status in (("revoke", "revoked"), ("approve", "approved")):
+            async with session.post(f"/v1/organizations/myorg/oauth2/accesstokens/{made[1]}?action={action}") as response:
+                assert 204 == response.status
+            async with session.get(f"/v1/organizations/myorg/oauth2/accesstokens/{made[1]}") as response:
+                assert status == (await response.json())["status"]
+        async with session.post(f"/v1/o/myorg/oauth2/revoke?app={DEMO_APP_ID}&cascade=true") as response:
+            assert (202, 3) == (response.status, await response.json())
+        async with asyncio.timeout(POLL_LIMIT):
+            while True:
+                async with session.get("/_stub/orgs/myorg") as response:
+                    org = await response.json()
+                if not org["pendingRevocations"]:
+                    break
+                await asyncio.sleep(0.01)
+        held = {entry["token"]: entry for entry in org["tokens"]}
+        assert {("revoked", "revoked")} == {(held[t]["status"], held[t]["refreshTokenStatus"]) for t in made}
+        async with session.get(f"/v1/o/myorg/oauth2/search?app={DEMO_APP_ID}") as response:
+            assert made == (await response.json())["list"]  # revoked tokens are still found
