@@ -118,6 +118,12 @@ _HOST_NAME = re.compile(r"[A-Za-z0-9._-]+|[0-9A-Fa-f:.]+", re.ASCII)
 """A DNS name or an IP address (urlsplit has removed an IPv6 address's brackets)."""
 
 
+def action_status(value: Any) -> int:
+    if value not in (204, 200) or isinstance(value, bool):
+        raise ValueError(f"expected 204 or 200, got {_show(value)}")
+    return int(value)
+
+
 def upstream_url(value: Any) -> str:
     if value == STUB_UPSTREAM:
         return STUB_UPSTREAM
@@ -391,7 +397,10 @@ class StubConfig:
     host: str = setting("Address `gateway stub` listens on (the embedded stub always uses loopback).", non_empty_text, "127.0.0.1")
     port: int = setting("TCP port of `gateway stub` (the embedded stub picks a free one).", port_number, 8081)
     seed: str = setting(
-        "JSON seed file of users and tokens for the stub, embedded or standalone; empty: the demo data.", text, ""
+        "JSON seed file of users, tokens and what else each organisation holds (docs/stub.md) for the stub, "
+        "embedded or standalone; empty: the demo data.",
+        text,
+        "",
     )
     generated_tokens: int = setting(
         "Load-test tokens named load0, load1, ... that every organisation of the stub also holds, "
@@ -409,6 +418,25 @@ class StubConfig:
         "Seconds the stub waits before every answer on the Apigee paths, to rehearse a slow Apigee.",
         non_negative_number,
         0.0,
+    )
+    action_status: int = setting(
+        "Status of the stub's answer to every ?action= call (approve, revoke, active, inactive): 204 with "
+        "no body, as Apigee's older reference documents and apigee-edge-js requires, or 200 with the changed "
+        "entity, as Apigee's current spec documents.",
+        action_status,
+        204,
+    )
+    revoke_delay: float = setting(
+        "Seconds after the stub answers a bulk POST /oauth2/revoke (202) before the tokens turn revoked: "
+        "Apigee revokes asynchronously.",
+        non_negative_number,
+        1.0,
+    )
+    token_lifetime: float = setting(
+        "Seconds a bearer token from the stub's POST /oauth/token is accepted on the management paths "
+        "(Apigee's: 1799); 0 issues tokens that are already expired.",
+        non_negative_number,
+        1799.0,
     )
 
 

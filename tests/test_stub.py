@@ -97,9 +97,9 @@ async def test_wrong_or_missing_credentials_get_401(aiohttp_client: Any, headers
 
 async def test_unknown_path_is_404(aiohttp_client: Any) -> None:
     client = await aiohttp_client(make_stub_app(demo_seed()))
-    response = await client.get("/v1/o/myorg/apps", headers={**AUTH, "Accept": "application/json"})
+    response = await client.get("/v1/o/myorg/environments", headers={**AUTH, "Accept": "application/json"})
     assert 404 == response.status
-    assert {"code": "stub.unknown_path", "message": "The stub does not emulate GET /v1/o/myorg/apps", "contexts": []} == await response.json()
+    assert {"code": "stub.unknown_path", "message": "The stub does not emulate GET /v1/o/myorg/environments", "contexts": []} == await response.json()
 
 
 async def test_generated_load_tokens(aiohttp_client: Any) -> None:
@@ -114,6 +114,15 @@ async def test_generated_load_tokens(aiohttp_client: Any) -> None:
         assert 404 == (await client.delete(path + missing, headers=AUTH)).status, missing
     assert 404 == (await client.get("/v1/o/otherorg/oauth2/accesstokens/load1", headers=AUTH)).status
     assert 200 == (await client.delete(path + SAMPLE, headers=AUTH)).status
+
+
+DEV = '{"email": "d@example.com", "firstName": "D", "lastName": "E", "userName": "d"}'
+
+
+def org_with_key(key_fields: str, tokens: str = "[]") -> str:
+    """A seed whose one developer's one app holds key K with ``key_fields``."""
+    app = '{"name": "a", "credentials": [{"consumerKey": "K", ' + key_fields + "}]}"
+    return '{"users": {"a": "b"}, "orgs": {"o": {"developers": [' + DEV[:-1] + ', "apps": [' + app + "]}], \"tokens\": " + tokens + "}}}"
 
 
 class TestSeed:
@@ -148,6 +157,19 @@ class TestSeed:
             ('{"users": {"a": "b"}, "tokens": []}', 'tokens: unknown key'),
             ('{"users": {"a": "b"}, "orgs": {"o": [{"app": "x"}]}}', 'orgs.o[0]: missing "token"'),
             ('{"users": {"a": "b"}, "orgs": {"o": [{"token": "t"}, {"token": "t"}]}}', "orgs.o[1]: token is listed twice"),
+            ('{"users": {"a": "b"}, "orgs": {"o": 1}}', "orgs.o: expected a list of token objects"),
+            ('{"users": {"a": "b"}, "orgs": {"o": {"colour": []}}}', "orgs.o.colour: unknown field; expected apiproducts, developers, companies"),
+            ('{"users": {"a": "b"}, "orgs": {"o": {"developers": [{"email": "x"}]}}}', 'orgs.o.developers[0]: missing "firstName"'),
+            ('{"users": {"a": "b"}, "orgs": {"o": {"developers": [' + DEV + ", " + DEV.replace("d@example.com", "D@Example.COM") + "]}}}", "orgs.o.developers[1].email: listed twice"),
+            ('{"users": {"a": "b"}, "orgs": {"o": {"developers": [' + DEV[:-1] + ', "status": "gone"}]}}}', "orgs.o.developers[0].status: expected active or inactive"),
+            ('{"users": {"a": "b"}, "orgs": {"o": {"companies": [{"name": "c", "apps": [{"name": "a"}, {"name": "a"}]}]}}}', "orgs.o.companies[0].apps[1].name: listed twice"),
+            (org_with_key('"apiProducts": ["p9"]'), "orgs.o.developers[0].apps[0].credentials[0].apiProducts[0]: no such product in"),
+            (org_with_key('"tokens": [{"token": "t", "clientId": "OTHER"}]'), "orgs.o.developers[0].apps[0].credentials[0].tokens[0].clientId: differs from the consumerKey"),
+            (org_with_key('"tokens": [{"app": "x"}]'), 'orgs.o.developers[0].apps[0].credentials[0].tokens[0]: missing "token"'),
+            (org_with_key('"tokens": [{"token": "t"}]', tokens='[{"token": "t"}]'), "orgs.o.tokens[0]: token is listed twice"),
+            (org_with_key('"attributes": [{"name": "n"}]'), 'orgs.o.developers[0].apps[0].credentials[0].attributes[0]: missing "value"'),
+            ('{"users": {"a": "b"}, "orgs": {"o": {"developers": [' + DEV[:-1] + ', "apps": [{"name": "a", "credentials": [{"consumerKey": "K"}]}, {"name": "b", "credentials": [{"consumerKey": "K"}]}]}]}}}',
+             "orgs.o.developers[0].apps[1].credentials[0].consumerKey: listed twice in the organisation"),
         ],
     )
     def test_bad_seed_files_name_the_entry(self, tmp_path: Path, content: str, message: str) -> None:

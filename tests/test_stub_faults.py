@@ -72,7 +72,7 @@ class TestJournal:
         headers = [("X-First", "1"), ("Authorization", AUTH["Authorization"]), ("X-Twice", "a"), ("X-Twice", "b")]
         async with session.delete(URL(stub + SAMPLE_PATH + "?a=1&b=%2F", encoded=True), headers=headers) as response:
             assert 200 == response.status
-        async with session.get(stub + "/v1/o/myorg/apps") as response:
+        async with session.get(stub + "/v1/o/myorg/environments") as response:
             assert 404 == response.status
         host = stub.removeprefix("http://")
         assert [
@@ -84,7 +84,7 @@ class TestJournal:
                     ["Content-Length", "0"],  # added by aiohttp's client to a DELETE without a body
                 ],
             },
-            {"method": "GET", "path": "/v1/o/myorg/apps", "headers": [["Host", host]]},
+            {"method": "GET", "path": "/v1/o/myorg/environments", "headers": [["Host", host]]},
         ] == await journal(session, stub)
 
     async def test_credentials_never_appear(self, stub: str, session: aiohttp.ClientSession) -> None:

@@ -24,6 +24,7 @@ from gateway.passwords import hash_password
 from gateway.stub import Seed, load_seed
 from gateway.stub.app import serve_stub
 from gateway.stub.seed import DEMO_ORG, DEMO_PASSWORD, DEMO_USER, SAMPLE_TOKEN
+from gateway.stub.settings import ACTION_STATUSES, StubSettings
 
 
 def register(commands: Any) -> None:
@@ -51,6 +52,18 @@ def register(commands: Any) -> None:
         "--delay", type=arg(_seconds), metavar="SECONDS",
         help="wait this long before every answer, as a slow Apigee would (overrides [stub] delay)",
     )
+    stub.add_argument(
+        "--action-status", type=int, choices=ACTION_STATUSES,
+        help="status of every ?action= call: 204, no body, or 200 with the entity (overrides [stub] action_status)",
+    )
+    stub.add_argument(
+        "--revoke-delay", type=arg(_seconds), metavar="SECONDS",
+        help="seconds before a bulk revocation takes effect (overrides [stub] revoke_delay)",
+    )
+    stub.add_argument(
+        "--token-lifetime", type=arg(_seconds), metavar="SECONDS",
+        help="seconds a bearer token from /oauth/token is accepted (overrides [stub] token_lifetime)",
+    )
 
     command(commands, "hash-password", cmd_hash_password, "Print a password hash for the config.", HASH_HELP)
 
@@ -64,8 +77,9 @@ Example:
   gateway serve --config /etc/apigee-audit-gateway/config.toml --port 9090
 """
 STUB_HELP = """\
-Run the local Apigee stub alone: the token endpoints of the Apigee Edge management API,
-in memory, answering exactly as Apigee's documentation shows.
+Run the local Apigee stub alone: the credential surface of the Apigee Edge management API
+(developers, companies, apps, keys, products, OAuth tokens) and its login server's
+/oauth/token, in memory, answering as Apigee's documentation shows (docs/stub.md).
 
 With --admin, tests can read what reached it, add tokens and make it fail on demand
 (HTTP errors, dropped connections, malformed answers, delays) under /_stub/.
@@ -211,8 +225,13 @@ def cmd_stub(args: argparse.Namespace) -> int:
     port = args.port if args.port is not None else config.stub.port
     admin = args.admin if args.admin is not None else config.stub.admin
     delay = args.delay if args.delay is not None else config.stub.delay
+    settings = StubSettings(
+        action_status=args.action_status if args.action_status is not None else config.stub.action_status,
+        revoke_delay=args.revoke_delay if args.revoke_delay is not None else config.stub.revoke_delay,
+        token_lifetime=args.token_lifetime if args.token_lifetime is not None else config.stub.token_lifetime,
+    )
     configure_logging(config.logging.format, args.log_level or config.logging.level)
-    return run_loop(_stub(seed, host, port, admin=admin, delay=delay))
+    return run_loop(_stub(seed, host, port, admin=admin, delay=delay, settings=settings))
 
 
 def _seconds(text: str) -> float:
@@ -225,9 +244,9 @@ def _seconds(text: str) -> float:
     return seconds
 
 
-async def _stub(seed: Seed, host: str, port: int, *, admin: bool, delay: float) -> int:
+async def _stub(seed: Seed, host: str, port: int, *, admin: bool, delay: float, settings: StubSettings) -> int:
     try:
-        async with serve_stub(seed, host, port, admin=admin, delay=delay) as url:
+        async with serve_stub(seed, host, port, admin=admin, delay=delay, settings=settings) as url:
             tokens = sum(len(tokens) for tokens in seed.orgs.values())
             generated = f" + {seed.generated} load-test tokens per organisation" if seed.generated else ""
             extras = ([f"; admin endpoints under {url}/_stub/"] if admin else []) + (
