@@ -10,6 +10,7 @@ high-water mark. The same process serves ``GET /audit/events`` across the fleet 
 
 from __future__ import annotations
 
+import asyncio
 import os
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -29,7 +30,7 @@ from gateway.fleet.ingest import Batch, Ingest, Mark, Refused, parse_batch
 from gateway.fleet.schema import SCHEMA_VERSION
 from gateway.fleet.state import COLLECTOR, Collector
 from gateway.fleet.store import FleetStore, connect_pool, describe, migrate
-from gateway.logs import Logger, get_logger
+from gateway.logs import Logger, flush_logs_periodically, get_logger
 from gateway.metrics import CONTENT_TYPE, Metrics
 from gateway.passwords import parse_hash
 
@@ -61,7 +62,7 @@ async def _lifetime(app: web.Application) -> AsyncIterator[None]:
     log = get_logger()
     sidecars = Authenticator(_sidecar_accounts(config))
     users = Authenticator(Authenticator.accounts_from_config(config.users, config.source))
-    keys = _sidecar_keys(config)
+    keys = sidecar_keys(config)
     try:
         pool = await connect_pool(settings.database_url, password=config.collector_password, size=settings.pool_size)
     except AuditStoreError as exc:
@@ -79,7 +80,11 @@ async def _lifetime(app: web.Application) -> AsyncIterator[None]:
         collector = Collector(store, Ingest(pool, keys, retries=settings.serialization_retries), sidecars, users, Metrics(), log,
                               settings.max_batch)
         app[COLLECTOR] = collector
-        yield
+        flusher = asyncio.create_task(flush_logs_periodically(), name="log-flusher")
+        try:
+            yield
+        finally:
+            flusher.cancel()
     finally:
         await pool.close()
 
@@ -95,7 +100,7 @@ def _sidecar_accounts(config: Config) -> list[tuple[User, Any]]:
     return accounts
 
 
-def _sidecar_keys(config: Config) -> dict[str, ChainKey]:
+def sidecar_keys(config: Config) -> dict[str, ChainKey]:
     """The chain keys of keyed sidecars, from the environment or files named in the config."""
     keys = {}
     for index, sidecar in enumerate(config.sidecars):

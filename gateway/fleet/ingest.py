@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Union
 
 import asyncpg
 import orjson
@@ -32,6 +32,7 @@ _NUMBERS = frozenset({FIELDS.index("latency_ms")})
 _CHAIN_MODES = ("sha256", "hmac-sha256")
 _COLUMNS = ", ".join(("instance", *FIELDS))
 _SERIALIZATION_FAILURE = "40001"
+Connection = Union[asyncpg.Connection, "asyncpg.pool.PoolConnectionProxy[asyncpg.Record]"]
 
 
 class Refused(Exception):
@@ -185,7 +186,7 @@ class Ingest:
                 await asyncio.sleep(0.01 * 2**attempt)
         raise AssertionError("unreachable")
 
-    async def _write(self, db: asyncpg.Connection, instance: str, batch: Batch) -> Mark:
+    async def _write(self, db: Connection, instance: str, batch: Batch) -> Mark:
         await db.execute(f"INSERT INTO {INSTANCES} (instance, head_hash) VALUES ($1, $2) ON CONFLICT (instance) DO NOTHING",
                          instance, GENESIS)
         state = await db.fetchrow(
@@ -230,12 +231,12 @@ class Ingest:
             return configured
         return ChainKey(None) if batch.mode == ChainKey(None).mode else None
 
-    async def _compare_held(self, db: asyncpg.Connection, instance: str, resent: Sequence[Row]) -> int:
+    async def _compare_held(self, db: Connection, instance: str, resent: Sequence[Row]) -> int:
         """Records already held must be resent unchanged; returns how many were."""
         if not resent:
             return 0
-        held = dict(await db.fetch(f"SELECT id, hash FROM {EVENTS} WHERE instance = $1 AND id >= $2 AND id <= $3",
-                                   instance, resent[0][_ID], resent[-1][_ID]))
+        held: dict[int, str] = {row[0]: row[1] for row in await db.fetch(f"SELECT id, hash FROM {EVENTS} WHERE instance = $1 AND id >= $2 AND id <= $3",
+                                   instance, resent[0][_ID], resent[-1][_ID])}
         for row in resent:
             stored = held.get(row[_ID])
             if stored is not None and stored != row[_HASH]:

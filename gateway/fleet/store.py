@@ -350,7 +350,7 @@ class FleetStore:
     async def _fetch(self, sql: str, params: Sequence[Any]) -> list[tuple[Any, ...]]:
         try:
             async with self._pool.acquire() as db:
-                return [_decoded(row) for row in await db.fetch(sql, *params)]
+                return [_decoded(tuple(row.values())) for row in await db.fetch(sql, *params)]
         except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
             raise AuditStoreError(f"cannot read the fleet store {describe(self.url)}: {_reason(exc)}") from None
 
