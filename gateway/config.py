@@ -537,6 +537,8 @@ class Config:
     """This sidecar's collector password, read from ship.password_env or ship.password_file."""
     collector_password: str | None = field(default=None, repr=False)
     """The fleet store's database password, from collector.password_env (None: libpq's own sources)."""
+    sidecar_secrets: dict[str, bytes] = field(default_factory=dict, repr=False)
+    """Chain keys of keyed sidecars, by instance, from their chain_key_env or chain_key_file."""
     overridden: tuple[str, ...] = ()
     """The ``section.key`` names set by environment variables rather than the file."""
 
@@ -624,7 +626,15 @@ def _fleet_secrets(config: Config, environ: Mapping[str, str]) -> Config:
     if collector.password_env:
         password = read_secret(config.source, "collector.password_env", environ, variable=collector.password_env)
         config = dataclasses.replace(config, collector_password=password)
-    return config
+    secrets = {}
+    for index, sidecar in enumerate(config.sidecars):
+        if sidecar.chain_key_env:
+            secrets[sidecar.instance] = read_chain_key(config.source, f"sidecars[{index}].chain_key_env", environ,
+                                                       variable=sidecar.chain_key_env)
+        elif sidecar.chain_key_file:
+            secrets[sidecar.instance] = read_chain_key(config.source, f"sidecars[{index}].chain_key_file", environ,
+                                                       path=config.path(sidecar.chain_key_file))
+    return dataclasses.replace(config, sidecar_secrets=secrets) if secrets else config
 
 
 def read_secret(source: str, key: str, environ: Mapping[str, str], *, variable: str | None = None, path: Path | None = None) -> str:

@@ -11,7 +11,6 @@ high-water mark. The same process serves ``GET /audit/events`` across the fleet 
 from __future__ import annotations
 
 import asyncio
-import os
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
@@ -24,7 +23,7 @@ from gateway import errors
 from gateway.audit.chain import ChainKey
 from gateway.audit.store import AuditStoreError
 from gateway.auth import AmbiguousCredentials, AuthenticationError, Authenticator, User, authorization
-from gateway.config import Config, ConfigError, read_chain_key
+from gateway.config import Config, ConfigError
 from gateway.fleet import api, protocol
 from gateway.fleet.ingest import Batch, Ingest, Mark, Refused, parse_batch
 from gateway.fleet.schema import SCHEMA_VERSION
@@ -101,18 +100,8 @@ def _sidecar_accounts(config: Config) -> list[tuple[User, Any]]:
 
 
 def sidecar_keys(config: Config) -> dict[str, ChainKey]:
-    """The chain keys of keyed sidecars, from the environment or files named in the config."""
-    keys = {}
-    for index, sidecar in enumerate(config.sidecars):
-        if sidecar.chain_key_env:
-            secret = read_chain_key(config.source, f"sidecars[{index}].chain_key_env", os.environ, variable=sidecar.chain_key_env)
-        elif sidecar.chain_key_file:
-            secret = read_chain_key(config.source, f"sidecars[{index}].chain_key_file", os.environ,
-                                    path=config.path(sidecar.chain_key_file))
-        else:
-            continue
-        keys[sidecar.instance] = ChainKey(secret)
-    return keys
+    """The chain keys of keyed sidecars (read with the config, from the environment or files)."""
+    return {instance: ChainKey(secret) for instance, secret in config.sidecar_secrets.items()}
 
 
 SidecarHandler = Callable[[web.Request, Collector, str], Awaitable[web.Response]]

@@ -102,7 +102,7 @@ class CollectorClient:
         ship = config.ship
         self.instance = instance_of(config)
         self._base = f"{ship.url}{protocol.BASE}/{self.instance}"
-        self._auth = aiohttp.BasicAuth(self.instance, config.ship_password)
+        self._auth = {"Authorization": aiohttp.encode_basic_auth(self.instance, config.ship_password)}
         context: ssl.SSLContext | None = None
         if ship.ca_bundle:
             context = ssl.create_default_context(cafile=str(config.path(ship.ca_bundle)))
@@ -111,13 +111,13 @@ class CollectorClient:
         )
 
     async def mark(self) -> int:
-        async with self._session.get(self._base, auth=self._auth) as response:
+        async with self._session.get(self._base, headers=self._auth) as response:
             body = await self._answer(response)
         return int(body["mark"])
 
     async def send(self, body: bytes) -> dict[str, Any]:
-        async with self._session.post(f"{self._base}/records", data=body, auth=self._auth,
-                                      headers={"Content-Type": "application/json"}) as response:
+        async with self._session.post(f"{self._base}/records", data=body,
+                                      headers={**self._auth, "Content-Type": "application/json"}) as response:
             return await self._answer(response)
 
     @staticmethod
