@@ -54,7 +54,7 @@ def sidecar_config(tmp_path: Path, name: str, collector: TestServer | str, **shi
     url = collector if isinstance(collector, str) else str(collector.make_url("")).rstrip("/")
     return make_config(folder, ship={"url": url, "instance": name, "password_env": "SHIP_PASSWORD", "interval": 0.05,
                                      "max_backoff": 0.2, **ship},
-                       environ={"SHIP_PASSWORD": SIDECAR_PASSWORDS[name]})
+                       stub={"generated_tokens": 1000}, environ={"SHIP_PASSWORD": SIDECAR_PASSWORDS[name]})
 
 
 async def shipped_all(client: Any) -> bool:
@@ -335,3 +335,59 @@ def test_the_docs_show_the_ocsf_mapping() -> None:
     for field, attribute, _ in MAPPING:
         assert f"| `{field}` | `{attribute}` |" in docs, field
 
+
+
+class TestSidecarSide:
+    async def test_a_replaced_local_log_is_sent_and_flagged_not_silently_skipped(
+        self, fleet_url: str, aiohttp_server: Any, gateway: Any, tmp_path: Path
+    ) -> None:
+        """The collector holds records 1-4; the sidecar's file is replaced by a fresh one (ids
+        from 1 again): its records are sent anyway and refused as a fork, never skipped as
+        'already acknowledged'."""
+        collector = await start_collector(aiohttp_server, tmp_path, fleet_url)
+        config = sidecar_config(tmp_path, "host-a", collector)
+        first = await gateway(config)
+        for token in ("load1", "load2"):
+            async with first.delete(f"/v1/o/myorg/oauth2/accesstokens/{token}", headers=basic("myname")) as response:
+                assert 200 == response.status
+        await eventually(lambda: shipped_all(first))
+        await first.close()
+        (tmp_path / "host-a" / "audit.db").unlink()
+        second = await gateway(config)
+        async with second.delete("/v1/o/myorg/oauth2/accesstokens/load3", headers=basic("myname")) as response:
+            assert 200 == response.status
+        shipper = second.server.app[SHIPPING]
+        await eventually(lambda: _true(shipper.last_error is not None))
+        assert "collector.chain_fork" in shipper.last_error[1]
+        assert 2 == shipper.lag_records
+        assert [("fork", 1)] == await fetch(fleet_url, "SELECT kind, record_id FROM fleet_flags")
+        assert 4 == len(await central_rows(fleet_url, "host-a"))
+
+    async def test_no_sidecar_password_reaches_a_log(
+        self, fleet_url: str, aiohttp_server: Any, gateway: Any, tmp_path: Path, log_output: Any
+    ) -> None:
+        from gateway.logs import flush_logs
+
+        collector = await start_collector(aiohttp_server, tmp_path, fleet_url)
+        client = await gateway(sidecar_config(tmp_path, "host-a", collector))
+        async with client.delete(SAMPLE_PATH, headers=basic("myname")) as response:
+            assert 200 == response.status
+        await eventually(lambda: shipped_all(client))
+        await post(collector, "host-b", batch_body(chain_rows(records(1))), as_instance="host-a")
+        flush_logs()
+        logged = log_output.getvalue()
+        assert '"event":"fleet_batch"' in logged and '"event":"fleet_batch_refused"' in logged
+        header = ship_auth("host-a")["Authorization"]
+        for secret in (SIDECAR_PASSWORDS["host-a"], header, header.split()[1], SAMPLE_PATH.rsplit("/", 1)[1]):
+            assert secret not in logged
+
+    def test_config_check_masks_sidecar_hashes(self, tmp_path: Path) -> None:
+        import io
+
+        from gateway.cli.config_check import write_effective
+        from fleet_support import SIDECARS
+
+        out = io.StringIO()
+        write_effective(make_config(tmp_path, collector={"database_url": "postgresql://audit@db/fleet"}, sidecars=SIDECARS), out)
+        assert '[[sidecars]]\ninstance = "host-a"\npassword_hash = "********"' in out.getvalue()
+        assert SIDECARS[0]["password_hash"] not in out.getvalue()

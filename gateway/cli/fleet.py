@@ -154,6 +154,12 @@ def fleet_stats(args: argparse.Namespace) -> int:
 
 
 def fleet_verify(args: argparse.Namespace) -> int:
+    if args.expect_head is not None:
+        raise CommandError("--expect-head checks one local log; with --store each instance is checked against the head "
+                           "the collector acknowledged (anchor a sidecar's head with `audit verify --config` on its host)")
+    if args.no_chain_key:
+        raise CommandError("--no-chain-key goes with --db; with --store an instance's chain kind is the one it shipped, "
+                           "and keys come from [[sidecars]] (--config) or --chain-key-file/--chain-key-env with --instance")
     config = load_config(args.config)
     keys = sidecar_keys(config)
     if args.chain_key_file is not None or args.chain_key_env is not None:

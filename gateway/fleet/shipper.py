@@ -166,7 +166,8 @@ class Shipper:
 
     @property
     def lag_records(self) -> int:
-        return max(0, self.local_head - (self.acknowledged or 0)) if self.acknowledged is not None else self.local_head
+        acknowledged = self.acknowledged or 0
+        return self.local_head - acknowledged if self.local_head >= acknowledged else self.local_head
 
     @property
     def lag_seconds(self) -> float:
@@ -211,6 +212,11 @@ class Shipper:
         mark = self.acknowledged
         size = self._config.ship.batch_size
         rows, (self.local_head, self._oldest_unshipped) = await asyncio.to_thread(self._read, mark, size)
+        if self.local_head < mark:
+            # The collector holds more than this file: the log was replaced or rebuilt. Its records
+            # go to the collector anyway, which compares them with what it holds and flags the fork.
+            rows = await asyncio.to_thread(self.local.after, 0, size)
+            self._oldest_unshipped = rows[0][_TIME] if rows else None
         if not rows:
             return 0
         body = await asyncio.to_thread(encode_batch, self._chain, rows)
