@@ -246,8 +246,6 @@ async def queries(url: str, count: int, keep: str | None) -> None:
             "by actor over a week (fleet-wide)": (store, AuditFilter(actor="user07", since="2026-06-01T00:00:00.000Z",
                                                                      until="2026-06-08T00:00:00.000Z")),
             "by instance (newest 100)": (store.scoped("host-07"), AuditFilter()),
-            "by instance and actor over a week": (store.scoped("host-07"), AuditFilter(actor="user07", since="2026-06-01T00:00:00.000Z",
-                                                                                        until="2026-06-08T00:00:00.000Z")),
         }
         for name, (scoped, selection) in cases.items():
             times, found = [], 0
