@@ -360,6 +360,7 @@ class TestSidecarSide:
         await eventually(lambda: _true(shipper.last_error is not None))
         assert "collector.chain_fork" in shipper.last_error[1]
         assert 2 == shipper.lag_records
+        await eventually(lambda: _true(shipper.failures >= 2))  # retried: flagged once all the same
         assert [("fork", 1)] == await fetch(fleet_url, "SELECT kind, record_id FROM fleet_flags")
         assert 4 == len(await central_rows(fleet_url, "host-a"))
 

@@ -245,10 +245,14 @@ class Ingest:
         return len(resent)
 
     async def flag(self, instance: str, refused: Refused, peer: str | None) -> None:
-        """Keep a chain refusal in the store, in a transaction of its own (the batch's rolled back)."""
+        """Keep a chain refusal in the store, in a transaction of its own (the batch's rolled back).
+        Once per problem: a sidecar retrying the same refused batch every back-off adds nothing."""
         kind = refused.flag
         if kind is None:
             return
         async with self._pool.acquire() as db:
-            await db.execute(f"INSERT INTO {FLAGS} (instance, kind, record_id, detail, peer) VALUES ($1, $2, $3, $4, $5)",
-                             instance, kind, refused.record_id, refused.message, peer)
+            await db.execute(
+                f"INSERT INTO {FLAGS} (instance, kind, record_id, detail, peer) SELECT $1, $2, $3, $4, $5 WHERE NOT EXISTS "
+                f"(SELECT 1 FROM {FLAGS} WHERE instance = $1 AND kind = $2 AND record_id IS NOT DISTINCT FROM $3 AND detail = $4)",
+                instance, kind, refused.record_id, refused.message, peer,
+            )

@@ -251,19 +251,20 @@ class Shipper:
         return reason
 
     async def run(self) -> None:
-        """Ship until cancelled: at once while there is a backlog, every ``interval`` when caught
-        up, backing off while the collector fails."""
+        """Ship until cancelled: again at once after a batch went, a look every ``interval`` once
+        caught up, backing off while the collector fails."""
         ship = self._config.ship
         backoff = ship.interval
         while True:
             try:
                 sent = await self.step()
                 backoff = ship.interval
-                if sent == ship.batch_size:
-                    continue
                 if sent:
+                    # Records came while this batch was out: send them at once. Under load the
+                    # batches grow by themselves; the lag stays about one round trip.
                     self._idle_since = time.monotonic()
-                elif time.monotonic() - self._idle_since >= HEARTBEAT:
+                    continue
+                if time.monotonic() - self._idle_since >= HEARTBEAT:
                     self.acknowledged = None  # ask the mark: a heartbeat, and a check against a reset collector
                     self._idle_since = time.monotonic()
                 await asyncio.sleep(ship.interval)
