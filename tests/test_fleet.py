@@ -87,6 +87,11 @@ class TestSchema:
             await FleetStore.open(fleet_url)
 
 
+    async def test_readers_refuse_a_database_without_a_fleet_store(self, fleet_url: str) -> None:
+        with pytest.raises(Exception, match="holds no fleet store: start `gateway collect` on it once to create it"):
+            await FleetStore.open(fleet_url)
+
+
 class TestIngest:
     async def test_a_batch_is_stored_whole_and_answered_with_the_mark(self, fleet_url: str, aiohttp_server: Any, tmp_path: Path) -> None:
         collector = await start_collector(aiohttp_server, tmp_path, fleet_url)

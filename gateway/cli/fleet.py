@@ -113,7 +113,7 @@ def _read(args: argparse.Namespace, action: Callable[[FleetStore], Awaitable[T]]
 def fleet_query(args: argparse.Namespace) -> int:
     selection = selection_of(args, limit=args.limit)
     found = _read(args, lambda store: store.located(selection))
-    FLEET_WRITERS[args.format](found, sys.stdout)  # type: ignore[operator]
+    FLEET_WRITERS[args.format](found, sys.stdout)
     return 0
 
 

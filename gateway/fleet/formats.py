@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import csv
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import TextIO
 
 import orjson
@@ -49,11 +49,14 @@ class LocatedStream:
             self._out.write("".join(dumps({"instance": row[0], **row_json(row[1:])}, option=newline).decode() for row in rows))
 
 
-def write_streamed(format: str) -> object:
+Writer = Callable[[Sequence[Located], TextIO], None]
+
+
+def write_streamed(format: str) -> Writer:
     def write(items: Sequence[Located], out: TextIO) -> None:
         LocatedStream(format, out).write_rows((item.instance, *as_row(item.record)) for item in items)
 
     return write
 
 
-WRITERS = {"table": write_table, "json": write_json, "jsonl": write_streamed("jsonl"), "csv": write_streamed("csv")}
+WRITERS: dict[str, Writer] = {"table": write_table, "json": write_json, "jsonl": write_streamed("jsonl"), "csv": write_streamed("csv")}
