@@ -25,6 +25,7 @@ from gateway.audit.store import AuditStoreError
 from gateway.audit.writer import AuditWriter
 from gateway.auth import AUDIT, REVOKE, Authenticator, User
 from gateway.config import ALL_ORGS, Config, ConfigError, load_config
+from gateway.fleet.shipper import SHIPPING, start_shipping
 from gateway.logs import Logger, flush_logs_periodically, get_logger
 from gateway.passwords import ScryptHash, hash_password, parse_hash
 from gateway.proxy import Upstream, make_session
@@ -142,6 +143,10 @@ async def _lifetime(app: web.Application) -> AsyncIterator[None]:
             "gateway_logins_busy", "Login attempts refused with 503 (too many password checks).", lambda: checks.refused, counter=True
         )
         app[READINESS] = Readiness(path, writer, app[UPSTREAM_URL], upstream.connect_timeout)
+        # Fleet shipping ([ship]): a background task, never on the request path.
+        shipper = await stack.enter_async_context(start_shipping(config, log, metrics))
+        if shipper is not None:
+            app[SHIPPING] = shipper
         if config.metrics.port:
             await stack.enter_async_context(serve_metrics(metrics, config.server, config.metrics.port, source=config.source))
         flusher = asyncio.create_task(flush_logs_periodically(), name="log-flusher")

@@ -31,6 +31,8 @@ Check = Callable[[Any], Any]
 """Validates a raw TOML value and returns it converted; raises ValueError saying what is wrong."""
 
 STUB_UPSTREAM = "stub"
+INSTANCE_NAME = re.compile(r"[A-Za-z0-9._-]{1,128}")
+"""A sidecar's instance id: what the fleet store keys its records by."""
 ROLES = ("revoke", "audit")
 ALL_ORGS = "*"
 
@@ -175,6 +177,42 @@ def password_hash(value: Any) -> str:
         raise ValueError("expected the string printed by `gateway hash-password`")
     parse_hash(value)
     return value
+
+
+def collector_url(value: Any) -> str:
+    if value == "":
+        return ""
+    parts = urlsplit(value) if isinstance(value, str) else None
+    if parts is None or parts.scheme not in ("http", "https") or not parts.hostname or parts.query or parts.fragment:
+        raise ValueError(f'expected "" or the http(s) base URL of a `gateway collect`, got {_show(value)}')
+    if parts.username or parts.password:
+        raise ValueError("must not contain credentials; use ship.password_env or ship.password_file")
+    return str(value).rstrip("/")
+
+
+def postgres_url(value: Any) -> str:
+    if value == "":
+        return ""
+    parts = urlsplit(value) if isinstance(value, str) else None
+    if parts is None or parts.scheme not in ("postgresql", "postgres"):
+        raise ValueError(f'expected "" or a postgresql:// URL, got {_show(value)}')
+    if parts.password:
+        raise ValueError("must not contain a password; use collector.password_env, PGPASSWORD or ~/.pgpass")
+    return str(value)
+
+
+def instance_name(value: Any) -> str:
+    if value == "":
+        return ""
+    if not isinstance(value, str) or not INSTANCE_NAME.fullmatch(value):
+        raise ValueError(f"expected an instance id of 1-128 letters, digits, '.', '_' or '-', got {_show(value)}")
+    return value
+
+
+def required_instance_name(value: Any) -> str:
+    if value == "":
+        raise ValueError("expected an instance id, got an empty string")
+    return instance_name(value)
 
 
 def user_name(value: Any) -> str:
@@ -452,6 +490,75 @@ class UserConfig:
     )
 
 
+@dataclass(frozen=True)
+class ShipConfig:
+    url: str = setting(
+        "Base URL of the fleet collector (`gateway collect`) this sidecar ships its audit records to, e.g. "
+        '"https://audit-collector.example.com:8443". Empty: no shipping.',
+        collector_url,
+        "",
+    )
+    instance: str = setting(
+        "This sidecar's instance id, as the collector's [[sidecars]] names it; the fleet store keys records "
+        "by (instance, id). Empty: the host name.",
+        instance_name,
+        "",
+    )
+    password_env: str = setting(
+        "Name of the environment variable holding this sidecar's collector password (never in this file).",
+        text,
+        "",
+    )
+    password_file: str = setting("File holding the collector password instead (trailing whitespace ignored).", text, "")
+    batch_size: int = setting("Most records sent to the collector in one batch.", positive_count, 1000)
+    interval: float = setting(
+        "Seconds between looks for new records once everything is shipped (also the first back-off step).",
+        positive_number,
+        0.2,
+    )
+    max_backoff: float = setting(
+        "Longest wait, in seconds, between attempts while the collector is unreachable or refuses a batch; "
+        "the wait doubles from interval up to this.",
+        positive_number,
+        30.0,
+    )
+    timeout: float = setting("Seconds one request to the collector may take in all.", positive_number, 10.0)
+    ca_bundle: str = setting(
+        "PEM file of CA certificates to trust for an https collector instead of the system's (empty: system).",
+        text,
+        "",
+    )
+
+
+@dataclass(frozen=True)
+class CollectorConfig:
+    database_url: str = setting(
+        "PostgreSQL (or CockroachDB / YugabyteDB) URL of the fleet store that `gateway collect` writes, e.g. "
+        '"postgresql://audit@db.example.com:5432/audit"; never with a password in it.',
+        postgres_url,
+        "",
+    )
+    password_env: str = setting(
+        "Name of the environment variable holding the database password (empty: PGPASSWORD or ~/.pgpass, "
+        "as libpq does).",
+        text,
+        "",
+    )
+    max_batch: int = setting("Most records the collector accepts in one batch (413 past it).", positive_count, 5000)
+    pool_size: int = setting("Database connections the collector keeps open.", positive_count, 4)
+    silent_after: float = setting(
+        "Seconds without a batch after which `gateway audit verify --store` reports an instance as silent.",
+        positive_number,
+        3600.0,
+    )
+    serialization_retries: int = setting(
+        "Times a batch's transaction is retried after a serialization failure (SQLSTATE 40001), as "
+        "CockroachDB and YugabyteDB ask of their clients; PostgreSQL at READ COMMITTED raises none.",
+        count,
+        5,
+    )
+
+
 SECTIONS: dict[str, type] = {
     "server": ServerConfig,
     "upstream": UpstreamConfig,
@@ -460,8 +567,26 @@ SECTIONS: dict[str, type] = {
     "stub": StubConfig,
     "throttle": ThrottleConfig,
     "metrics": MetricsConfig,
+    "ship": ShipConfig,
+    "collector": CollectorConfig,
 }
-"""The plain tables of the config file; ``[[users]]`` is the one array of tables."""
+"""The plain tables of the config file; ``[[users]]`` and ``[[sidecars]]`` are arrays of tables."""
+
+
+@dataclass(frozen=True)
+class SidecarConfig:
+    instance: str = setting("A sidecar's instance id (its ship.instance); it may ship only as this instance.", required_instance_name)
+    password_hash: str = setting(
+        "Hash of the sidecar's collector password, printed by `gateway hash-password`, never the password.",
+        non_empty_text,
+    )
+    chain_key_env: str = setting(
+        "For a sidecar whose log is keyed: the environment variable holding its chain key, so the collector "
+        "and `audit verify --store` check its records' hashes (without it, only their links).",
+        text,
+        "",
+    )
+    chain_key_file: str = setting("File holding that sidecar's chain key instead.", text, "")
 
 
 @dataclass(frozen=True)
@@ -474,12 +599,22 @@ class Config:
     stub: StubConfig = field(default_factory=StubConfig)
     throttle: ThrottleConfig = field(default_factory=ThrottleConfig)
     metrics: MetricsConfig = field(default_factory=MetricsConfig)
+    ship: ShipConfig = field(default_factory=ShipConfig)
+    collector: CollectorConfig = field(default_factory=CollectorConfig)
     users: tuple[UserConfig, ...] = ()
+    sidecars: tuple[SidecarConfig, ...] = ()
+    """Read by `gateway collect` only: the sidecars that may ship to it."""
     base_dir: Path = field(default_factory=Path.cwd)
     service_password: str = field(default="", repr=False)
     """Read from upstream.service_password_env when asked for (see ``USES``)."""
     chain_secret: bytes | None = field(default=None, repr=False)
     """The hash chain's key, read from audit.chain_key_env or audit.chain_key_file when asked for."""
+    ship_password: str = field(default="", repr=False)
+    """This sidecar's collector password, read from ship.password_env or ship.password_file."""
+    collector_password: str | None = field(default=None, repr=False)
+    """The fleet store's database password, from collector.password_env (None: libpq's own sources)."""
+    sidecar_secrets: dict[str, bytes] = field(default_factory=dict, repr=False)
+    """Chain keys of keyed sidecars, by instance, from their chain_key_env or chain_key_file."""
     overridden: tuple[str, ...] = ()
     """The ``section.key`` names set by environment variables rather than the file."""
 
@@ -513,8 +648,8 @@ class Config:
 
 DEFAULTS_SOURCE = "(built-in defaults)"
 
-Use = Literal["chain_key", "service_password", "listener_tls", "upstream_tls"]
-USES: frozenset[Use] = frozenset(("chain_key", "service_password", "listener_tls", "upstream_tls"))
+Use = Literal["chain_key", "service_password", "listener_tls", "upstream_tls", "fleet_secrets"]
+USES: frozenset[Use] = frozenset(("chain_key", "service_password", "listener_tls", "upstream_tls", "fleet_secrets"))
 """What a config names and the loader reads only for a command that uses it: the secrets it
 never holds (chain key, service password) and the TLS files (certificate and key, CA bundle),
 which may be readable only by the gateway's own user. ``serve`` and ``config check`` use all;
@@ -549,7 +684,7 @@ def build_config(
 ) -> Config:
     """Validate parsed TOML against the declarations and the rules that span keys."""
     environ = os.environ if environ is None else environ
-    known = [*SECTIONS, "users"]
+    known = [*SECTIONS, "users", "sidecars"]
     for name in data:
         if name not in known:
             raise ConfigError(source, name, f"unknown section; expected one of {', '.join(known)}")
@@ -564,7 +699,8 @@ def build_config(
         sections[section] = dataclasses.replace(sections[section], **{name: value})
     _refuse_unknown_variables(environ, sections, source)
     users = _build_users(data.get("users", []), source)
-    config = Config(source=source, users=users, base_dir=base_dir, **sections, overridden=tuple(overrides))
+    sidecars = _build_sidecars(data.get("sidecars", []), source)
+    config = Config(source=source, users=users, sidecars=sidecars, base_dir=base_dir, **sections, overridden=tuple(overrides))
     _check_rules(config)
     return resolve(config, uses, environ)
 
@@ -584,7 +720,54 @@ def resolve(config: Config, uses: Collection[Use], environ: Mapping[str, str] | 
         config = dataclasses.replace(config, service_password=_service_password(config, environ))
     if "chain_key" in uses:
         config = dataclasses.replace(config, chain_secret=_chain_secret(config, environ))
+    if "fleet_secrets" in uses:
+        config = _fleet_secrets(config, environ)
     return config
+
+
+def _fleet_secrets(config: Config, environ: Mapping[str, str]) -> Config:
+    """The collector password of ``[ship]`` and the database password of ``[collector]``, from the
+    environment or a file named in the config: never from the config file itself."""
+    ship, collector = config.ship, config.collector
+    if ship.password_env and ship.password_file:
+        raise ConfigError(config.source, "ship.password_file", "give the password by password_env or password_file, not both")
+    if ship.url and not (ship.password_env or ship.password_file):
+        raise ConfigError(config.source, "ship.password_env", "required when ship.url is set (or ship.password_file)")
+    if ship.password_env:
+        config = dataclasses.replace(config, ship_password=read_secret(config.source, "ship.password_env", environ, variable=ship.password_env))
+    elif ship.password_file:
+        config = dataclasses.replace(
+            config, ship_password=read_secret(config.source, "ship.password_file", environ, path=config.path(ship.password_file))
+        )
+    if collector.password_env:
+        password = read_secret(config.source, "collector.password_env", environ, variable=collector.password_env)
+        config = dataclasses.replace(config, collector_password=password)
+    secrets = {}
+    for index, sidecar in enumerate(config.sidecars):
+        if sidecar.chain_key_env:
+            secrets[sidecar.instance] = read_chain_key(config.source, f"sidecars[{index}].chain_key_env", environ,
+                                                       variable=sidecar.chain_key_env)
+        elif sidecar.chain_key_file:
+            secrets[sidecar.instance] = read_chain_key(config.source, f"sidecars[{index}].chain_key_file", environ,
+                                                       path=config.path(sidecar.chain_key_file))
+    return dataclasses.replace(config, sidecar_secrets=secrets) if secrets else config
+
+
+def read_secret(source: str, key: str, environ: Mapping[str, str], *, variable: str | None = None, path: Path | None = None) -> str:
+    """A password from an environment variable or a file (trailing whitespace dropped)."""
+    if variable is not None:
+        secret = environ.get(variable, "")
+        if not secret:
+            raise ConfigError(source, key, f"environment variable {variable} is not set or empty")
+        return secret
+    assert path is not None
+    try:
+        secret = path.read_text(encoding="utf-8").rstrip()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(source, key, f"cannot read {path}: {getattr(exc, 'strerror', None) or exc}") from None
+    if not secret:
+        raise ConfigError(source, key, f"{path} is empty")
+    return secret
 
 
 def _build_table(cls: type, table: Any, source: str, where: str) -> Any:
@@ -679,6 +862,20 @@ def _build_users(users: Any, source: str) -> tuple[UserConfig, ...]:
     return built
 
 
+def _build_sidecars(sidecars: Any, source: str) -> tuple[SidecarConfig, ...]:
+    if not isinstance(sidecars, list):
+        raise ConfigError(source, "sidecars", "expected an array of tables ([[sidecars]])")
+    built = tuple(_build_table(SidecarConfig, sidecar, source, f"sidecars[{i}]") for i, sidecar in enumerate(sidecars))
+    seen: set[str] = set()
+    for index, sidecar in enumerate(built):
+        if sidecar.instance in seen:
+            raise ConfigError(source, f"sidecars[{index}].instance", f"instance {_show(sidecar.instance)} is declared twice")
+        if sidecar.chain_key_env and sidecar.chain_key_file:
+            raise ConfigError(source, f"sidecars[{index}].chain_key_file", "give the chain key by chain_key_env or chain_key_file, not both")
+        seen.add(sidecar.instance)
+    return built
+
+
 def _check_rules(config: Config) -> None:
     """Rules that span several keys."""
     source, upstream = config.source, config.upstream
@@ -702,7 +899,7 @@ def _check_rules(config: Config) -> None:
         raise ConfigError(source, "audit.chain_key_file", "give the chain key by chain_key_env or chain_key_file, not both")
     for key, value in (
         ("upstream.ca_bundle", upstream.ca_bundle), ("stub.seed", config.stub.seed),
-        ("server.tls_cert", server.tls_cert), ("server.tls_key", server.tls_key),
+        ("server.tls_cert", server.tls_cert), ("server.tls_key", server.tls_key), ("ship.ca_bundle", config.ship.ca_bundle),
     ):
         if value and not config.path(value).is_file():
             raise ConfigError(source, key, f"no such file: {config.path(value)}")
@@ -764,7 +961,7 @@ def _service_password(config: Config, environ: Mapping[str, str]) -> str:
 def reference_table() -> str:
     """The README's table of config keys, rendered from the declarations (a test compares them)."""
     lines = ["| Key | Default | Meaning |", "|---|---|---|"]
-    tables = [*SECTIONS.items(), ("users", UserConfig)]
+    tables = [*SECTIONS.items(), ("users", UserConfig), ("sidecars", SidecarConfig)]
     for section, cls in tables:
         for declaration in dataclasses.fields(cls):
             default = declaration.default

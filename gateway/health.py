@@ -29,6 +29,7 @@ from yarl import URL
 
 from gateway.audit.writer import AuditWriter
 from gateway.config import ConfigError, ServerConfig
+from gateway.fleet.shipper import SHIPPING
 from gateway.listener import GatewayRunner
 from gateway.logs import get_logger
 from gateway.metrics import CONTENT_TYPE, Metrics
@@ -199,7 +200,10 @@ async def healthz(request: web.Request) -> web.Response:
 async def readyz(request: web.Request) -> web.Response:
     failing = await request.app[READINESS].failing()
     checks = {name: failing.get(name, "ok") for name in ("audit", "upstream")}
-    body = {"status": "not_ready" if failing else "ready", "checks": checks}
+    body: dict[str, object] = {"status": "not_ready" if failing else "ready", "checks": checks}
+    shipper = request.app.get(SHIPPING)
+    if shipper is not None:  # detail only: a collector that is down never makes the sidecar unready
+        body["shipping"] = shipper.status()
     return web.Response(status=503 if failing else 200, body=orjson.dumps(body), content_type="application/json")
 
 

@@ -59,7 +59,7 @@ def config_error(tmp_path: Path, text: str) -> str:
         ("[server]\nport = 'abc'", 'gw.toml: server.port: expected an integer from 0 to 65535, got "abc"'),
         ("[server]\nport = 70000", "gw.toml: server.port: expected an integer from 0 to 65535, got 70000"),
         ("[server]\nhots = 'x'", "gw.toml: server.hots: unknown key; expected one of host, port, tls_cert, tls_key, max_connections, header_timeout, body_timeout, keepalive_timeout"),
-        ("[servr]\nhost = 'x'", "gw.toml: servr: unknown section; expected one of server, upstream, audit, logging, stub, throttle, metrics, users"),
+        ("[servr]\nhost = 'x'", "gw.toml: servr: unknown section; expected one of server, upstream, audit, logging, stub, throttle, metrics, ship, collector, users, sidecars"),
         ("server = 3", "gw.toml: server: expected a table, got 3"),
         ("[upstream]\nurl = 'ftp://x'", 'gw.toml: upstream.url: expected "stub" or an http(s) URL such as "https://api.enterprise.apigee.com", got "ftp://x"'),
         ("[upstream]\nurl = 'https://u:p@x'", "gw.toml: upstream.url: must not contain credentials; use upstream.auth instead"),

@@ -15,7 +15,7 @@ from collections.abc import Sequence
 
 from gateway import __version__
 from gateway.audit.store import AuditStoreError
-from gateway.cli import audit, config_check, server
+from gateway.cli import audit, config_check, fleet, server
 from gateway.cli.common import EXIT_ERROR, CommandError, Parser
 from gateway.config import ConfigError
 from gateway.logs import flush_logs
@@ -69,5 +69,6 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(title="commands", required=True, metavar="COMMAND")
     server.register(commands)
     audit.register(commands)
+    fleet.register(commands)
     config_check.register(commands)
     return parser

@@ -22,6 +22,7 @@ from gateway.audit.reconcile import reconcile
 from gateway.audit.reserve import DiskReserve
 from gateway.audit.sqlite import STATS_GROUPS, SQLiteAppender, SQLiteAuditStore, prepare
 from gateway.audit.verify import CannotVerify, verify_log
+from gateway.cli import fleet
 from gateway.cli.common import (
     CommandError, arg, command, config_of, database_options, filter_options, say, selection_of, text, user_name,
 )
@@ -43,6 +44,7 @@ def register(commands: Any) -> None:
 
     query = command(audit_commands, "query", cmd_query, "Find audit records.", QUERY_HELP)
     database_options(query)
+    fleet.store_options(query)
     filter_options(query)
     query.add_argument("--limit", type=arg(positive_int), default=DEFAULT_LIMIT, metavar="N",
                        help=f"at most N records, newest first (default {DEFAULT_LIMIT})")
@@ -50,20 +52,28 @@ def register(commands: Any) -> None:
 
     show = command(audit_commands, "show", cmd_show, "Print one audit record, whole.", SHOW_HELP)
     database_options(show)
+    fleet.store_options(show, instance_required=True)
     show.add_argument("id", type=arg(positive_int), metavar="ID", help="the record's id (first column of `audit query`)")
 
     export = command(audit_commands, "export", cmd_export, "Stream records to standard output.", EXPORT_HELP)
     database_options(export)
+    fleet.store_options(export)
     filter_options(export)
-    export.add_argument("--format", choices=STREAMING, default="jsonl", help="output format (default: jsonl)")
+    export.add_argument("--format", choices=[*STREAMING, "ocsf"], default="jsonl",
+                        help="output format (default: jsonl; ocsf: OCSF API Activity events, one per line)")
 
     stats = command(audit_commands, "stats", cmd_stats, "Count records by actor, org, app, outcome or day.", STATS_HELP)
     database_options(stats)
+    fleet.store_options(stats)
     filter_options(stats)
-    stats.add_argument("--by", choices=list(STATS_GROUPS), default="outcome", help="what to group by (default: outcome)")
+    stats.add_argument("--by", choices=[*STATS_GROUPS, "instance"], default="outcome",
+                       help="what to group by (default: outcome; instance only with --store)")
 
     verify = command(audit_commands, "verify", cmd_verify, "Check the hash chain; name the first bad record.", VERIFY_HELP)
     database_options(verify)
+    fleet.store_options(verify)
+    verify.add_argument("--silent-after", type=arg(fleet.seconds), metavar="SECONDS",
+                        help="with --store: report instances without contact for longer (default: collector.silent_after)")
     chain_key_options(verify, plain=True)
     verify.add_argument("--expect-head", type=arg(Anchor.parse), metavar="HEAD",
                         help="a head anchored earlier, as `audit head` prints it (ID HASH) or its hash: it must be in the chain")
@@ -91,6 +101,9 @@ def register(commands: Any) -> None:
     prune.add_argument("--dry-run", action="store_true", help="say what would be removed, and remove nothing")
     prune.add_argument("--yes", action="store_true",
                        help="confirm removing every record (asked on a terminal; required without one)")
+    prune.add_argument("--ignore-shipping", action="store_true",
+                       help="with [ship]: also remove records the collector has not acknowledged (warned about)")
+    fleet.register_audit(audit_commands)
 
 
 def chain_key_options(parser: argparse.ArgumentParser, *, plain: bool = False) -> None:
@@ -205,6 +218,8 @@ def _read(config: Config, action: Callable[[SQLiteAuditStore], Awaitable[T]], *,
 
 
 def cmd_query(args: argparse.Namespace) -> int:
+    if fleet.uses_store(args):
+        return fleet.fleet_query(args)
     selection = selection_of(args, limit=args.limit)
     records = _read(config_of(args), lambda store: store.query(selection))
     WRITERS[args.format](records, sys.stdout)
@@ -212,6 +227,8 @@ def cmd_query(args: argparse.Namespace) -> int:
 
 
 def cmd_show(args: argparse.Namespace) -> int:
+    if fleet.uses_store(args):
+        return fleet.fleet_show(args)
     config = config_of(args)
     record = _read(config, lambda store: store.get(args.id))
     if record is None:
@@ -221,8 +238,13 @@ def cmd_show(args: argparse.Namespace) -> int:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
+    if fleet.uses_store(args):
+        return fleet.fleet_export(args)
     selection = selection_of(args)
-    stream = RecordStream(args.format, sys.stdout, for_terminal=sys.stdout.isatty())
+    stream = (
+        fleet.ocsf_stream(config_of(args), sys.stdout) if args.format == "ocsf"
+        else RecordStream(args.format, sys.stdout, for_terminal=sys.stdout.isatty())
+    )
 
     async def export(store: SQLiteAuditStore) -> None:
         # Records shown on the same terminal would be garbled by the progress line.
@@ -243,6 +265,10 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 
 def cmd_stats(args: argparse.Namespace) -> int:
+    if fleet.uses_store(args):
+        return fleet.fleet_stats(args)
+    if args.by == "instance":
+        raise CommandError("--by instance needs --store (a local log holds one instance)")
     selection = selection_of(args)
     rows = _read(config_of(args), lambda store: store.stats(args.by, selection, include_intents=args.outcome == "pending"))
     write_columns([args.by, "records"], [["-" if value is None else str(value), str(n)] for value, n in rows], sys.stdout)
@@ -250,6 +276,8 @@ def cmd_stats(args: argparse.Namespace) -> int:
 
 
 def cmd_verify(args: argparse.Namespace) -> int:
+    if fleet.uses_store(args):
+        return fleet.fleet_verify(args)
     config = config_of(args, uses={"chain_key"})
     key = chain_key_of(args, config)
 
@@ -371,10 +399,11 @@ def _upstream_password(user: str) -> str:
 
 
 def cmd_prune(args: argparse.Namespace) -> int:
-    config = config_of(args, uses={"chain_key"})
+    config = config_of(args, uses={"chain_key", "fleet_secrets"})
     key = chain_key_of(args, config) or ChainKey(None)
     path = config.database_path
     prepare(path, key=key, writable=True, create=False, busy_timeout=config.audit.busy_timeout)
+    args.before = fleet.shipping_limit(config, args.before, ignore=args.ignore_shipping)
     appender = SQLiteAppender(path, key, busy_timeout=config.audit.busy_timeout)
     try:
         plan = appender.plan_prune(args.before)

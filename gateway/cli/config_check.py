@@ -15,7 +15,7 @@ from gateway.config import SECTIONS, Config, load_config
 from gateway.terminal import printable
 
 MASKED = "********"
-SECRET_KEYS = frozenset({"users.password_hash"})
+SECRET_KEYS = frozenset({"users.password_hash", "sidecars.password_hash"})
 """Values shown masked. The config holds no passwords, but a hash still helps a guesser."""
 
 CHECK_HELP = """\
@@ -58,6 +58,9 @@ def write_effective(config: Config, out: TextIO) -> None:
     for user in config.users:
         out.write("\n[[users]]\n")
         _write_table("users", user, out)
+    for sidecar in config.sidecars:
+        out.write("\n[[sidecars]]\n")
+        _write_table("sidecars", sidecar, out)
 
 
 def _write_table(section: str, table: Any, out: TextIO) -> None:
@@ -76,4 +79,7 @@ def _resolved_secrets(config: Config) -> list[str]:
         notes.append("chain key: none (plain SHA-256 chain)")
     if config.upstream.auth == "service":
         notes.append(f"service password: read from ${printable(config.upstream.service_password_env)}")
+    if config.ship.url:
+        where = f"${config.ship.password_env}" if config.ship.password_env else config.ship.password_file
+        notes.append(f"collector password (ship): read from {where}")
     return notes

@@ -1,0 +1,333 @@
+"""The shipper: every sidecar sends its committed audit records to the collector, in the background.
+
+It reads the local SQLite log (the point of truth) after the collector's high-water mark and
+posts batches; the collector's answer is the new mark. Nothing here is on the request path: the
+gateway's calls never wait for it, and a collector that is down only makes the lag grow. The
+mark lives at the collector, so shipping is at-least-once: after a restart, an error, or a
+batch whose answer was lost, the shipper asks the collector for its mark and resends from there
+(the collector takes a resent record it holds unchanged as a duplicate). While the collector is
+unreachable or refuses, it waits ``ship.interval`` doubling up to ``ship.max_backoff``; when it
+is idle, it still asks for the mark every ``HEARTBEAT`` seconds, so the fleet can tell a quiet
+sidecar from a silent one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import socket
+import sqlite3
+import ssl
+import threading
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import orjson
+from aiohttp import web
+
+from gateway.audit.record import FIELDS, Row, utc_timestamp
+from gateway.audit.schema import TABLE
+from gateway.config import Config
+from gateway.fleet import protocol
+from gateway.logs import Logger
+from gateway.metrics import Metrics
+
+HEARTBEAT = 60.0
+"""Seconds between mark requests while there is nothing to ship (the collector's last contact)."""
+_TIME = FIELDS.index("time")
+
+
+class ShipError(Exception):
+    """The collector did not take a batch (or could not be asked): why, in one line."""
+
+
+def instance_of(config: Config) -> str:
+    """This sidecar's instance id: ``ship.instance``, or the host name."""
+    return config.ship.instance or socket.gethostname()
+
+
+class LocalLog:
+    """Reads the sidecar's own SQLite log, read-only, in a worker thread."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._db: sqlite3.Connection | None = None
+        self._lock = threading.Lock()
+
+    def _connect(self) -> sqlite3.Connection:
+        if self._db is None:
+            self._db = sqlite3.connect(f"file:{self.path}?mode=ro", uri=True, check_same_thread=False)
+            self._db.execute("PRAGMA busy_timeout = 5000")
+        return self._db
+
+    def chain(self) -> dict[str, str | None]:
+        with self._lock:
+            mode, check = self._connect().execute("SELECT mode, key_check FROM audit_chain").fetchone()
+        return {"mode": mode, "key_check": check}
+
+    def after(self, mark: int, limit: int) -> list[Row]:
+        with self._lock:
+            return self._connect().execute(
+                f"SELECT {', '.join(FIELDS)} FROM {TABLE} WHERE id > ? ORDER BY id LIMIT ?", (mark, limit)
+            ).fetchall()
+
+    def lag(self, mark: int) -> tuple[int, str | None]:
+        """The newest id, and the time of the first record after ``mark`` (None: none)."""
+        with self._lock:
+            db = self._connect()
+            head = db.execute(f"SELECT max(id) FROM {TABLE}").fetchone()[0] or 0
+            row = db.execute(f"SELECT time FROM {TABLE} WHERE id > ? ORDER BY id LIMIT 1", (mark,)).fetchone()
+        return int(head), (row[0] if row else None)
+
+    def time_after(self, mark: int) -> str | None:
+        """The time of the first record after ``mark`` (what prune must keep), if any."""
+        return self.lag(mark)[1]
+
+    def close(self) -> None:
+        with self._lock:
+            if self._db is not None:
+                self._db.close()
+                self._db = None
+
+
+class CollectorClient:
+    """The sidecar's side of ``gateway.fleet.protocol``."""
+
+    def __init__(self, config: Config) -> None:
+        ship = config.ship
+        self.instance = instance_of(config)
+        self._base = f"{ship.url}{protocol.BASE}/{self.instance}"
+        self._auth = {"Authorization": aiohttp.encode_basic_auth(self.instance, config.ship_password)}
+        context: ssl.SSLContext | None = None
+        if ship.ca_bundle:
+            context = ssl.create_default_context(cafile=str(config.path(ship.ca_bundle)))
+        self._session = aiohttp.ClientSession(
+            timeout=aiohttp.ClientTimeout(total=ship.timeout), connector=aiohttp.TCPConnector(ssl=context or True, limit=2),
+        )
+
+    async def mark(self) -> int:
+        async with self._session.get(self._base, headers=self._auth) as response:
+            body = await self._answer(response)
+        return int(body["mark"])
+
+    async def send(self, body: bytes) -> dict[str, Any]:
+        async with self._session.post(f"{self._base}/records", data=body,
+                                      headers={**self._auth, "Content-Type": "application/json"}) as response:
+            return await self._answer(response)
+
+    @staticmethod
+    async def _answer(response: aiohttp.ClientResponse) -> dict[str, Any]:
+        text = await response.read()
+        try:
+            body = orjson.loads(text)
+        except orjson.JSONDecodeError:
+            body = None
+        if response.status != 200 or not isinstance(body, dict):
+            detail = body.get("message") if isinstance(body, dict) else text[:200].decode("utf-8", "replace")
+            code = body.get("code") if isinstance(body, dict) else None
+            raise ShipError(f"the collector answered {response.status}" + (f" {code}" if code else "") + f": {detail}")
+        return body
+
+    async def close(self) -> None:
+        await self._session.close()
+
+
+def encode_batch(chain: dict[str, str | None], rows: list[Row]) -> bytes:
+    return orjson.dumps({"fields": FIELDS, "chain": chain, "records": rows})
+
+
+class Shipper:
+    """Ships the local log to the collector; ``status()`` is what /readyz and the metrics show."""
+
+    def __init__(self, config: Config, log: Logger) -> None:
+        self._config = config
+        self._log = log
+        self.instance = instance_of(config)
+        self.local = LocalLog(config.database_path)
+        self.client = CollectorClient(config)
+        self.acknowledged: int | None = None
+        """The collector's mark as last heard; None until asked (or after an error)."""
+        self.local_head = 0
+        self._oldest_unshipped: str | None = None
+        self.last_success: float | None = None
+        self.last_error: tuple[float, str] | None = None
+        self.shipped = 0
+        """Records the collector took as new, since start."""
+        self.failures = 0
+        self._chain: dict[str, str | None] | None = None
+        self._idle_since = time.monotonic()
+
+    # What is shown -------------------------------------------------------------------------
+
+    @property
+    def lag_records(self) -> int:
+        acknowledged = self.acknowledged or 0
+        return self.local_head - acknowledged if self.local_head >= acknowledged else self.local_head
+
+    @property
+    def lag_seconds(self) -> float:
+        if self._oldest_unshipped is None:
+            return 0.0
+        return max(0.0, time.time() - datetime.fromisoformat(self._oldest_unshipped).timestamp())
+
+    def status(self) -> dict[str, Any]:
+        return {
+            "collector": self._config.ship.url,
+            "instance": self.instance,
+            "acknowledged_id": self.acknowledged,
+            "local_head_id": self.local_head,
+            "lag_records": self.lag_records,
+            "lag_seconds": round(self.lag_seconds, 3),
+            "last_success": utc_timestamp(self.last_success) if self.last_success is not None else None,
+            "last_error": self.last_error[1] if self.last_error is not None else None,
+        }
+
+    def register_metrics(self, metrics: Metrics) -> None:
+        metrics.read_at_scrape("gateway_ship_lag_records", "Committed audit records the collector has not acknowledged.",
+                               lambda: self.lag_records)
+        metrics.read_at_scrape("gateway_ship_lag_seconds", "Age of the oldest record the collector has not acknowledged (0: none).",
+                               lambda: self.lag_seconds)
+        metrics.read_at_scrape("gateway_ship_last_success_timestamp_seconds", "When the collector last acknowledged a batch or mark.",
+                               lambda: self.last_success or 0.0)
+        metrics.read_at_scrape("gateway_ship_records", "Records the collector took as new from this sidecar.",
+                               lambda: self.shipped, counter=True)
+        metrics.read_at_scrape("gateway_ship_failures", "Attempts to ship or ask the mark that failed.",
+                               lambda: self.failures, counter=True)
+
+    # Shipping -----------------------------------------------------------------------------
+
+    async def step(self) -> int:
+        """One round: learn the mark if unknown, send the next batch; how many records were sent
+        (0: nothing to ship). Raises ShipError (or aiohttp's errors) when the collector fails."""
+        if self._chain is None:
+            self._chain = await asyncio.to_thread(self.local.chain)
+        if self.acknowledged is None:
+            self.acknowledged = await self.client.mark()
+            self._succeeded()
+        mark = self.acknowledged
+        size = self._config.ship.batch_size
+        rows, (self.local_head, self._oldest_unshipped) = await asyncio.to_thread(self._read, mark, size)
+        if self.local_head < mark:
+            # The collector holds more than this file: the log was replaced or rebuilt. Its records
+            # go to the collector anyway, which compares them with what it holds and flags the fork.
+            rows = await asyncio.to_thread(self.local.after, 0, size)
+            self._oldest_unshipped = rows[0][_TIME] if rows else None
+        if not rows:
+            return 0
+        body = await asyncio.to_thread(encode_batch, self._chain, rows)
+        try:
+            answer = await self.client.send(body)
+        except BaseException:
+            self.acknowledged = None  # the batch may have been stored: ask again before resending
+            raise
+        self.acknowledged = int(answer["mark"])
+        self.shipped += int(answer.get("accepted", 0))
+        self.local_head, self._oldest_unshipped = await asyncio.to_thread(self.local.lag, self.acknowledged)
+        self._succeeded()
+        return len(rows)
+
+    def _read(self, mark: int, size: int) -> tuple[list[Row], tuple[int, str | None]]:
+        return self.local.after(mark, size), self.local.lag(mark)
+
+    def _succeeded(self) -> None:
+        self.last_success = time.time()
+        if self.last_error is not None:
+            self._log.info("ship_resumed", collector=self._config.ship.url, acknowledged_id=self.acknowledged)
+        self.last_error = None
+
+    def _failed(self, exc: BaseException) -> str:
+        reason = str(exc) if isinstance(exc, ShipError) else f"cannot reach the collector: {type(exc).__name__}"
+        self.failures += 1
+        first = self.last_error is None or self.last_error[1] != reason
+        self.last_error = (time.time(), reason)
+        if first:
+            self._log.warning("ship_failed", collector=self._config.ship.url, instance=self.instance, reason=reason,
+                              lag_records=self.lag_records)
+        return reason
+
+    async def run(self) -> None:
+        """Ship until cancelled: again at once after a batch went, a look every ``interval`` once
+        caught up, backing off while the collector fails."""
+        ship = self._config.ship
+        backoff = ship.interval
+        while True:
+            try:
+                sent = await self.step()
+                backoff = ship.interval
+                if sent:
+                    # Records came while this batch was out: send them at once. Under load the
+                    # batches grow by themselves; the lag stays about one round trip.
+                    self._idle_since = time.monotonic()
+                    continue
+                if time.monotonic() - self._idle_since >= HEARTBEAT:
+                    self.acknowledged = None  # ask the mark: a heartbeat, and a check against a reset collector
+                    self._idle_since = time.monotonic()
+                await asyncio.sleep(ship.interval)
+            except asyncio.CancelledError:
+                raise
+            except (ShipError, aiohttp.ClientError, TimeoutError, OSError, sqlite3.Error, ValueError, KeyError) as exc:
+                self._failed(exc)
+                if isinstance(exc, sqlite3.Error):
+                    self._chain = None
+                    await asyncio.to_thread(self.local.close)
+                else:
+                    await self._refresh_lag()
+                await asyncio.sleep(backoff * random.uniform(0.8, 1.2))
+                backoff = min(backoff * 2, ship.max_backoff)
+
+    async def _refresh_lag(self) -> None:
+        try:
+            self.local_head, self._oldest_unshipped = await asyncio.to_thread(self.local.lag, self.acknowledged or 0)
+        except sqlite3.Error:
+            pass
+
+    async def ship_all(self) -> int:
+        """Ship everything committed so far (``gateway audit ship``); the records sent."""
+        total = 0
+        while sent := await self.step():
+            total += sent
+        return total
+
+    async def close(self) -> None:
+        await self.client.close()
+        await asyncio.to_thread(self.local.close)
+
+
+SHIPPING = web.AppKey("shipping", Shipper)
+
+
+@asynccontextmanager
+async def start_shipping(config: Config, log: Logger, metrics: Metrics) -> AsyncIterator[Shipper | None]:
+    """The gateway's one seam for shipping: a background task for its lifetime when ``[ship]``
+    names a collector (None otherwise). Stopping it cancels a batch in flight: the collector
+    either committed it (the next start learns so from the mark) or not (it is sent again)."""
+    if not config.ship.url:
+        yield None
+        return
+    shipper = Shipper(config, log)
+    shipper.register_metrics(metrics)
+    task = asyncio.create_task(shipper.run(), name="audit-shipper")
+    log.info("ship_started", collector=config.ship.url, instance=shipper.instance, batch_size=config.ship.batch_size)
+    try:
+        yield shipper
+    finally:
+        task.cancel()
+        try:
+            await task
+        except asyncio.CancelledError:
+            pass
+        await shipper.close()
+
+
+async def acknowledged_mark(config: Config) -> int:
+    """The collector's mark for this sidecar, asked once (for ``audit prune``)."""
+    client = CollectorClient(config)
+    try:
+        return await client.mark()
+    finally:
+        await client.close()
