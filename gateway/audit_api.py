@@ -14,27 +14,36 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 import orjson
 from aiohttp import web
 
 from gateway import errors
+from gateway.audit.filters import BY_NAME, FilterError, selection
 from gateway.audit.fingerprint import fingerprint
 from gateway.audit.formats import as_json
-from gateway.audit.query import (
-    AuditFilter, decode_cursor, encode_cursor, parse_outcome, parse_sha256, parse_time, positive_int, quoted,
-)
-from gateway.audit.sqlite import SQLiteAuditStore
-from gateway.audit.store import AuditStoreError
-from gateway.auth import AUDIT, AmbiguousCredentials, AuthenticationError, Authenticator, ChecksBusy, Throttled, User, authorization
+from gateway.audit.query import decode_cursor, encode_cursor, parse_sha256, positive_int, quoted
+from gateway.audit.store import AuditStore, AuditStoreError
+from gateway.auth import AUDIT, Authenticator, User, authenticate
+from gateway.call import REQUEST_ID, Call
 from gateway.config import ALL_ORGS
-from gateway.proxy import REQUEST_ID
-from gateway.revoke import SERVICES, Exchange
+from gateway.logs import Logger
+from gateway.refusal import Refusal
 
 MAX_LIMIT = 1000
-AUDIT_AUTHENTICATOR = web.AppKey("audit_authenticator", Authenticator)
-AUDIT_STORE = web.AppKey("audit_store", SQLiteAuditStore)
+DEFAULT_LIMIT = 100
+
+
+class AuditServices(Protocol):
+    """What the audit API reads: the running gateway (``gateway.runtime.Runtime``) has it all."""
+
+    authenticator: Authenticator
+    store: AuditStore
+    log: Logger
+
+
+Services = Callable[[web.Request], AuditServices]
 
 
 def _limit(text: str) -> int:
@@ -44,71 +53,38 @@ def _limit(text: str) -> int:
     return value
 
 
-PARAMETERS: dict[str, tuple[str, Callable[[str], Any]]] = {
-    "org": ("org", str),
-    "token": ("token_sha256", fingerprint),
-    "token_sha256": ("token_sha256", parse_sha256),
-    "actor": ("actor", str),
-    "app": ("app", str),
-    "client_id": ("client_id", str),
-    "outcome": ("outcome", parse_outcome),
-    "since": ("since", parse_time),
-    "until": ("until", parse_time),
-    "limit": ("limit", _limit),
-    "cursor": ("before", decode_cursor),
-}
-"""Query parameter -> (AuditFilter field, parser that raises ValueError with the reason)."""
-
-
-@dataclass(slots=True)
-class AuditRead:
-    """One read of the trail: who asked (``exchange``), what, and how many records they got."""
-
-    exchange: Exchange
-    route: str
-    filters: dict[str, str | None] = field(default_factory=dict)
-    """The parameters as given, but secrets only as fingerprints (see ``_as_logged``)."""
-    record_id: int | None = None
-    records: int | None = None
-
-    def refuse(self, error: errors.GatewayError, message: str | None = None) -> web.Response:
-        self.exchange.error_code = error.code
-        return error.response(message)
-
-    def log(self, request: web.Request, status: int) -> None:
-        exchange = self.exchange
-        request.app[SERVICES].log.info(
-            "audit_read", **exchange.ids, client_ip=exchange.client_ip, actor=exchange.actor, path=self.route,
-            record_id=self.record_id, filters=self.filters, records=self.records, status=status,
-            error_code=exchange.error_code, latency_ms=exchange.latency_ms(),
-        )
-
-
-Handler = Callable[[web.Request, AuditRead], Awaitable[web.Response]]
-
-
-def _logged(route: str, handler: Handler) -> Callable[[web.Request], Awaitable[web.Response]]:
-    """The handler, with the one log line every read gets (and the gateway's own 500 on a bug)."""
-
-    async def logged(request: web.Request) -> web.Response:
-        read = AuditRead(Exchange.begin(request), route)
-        try:
-            response = await handler(request, read)
-        except Exception as exc:
-            request.app[SERVICES].log.error("request_failed", **read.exchange.ids, error=type(exc).__name__)
-            response = read.refuse(errors.INTERNAL_ERROR)
-        response.headers.setdefault(REQUEST_ID, read.exchange.public_id)
-        read.log(request, response.status)
-        return response
-
-    return logged
-
-
+PAGING: dict[str, Callable[[str], Any]] = {"limit": _limit, "cursor": decode_cursor}
+"""The parameters besides the filters (``gateway.audit.filters``)."""
+PARAMETERS = (*BY_NAME, *PAGING)
 SECRET_PARAMETERS = {"token": "token_sha256", "client_id": "client_id_sha256"}
 """Parameters whose values are secrets (a raw token, a consumer key): logged as fingerprints."""
 
 
-def _as_logged(parameters: Iterable[tuple[str, str]]) -> dict[str, str | None]:
+@dataclass(slots=True)
+class AuditRead:
+    """One read of the trail: who asked (``call``), what, and how many records they got."""
+
+    call: Call
+    route: str
+    filters: dict[str, str | None] = field(default_factory=dict)
+    """The parameters as given, but secrets only as fingerprints (see ``as_logged``)."""
+    record_id: int | None = None
+    records: int | None = None
+
+    def refuse(self, error: errors.GatewayError, message: str | None = None) -> Refusal:
+        self.call.error_code = error.code
+        return Refusal(error.response(message))
+
+    def log(self, log: Logger, status: int) -> None:
+        call = self.call
+        log.info(
+            "audit_read", **call.ids, client_ip=call.client_ip, actor=call.actor, path=self.route,
+            record_id=self.record_id, filters=self.filters, records=self.records, status=status,
+            error_code=call.error_code, latency_ms=call.latency_ms(),
+        )
+
+
+def as_logged(parameters: Iterable[tuple[str, str]]) -> dict[str, str | None]:
     """The filters of a read, for its log line. A secret appears only as its fingerprint; a
     value that may be one by mistake (an unknown parameter's, a token_sha256 that is not a
     fingerprint) is left out, its name kept with ``None``."""
@@ -126,36 +102,65 @@ def _as_logged(parameters: Iterable[tuple[str, str]]) -> dict[str, str | None]:
     return logged
 
 
-def add_routes(app: web.Application) -> None:
-    app.router.add_get("/audit/events", _logged("/audit/events", list_events), allow_head=False)
-    app.router.add_get("/audit/events/{id}", _logged("/audit/events/{id}", get_event), allow_head=False)
+Handler = Callable[[web.Request, AuditServices, AuditRead], Awaitable[web.Response]]
 
 
-async def list_events(request: web.Request, read: AuditRead) -> web.Response:
-    read.filters = _as_logged(request.query.items())
-    user = await _auditor(request, read)
-    if isinstance(user, web.Response):
-        return user
-    values: dict[str, Any] = {}
+def add_routes(app: web.Application, services: Services) -> None:
+    """The API's routes, reading the gateway's services through ``services``."""
+
+    def logged(route: str, handler: Handler) -> Callable[[web.Request], Awaitable[web.Response]]:
+        """The handler, with the one log line every read gets (and the gateway's own 500 on a bug)."""
+
+        async def read(request: web.Request) -> web.Response:
+            running = services(request)
+            read = AuditRead(Call.begin(request), route)
+            try:
+                response = await handler(request, running, read)
+            except Refusal as refusal:
+                response = refusal.response
+            except Exception as exc:
+                running.log.error("request_failed", **read.call.ids, error=type(exc).__name__)
+                read.call.error_code = errors.INTERNAL_ERROR.code
+                response = errors.INTERNAL_ERROR.response()
+            response.headers.setdefault(REQUEST_ID, read.call.public_id)
+            read.log(running.log, response.status)
+            return response
+
+        return read
+
+    app.router.add_get("/audit/events", logged("/audit/events", list_events), allow_head=False)
+    app.router.add_get("/audit/events/{id}", logged("/audit/events/{id}", get_event), allow_head=False)
+
+
+async def list_events(request: web.Request, running: AuditServices, read: AuditRead) -> web.Response:
+    read.filters = as_logged(request.query.items())
+    user = await auditor(request, running.authenticator, read)
+    given, paging, seen = [], {}, set()
     for name, text in request.query.items():
         if name not in PARAMETERS:
-            return read.refuse(errors.BAD_REQUEST, f"Unknown parameter {name}; expected one of {', '.join(PARAMETERS)}")
-        target, parse = PARAMETERS[name]
-        if target in values:
-            return read.refuse(errors.BAD_REQUEST, f"Parameter {name} is given twice (or with token/token_sha256 both)")
+            raise read.refuse(errors.BAD_REQUEST, f"Unknown parameter {name}; expected one of {', '.join(PARAMETERS)}")
+        if name in seen:
+            raise read.refuse(errors.BAD_REQUEST, f"Parameter {name} is given twice")
+        seen.add(name)
         try:
-            values[target] = parse(text)
+            if name in PAGING:
+                paging[name] = PAGING[name](text)
+            else:
+                given.append((BY_NAME[name], BY_NAME[name].parse(text)))
         except ValueError as exc:
-            return read.refuse(errors.BAD_REQUEST, f"Invalid parameter {name}: {exc}")
-    requested = values.get("org")
-    if requested is not None and not user.may(AUDIT, requested):
-        return _forbidden(request, read, user, f"User {user.name} may not read the audit trail of organization {requested}")
-    limit = values.pop("limit", 100)
-    selection = AuditFilter(**values, limit=limit + 1, orgs=_scope(user))
+            raise read.refuse(errors.BAD_REQUEST, f"Invalid parameter {name}: {exc}") from None
+    limit = paging.get("limit", DEFAULT_LIMIT)
     try:
-        records = await request.app[AUDIT_STORE].query(selection)
+        chosen = selection(given, limit=limit + 1, before=paging.get("cursor"), orgs=scope(user))
+    except FilterError as exc:
+        raise read.refuse(errors.BAD_REQUEST, f"Parameters that mean the same filter: {exc}") from None
+    if chosen.org is not None and not user.may(AUDIT, chosen.org):
+        raise forbidden(request, running.authenticator, read, user,
+                        f"User {user.name} may not read the audit trail of organization {chosen.org}")
+    try:
+        records = await running.store.query(chosen)
     except AuditStoreError:
-        return read.refuse(errors.AUDIT_UNAVAILABLE, "The audit log cannot be read right now")
+        raise read.refuse(errors.AUDIT_UNAVAILABLE, "The audit log cannot be read right now") from None
     page = records[:limit]
     more = len(records) > limit
     read.records = len(page)
@@ -164,57 +169,43 @@ async def list_events(request: web.Request, read: AuditRead) -> web.Response:
     return web.Response(body=orjson.dumps(body), content_type="application/json")
 
 
-async def get_event(request: web.Request, read: AuditRead) -> web.Response:
+async def get_event(request: web.Request, running: AuditServices, read: AuditRead) -> web.Response:
     text = request.match_info["id"]
     try:
         record_id: int | None = positive_int(text)
     except ValueError as exc:
         record_id, invalid = None, str(exc)
     read.record_id = record_id
-    user = await _auditor(request, read)
-    if isinstance(user, web.Response):
-        return user
+    user = await auditor(request, running.authenticator, read)
     if record_id is None:
-        return read.refuse(errors.BAD_REQUEST, f"Invalid record id: {invalid}")
+        raise read.refuse(errors.BAD_REQUEST, f"Invalid record id: {invalid}")
     try:
-        record = await request.app[AUDIT_STORE].get(record_id)
+        record = await running.store.get(record_id)
     except AuditStoreError:
-        return read.refuse(errors.AUDIT_UNAVAILABLE, "The audit log cannot be read right now")
-    scope = _scope(user)
-    if record is None or (scope is not None and record.org not in scope):
+        raise read.refuse(errors.AUDIT_UNAVAILABLE, "The audit log cannot be read right now") from None
+    orgs = scope(user)
+    if record is None or (orgs is not None and record.org not in orgs):
         read.records = 0
-        return read.refuse(errors.NOT_FOUND, f"No audit record {record_id} that user {user.name} may read")
+        raise read.refuse(errors.NOT_FOUND, f"No audit record {record_id} that user {user.name} may read")
     read.records = 1
     return web.Response(body=orjson.dumps(as_json(record)), content_type="application/json")
 
 
-async def _auditor(request: web.Request, read: AuditRead) -> User | web.Response:
-    """The calling user if they hold the audit role; otherwise the refusal to send."""
-    try:
-        user = await request.app[AUDIT_AUTHENTICATOR].authenticate(authorization(request.headers), request.remote)
-    except AmbiguousCredentials as exc:
-        return errors.BAD_REQUEST.response(str(exc))
-    except Throttled as exc:
-        read.exchange.actor, read.exchange.error_code = exc.claimed, errors.TOO_MANY_ATTEMPTS.code
-        return errors.too_many_attempts(exc.retry_after)
-    except ChecksBusy as exc:
-        read.exchange.actor, read.exchange.error_code = exc.claimed, errors.LOGIN_BUSY.code
-        return errors.login_busy(exc.retry_after)
-    except AuthenticationError as exc:  # counted toward the throttle by the authenticator
-        read.exchange.actor, read.exchange.error_code = exc.claimed, errors.UNAUTHORIZED.code
-        return errors.unauthorized()
-    read.exchange.actor = user.name
+async def auditor(request: web.BaseRequest, authenticator: Authenticator, read: AuditRead) -> User:
+    """The calling user if they hold the audit role; otherwise a Refusal (never audited as a
+    record: reads are logged instead, and refusals counted by the throttle)."""
+    user = await authenticate(authenticator, request, read.call)
     if not user.may(AUDIT, None):
-        return _forbidden(request, read, user, f"User {user.name} may not read the audit trail (role audit)")
+        raise forbidden(request, authenticator, read, user, f"User {user.name} may not read the audit trail (role audit)")
     return user
 
 
-def _forbidden(request: web.Request, read: AuditRead, user: User, message: str) -> web.Response:
+def forbidden(request: web.BaseRequest, authenticator: Authenticator, read: AuditRead, user: User, message: str) -> Refusal:
     """403, counted toward the throttle as a failure of the address and the user, like a wrong
     password: probing the trail without the right costs the same as guessing."""
-    request.app[AUDIT_AUTHENTICATOR].throttle.failed(request.remote, user.name)
+    authenticator.throttle.failed(request.remote, user.name)
     return read.refuse(errors.FORBIDDEN, message)
 
 
-def _scope(user: User) -> frozenset[str] | None:
+def scope(user: User) -> frozenset[str] | None:
     return None if ALL_ORGS in user.orgs else user.orgs

@@ -16,11 +16,17 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from functools import partial
 
+from aiohttp import web
 from multidict import MultiMapping
 
+from gateway import errors
+from gateway.audit import records
+from gateway.audit.record import Outcome
 from gateway.basic import Credentials, MalformedCredentials, parse_basic
 from gateway.config import ALL_ORGS, ConfigError, UserConfig
 from gateway.passwords import ScryptHash, parse_hash, verify_password
+from gateway.call import Call
+from gateway.refusal import Refusal
 from gateway.throttle import CheckLimit, LoginThrottle
 
 REVOKE = "revoke"
@@ -227,3 +233,37 @@ class Authenticator:
             self._verified.pop(previous, None)
         self._tag_of_user[account.user.name] = tag
         self._verified[tag] = account
+
+
+async def authenticate(authenticator: Authenticator, request: web.BaseRequest, call: Call) -> User:
+    """The authenticate step: the caller's user, or a Refusal saying why not.
+
+    Every route authenticates this way. A refusal carries the record it deserves; the token
+    path writes it (a failed login only within the throttle's allowance of records, see
+    ``gateway.throttle``), the audit API only logs it.
+    """
+    try:
+        user = await authenticator.authenticate(authorization(request.headers), request.remote)
+    except AmbiguousCredentials as exc:
+        raise _refused(call, errors.BAD_REQUEST, Outcome.REJECTED, errors.BAD_REQUEST.response(str(exc))) from None
+    except Throttled as exc:
+        # Counted, and audited once per window by the throttle's summary.
+        call.actor = exc.claimed
+        raise _refused(call, errors.TOO_MANY_ATTEMPTS, None, errors.too_many_attempts(exc.retry_after)) from None
+    except ChecksBusy as exc:
+        # Counted in the throttle's summary too: a flood of them must not fill the audit log.
+        call.actor = exc.claimed
+        raise _refused(call, errors.LOGIN_BUSY, None, errors.login_busy(exc.retry_after)) from None
+    except AuthenticationError as exc:
+        call.actor = exc.claimed
+        raise _refused(call, errors.UNAUTHORIZED, Outcome.DENIED, errors.unauthorized(), limited=True) from None
+    call.actor = user.name
+    return user
+
+
+def _refused(
+    call: Call, error: errors.GatewayError, outcome: Outcome | None, response: web.Response, *, limited: bool = False
+) -> Refusal:
+    call.error_code = error.code
+    record = records.refusal(call, outcome, error.code) if outcome is not None else None
+    return Refusal(response, record=record, limited=limited)

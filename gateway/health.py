@@ -16,20 +16,20 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import sqlite3
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
-from pathlib import Path
+from typing import Protocol
 
 import orjson
 from aiohttp import web
 from yarl import URL
 
+from gateway.audit.store import AuditStore
 from gateway.audit.writer import AuditWriter
 from gateway.config import ConfigError, ServerConfig
-from gateway.fleet.shipper import SHIPPING
+from gateway.fleet.shipper import Shipper
 from gateway.listener import GatewayRunner
 from gateway.logs import get_logger
 from gateway.metrics import CONTENT_TYPE, Metrics
@@ -79,17 +79,19 @@ class SharedCheck:
 
 @dataclass
 class Readiness:
-    database: Path
+    store: AuditStore
     writer: AuditWriter
     upstream_url: str
     connect_timeout: float
     cache_seconds: float = CHECK_CACHE
+    shipper: Shipper | None = None
+    """Shown in detail only: a collector that is down never makes the sidecar unready."""
     _upstream: SharedCheck = field(init=False)
     _audit_probe: SharedCheck = field(init=False)
 
     def __post_init__(self) -> None:
         self._upstream = SharedCheck(self._connect_upstream)
-        self._audit_probe = SharedCheck(lambda: asyncio.to_thread(_write_lock_problem, self.database))
+        self._audit_probe = SharedCheck(self.store.write_problem)
 
     async def failing(self) -> dict[str, str]:
         """The checks that fail, each with its reason; empty when ready."""
@@ -119,31 +121,18 @@ class Readiness:
         return None
 
 
-def _write_lock_problem(database: Path) -> str | None:
-    """Take the write lock and change a page on a connection of its own, then roll back.
-
-    Taking the lock alone is not enough: a file that cannot be written (read-only, immutable)
-    still grants it, and only a change shows the refusal. Rewriting the schema version with
-    its own value is the smallest change, and the rollback leaves the file as it was.
-    """
-    if not database.is_file():
-        return f"{database} does not exist"
-    try:
-        db = sqlite3.connect(database, timeout=0.2, isolation_level=None)
-        try:
-            db.execute("BEGIN IMMEDIATE")
-            version = db.execute("PRAGMA user_version").fetchone()[0]
-            db.execute(f"PRAGMA user_version = {int(version)}")
-            db.execute("ROLLBACK")
-        finally:
-            db.close()
-    except sqlite3.Error as exc:
-        return f"cannot write to {database}: {exc}"
-    return None
-
-
-READINESS = web.AppKey("readiness", Readiness)
 METRICS = web.AppKey("metrics", Metrics)
+"""Of the separate metrics listener's own application (``serve_metrics``)."""
+
+
+class Probed(Protocol):
+    """What the probes read: the running gateway (``gateway.runtime.Runtime``) has both."""
+
+    readiness: Readiness
+    metrics: Metrics
+
+
+Services = Callable[[web.Request], Probed]
 
 
 Handler = Callable[[web.Request], Awaitable[web.Response]]
@@ -164,7 +153,15 @@ def _logged(handler: Handler) -> Handler:
     return logged
 
 
-def add_routes(app: web.Application, *, with_metrics: bool) -> None:
+def add_routes(app: web.Application, services: Services, *, with_metrics: bool) -> None:
+    """The probes, reading the gateway's services through ``services`` (once it has started)."""
+
+    async def readyz(request: web.Request) -> web.Response:
+        return await ready(services(request).readiness)
+
+    async def metrics(request: web.Request) -> web.Response:
+        return _rendered(services(request).metrics)
+
     app.router.add_get("/healthz", _logged(healthz), allow_head=True)
     app.router.add_get("/readyz", _logged(readyz), allow_head=True)
     if with_metrics:
@@ -180,7 +177,7 @@ async def serve_metrics(registry: Metrics, settings: ServerConfig, port: int, *,
     host = settings.host
     app = web.Application(handler_args={"keepalive_timeout": settings.keepalive_timeout})
     app[METRICS] = registry
-    app.router.add_get("/metrics", _logged(metrics), allow_head=False)
+    app.router.add_get("/metrics", _logged(own_metrics), allow_head=False)
     runner = GatewayRunner(app, dataclasses.replace(settings, max_connections=METRICS_CONNECTIONS), access_log=None)
     await runner.setup()
     try:
@@ -197,15 +194,18 @@ async def healthz(request: web.Request) -> web.Response:
     return web.json_response({"status": "ok"})
 
 
-async def readyz(request: web.Request) -> web.Response:
-    failing = await request.app[READINESS].failing()
+async def ready(readiness: Readiness) -> web.Response:
+    failing = await readiness.failing()
     checks = {name: failing.get(name, "ok") for name in ("audit", "upstream")}
     body: dict[str, object] = {"status": "not_ready" if failing else "ready", "checks": checks}
-    shipper = request.app.get(SHIPPING)
-    if shipper is not None:  # detail only: a collector that is down never makes the sidecar unready
-        body["shipping"] = shipper.status()
+    if readiness.shipper is not None:
+        body["shipping"] = readiness.shipper.status()
     return web.Response(status=503 if failing else 200, body=orjson.dumps(body), content_type="application/json")
 
 
-async def metrics(request: web.Request) -> web.Response:
-    return web.Response(body=request.app[METRICS].render(), headers={"Content-Type": CONTENT_TYPE})
+async def own_metrics(request: web.Request) -> web.Response:
+    return _rendered(request.app[METRICS])
+
+
+def _rendered(metrics: Metrics) -> web.Response:
+    return web.Response(body=metrics.render(), headers={"Content-Type": CONTENT_TYPE})

@@ -15,8 +15,10 @@ from xml.etree import ElementTree
 import orjson
 from aiohttp import hdrs
 
+from gateway.audit.fingerprint import redact_snapshot
 from gateway.audit.record import Outcome
-from gateway.proxy import UpstreamReply
+from gateway.audit.records import json_text, storable
+from gateway.upstream import UpstreamReply
 
 MAX_DECODED_BODY = 1 << 20
 MAX_ERROR_CODE = 200
@@ -37,6 +39,58 @@ def interpret(reply: UpstreamReply) -> Interpretation:
         snapshot = _json_object(content)
         return Interpretation(outcome, snapshot, None if snapshot is not None else "upstream.snapshot_unreadable")
     return Interpretation(outcome, None, _error_code(content))
+
+
+@dataclass(frozen=True, slots=True)
+class Meaning:
+    """What an answer means, ready for the outcome record: every value the upstream chose is
+    storable text (``escaped`` names those that had to be escaped), the snapshot redacted."""
+
+    outcome: Outcome
+    error_code: str | None
+    app: str | None
+    client_id: str | None
+    snapshot: str | None
+    escaped: tuple[str, ...] = ()
+
+
+def meaning(reply: UpstreamReply, *, keep_raw_tokens: bool) -> Meaning:
+    """The outcome step's reading of an answer (``interpret``), made fit to store."""
+    read = interpret(reply)
+    snapshot = _stored_snapshot(read.snapshot, keep_raw=keep_raw_tokens)
+    error_code = read.error_code if snapshot is not None or read.snapshot is None else "upstream.snapshot_unreadable"
+    escaped: list[str] = []
+
+    def kept(field: str, value: str | None) -> str | None:
+        if value is None:
+            return None
+        text = storable(value)
+        if text is not value:
+            escaped.append(field)
+        return text
+
+    return Meaning(
+        read.outcome,
+        kept("error_code", error_code),
+        kept("app", _text(read.snapshot, "app")),
+        kept("client_id", _text(read.snapshot, "clientId")),
+        snapshot,
+        tuple(escaped),
+    )
+
+
+def _text(snapshot: dict[str, Any] | None, key: str) -> str | None:
+    value = snapshot.get(key) if snapshot else None
+    return value if isinstance(value, str) else None
+
+
+def _stored_snapshot(snapshot: dict[str, Any] | None, *, keep_raw: bool) -> str | None:
+    if snapshot is None:
+        return None
+    try:
+        return json_text(redact_snapshot(snapshot, keep_tokens=keep_raw))
+    except RecursionError:  # nested deeper than the stack allows: left out, and the record says so
+        return None
 
 
 def outcome_for_status(status: int) -> Outcome:

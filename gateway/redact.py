@@ -12,7 +12,7 @@ parameter names and literal values (``?action=revoke&cascade=true``), the rest l
 
 from __future__ import annotations
 
-from gateway.target import is_org_name
+from gateway.operations import is_org_name
 
 HIDDEN = "*"
 MAX_SEGMENTS = 16

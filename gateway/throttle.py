@@ -22,16 +22,15 @@ Three limits, all applied before any password is checked:
 from __future__ import annotations
 
 import asyncio
-import json
 import math
-import os
 import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 
+from gateway.audit import records
 from gateway import errors
-from gateway.audit.record import AuditRecord, Outcome, utc_timestamp
+from gateway.audit.record import AuditRecord, utc_timestamp
 
 MAX_TRACKED = 100_000
 """Windows kept at once. Past this, new user names are not tracked (addresses still are), so
@@ -299,18 +298,5 @@ class CheckLimit:
 
 def as_record(attempts: RefusedAttempts) -> AuditRecord:
     """The one ``denied`` record of a window's refused attempts (``method`` THROTTLE)."""
-    details = {"refused_attempts": attempts.count, "by": attempts.by, "window_start": attempts.start,
-               "window_end": attempts.end, **attempts.extra}
-    return AuditRecord(
-        request_id=f"throttle-{os.urandom(8).hex()}",
-        time=utc_timestamp(),
-        actor=attempts.subject if attempts.by == "user" else None,
-        client_ip=attempts.subject if attempts.by == "client" else None,
-        method="THROTTLE",
-        org=None,
-        token_sha256=None,
-        token_hint=None,
-        outcome=Outcome.DENIED.value,
-        error_code=errors.TOO_MANY_ATTEMPTS.code,
-        snapshot=json.dumps(details, separators=(",", ":")),
-    )
+    return records.throttled(attempts.by, attempts.subject, attempts.count, attempts.start, attempts.end,
+                             errors.TOO_MANY_ATTEMPTS.code, attempts.extra)

@@ -83,7 +83,7 @@ async def test_filter_by_raw_token(tmp_path: Path, gateway: GatewayFactory) -> N
         ({"cursor": "!!"}, "Invalid parameter cursor: '!!' is not a cursor given by a previous page"),
         ({"token_sha256": "abc"}, "Invalid parameter token_sha256: 'abc' is not a SHA-256 fingerprint"),
         ({"colour": "red"}, "Unknown parameter colour; expected one of org, token, token_sha256"),
-        ({"token": "x", "token_sha256": "0" * 64}, "Parameter token_sha256 is given twice"),
+        ({"token": "x", "token_sha256": "0" * 64}, "Parameters that mean the same filter: give token or token_sha256, not both"),
     ],
 )
 async def test_bad_filter_values_get_400_naming_the_parameter(

@@ -24,7 +24,8 @@ from hypothesis import strategies as st
 from conftest import PASSWORDS, make_config
 from gateway.app import build_app
 from gateway.logs import configure_logging, flush_logs
-from gateway.target import BadTarget, parse_target
+from gateway.refusal import Refusal
+from gateway.route import route
 
 GOOD_AUTH = "Basic " + base64.b64encode(f"myname:{PASSWORDS['myname']}".encode()).decode()
 
@@ -114,10 +115,10 @@ HEADER_VALUES = st.text(st.characters(min_codepoint=0x20, max_codepoint=0x7E), m
 def forwardable(path: str, authorization: str | None) -> bool:
     """What the gateway may forward: a valid token path of an org myname may act on, with myname's credentials."""
     try:
-        target = parse_target(path)
-    except BadTarget:
+        routed = route("DELETE", path)
+    except Refusal:
         return False
-    return target is not None and target.org == "myorg" and authorization == GOOD_AUTH
+    return routed.problem is None and routed.org == "myorg" and authorization == GOOD_AUTH
 
 
 @settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])

@@ -23,7 +23,7 @@ from gateway.audit.record import FIELDS
 from gateway.fleet import protocol
 from gateway.fleet.collector import build_collector_app
 from gateway.fleet.schema import EVENTS, MIGRATIONS, SCHEMA_VERSION, missing_fields, stored_fields
-from gateway.fleet.shipper import SHIPPING
+from gateway.runtime import RUNTIME
 from gateway.fleet.store import FleetStore
 
 __all__ = ["fleet_url"]
@@ -59,7 +59,7 @@ def sidecar_config(tmp_path: Path, name: str, collector: TestServer | str, **shi
 
 async def shipped_all(client: Any) -> bool:
     """The collector acknowledged the newest record of the sidecar's file."""
-    shipper = client.server.app[SHIPPING]
+    shipper = client.server.app[RUNTIME].shipper
     newest = rows(shipper.local.path)[-1]["id"]
     return bool(shipper.acknowledged == newest and shipper.lag_records == 0)
 
@@ -275,7 +275,7 @@ class TestShipping:
         for token in ("taFM3LHUTQAFhL0dIFg81XhRc7vC", "nope"):
             async with client.delete(f"/v1/o/myorg/oauth2/accesstokens/{token}", headers=basic("myname")) as response:
                 assert response.status in (200, 404)
-        shipper = client.server.app[SHIPPING]
+        shipper = client.server.app[RUNTIME].shipper
         await eventually(lambda: _true(shipper.last_error is not None and shipper.local_head == 4))
         async with client.get("/readyz") as response:
             body = await response.json()
@@ -361,7 +361,7 @@ class TestSidecarSide:
         second = await gateway(config)
         async with second.delete("/v1/o/myorg/oauth2/accesstokens/load3", headers=basic("myname")) as response:
             assert 200 == response.status
-        shipper = second.server.app[SHIPPING]
+        shipper = second.server.app[RUNTIME].shipper
         await eventually(lambda: _true(shipper.last_error is not None))
         assert "collector.chain_fork" in shipper.last_error[1]
         assert 2 == shipper.lag_records

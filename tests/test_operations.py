@@ -19,11 +19,11 @@ from multidict import CIMultiDict
 from prometheus_client.parser import text_string_to_metric_families
 
 from conftest import SAMPLE_PATH, GatewayFactory, Peer, basic, make_config, rows, write_locked
-from gateway.app import PENDING_CHECK
+from gateway.runtime import RUNTIME
 from gateway.audit.chain import ChainKey
 from gateway.audit.record import AuditRecord
 from gateway.audit.sqlite import SQLiteAppender, prepare
-from gateway.health import READINESS, SharedCheck
+from gateway.health import SharedCheck
 from gateway.logs import flush_logs
 from raw_upstream import raw_upstream
 
@@ -58,7 +58,7 @@ async def test_metrics_move_with_real_traffic(tmp_path: Path, gateway: GatewayFa
                                  method="DELETE", org="myorg", token_sha256="0" * 64, token_hint="0000", outcome="pending")])
     appender.close()
     client = await gateway(make_config(tmp_path, throttle={"max_failures": 2}, audit={"busy_timeout": 0.1}))
-    await client.server.app[PENDING_CHECK]
+    await client.server.app[RUNTIME].pending_check
     before = await scrape(client)
     assert 1 == before[("gateway_pending_intents_at_start", ())]
     assert 200 == (await client.delete(SAMPLE_PATH, headers=basic("myname"))).status
@@ -133,7 +133,7 @@ async def readiness(client: TestClient) -> tuple[int, dict[str, object]]:
 
 async def test_readiness_flips_with_the_upstream_and_the_audit_lock(tmp_path: Path, gateway: GatewayFactory, upstream: Upstream) -> None:
     client = await gateway(make_config(tmp_path, upstream=f"http://127.0.0.1:{upstream.port}", audit={"busy_timeout": 0.1}))
-    client.server.app[READINESS].cache_seconds = 0.0  # every probe looks again
+    client.server.app[RUNTIME].readiness.cache_seconds = 0.0  # every probe looks again
     assert (200, {"status": "ready", "checks": {"audit": "ok", "upstream": "ok"}}) == await readiness(client)
 
     await upstream.stop()
@@ -152,7 +152,7 @@ async def test_readiness_flips_with_the_upstream_and_the_audit_lock(tmp_path: Pa
 
 async def test_readiness_flips_when_the_database_is_made_read_only(tmp_path: Path, gateway: GatewayFactory, upstream: Upstream) -> None:
     client = await gateway(make_config(tmp_path, upstream=f"http://127.0.0.1:{upstream.port}"))
-    client.server.app[READINESS].cache_seconds = 0.0
+    client.server.app[RUNTIME].readiness.cache_seconds = 0.0
     database = tmp_path / "audit.db"
     if os.geteuid() == 0:  # root ignores permissions; the immutable attribute stops it
         chattr = shutil.which("chattr")

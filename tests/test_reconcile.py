@@ -15,7 +15,7 @@ import pytest
 import structlog
 
 from conftest import GatewayFactory, basic, make_config
-from gateway.app import PENDING_CHECK
+from gateway.runtime import RUNTIME
 from gateway.audit.chain import ChainKey
 from gateway.audit.fingerprint import fingerprint
 from gateway.audit.record import AuditRecord
@@ -141,7 +141,7 @@ async def test_start_up_warns_of_pending_intents(tmp_path: Path, gateway: Gatewa
     configure_logging("json", "info", output)
     try:
         client = await gateway(make_config(tmp_path))
-        await client.server.app[PENDING_CHECK]
+        await client.server.app[RUNTIME].pending_check
         flush_logs()
     finally:
         structlog.reset_defaults()

@@ -15,7 +15,7 @@ import pytest
 from yarl import URL
 
 from conftest import SAMPLE_PATH, GatewayFactory, basic, make_config
-from gateway.app import UPSTREAM_URL
+from gateway.runtime import RUNTIME
 from gateway.config import ConfigError
 from gateway.stub import demo_seed, make_stub_app
 from gateway.stub import jackson
@@ -368,7 +368,7 @@ class TestSettings:
     ) -> None:
         """With stub.admin, the journal of `gateway serve`'s own stub shows exactly what was forwarded."""
         client = await gateway(make_config(tmp_path, stub={"admin": True}))
-        upstream = client.server.app[UPSTREAM_URL]
+        upstream = client.server.app[RUNTIME].upstream_url
         refused = await client.delete(SAMPLE_PATH, headers=basic("myname", "wrong"))
         assert 401 == refused.status
         assert [] == await journal(session, upstream)

@@ -18,12 +18,12 @@ whoever issued the deletions (the client's own records) when they are not stored
 
 from __future__ import annotations
 
-import json
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 
-from gateway.audit.record import AuditRecord, Outcome, utc_timestamp
-from gateway.audit.sqlite import SQLiteAuditStore
+from gateway.audit import records
+from gateway.audit.record import AuditRecord, Outcome
+from gateway.audit.store import AuditStore
 
 AskUpstream = Callable[[str, str], Awaitable[int]]
 """GET the token (org, raw token) upstream; the HTTP status (raise on no answer)."""
@@ -47,7 +47,7 @@ NO_CREDENTIALS = ('no credentials were sent: give --user (password in $GATEWAY_U
 
 
 async def reconcile(
-    store: SQLiteAuditStore,
+    store: AuditStore,
     *,
     operator: str,
     ask_upstream: AskUpstream | None,
@@ -78,7 +78,7 @@ async def reconcile(
             if status in (200, 404):
                 outcome = Outcome.NOT_DELETED if status == 200 else Outcome.DELETED
                 evidence: dict[str, object] = {"asked_upstream": f"GET on the token answered {status}"}
-                settled.append(Settled(intent, _outcome(intent, outcome, operator, evidence, status)))
+                settled.append(Settled(intent, records.reconciled(intent, outcome, operator, evidence, status)))
             else:
                 unsettled.append(Unsettled(intent, _refused(status, asking_as)))
             continue
@@ -86,7 +86,7 @@ async def reconcile(
         if later is not None:
             outcome = Outcome.NOT_DELETED if later.outcome == Outcome.DELETED else Outcome.DELETED
             evidence = {"later_record": later.id, "later_outcome": later.outcome}
-            settled.append(Settled(intent, _outcome(intent, outcome, operator, evidence, None)))
+            settled.append(Settled(intent, records.reconciled(intent, outcome, operator, evidence, None)))
             continue
         if raw is not None and intent.org is None:
             unsettled.append(Unsettled(intent, "the record names no organisation to ask the upstream about"))
@@ -114,21 +114,3 @@ def _refused(status: int, asking_as: str | None) -> str:
     if status == 403:
         return f"{answered}: {asking_as or 'the caller'} may not read this organisation's tokens"
     return answered
-
-
-def _outcome(intent: AuditRecord, outcome: Outcome, operator: str, evidence: Mapping[str, object], status: int | None) -> AuditRecord:
-    return AuditRecord(
-        request_id=intent.request_id,
-        time=utc_timestamp(),
-        actor=intent.actor,
-        client_ip=intent.client_ip,
-        method=intent.method,
-        org=intent.org,
-        token_sha256=intent.token_sha256,
-        token_hint=intent.token_hint,
-        outcome=outcome.value,
-        upstream_status=status,
-        error_code="reconciled",
-        snapshot=json.dumps({"reconciled_by": operator, "intent_id": intent.id, **evidence}, separators=(",", ":")),
-        token=intent.token,
-    )

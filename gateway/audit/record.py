@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import json
 import time
 from enum import StrEnum
 from typing import Any, NamedTuple
 
-import orjson
 
 
 class Outcome(StrEnum):
@@ -84,27 +82,3 @@ def utc_timestamp(epoch: float | None = None) -> str:
         _second, _second_text = second, time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
     return f"{_second_text}.{millis % 1000:03d}Z"
 
-
-def storable(text: str) -> str:
-    """``text`` as the store can keep it. A JSON ``"\\ud800"`` escape (valid JSON, sent by an
-    upstream) decodes to a lone surrogate, which is not Unicode text: written as UTF-8 it fails,
-    and with it the whole commit batch. Such characters are kept as backslash escapes instead
-    (``\\ud800``); every other text is returned as it is (the same object)."""
-    if text.isascii():
-        return text
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        return text.encode("utf-8", "backslashreplace").decode("utf-8")
-    return text
-
-
-def json_text(value: Any) -> str:
-    """The one serialiser of the JSON a record holds (snapshots, details): compact, with orjson;
-    what orjson refuses (integers past 64 bits, lone surrogates) by the standard library, with
-    lone surrogates as ``\\u`` escapes, so the text is storable and means exactly the value."""
-    try:
-        return orjson.dumps(value).decode()
-    except TypeError:
-        text = json.dumps(value, ensure_ascii=False, separators=(",", ":"))
-        return text if storable(text) is text else json.dumps(value, separators=(",", ":"))

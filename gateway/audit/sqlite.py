@@ -14,21 +14,20 @@ import functools
 import json
 import os
 import sqlite3
-import time
 from collections.abc import AsyncGenerator, Iterator, Sequence
 from contextlib import contextmanager, suppress
-from dataclasses import dataclass
 from pathlib import Path
 
 import aiosqlite
 
+from gateway.audit import records
 from gateway.audit.chain import EMPTY, ChainKey, Head, chained
 from gateway.audit.query import AuditFilter
-from gateway.audit.record import FIELDS, AuditRecord, Outcome, Row, utc_timestamp
+from gateway.audit.record import FIELDS, AuditRecord, Row
 from gateway.audit.schema import (
     APPLICATION_ID, LINEAR_TRIGGER, MIGRATIONS, NO_DELETE_TRIGGER, OLDEST_READABLE_VERSION, SCHEMA_VERSION, TABLE, create,
 )
-from gateway.audit.store import AuditRecordError, AuditStoreError
+from gateway.audit.store import AuditRecordError, AuditStoreError, ChainModeMismatch, PrunePlan, PruneResult
 
 MAX_ROWS_PER_APPEND = 1024
 """One INSERT statement holds a whole batch (SQLite 3.32+ allows 32,766 parameters)."""
@@ -115,9 +114,9 @@ def _check_and_upgrade(db: sqlite3.Connection, path: Path, key: ChainKey | None,
         mode, check = chain_mode(db)
         if mode != key.mode:
             given = "a chain key" if key.secret else "no chain key"
-            raise ChainModeMismatch(path, mode, f"{path} keeps a {mode} chain, but {given} is configured (audit.chain_key_env / chain_key_file)")
+            raise ChainModeMismatch(f"{path} keeps a {mode} chain, but {given} is configured (audit.chain_key_env / chain_key_file)")
         if check != key.check:
-            raise ChainModeMismatch(path, mode, f"{path} was written with another chain key than the one configured")
+            raise ChainModeMismatch(f"{path} was written with another chain key than the one configured")
 
 
 def chain_mode(db: sqlite3.Connection) -> tuple[str, str | None]:
@@ -126,41 +125,41 @@ def chain_mode(db: sqlite3.Connection) -> tuple[str, str | None]:
     return str(mode), check
 
 
-class ChainModeMismatch(AuditStoreError):
-    """The file's chain is not of the kind, or not under the key, the caller holds.
-
-    For the gateway it is a configuration error; for ``verify`` it may be tampering (a keyed log
-    rewritten as unkeyed, or under another key), which is why it is a class of its own."""
-
-    def __init__(self, path: Path, mode: str, message: str) -> None:
-        super().__init__(message)
-        self.path = path
-        self.mode = mode
-
-
 # Reading -------------------------------------------------------------------------------------
 
 
 class SQLiteAuditStore:
     """Reads the audit log without blocking the event loop."""
 
-    def __init__(self, db: aiosqlite.Connection, path: Path) -> None:
+    def __init__(self, db: aiosqlite.Connection, path: Path, key: ChainKey | None, busy_timeout: float) -> None:
         self._db = db
         self.path = path
+        self._key = key
+        self._busy_timeout = busy_timeout
 
     @classmethod
     async def open(
-        cls, path: Path, *, key: ChainKey | None = None, writable: bool = False, busy_timeout: float = 5.0
+        cls, path: Path, *, key: ChainKey | None = None, writable: bool = False, create: bool = True,
+        busy_timeout: float = 5.0,
     ) -> SQLiteAuditStore:
-        """Open for reading; ``writable`` also creates or upgrades the file, for the gateway."""
-        await asyncio.to_thread(prepare, path, key=key, writable=writable, busy_timeout=busy_timeout)
+        """Open for reading; ``writable`` also upgrades an older file (and, with ``create``,
+        makes a new one), for whoever appends."""
+        await asyncio.to_thread(prepare, path, key=key, writable=writable, create=create, busy_timeout=busy_timeout)
         try:
             db = await aiosqlite.connect(path)
             await db.execute(f"PRAGMA busy_timeout = {int(busy_timeout * 1000)}")
             await db.execute(f"PRAGMA mmap_size = {READER_MMAP_BYTES}")
         except sqlite3.Error as exc:
             raise AuditStoreError(f"cannot open {path}: {exc}") from None
-        return cls(db, path)
+        return cls(db, path, key, busy_timeout)
+
+    def appender(self, *, synchronous: str = "FULL", max_bytes: int = 0) -> SQLiteAppender:
+        if self._key is None:
+            raise AuditStoreError(f"{self.path} was opened to read only; appending needs its chain key")
+        return SQLiteAppender(self.path, self._key, busy_timeout=self._busy_timeout, synchronous=synchronous, max_bytes=max_bytes)
+
+    async def write_problem(self) -> str | None:
+        return await asyncio.to_thread(_write_lock_problem, self.path)
 
     async def query(self, selection: AuditFilter) -> list[AuditRecord]:
         where, params = _where(selection)
@@ -258,7 +257,7 @@ class SQLiteAuditStore:
 
     async def stats(self, by: str, selection: AuditFilter, *, include_intents: bool = False) -> list[tuple[str | None, int]]:
         """Record counts grouped by a field (or by day), largest first; intents left out unless asked."""
-        expression = STATS_GROUPS[by]
+        expression = _STATS_EXPRESSIONS[by]
         where, params = _where(selection)
         if not include_intents:
             where = f"{where} AND outcome != 'pending'" if where else "WHERE outcome != 'pending'"
@@ -280,7 +279,7 @@ class SQLiteAuditStore:
         await self._db.close()
 
 
-STATS_GROUPS = {"actor": "actor", "org": "org", "app": "app", "outcome": "outcome", "day": "substr(time, 1, 10)"}
+_STATS_EXPRESSIONS = {"actor": "actor", "org": "org", "app": "app", "outcome": "outcome", "day": "substr(time, 1, 10)"}
 
 
 def _where(selection: AuditFilter) -> tuple[str, list[object]]:
@@ -306,6 +305,29 @@ def _where(selection: AuditFilter) -> tuple[str, list[object]]:
     return (f"WHERE {' AND '.join(clauses)}" if clauses else ""), params
 
 
+def _write_lock_problem(database: Path) -> str | None:
+    """Take the write lock and change a page on a connection of its own, then roll back.
+
+    Taking the lock alone is not enough: a file that cannot be written (read-only, immutable)
+    still grants it, and only a change shows the refusal. Rewriting the schema version with
+    its own value is the smallest change, and the rollback leaves the file as it was.
+    """
+    if not database.is_file():
+        return f"{database} does not exist"
+    try:
+        db = sqlite3.connect(database, timeout=0.2, isolation_level=None)
+        try:
+            db.execute("BEGIN IMMEDIATE")
+            version = db.execute("PRAGMA user_version").fetchone()[0]
+            db.execute(f"PRAGMA user_version = {int(version)}")
+            db.execute("ROLLBACK")
+        finally:
+            db.close()
+    except sqlite3.Error as exc:
+        return f"cannot write to {database}: {exc}"
+    return None
+
+
 # Appending -----------------------------------------------------------------------------------
 
 
@@ -313,33 +335,6 @@ def _where(selection: AuditFilter) -> tuple[str, list[object]]:
 def _insert_statement(rows: int) -> str:
     row = f"({', '.join('?' * len(AuditRecord._fields))})"
     return f"INSERT INTO {TABLE} ({_COLUMNS}) VALUES {', '.join([row] * rows)}"
-
-
-@dataclass(frozen=True)
-class PrunePlan:
-    """What pruning before a time removes: worked out alone for ``--dry-run``, and again inside
-    the prune's own transaction, so what is removed is what the plan said at that moment."""
-
-    before: str
-    first_id: int | None
-    """The oldest record kept now (None: the log is empty)."""
-    last_removed: int | None
-    """The newest record that goes (None: nothing goes)."""
-    removed: int
-    kept: int
-    oldest: str | None = None
-    """Times of the first and last record that go."""
-    newest: str | None = None
-
-    @property
-    def everything(self) -> bool:
-        return self.removed > 0 and self.kept == 0
-
-
-@dataclass(frozen=True)
-class PruneResult:
-    removed: int
-    checkpoint: AuditRecord | None
 
 
 _RECORD_ERRORS = (TypeError, ValueError, OverflowError, sqlite3.InterfaceError)
@@ -505,11 +500,7 @@ class SQLiteAppender:
             removed = self._db.execute(f"DELETE FROM {TABLE} WHERE id <= ?", (plan.last_removed,)).rowcount
             details = {"pruned_through_id": plan.last_removed, "pruned_count": removed, "last_pruned_hash": removed_hash,
                        "before": before}
-            checkpoint = AuditRecord(
-                request_id=f"prune-{int(time.time() * 1000):x}", time=utc_timestamp(), actor=actor, client_ip=client_ip,
-                method="PRUNE", org=None, token_sha256=None, token_hint=None, outcome=Outcome.PRUNED.value,
-                snapshot=json.dumps(details, separators=(",", ":")),
-            )
+            checkpoint = records.checkpoint(actor, client_ip, details)
             head = self._append([checkpoint], after=newest)
             self._db.execute(NO_DELETE_TRIGGER)
             self._db.execute(LINEAR_TRIGGER)

@@ -7,7 +7,7 @@ from collections.abc import Callable
 from contextlib import aclosing
 
 from gateway.audit.chain import EMPTY, Anchor, ChainKey, ChainWalker, Head, Verdict
-from gateway.audit.sqlite import SQLiteAuditStore
+from gateway.audit.store import AuditStore
 
 
 class CannotVerify(Exception):
@@ -16,7 +16,7 @@ class CannotVerify(Exception):
 
 
 async def verify_log(
-    store: SQLiteAuditStore,
+    store: AuditStore,
     key: ChainKey | None,
     *,
     expect_head: Anchor | None = None,
@@ -71,7 +71,7 @@ async def verify_log(
 
 
 async def _verify_pruned_anchor(
-    store: SQLiteAuditStore, key: ChainKey, anchor: Anchor, start: Head, progress: Callable[[int], object] | None
+    store: AuditStore, key: ChainKey, anchor: Anchor, start: Head, progress: Callable[[int], object] | None
 ) -> Verdict:
     """An anchor older than the latest prune: a kept checkpoint that removed exactly up to it
     still vouches for its hash; otherwise it cannot be checked any more."""
@@ -89,7 +89,7 @@ async def _verify_pruned_anchor(
     return Verdict(verdict.checked, verdict.head, verdict.problem, verdict.problem is None)
 
 
-def _which_key(store: SQLiteAuditStore, mode: str) -> str:
+def _which_key(store: AuditStore, mode: str) -> str:
     if mode != ChainKey(None).mode:
         return (f"{store.path} keeps a {mode} chain, which cannot be checked without its key: pass --config with "
                 "audit.chain_key_env or audit.chain_key_file, or --chain-key-file FILE / --chain-key-env VARIABLE")

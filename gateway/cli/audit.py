@@ -14,22 +14,24 @@ from typing import Any, TypeVar
 
 import aiohttp
 
-from gateway.audit.chain import Anchor, ChainKey, Verdict
+from gateway.audit.chain import Anchor, ChainKey, Head, Verdict
 from gateway.audit.fingerprint import fingerprint
 from gateway.audit.formats import STREAMING, WRITERS, RecordStream, write_columns, write_record
 from gateway.audit.query import DEFAULT_LIMIT, AuditFilter, parse_time, positive_int
 from gateway.audit.reconcile import reconcile
 from gateway.audit.reserve import DiskReserve
-from gateway.audit.sqlite import STATS_GROUPS, SQLiteAppender, SQLiteAuditStore, prepare
+from gateway.audit.backends import open_store
+from gateway.audit.store import STATS_GROUPS, AuditStore, PruneResult
 from gateway.audit.verify import CannotVerify, verify_log
 from gateway.cli import fleet
+from gateway.audit.filters import text
 from gateway.cli.common import (
-    CommandError, arg, command, config_of, database_options, filter_options, say, selection_of, text, user_name,
+    CommandError, arg, command, config_of, database_options, filter_options, say, selection_of, user_name,
 )
 from gateway.cli.progress import Progress
 from gateway.config import RECONCILE_PASSWORD_ENV as PASSWORD_ENV
 from gateway.config import Config, http_url, read_chain_key, resolve
-from gateway.proxy import make_session
+from gateway.upstream import make_session
 
 EXIT_TAMPERED = 1
 RESERVE_HEADROOM = 8 * 1024 * 1024
@@ -206,9 +208,14 @@ Example:
 """
 
 
-def _read(config: Config, action: Callable[[SQLiteAuditStore], Awaitable[T]], *, key: ChainKey | None = None) -> T:
+def _read(
+    config: Config, action: Callable[[AuditStore], Awaitable[T]], *, key: ChainKey | None = None, writable: bool = False
+) -> T:
+    """Run ``action`` on the config's audit log. ``writable``: for a command that appends (with
+    the log's ``key``), which upgrades an older log but never makes a new one."""
+
     async def run() -> T:
-        store = await SQLiteAuditStore.open(config.database_path, key=key, busy_timeout=config.audit.busy_timeout)
+        store = await open_store(config.database_path, key=key, writable=writable, busy_timeout=config.audit.busy_timeout)
         try:
             return await action(store)
         finally:
@@ -246,7 +253,7 @@ def cmd_export(args: argparse.Namespace) -> int:
         else RecordStream(args.format, sys.stdout, for_terminal=sys.stdout.isatty())
     )
 
-    async def export(store: SQLiteAuditStore) -> None:
+    async def export(store: AuditStore) -> None:
         # Records shown on the same terminal would be garbled by the progress line.
         with Progress("export", sys.stderr, enabled=not sys.stdout.isatty()) as progress:
             # Only the whole log's size is cheap to know; a filtered selection is counted as it goes.
@@ -281,7 +288,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
     config = config_of(args, uses={"chain_key"})
     key = chain_key_of(args, config)
 
-    async def verify(store: SQLiteAuditStore) -> Verdict:
+    async def verify(store: AuditStore) -> Verdict:
         with Progress("verify", sys.stderr) as progress:
             if progress.enabled:
                 progress.total = await store.size()
@@ -309,13 +316,12 @@ def cmd_head(args: argparse.Namespace) -> int:
 def cmd_reconcile(args: argparse.Namespace) -> int:
     config = config_of(args, uses={"chain_key", "upstream_tls"})
     key = chain_key_of(args, config) or ChainKey(None)
-    prepare(config.database_path, key=key, writable=True, create=False, busy_timeout=config.audit.busy_timeout)
     tokens = _read_tokens(args.tokens_file) if args.tokens_file else {}
     operator = _operator(args.operator)
     base_url = args.upstream or (None if config.uses_stub else config.upstream.url)
     authorization = _upstream_authorization(config, args.user)
 
-    async def run(store: SQLiteAuditStore) -> tuple[list[Any], list[Any]]:
+    async def run(store: AuditStore) -> tuple[list[Any], list[Any]]:
         async with make_session(
             connect_timeout=config.upstream.connect_timeout, read_timeout=config.upstream.read_timeout,
             total_timeout=config.upstream.total_timeout,
@@ -328,17 +334,22 @@ def cmd_reconcile(args: argparse.Namespace) -> int:
                     return response.status
 
             with Progress("reconcile", sys.stderr, unit="open calls") as progress:
-                return await reconcile(store, operator=operator, ask_upstream=ask if base_url else None, tokens=tokens,
-                                       progress=progress.update, asking_as=_asking_as(config, args.user))
+                settled, unsettled = await reconcile(
+                    store, operator=operator, ask_upstream=ask if base_url else None, tokens=tokens,
+                    progress=progress.update, asking_as=_asking_as(config, args.user),
+                )
+        if settled:
+            appender = store.appender()
+            try:
+                heads.append(appender.append([item.outcome for item in settled]))
+            finally:
+                appender.close()
+        return settled, unsettled
 
-    settled, unsettled = _read(config, run, key=key)
+    heads: list[Head] = []
+    settled, unsettled = _read(config, run, key=key, writable=True)
     if settled:
-        appender = SQLiteAppender(config.database_path, key, busy_timeout=config.audit.busy_timeout)
-        try:
-            head = appender.append([item.outcome for item in settled])
-        finally:
-            appender.close()
-        first = head.id - len(settled) + 1
+        first = heads[0].id - len(settled) + 1
         for offset, item in enumerate(settled):
             say(f"record {item.intent.id} (request {item.intent.request_id}): {item.outcome.outcome}, recorded as {first + offset}")
     for item in unsettled:
@@ -402,35 +413,40 @@ def cmd_prune(args: argparse.Namespace) -> int:
     config = config_of(args, uses={"chain_key", "fleet_secrets"})
     key = chain_key_of(args, config) or ChainKey(None)
     path = config.database_path
-    prepare(path, key=key, writable=True, create=False, busy_timeout=config.audit.busy_timeout)
-    args.before = fleet.shipping_limit(config, args.before, ignore=args.ignore_shipping)
-    appender = SQLiteAppender(path, key, busy_timeout=config.audit.busy_timeout)
-    try:
-        plan = appender.plan_prune(args.before)
-        if plan.last_removed is None:
-            say(f"nothing to prune: no record before {args.before}")
-            return 0
-        if args.dry_run:
-            say(f"would prune {plan.removed} records (ids {plan.first_id}-{plan.last_removed}, {plan.oldest} to "
-                  f"{plan.newest}) before {args.before}; {plan.kept} records would remain")
-            return 0
-        if plan.everything and not args.yes:
-            _confirm_removing_everything(path, plan.removed, args.before)
-        # On a full disk the reserve is the room the prune works in.
-        reserve = DiskReserve(path, config.audit.reserve_mb)
-        reserve.release()
-        # One transaction, nothing to count as it goes: say what is under way until it is done.
-        with Progress("prune", sys.stderr) as progress:
-            progress.note(f"removing records before {args.before} ...")
-            result = appender.prune(args.before, actor=_operator(args.operator))
-            appender.fold_wal()
-        not_restored = reserve.ensure(headroom=RESERVE_HEADROOM)
-    finally:
-        appender.close()
+    before = fleet.shipping_limit(config, args.before, ignore=args.ignore_shipping)
+
+    async def prune(store: AuditStore) -> PruneResult | None:
+        appender = store.appender()
+        try:
+            plan = appender.plan_prune(before)
+            if plan.last_removed is None:
+                return PruneResult(0, None)
+            if args.dry_run:
+                say(f"would prune {plan.removed} records (ids {plan.first_id}-{plan.last_removed}, {plan.oldest} to "
+                    f"{plan.newest}) before {before}; {plan.kept} records would remain")
+                return None
+            if plan.everything and not args.yes:
+                _confirm_removing_everything(path, plan.removed, before)
+            # On a full disk the reserve is the room the prune works in.
+            reserve.release()
+            # One transaction, nothing to count as it goes: say what is under way until it is done.
+            with Progress("prune", sys.stderr) as progress:
+                progress.note(f"removing records before {before} ...")
+                result = appender.prune(before, actor=_operator(args.operator))
+                appender.fold_wal()
+            return result
+        finally:
+            appender.close()
+
+    reserve = DiskReserve(path, config.audit.reserve_mb)
+    result = _read(config, prune, key=key, writable=True)
+    if result is None:
+        return 0
     if result.checkpoint is None:
-        say(f"nothing to prune: no record before {args.before}")
-    else:
-        say(f"pruned {result.removed} records before {args.before}; checkpoint is record {result.checkpoint.id}")
+        say(f"nothing to prune: no record before {before}")
+        return 0
+    say(f"pruned {result.removed} records before {before}; checkpoint is record {result.checkpoint.id}")
+    not_restored = reserve.ensure(headroom=RESERVE_HEADROOM)
     if not_restored is not None:
         print(f"warning: the disk reserve is not in place: {not_restored}; free disk space so that the next "
               "prune on a full disk has room", file=sys.stderr)

@@ -8,8 +8,8 @@ from collections.abc import Callable, Collection, Coroutine
 from pathlib import Path
 from typing import Any, NoReturn
 
-from gateway.audit.fingerprint import fingerprint
-from gateway.audit.query import AuditFilter, parse_outcome, parse_sha256, parse_time, quoted, whole_number
+from gateway.audit.filters import FILTERS, FilterError, selection, text
+from gateway.audit.query import AuditFilter, quoted, whole_number
 from gateway.config import Config, Use, load_config
 from gateway.terminal import printable
 
@@ -73,33 +73,16 @@ def config_of(args: argparse.Namespace, *, uses: Collection[Use] = ()) -> Config
 
 
 def filter_options(parser: argparse.ArgumentParser) -> None:
-    """The filters of `audit query`, `audit export` and `audit stats`, declared once."""
-    parser.add_argument("--org", type=arg(text), help="only this organisation")
-    parser.add_argument("--token", type=arg(text), metavar="RAW_TOKEN",
-                        help="only this access token (matched by its SHA-256 fingerprint)")
-    parser.add_argument("--token-sha256", type=arg(parse_sha256), metavar="HEX", help="only the token with this SHA-256 fingerprint")
-    parser.add_argument("--actor", type=arg(text), metavar="USER", help="only calls made by this gateway user")
-    parser.add_argument("--app", type=arg(text), help="only tokens of this Apigee app")
-    parser.add_argument("--client-id", type=arg(text), metavar="ID", help="only tokens of this client id (consumer key)")
-    parser.add_argument("--outcome", type=arg(parse_outcome), help="only this outcome (deleted, not_found, pending, ...)")
-    parser.add_argument("--since", type=arg(parse_time), metavar="T", help="from this time: ISO 8601 or an age (15m, 24h, 7d)")
-    parser.add_argument("--until", type=arg(parse_time), metavar="T", help="before this time: ISO 8601 or an age")
+    """The filters of `audit query`, `audit export` and `audit stats` (``gateway.audit.filters``)."""
+    for item in FILTERS:
+        parser.add_argument(item.option, dest=item.name, type=arg(item.parse), metavar=item.metavar, help=item.help)
 
 
 def selection_of(args: argparse.Namespace, *, limit: int | None = None) -> AuditFilter:
-    if args.token and args.token_sha256:
-        raise CommandError("give --token or --token-sha256, not both")
-    return AuditFilter(
-        org=args.org,
-        token_sha256=fingerprint(args.token) if args.token else args.token_sha256,
-        actor=args.actor,
-        app=args.app,
-        client_id=args.client_id,
-        outcome=args.outcome,
-        since=args.since,
-        until=args.until,
-        limit=limit,
-    )
+    try:
+        return selection(((item, getattr(args, item.name)) for item in FILTERS), named=lambda item: item.option, limit=limit)
+    except FilterError as exc:
+        raise CommandError(str(exc)) from None
 
 
 def count(value: str) -> int:
@@ -111,16 +94,6 @@ def port(value: str) -> int:
         return whole_number(value, maximum=65535)
     except ValueError:
         raise ValueError(f"{quoted(value)} is not a port number (0-65535)") from None
-
-
-def text(value: str) -> str:
-    """Free text from the command line. Bytes that are not UTF-8 reach Python as lone
-    surrogates, which no UTF-8 store, header or log can take: refused here, by name."""
-    try:
-        value.encode("utf-8")
-    except UnicodeEncodeError:
-        raise ValueError(f"{quoted(value)} is not valid UTF-8") from None
-    return value
 
 
 def user_name(value: str) -> str:

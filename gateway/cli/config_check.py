@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 from typing import Any, TextIO
 
-from gateway.app import stub_seed
+from gateway.runtime import stub_seed
 from gateway.cli.common import command
 from gateway.config import SECTIONS, Config, load_config
 from gateway.terminal import printable

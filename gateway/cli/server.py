@@ -13,17 +13,16 @@ from typing import Any
 
 from aiohttp import web
 
-from gateway import __version__
-from gateway.app import CONFIG, STUB_SEED, UPSTREAM_URL, build_app, reload_users, stub_seed
-from gateway.cli.common import CommandError, arg, command, config_option, count, port, run_loop, text
-from gateway.config import DEFAULTS_SOURCE, LOG_LEVELS, Config, load_config
-from gateway.health import METRICS
+from gateway.app import build_app
+from gateway.runtime import RUNTIME, Runtime, stub_seed
+from gateway.audit.filters import text
+from gateway.cli.common import CommandError, arg, command, config_option, count, port, run_loop
+from gateway.config import LOG_LEVELS, Config, load_config
 from gateway.listener import GatewayRunner, count_connections, files_needed, raise_file_limit
 from gateway.logs import configure_logging, get_logger
 from gateway.passwords import hash_password
 from gateway.stub import Seed, load_seed
 from gateway.stub.app import serve_stub
-from gateway.stub.seed import DEMO_ORG, DEMO_PASSWORD, DEMO_USER, SAMPLE_TOKEN
 from gateway.stub.settings import ACTION_STATUSES, StubSettings
 
 
@@ -148,7 +147,8 @@ async def _serve(config: Config, path: Path | None) -> int:
     hangup = asyncio.Event()
     asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, hangup.set)
     await runner.setup()
-    count_connections(app[METRICS], runner.guard)  # the application's start-up made its metrics
+    runtime = app[RUNTIME]  # opened by the application's start-up
+    count_connections(runtime.metrics, runner.guard)
     try:
         tls = config.listener_tls()
         site = web.TCPSite(runner, config.server.host, config.server.port, ssl_context=tls)
@@ -158,9 +158,9 @@ async def _serve(config: Config, path: Path | None) -> int:
             raise CommandError(f"cannot listen on {config.server.host}:{config.server.port}: {exc.strerror or exc}") from None
         host, port = runner.addresses[0][:2]
         base = f"{'https' if tls else 'http'}://{host}:{port}"
-        reloads = asyncio.create_task(_reload_users_on(hangup, app, path), name="reload-users")
-        _print_banner(app, base)
-        get_logger().info("started", listen=base, upstream=app[UPSTREAM_URL], audit_database=str(config.database_path))
+        reloads = asyncio.create_task(_reload_users_on(hangup, runtime, path), name="reload-users")
+        print(runtime.banner(base), flush=True)
+        get_logger().info("started", listen=base, upstream=runtime.upstream_url, audit_database=str(config.database_path))
         await _until_signalled()
         reloads.cancel()
         get_logger().info("stopping")
@@ -169,40 +169,16 @@ async def _serve(config: Config, path: Path | None) -> int:
     return 0
 
 
-async def _reload_users_on(hangup: asyncio.Event, app: web.Application, path: Path | None) -> None:
+async def _reload_users_on(hangup: asyncio.Event, runtime: Runtime, path: Path | None) -> None:
     """SIGHUP (systemd's ExecReload) reloads ``[[users]]``, one reload at a time, instead of
     ending the process."""
     while True:
         await hangup.wait()
         hangup.clear()
         try:
-            await reload_users(app, path)
+            await runtime.reload_users(path)
         except Exception as exc:  # noqa: BLE001 - a failed reload must not end the reloads
             get_logger().error("users_reload_failed", error=type(exc).__name__)
-
-
-def _print_banner(app: web.Application, base: str) -> None:
-    """What a newcomer needs, ending with the line that says the gateway is ready."""
-    config = app[CONFIG]
-    if config.uses_stub:
-        upstream = f"embedded Apigee stub at {app[UPSTREAM_URL]}"
-    else:
-        upstream = f"{app[UPSTREAM_URL]} (auth: {config.upstream.auth})"
-    lines = [f"apigee-audit-gateway {__version__}", f"  upstream:  {upstream}", f"  audit log: {config.database_path}"]
-    seed = app.get(STUB_SEED)
-    if seed is not None and not config.users and _holds_sample(seed):
-        query = "gateway audit query" + ("" if config.source == DEFAULTS_SOURCE else f" --config {config.source}")
-        lines += [
-            f"Demo mode: user {DEMO_USER} / {DEMO_PASSWORD}, organisation {DEMO_ORG}. Try:",
-            f"  curl -u {DEMO_USER}:{DEMO_PASSWORD} -X DELETE {base}/v1/o/{DEMO_ORG}/oauth2/accesstokens/{SAMPLE_TOKEN['token']}",
-            f"  {query}",
-        ]
-    lines.append(f"Listening on {base} (Ctrl-C to stop)")
-    print("\n".join(lines), flush=True)
-
-
-def _holds_sample(seed: Seed) -> bool:
-    return any(token.get("token") == SAMPLE_TOKEN["token"] for token in seed.orgs.get(DEMO_ORG, []))
 
 
 async def _until_signalled() -> None:

@@ -19,14 +19,15 @@ from gateway import errors
 from gateway.audit.formats import as_json
 from gateway.audit.query import AuditFilter
 from gateway.audit.store import AuditStoreError
-from gateway.audit_api import PARAMETERS, _as_logged
+from gateway.audit.filters import FILTERS
+from gateway.audit_api import PAGING, as_logged
 from gateway.auth import AUDIT, AmbiguousCredentials, AuthenticationError, ChecksBusy, Throttled, User, authorization
 from gateway.config import ALL_ORGS, INSTANCE_NAME
 from gateway.fleet.state import COLLECTOR, Collector
 from gateway.fleet.store import Located
 
 MAX_LIMIT = 1000
-FLEET_PARAMETERS = {name: spec for name, spec in PARAMETERS.items() if name != "cursor"}
+FLEET_PARAMETERS = {**{item.name: (item.field, item.parse) for item in FILTERS}, "limit": ("limit", PAGING["limit"])}
 
 
 def add_routes(app: web.Application) -> None:
@@ -58,7 +59,7 @@ def _instance(text: str) -> str:
 
 async def list_events(request: web.Request) -> web.Response:
     collector = request.app[COLLECTOR]
-    read = _Read(request, "/audit/events", _as_logged(request.query.items()))
+    read = _Read(request, "/audit/events", as_logged(request.query.items()))
     user = await _auditor(request, collector, read)
     if isinstance(user, web.Response):
         return read.done(user)

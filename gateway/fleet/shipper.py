@@ -28,7 +28,6 @@ from typing import Any
 
 import aiohttp
 import orjson
-from aiohttp import web
 
 from gateway.audit.record import FIELDS, Row, utc_timestamp
 from gateway.audit.schema import TABLE
@@ -298,7 +297,6 @@ class Shipper:
         await asyncio.to_thread(self.local.close)
 
 
-SHIPPING = web.AppKey("shipping", Shipper)
 
 
 @asynccontextmanager

@@ -20,7 +20,7 @@ from aiohttp.http_exceptions import HttpProcessingError
 from multidict import CIMultiDict
 from yarl import URL
 
-from gateway.target import TokenTarget
+from gateway.call import REQUEST_ID
 from gateway.tls import upstream_context
 
 HOP_BY_HOP = frozenset(
@@ -37,7 +37,6 @@ _NOT_RETURNED = frozenset({hdrs.CONTENT_LENGTH.lower()})
 _SKIP_AUTO_HEADERS = (hdrs.USER_AGENT, hdrs.ACCEPT, hdrs.ACCEPT_ENCODING, hdrs.CONTENT_TYPE)
 
 MAX_UPSTREAM_BODY = 1 << 20
-REQUEST_ID = "X-Request-ID"
 
 
 @dataclass(frozen=True, slots=True)
@@ -110,9 +109,10 @@ class Upstream:
         self._authorization = authorization
 
     async def forward(
-        self, method: str, target: TokenTarget, headers: Mapping[str, str], body: bytes, *, request_id: str | None = None
+        self, method: str, target: str, headers: Mapping[str, str], body: bytes, *, request_id: str | None = None
     ) -> UpstreamReply:
-        """Send the call on and return the upstream's answer; raises UpstreamError otherwise.
+        """Send the call on (``target``: path and query, as received) and return the upstream's
+        answer; raises UpstreamError otherwise.
 
         ``request_id`` goes upstream as ``X-Request-ID`` (replacing one the caller sent that
         the gateway did not keep), so both sides' logs can be matched."""
@@ -121,7 +121,7 @@ class Upstream:
             outgoing[hdrs.AUTHORIZATION] = self._authorization
         if request_id is not None:
             outgoing[REQUEST_ID] = request_id
-        url = URL(self.base_url + target.path_and_query, encoded=True)
+        url = URL(self.base_url + target, encoded=True)
         try:
             async with self._session.request(
                 method, url, headers=outgoing, data=body or None, allow_redirects=False

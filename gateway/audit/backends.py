@@ -1,0 +1,30 @@
+"""Where an audit log lives decides which backend keeps it: the one place that chooses.
+
+Everything else holds an ``AuditStore`` (``gateway.audit.store``) and never names an engine.
+A new backend is one module with a store of that protocol, plus one line here.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from gateway.audit.chain import ChainKey
+from gateway.audit.sqlite import SQLiteAuditStore
+from gateway.audit.store import AuditStore
+
+
+async def open_store(
+    location: Path,
+    *,
+    key: ChainKey | None = None,
+    writable: bool = False,
+    create: bool = False,
+    busy_timeout: float = 5.0,
+) -> AuditStore:
+    """Open the audit log at ``location`` (an SQLite file: a sidecar's own log).
+
+    ``key`` is the chain the caller will append or verify with; it must be the log's (None: a
+    reader that does neither). ``writable`` upgrades an older log for an appender, and
+    ``create`` makes a new one where there is none (the gateway does; maintenance commands must
+    find one)."""
+    return await SQLiteAuditStore.open(location, key=key, writable=writable, create=create, busy_timeout=busy_timeout)

@@ -1,0 +1,163 @@
+"""The one maker of audit records: every record the gateway and its commands write is built here.
+
+A record is made from facts already known (a call's, a throttling window's, a prune's), never
+from a half-filled object that something else goes on changing. This module also owns the two
+things every record shares: the request-id scheme and the serialiser of the JSON a record holds.
+
+    intent        a call about to be forwarded (``pending``)
+    outcome       what became of it (the upstream's answer, or why there was none)
+    refusal       a call the gateway answered itself (401, 403, 400, ...)
+    throttled     one throttling window's refused logins, as one record
+    reconciled    the settled fate of a call left open
+    checkpoint    a prune: what was removed, and the hash the chain goes on from
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import os
+from collections.abc import Mapping
+from typing import Any, Protocol
+
+import orjson
+
+from gateway.audit.record import AuditRecord, Outcome, utc_timestamp
+
+_PROCESS = os.urandom(6).hex()
+_counter = itertools.count(1)
+
+
+def new_request_id(kind: str = "") -> str:
+    """Unique without a syscall per request: a random per-process prefix and a counter.
+
+    Records that belong to no request (a throttling window, a prune) say what they are in front
+    (``throttle-...``, ``prune-...``), so they never look like a caller's call."""
+    own = f"{_PROCESS}{next(_counter):010x}"
+    return f"{kind}-{own}" if kind else own
+
+
+def storable(text: str) -> str:
+    """``text`` as the store can keep it. A JSON ``"\\ud800"`` escape (valid JSON, sent by an
+    upstream) decodes to a lone surrogate, which is not Unicode text: written as UTF-8 it fails,
+    and with it the whole commit batch. Such characters are kept as backslash escapes instead
+    (``\\ud800``); every other text is returned as it is (the same object)."""
+    if text.isascii():
+        return text
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return text.encode("utf-8", "backslashreplace").decode("utf-8")
+    return text
+
+
+def json_text(value: Any) -> str:
+    """The one serialiser of the JSON a record holds (snapshots, details): compact, with orjson;
+    what orjson refuses (integers past 64 bits, lone surrogates) by the standard library, with
+    lone surrogates as ``\\u`` escapes, so the text is storable and means exactly the value."""
+    try:
+        return orjson.dumps(value).decode()
+    except TypeError:
+        text = json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+        return text if storable(text) is text else json.dumps(value, separators=(",", ":"))
+
+
+class CallFacts(Protocol):
+    """What a record says about the call it belongs to (``gateway.call.Call`` holds them)."""
+
+    request_id: str
+    client_ip: str | None
+    method: str
+    actor: str | None
+    org: str | None
+    token_sha256: str | None
+    token_hint: str | None
+    token: str | None
+
+    def latency_ms(self) -> float: ...
+
+
+def intent(call: CallFacts) -> AuditRecord:
+    """Written and committed before anything reaches the upstream."""
+    return _of_call(call, Outcome.PENDING, latency_ms=None)
+
+
+def outcome(
+    call: CallFacts,
+    outcome: Outcome,
+    *,
+    upstream_status: int | None = None,
+    error_code: str | None = None,
+    app: str | None = None,
+    client_id: str | None = None,
+    snapshot: str | None = None,
+) -> AuditRecord:
+    """What became of a forwarded call; committed before the caller hears anything."""
+    return _of_call(call, outcome, upstream_status=upstream_status, error_code=error_code, app=app,
+                    client_id=client_id, snapshot=snapshot)
+
+
+def refusal(call: CallFacts, outcome: Outcome, error_code: str) -> AuditRecord:
+    """A call the gateway refused itself; it never reached the upstream."""
+    return _of_call(call, outcome, error_code=error_code)
+
+
+def _of_call(call: CallFacts, outcome: Outcome, *, latency_ms: float | None = -1.0, **fields: Any) -> AuditRecord:
+    return AuditRecord(
+        request_id=call.request_id,
+        time=utc_timestamp(),
+        actor=call.actor,
+        client_ip=call.client_ip,
+        method=call.method,
+        org=call.org,
+        token_sha256=call.token_sha256,
+        token_hint=call.token_hint,
+        outcome=outcome.value,
+        latency_ms=call.latency_ms() if latency_ms is not None else None,
+        token=call.token,
+        **fields,
+    )
+
+
+def throttled(
+    by: str, subject: str, count: int, start: str, end: str, error_code: str, extra: Mapping[str, int]
+) -> AuditRecord:
+    """One window's refused logins as one ``denied`` record (``method`` THROTTLE): a flood of
+    refusals must not grow the log without bound. ``by`` says what ``subject`` is: a client
+    address, a claimed user name, or "all" (the window's summary over every address)."""
+    details = {"refused_attempts": count, "by": by, "window_start": start, "window_end": end, **extra}
+    return AuditRecord(
+        request_id=new_request_id("throttle"),
+        time=utc_timestamp(),
+        actor=subject if by == "user" else None,
+        client_ip=subject if by == "client" else None,
+        method="THROTTLE",
+        org=None,
+        token_sha256=None,
+        token_hint=None,
+        outcome=Outcome.DENIED.value,
+        error_code=error_code,
+        snapshot=json_text(details),
+    )
+
+
+def reconciled(
+    intent: AuditRecord, outcome: Outcome, operator: str, evidence: Mapping[str, object], status: int | None
+) -> AuditRecord:
+    """The settled fate of a call left open, under the call's own request id (so it pairs with
+    its intent), with who settled it and on what evidence."""
+    details = {"reconciled_by": operator, "intent_id": intent.id, **evidence}
+    return intent._replace(
+        time=utc_timestamp(), outcome=outcome.value, upstream_status=status, error_code="reconciled",
+        latency_ms=None, app=None, client_id=None, snapshot=json_text(details), prev_hash=None, hash=None, id=None,
+    )
+
+
+def checkpoint(actor: str, client_ip: str | None, details: Mapping[str, object]) -> AuditRecord:
+    """A prune's record: who removed how many records, through which id, and the last removed
+    hash, which ``verify`` starts from."""
+    return AuditRecord(
+        request_id=new_request_id("prune"), time=utc_timestamp(), actor=actor, client_ip=client_ip,
+        method="PRUNE", org=None, token_sha256=None, token_hint=None, outcome=Outcome.PRUNED.value,
+        snapshot=json_text(details),
+    )
