@@ -46,7 +46,9 @@ from gateway.fleet.store import FleetStore, connect_pool, migrate
 from gateway.passwords import hash_password
 
 PASSWORD = "bench-secret"
-SNAPSHOT = '{"apiProducts":["sandbox"],"app":"app1","clientId":"fGytmxA5UDajPMdOA5E3bebiBOBPikOT","token":"[redacted …c7vC]"}'
+SNAPSHOT = (
+    '{"apiProducts":["sandbox"],"app":"app1","clientId":"fGytmxA5UDajPMdOA5E3bebiBOBPikOT","token":"[redacted …c7vC]"}'
+)
 
 
 def with_database(url: str, name: str) -> str:
@@ -69,8 +71,14 @@ async def drop_database(url: str, database_url: str) -> None:
 
 
 def start(args: list[str], cwd: Path, env: dict[str, str] | None = None) -> tuple[subprocess.Popen[str], str]:
-    process = subprocess.Popen([sys.executable, "-m", "gateway", *args], cwd=cwd, stdout=subprocess.PIPE,
-                               stderr=subprocess.DEVNULL, text=True, env=env)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "gateway", *args],
+        cwd=cwd,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+        env=env,
+    )
     assert process.stdout is not None
     while line := process.stdout.readline():
         if "Listening on" in line:
@@ -80,8 +88,15 @@ def start(args: list[str], cwd: Path, env: dict[str, str] | None = None) -> tupl
 
 def collector_config(folder: Path, database_url: str, instances: list[str]) -> Path:
     digest = hash_password(PASSWORD, log2_n=10)
-    lines = ["[server]", "port = 0", "[collector]", f"database_url = {json.dumps(database_url)}", "pool_size = 4",
-             "[logging]", 'level = "warning"']
+    lines = [
+        "[server]",
+        "port = 0",
+        "[collector]",
+        f"database_url = {json.dumps(database_url)}",
+        "pool_size = 4",
+        "[logging]",
+        'level = "warning"',
+    ]
     for instance in instances:
         lines += ["[[sidecars]]", f"instance = {json.dumps(instance)}", f"password_hash = {json.dumps(digest)}"]
     path = folder / "collector.toml"
@@ -91,10 +106,21 @@ def collector_config(folder: Path, database_url: str, instances: list[str]) -> P
 
 def records(instance: str, count: int) -> list[AuditRecord]:
     return [
-        AuditRecord(request_id=f"{instance}-{n:x}", time=f"2026-11-24T18:00:{n % 60:02d}.{n % 1000:03d}Z", actor=f"user{n % 50:02d}",
-                    client_ip="10.0.0.1", method="DELETE", org=f"org{n % 20:02d}", token_sha256=fingerprint(f"{instance}{n}"),
-                    token_hint="abcd", outcome="deleted" if n % 2 else "pending", upstream_status=200 if n % 2 else None,
-                    latency_ms=4.2 if n % 2 else None, app="app1" if n % 2 else None, snapshot=SNAPSHOT if n % 2 else None)
+        AuditRecord(
+            request_id=f"{instance}-{n:x}",
+            time=f"2026-11-24T18:00:{n % 60:02d}.{n % 1000:03d}Z",
+            actor=f"user{n % 50:02d}",
+            client_ip="10.0.0.1",
+            method="DELETE",
+            org=f"org{n % 20:02d}",
+            token_sha256=fingerprint(f"{instance}{n}"),
+            token_hint="abcd",
+            outcome="deleted" if n % 2 else "pending",
+            upstream_status=200 if n % 2 else None,
+            latency_ms=4.2 if n % 2 else None,
+            app="app1" if n % 2 else None,
+            snapshot=SNAPSHOT if n % 2 else None,
+        )
         for n in range(count)
     ]
 
@@ -107,21 +133,30 @@ async def ingest(url: str, folder: Path) -> float:
     for instance in instances:
         linked, _ = chained(records(instance, per_instance), EMPTY, ChainKey(None))
         rows = [as_row(record) for record in linked]
-        bodies[instance] = [encode_batch({"mode": "sha256", "key_check": None}, rows[i:i + batch]) for i in range(0, len(rows), batch)]
+        bodies[instance] = [
+            encode_batch({"mode": "sha256", "key_check": None}, rows[i : i + batch]) for i in range(0, len(rows), batch)
+        ]
     process, base = start(["collect", "--config", str(collector_config(folder, database_url, instances))], folder)
     try:
         async with aiohttp.ClientSession() as session:
 
             async def send(instance: str) -> None:
-                headers = {"Authorization": aiohttp.encode_basic_auth(instance, PASSWORD), "Content-Type": "application/json"}
+                headers = {
+                    "Authorization": aiohttp.encode_basic_auth(instance, PASSWORD),
+                    "Content-Type": "application/json",
+                }
                 for body in bodies[instance]:
-                    async with session.post(f"{base}/fleet/v1/instances/{instance}/records", data=body, headers=headers) as response:
+                    async with session.post(
+                        f"{base}/fleet/v1/instances/{instance}/records", data=body, headers=headers
+                    ) as response:
                         assert response.status == 200, await response.text()
 
             # The first request of each pays for its password check: not part of the rate.
             for instance in instances:
-                async with session.get(f"{base}/fleet/v1/instances/{instance}",
-                                       headers={"Authorization": aiohttp.encode_basic_auth(instance, PASSWORD)}) as response:
+                async with session.get(
+                    f"{base}/fleet/v1/instances/{instance}",
+                    headers={"Authorization": aiohttp.encode_basic_auth(instance, PASSWORD)},
+                ) as response:
                     assert response.status == 200
             started = time.perf_counter()
             await asyncio.gather(*(send(instance) for instance in instances))
@@ -131,22 +166,44 @@ async def ingest(url: str, folder: Path) -> float:
         process.wait()
         await drop_database(url, database_url)
     rate = len(instances) * per_instance / elapsed
-    print(f"ingest: {len(instances) * per_instance:,} records in {elapsed:.2f} s: {rate:,.0f} records/s "
-          f"({len(instances)} senders, batches of {batch})", flush=True)
+    print(
+        f"ingest: {len(instances) * per_instance:,} records in {elapsed:.2f} s: {rate:,.0f} records/s "
+        f"({len(instances)} senders, batches of {batch})",
+        flush=True,
+    )
     return rate
 
 
 async def lag(url: str, folder: Path, seconds: float = 20.0, concurrency: int = 64) -> None:
     database_url = await fresh_database(url)
-    collector, collector_url = start(["collect", "--config", str(collector_config(folder, database_url, ["bench-sidecar"]))], folder)
+    collector, collector_url = start(
+        ["collect", "--config", str(collector_config(folder, database_url, ["bench-sidecar"]))], folder
+    )
     sidecar_dir = folder / "sidecar"
     sidecar_dir.mkdir()
-    (sidecar_dir / "gw.toml").write_text("\n".join([
-        "[server]", "port = 0", "[audit]", 'database = "audit.db"', "reserve_mb = 0", "[stub]", "generated_tokens = 10000000",
-        "[logging]", 'level = "warning"', "[ship]", f"url = {json.dumps(collector_url)}", 'instance = "bench-sidecar"',
-        'password_env = "BENCH_SHIP_PASSWORD"',
-    ]) + "\n")
-    sidecar, base = start(["serve", "--config", "gw.toml"], sidecar_dir, env={**os.environ, "BENCH_SHIP_PASSWORD": PASSWORD})
+    (sidecar_dir / "gw.toml").write_text(
+        "\n".join(
+            [
+                "[server]",
+                "port = 0",
+                "[audit]",
+                'database = "audit.db"',
+                "reserve_mb = 0",
+                "[stub]",
+                "generated_tokens = 10000000",
+                "[logging]",
+                'level = "warning"',
+                "[ship]",
+                f"url = {json.dumps(collector_url)}",
+                'instance = "bench-sidecar"',
+                'password_env = "BENCH_SHIP_PASSWORD"',
+            ]
+        )
+        + "\n"
+    )
+    sidecar, base = start(
+        ["serve", "--config", "gw.toml"], sidecar_dir, env={**os.environ, "BENCH_SHIP_PASSWORD": PASSWORD}
+    )
     samples: list[tuple[float, int]] = []
     done = 0
     try:
@@ -158,7 +215,9 @@ async def lag(url: str, folder: Path, seconds: float = 20.0, concurrency: int = 
             async def worker() -> None:
                 nonlocal done
                 while time.monotonic() < deadline:
-                    async with session.delete(f"{base}/v1/o/myorg/oauth2/accesstokens/load{next(counter)}", headers=auth) as response:
+                    async with session.delete(
+                        f"{base}/v1/o/myorg/oauth2/accesstokens/load{next(counter)}", headers=auth
+                    ) as response:
                         await response.read()
                         done += 1
 
@@ -175,8 +234,21 @@ async def lag(url: str, folder: Path, seconds: float = 20.0, concurrency: int = 
             if shutil.which("wrk"):  # the load generator of bench/run.py: the gateway's full delete rate
                 script = Path(__file__).with_name("delete.lua")
                 load = await asyncio.create_subprocess_exec(
-                    "wrk", "-t1", f"-c{concurrency}", f"-d{round(seconds)}s", "--timeout", "10s", "-s", str(script), base,
-                    "--", "0", "/v1/o/myorg/oauth2/accesstokens/load", auth["Authorization"], stdout=subprocess.PIPE)
+                    "wrk",
+                    "-t1",
+                    f"-c{concurrency}",
+                    f"-d{round(seconds)}s",
+                    "--timeout",
+                    "10s",
+                    "-s",
+                    str(script),
+                    base,
+                    "--",
+                    "0",
+                    "/v1/o/myorg/oauth2/accesstokens/load",
+                    auth["Authorization"],
+                    stdout=subprocess.PIPE,
+                )
                 output, _ = await asyncio.gather(load.communicate(), sample())
                 done = json.loads(output[0].decode().strip().splitlines()[-1])["requests"]
             else:
@@ -198,13 +270,16 @@ async def lag(url: str, folder: Path, seconds: float = 20.0, concurrency: int = 
         await drop_database(url, database_url)
     lag_seconds = sorted(s for s, _ in samples)
     lag_records = sorted(r for _, r in samples)
-    print(f"lag: {done / elapsed:,.0f} deletes/s for {elapsed:.0f} s at concurrency {concurrency} ({2 * done:,} records); "
-          f"shipping lag p50 {statistics.median(lag_seconds):.3f} s, p99 {lag_seconds[int(len(lag_seconds) * 0.99)]:.3f} s, "
-          f"max {lag_seconds[-1]:.3f} s; records behind p50 {statistics.median(lag_records):.0f}, max {lag_records[-1]}; "
-          f"caught up {settle:.2f} s after the load stopped", flush=True)
+    print(
+        f"lag: {done / elapsed:,.0f} deletes/s for {elapsed:.0f} s at concurrency {concurrency} ({2 * done:,} records); "
+        f"shipping lag p50 {statistics.median(lag_seconds):.3f} s, p99 {lag_seconds[int(len(lag_seconds) * 0.99)]:.3f} s, "
+        f"max {lag_seconds[-1]:.3f} s; records behind p50 {statistics.median(lag_records):.0f}, max {lag_records[-1]}; "
+        f"caught up {settle:.2f} s after the load stopped",
+        flush=True,
+    )
 
 
-FILL = f"""INSERT INTO {EVENTS} (instance, {', '.join(FIELDS)})
+FILL = f"""INSERT INTO {EVENTS} (instance, {", ".join(FIELDS)})
 SELECT 'host-' || lpad((g % 50)::text, 2, '0'), g / 50 + 1, 'r' || g,
        to_char(timestamp '2026-01-01' + (g * (31536000.0 / $1)) * interval '1 second', 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"'),
        'user' || lpad(((g * 7) % 50)::text, 2, '0'), '10.0.0.1', 'DELETE', 'org' || lpad(((g * 3) % 20)::text, 2, '0'),
@@ -243,8 +318,10 @@ async def queries(url: str, count: int, keep: str | None) -> None:
         token = fingerprint(f"tok{count // 4}")
         cases = {
             "by token (fleet-wide)": (store, AuditFilter(token_sha256=token)),
-            "by actor over a week (fleet-wide)": (store, AuditFilter(actor="user07", since="2026-06-01T00:00:00.000Z",
-                                                                     until="2026-06-08T00:00:00.000Z")),
+            "by actor over a week (fleet-wide)": (
+                store,
+                AuditFilter(actor="user07", since="2026-06-01T00:00:00.000Z", until="2026-06-08T00:00:00.000Z"),
+            ),
             "by instance (newest 100)": (store.scoped("host-07"), AuditFilter()),
         }
         for name, (scoped, selection) in cases.items():
@@ -262,8 +339,11 @@ async def queries(url: str, count: int, keep: str | None) -> None:
 
 async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--database-url", default="postgresql://postgres@127.0.0.1:5432/postgres",
-                        help="a server where databases may be created")
+    parser.add_argument(
+        "--database-url",
+        default="postgresql://postgres@127.0.0.1:5432/postgres",
+        help="a server where databases may be created",
+    )
     parser.add_argument("--records", type=int, default=10_000_000)
     parser.add_argument("--keep", metavar="URL", help="a database to fill once and reuse for the queries")
     parser.add_argument("--only", choices=("ingest", "lag", "queries"))

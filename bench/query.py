@@ -30,7 +30,9 @@ ACTORS = [f"user{i:02d}" for i in range(50)]
 ORGS = [f"org{i:02d}" for i in range(20)]
 START = 1_767_225_600.0  # 2026-01-01
 YEAR = 365 * 86400
-SNAPSHOT = '{"apiProducts":["sandbox"],"app":"app1","clientId":"fGytmxA5UDajPMdOA5E3bebiBOBPikOT","token":"[redacted …c7vC]"}'
+SNAPSHOT = (
+    '{"apiProducts":["sandbox"],"app":"app1","clientId":"fGytmxA5UDajPMdOA5E3bebiBOBPikOT","token":"[redacted …c7vC]"}'
+)
 
 
 def generate(path: Path, count: int) -> None:
@@ -42,12 +44,29 @@ def generate(path: Path, count: int) -> None:
     for pair in range(count // 2):
         moment = START + pair * YEAR / (count // 2)
         token = f"tok{pair:012d}"
-        common = dict(request_id=f"r{pair:x}", actor=rng.choice(ACTORS), client_ip="10.0.0.1", method="DELETE",
-                      org=rng.choice(ORGS), token_sha256=fingerprint(token), token_hint=token[-4:])
+        common = {
+            "request_id": f"r{pair:x}",
+            "actor": rng.choice(ACTORS),
+            "client_ip": "10.0.0.1",
+            "method": "DELETE",
+            "org": rng.choice(ORGS),
+            "token_sha256": fingerprint(token),
+            "token_hint": token[-4:],
+        }
         outcome = rng.choices(["deleted", "not_found", "denied", "upstream_error"], [90, 6, 3, 1])[0]
         batch.append(AuditRecord(time=utc_timestamp(moment), outcome="pending", **common))  # type: ignore[arg-type]
-        batch.append(AuditRecord(time=utc_timestamp(moment + 0.004), outcome=outcome, upstream_status=200,
-                                 latency_ms=4.2, app="app1", client_id="c1", snapshot=SNAPSHOT, **common))  # type: ignore[arg-type]
+        batch.append(
+            AuditRecord(
+                time=utc_timestamp(moment + 0.004),
+                outcome=outcome,
+                upstream_status=200,
+                latency_ms=4.2,
+                app="app1",
+                client_id="c1",
+                snapshot=SNAPSHOT,
+                **common,
+            )
+        )  # type: ignore[arg-type]
         if len(batch) >= appender.max_batch:
             appender.append(batch)
             batch = []
@@ -60,7 +79,9 @@ async def measure(path: Path, count: int) -> None:
     store = await SQLiteAuditStore.open(path)
     questions = {
         "by token": AuditFilter(token_sha256=fingerprint(f"tok{count // 4:012d}")),
-        "by actor + 7-day range": AuditFilter(actor="user07", since=utc_timestamp(START + 100 * 86400), until=utc_timestamp(START + 107 * 86400)),
+        "by actor + 7-day range": AuditFilter(
+            actor="user07", since=utc_timestamp(START + 100 * 86400), until=utc_timestamp(START + 107 * 86400)
+        ),
         "by org + outcome": AuditFilter(org="org03", outcome="not_found"),
     }
     for name, selection in questions.items():
@@ -69,11 +90,15 @@ async def measure(path: Path, count: int) -> None:
             started = time.perf_counter()
             found = await store.query(selection)
             timings.append((time.perf_counter() - started) * 1000)
-        print(f"audit query {name:24s} {statistics.median(timings):7.2f} ms median of 7 ({len(found)} records, limit 100)")
+        print(
+            f"audit query {name:24s} {statistics.median(timings):7.2f} ms median of 7 ({len(found)} records, limit 100)"
+        )
     started = time.perf_counter()
     verdict = await verify_log(store, ChainKey())
     elapsed = time.perf_counter() - started
-    print(f"audit verify              {verdict.checked / elapsed:10,.0f} records/s ({verdict.checked:,} in {elapsed:.1f} s, {'intact' if verdict.problem is None else verdict.problem})")
+    print(
+        f"audit verify              {verdict.checked / elapsed:10,.0f} records/s ({verdict.checked:,} in {elapsed:.1f} s, {'intact' if verdict.problem is None else verdict.problem})"
+    )
     with open(os.devnull, "w") as sink:
         for fmt in ("jsonl", "csv"):
             stream = RecordStream(fmt, sink, for_terminal=False)  # as `audit export > FILE` writes
@@ -97,7 +122,9 @@ def main() -> None:
         if not path.exists():
             started = time.perf_counter()
             generate(path, args.records)
-            print(f"generated {args.records:,} records in {time.perf_counter() - started:.0f} s ({path.stat().st_size / 1e6:.0f} MB)")
+            print(
+                f"generated {args.records:,} records in {time.perf_counter() - started:.0f} s ({path.stat().st_size / 1e6:.0f} MB)"
+            )
         asyncio.run(measure(path, args.records))
 
 

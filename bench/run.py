@@ -129,8 +129,20 @@ def stop(process: subprocess.Popen[bytes]) -> None:
 def wrk(port: int, concurrency: int, seconds: float, offset: int) -> dict[str, float]:
     """wrk's summary, plus ``cpu_seconds``: what wrk itself used (it shares the host)."""
     command = [
-        "wrk", "-t1", f"-c{concurrency}", f"-d{round(seconds)}s", "--latency", "--timeout", "10s",
-        "-s", str(HERE / "delete.lua"), f"http://127.0.0.1:{port}", "--", str(offset), TOKEN_PATH, AUTH,
+        "wrk",
+        "-t1",
+        f"-c{concurrency}",
+        f"-d{round(seconds)}s",
+        "--latency",
+        "--timeout",
+        "10s",
+        "-s",
+        str(HERE / "delete.lua"),
+        f"http://127.0.0.1:{port}",
+        "--",
+        str(offset),
+        TOKEN_PATH,
+        AUTH,
     ]
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     output = subprocess.run(command, capture_output=True, text=True, check=True).stdout
@@ -146,7 +158,11 @@ class Bench:
         self.duration = duration
         self.python = sys.executable
         password_hash = subprocess.run(
-            [self.python, "-m", "gateway", "hash-password"], input="mypass\n", capture_output=True, text=True, check=True
+            [self.python, "-m", "gateway", "hash-password"],
+            input="mypass\n",
+            capture_output=True,
+            text=True,
+            check=True,
         ).stdout.strip()
         self.password_hash = password_hash
 
@@ -154,7 +170,8 @@ class Bench:
         port = free_port()
         process = start(
             [self.python, "-m", "gateway", "stub", "--port", str(port), "--generate", str(GENERATED)],
-            port, self.workdir / "stub.log",
+            port,
+            self.workdir / "stub.log",
         )
         return process, f"http://127.0.0.1:{port}", port
 
@@ -165,7 +182,9 @@ class Bench:
             f'[audit]\ndatabase = "{database}"\n[logging]\nformat = "json"\n'
             f'[[users]]\nname = "myname"\npassword_hash = "{self.password_hash}"\norgs = ["myorg"]\n'
         )
-        return start([self.python, "-m", "gateway", "serve", "--config", str(config)], port, self.workdir / "gateway.log")
+        return start(
+            [self.python, "-m", "gateway", "serve", "--config", str(config)], port, self.workdir / "gateway.log"
+        )
 
     def proxy(self, upstream: str, port: int) -> subprocess.Popen[bytes]:
         return start([self.python, str(HERE / "plain_proxy.py"), upstream, str(port)], port, self.workdir / "proxy.log")
@@ -195,7 +214,7 @@ class Bench:
                 process = self.nginx(stub_port, port)
             else:
                 process = self.gateway(upstream, port, database)
-            pids = [process.pid] + _children(process.pid)
+            pids = [process.pid, *_children(process.pid)]
             others = [] if process is stub else [stub.pid]
             warm = wrk(port, concurrency, 2, WARMUP_OFFSET)
             before, threads_before, others_before = cpu_seconds(pids), thread_cpu(pids), cpu_seconds(others)
@@ -209,11 +228,21 @@ class Bench:
         finally:
             stop(stub)
         ok = int(run["requests"] - run["status_errors"])
-        failed = int(run["status_errors"] + run["connect_errors"] + run["read_errors"] + run["write_errors"] + run["timeouts"])
+        failed = int(
+            run["status_errors"] + run["connect_errors"] + run["read_errors"] + run["write_errors"] + run["timeouts"]
+        )
         wall = run["duration_us"] / 1e6
         result = Result(
-            target, concurrency, run["requests"] / wall, run["p50_us"] / 1000, run["p99_us"] / 1000,
-            used / max(run["requests"], 1) * 10_000, ok, failed, busiest / wall, host / wall,
+            target,
+            concurrency,
+            run["requests"] / wall,
+            run["p50_us"] / 1000,
+            run["p99_us"] / 1000,
+            used / max(run["requests"], 1) * 10_000,
+            ok,
+            failed,
+            busiest / wall,
+            host / wall,
         )
         if target == "gateway (audited)":
             responses = ok + int(warm["requests"] - warm["status_errors"])
@@ -280,7 +309,11 @@ def print_table(rounds: list[list[Result]]) -> None:
             base = proxy.get(r.concurrency)
             if base is not None:
                 ratios.setdefault((r.concurrency, r.target), []).append(
-                    (r.rps / base.rps, r.cpu_per_10k / base.cpu_per_10k if base.cpu_per_10k else 0, r.p50_ms - base.p50_ms)
+                    (
+                        r.rps / base.rps,
+                        r.cpu_per_10k / base.cpu_per_10k if base.cpu_per_10k else 0,
+                        r.p50_ms - base.p50_ms,
+                    )
                 )
     print(f"Medians of {len(rounds)} round(s).")
     print(
@@ -300,7 +333,9 @@ def print_table(rounds: list[list[Result]]) -> None:
         )
     checks = [r for group in cells.values() for r in group if r.audit_check]
     failed = [r for r in checks if not r.audit_check.startswith("OK")]
-    print(f"audit check: {len(checks) - len(failed)} of {len(checks)} gateway runs OK (every 200 has its deleted record, every intent its outcome)")
+    print(
+        f"audit check: {len(checks) - len(failed)} of {len(checks)} gateway runs OK (every 200 has its deleted record, every intent its outcome)"
+    )
     for r in failed:
         print(f"  concurrency {r.concurrency}: {r.audit_check}")
     added = ratios.get((1, "gateway (audited)"))
@@ -314,7 +349,9 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 16, 64])
     parser.add_argument("--rss-seconds", type=float, default=60, help="length of the memory run; 0 skips it")
     parser.add_argument("--targets", nargs="+", default=None, help="subset of: stub proxy gateway nginx")
-    parser.add_argument("--repeat", type=int, default=3, help="rounds of every measurement; medians are shown (default 3)")
+    parser.add_argument(
+        "--repeat", type=int, default=3, help="rounds of every measurement; medians are shown (default 3)"
+    )
     args = parser.parse_args()
     if shutil.which("wrk") is None:
         raise SystemExit("wrk is not installed: sudo apt-get install wrk")
@@ -331,10 +368,13 @@ def main() -> None:
             for concurrency in args.concurrency:
                 for name in chosen:
                     result = bench.measure(names[name], concurrency)
-                    print(f"  round {round_number + 1}  {result.target:<18} c={concurrency:<3} {result.rps:8,.0f} req/s  "
-                          f"p50 {result.p50_ms:.2f} ms  p99 {result.p99_ms:.2f} ms  {result.cpu_per_10k:.2f} CPU s/10k  "
-                          f"busiest thread {result.busiest_thread:.0%}  cores {result.cores_busy:.2f}  "
-                          f"{result.audit_check}", flush=True)
+                    print(
+                        f"  round {round_number + 1}  {result.target:<18} c={concurrency:<3} {result.rps:8,.0f} req/s  "
+                        f"p50 {result.p50_ms:.2f} ms  p99 {result.p99_ms:.2f} ms  {result.cpu_per_10k:.2f} CPU s/10k  "
+                        f"busiest thread {result.busiest_thread:.0%}  cores {result.cores_busy:.2f}  "
+                        f"{result.audit_check}",
+                        flush=True,
+                    )
                     results.append(result)
             rounds.append(results)
         print()

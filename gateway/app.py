@@ -24,7 +24,9 @@ def build_app(config: Config) -> web.Application:
     # lingering_time: aiohttp reads (and drops) the rest of a body the gateway answered without
     # reading, so that the caller gets the answer; for no longer than a body is given anyway.
     handler_args = {
-        "max_field_size": MAX_HEADER_FIELD, "keepalive_timeout": server.keepalive_timeout, "lingering_time": server.body_timeout,
+        "max_field_size": MAX_HEADER_FIELD,
+        "keepalive_timeout": server.keepalive_timeout,
+        "lingering_time": server.body_timeout,
     }
     app = web.Application(client_max_size=MAX_REQUEST_BODY, handler_args=handler_args)
 

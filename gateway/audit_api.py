@@ -78,9 +78,17 @@ class AuditRead:
     def log(self, log: Logger, status: int) -> None:
         call = self.call
         log.info(
-            "audit_read", **call.ids, client_ip=call.client_ip, actor=call.actor, path=self.route,
-            record_id=self.record_id, filters=self.filters, records=self.records, status=status,
-            error_code=call.error_code, latency_ms=call.latency_ms(),
+            "audit_read",
+            **call.ids,
+            client_ip=call.client_ip,
+            actor=call.actor,
+            path=self.route,
+            record_id=self.record_id,
+            filters=self.filters,
+            records=self.records,
+            status=status,
+            error_code=call.error_code,
+            latency_ms=call.latency_ms(),
         )
 
 
@@ -155,8 +163,13 @@ async def list_events(request: web.Request, running: AuditServices, read: AuditR
     except FilterError as exc:
         raise read.refuse(errors.BAD_REQUEST, f"Parameters that mean the same filter: {exc}") from None
     if chosen.org is not None and not user.may(AUDIT, chosen.org):
-        raise forbidden(request, running.authenticator, read, user,
-                        f"User {user.name} may not read the audit trail of organization {chosen.org}")
+        raise forbidden(
+            request,
+            running.authenticator,
+            read,
+            user,
+            f"User {user.name} may not read the audit trail of organization {chosen.org}",
+        )
     try:
         records = await running.store.query(chosen)
     except AuditStoreError:
@@ -164,8 +177,10 @@ async def list_events(request: web.Request, running: AuditServices, read: AuditR
     page = records[:limit]
     more = len(records) > limit
     read.records = len(page)
-    body = {"events": [as_json(record) for record in page],
-            "next": encode_cursor(page[-1].time, page[-1].id) if more and page[-1].id else None}
+    body = {
+        "events": [as_json(record) for record in page],
+        "next": encode_cursor(page[-1].time, page[-1].id) if more and page[-1].id else None,
+    }
     return web.Response(body=orjson.dumps(body), content_type="application/json")
 
 
@@ -196,11 +211,15 @@ async def auditor(request: web.BaseRequest, authenticator: Authenticator, read: 
     record: reads are logged instead, and refusals counted by the throttle)."""
     user = await authenticate(authenticator, request, read.call)
     if not user.may(AUDIT, None):
-        raise forbidden(request, authenticator, read, user, f"User {user.name} may not read the audit trail (role audit)")
+        raise forbidden(
+            request, authenticator, read, user, f"User {user.name} may not read the audit trail (role audit)"
+        )
     return user
 
 
-def forbidden(request: web.BaseRequest, authenticator: Authenticator, read: AuditRead, user: User, message: str) -> Refusal:
+def forbidden(
+    request: web.BaseRequest, authenticator: Authenticator, read: AuditRead, user: User, message: str
+) -> Refusal:
     """403, counted toward the throttle as a failure of the address and the user, like a wrong
     password: probing the trail without the right costs the same as guessing."""
     authenticator.throttle.failed(request.remote, user.name)

@@ -23,9 +23,9 @@ from gateway import errors
 from gateway.audit import records
 from gateway.audit.record import Outcome
 from gateway.basic import Credentials, MalformedCredentials, parse_basic
+from gateway.call import Call
 from gateway.config import ALL_ORGS, ConfigError, UserConfig
 from gateway.passwords import ScryptHash, parse_hash, verify_password
-from gateway.call import Call
 from gateway.refusal import Refusal
 from gateway.throttle import CheckLimit, LoginThrottle
 
@@ -96,7 +96,9 @@ class _Account:
 
 class Authenticator:
     def __init__(
-        self, accounts: Iterable[tuple[User, ScryptHash]], throttle: LoginThrottle | None = None,
+        self,
+        accounts: Iterable[tuple[User, ScryptHash]],
+        throttle: LoginThrottle | None = None,
         checks: CheckLimit | None = None,
     ) -> None:
         self.throttle = throttle or LoginThrottle(0, 1.0)
@@ -135,7 +137,9 @@ class Authenticator:
             kept = self._accounts.get(user.name)
             fresh[user.name] = kept if kept == account else account
         self._accounts = fresh
-        self._verified = {tag: account for tag, account in self._verified.items() if fresh.get(account.user.name) is account}
+        self._verified = {
+            tag: account for tag, account in self._verified.items() if fresh.get(account.user.name) is account
+        }
         self._tag_of_user = {name: tag for name, tag in self._tag_of_user.items() if tag in self._verified}
         self._in_flight = {}
         # An unknown user's password is still checked against a real hash (which it cannot
@@ -223,7 +227,9 @@ class Authenticator:
             return None
         place = self.checks.place() if self.checks is not None else contextlib.nullcontext()
         async with place:
-            matches = await asyncio.get_running_loop().run_in_executor(None, verify_password, credentials.password, stored)
+            matches = await asyncio.get_running_loop().run_in_executor(
+                None, verify_password, credentials.password, stored
+            )
         return account if account is not None and matches else None
 
     def _remember(self, tag: bytes, account: _Account) -> None:

@@ -54,8 +54,14 @@ class Call:
         own = new_request_id()
         given = request.headers.get(REQUEST_ID)
         if given is not None and _CALLER_REQUEST_ID.fullmatch(given):
-            return cls(own, given, {"request_id": given, "audit_request_id": own}, time.perf_counter(),
-                       request.remote, request.method)
+            return cls(
+                own,
+                given,
+                {"request_id": given, "audit_request_id": own},
+                time.perf_counter(),
+                request.remote,
+                request.method,
+            )
         return cls(own, own, {"request_id": own}, time.perf_counter(), request.remote, request.method)
 
     def target(self, org: str | None, secret: str | None, *, keep_raw: bool) -> None:

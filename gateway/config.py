@@ -141,10 +141,17 @@ def http_url(value: Any, *, alternative: str = "") -> str:
     except ValueError:  # a port that is not a number from 0 to 65535
         parts, port_ok = None, False
     if (
-        parts is None or parts.scheme not in ("http", "https") or not parts.hostname or not port_ok
-        or not _HOST_NAME.fullmatch(parts.hostname) or "?" in value or "#" in value
+        parts is None
+        or parts.scheme not in ("http", "https")
+        or not parts.hostname
+        or not port_ok
+        or not _HOST_NAME.fullmatch(parts.hostname)
+        or "?" in value
+        or "#" in value
     ):
-        raise ValueError(f'expected {alternative}an http(s) URL such as "https://api.enterprise.apigee.com", got {_show(value)}')
+        raise ValueError(
+            f'expected {alternative}an http(s) URL such as "https://api.enterprise.apigee.com", got {_show(value)}'
+        )
     if parts.username is not None or parts.password is not None:
         raise ValueError("must not contain credentials; use upstream.auth instead")
     base = f"{parts.scheme}://{parts.netloc}"
@@ -271,7 +278,8 @@ class MetricsConfig:
         "0 serves GET /metrics (Prometheus text format) on the gateway's own listener; another port serves it "
         "there instead (on server.host), e.g. to keep it from the callers. That listener holds at most 16 "
         "connections, to the server's timeouts.",
-        port_number, 0,
+        port_number,
+        0,
     )
 
 
@@ -282,28 +290,33 @@ class ThrottleConfig:
         "Retry-After until the window ends, without checking the password. An address with no failure of "
         "its own in the window may still try a user name that is over its limit, so guessers elsewhere "
         "cannot lock the real user out. 0 turns throttling off.",
-        count, 10,
+        count,
+        10,
     )
     window_seconds: float = setting(
         "Length of a throttling window. Throttled attempts are audited as one denied record per client "
         "(or user) and window, with their count.",
-        positive_number, 60.0,
+        positive_number,
+        60.0,
     )
     max_denied_records: int = setting(
         "Audit records that failed logins may write per window over all addresses: one per failed login "
         "(so at most max_failures per address) and one per throttled address or user name. Past it, they "
         "are only counted, in one summary record per window. 0: summaries only.",
-        count, 20,
+        count,
+        20,
     )
     max_concurrent_checks: int = setting(
         "Password checks (scrypt, about 0.1 s of CPU each at the default cost) running at once over all "
         "callers; more wait, within max_checks_per_second. Verified callers are cached and never hash.",
-        positive_count, 1,
+        positive_count,
+        1,
     )
     max_checks_per_second: float = setting(
         "Password checks started per second over all callers, in bursts of up to this many; past it, 503 "
         "gateway.login_busy with Retry-After, without checking the password.",
-        positive_number, 10.0,
+        positive_number,
+        10.0,
     )
 
 
@@ -432,7 +445,9 @@ class LoggingConfig:
 
 @dataclass(frozen=True)
 class StubConfig:
-    host: str = setting("Address `gateway stub` listens on (the embedded stub always uses loopback).", non_empty_text, "127.0.0.1")
+    host: str = setting(
+        "Address `gateway stub` listens on (the embedded stub always uses loopback).", non_empty_text, "127.0.0.1"
+    )
     port: int = setting("TCP port of `gateway stub` (the embedded stub picks a free one).", port_number, 8081)
     seed: str = setting(
         "JSON seed file of users, tokens and what else each organisation holds (docs/stub.md) for the stub, "
@@ -441,8 +456,7 @@ class StubConfig:
         "",
     )
     generated_tokens: int = setting(
-        "Load-test tokens named load0, load1, ... that every organisation of the stub also holds, "
-        "made on first use.",
+        "Load-test tokens named load0, load1, ... that every organisation of the stub also holds, made on first use.",
         count,
         0,
     )
@@ -575,7 +589,9 @@ SECTIONS: dict[str, type] = {
 
 @dataclass(frozen=True)
 class SidecarConfig:
-    instance: str = setting("A sidecar's instance id (its ship.instance); it may ship only as this instance.", required_instance_name)
+    instance: str = setting(
+        "A sidecar's instance id (its ship.instance); it may ship only as this instance.", required_instance_name
+    )
     password_hash: str = setting(
         "Hash of the sidecar's collector password, printed by `gateway hash-password`, never the password.",
         non_empty_text,
@@ -688,9 +704,7 @@ def build_config(
     for name in data:
         if name not in known:
             raise ConfigError(source, name, f"unknown section; expected one of {', '.join(known)}")
-    sections = {
-        name: _build_table(cls, data.get(name, {}), source, name) for name, cls in SECTIONS.items()
-    }
+    sections = {name: _build_table(cls, data.get(name, {}), source, name) for name, cls in SECTIONS.items()}
     overrides = environment_overrides(environ)
     for key, (variable, text) in overrides.items():
         section, name = key.split(".")
@@ -700,7 +714,9 @@ def build_config(
     _refuse_unknown_variables(environ, sections, source)
     users = _build_users(data.get("users", []), source)
     sidecars = _build_sidecars(data.get("sidecars", []), source)
-    config = Config(source=source, users=users, sidecars=sidecars, base_dir=base_dir, **sections, overridden=tuple(overrides))
+    config = Config(
+        source=source, users=users, sidecars=sidecars, base_dir=base_dir, **sections, overridden=tuple(overrides)
+    )
     _check_rules(config)
     return resolve(config, uses, environ)
 
@@ -730,14 +746,21 @@ def _fleet_secrets(config: Config, environ: Mapping[str, str]) -> Config:
     environment or a file named in the config: never from the config file itself."""
     ship, collector = config.ship, config.collector
     if ship.password_env and ship.password_file:
-        raise ConfigError(config.source, "ship.password_file", "give the password by password_env or password_file, not both")
+        raise ConfigError(
+            config.source, "ship.password_file", "give the password by password_env or password_file, not both"
+        )
     if ship.url and not (ship.password_env or ship.password_file):
         raise ConfigError(config.source, "ship.password_env", "required when ship.url is set (or ship.password_file)")
     if ship.password_env:
-        config = dataclasses.replace(config, ship_password=read_secret(config.source, "ship.password_env", environ, variable=ship.password_env))
+        config = dataclasses.replace(
+            config, ship_password=read_secret(config.source, "ship.password_env", environ, variable=ship.password_env)
+        )
     elif ship.password_file:
         config = dataclasses.replace(
-            config, ship_password=read_secret(config.source, "ship.password_file", environ, path=config.path(ship.password_file))
+            config,
+            ship_password=read_secret(
+                config.source, "ship.password_file", environ, path=config.path(ship.password_file)
+            ),
         )
     if collector.password_env:
         password = read_secret(config.source, "collector.password_env", environ, variable=collector.password_env)
@@ -745,15 +768,19 @@ def _fleet_secrets(config: Config, environ: Mapping[str, str]) -> Config:
     secrets = {}
     for index, sidecar in enumerate(config.sidecars):
         if sidecar.chain_key_env:
-            secrets[sidecar.instance] = read_chain_key(config.source, f"sidecars[{index}].chain_key_env", environ,
-                                                       variable=sidecar.chain_key_env)
+            secrets[sidecar.instance] = read_chain_key(
+                config.source, f"sidecars[{index}].chain_key_env", environ, variable=sidecar.chain_key_env
+            )
         elif sidecar.chain_key_file:
-            secrets[sidecar.instance] = read_chain_key(config.source, f"sidecars[{index}].chain_key_file", environ,
-                                                       path=config.path(sidecar.chain_key_file))
+            secrets[sidecar.instance] = read_chain_key(
+                config.source, f"sidecars[{index}].chain_key_file", environ, path=config.path(sidecar.chain_key_file)
+            )
     return dataclasses.replace(config, sidecar_secrets=secrets) if secrets else config
 
 
-def read_secret(source: str, key: str, environ: Mapping[str, str], *, variable: str | None = None, path: Path | None = None) -> str:
+def read_secret(
+    source: str, key: str, environ: Mapping[str, str], *, variable: str | None = None, path: Path | None = None
+) -> str:
     """A password from an environment variable or a file (trailing whitespace dropped)."""
     if variable is not None:
         secret = environ.get(variable, "")
@@ -819,7 +846,12 @@ def environment_overrides(environ: Mapping[str, str]) -> dict[str, tuple[str, st
 def _refuse_unknown_variables(environ: Mapping[str, str], sections: Mapping[str, Any], source: str) -> None:
     """Stop at a ``GATEWAY_*`` variable (in any case) that sets nothing, as at an unknown key."""
     keys = [environment_variable(section, f.name) for section, cls in SECTIONS.items() for f in dataclasses.fields(cls)]
-    allowed = {*keys, RECONCILE_PASSWORD_ENV, sections["upstream"].service_password_env, sections["audit"].chain_key_env}
+    allowed = {
+        *keys,
+        RECONCILE_PASSWORD_ENV,
+        sections["upstream"].service_password_env,
+        sections["audit"].chain_key_env,
+    }
     for variable in environ:
         if not variable.upper().startswith(ENVIRONMENT_PREFIX) or variable in allowed:
             continue
@@ -827,7 +859,11 @@ def _refuse_unknown_variables(environ: Mapping[str, str], sections: Mapping[str,
             hint = "[[users]] cannot be set by environment variables; declare users in the config file"
         else:
             close = difflib.get_close_matches(variable.upper(), keys, n=1)
-            hint = f"did you mean {close[0]}?" if close else "a config key is set by GATEWAY_<SECTION>_<KEY>, such as GATEWAY_SERVER_PORT"
+            hint = (
+                f"did you mean {close[0]}?"
+                if close
+                else "a config key is set by GATEWAY_<SECTION>_<KEY>, such as GATEWAY_SERVER_PORT"
+            )
         raise ConfigError(source, variable, f"unknown environment variable; {hint}")
 
 
@@ -869,9 +905,15 @@ def _build_sidecars(sidecars: Any, source: str) -> tuple[SidecarConfig, ...]:
     seen: set[str] = set()
     for index, sidecar in enumerate(built):
         if sidecar.instance in seen:
-            raise ConfigError(source, f"sidecars[{index}].instance", f"instance {_show(sidecar.instance)} is declared twice")
+            raise ConfigError(
+                source, f"sidecars[{index}].instance", f"instance {_show(sidecar.instance)} is declared twice"
+            )
         if sidecar.chain_key_env and sidecar.chain_key_file:
-            raise ConfigError(source, f"sidecars[{index}].chain_key_file", "give the chain key by chain_key_env or chain_key_file, not both")
+            raise ConfigError(
+                source,
+                f"sidecars[{index}].chain_key_file",
+                "give the chain key by chain_key_env or chain_key_file, not both",
+            )
         seen.add(sidecar.instance)
     return built
 
@@ -881,10 +923,14 @@ def _check_rules(config: Config) -> None:
     source, upstream = config.source, config.upstream
     if not config.uses_stub and not config.users:
         raise ConfigError(
-            source, "users", "no [[users]] declared; the demo user only exists with the embedded stub (upstream.url = \"stub\")"
+            source,
+            "users",
+            'no [[users]] declared; the demo user only exists with the embedded stub (upstream.url = "stub")',
         )
     if upstream.total_timeout <= upstream.connect_timeout:
-        raise ConfigError(source, "upstream.total_timeout", "must be more than upstream.connect_timeout, which it includes")
+        raise ConfigError(
+            source, "upstream.total_timeout", "must be more than upstream.connect_timeout, which it includes"
+        )
     server = config.server
     if bool(server.tls_cert) != bool(server.tls_key):
         missing = "server.tls_key" if server.tls_cert else "server.tls_cert"
@@ -896,10 +942,15 @@ def _check_rules(config: Config) -> None:
             if not getattr(upstream, key):
                 raise ConfigError(source, f"upstream.{key}", 'required when upstream.auth = "service"')
     if config.audit.chain_key_env and config.audit.chain_key_file:
-        raise ConfigError(source, "audit.chain_key_file", "give the chain key by chain_key_env or chain_key_file, not both")
+        raise ConfigError(
+            source, "audit.chain_key_file", "give the chain key by chain_key_env or chain_key_file, not both"
+        )
     for key, value in (
-        ("upstream.ca_bundle", upstream.ca_bundle), ("stub.seed", config.stub.seed),
-        ("server.tls_cert", server.tls_cert), ("server.tls_key", server.tls_key), ("ship.ca_bundle", config.ship.ca_bundle),
+        ("upstream.ca_bundle", upstream.ca_bundle),
+        ("stub.seed", config.stub.seed),
+        ("server.tls_cert", server.tls_cert),
+        ("server.tls_key", server.tls_key),
+        ("ship.ca_bundle", config.ship.ca_bundle),
     ):
         if value and not config.path(value).is_file():
             raise ConfigError(source, key, f"no such file: {config.path(value)}")
@@ -954,7 +1005,11 @@ def _service_password(config: Config, environ: Mapping[str, str]) -> str:
     password = environ.get(upstream.service_password_env, "")
     if not password or not _is_utf8(password):
         problem = "is not set or empty" if not password else "is not valid UTF-8"
-        raise ConfigError(config.source, "upstream.service_password_env", f"environment variable {upstream.service_password_env} {problem}")
+        raise ConfigError(
+            config.source,
+            "upstream.service_password_env",
+            f"environment variable {upstream.service_password_env} {problem}",
+        )
     return password
 
 
@@ -965,7 +1020,11 @@ def reference_table() -> str:
     for section, cls in tables:
         for declaration in dataclasses.fields(cls):
             default = declaration.default
-            shown = "required" if default is dataclasses.MISSING else f"`{_show(list(default) if isinstance(default, tuple) else default)}`"
+            shown = (
+                "required"
+                if default is dataclasses.MISSING
+                else f"`{_show(list(default) if isinstance(default, tuple) else default)}`"
+            )
             meaning = " ".join(declaration.metadata["help"].split()).replace("|", "\\|")
             lines.append(f"| `{section}.{declaration.name}` | {shown} | {meaning} |")
     return "\n".join(lines)

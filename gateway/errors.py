@@ -25,14 +25,21 @@ class GatewayError:
         return json.dumps({"code": self.code, "message": message or self.message, "contexts": []}).encode()
 
     def response(self, message: str | None = None, *, headers: Mapping[str, str] | None = None) -> web.Response:
-        return web.Response(status=self.status, body=self.body(message), content_type="application/json", headers=headers)
+        return web.Response(
+            status=self.status, body=self.body(message), content_type="application/json", headers=headers
+        )
 
     def wire(self, *, headers: Mapping[str, str]) -> bytes:
         """The whole answer as bytes, closing the connection: for a refusal made before aiohttp
         reads anything (a connection over the cap), built once and written as it is."""
         body = self.body()
-        head = [f"HTTP/1.1 {self.status} {HTTPStatus(self.status).phrase}", "Content-Type: application/json",
-                f"Content-Length: {len(body)}", "Connection: close", *(f"{name}: {value}" for name, value in headers.items())]
+        head = [
+            f"HTTP/1.1 {self.status} {HTTPStatus(self.status).phrase}",
+            "Content-Type: application/json",
+            f"Content-Length: {len(body)}",
+            "Connection: close",
+            *(f"{name}: {value}" for name, value in headers.items()),
+        ]
         return ("\r\n".join(head) + "\r\n\r\n").encode() + body
 
 
@@ -43,13 +50,25 @@ NOT_FOUND = GatewayError(404, "gateway.not_found", "The gateway does not serve t
 METHOD_NOT_ALLOWED = GatewayError(405, "gateway.method_not_allowed", "Method not allowed on this path")
 REQUEST_TIMEOUT = GatewayError(408, "gateway.request_timeout", "The request body did not arrive in time")
 PAYLOAD_TOO_LARGE = GatewayError(413, "gateway.payload_too_large", "The request body is too large")
-TOO_MANY_ATTEMPTS = GatewayError(429, "gateway.too_many_attempts", "Too many failed logins from this address or for this user")
-INTERNAL_ERROR = GatewayError(500, "gateway.internal_error", "The gateway failed unexpectedly; nothing was forwarded after the failure")
-UPSTREAM_UNAVAILABLE = GatewayError(502, "gateway.upstream_unavailable", "The upstream could not be reached or gave no valid answer")
-AUDIT_UNAVAILABLE = GatewayError(503, "gateway.audit_unavailable", "The audit log cannot be written; nothing was forwarded")
-LOGIN_BUSY = GatewayError(503, "gateway.login_busy", "Too many passwords are being checked; the credentials were not checked")
+TOO_MANY_ATTEMPTS = GatewayError(
+    429, "gateway.too_many_attempts", "Too many failed logins from this address or for this user"
+)
+INTERNAL_ERROR = GatewayError(
+    500, "gateway.internal_error", "The gateway failed unexpectedly; nothing was forwarded after the failure"
+)
+UPSTREAM_UNAVAILABLE = GatewayError(
+    502, "gateway.upstream_unavailable", "The upstream could not be reached or gave no valid answer"
+)
+AUDIT_UNAVAILABLE = GatewayError(
+    503, "gateway.audit_unavailable", "The audit log cannot be written; nothing was forwarded"
+)
+LOGIN_BUSY = GatewayError(
+    503, "gateway.login_busy", "Too many passwords are being checked; the credentials were not checked"
+)
 TOO_MANY_CONNECTIONS = GatewayError(
-    503, "gateway.too_many_connections", "The gateway holds as many connections as it may (server.max_connections); retry shortly"
+    503,
+    "gateway.too_many_connections",
+    "The gateway holds as many connections as it may (server.max_connections); retry shortly",
 )
 UPSTREAM_TIMEOUT = GatewayError(504, "gateway.upstream_unavailable", "The upstream did not answer in time")
 
@@ -68,10 +87,24 @@ def too_many_attempts(retry_after: int) -> web.Response:
 
 
 def login_busy(retry_after: int) -> web.Response:
-    return LOGIN_BUSY.response(f"{LOGIN_BUSY.message}; retry after {retry_after} s", headers={"Retry-After": str(retry_after)})
+    return LOGIN_BUSY.response(
+        f"{LOGIN_BUSY.message}; retry after {retry_after} s", headers={"Retry-After": str(retry_after)}
+    )
 
 
 ALL = (
-    BAD_REQUEST, UNAUTHORIZED, FORBIDDEN, NOT_FOUND, METHOD_NOT_ALLOWED, REQUEST_TIMEOUT, PAYLOAD_TOO_LARGE,
-    TOO_MANY_ATTEMPTS, INTERNAL_ERROR, UPSTREAM_UNAVAILABLE, AUDIT_UNAVAILABLE, LOGIN_BUSY, TOO_MANY_CONNECTIONS, UPSTREAM_TIMEOUT,
+    BAD_REQUEST,
+    UNAUTHORIZED,
+    FORBIDDEN,
+    NOT_FOUND,
+    METHOD_NOT_ALLOWED,
+    REQUEST_TIMEOUT,
+    PAYLOAD_TOO_LARGE,
+    TOO_MANY_ATTEMPTS,
+    INTERNAL_ERROR,
+    UPSTREAM_UNAVAILABLE,
+    AUDIT_UNAVAILABLE,
+    LOGIN_BUSY,
+    TOO_MANY_CONNECTIONS,
+    UPSTREAM_TIMEOUT,
 )

@@ -82,25 +82,36 @@ def _check_allowed(routed: Routed, user: User, call: Call) -> None:
     if routed.problem is not None:
         raise _refusal(call, errors.BAD_REQUEST, Outcome.REJECTED, routed.problem)
     if not user.may(routed.operation.role, routed.org):
-        raise _refusal(call, errors.FORBIDDEN, Outcome.FORBIDDEN,
-                       f"User {user.name} may not {routed.operation.verb} of organization {routed.org}")
+        raise _refusal(
+            call,
+            errors.FORBIDDEN,
+            Outcome.FORBIDDEN,
+            f"User {user.name} may not {routed.operation.verb} of organization {routed.org}",
+        )
 
 
 async def _read_body(request: web.Request, runtime: Runtime, call: Call) -> bytes:
     """What will be forwarded, checked: headers that can go up unchanged, and a body in time."""
     header = unforwardable(request.headers)
     if header is not None:
-        raise _refusal(call, errors.BAD_REQUEST, Outcome.REJECTED,
-                       f"Header {header} holds bytes that are not UTF-8; the gateway forwards headers unchanged or not at all")
+        raise _refusal(
+            call,
+            errors.BAD_REQUEST,
+            Outcome.REJECTED,
+            f"Header {header} holds bytes that are not UTF-8; the gateway forwards headers unchanged or not at all",
+        )
     wait = runtime.config.server.body_timeout
     try:
         async with asyncio.timeout(wait):  # a body sent a byte now and then
             return await request.read() if request.body_exists else b""
     except web.HTTPRequestEntityTooLarge:
-        raise _refusal(call, errors.PAYLOAD_TOO_LARGE, Outcome.REJECTED,
-                       f"The request body exceeds {MAX_REQUEST_BODY} bytes") from None
+        raise _refusal(
+            call, errors.PAYLOAD_TOO_LARGE, Outcome.REJECTED, f"The request body exceeds {MAX_REQUEST_BODY} bytes"
+        ) from None
     except TimeoutError:
-        late = _refusal(call, errors.REQUEST_TIMEOUT, Outcome.REJECTED, f"The request body did not arrive within {wait:g} s")
+        late = _refusal(
+            call, errors.REQUEST_TIMEOUT, Outcome.REJECTED, f"The request body did not arrive within {wait:g} s"
+        )
         late.response.force_close()  # the rest of the body may still come: it must not be read as a next request
         raise late from None
 
@@ -109,13 +120,16 @@ async def _forward(request: web.Request, runtime: Runtime, routed: Routed, body:
     """Forward once: a call whose fate is unknown is never retried behind the audit log's back."""
     forwarded = time.perf_counter()
     try:
-        return await runtime.upstream.forward(request.method, routed.target, request.headers, body, request_id=call.public_id)
+        return await runtime.upstream.forward(
+            request.method, routed.target, request.headers, body, request_id=call.public_id
+        )
     except UpstreamError as exc:
         failure = errors.UPSTREAM_TIMEOUT if exc.timeout else errors.UPSTREAM_UNAVAILABLE
         # Once the request may have left, the change may have happened upstream: say so.
         fate = Outcome.UNKNOWN if exc.sent else Outcome.UPSTREAM_ERROR
         consequence = (
-            f"; the {routed.operation.effect} may or may not have happened upstream, and it was not retried" if exc.sent
+            f"; the {routed.operation.effect} may or may not have happened upstream, and it was not retried"
+            if exc.sent
             else "; nothing reached the upstream"
         )
         error_code = f"upstream.{exc.kind}"
@@ -135,12 +149,25 @@ async def _write_outcome(runtime: Runtime, call: Call, reply: UpstreamReply) -> 
     """What the answer means, durable before the caller hears anything."""
     read = meaning(reply, keep_raw_tokens=runtime.config.audit.store_raw_tokens)
     call.upstream_status, call.escaped = reply.status, read.escaped
-    record = records.outcome(call, read.outcome, upstream_status=reply.status, error_code=read.error_code,
-                             app=read.app, client_id=read.client_id, snapshot=read.snapshot)
+    record = records.outcome(
+        call,
+        read.outcome,
+        upstream_status=reply.status,
+        error_code=read.error_code,
+        app=read.app,
+        client_id=read.client_id,
+        snapshot=read.snapshot,
+    )
     _settled(call, record)
-    await _write(runtime, call, "outcome", record, errors.AUDIT_UNAVAILABLE.response(
-        f"The upstream answered {reply.status}, but the outcome could not be recorded; the intent stays pending in the audit log"
-    ))
+    await _write(
+        runtime,
+        call,
+        "outcome",
+        record,
+        errors.AUDIT_UNAVAILABLE.response(
+            f"The upstream answered {reply.status}, but the outcome could not be recorded; the intent stays pending in the audit log"
+        ),
+    )
 
 
 async def _write(runtime: Runtime, call: Call, stage: str, record: AuditRecord, unrecorded: web.Response) -> None:

@@ -145,7 +145,11 @@ def _logged(handler: Handler) -> Handler:
         started = time.perf_counter()
         response = await handler(request)
         get_logger().debug(
-            "request", method=request.method, path=request.path, client_ip=request.remote, status=response.status,
+            "request",
+            method=request.method,
+            path=request.path,
+            client_ip=request.remote,
+            status=response.status,
             latency_ms=round((time.perf_counter() - started) * 1000, 3),
         )
         return response
@@ -184,7 +188,9 @@ async def serve_metrics(registry: Metrics, settings: ServerConfig, port: int, *,
         try:
             await web.TCPSite(runner, host, port).start()
         except OSError as exc:
-            raise ConfigError(source, "metrics.port", f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
+            raise ConfigError(
+                source, "metrics.port", f"cannot listen on {host}:{port}: {exc.strerror or exc}"
+            ) from None
         yield
     finally:
         await runner.cleanup()

@@ -91,8 +91,10 @@ class ConnectionGuard:
         now = time.monotonic()
         if self._last_logged is None or now - self._last_logged >= LOG_REFUSALS_EVERY:
             self._log.warning(
-                "connections_refused", max_connections=self.max_connections,
-                refused=self.refused - self._refused_logged, hint="server.max_connections reached",
+                "connections_refused",
+                max_connections=self.max_connections,
+                refused=self.refused - self._refused_logged,
+                hint="server.max_connections reached",
             )
             self._last_logged, self._refused_logged = now, self.refused
 
@@ -108,7 +110,7 @@ class _GuardedHandler(RequestHandler):
     closed by aiohttp's keep-alive timer once the answer before it is sent.
     """
 
-    __slots__ = ("_guard", "_admitted", "_head_deadline")
+    __slots__ = ("_admitted", "_guard", "_head_deadline")
 
     def __init__(self, manager: web.Server, guard: ConnectionGuard, **kwargs: Any) -> None:
         super().__init__(manager, **kwargs)
@@ -165,8 +167,10 @@ class _GuardedServer(web.Server):
 
     def __init__(self, plain: web.Server, guard: ConnectionGuard) -> None:
         super().__init__(
-            plain.request_handler, request_factory=plain.request_factory,
-            handler_cancellation=plain.handler_cancellation, **plain._kwargs,
+            plain.request_handler,
+            request_factory=plain.request_factory,
+            handler_cancellation=plain.handler_cancellation,
+            **plain._kwargs,
         )
         self._guard = guard
 
@@ -180,7 +184,9 @@ class GatewayRunner(web.AppRunner):
     def __init__(self, app: web.Application, settings: ServerConfig, **kwargs: Any) -> None:
         missing = [name for name in _INTERNALS if name not in RequestHandler.__slots__]
         if missing:
-            raise RuntimeError(f"this aiohttp's RequestHandler lacks {', '.join(missing)}: the head deadline cannot be kept")
+            raise RuntimeError(
+                f"this aiohttp's RequestHandler lacks {', '.join(missing)}: the head deadline cannot be kept"
+            )
         super().__init__(app, **kwargs)
         self.guard = ConnectionGuard(settings, get_logger())
 
@@ -192,10 +198,14 @@ def count_connections(metrics: Metrics, guard: ConnectionGuard) -> None:
     """The guard's counts, read at each scrape."""
     metrics.read_at_scrape("gateway_connections_open", "Caller connections open now.", lambda: guard.open)
     metrics.read_at_scrape(
-        "gateway_connections_refused", "Connections refused with 503 at server.max_connections.",
-        lambda: guard.refused, counter=True,
+        "gateway_connections_refused",
+        "Connections refused with 503 at server.max_connections.",
+        lambda: guard.refused,
+        counter=True,
     )
     metrics.read_at_scrape(
-        "gateway_connections_timed_out", "Connections closed because a request's head took over server.header_timeout.",
-        lambda: guard.timed_out, counter=True,
+        "gateway_connections_timed_out",
+        "Connections closed because a request's head took over server.header_timeout.",
+        lambda: guard.timed_out,
+        counter=True,
     )

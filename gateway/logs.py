@@ -69,7 +69,7 @@ class _Handler(logging.Handler):
         try:
             _without_exception_text(record)
             self._buffer.urgent(self.format(record))
-        except Exception:  # noqa: BLE001 - logging must never take the gateway down
+        except Exception:
             self.handleError(record)
 
 

@@ -22,27 +22,37 @@ class Metrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
         self.requests = Counter(
-            "gateway_requests", "Requests answered, by route, HTTP status and audit outcome.",
-            ["route", "status", "outcome"], registry=self.registry,
+            "gateway_requests",
+            "Requests answered, by route, HTTP status and audit outcome.",
+            ["route", "status", "outcome"],
+            registry=self.registry,
         )
         self.upstream_seconds = Histogram(
-            "gateway_upstream_seconds", "Time from forwarding a call to the upstream's whole answer (or failure).",
-            buckets=LATENCY_BUCKETS, registry=self.registry,
+            "gateway_upstream_seconds",
+            "Time from forwarding a call to the upstream's whole answer (or failure).",
+            buckets=LATENCY_BUCKETS,
+            registry=self.registry,
         )
         self.audit_commit_seconds = Histogram(
-            "gateway_audit_commit_seconds", "Time to append and commit one batch of audit records.",
-            buckets=LATENCY_BUCKETS, registry=self.registry,
+            "gateway_audit_commit_seconds",
+            "Time to append and commit one batch of audit records.",
+            buckets=LATENCY_BUCKETS,
+            registry=self.registry,
         )
         self.audit_batch_records = Histogram(
-            "gateway_audit_batch_records", "Audit records per commit (group commit shares one among concurrent calls).",
-            buckets=BATCH_BUCKETS, registry=self.registry,
+            "gateway_audit_batch_records",
+            "Audit records per commit (group commit shares one among concurrent calls).",
+            buckets=BATCH_BUCKETS,
+            registry=self.registry,
         )
         self.audit_write_failures = Counter(
-            "gateway_audit_write_failures", "Audit batches that could not be committed (the callers got 503).",
+            "gateway_audit_write_failures",
+            "Audit batches that could not be committed (the callers got 503).",
             registry=self.registry,
         )
         self.intents_in_flight = Gauge(
-            "gateway_intents_in_flight", "Calls whose intent is committed and whose outcome is not yet.",
+            "gateway_intents_in_flight",
+            "Calls whose intent is committed and whose outcome is not yet.",
             registry=self.registry,
         )
         self.pending_intents_at_start = Gauge(

@@ -69,8 +69,14 @@ class Operation:
 
 
 TOKEN_DELETE = Operation(
-    name="token", method="DELETE", path="oauth2/accesstokens/{token}", role=REVOKE,
-    secret="token", secret_label="access token", verb="revoke tokens", effect="deletion",
+    name="token",
+    method="DELETE",
+    path="oauth2/accesstokens/{token}",
+    role=REVOKE,
+    secret="token",
+    secret_label="access token",
+    verb="revoke tokens",
+    effect="deletion",
 )
 
 OPERATIONS: tuple[Operation, ...] = (TOKEN_DELETE,)

@@ -59,12 +59,16 @@ def parse_hash(encoded: str) -> ScryptHash:
     if not (10 <= log2_n <= 22 and 1 <= r <= 32 and 1 <= p <= 16):
         raise ValueError("scrypt parameters out of range (ln 10-22, r 1-32, p 1-16)")
     if 128 * r << log2_n > MAX_MEMORY:
-        raise ValueError(f"scrypt parameters need more than {MAX_MEMORY >> 30} GiB per check (128 * r * 2^ln bytes); lower ln or r")
+        raise ValueError(
+            f"scrypt parameters need more than {MAX_MEMORY >> 30} GiB per check (128 * r * 2^ln bytes); lower ln or r"
+        )
     salt, digest = _decoded("salt", match.group(4)), _decoded("hash", match.group(5))
     if not MIN_SALT_BYTES <= len(salt) <= MAX_ENCODED_BYTES:
         raise ValueError(f"the salt is {len(salt)} bytes; expected {MIN_SALT_BYTES} to {MAX_ENCODED_BYTES}")
     if not MIN_HASH_BYTES <= len(digest) <= MAX_ENCODED_BYTES:
-        raise ValueError(f"the hash is {len(digest)} bytes; expected {MIN_HASH_BYTES} to {MAX_ENCODED_BYTES} (a short one lets wrong passwords in)")
+        raise ValueError(
+            f"the hash is {len(digest)} bytes; expected {MIN_HASH_BYTES} to {MAX_ENCODED_BYTES} (a short one lets wrong passwords in)"
+        )
     return ScryptHash(log2_n, r, p, salt, digest)
 
 

@@ -47,10 +47,12 @@ def route(method: str, raw_target: str) -> Routed:
             continue
         return _checked(operation, raw_target, match.group("org"), match.group(operation.secret))
     if allowed:
-        raise Refusal(errors.METHOD_NOT_ALLOWED.response(
-            f"{method} is not allowed here; the gateway only forwards {', '.join(allowed)}",
-            headers={"Allow": ", ".join(allowed)},
-        ))
+        raise Refusal(
+            errors.METHOD_NOT_ALLOWED.response(
+                f"{method} is not allowed here; the gateway only forwards {', '.join(allowed)}",
+                headers={"Allow": ", ".join(allowed)},
+            )
+        )
     served = "; ".join(operation.template for operation in OPERATIONS)
     # Masked in the answer too: it may be logged by whatever stands between the caller and us.
     raise Refusal(errors.NOT_FOUND.response(f"The gateway only serves {served}; not {loggable_target(raw_target)}"))
@@ -58,9 +60,19 @@ def route(method: str, raw_target: str) -> Routed:
 
 def _checked(operation: Operation, raw_target: str, org: str, secret: str) -> Routed:
     if not is_org_name(org):
-        return Routed(operation, raw_target, None, None,
-                      f"Invalid organization name in path: expected 1-{MAX_ORG_LENGTH} {_ALLOWED}")
+        return Routed(
+            operation,
+            raw_target,
+            None,
+            None,
+            f"Invalid organization name in path: expected 1-{MAX_ORG_LENGTH} {_ALLOWED}",
+        )
     if not is_name(secret, MAX_NAME_LENGTH):
-        return Routed(operation, raw_target, org, None,
-                      f"Invalid {operation.secret_label} in path: expected 1-{MAX_NAME_LENGTH} {_ALLOWED}")
+        return Routed(
+            operation,
+            raw_target,
+            org,
+            None,
+            f"Invalid {operation.secret_label} in path: expected 1-{MAX_NAME_LENGTH} {_ALLOWED}",
+        )
     return Routed(operation, raw_target, org, secret)

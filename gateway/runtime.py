@@ -78,8 +78,16 @@ class Runtime:
             store, writer = await _open_audit(stack, config, log, metrics)
             upstream_url, upstream = await _start_upstream(stack, config, seed)
             runtime = cls(
-                config, log, metrics, authenticator, store, writer, upstream, upstream_url,
-                Readiness(store, writer, upstream_url, config.upstream.connect_timeout), seed,
+                config,
+                log,
+                metrics,
+                authenticator,
+                store,
+                writer,
+                upstream,
+                upstream_url,
+                Readiness(store, writer, upstream_url, config.upstream.connect_timeout),
+                seed,
             )
             await runtime._start_background(stack)
             yield runtime
@@ -88,20 +96,33 @@ class Runtime:
         config, log, metrics, throttle = self.config, self.log, self.metrics, self.authenticator.throttle
         refusals = asyncio.create_task(_audit_refused_logins(throttle, self.writer, log), name="throttle-audit")
         stack.push_async_callback(_audit_last_refused_logins, refusals, throttle, self.writer, log)
-        self.pending_check = asyncio.create_task(_warn_of_pending_intents(self.store, log, metrics), name="pending-intents")
+        self.pending_check = asyncio.create_task(
+            _warn_of_pending_intents(self.store, log, metrics), name="pending-intents"
+        )
         stack.callback(self.pending_check.cancel)
         checks = self.authenticator.checks
-        metrics.read_at_scrape("gateway_audit_queue_depth", "Audit records waiting for the next commit.", self.writer.queue_depth)
-        metrics.read_at_scrape("gateway_audit_commits", "Audit transactions committed.", lambda: self.writer.commits, counter=True)
         metrics.read_at_scrape(
-            "gateway_logins_throttled", "Login attempts refused with 429 (too many failures).", lambda: throttle.refused, counter=True
+            "gateway_audit_queue_depth", "Audit records waiting for the next commit.", self.writer.queue_depth
         )
         metrics.read_at_scrape(
-            "gateway_logins_busy", "Login attempts refused with 503 (too many password checks).",
-            lambda: checks.refused if checks is not None else 0, counter=True,
+            "gateway_audit_commits", "Audit transactions committed.", lambda: self.writer.commits, counter=True
+        )
+        metrics.read_at_scrape(
+            "gateway_logins_throttled",
+            "Login attempts refused with 429 (too many failures).",
+            lambda: throttle.refused,
+            counter=True,
+        )
+        metrics.read_at_scrape(
+            "gateway_logins_busy",
+            "Login attempts refused with 503 (too many password checks).",
+            lambda: checks.refused if checks is not None else 0,
+            counter=True,
         )
         if config.metrics.port:
-            await stack.enter_async_context(serve_metrics(metrics, config.server, config.metrics.port, source=config.source))
+            await stack.enter_async_context(
+                serve_metrics(metrics, config.server, config.metrics.port, source=config.source)
+            )
         flusher = asyncio.create_task(flush_logs_periodically(), name="log-flusher")
         stack.callback(flusher.cancel)
         # Fleet shipping ([ship]): a background task, never on the request path.
@@ -114,7 +135,11 @@ class Runtime:
             upstream = f"embedded Apigee stub at {self.upstream_url}"
         else:
             upstream = f"{self.upstream_url} (auth: {config.upstream.auth})"
-        lines = [f"apigee-audit-gateway {__version__}", f"  upstream:  {upstream}", f"  audit log: {config.database_path}"]
+        lines = [
+            f"apigee-audit-gateway {__version__}",
+            f"  upstream:  {upstream}",
+            f"  audit log: {config.database_path}",
+        ]
         seed = self.stub_seed
         if seed is not None and not config.users and _holds_sample(seed):
             query = "gateway audit query" + ("" if config.source == DEFAULTS_SOURCE else f" --config {config.source}")
@@ -158,7 +183,9 @@ def stub_seed(config: Config) -> Seed:
 
 def stub_settings(config: Config) -> StubSettings:
     stub = config.stub
-    return StubSettings(action_status=stub.action_status, revoke_delay=stub.revoke_delay, token_lifetime=stub.token_lifetime)
+    return StubSettings(
+        action_status=stub.action_status, revoke_delay=stub.revoke_delay, token_lifetime=stub.token_lifetime
+    )
 
 
 def _authenticator(config: Config, accounts: list[tuple[User, ScryptHash]]) -> Authenticator:
@@ -167,13 +194,20 @@ def _authenticator(config: Config, accounts: list[tuple[User, ScryptHash]]) -> A
     return Authenticator(accounts, throttle, CheckLimit(limits.max_concurrent_checks, limits.max_checks_per_second))
 
 
-async def _open_audit(stack: AsyncExitStack, config: Config, log: Logger, metrics: Metrics) -> tuple[AuditStore, AuditWriter]:
+async def _open_audit(
+    stack: AsyncExitStack, config: Config, log: Logger, metrics: Metrics
+) -> tuple[AuditStore, AuditWriter]:
     """The audit log, opened (created or upgraded) and its writer thread started: the gateway
     does not start at all when its log cannot be written."""
     audit = config.audit
     try:
-        store = await open_store(config.database_path, key=ChainKey(config.chain_secret), writable=True, create=True,
-                                 busy_timeout=audit.busy_timeout)
+        store = await open_store(
+            config.database_path,
+            key=ChainKey(config.chain_secret),
+            writable=True,
+            create=True,
+            busy_timeout=audit.busy_timeout,
+        )
         stack.push_async_callback(store.close)
         writer = AuditWriter(
             partial(store.appender, synchronous=audit.synchronous, max_bytes=audit.max_size_mb * MIB),
@@ -186,8 +220,11 @@ async def _open_audit(stack: AsyncExitStack, config: Config, log: Logger, metric
         raise ConfigError(config.source, "audit.database", str(exc)) from None
     reserve_problem = await asyncio.to_thread(DiskReserve(config.database_path, audit.reserve_mb).ensure)
     if reserve_problem is not None:
-        log.warning("audit_reserve_unavailable", reason=reserve_problem,
-                    hint="`gateway audit prune` may not work if the disk fills up")
+        log.warning(
+            "audit_reserve_unavailable",
+            reason=reserve_problem,
+            hint="`gateway audit prune` may not work if the disk fills up",
+        )
     return store, writer
 
 
@@ -209,7 +246,9 @@ async def _start_upstream(stack: AsyncExitStack, config: Config, seed: Seed | No
             ca_bundle=str(config.path(upstream.ca_bundle)) if upstream.ca_bundle else None,
         )
     )
-    service_auth = encode_basic_auth(upstream.service_user, config.service_password) if upstream.auth == "service" else None
+    service_auth = (
+        encode_basic_auth(upstream.service_user, config.service_password) if upstream.auth == "service" else None
+    )
     return url, Upstream(url, session, authorization=service_auth)
 
 
@@ -223,7 +262,9 @@ async def _warn_of_pending_intents(store: AuditStore, log: Logger, metrics: Metr
     metrics.pending_intents_at_start.set(len(pending))
     if pending:
         log.warning(
-            "pending_intents_without_outcome", count=len(pending), first_id=pending[0].id,
+            "pending_intents_without_outcome",
+            count=len(pending),
+            first_id=pending[0].id,
             hint="a previous run stopped between forwarding and recording; run `gateway audit reconcile`",
         )
 
@@ -235,7 +276,9 @@ async def _audit_refused_logins(throttle: LoginThrottle, writer: AuditWriter, lo
         await _write_refused(throttle.ended(), writer, log)
 
 
-async def _audit_last_refused_logins(task: asyncio.Task[None], throttle: LoginThrottle, writer: AuditWriter, log: Logger) -> None:
+async def _audit_last_refused_logins(
+    task: asyncio.Task[None], throttle: LoginThrottle, writer: AuditWriter, log: Logger
+) -> None:
     task.cancel()
     await _write_refused(throttle.drain(), writer, log)
 
@@ -246,8 +289,14 @@ async def _write_refused(windows: list[RefusedAttempts], writer: AuditWriter, lo
             await writer.write(as_record(attempts))
         except AuditStoreError as exc:
             log.error("audit_write_failed", stage="throttle", refused_attempts=attempts.count, error=str(exc))
-        log.warning("logins_throttled", by=attempts.by, subject=attempts.subject, refused_attempts=attempts.count,
-                    window_start=attempts.start, **attempts.extra)
+        log.warning(
+            "logins_throttled",
+            by=attempts.by,
+            subject=attempts.subject,
+            refused_attempts=attempts.count,
+            window_start=attempts.start,
+            **attempts.extra,
+        )
 
 
 async def _accounts(config: Config, seed: Seed | None) -> list[tuple[User, ScryptHash]]:

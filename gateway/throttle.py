@@ -28,8 +28,8 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 
-from gateway.audit import records
 from gateway import errors
+from gateway.audit import records
 from gateway.audit.record import AuditRecord, utc_timestamp
 
 MAX_TRACKED = 100_000
@@ -92,8 +92,12 @@ class RefusedAttempts:
 
 class LoginThrottle:
     def __init__(
-        self, max_failures: int, window_seconds: float, clock: Callable[[], float] = time.monotonic,
-        *, max_records: int | None = None,
+        self,
+        max_failures: int,
+        window_seconds: float,
+        clock: Callable[[], float] = time.monotonic,
+        *,
+        max_records: int | None = None,
     ) -> None:
         self.max_failures = max_failures
         self.window_seconds = window_seconds
@@ -204,8 +208,11 @@ class LoginThrottle:
         allowance, self._allowance = self._allowance, None
         if allowance is None or allowance.empty:
             return
-        extra = {"unrecorded_failures": allowance.unrecorded, "folded_windows": allowance.folded_windows,
-                 "busy_refusals": allowance.busy}
+        extra = {
+            "unrecorded_failures": allowance.unrecorded,
+            "folded_windows": allowance.folded_windows,
+            "busy_refusals": allowance.busy,
+        }
         start, end = _span(allowance.started, allowance.ends, self.window_seconds, now)
         self._closed.append(RefusedAttempts(ALL, "*", allowance.folded, start, end, extra))
 
@@ -298,5 +305,12 @@ class CheckLimit:
 
 def as_record(attempts: RefusedAttempts) -> AuditRecord:
     """The one ``denied`` record of a window's refused attempts (``method`` THROTTLE)."""
-    return records.throttled(attempts.by, attempts.subject, attempts.count, attempts.start, attempts.end,
-                             errors.TOO_MANY_ATTEMPTS.code, attempts.extra)
+    return records.throttled(
+        attempts.by,
+        attempts.subject,
+        attempts.count,
+        attempts.start,
+        attempts.end,
+        errors.TOO_MANY_ATTEMPTS.code,
+        attempts.extra,
+    )

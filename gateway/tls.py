@@ -28,7 +28,9 @@ def listener_context(cert: Path, key: Path) -> ssl.SSLContext:
         # Without a password callback OpenSSL would prompt on the terminal for an encrypted key.
         context.load_cert_chain(cert, key, password=_no_password)
     except _EncryptedKey:
-        raise ValueError("cannot use the key: it is encrypted; give an unencrypted PEM key (readable only by the gateway)") from None
+        raise ValueError(
+            "cannot use the key: it is encrypted; give an unencrypted PEM key (readable only by the gateway)"
+        ) from None
     except ssl.SSLError as exc:
         raise ValueError(f"cannot use the certificate and key: {_reason(exc)}") from None
     except OSError as exc:

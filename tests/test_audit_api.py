@@ -9,13 +9,13 @@ from typing import Any
 
 import pytest
 from aiohttp.test_utils import TestClient
-
 from conftest import GatewayFactory, basic, make_config
-from gateway.logs import configure_logging, flush_logs
+from test_chain import make_log, record
+
 from gateway.audit.chain import ChainKey
 from gateway.audit.fingerprint import fingerprint
 from gateway.audit.sqlite import SQLiteAppender
-from test_chain import make_log, record
+from gateway.logs import configure_logging, flush_logs
 
 
 async def started(tmp_path: Path, gateway: GatewayFactory, records: int = 20) -> TestClient:
@@ -37,11 +37,19 @@ async def test_roles_and_orgs_scope_what_is_seen(tmp_path: Path, gateway: Gatewa
     anonymous = await client.get("/audit/events")
     assert (401, 'Basic realm="apigee-audit-gateway"') == (anonymous.status, anonymous.headers["WWW-Authenticate"])
     no_role = await client.get("/audit/events", headers=basic("outsider"))
-    assert (403, {"code": "gateway.forbidden", "message": "User outsider may not read the audit trail (role audit)", "contexts": []}) == (
-        no_role.status, await no_role.json()
-    )
+    assert (
+        403,
+        {
+            "code": "gateway.forbidden",
+            "message": "User outsider may not read the audit trail (role audit)",
+            "contexts": [],
+        },
+    ) == (no_role.status, await no_role.json())
     other = await client.get("/audit/events", params={"org": "otherorg"}, headers=basic("myname"))
-    assert (403, "User myname may not read the audit trail of organization otherorg") == (other.status, (await other.json())["message"])
+    assert (403, "User myname may not read the audit trail of organization otherorg") == (
+        other.status,
+        (await other.json())["message"],
+    )
 
 
 async def test_one_record_by_id(tmp_path: Path, gateway: GatewayFactory) -> None:
@@ -83,7 +91,10 @@ async def test_filter_by_raw_token(tmp_path: Path, gateway: GatewayFactory) -> N
         ({"cursor": "!!"}, "Invalid parameter cursor: '!!' is not a cursor given by a previous page"),
         ({"token_sha256": "abc"}, "Invalid parameter token_sha256: 'abc' is not a SHA-256 fingerprint"),
         ({"colour": "red"}, "Unknown parameter colour; expected one of org, token, token_sha256"),
-        ({"token": "x", "token_sha256": "0" * 64}, "Parameters that mean the same filter: give token or token_sha256, not both"),
+        (
+            {"token": "x", "token_sha256": "0" * 64},
+            "Parameters that mean the same filter: give token or token_sha256, not both",
+        ),
     ],
 )
 async def test_bad_filter_values_get_400_naming_the_parameter(
@@ -156,10 +167,25 @@ class TestReadsLeaveATrace:
             ("outsider", "/audit/events", None, {}, None, 403, "gateway.forbidden"),
             ("auditor", "/audit/events", None, {"tokn": None}, None, 400, "gateway.bad_request"),
             ("auditor", "/audit/events", None, {"token_sha256": None}, None, 400, "gateway.bad_request"),
-            ("auditor", "/audit/events", None, {"client_id_sha256": fingerprint("consumerKey123"), "token_sha256": "a" * 64},
-             0, 200, None),
+            (
+                "auditor",
+                "/audit/events",
+                None,
+                {"client_id_sha256": fingerprint("consumerKey123"), "token_sha256": "a" * 64},
+                0,
+                200,
+                None,
+            ),
         ] == [
-            (line["actor"], line["path"], line["record_id"], line["filters"], line["records"], line["status"], line["error_code"])
+            (
+                line["actor"],
+                line["path"],
+                line["record_id"],
+                line["filters"],
+                line["records"],
+                line["status"],
+                line["error_code"],
+            )
             for line in lines
         ]
         assert all("info" == line["level"] and "127.0.0.1" == line["client_ip"] for line in lines)
@@ -175,7 +201,9 @@ class TestReadsLeaveATrace:
         # Three refusals from this address: a login not yet verified is now refused unchecked,
         # on every route; callers already verified go on.
         assert 429 == (await client.get("/audit/events", headers=basic("auditor"))).status
-        assert 429 == (await client.delete("/v1/o/otherorg/oauth2/accesstokens/x", headers=basic("outsider", "x"))).status
+        assert (
+            429 == (await client.delete("/v1/o/otherorg/oauth2/accesstokens/x", headers=basic("outsider", "x"))).status
+        )
         assert 200 == (await client.get("/audit/events", headers=basic("myname"))).status
 
     async def test_probes_are_logged_at_debug_level_only(

@@ -10,10 +10,10 @@ from pathlib import Path
 
 import pytest
 
+from gateway.audit.chain import ChainKey
 from gateway.audit.fingerprint import fingerprint
 from gateway.audit.query import parse_time
 from gateway.audit.record import FIELDS, AuditRecord
-from gateway.audit.chain import ChainKey
 from gateway.audit.sqlite import SQLiteAppender, prepare
 from gateway.cli import main
 
@@ -22,17 +22,42 @@ TOKEN_A, TOKEN_B = "tokenAAAAAAAAAAAAAAAAAAAAAAAAA", "tokenBBBBBBBBBBBBBBBBBBBBB
 
 def record(time: str, actor: str, org: str, token: str, outcome: str, **extra: object) -> AuditRecord:
     return AuditRecord(
-        request_id=f"req-{time[8:10]}", time=time, actor=actor, client_ip="10.0.0.7", method="DELETE", org=org,
-        token_sha256=fingerprint(token), token_hint=token[-4:], outcome=outcome, **extra,  # type: ignore[arg-type]
+        request_id=f"req-{time[8:10]}",
+        time=time,
+        actor=actor,
+        client_ip="10.0.0.7",
+        method="DELETE",
+        org=org,
+        token_sha256=fingerprint(token),
+        token_hint=token[-4:],
+        outcome=outcome,
+        **extra,  # type: ignore[arg-type]
     )
 
 
 RECORDS = [
     record("2026-01-01T00:00:00.000Z", "alice", "myorg", TOKEN_A, "pending"),
-    record("2026-01-01T00:00:00.010Z", "alice", "myorg", TOKEN_A, "deleted", upstream_status=200, latency_ms=12.5,
-           app="app1", client_id="client-1", snapshot='{"app":"app1","token":"[redacted …AAAA]"}'),
-    record("2026-01-02T00:00:00.000Z", "bob", "otherorg", TOKEN_B, "not_found", upstream_status=404,
-           error_code="keymanagement.service.invalid_account_name"),
+    record(
+        "2026-01-01T00:00:00.010Z",
+        "alice",
+        "myorg",
+        TOKEN_A,
+        "deleted",
+        upstream_status=200,
+        latency_ms=12.5,
+        app="app1",
+        client_id="client-1",
+        snapshot='{"app":"app1","token":"[redacted …AAAA]"}',
+    ),
+    record(
+        "2026-01-02T00:00:00.000Z",
+        "bob",
+        "otherorg",
+        TOKEN_B,
+        "not_found",
+        upstream_status=404,
+        error_code="keymanagement.service.invalid_account_name",
+    ),
     record("2026-01-03T00:00:00.000Z", "mallory", "myorg", TOKEN_B, "denied", error_code="gateway.unauthorized"),
 ]
 
@@ -78,7 +103,9 @@ def ids(capsys: pytest.CaptureFixture[str], database: Path, *filters: str) -> li
         (("--actor", "nobody"), []),
     ],
 )
-def test_filters(capsys: pytest.CaptureFixture[str], database: Path, filters: tuple[str, ...], expected: list[int]) -> None:
+def test_filters(
+    capsys: pytest.CaptureFixture[str], database: Path, filters: tuple[str, ...], expected: list[int]
+) -> None:
     assert expected == ids(capsys, database, *filters)
 
 
@@ -87,7 +114,12 @@ def test_json_format_is_the_whole_record(capsys: pytest.CaptureFixture[str], dat
     [entry] = json.loads(out)
     assert list(FIELDS) == list(entry)
     assert {"app": "app1", "token": "[redacted …AAAA]"} == entry["snapshot"]
-    assert ("alice", 200, 12.5, fingerprint(TOKEN_A)) == (entry["actor"], entry["upstream_status"], entry["latency_ms"], entry["token_sha256"])
+    assert ("alice", 200, 12.5, fingerprint(TOKEN_A)) == (
+        entry["actor"],
+        entry["upstream_status"],
+        entry["latency_ms"],
+        entry["token_sha256"],
+    )
 
 
 def test_jsonl_format(capsys: pytest.CaptureFixture[str], database: Path) -> None:
@@ -101,9 +133,13 @@ def test_csv_format(capsys: pytest.CaptureFixture[str], database: Path) -> None:
     _, out, _ = run(capsys, "audit", "query", "--db", str(database), "--format", "csv", "--outcome", "deleted")
     header, row = list(csv.reader(io.StringIO(out)))
     assert list(FIELDS) == header
-    values = dict(zip(header, row))
+    values = dict(zip(header, row, strict=True))
     assert ("2", "alice", "200", "", '{"app":"app1","token":"[redacted …AAAA]"}') == (
-        values["id"], values["actor"], values["upstream_status"], values["error_code"], values["snapshot"]
+        values["id"],
+        values["actor"],
+        values["upstream_status"],
+        values["error_code"],
+        values["snapshot"],
     )
 
 
@@ -126,13 +162,21 @@ def test_show_prints_one_record(capsys: pytest.CaptureFixture[str], database: Pa
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (("--since", "yesterday"), "argument --since: 'yesterday' is neither an ISO 8601 time (2026-11-24T18:00:00Z) nor an age (15m, 24h, 7d)"),
-        (("--outcome", "gone"), "argument --outcome: 'gone' is not an outcome; expected one of pending, deleted, not_found, denied, forbidden, rejected, upstream_error"),
+        (
+            ("--since", "yesterday"),
+            "argument --since: 'yesterday' is neither an ISO 8601 time (2026-11-24T18:00:00Z) nor an age (15m, 24h, 7d)",
+        ),
+        (
+            ("--outcome", "gone"),
+            "argument --outcome: 'gone' is not an outcome; expected one of pending, deleted, not_found, denied, forbidden, rejected, upstream_error",
+        ),
         (("--limit", "0"), "argument --limit: '0' is not a positive whole number"),
         (("--format", "xml"), "argument --format: invalid choice: 'xml'"),
     ],
 )
-def test_bad_filter_values_are_named(capsys: pytest.CaptureFixture[str], database: Path, args: tuple[str, ...], message: str) -> None:
+def test_bad_filter_values_are_named(
+    capsys: pytest.CaptureFixture[str], database: Path, args: tuple[str, ...], message: str
+) -> None:
     with pytest.raises(SystemExit) as exit:
         main(["audit", "query", "--db", str(database), *args])
     assert 2 == exit.value.code
@@ -164,13 +208,21 @@ def test_export_streams_oldest_first(capsys: pytest.CaptureFixture[str], databas
     assert [1, 2, 3, 4] == [json.loads(line)["id"] for line in lines]
     deleted = json.loads(lines[1])
     assert list(FIELDS) == list(deleted)
-    assert ({"app": "app1", "token": "[redacted …AAAA]"}, 12.5, None) == (deleted["snapshot"], deleted["latency_ms"], deleted["error_code"])
+    assert ({"app": "app1", "token": "[redacted …AAAA]"}, 12.5, None) == (
+        deleted["snapshot"],
+        deleted["latency_ms"],
+        deleted["error_code"],
+    )
     _, out, _ = run(capsys, "audit", "export", "--db", str(database), "--format", "csv", "--org", "myorg")
     rows = list(csv.reader(io.StringIO(out)))
     assert (list(FIELDS), ["1", "2", "4"]) == (rows[0], [row[0] for row in rows[1:]])
-    fields = dict(zip(FIELDS, rows[2]))
+    fields = dict(zip(FIELDS, rows[2], strict=True))
     assert ("deleted", "12.5", "", '{"app":"app1","token":"[redacted …AAAA]"}') == (
-        fields["outcome"], fields["latency_ms"], fields["error_code"], fields["snapshot"])
+        fields["outcome"],
+        fields["latency_ms"],
+        fields["error_code"],
+        fields["snapshot"],
+    )
 
 
 def test_stats(capsys: pytest.CaptureFixture[str], database: Path) -> None:

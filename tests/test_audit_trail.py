@@ -11,14 +11,16 @@ from typing import Any
 
 import pytest
 from aiohttp import web
-
 from conftest import SAMPLE, SAMPLE_PATH, GatewayFactory, Peer, basic, make_config, rows, write_locked
+
 from gateway.audit.fingerprint import fingerprint
 
 ISO_MS = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z")
 
 
-async def test_intent_is_committed_before_the_upstream_sees_the_call(tmp_path: Path, gateway: GatewayFactory, peer: Peer) -> None:
+async def test_intent_is_committed_before_the_upstream_sees_the_call(
+    tmp_path: Path, gateway: GatewayFactory, peer: Peer
+) -> None:
     """When the upstream receives the DELETE, another connection already reads the pending intent."""
     database = tmp_path / "audit.db"
     seen_by_upstream: list[list[dict[str, Any]]] = []
@@ -41,20 +43,43 @@ async def test_every_forwarded_call_gets_an_intent_and_an_outcome(tmp_path: Path
     await client.delete(SAMPLE_PATH, headers=basic("myname"))
     intent, deleted, intent2, not_found = rows(tmp_path / "audit.db")
     assert intent["request_id"] == deleted["request_id"] != intent2["request_id"] == not_found["request_id"]
-    common = {"actor": "myname", "client_ip": "127.0.0.1", "method": "DELETE", "org": "myorg",
-              "token_sha256": fingerprint(SAMPLE), "token_hint": "c7vC", "token": None}
+    common = {
+        "actor": "myname",
+        "client_ip": "127.0.0.1",
+        "method": "DELETE",
+        "org": "myorg",
+        "token_sha256": fingerprint(SAMPLE),
+        "token_hint": "c7vC",
+        "token": None,
+    }
     for record in (intent, deleted, intent2, not_found):
         assert common == {key: record[key] for key in common}
         assert ISO_MS.fullmatch(record["time"])
-    assert (None, None, None, None) == (intent["upstream_status"], intent["latency_ms"], intent["snapshot"], intent["app"])
+    assert (None, None, None, None) == (
+        intent["upstream_status"],
+        intent["latency_ms"],
+        intent["snapshot"],
+        intent["app"],
+    )
     assert ("deleted", 200, "app1", "fGytmxA5UDajPMdOA5E3bebiBOBPikOT", None) == (
-        deleted["outcome"], deleted["upstream_status"], deleted["app"], deleted["client_id"], deleted["error_code"]
+        deleted["outcome"],
+        deleted["upstream_status"],
+        deleted["app"],
+        deleted["client_id"],
+        deleted["error_code"],
     )
     assert deleted["latency_ms"] > 0
     snapshot = json.loads(deleted["snapshot"])
-    assert ("[redacted …c7vC]", "[redacted]", "password") == (snapshot["token"], snapshot["refreshToken"], snapshot["grantType"])
+    assert ("[redacted …c7vC]", "[redacted]", "password") == (
+        snapshot["token"],
+        snapshot["refreshToken"],
+        snapshot["grantType"],
+    )
     assert ("not_found", 404, "keymanagement.service.invalid_account_name", None) == (
-        not_found["outcome"], not_found["upstream_status"], not_found["error_code"], not_found["snapshot"]
+        not_found["outcome"],
+        not_found["upstream_status"],
+        not_found["error_code"],
+        not_found["snapshot"],
     )
 
 
@@ -63,16 +88,24 @@ async def test_raw_tokens_are_kept_only_when_opted_in(tmp_path: Path, gateway: G
     await client.delete(SAMPLE_PATH, headers=basic("myname"))
     intent, deleted = rows(tmp_path / "audit.db")
     assert SAMPLE == intent["token"] == deleted["token"]
-    assert ("taFM3LHUTQAFhL0dIFg81XhRc7vC", "1h11770Z") == tuple(json.loads(deleted["snapshot"])[k] for k in ("token", "refreshToken"))
+    assert ("taFM3LHUTQAFhL0dIFg81XhRc7vC", "1h11770Z") == tuple(
+        json.loads(deleted["snapshot"])[k] for k in ("token", "refreshToken")
+    )
 
 
-async def test_unwritable_audit_log_means_503_and_nothing_forwarded(tmp_path: Path, gateway: GatewayFactory, peer: Peer) -> None:
+async def test_unwritable_audit_log_means_503_and_nothing_forwarded(
+    tmp_path: Path, gateway: GatewayFactory, peer: Peer
+) -> None:
     """If the intent cannot be committed (database locked), the caller gets 503 and the upstream nothing."""
     client = await gateway(make_config(tmp_path, upstream=peer.url, audit={"busy_timeout": 0.05}))
     with write_locked(tmp_path / "audit.db"):
         response = await client.delete(SAMPLE_PATH, headers=basic("myname"))
     assert 503 == response.status
-    assert {"code": "gateway.audit_unavailable", "message": "The audit log cannot be written; nothing was forwarded", "contexts": []} == await response.json()
+    assert {
+        "code": "gateway.audit_unavailable",
+        "message": "The audit log cannot be written; nothing was forwarded",
+        "contexts": [],
+    } == await response.json()
     assert [] == peer.requests
     assert [] == rows(tmp_path / "audit.db")
     # Once the lock is gone the gateway serves again by itself.
@@ -107,8 +140,11 @@ def _hang_up(request: web.Request) -> web.StreamResponse:
     ],
 )
 async def test_no_reply_before_the_outcome_is_committed(
-    tmp_path: Path, gateway: GatewayFactory, peer: Peer,
-    upstream: Callable[[web.Request], web.StreamResponse], message: str,
+    tmp_path: Path,
+    gateway: GatewayFactory,
+    peer: Peer,
+    upstream: Callable[[web.Request], web.StreamResponse],
+    message: str,
 ) -> None:
     """If the outcome cannot be committed, the upstream's answer (or the gateway's 502) is
     withheld: 503, and the intent stays pending."""

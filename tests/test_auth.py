@@ -8,11 +8,11 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
+from conftest import SAMPLE, SAMPLE_PATH, GatewayFactory, Peer, basic, make_config, rows
 from multidict import CIMultiDict
+from test_throttle import GatedExecutor
 from yarl import URL
 
-from conftest import SAMPLE, SAMPLE_PATH, GatewayFactory, Peer, basic, make_config, rows
-from test_throttle import GatedExecutor
 from gateway.audit.fingerprint import fingerprint
 from gateway.auth import AuthenticationError, Authenticator, User
 from gateway.basic import MalformedCredentials, parse_basic
@@ -48,8 +48,19 @@ def raw_basic(payload: bytes) -> dict[str, str]:
         (raw_basic(b"\xffname:pass"), None),
         ({"Authorization": "Basic " + "A" * 10_000}, None),
     ],
-    ids=["missing", "wrong-password", "empty-password", "unknown-user", "no-credentials", "bearer", "bad-base64",
-         "no-colon", "empty-user", "not-utf8", "10kb-header"],
+    ids=[
+        "missing",
+        "wrong-password",
+        "empty-password",
+        "unknown-user",
+        "no-credentials",
+        "bearer",
+        "bad-base64",
+        "no-colon",
+        "empty-user",
+        "not-utf8",
+        "10kb-header",
+    ],
 )
 async def test_bad_credentials_get_401_and_are_audited(
     tmp_path: Path, gateway: GatewayFactory, peer: Peer, headers: dict[str, str], claimed: str | None
@@ -59,10 +70,22 @@ async def test_bad_credentials_get_401_and_are_audited(
     response = await client.delete(SAMPLE_PATH, headers=headers)
     assert 401 == response.status
     assert 'Basic realm="apigee-audit-gateway"' == response.headers["WWW-Authenticate"]
-    assert {"code": "gateway.unauthorized", "message": "Missing or invalid Basic credentials", "contexts": []} == await response.json()
+    assert {
+        "code": "gateway.unauthorized",
+        "message": "Missing or invalid Basic credentials",
+        "contexts": [],
+    } == await response.json()
     assert [] == peer.requests
     [record] = rows(tmp_path / "audit.db")
-    expected = {"outcome": "denied", "actor": claimed, "org": "myorg", "token_sha256": fingerprint(SAMPLE), "token_hint": "c7vC", "error_code": "gateway.unauthorized", "upstream_status": None}
+    expected = {
+        "outcome": "denied",
+        "actor": claimed,
+        "org": "myorg",
+        "token_sha256": fingerprint(SAMPLE),
+        "token_hint": "c7vC",
+        "error_code": "gateway.unauthorized",
+        "upstream_status": None,
+    }
     assert expected == {key: record[key] for key in expected}
 
 
@@ -84,10 +107,20 @@ async def test_several_authorization_headers_get_400_and_are_audited_as_rejected
     headers = CIMultiDict(("Authorization", value) for value in values)
     response = await client.delete(SAMPLE_PATH, headers=headers)
     assert 400 == response.status
-    assert {"code": "gateway.bad_request", "message": "2 Authorization headers; send exactly one", "contexts": []} == await response.json()
+    assert {
+        "code": "gateway.bad_request",
+        "message": "2 Authorization headers; send exactly one",
+        "contexts": [],
+    } == await response.json()
     assert [] == peer.requests
     [record] = rows(tmp_path / "audit.db")
-    expected = {"outcome": "rejected", "actor": None, "org": "myorg", "token_sha256": fingerprint(SAMPLE), "error_code": "gateway.bad_request"}
+    expected = {
+        "outcome": "rejected",
+        "actor": None,
+        "org": "myorg",
+        "token_sha256": fingerprint(SAMPLE),
+        "error_code": "gateway.bad_request",
+    }
     assert expected == {key: record[key] for key in expected}
     # The audit API refuses them alike (its refusals are answered, not audited).
     headers = CIMultiDict([("Authorization", basic("auditor")["Authorization"])] * 2)
@@ -100,7 +133,11 @@ async def test_several_authorization_headers_get_400_and_are_audited_as_rejected
     [
         ("outsider", SAMPLE_PATH, "User outsider may not revoke tokens of organization myorg"),
         ("auditor", SAMPLE_PATH, "User auditor may not revoke tokens of organization myorg"),
-        ("myname", "/v1/o/otherorg/oauth2/accesstokens/" + SAMPLE, "User myname may not revoke tokens of organization otherorg"),
+        (
+            "myname",
+            "/v1/o/otherorg/oauth2/accesstokens/" + SAMPLE,
+            "User myname may not revoke tokens of organization otherorg",
+        ),
     ],
     ids=["other-org", "no-revoke-role", "org-not-granted"],
 )
@@ -164,7 +201,9 @@ async def test_unknown_paths_get_404_naming_the_path(tmp_path: Path, gateway: Ga
 
 
 @pytest.mark.parametrize("method", ["GET", "POST", "PUT", "PATCH"])
-async def test_other_methods_on_the_token_path_get_405(tmp_path: Path, gateway: GatewayFactory, peer: Peer, method: str) -> None:
+async def test_other_methods_on_the_token_path_get_405(
+    tmp_path: Path, gateway: GatewayFactory, peer: Peer, method: str
+) -> None:
     client = await gateway(make_config(tmp_path, upstream=peer.url))
     response = await client.request(method, SAMPLE_PATH, headers=basic("myname"))
     assert 405 == response.status
@@ -274,7 +313,10 @@ class TestAuthenticator:
         ("Bearer x", "Authorization scheme is not Basic"),
         ("Basic ***", "Basic credentials are not valid base64"),
         ("Basic " + base64.b64encode(b"\xff:x").decode(), "Basic credentials are not UTF-8"),
-        ("Basic " + base64.b64encode(b"alice").decode(), "Basic credentials lack the ':' between user name and password"),
+        (
+            "Basic " + base64.b64encode(b"alice").decode(),
+            "Basic credentials lack the ':' between user name and password",
+        ),
         ("Basic " + base64.b64encode(b":x").decode(), "Basic credentials have an empty user name"),
         ("Basic " + "A" * 5000, "Authorization header longer than 4096 characters"),
     ],

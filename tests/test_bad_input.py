@@ -18,10 +18,10 @@ from urllib.parse import quote
 
 import pytest
 from aiohttp import web
+from conftest import PASSWORDS, make_config
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from conftest import PASSWORDS, make_config
 from gateway.app import build_app
 from gateway.logs import configure_logging, flush_logs
 from gateway.refusal import Refusal
@@ -65,7 +65,7 @@ def rig(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Rig]:
         upstream_runner = web.AppRunner(upstream_app, access_log=None)
         await upstream_runner.setup()
         await web.TCPSite(upstream_runner, "127.0.0.1", 0).start()
-        upstream_url = "http://127.0.0.1:%d" % upstream_runner.addresses[0][1]
+        upstream_url = f"http://127.0.0.1:{upstream_runner.addresses[0][1]}"
         config = make_config(folder, upstream=upstream_url, throttle={"max_failures": 0})
         runner = web.AppRunner(build_app(config), access_log=None)
         await runner.setup()
@@ -87,17 +87,46 @@ def rig(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Rig]:
 
 
 SEGMENTS = st.sampled_from(
-    ["v1", "o", "organizations", "myorg", "otherorg", "oauth2", "accesstokens", "", ".", "..", "%2e%2e", "%2F",
-     "%00", "%", "%zz", "abc", "a" * 300, "t" * 1100, "tok~en.1_2-3", "é", "%C3%A9", ";", "?x=1", "#frag"]
+    [
+        "v1",
+        "o",
+        "organizations",
+        "myorg",
+        "otherorg",
+        "oauth2",
+        "accesstokens",
+        "",
+        ".",
+        "..",
+        "%2e%2e",
+        "%2F",
+        "%00",
+        "%",
+        "%zz",
+        "abc",
+        "a" * 300,
+        "t" * 1100,
+        "tok~en.1_2-3",
+        "é",
+        "%C3%A9",
+        ";",
+        "?x=1",
+        "#frag",
+    ]
 )
 NAMES = st.one_of(
     SEGMENTS,
-    st.text(st.characters(codec="utf-8", exclude_characters="\r\n "), min_size=1, max_size=12).map(lambda t: quote(t, safe="")),
+    st.text(st.characters(codec="utf-8", exclude_characters="\r\n "), min_size=1, max_size=12).map(
+        lambda t: quote(t, safe="")
+    ),
     st.text(st.characters(min_codepoint=0x21, max_codepoint=0x7E), min_size=1, max_size=12),
 )
 TOKEN_PATHS = st.builds(
     lambda alias, org, token, tail: f"/v1/{alias}/{org}/oauth2/accesstokens/{token}{tail}",
-    st.sampled_from(["o", "organizations", "O", "orgs"]), NAMES, NAMES, st.sampled_from(["", "/", "//", "?a=b", "/.."]),
+    st.sampled_from(["o", "organizations", "O", "orgs"]),
+    NAMES,
+    NAMES,
+    st.sampled_from(["", "/", "//", "?a=b", "/.."]),
 )
 PATHS = st.one_of(TOKEN_PATHS, st.lists(NAMES, max_size=8).map(lambda parts: "/" + "/".join(parts)))
 AUTHORIZATION = st.one_of(
@@ -122,8 +151,13 @@ def forwardable(path: str, authorization: str | None) -> bool:
 
 
 @settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(method=METHODS, path=PATHS, authorization=AUTHORIZATION, extra=st.dictionaries(HEADER_NAMES, HEADER_VALUES, max_size=4),
-       body=st.binary(max_size=64))
+@given(
+    method=METHODS,
+    path=PATHS,
+    authorization=AUTHORIZATION,
+    extra=st.dictionaries(HEADER_NAMES, HEADER_VALUES, max_size=4),
+    body=st.binary(max_size=64),
+)
 def test_generated_requests_never_get_5xx_nor_forward_anything_invalid(
     rig: Rig, method: str, path: str, authorization: str | None, extra: dict[str, str], body: bytes
 ) -> None:
@@ -145,10 +179,14 @@ def test_an_oversized_header_is_refused_and_its_text_never_logged(rig: Rig) -> N
     configure_logging("json", "info", log)
     try:
         secret = "Basic " + base64.b64encode(b"myname:hunter2-secret").decode() + "A" * 20_000
-        status = rig.send(f"DELETE /v1/o/myorg/oauth2/accesstokens/abc HTTP/1.1\r\nHost: g\r\nAuthorization: {secret}\r\n\r\n".encode())
+        status = rig.send(
+            f"DELETE /v1/o/myorg/oauth2/accesstokens/abc HTTP/1.1\r\nHost: g\r\nAuthorization: {secret}\r\n\r\n".encode()
+        )
         assert 400 == status
         assert 400 == rig.send(b"NOT HTTP AT ALL\r\n\r\n")
-        assert 401 == rig.send(b"DELETE /v1/o/myorg/oauth2/accesstokens/abc HTTP/1.1\r\nHost: g\r\n\r\n")  # still serving
+        assert 401 == rig.send(
+            b"DELETE /v1/o/myorg/oauth2/accesstokens/abc HTTP/1.1\r\nHost: g\r\n\r\n"
+        )  # still serving
     finally:
         flush_logs()
         configure_logging("json", "info")

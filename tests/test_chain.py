@@ -8,8 +8,8 @@ import sqlite3
 from pathlib import Path
 
 import pytest
-
 from conftest import GatewayFactory, basic, make_config
+
 from gateway.audit.chain import GENESIS, ChainKey, record_hash
 from gateway.audit.record import CONTENT_FIELDS, AuditRecord
 from gateway.audit.schema import SCHEMA_V1
@@ -21,10 +21,21 @@ KEY = b"k" * 32
 
 def record(i: int, **extra: object) -> AuditRecord:
     return AuditRecord(
-        request_id=f"req-{i}", time=f"2026-01-{i:02d}T00:00:00.000Z", actor="alice", client_ip="10.0.0.1",
-        method="DELETE", org="myorg" if i % 2 else "otherorg", token_sha256=f"{i:064x}", token_hint=f"{i:04d}",
-        outcome="deleted", upstream_status=200, latency_ms=1.5, app="app1", client_id="c1",
-        snapshot='{"app":"app1"}', **extra,  # type: ignore[arg-type]
+        request_id=f"req-{i}",
+        time=f"2026-01-{i:02d}T00:00:00.000Z",
+        actor="alice",
+        client_ip="10.0.0.1",
+        method="DELETE",
+        org="myorg" if i % 2 else "otherorg",
+        token_sha256=f"{i:064x}",
+        token_hint=f"{i:04d}",
+        outcome="deleted",
+        upstream_status=200,
+        latency_ms=1.5,
+        app="app1",
+        client_id="c1",
+        snapshot='{"app":"app1"}',
+        **extra,  # type: ignore[arg-type]
     )
 
 
@@ -95,13 +106,20 @@ def test_tampering_past_the_first_batch_is_caught(tmp_path: Path, capsys: pytest
     """verify reads the log in batches; the chain carries over from one batch to the next."""
     path = tmp_path / "a.db"
     make_log(path, 5003)
-    assert (0, f"OK: 5003 records verified (sha256 chain); head is record 5003, hash {_hash_of(path, 5003)}") == verify(capsys, path)
+    assert (0, f"OK: 5003 records verified (sha256 chain); head is record 5003, hash {_hash_of(path, 5003)}") == verify(
+        capsys, path
+    )
     edited = tmp_path / "edited.db"
     edited.write_bytes(path.read_bytes())
     tamper(path, "DELETE FROM audit_events WHERE id = 5001")
-    assert (1, "TAMPERED: record 5002: record 5001 missing (removed from the log); 5000 records checked") == verify(capsys, path)
+    assert (1, "TAMPERED: record 5002: record 5001 missing (removed from the log); 5000 records checked") == verify(
+        capsys, path
+    )
     tamper(edited, "UPDATE audit_events SET latency_ms = 1.6 WHERE id = 5003")
-    assert (1, "TAMPERED: record 5003: content does not match its hash (the record was edited); 5002 records checked") == verify(capsys, edited)
+    assert (
+        1,
+        "TAMPERED: record 5003: content does not match its hash (the record was edited); 5002 records checked",
+    ) == verify(capsys, edited)
 
 
 def _hash_of(path: Path, record_id: int) -> str:
@@ -151,10 +169,14 @@ def test_a_keyed_log_needs_its_key(tmp_path: Path, capsys: pytest.CaptureFixture
         env.setenv("GW_TEST_CHAIN_KEY", KEY.decode())
         assert 0 == main(["audit", "verify", "--config", str(config)])
         assert capsys.readouterr().out.startswith("OK: 3 records verified (hmac-sha256 chain)")
-        assert 0 == main(["audit", "verify", "--db", str(tmp_path / "keyed.db"), "--chain-key-env", "GW_TEST_CHAIN_KEY"])
+        assert 0 == main(
+            ["audit", "verify", "--db", str(tmp_path / "keyed.db"), "--chain-key-env", "GW_TEST_CHAIN_KEY"]
+        )
         assert capsys.readouterr().out.startswith("OK: 3 records verified (hmac-sha256 chain)")
     (tmp_path / "chain.key").write_bytes(KEY + b"\n")
-    assert 0 == main(["audit", "verify", "--db", str(tmp_path / "keyed.db"), "--chain-key-file", str(tmp_path / "chain.key")])
+    assert 0 == main(
+        ["audit", "verify", "--db", str(tmp_path / "keyed.db"), "--chain-key-file", str(tmp_path / "chain.key")]
+    )
     assert capsys.readouterr().out.startswith("OK: 3 records verified (hmac-sha256 chain)")
 
 
@@ -180,8 +202,10 @@ def test_a_keyed_log_rewritten_as_plain_never_verifies(tmp_path: Path, capsys: p
     out, err = capsys.readouterr()
     assert ("", f"gateway: error: {path} says it keeps a plain sha256 chain (no key)") == (out, err.split(". ")[0])
     assert "pass --no-chain-key to check it as a plain chain, or its key (--chain-key-file FILE" in err
-    expected = ("TAMPERED: the log says it keeps a sha256 chain, but it is expected keyed (hmac-sha256): a keyed log "
-                "rewritten without its key, or not the log of this key; 0 records checked")
+    expected = (
+        "TAMPERED: the log says it keeps a sha256 chain, but it is expected keyed (hmac-sha256): a keyed log "
+        "rewritten without its key, or not the log of this key; 0 records checked"
+    )
     (tmp_path / "chain.key").write_bytes(KEY)
     assert (1, expected) == verify(capsys, path, "--chain-key-file", str(tmp_path / "chain.key"))
     config = tmp_path / "gw.toml"
@@ -196,7 +220,9 @@ def test_chain_key_options_belong_to_db(tmp_path: Path, capsys: pytest.CaptureFi
     assert 2 == main(["audit", "verify", "--config", str(tmp_path / "gw.toml"), "--no-chain-key"])
     assert capsys.readouterr().err.startswith("gateway: error: --no-chain-key goes with --db")
     (tmp_path / "short.key").write_bytes(b"short")
-    assert 2 == main(["audit", "verify", "--db", str(tmp_path / "a.db"), "--chain-key-file", str(tmp_path / "short.key")])
+    assert 2 == main(
+        ["audit", "verify", "--db", str(tmp_path / "a.db"), "--chain-key-file", str(tmp_path / "short.key")]
+    )
     assert "the chain key must be at least 16 bytes" in capsys.readouterr().err
 
 
@@ -223,13 +249,16 @@ def test_prune_keeps_verify_green_and_is_audited(tmp_path: Path, capsys: pytest.
     assert verify(capsys, tmp_path / "a.db")[1].startswith("OK: 7 records verified")
     with sqlite3.connect(tmp_path / "a.db") as db:
         assert (5, 11) == db.execute("SELECT min(id), max(id) FROM audit_events").fetchone()
-        actor, outcome, snapshot = db.execute("SELECT actor, outcome, snapshot FROM audit_events WHERE id = 11").fetchone()
+        actor, outcome, snapshot = db.execute(
+            "SELECT actor, outcome, snapshot FROM audit_events WHERE id = 11"
+        ).fetchone()
     assert ("ops", "pruned") == (actor, outcome)
     assert '"pruned_through_id":4,"pruned_count":4' in snapshot
     # The checkpoint is what accounts for the missing start: removing it is caught.
     tamper(tmp_path / "a.db", "DELETE FROM audit_events WHERE id = 11")
     assert (
-        1, "TAMPERED: record 5: records 1-4 missing, and no retention checkpoint accounts for them; 0 records checked"
+        1,
+        "TAMPERED: record 5: records 1-4 missing, and no retention checkpoint accounts for them; 0 records checked",
     ) == verify(capsys, tmp_path / "a.db")
 
 
@@ -254,7 +283,10 @@ def test_a_version_1_file_is_upgraded_and_chained(tmp_path: Path, capsys: pytest
         for statement in SCHEMA_V1:
             db.execute(statement)
         for i in range(1, 6):
-            db.execute(f"INSERT INTO audit_events ({', '.join(CONTENT_FIELDS)}) VALUES ({', '.join('?' * len(CONTENT_FIELDS))})", record(i)[: len(CONTENT_FIELDS)])
+            db.execute(
+                f"INSERT INTO audit_events ({', '.join(CONTENT_FIELDS)}) VALUES ({', '.join('?' * len(CONTENT_FIELDS))})",
+                record(i)[: len(CONTENT_FIELDS)],
+            )
         before = db.execute(f"SELECT id, {', '.join(CONTENT_FIELDS)} FROM audit_events ORDER BY id").fetchall()
     assert 2 == main(["audit", "verify", "--db", str(path)])
     assert "has audit schema version 1; start `gateway serve` on it once to upgrade it to 3" in capsys.readouterr().err
@@ -303,14 +335,16 @@ def test_appenders_of_two_processes_keep_one_chain(tmp_path: Path, capsys: pytes
     make_log(path, 3)
     gateway, maintenance = SQLiteAppender(path, ChainKey()), SQLiteAppender(path, ChainKey())
     assert 4 == gateway.append([record(4)]).id
-    assert 5 == gateway.append([record(5)]).id          # from the head it knows
-    assert 6 == maintenance.append([record(6)]).id      # another connection moves the head on
+    assert 5 == gateway.append([record(5)]).id  # from the head it knows
+    assert 6 == maintenance.append([record(6)]).id  # another connection moves the head on
     assert 8 == gateway.append([record(7), record(8)]).id  # the conflict is seen, the batch relinked
     gateway.close()
     maintenance.close()
     assert 0 == verify(capsys, path)[0]
     with sqlite3.connect(path) as db:
-        assert [f"req-{i}" for i in range(1, 9)] == [row[0] for row in db.execute("SELECT request_id FROM audit_events ORDER BY id")]
+        assert [f"req-{i}" for i in range(1, 9)] == [
+            row[0] for row in db.execute("SELECT request_id FROM audit_events ORDER BY id")
+        ]
 
 
 def test_pruning_everything_while_the_gateway_runs_keeps_ids_and_the_chain(
@@ -380,7 +414,9 @@ def test_a_malformed_anchor_is_a_usage_error_not_tampering(
     assert "argument --expect-head: " in err
 
 
-def test_an_anchor_pruned_away_is_vouched_for_by_its_checkpoint(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_an_anchor_pruned_away_is_vouched_for_by_its_checkpoint(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     """Found by a hostile tester: an anchor that was exactly the last pruned record said TAMPERED."""
     path = tmp_path / "a.db"
     make_log(path, 4)
@@ -400,7 +436,12 @@ def test_an_anchor_pruned_away_is_vouched_for_by_its_checkpoint(tmp_path: Path, 
     assert (0, True) == (status, out.startswith("OK: 4 records verified")), out
     # A wrong hash for that record is caught; an id no checkpoint ends at cannot be checked.
     status, out = verify(capsys, path, "--expect-head", f"4 {'b' * 64}")
-    assert (1, True) == (status, out.startswith(f"TAMPERED: record 4 (pruned): the checkpoint that removed it gives its hash as {anchored.split()[1]}"))
+    assert (1, True) == (
+        status,
+        out.startswith(
+            f"TAMPERED: record 4 (pruned): the checkpoint that removed it gives its hash as {anchored.split()[1]}"
+        ),
+    )
     assert 2 == main(["audit", "verify", "--db", str(path), "--no-chain-key", "--expect-head", f"2 {'b' * 64}"])
     assert "the expected head is record 2, which a prune removed" in capsys.readouterr().err
 
@@ -413,10 +454,15 @@ def test_an_anchor_with_its_id_must_be_that_record(tmp_path: Path, capsys: pytes
     status, out = verify(capsys, path, "--expect-head", f"4 {digest}")
     assert (1, "TAMPERED: record 4: its hash is not the expected head's") == (status, out.split(f" {digest}")[0])
     status, out = verify(capsys, path, "--expect-head", f"9 {digest}")
-    assert (1, "TAMPERED: the expected head is record 9, past the end of the log (record 5): records up to it were cut off; 5 records checked") == (status, out)
+    assert (
+        1,
+        "TAMPERED: the expected head is record 9, past the end of the log (record 5): records up to it were cut off; 5 records checked",
+    ) == (status, out)
 
 
-def test_a_version_2_file_is_read_as_it_is_and_upgraded_by_a_writer(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_a_version_2_file_is_read_as_it_is_and_upgraded_by_a_writer(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     """Version 3 only adds the rule that keeps appends on the head: readers need no upgrade."""
     from gateway.audit.schema import MIGRATIONS
 
@@ -435,6 +481,8 @@ def test_a_version_2_file_is_read_as_it_is_and_upgraded_by_a_writer(tmp_path: Pa
     prepare(path, key=ChainKey(), writable=True)
     with sqlite3.connect(path) as db:
         assert 3 == db.execute("PRAGMA user_version").fetchone()[0]
-        assert ("audit_events_linear",) in db.execute("SELECT name FROM sqlite_master WHERE type = 'trigger'").fetchall()
+        assert ("audit_events_linear",) in db.execute(
+            "SELECT name FROM sqlite_master WHERE type = 'trigger'"
+        ).fetchall()
     status, out = verify(capsys, path)
     assert (0, True) == (status, out.startswith("OK: 2 records verified"))

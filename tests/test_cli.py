@@ -10,11 +10,11 @@ import sys
 from pathlib import Path
 
 import aiohttp
-
 from conftest import SAMPLE, SAMPLE_PATH, USERS, basic, rows
 from processes import started
-from gateway.passwords import parse_hash, verify_password
 from test_stub import XML_404, documented_sample
+
+from gateway.passwords import parse_hash, verify_password
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -36,7 +36,9 @@ async def test_demo_mode_needs_no_config(tmp_path: Path) -> None:
             async with session.delete(url + SAMPLE_PATH, headers=basic("myname")) as second:
                 assert (404, XML_404) == (second.status, await second.read())
         assert 0 == await gateway.stop(signal.SIGTERM)
-    assert ["pending", "deleted", "pending", "not_found"] == [row["outcome"] for row in rows(tmp_path / "gateway-audit.db")]
+    assert ["pending", "deleted", "pending", "not_found"] == [
+        row["outcome"] for row in rows(tmp_path / "gateway-audit.db")
+    ]
 
 
 async def test_serve_with_a_config_and_sigterm_exits_cleanly(tmp_path: Path) -> None:
@@ -70,7 +72,8 @@ def test_config_error_is_one_line_without_traceback(tmp_path: Path) -> None:
     config.write_text("[server]\nport = 'eighty'\n")
     result = gateway_cli("serve", "--config", str(config), cwd=tmp_path)
     assert (2, f'gateway: error: {config}: server.port: expected an integer from 0 to 65535, got "eighty"\n') == (
-        result.returncode, result.stderr
+        result.returncode,
+        result.stderr,
     )
 
 
@@ -79,9 +82,7 @@ def test_unusable_database_is_one_line(tmp_path: Path) -> None:
     config.write_text("[audit]\ndatabase = 'no/such/dir/audit.db'\n")
     result = gateway_cli("serve", "--config", str(config), "--port", "0", cwd=tmp_path)
     expected = f"gateway: error: {config}: audit.database: cannot open {tmp_path}/no/such/dir/audit.db: unable to open database file\n"
-    assert (2, expected) == (
-        result.returncode, result.stderr
-    )
+    assert (2, expected) == (result.returncode, result.stderr)
 
 
 def test_busy_port_is_one_line(tmp_path: Path) -> None:

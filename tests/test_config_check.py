@@ -12,13 +12,13 @@ from pathlib import Path
 
 import pytest
 import trustme
-from cryptography.hazmat.primitives import serialization
-
 from conftest import USERS
+from cryptography.hazmat.primitives import serialization
+from test_cli import gateway_cli
+
 from gateway.audit.chain import ChainKey
 from gateway.audit.sqlite import prepare
 from gateway.cli import main
-from test_cli import gateway_cli
 
 SALT_16, DIGEST_32 = "A" * 22, "A" * 43
 USER = USERS[0]
@@ -38,9 +38,11 @@ def tls_files(tmp_path_factory: pytest.TempPathFactory) -> Path:
     mine.private_key_pem.write_to_path(str(folder / "key.pem"))
     other.private_key_pem.write_to_path(str(folder / "other-key.pem"))
     key = serialization.load_pem_private_key(mine.private_key_pem.bytes(), None)
-    (folder / "encrypted-key.pem").write_bytes(key.private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.BestAvailableEncryption(b"pw")
-    ))
+    (folder / "encrypted-key.pem").write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.BestAvailableEncryption(b"pw")
+        )
+    )
     (folder / "junk.pem").write_text("not a certificate\n")
     (folder / "seed.json").write_text('{"users": {"a": "b"}, "orgs": {"myorg": [{"app": "no token"}]}}')
     return folder
@@ -128,14 +130,21 @@ def test_commands_that_never_listen_nor_call_apigee_do_not_read_tls_files(
 ) -> None:
     """A TLS key may be readable by the gateway's user only; reading the log must not need it."""
     config = tmp_path / "gw.toml"
-    config.write_text(f"[server]\ntls_cert = '{tls_files}/junk.pem'\ntls_key = '{tls_files}/junk.pem'\n"
-                      f"[upstream]\nca_bundle = '{tls_files}/junk.pem'\n[audit]\ndatabase = 'audit.db'\n")
+    config.write_text(
+        f"[server]\ntls_cert = '{tls_files}/junk.pem'\ntls_key = '{tls_files}/junk.pem'\n"
+        f"[upstream]\nca_bundle = '{tls_files}/junk.pem'\n[audit]\ndatabase = 'audit.db'\n"
+    )
     database = tmp_path / "audit.db"
     prepare(database, key=ChainKey(), writable=True)
     for command in (["query"], ["stats"], ["head"], ["verify"], ["export"], ["prune", "--before", "2000-01-01"]):
         assert 0 == main(["audit", *command, "--config", str(config)]), command
     capsys.readouterr()
     assert 2 == main(["audit", "reconcile", "--config", str(config)])  # it calls the upstream: the CA bundle counts
-    assert f"gateway: error: {config}: upstream.ca_bundle: cannot use the CA bundle: no PEM certificate in it\n" == capsys.readouterr().err
+    assert (
+        f"gateway: error: {config}: upstream.ca_bundle: cannot use the CA bundle: no PEM certificate in it\n"
+        == capsys.readouterr().err
+    )
     assert 2 == main(["config", "check", str(config)])
-    assert capsys.readouterr().err.startswith(f"gateway: error: {config}: server.tls_cert: cannot use the certificate and key: ")
+    assert capsys.readouterr().err.startswith(
+        f"gateway: error: {config}: server.tls_cert: cannot use the certificate and key: "
+    )

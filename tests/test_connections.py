@@ -20,14 +20,14 @@ from pathlib import Path
 import aiohttp
 import pytest
 from aiohttp import web
+from conftest import SAMPLE_PATH, USERS, GatewayFactory, Peer, basic, make_config, rows
+from processes import START_TIMEOUT, started
 
-from conftest import SAMPLE_PATH, GatewayFactory, Peer, USERS, basic, make_config, rows
 from gateway.app import build_app
 from gateway.config import Config
 from gateway.errors import TOO_MANY_CONNECTIONS
 from gateway.health import METRICS_CONNECTIONS
 from gateway.listener import ConnectionGuard, GatewayRunner, files_needed
-from processes import START_TIMEOUT, started
 
 WAIT = 30.0
 """The most a test waits for the gateway to close a connection (it should take under a second)."""
@@ -59,7 +59,9 @@ async def until_closed(reader: asyncio.StreamReader) -> bytes:
 async def one_answer(reader: asyncio.StreamReader) -> bytes:
     """One whole answer (head and Content-Length body) from a kept-alive connection."""
     head = await reader.readuntil(b"\r\n\r\n")
-    length = next(int(line.split(b":")[1]) for line in head.split(b"\r\n") if line.lower().startswith(b"content-length:"))
+    length = next(
+        int(line.split(b":")[1]) for line in head.split(b"\r\n") if line.lower().startswith(b"content-length:")
+    )
     return head + await reader.readexactly(length)
 
 
@@ -97,7 +99,9 @@ async def test_a_head_trickled_a_byte_at_a_time_is_cut_at_header_timeout(tmp_pat
         assert 1 == guard.timed_out
 
 
-async def test_after_an_answer_an_idle_connection_lasts_keepalive_timeout_and_a_half_sent_one_header_timeout(tmp_path: Path) -> None:
+async def test_after_an_answer_an_idle_connection_lasts_keepalive_timeout_and_a_half_sent_one_header_timeout(
+    tmp_path: Path,
+) -> None:
     config = make_config(tmp_path, server={"keepalive_timeout": 0.3, "header_timeout": 60.0})
     async with listening(config) as (guard, port):
         reader, writer = await connect(port)
@@ -135,7 +139,9 @@ async def test_past_the_cap_a_connection_is_refused_at_once_and_callers_are_serv
     assert REFUSAL.startswith(b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\n")
 
 
-async def test_a_body_not_in_by_body_timeout_gets_408_and_is_audited(tmp_path: Path, gateway: GatewayFactory, peer: Peer) -> None:
+async def test_a_body_not_in_by_body_timeout_gets_408_and_is_audited(
+    tmp_path: Path, gateway: GatewayFactory, peer: Peer
+) -> None:
     client = await gateway(make_config(tmp_path, upstream=peer.url, server={"body_timeout": 0.3}))
     reader, writer = await asyncio.open_connection(client.host, client.port)
     writer.write(
@@ -146,10 +152,18 @@ async def test_a_body_not_in_by_body_timeout_gets_408_and_is_audited(tmp_path: P
     writer.close()
     head, body = answer.split(b"\r\n\r\n", 1)
     assert head.startswith(b"HTTP/1.1 408 Request Timeout\r\n") and b"\r\nConnection: close" in head
-    assert {"code": "gateway.request_timeout", "message": "The request body did not arrive within 0.3 s", "contexts": []} == json.loads(body)
+    assert {
+        "code": "gateway.request_timeout",
+        "message": "The request body did not arrive within 0.3 s",
+        "contexts": [],
+    } == json.loads(body)
     assert [] == peer.requests
     [record] = rows(tmp_path / "audit.db")
-    assert ("rejected", "myname", "gateway.request_timeout") == (record["outcome"], record["actor"], record["error_code"])
+    assert ("rejected", "myname", "gateway.request_timeout") == (
+        record["outcome"],
+        record["actor"],
+        record["error_code"],
+    )
 
 
 async def test_the_metrics_port_has_a_cap_and_deadlines_of_its_own(tmp_path: Path, gateway: GatewayFactory) -> None:
@@ -177,7 +191,9 @@ def test_files_needed_and_the_soft_limit_is_raised_as_far_as_the_hard_one_allows
         "    resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))\n"
         "    print(raise_file_limit(1000), resource.getrlimit(resource.RLIMIT_NOFILE)[0])\n"
     )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=START_TIMEOUT).stdout
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=START_TIMEOUT
+    ).stdout
     # Raised to what is needed; never lowered; raised only as far as the hard limit, and said so.
     assert ["True 1000", "True 2048", "False 512"] == out.splitlines()
 

@@ -19,7 +19,6 @@ from typing import Any
 import aiohttp
 import pytest
 from aiohttp import web
-
 from conftest import USERS, basic, rows
 from processes import START_TIMEOUT, Running, completed, started
 from raw_upstream import raw_upstream
@@ -61,7 +60,8 @@ def trail(database: Path, token: str) -> list[tuple[str, str]]:
 def without_outcome(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Intents with no later record of the same request: what a crash leaves behind."""
     return [
-        intent for intent in records
+        intent
+        for intent in records
         if intent["outcome"] == "pending"
         and not any(later["request_id"] == intent["request_id"] and later["id"] > intent["id"] for later in records)
     ]
@@ -143,7 +143,9 @@ async def test_sigkill_under_load_leaves_answered_deletes_recorded_and_the_rest_
         # A call in flight at the kill left nothing (not yet audited), its intent alone (the
         # pending case: it may even have been deleted upstream), or both records (answer lost).
         unanswered = {token: [outcome for outcome, _ in trail(database, token)] for token in failed}
-        assert all(outcomes in ([], ["pending"], ["pending", "deleted"]) for outcomes in unanswered.values()), unanswered
+        assert all(outcomes in ([], ["pending"], ["pending", "deleted"]) for outcomes in unanswered.values()), (
+            unanswered
+        )
         records = rows(database)
         assert {sha256(token) for token in [*answered, *failed]} >= {row["token_sha256"] for row in records}
         orphans = without_outcome(records)
@@ -152,16 +154,31 @@ async def test_sigkill_under_load_leaves_answered_deletes_recorded_and_the_rest_
         }
 
         status, printed = await completed(
-            "audit", "query", "--config", str(config), "--outcome", "pending", "--format", "jsonl", "--limit", "10000",
+            "audit",
+            "query",
+            "--config",
+            str(config),
+            "--outcome",
+            "pending",
+            "--format",
+            "jsonl",
+            "--limit",
+            "10000",
             cwd=tmp_path,
         )
         listed = [json.loads(line) for line in printed.splitlines()]
         assert 0 == status
-        assert sorted(row["id"] for row in records if row["outcome"] == "pending") == sorted(row["id"] for row in listed)
+        assert sorted(row["id"] for row in records if row["outcome"] == "pending") == sorted(
+            row["id"] for row in listed
+        )
 
         async with started("serve", "--config", str(config), "--port", "0", cwd=tmp_path) as restarted:
             warning = await restarted.logged("pending_intents_without_outcome")
-            assert ("warning", len(orphans), orphans[0]["id"]) == (warning["level"], warning["count"], warning["first_id"])
+            assert ("warning", len(orphans), orphans[0]["id"]) == (
+                warning["level"],
+                warning["count"],
+                warning["first_id"],
+            )
             fresh = f"load{GENERATED - 1}"
             async with aiohttp.ClientSession() as session:
                 async with session.delete(restarted.url + token_path(fresh), headers=basic("myname")) as response:
@@ -250,6 +267,10 @@ async def test_sigterm_waits_for_a_trickling_upstream_no_longer_than_its_total_t
             assert 0 == await gateway.exited()
 
     assert (504, "gateway.upstream_unavailable") == (status, body["code"])
-    assert body["message"].startswith("The upstream did not answer in time: no complete answer within the total timeout")
+    assert body["message"].startswith(
+        "The upstream did not answer in time: no complete answer within the total timeout"
+    )
     records = rows(tmp_path / "audit.db", "token_sha256 = ?", (sha256("slow"),))
-    assert [("pending", None), ("unknown", "upstream.total_timeout")] == [(row["outcome"], row["error_code"]) for row in records]
+    assert [("pending", None), ("unknown", "upstream.total_timeout")] == [
+        (row["outcome"], row["error_code"]) for row in records
+    ]

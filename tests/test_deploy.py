@@ -17,8 +17,8 @@ import yaml
 
 from gateway.app import build_app
 from gateway.cli.server import drain_seconds
-from gateway.listener import files_needed
 from gateway.config import Config, build_config, load_config
+from gateway.listener import files_needed
 from gateway.passwords import parse_hash
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -167,7 +167,8 @@ def test_units_pass_systemd_analyze_verify(tmp_path: Path) -> None:
     copies = units_for_this_host(tmp_path)
     result = systemd_analyze("verify", *map(str, copies))
     about_ours = [
-        line for line in (result.stdout + result.stderr).splitlines()
+        line
+        for line in (result.stdout + result.stderr).splitlines()
         if str(tmp_path) in line or any(copy.name in line for copy in copies)
     ]
     assert (0, []) == (result.returncode, about_ours), result.stderr
@@ -241,7 +242,9 @@ class TestKubernetesSidecar:
     def test_config_map_is_a_valid_gateway_config(self) -> None:
         config = sidecar_config()
         assert (8080, "https://api.enterprise.apigee.com", "passthrough") == (
-            config.server.port, config.upstream.url, config.upstream.auth
+            config.server.port,
+            config.upstream.url,
+            config.upstream.auth,
         )
         assert CHAIN_KEY.encode() == config.chain_secret
         for user in config.users:
@@ -266,10 +269,15 @@ class TestKubernetesSidecar:
     def test_probes_reach_health_endpoints_on_the_gateway_port(self) -> None:
         """The kubelet probes the pod's IP, so the gateway must listen beyond loopback."""
         gateway, config = container("gateway"), sidecar_config()
-        probes = {kind: (gateway[kind]["httpGet"]["path"], gateway[kind]["httpGet"]["port"])
-                  for kind in ("startupProbe", "livenessProbe", "readinessProbe")}
-        assert {"startupProbe": ("/healthz", 8080), "livenessProbe": ("/healthz", 8080),
-                "readinessProbe": ("/readyz", 8080)} == probes
+        probes = {
+            kind: (gateway[kind]["httpGet"]["path"], gateway[kind]["httpGet"]["port"])
+            for kind in ("startupProbe", "livenessProbe", "readinessProbe")
+        }
+        assert {
+            "startupProbe": ("/healthz", 8080),
+            "livenessProbe": ("/healthz", 8080),
+            "readinessProbe": ("/readyz", 8080),
+        } == probes
         assert (8080, "0.0.0.0") == (config.server.port, config.server.host)
 
     def test_probed_and_scraped_paths_are_routes_of_the_gateway(self) -> None:
@@ -277,8 +285,11 @@ class TestKubernetesSidecar:
         gateway = container("gateway")
         paths = {gateway[kind]["httpGet"]["path"] for kind in ("startupProbe", "livenessProbe", "readinessProbe")}
         paths.add(manifest()["Deployment"]["spec"]["template"]["metadata"]["annotations"]["prometheus.io/path"])
-        routes = {route.resource.canonical for route in build_app(sidecar_config()).router.routes()
-                  if route.method == "GET" and route.resource is not None}
+        routes = {
+            route.resource.canonical
+            for route in build_app(sidecar_config()).router.routes()
+            if route.method == "GET" and route.resource is not None
+        }
         assert {"/healthz", "/readyz", "/metrics"} == paths <= routes
 
     def test_prometheus_scrapes_metrics_on_the_gateway_port(self) -> None:
@@ -351,5 +362,10 @@ def test_readme_deployment_section_covers_every_example() -> None:
     for path in sorted(DEPLOY.iterdir()):
         assert f"deploy/{path.name}" in section, path.name
     service = unit(UNIT)["Service"]
-    for expected in (INSTALLED_CONFIG, INSTALLED_GATEWAY, service["EnvironmentFile"], host_config().audit.chain_key_env):
+    for expected in (
+        INSTALLED_CONFIG,
+        INSTALLED_GATEWAY,
+        service["EnvironmentFile"],
+        host_config().audit.chain_key_env,
+    ):
         assert expected in section, expected

@@ -13,18 +13,26 @@ import aiohttp
 import orjson
 import pytest
 from aiohttp.test_utils import TestServer
-
 from conftest import SAMPLE_PATH, USERS, basic, make_config, rows
 from fleet_support import (
-    SIDECAR_PASSWORDS, batch_body, central_rows, chain_rows, collector_sections, eventually, fetch, fleet_url, records,
+    SIDECAR_PASSWORDS,
+    batch_body,
+    central_rows,
+    chain_rows,
+    collector_sections,
+    eventually,
+    fetch,
+    fleet_url,
+    records,
 )
+
 from gateway.audit.chain import ChainKey, Head
 from gateway.audit.record import FIELDS
 from gateway.fleet import protocol
 from gateway.fleet.collector import build_collector_app
 from gateway.fleet.schema import EVENTS, MIGRATIONS, SCHEMA_VERSION, missing_fields, stored_fields
-from gateway.runtime import RUNTIME
 from gateway.fleet.store import FleetStore
+from gateway.runtime import RUNTIME
 
 __all__ = ["fleet_url"]
 KEY = b"k" * 32
@@ -34,17 +42,29 @@ def ship_auth(instance: str, password: str | None = None) -> dict[str, str]:
     return {"Authorization": aiohttp.encode_basic_auth(instance, password or SIDECAR_PASSWORDS[instance])}
 
 
-async def start_collector(aiohttp_server: Any, tmp_path: Path, url: str, *, port: int | None = None,
-                          environ: dict[str, str] | None = None, **collector: Any) -> TestServer:
+async def start_collector(
+    aiohttp_server: Any,
+    tmp_path: Path,
+    url: str,
+    *,
+    port: int | None = None,
+    environ: dict[str, str] | None = None,
+    **collector: Any,
+) -> TestServer:
     config = make_config(tmp_path, **collector_sections(url, **collector), environ=environ)
     server: TestServer = await aiohttp_server(build_collector_app(config), port=port)
     return server
 
 
-async def post(server: TestServer, instance: str, body: bytes, *, as_instance: str | None = None) -> tuple[int, dict[str, Any]]:
+async def post(
+    server: TestServer, instance: str, body: bytes, *, as_instance: str | None = None
+) -> tuple[int, dict[str, Any]]:
     async with aiohttp.ClientSession() as session:
-        async with session.post(server.make_url(f"{protocol.BASE}/{instance}/records"), data=body,
-                                headers=ship_auth(as_instance or instance)) as response:
+        async with session.post(
+            server.make_url(f"{protocol.BASE}/{instance}/records"),
+            data=body,
+            headers=ship_auth(as_instance or instance),
+        ) as response:
             return response.status, await response.json()
 
 
@@ -52,9 +72,19 @@ def sidecar_config(tmp_path: Path, name: str, collector: TestServer | str, **shi
     folder = tmp_path / name
     folder.mkdir(exist_ok=True)
     url = collector if isinstance(collector, str) else str(collector.make_url("")).rstrip("/")
-    return make_config(folder, ship={"url": url, "instance": name, "password_env": "SHIP_PASSWORD", "interval": 0.05,
-                                     "max_backoff": 0.2, **ship},
-                       stub={"generated_tokens": 1000}, environ={"SHIP_PASSWORD": SIDECAR_PASSWORDS[name]})
+    return make_config(
+        folder,
+        ship={
+            "url": url,
+            "instance": name,
+            "password_env": "SHIP_PASSWORD",
+            "interval": 0.05,
+            "max_backoff": 0.2,
+            **ship,
+        },
+        stub={"generated_tokens": 1000},
+        environ={"SHIP_PASSWORD": SIDECAR_PASSWORDS[name]},
+    )
 
 
 async def shipped_all(client: Any) -> bool:
@@ -71,14 +101,21 @@ class TestSchema:
         assert FIELDS == stored_fields()
         assert [m.version for m in MIGRATIONS] == list(range(1, SCHEMA_VERSION + 1))
 
-    async def test_the_collector_creates_the_schema_and_records_its_version(self, fleet_url: str, aiohttp_server: Any, tmp_path: Path) -> None:
+    async def test_the_collector_creates_the_schema_and_records_its_version(
+        self, fleet_url: str, aiohttp_server: Any, tmp_path: Path
+    ) -> None:
         await start_collector(aiohttp_server, tmp_path, fleet_url)
-        columns = await fetch(fleet_url, "SELECT column_name FROM information_schema.columns WHERE table_name = $1 "
-                                         "ORDER BY ordinal_position", EVENTS)
+        columns = await fetch(
+            fleet_url,
+            "SELECT column_name FROM information_schema.columns WHERE table_name = $1 ORDER BY ordinal_position",
+            EVENTS,
+        )
         assert [("instance",), *((field,) for field in FIELDS)] == columns
         assert [(1,)] == await fetch(fleet_url, "SELECT version FROM fleet_schema")
 
-    async def test_a_newer_schema_stops_the_collector_and_the_readers(self, fleet_url: str, aiohttp_server: Any, tmp_path: Path) -> None:
+    async def test_a_newer_schema_stops_the_collector_and_the_readers(
+        self, fleet_url: str, aiohttp_server: Any, tmp_path: Path
+    ) -> None:
         await start_collector(aiohttp_server, tmp_path, fleet_url)
         await fetch(fleet_url, "INSERT INTO fleet_schema (version, description) VALUES (99, 'from the future')")
         with pytest.raises(Exception, match="schema version 99, newer than this gateway's 1"):
@@ -86,18 +123,25 @@ class TestSchema:
         with pytest.raises(Exception, match="schema version 99, newer than this gateway's 1"):
             await FleetStore.open(fleet_url)
 
-
     async def test_readers_refuse_a_database_without_a_fleet_store(self, fleet_url: str) -> None:
         with pytest.raises(Exception, match="holds no fleet store: start `gateway collect` on it once to create it"):
             await FleetStore.open(fleet_url)
 
 
 class TestIngest:
-    async def test_a_batch_is_stored_whole_and_answered_with_the_mark(self, fleet_url: str, aiohttp_server: Any, tmp_path: Path) -> None:
+    async def test_a_batch_is_stored_whole_and_answered_with_the_mark(
+        self, fleet_url: str, aiohttp_server: Any, tmp_path: Path
+    ) -> None:
         collector = await start_collector(aiohttp_server, tmp_path, fleet_url)
         batch = chain_rows(records(3))
         status, answer = await post(collector, "host-a", batch_body(batch))
-        assert (200, 3, 0, 3, batch[-1][-1]) == (status, answer["accepted"], answer["duplicates"], answer["mark"], answer["hash"])
+        assert (200, 3, 0, 3, batch[-1][-1]) == (
+            status,
+            answer["accepted"],
+            answer["duplicates"],
+            answer["mark"],
+            answer["hash"],
+        )
         assert [tuple(row) for row in batch] == await central_rows(fleet_url, "host-a")
 
     async def test_a_resent_batch_changes_nothing(self, fleet_url: str, aiohttp_server: Any, tmp_path: Path) -> None:
@@ -113,18 +157,25 @@ class TestIngest:
         assert (200, 2, 2, 6) == (status, answer["accepted"], answer["duplicates"], answer["mark"])
         assert before + [tuple(row) for row in more] == await central_rows(fleet_url, "host-a")
 
-    async def test_a_batch_for_another_instance_is_refused_and_flagged(self, fleet_url: str, aiohttp_server: Any, tmp_path: Path) -> None:
+    async def test_a_batch_for_another_instance_is_refused_and_flagged(
+        self, fleet_url: str, aiohttp_server: Any, tmp_path: Path
+    ) -> None:
         collector = await start_collector(aiohttp_server, tmp_path, fleet_url)
         status, answer = await post(collector, "host-b", batch_body(chain_rows(records(2))), as_instance="host-a")
         assert (403, "collector.wrong_instance") == (status, answer["code"])
         assert [] == await central_rows(fleet_url, "host-b")
         assert [("host-b", "forged")] == await fetch(fleet_url, "SELECT instance, kind FROM fleet_flags")
 
-    async def test_wrong_sidecar_credentials_are_refused(self, fleet_url: str, aiohttp_server: Any, tmp_path: Path) -> None:
+    async def test_wrong_sidecar_credentials_are_refused(
+        self, fleet_url: str, aiohttp_server: Any, tmp_path: Path
+    ) -> None:
         collector = await start_collector(aiohttp_server, tmp_path, fleet_url)
         async with aiohttp.ClientSession() as session:
-            async with session.post(collector.make_url(f"{protocol.BASE}/host-a/records"), data=batch_body(chain_rows(records(1))),
-                                    headers=ship_auth("host-a", "wrong")) as response:
+            async with session.post(
+                collector.make_url(f"{protocol.BASE}/host-a/records"),
+                data=batch_body(chain_rows(records(1))),
+                headers=ship_auth("host-a", "wrong"),
+            ) as response:
                 assert (401, "collector.unauthorized") == (response.status, (await response.json())["code"])
             # A [[users]] account is not a sidecar.
             async with session.get(collector.make_url(f"{protocol.BASE}/myname"), headers=basic("myname")) as response:
@@ -154,9 +205,13 @@ class TestIngest:
         status, answer = await post(collector, "host-a", batch_body(beyond))
         assert (409, "collector.chain_fork") == (status, answer["code"])
         assert [tuple(row) for row in batch] == await central_rows(fleet_url, "host-a")
-        assert [("fork", 1), ("fork", 4)] == await fetch(fleet_url, "SELECT kind, record_id FROM fleet_flags ORDER BY id")
+        assert [("fork", 1), ("fork", 4)] == await fetch(
+            fleet_url, "SELECT kind, record_id FROM fleet_flags ORDER BY id"
+        )
 
-    async def test_an_edited_record_is_refused_as_a_rewrite(self, fleet_url: str, aiohttp_server: Any, tmp_path: Path) -> None:
+    async def test_an_edited_record_is_refused_as_a_rewrite(
+        self, fleet_url: str, aiohttp_server: Any, tmp_path: Path
+    ) -> None:
         collector = await start_collector(aiohttp_server, tmp_path, fleet_url)
         batch = chain_rows(records(3))
         edited = list(batch[1])
@@ -165,7 +220,9 @@ class TestIngest:
         assert (409, "collector.chain_rewrite") == (status, answer["code"])
         assert [] == await central_rows(fleet_url, "host-a")
 
-    async def test_a_changed_chain_key_is_refused_as_a_rewrite(self, fleet_url: str, aiohttp_server: Any, tmp_path: Path) -> None:
+    async def test_a_changed_chain_key_is_refused_as_a_rewrite(
+        self, fleet_url: str, aiohttp_server: Any, tmp_path: Path
+    ) -> None:
         collector = await start_collector(aiohttp_server, tmp_path, fleet_url)
         batch = chain_rows(records(2))
         await post(collector, "host-a", batch_body(batch))
@@ -173,23 +230,39 @@ class TestIngest:
         status, answer = await post(collector, "host-a", batch_body(keyed, ChainKey(KEY)))
         assert (409, "collector.chain_rewrite") == (status, answer["code"])
 
-    async def test_a_keyed_instance_is_checked_with_its_key(self, fleet_url: str, aiohttp_server: Any, tmp_path: Path) -> None:
+    async def test_a_keyed_instance_is_checked_with_its_key(
+        self, fleet_url: str, aiohttp_server: Any, tmp_path: Path
+    ) -> None:
         sidecars = [{"instance": "host-a", "password_hash": USERS[0]["password_hash"], "chain_key_env": "HOST_A_KEY"}]
-        config = make_config(tmp_path, collector={"database_url": fleet_url}, sidecars=sidecars, environ={"HOST_A_KEY": KEY.decode()})
+        config = make_config(
+            tmp_path, collector={"database_url": fleet_url}, sidecars=sidecars, environ={"HOST_A_KEY": KEY.decode()}
+        )
         collector = await aiohttp_server(build_collector_app(config))
         good = chain_rows(records(2), key=ChainKey(KEY))
         forged = chain_rows(records(2), key=ChainKey(b"x" * 32))
         async with aiohttp.ClientSession() as session:
-            for body, expected in ((batch_body(forged, ChainKey(b"x" * 32)), 409), (batch_body(good, ChainKey(KEY)), 200)):
-                async with session.post(collector.make_url(f"{protocol.BASE}/host-a/records"), data=body,
-                                        headers=ship_auth("host-a", "mypass")) as response:
+            for body, expected in (
+                (batch_body(forged, ChainKey(b"x" * 32)), 409),
+                (batch_body(good, ChainKey(KEY)), 200),
+            ):
+                async with session.post(
+                    collector.make_url(f"{protocol.BASE}/host-a/records"),
+                    data=body,
+                    headers=ship_auth("host-a", "mypass"),
+                ) as response:
                     assert expected == response.status
 
     @pytest.mark.parametrize(
         ("fields", "message"),
         [
-            ([*FIELDS[:-2], "action", *FIELDS[-2:]], "fields this collector does not know (action): upgrade the collector"),
-            ([f for f in FIELDS if f != "token"], "lacks record fields this collector's store has (token): upgrade the sidecar"),
+            (
+                [*FIELDS[:-2], "action", *FIELDS[-2:]],
+                "fields this collector does not know (action): upgrade the collector",
+            ),
+            (
+                [f for f in FIELDS if f != "token"],
+                "lacks record fields this collector's store has (token): upgrade the sidecar",
+            ),
         ],
     )
     async def test_fields_the_collector_does_not_know_are_refused_not_truncated(
@@ -207,9 +280,16 @@ class TestIngest:
             (b"{", "The batch is not JSON"),
             (b"[]", 'must be an object with "fields"'),
             (orjson.dumps({"fields": list(FIELDS), "chain": {"mode": "md5"}, "records": []}), '"chain" must be'),
-            (orjson.dumps({"fields": list(FIELDS), "chain": {"mode": "sha256", "key_check": None}, "records": []}), "holds no record"),
-            (orjson.dumps({"fields": list(FIELDS), "chain": {"mode": "sha256", "key_check": None}, "records": [[1]]}),
-             "Record 0 of the batch is not a list of 19 values"),
+            (
+                orjson.dumps({"fields": list(FIELDS), "chain": {"mode": "sha256", "key_check": None}, "records": []}),
+                "holds no record",
+            ),
+            (
+                orjson.dumps(
+                    {"fields": list(FIELDS), "chain": {"mode": "sha256", "key_check": None}, "records": [[1]]}
+                ),
+                "Record 0 of the batch is not a list of 19 values",
+            ),
         ],
     )
     async def test_a_malformed_batch_gets_400_naming_the_problem(
@@ -225,7 +305,9 @@ class TestIngest:
         status, answer = await post(collector, "host-a", batch_body(chain_rows(records(3))))
         assert (413, "collector.batch_too_large") == (status, answer["code"])
 
-    async def test_text_postgresql_cannot_hold_is_kept_exactly(self, fleet_url: str, aiohttp_server: Any, tmp_path: Path) -> None:
+    async def test_text_postgresql_cannot_hold_is_kept_exactly(
+        self, fleet_url: str, aiohttp_server: Any, tmp_path: Path
+    ) -> None:
         """U+0000 in a claimed user name (a denied record) is stored, found and verified; it never
         blocks the instance's shipping."""
         collector = await start_collector(aiohttp_server, tmp_path, fleet_url)
@@ -252,16 +334,18 @@ class TestShipping:
             async with client.delete(SAMPLE_PATH, headers=basic("myname")) as response:
                 assert 200 == response.status
         for client in clients:
-            await eventually(lambda: shipped_all(client))
+            await eventually(lambda client=client: shipped_all(client))
         for name in ("host-a", "host-b"):
             local = [tuple(row[f] for f in FIELDS) for row in rows(tmp_path / name / "audit.db")]
             assert local == await central_rows(fleet_url, name)
         store = await FleetStore.open(fleet_url)
         try:
-            from gateway.audit.query import AuditFilter
             from gateway.audit.fingerprint import fingerprint
+            from gateway.audit.query import AuditFilter
 
-            found = await store.located(AuditFilter(token_sha256=fingerprint(SAMPLE_PATH.rsplit("/", 1)[1]), outcome="deleted"))
+            found = await store.located(
+                AuditFilter(token_sha256=fingerprint(SAMPLE_PATH.rsplit("/", 1)[1]), outcome="deleted")
+            )
             assert ["host-a", "host-b"] == sorted(item.instance for item in found)
         finally:
             await store.close()
@@ -279,15 +363,24 @@ class TestShipping:
         await eventually(lambda: _true(shipper.last_error is not None and shipper.local_head == 4))
         async with client.get("/readyz") as response:
             body = await response.json()
-        assert (200, "ready", 4, None) == (response.status, body["status"], body["shipping"]["lag_records"],
-                                           body["shipping"]["acknowledged_id"])
+        assert (200, "ready", 4, None) == (
+            response.status,
+            body["status"],
+            body["shipping"]["lag_records"],
+            body["shipping"]["acknowledged_id"],
+        )
         assert body["shipping"]["lag_seconds"] > 0
         assert "cannot reach the collector" in body["shipping"]["last_error"]
         await start_collector(aiohttp_server, tmp_path, fleet_url, port=unused_tcp_port)
-        await eventually(lambda: shipped_all(client))
+        await eventually(lambda client=client: shipped_all(client))
         async with client.get("/readyz") as response:
             shipping = (await response.json())["shipping"]
-        assert (0, 0.0, None, 4) == (shipping["lag_records"], shipping["lag_seconds"], shipping["last_error"], shipping["acknowledged_id"])
+        assert (0, 0.0, None, 4) == (
+            shipping["lag_records"],
+            shipping["lag_seconds"],
+            shipping["last_error"],
+            shipping["acknowledged_id"],
+        )
         local = [tuple(row[f] for f in FIELDS) for row in rows(tmp_path / "host-a" / "audit.db")]
         assert local == await central_rows(fleet_url, "host-a")
         async with client.get("/metrics") as response:
@@ -311,17 +404,25 @@ class TestFleetApi:
                 page = await response.json()
             assert 200 == response.status
             assert [("host-a", 3), ("host-b", 2)] == [(e["instance"], e["id"]) for e in page["events"]]
-            async with session.get(collector.make_url(f"/audit/events?limit=10&cursor={page['next']}"), headers=basic("auditor")) as response:
+            async with session.get(
+                collector.make_url(f"/audit/events?limit=10&cursor={page['next']}"), headers=basic("auditor")
+            ) as response:
                 rest = await response.json()
             assert [("host-a", 2), ("host-b", 1), ("host-a", 1)] == [(e["instance"], e["id"]) for e in rest["events"]]
-            async with session.get(collector.make_url("/audit/events?instance=host-b"), headers=basic("myname")) as response:
+            async with session.get(
+                collector.make_url("/audit/events?instance=host-b"), headers=basic("myname")
+            ) as response:
                 assert (200, []) == (response.status, (await response.json())["events"])  # myname sees myorg only
             async with session.get(collector.make_url("/audit/events/host-a/2"), headers=basic("myname")) as response:
                 record = await response.json()
             assert ("host-a", 2, {"app": "app1"}) == (record["instance"], record["id"], record["snapshot"])
-            async with session.get(collector.make_url("/audit/events?org=otherorg"), headers=basic("myname")) as response:
+            async with session.get(
+                collector.make_url("/audit/events?org=otherorg"), headers=basic("myname")
+            ) as response:
                 assert (403, "gateway.forbidden") == (response.status, (await response.json())["code"])
-            async with session.get(collector.make_url("/audit/events?instance=../x"), headers=basic("auditor")) as response:
+            async with session.get(
+                collector.make_url("/audit/events?instance=../x"), headers=basic("auditor")
+            ) as response:
                 assert (400, "gateway.bad_request") == (response.status, (await response.json())["code"])
             async with session.get(collector.make_url("/audit/events"), headers=basic("outsider")) as response:
                 assert 403 == response.status
@@ -339,7 +440,6 @@ def test_the_docs_show_the_ocsf_mapping() -> None:
     docs = (Path(__file__).resolve().parents[1] / "docs" / "fleet.md").read_text()
     for field, attribute, _ in MAPPING:
         assert f"| `{field}` | `{attribute}` |" in docs, field
-
 
 
 class TestSidecarSide:
@@ -378,7 +478,7 @@ class TestSidecarSide:
         client = await gateway(sidecar_config(tmp_path, "host-a", collector))
         async with client.delete(SAMPLE_PATH, headers=basic("myname")) as response:
             assert 200 == response.status
-        await eventually(lambda: shipped_all(client))
+        await eventually(lambda client=client: shipped_all(client))
         await post(collector, "host-b", batch_body(chain_rows(records(1))), as_instance="host-a")
         flush_logs()
         logged = log_output.getvalue()
@@ -390,10 +490,13 @@ class TestSidecarSide:
     def test_config_check_masks_sidecar_hashes(self, tmp_path: Path) -> None:
         import io
 
-        from gateway.cli.config_check import write_effective
         from fleet_support import SIDECARS
 
+        from gateway.cli.config_check import write_effective
+
         out = io.StringIO()
-        write_effective(make_config(tmp_path, collector={"database_url": "postgresql://audit@db/fleet"}, sidecars=SIDECARS), out)
+        write_effective(
+            make_config(tmp_path, collector={"database_url": "postgresql://audit@db/fleet"}, sidecars=SIDECARS), out
+        )
         assert '[[sidecars]]\ninstance = "host-a"\npassword_hash = "********"' in out.getvalue()
         assert SIDECARS[0]["password_hash"] not in out.getvalue()

@@ -17,10 +17,10 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
-
 from conftest import USERS, rows
 from fleet_support import SIDECAR_PASSWORDS, SIDECARS, central_rows, eventually, fetch, fleet_url
 from processes import Running, completed, started
+
 from gateway.audit.record import FIELDS
 
 __all__ = ["fleet_url"]
@@ -32,12 +32,28 @@ def toml_value(value: Any) -> str:
 
 
 def write_collector(folder: Path, url: str, port: int) -> Path:
-    lines = ["[server]", f"port = {port}", "[collector]", f"database_url = {toml_value(url)}", "[logging]", 'format = "json"']
+    lines = [
+        "[server]",
+        f"port = {port}",
+        "[collector]",
+        f"database_url = {toml_value(url)}",
+        "[logging]",
+        'format = "json"',
+    ]
     for sidecar in SIDECARS:
-        lines += ["[[sidecars]]", f"instance = {toml_value(sidecar['instance'])}", f"password_hash = {toml_value(sidecar['password_hash'])}"]
+        lines += [
+            "[[sidecars]]",
+            f"instance = {toml_value(sidecar['instance'])}",
+            f"password_hash = {toml_value(sidecar['password_hash'])}",
+        ]
     user = USERS[1]
-    lines += ["[[users]]", f"name = {toml_value(user['name'])}", f"password_hash = {toml_value(user['password_hash'])}",
-              'orgs = ["*"]', 'roles = ["audit"]']
+    lines += [
+        "[[users]]",
+        f"name = {toml_value(user['name'])}",
+        f"password_hash = {toml_value(user['password_hash'])}",
+        'orgs = ["*"]',
+        'roles = ["audit"]',
+    ]
     path = folder / "collector.toml"
     path.write_text("\n".join(lines) + "\n")
     return path
@@ -46,10 +62,28 @@ def write_collector(folder: Path, url: str, port: int) -> Path:
 def write_sidecar(folder: Path, name: str, collector_port: int, **ship: Any) -> Path:
     folder.mkdir(exist_ok=True)
     (folder / "ship.password").write_text(SIDECAR_PASSWORDS[name] + "\n")
-    settings = {"url": f"http://127.0.0.1:{collector_port}", "instance": name, "password_file": "ship.password",
-                "interval": 0.05, "max_backoff": 0.3, "batch_size": 50, **ship}
-    lines = ["[server]", "port = 0", "[audit]", 'database = "audit.db"', "reserve_mb = 0", "[stub]", "generated_tokens = 100000",
-             "[logging]", 'format = "json"', "[ship]", *(f"{key} = {toml_value(value)}" for key, value in settings.items())]
+    settings = {
+        "url": f"http://127.0.0.1:{collector_port}",
+        "instance": name,
+        "password_file": "ship.password",
+        "interval": 0.05,
+        "max_backoff": 0.3,
+        "batch_size": 50,
+        **ship,
+    }
+    lines = [
+        "[server]",
+        "port = 0",
+        "[audit]",
+        'database = "audit.db"',
+        "reserve_mb = 0",
+        "[stub]",
+        "generated_tokens = 100000",
+        "[logging]",
+        'format = "json"',
+        "[ship]",
+        *(f"{key} = {toml_value(value)}" for key, value in settings.items()),
+    ]
     path = folder / "gw.toml"
     path.write_text("\n".join(lines) + "\n")
     return path
@@ -108,38 +142,64 @@ async def test_three_sidecars_ship_through_kills_of_the_collector_and_a_sidecar(
             await eventually(lambda name=name, sidecar=sidecar: caught_up(sidecar, tmp_path / name), timeout=30)
         for name in names:
             assert local_rows(tmp_path / name) == await central_rows(fleet_url, name), name
-        status, output = await completed("audit", "verify", "--store", fleet_url, "--config", str(collector_config), cwd=tmp_path)
+        status, output = await completed(
+            "audit", "verify", "--store", fleet_url, "--config", str(collector_config), cwd=tmp_path
+        )
         assert 0 == status, output
         assert "3 instances, 0 with problems" in output
 
 
-async def test_a_query_on_the_fleet_store_finds_a_delete_on_each_sidecar(fleet_url: str, tmp_path: Path, unused_tcp_port: int) -> None:
+async def test_a_query_on_the_fleet_store_finds_a_delete_on_each_sidecar(
+    fleet_url: str, tmp_path: Path, unused_tcp_port: int
+) -> None:
     collector_config = write_collector(tmp_path, fleet_url, unused_tcp_port)
     async with started("collect", "--config", str(collector_config), cwd=tmp_path):
         for name in ("host-a", "host-b"):
             config = write_sidecar(tmp_path / name, name, unused_tcp_port)
             async with started("serve", "--config", str(config), cwd=tmp_path / name) as sidecar:
                 await delete_many(sidecar.url, ["taFM3LHUTQAFhL0dIFg81XhRc7vC"])
-                await eventually(lambda: caught_up(sidecar, tmp_path / name))
+                await eventually(lambda sidecar=sidecar, folder=tmp_path / name: caught_up(sidecar, folder))
                 assert 0 == await sidecar.stop(signal.SIGTERM)
-    status, output = await completed("audit", "query", "--store", fleet_url, "--token", "taFM3LHUTQAFhL0dIFg81XhRc7vC",
-                                     "--outcome", "deleted", "--format", "json", cwd=tmp_path)
+    status, output = await completed(
+        "audit",
+        "query",
+        "--store",
+        fleet_url,
+        "--token",
+        "taFM3LHUTQAFhL0dIFg81XhRc7vC",
+        "--outcome",
+        "deleted",
+        "--format",
+        "json",
+        cwd=tmp_path,
+    )
     assert 0 == status, output
     found = json.loads(output)
-    assert [("host-a", 2, "deleted"), ("host-b", 2, "deleted")] == sorted((r["instance"], r["id"], r["outcome"]) for r in found)
+    assert [("host-a", 2, "deleted"), ("host-b", 2, "deleted")] == sorted(
+        (r["instance"], r["id"], r["outcome"]) for r in found
+    )
     status, output = await completed("audit", "show", "2", "--store", fleet_url, "--instance", "host-b", cwd=tmp_path)
     assert (0, "host-b") == (status, json.loads(output)["instance"])
     status, output = await completed("audit", "stats", "--store", fleet_url, "--by", "instance", cwd=tmp_path)
     assert [["host-a", "1"], ["host-b", "1"]] == [line.split() for line in output.splitlines()[2:]]
     status, output = await completed("audit", "show", "2", "--store", fleet_url, cwd=tmp_path)
-    assert (2, "gateway: error: a fleet record is identified by its instance and id: give --instance\n") == (status, output)
+    assert (2, "gateway: error: a fleet record is identified by its instance and id: give --instance\n") == (
+        status,
+        output,
+    )
     status, output = await completed("audit", "query", "--instance", "host-a", cwd=tmp_path)
     assert 2 == status and "--instance goes with --store" in output
     status, output = await completed("audit", "query", "--store", "postgresql://u:secret@127.0.0.1/x", cwd=tmp_path)
-    assert 2 == status and "must not contain a password" in output and "secret" not in output.replace("must not contain", "")
+    assert (
+        2 == status
+        and "must not contain a password" in output
+        and "secret" not in output.replace("must not contain", "")
+    )
 
 
-async def test_prune_keeps_records_the_collector_has_not_acknowledged(fleet_url: str, tmp_path: Path, unused_tcp_port: int) -> None:
+async def test_prune_keeps_records_the_collector_has_not_acknowledged(
+    fleet_url: str, tmp_path: Path, unused_tcp_port: int
+) -> None:
     collector_config = write_collector(tmp_path, fleet_url, unused_tcp_port)
     folder = tmp_path / "host-a"
     config = write_sidecar(folder, "host-a", unused_tcp_port)
@@ -147,20 +207,26 @@ async def test_prune_keeps_records_the_collector_has_not_acknowledged(fleet_url:
     async with started("serve", "--config", str(config), cwd=folder) as sidecar:
         await delete_many(sidecar.url, ["load1", "load2"])
         assert 0 == await sidecar.stop(signal.SIGTERM)
-    status, output = await completed("audit", "prune", "--config", str(config), "--before", "2099-01-01T00:00:00Z", "--yes", cwd=folder)
+    status, output = await completed(
+        "audit", "prune", "--config", str(config), "--before", "2099-01-01T00:00:00Z", "--yes", cwd=folder
+    )
     assert 2 == status
     assert "cannot learn what the collector at" in output and "pass --ignore-shipping" in output
     assert 4 == len(rows(folder / "audit.db"))
     async with started("collect", "--config", str(collector_config), cwd=tmp_path):
         # Nothing acknowledged yet: prune keeps everything.
-        status, output = await completed("audit", "prune", "--config", str(config), "--before", "2099-01-01T00:00:00Z", "--yes", cwd=folder)
+        status, output = await completed(
+            "audit", "prune", "--config", str(config), "--before", "2099-01-01T00:00:00Z", "--yes", cwd=folder
+        )
         assert 0 == status, output
         assert "keeping the records after record 0" in output
         assert 4 == len(rows(folder / "audit.db"))
         status, output = await completed("audit", "ship", "--config", str(config), cwd=folder)
         assert (0, "shipped 4 records as instance host-a; the collector holds up to record 4\n") == (status, output)
         # Acknowledged: prune removes them (and its checkpoint is shipped later like any record).
-        status, output = await completed("audit", "prune", "--config", str(config), "--before", "2099-01-01T00:00:00Z", "--yes", cwd=folder)
+        status, output = await completed(
+            "audit", "prune", "--config", str(config), "--before", "2099-01-01T00:00:00Z", "--yes", cwd=folder
+        )
         assert 0 == status, output
         assert "pruned 4 records" in output
         assert ["pruned"] == [row["outcome"] for row in rows(folder / "audit.db")]
@@ -169,14 +235,25 @@ async def test_prune_keeps_records_the_collector_has_not_acknowledged(fleet_url:
     assert 5 == len(await central_rows(fleet_url, "host-a"))
 
 
-async def test_prune_ignore_shipping_removes_unacknowledged_records_loudly(fleet_url: str, tmp_path: Path, unused_tcp_port: int) -> None:
+async def test_prune_ignore_shipping_removes_unacknowledged_records_loudly(
+    fleet_url: str, tmp_path: Path, unused_tcp_port: int
+) -> None:
     folder = tmp_path / "host-a"
     config = write_sidecar(folder, "host-a", unused_tcp_port)
     async with started("serve", "--config", str(config), cwd=folder) as sidecar:
         await delete_many(sidecar.url, ["load1"])
         assert 0 == await sidecar.stop(signal.SIGTERM)
-    status, output = await completed("audit", "prune", "--config", str(config), "--before", "2099-01-01T00:00:00Z", "--yes",
-                                     "--ignore-shipping", cwd=folder)
+    status, output = await completed(
+        "audit",
+        "prune",
+        "--config",
+        str(config),
+        "--before",
+        "2099-01-01T00:00:00Z",
+        "--yes",
+        "--ignore-shipping",
+        cwd=folder,
+    )
     assert 0 == status, output
     assert "warning: cannot learn what the collector" in output and "pruned 2 records" in output
 
@@ -200,7 +277,9 @@ async def test_verify_reports_gaps_and_silent_instances(fleet_url: str, tmp_path
     assert "host-a: SILENT: no contact for" in output
 
 
-async def test_export_ocsf_locally_and_from_the_fleet_store(fleet_url: str, tmp_path: Path, unused_tcp_port: int) -> None:
+async def test_export_ocsf_locally_and_from_the_fleet_store(
+    fleet_url: str, tmp_path: Path, unused_tcp_port: int
+) -> None:
     collector_config = write_collector(tmp_path, fleet_url, unused_tcp_port)
     folder = tmp_path / "host-a"
     config = write_sidecar(folder, "host-a", unused_tcp_port)
@@ -214,10 +293,21 @@ async def test_export_ocsf_locally_and_from_the_fleet_store(fleet_url: str, tmp_
     assert 0 == status, central
     assert local == central
     intent, outcome = (json.loads(line) for line in local.splitlines())
-    assert (6003, 4, 600304, 0, "pending") == (intent["class_uid"], intent["activity_id"], intent["type_uid"],
-                                              intent["status_id"], intent["status_detail"])
+    assert (6003, 4, 600304, 0, "pending") == (
+        intent["class_uid"],
+        intent["activity_id"],
+        intent["type_uid"],
+        intent["status_id"],
+        intent["status_detail"],
+    )
     assert (600304, 1, "Success", 200, "myname", "host-a:2", "host-a") == (
-        outcome["type_uid"], outcome["status_id"], outcome["status"], outcome["http_status"], outcome["actor"]["user"]["name"],
-        outcome["metadata"]["uid"], outcome["device"]["hostname"])
+        outcome["type_uid"],
+        outcome["status_id"],
+        outcome["status"],
+        outcome["http_status"],
+        outcome["actor"]["user"]["name"],
+        outcome["metadata"]["uid"],
+        outcome["device"]["hostname"],
+    )
     assert outcome["resources"][0]["data"]["app"] == "app1"
     assert "taFM3LHUTQAFhL0dIFg81XhRc7vC" not in local

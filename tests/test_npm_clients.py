@@ -14,10 +14,10 @@ from typing import Any
 
 import aiohttp
 import pytest
+from npm_clients import EDGE_OP, Clients, Run, find_node, install, run
 
 from gateway.stub import make_stub_app
 from gateway.stub.seed import parse_seed
-from npm_clients import EDGE_OP, Clients, Run, find_node, install, run
 
 ORG = "myorg"
 USER, PASSWORD = "ops@example.com", "s3cret"
@@ -55,7 +55,12 @@ class Edge:
     def __init__(self, clients: Clients, stub: str, home: Path, **extra: str) -> None:
         self.clients = clients
         self.environment = clients.environment(
-            home, EDGE_JS_DIR=str(clients.edge_js), EDGE_MGMT=stub, EDGE_ORG=ORG, EDGE_USER=USER, EDGE_PASS=PASSWORD,
+            home,
+            EDGE_JS_DIR=str(clients.edge_js),
+            EDGE_MGMT=stub,
+            EDGE_ORG=ORG,
+            EDGE_USER=USER,
+            EDGE_PASS=PASSWORD,
             **extra,
         )
 
@@ -89,16 +94,27 @@ async def edge_flow(edge: Edge, stub: str) -> None:
     assert [{"apiproduct": "prod1", "status": "approved"}] == generated["apiProducts"]
 
     status, added = await edge(
-        "appcredentials.add", email=email, appName="edgeapp", apiProduct="prod2", consumerKey="EDGEKEY", consumerSecret="EDGESECRET"
+        "appcredentials.add",
+        email=email,
+        appName="edgeapp",
+        apiProduct="prod2",
+        consumerKey="EDGEKEY",
+        consumerSecret="EDGESECRET",
     )
     assert (0, "EDGEKEY") == (status, added["result"]["consumerKey"]), added
-    assert (0, {"ok": True, "result": ""}) == await edge("appcredentials.revoke", email=email, appName="edgeapp", key="EDGEKEY")
+    assert (0, {"ok": True, "result": ""}) == await edge(
+        "appcredentials.revoke", email=email, appName="edgeapp", key="EDGEKEY"
+    )
     keys = _keys(await org_state(stub), email, "edgeapp")
     assert {generated["consumerKey"]: "approved", "EDGEKEY": "revoked"} == keys
-    assert (0, {"ok": True, "result": ""}) == await edge("appcredentials.approve", email=email, appName="edgeapp", key="EDGEKEY")
+    assert (0, {"ok": True, "result": ""}) == await edge(
+        "appcredentials.approve", email=email, appName="edgeapp", key="EDGEKEY"
+    )
     # By key alone: the client finds the app (apps?expand=true) and names the developer by id.
     assert (0, {"ok": True, "result": True}) == await edge("appcredentials.revoke", key=generated["consumerKey"])
-    assert {generated["consumerKey"]: "revoked", "EDGEKEY": "approved"} == _keys(await org_state(stub), email, "edgeapp")
+    assert {generated["consumerKey"]: "revoked", "EDGEKEY": "approved"} == _keys(
+        await org_state(stub), email, "edgeapp"
+    )
 
     assert (0, {"ok": True, "result": ""}) == await edge("developerapps.revoke", email=email, appName="edgeapp")
     [revoked] = developer(await org_state(stub), email)["apps"]  # type: ignore[index]
@@ -113,18 +129,33 @@ async def edge_flow(edge: Edge, stub: str) -> None:
 async def tool_flow(tool: Tool, stub: str) -> None:
     """Developer, app and key through apigeetool's commands, down to a refused second delete."""
     email = "tool@example.com"
-    made = await tool("createDeveloper", "--email", email, "--firstName", "Tool", "--lastName", "Dev", "--userName", "tool")
+    made = await tool(
+        "createDeveloper", "--email", email, "--firstName", "Tool", "--lastName", "Dev", "--userName", "tool"
+    )
     assert (0, {}, "") == (made.status, made.json(), made.stderr)
     app = await tool("createApp", "--email", email, "--name", "toolapp", "--apiProducts", "prod1,prod2")
     assert 0 == app.status, app.stderr
     [credential] = app.json()["credentials"]
     assert ["prod1", "prod2"] == [ref["apiproduct"] for ref in credential["apiProducts"]]
     key = await tool(
-        "createAppKey", "--developerId", email, "--appName", "toolapp", "--key", "TOOLKEY", "--secret", "TOOLSECRET",
-        "--apiProducts", "prod1",
+        "createAppKey",
+        "--developerId",
+        email,
+        "--appName",
+        "toolapp",
+        "--key",
+        "TOOLKEY",
+        "--secret",
+        "TOOLSECRET",
+        "--apiProducts",
+        "prod1",
     )
-    assert (0, "TOOLKEY", "TOOLSECRET") == (key.status, key.json()["consumerKey"], key.json()["consumerSecret"]), key.stderr
-    assert {credential["consumerKey"]: "approved", "TOOLKEY": "approved"} == _keys(await org_state(stub), email, "toolapp")
+    assert (0, "TOOLKEY", "TOOLSECRET") == (key.status, key.json()["consumerKey"], key.json()["consumerSecret"]), (
+        key.stderr
+    )
+    assert {credential["consumerKey"]: "approved", "TOOLKEY": "approved"} == _keys(
+        await org_state(stub), email, "toolapp"
+    )
 
     deleted_app = await tool("deleteApp", "--email", email, "--name", "toolapp")
     assert (0, "toolapp") == (deleted_app.status, deleted_app.json()["name"])
@@ -152,18 +183,24 @@ async def test_both_clients_manage_developers_apps_and_keys(clients: Clients, st
     )
 
 
-async def test_edge_js_logs_in_with_oauth_and_calls_with_the_bearer_token(clients: Clients, stub: str, tmp_path: Path) -> None:
+async def test_edge_js_logs_in_with_oauth_and_calls_with_the_bearer_token(
+    clients: Clients, stub: str, tmp_path: Path
+) -> None:
     """Without no_token, apigee-edge-js logs in at the stub's /oauth/token, stashes the token, and sends it."""
     edge = Edge(clients, stub, tmp_path, EDGE_SSO_URL=stub)
-    status, made = await edge("developers.create", email="oauth@example.com", firstName="O", lastName="Auth", userName="oauth")
+    status, made = await edge(
+        "developers.create", email="oauth@example.com", firstName="O", lastName="Auth", userName="oauth"
+    )
     assert (0, USER) == (status, made["result"]["createdBy"]), made
     assert (0, {"ok": True, "result": ["oauth@example.com"]}) == await edge("developers.get")
     async with aiohttp.ClientSession() as session, session.get(f"{stub}/_stub/requests") as response:
         journal = (await response.json())["requests"]
     # One login; the second run used the token stashed in $HOME/.apigee-edge-tokens.
-    assert [("POST", "/oauth/token"), ("POST", f"/v1/organizations/{ORG}/developers"), ("GET", f"/v1/organizations/{ORG}/developers")] == [
-        (request["method"], request["path"]) for request in journal
-    ]
+    assert [
+        ("POST", "/oauth/token"),
+        ("POST", f"/v1/organizations/{ORG}/developers"),
+        ("GET", f"/v1/organizations/{ORG}/developers"),
+    ] == [(request["method"], request["path"]) for request in journal]
     stash = json.loads((tmp_path / ".apigee-edge-tokens").read_text())
     [token] = stash.values()
     assert "bearer" == token["token_type"]

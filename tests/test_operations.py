@@ -15,17 +15,17 @@ from pathlib import Path
 
 import pytest
 from aiohttp.test_utils import TestClient
+from conftest import SAMPLE_PATH, GatewayFactory, Peer, basic, make_config, rows, write_locked
 from multidict import CIMultiDict
 from prometheus_client.parser import text_string_to_metric_families
+from raw_upstream import raw_upstream
 
-from conftest import SAMPLE_PATH, GatewayFactory, Peer, basic, make_config, rows, write_locked
-from gateway.runtime import RUNTIME
 from gateway.audit.chain import ChainKey
 from gateway.audit.record import AuditRecord
 from gateway.audit.sqlite import SQLiteAppender, prepare
 from gateway.health import SharedCheck
 from gateway.logs import flush_logs
-from raw_upstream import raw_upstream
+from gateway.runtime import RUNTIME
 
 
 def samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
@@ -54,8 +54,21 @@ async def test_metrics_move_with_real_traffic(tmp_path: Path, gateway: GatewayFa
     database = tmp_path / "audit.db"
     prepare(database, key=ChainKey(), writable=True)
     appender = SQLiteAppender(database, ChainKey())
-    appender.append([AuditRecord(request_id="crashed", time="2026-01-01T00:00:00.000Z", actor="alice", client_ip=None,
-                                 method="DELETE", org="myorg", token_sha256="0" * 64, token_hint="0000", outcome="pending")])
+    appender.append(
+        [
+            AuditRecord(
+                request_id="crashed",
+                time="2026-01-01T00:00:00.000Z",
+                actor="alice",
+                client_ip=None,
+                method="DELETE",
+                org="myorg",
+                token_sha256="0" * 64,
+                token_hint="0000",
+                outcome="pending",
+            )
+        ]
+    )
     appender.close()
     client = await gateway(make_config(tmp_path, throttle={"max_failures": 2}, audit={"busy_timeout": 0.1}))
     await client.server.app[RUNTIME].pending_check
@@ -72,8 +85,11 @@ async def test_metrics_move_with_real_traffic(tmp_path: Path, gateway: GatewayFa
         return after.get(("gateway_requests_total", (("outcome", outcome), ("route", route), ("status", status))), 0)
 
     assert (1, 1, 2, 2, 1) == (
-        requests("token", "200", "deleted"), requests("token", "404", "not_found"), requests("token", "401", "denied"),
-        requests("token", "429", "none"), requests("other", "404", "none"),
+        requests("token", "200", "deleted"),
+        requests("token", "404", "not_found"),
+        requests("token", "401", "denied"),
+        requests("token", "429", "none"),
+        requests("other", "404", "none"),
     )
     assert 2 == after[("gateway_upstream_seconds_count", ())]  # only the two forwarded calls
     assert 2 == after[("gateway_logins_throttled_total", ())]
@@ -131,8 +147,12 @@ async def readiness(client: TestClient) -> tuple[int, dict[str, object]]:
     return response.status, await response.json()
 
 
-async def test_readiness_flips_with_the_upstream_and_the_audit_lock(tmp_path: Path, gateway: GatewayFactory, upstream: Upstream) -> None:
-    client = await gateway(make_config(tmp_path, upstream=f"http://127.0.0.1:{upstream.port}", audit={"busy_timeout": 0.1}))
+async def test_readiness_flips_with_the_upstream_and_the_audit_lock(
+    tmp_path: Path, gateway: GatewayFactory, upstream: Upstream
+) -> None:
+    client = await gateway(
+        make_config(tmp_path, upstream=f"http://127.0.0.1:{upstream.port}", audit={"busy_timeout": 0.1})
+    )
     client.server.app[RUNTIME].readiness.cache_seconds = 0.0  # every probe looks again
     assert (200, {"status": "ready", "checks": {"audit": "ok", "upstream": "ok"}}) == await readiness(client)
 
@@ -146,11 +166,16 @@ async def test_readiness_flips_with_the_upstream_and_the_audit_lock(tmp_path: Pa
     database = tmp_path / "audit.db"
     with write_locked(database):
         status, body = await readiness(client)
-    assert (503, {"audit": f"cannot write to {database}: database is locked", "upstream": "ok"}) == (status, body["checks"])
+    assert (503, {"audit": f"cannot write to {database}: database is locked", "upstream": "ok"}) == (
+        status,
+        body["checks"],
+    )
     assert 200 == (await readiness(client))[0]
 
 
-async def test_readiness_flips_when_the_database_is_made_read_only(tmp_path: Path, gateway: GatewayFactory, upstream: Upstream) -> None:
+async def test_readiness_flips_when_the_database_is_made_read_only(
+    tmp_path: Path, gateway: GatewayFactory, upstream: Upstream
+) -> None:
     client = await gateway(make_config(tmp_path, upstream=f"http://127.0.0.1:{upstream.port}"))
     client.server.app[RUNTIME].readiness.cache_seconds = 0.0
     database = tmp_path / "audit.db"
@@ -174,7 +199,9 @@ async def test_readiness_flips_when_the_database_is_made_read_only(tmp_path: Pat
 PROBES = 300
 
 
-async def test_concurrent_readiness_probes_open_one_upstream_connection(tmp_path: Path, gateway: GatewayFactory) -> None:
+async def test_concurrent_readiness_probes_open_one_upstream_connection(
+    tmp_path: Path, gateway: GatewayFactory
+) -> None:
     """The stampede of the report: 300 probes at once (which opened 148 upstream connections) share one check."""
     async with raw_upstream(b"HTTP/1.1 204 No Content\r\n\r\n") as upstream:
         client = await gateway(make_config(tmp_path, upstream=upstream.url))
@@ -245,11 +272,17 @@ async def test_request_ids_are_kept_forwarded_returned_and_logged(
 ) -> None:
     client = await gateway(make_config(tmp_path, upstream=peer.url))
     made = await client.delete("/v1/o/myorg/oauth2/accesstokens/a", headers=basic("myname"))
-    kept = await client.delete("/v1/o/myorg/oauth2/accesstokens/b", headers={**basic("myname"), "X-Request-ID": "trace-42.a"})
-    forged = await client.delete("/v1/o/myorg/oauth2/accesstokens/c", headers={**basic("myname"), "X-Request-ID": 'x" evil=1'})
+    kept = await client.delete(
+        "/v1/o/myorg/oauth2/accesstokens/b", headers={**basic("myname"), "X-Request-ID": "trace-42.a"}
+    )
+    forged = await client.delete(
+        "/v1/o/myorg/oauth2/accesstokens/c", headers={**basic("myname"), "X-Request-ID": 'x" evil=1'}
+    )
     refused = await client.delete("/v1/o/myorg/oauth2/accesstokens/d", headers={"X-Request-ID": "trace-43"})
     own = [row["request_id"] for row in rows(tmp_path / "audit.db", "outcome != 'pending'")]
-    assert [own[0], "trace-42.a", own[2], "trace-43"] == [r.headers["X-Request-ID"] for r in (made, kept, forged, refused)]
+    assert [own[0], "trace-42.a", own[2], "trace-43"] == [
+        r.headers["X-Request-ID"] for r in (made, kept, forged, refused)
+    ]
     assert [own[0], "trace-42.a", own[2]] == [seen.headers["X-Request-ID"] for seen in peer.requests]
     assert "trace-42.a" not in own  # the audit pairs intent and outcome by the gateway's own, unique id
     flush_logs()
@@ -268,4 +301,6 @@ async def test_of_several_request_ids_the_first_is_used_and_only_it_goes_upstrea
     headers = CIMultiDict([*basic("myname").items(), ("X-Request-ID", "first-1"), ("X-Request-ID", "second-2")])
     response = await client.delete("/v1/o/myorg/oauth2/accesstokens/a", headers=headers)
     assert (200, "first-1") == (response.status, response.headers["X-Request-ID"])
-    assert [("X-Request-ID", "first-1")] == [(name, value) for name, value in peer.requests[0].raw_headers if name.lower() == "x-request-id"]
+    assert [("X-Request-ID", "first-1")] == [
+        (name, value) for name, value in peer.requests[0].raw_headers if name.lower() == "x-request-id"
+    ]

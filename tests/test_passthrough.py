@@ -10,14 +10,15 @@ from pathlib import Path
 import aiohttp
 from aiohttp import web
 from aiohttp.test_utils import TestClient
-from yarl import URL
-
 from conftest import SAMPLE, SAMPLE_PATH, GatewayFactory, Peer, basic, make_config, rows
 from raw_upstream import raw_upstream
 from test_stub import JSON_404, XML_404, documented_sample
+from yarl import URL
 
 
-async def test_documented_sample_then_documented_404_through_the_gateway(tmp_path: Path, gateway: GatewayFactory) -> None:
+async def test_documented_sample_then_documented_404_through_the_gateway(
+    tmp_path: Path, gateway: GatewayFactory
+) -> None:
     """The README's curl, twice, against the embedded stub: the documented 200, then the 404."""
     client = await gateway(make_config(tmp_path))
     first = await client.delete(SAMPLE_PATH, headers=basic("myname"))
@@ -31,7 +32,8 @@ async def test_documented_sample_then_documented_404_through_the_gateway(tmp_pat
 async def test_json_404_passes_through(tmp_path: Path, gateway: GatewayFactory) -> None:
     client = await gateway(make_config(tmp_path))
     response = await client.delete(
-        "/v1/organizations/myorg/oauth2/accesstokens/unknownToken", headers={**basic("myname"), "Accept": "application/json"}
+        "/v1/organizations/myorg/oauth2/accesstokens/unknownToken",
+        headers={**basic("myname"), "Accept": "application/json"},
     )
     assert (404, "application/json") == (response.status, response.headers["Content-Type"])
     assert JSON_404 == await response.read()
@@ -46,11 +48,15 @@ async def test_gateway_and_stub_answer_the_same_bytes(tmp_path: Path, gateway: G
             via_gateway = await client.delete(token_path + token, headers=basic("myname"))
             async with direct.delete(stub_url + token_path + token, headers=basic("myname")) as straight:
                 assert (straight.status, straight.headers["Content-Type"], await straight.read()) == (
-                    via_gateway.status, via_gateway.headers["Content-Type"], await via_gateway.read()
+                    via_gateway.status,
+                    via_gateway.headers["Content-Type"],
+                    await via_gateway.read(),
                 )
 
 
-async def test_arbitrary_status_headers_and_encoded_body_pass_through(tmp_path: Path, gateway: GatewayFactory, peer: Peer) -> None:
+async def test_arbitrary_status_headers_and_encoded_body_pass_through(
+    tmp_path: Path, gateway: GatewayFactory, peer: Peer
+) -> None:
     """Status, reason, repeated headers and compressed bytes arrive untouched; hop-by-hop headers do not."""
     compressed = gzip.compress(b'{"code": "x", "message": "teapot"}')
 
@@ -126,7 +132,13 @@ async def test_request_is_forwarded_as_sent(tmp_path: Path, gateway: GatewayFact
     target = f"/v1/organizations/myorg/oauth2/accesstokens/{SAMPLE}?reason=rotation&x=%2F"
     await client.session.delete(
         URL(str(client.make_url("")).rstrip("/") + target, encoded=True),
-        headers={**basic("myname"), "Accept": "application/json", "X-Custom": "kept", "Connection": "keep-alive, X-Hop", "X-Hop": "dropped"},
+        headers={
+            **basic("myname"),
+            "Accept": "application/json",
+            "X-Custom": "kept",
+            "Connection": "keep-alive, X-Hop",
+            "X-Hop": "dropped",
+        },
         skip_auto_headers=("User-Agent", "Accept-Encoding"),
     )
     [seen] = peer.requests
@@ -138,11 +150,18 @@ async def test_request_is_forwarded_as_sent(tmp_path: Path, gateway: GatewayFact
     assert not sent & {"x-hop", "user-agent", "accept-encoding", "content-type"}
 
 
-async def test_service_mode_replaces_the_callers_credentials(tmp_path: Path, gateway: GatewayFactory, peer: Peer) -> None:
+async def test_service_mode_replaces_the_callers_credentials(
+    tmp_path: Path, gateway: GatewayFactory, peer: Peer
+) -> None:
     """With auth = "service" the upstream sees the gateway's account, never the caller's password."""
     config = make_config(
         tmp_path,
-        upstream={"url": peer.url, "auth": "service", "service_user": "svc@example.com", "service_password_env": "SVC_PW"},
+        upstream={
+            "url": peer.url,
+            "auth": "service",
+            "service_user": "svc@example.com",
+            "service_password_env": "SVC_PW",
+        },
         environ={"SVC_PW": "service-secret"},
     )
     client = await gateway(config)
@@ -164,8 +183,14 @@ async def exchange_raw(client: TestClient, request: bytes) -> bytes:
 
 def raw_delete(*headers: bytes) -> bytes:
     authorization = f"Authorization: {basic('myname')['Authorization']}".encode()
-    head = [f"DELETE {SAMPLE_PATH} HTTP/1.1".encode(), b"Host: gateway", authorization, b"X-Request-ID: trace-1", *headers,
-            b"Connection: close"]
+    head = [
+        f"DELETE {SAMPLE_PATH} HTTP/1.1".encode(),
+        b"Host: gateway",
+        authorization,
+        b"X-Request-ID: trace-1",
+        *headers,
+        b"Connection: close",
+    ]
     return b"\r\n".join(head) + b"\r\n\r\n"
 
 
@@ -201,7 +226,9 @@ async def test_of_its_own_the_gateway_adds_only_a_missing_date(tmp_path: Path, g
     assert BODY == body
     lines = head.split(b"\r\n")
     assert re.fullmatch(rb"Date: \w{3}, \d\d \w{3} \d{4} \d\d:\d\d:\d\d GMT", lines[3])
-    assert [b"HTTP/1.1 200 OK", b"X-Request-ID: trace-1", b"Content-Length: 16", b"Connection: close"] == lines[:3] + lines[4:]
+    assert [b"HTTP/1.1 200 OK", b"X-Request-ID: trace-1", b"Content-Length: 16", b"Connection: close"] == lines[
+        :3
+    ] + lines[4:]
 
 
 async def test_request_headers_go_upstream_as_sent_or_not_at_all(tmp_path: Path, gateway: GatewayFactory) -> None:
@@ -218,4 +245,6 @@ async def test_request_headers_go_upstream_as_sent_or_not_at_all(tmp_path: Path,
         b'the gateway forwards headers unchanged or not at all", "contexts": []}'
     )
     assert 1 == len(upstream.requests)
-    assert ("rejected", "myname", "gateway.bad_request") == tuple(rows(tmp_path / "audit.db")[-1][key] for key in ("outcome", "actor", "error_code"))
+    assert ("rejected", "myname", "gateway.bad_request") == tuple(
+        rows(tmp_path / "audit.db")[-1][key] for key in ("outcome", "actor", "error_code")
+    )

@@ -54,7 +54,7 @@ def screen(transcript: str) -> str:
         elif char == "\n":
             line, column = [], 0
         else:
-            line[column:column + 1] = [char]
+            line[column : column + 1] = [char]
             column += 1
     return "".join(line)
 
@@ -66,8 +66,15 @@ def draws(transcript: str) -> list[str]:
 
 def record(i: int) -> AuditRecord:
     return AuditRecord(
-        request_id=f"req-{i}", time=utc_timestamp(START + i * 60), actor="alice", client_ip="10.0.0.1",
-        method="DELETE", org="myorg", token_sha256=f"{i:064x}", token_hint=f"{i % 10_000:04d}", outcome="deleted",
+        request_id=f"req-{i}",
+        time=utc_timestamp(START + i * 60),
+        actor="alice",
+        client_ip="10.0.0.1",
+        method="DELETE",
+        org="myorg",
+        token_sha256=f"{i:064x}",
+        token_hint=f"{i % 10_000:04d}",
+        outcome="deleted",
         upstream_status=200,
     )
 
@@ -222,8 +229,13 @@ class TestCommandsInProcess:
         prepare(database, key=ChainKey(), writable=True)
         appender = SQLiteAppender(database, ChainKey())
         # An intent settled by a later delete of the same token, and one with nothing to go on.
-        appender.append([record(1)._replace(outcome="pending"), record(1)._replace(request_id="later"),
-                         record(2)._replace(outcome="pending")])
+        appender.append(
+            [
+                record(1)._replace(outcome="pending"),
+                record(1)._replace(request_id="later"),
+                record(2)._replace(outcome="pending"),
+            ]
+        )
         appender.close()
         assert 1 == main(["audit", "reconcile", "--db", str(database), "--operator", "ops"])
         assert draws(terminal.getvalue())[0].startswith("reconcile: 0 of 2 open calls, 0%")
@@ -257,8 +269,12 @@ def gateway_on_terminal(*args: str, cwd: Path) -> tuple[int, str, str]:
     terminal, child_side = pty.openpty()
     try:
         process = subprocess.Popen(
-            [sys.executable, "-m", "gateway", *args], cwd=cwd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-            stderr=child_side, text=True,
+            [sys.executable, "-m", "gateway", *args],
+            cwd=cwd,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=child_side,
+            text=True,
         )
     finally:
         os.close(child_side)
@@ -280,14 +296,18 @@ def gateway_on_pipes(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
 
 
 class TestRealTerminal:
-    def test_verify_shows_progress_on_the_terminal_and_only_its_summary_on_stdout(self, log: Path, tmp_path: Path) -> None:
+    def test_verify_shows_progress_on_the_terminal_and_only_its_summary_on_stdout(
+        self, log: Path, tmp_path: Path
+    ) -> None:
         status, out, terminal = gateway_on_terminal("audit", "verify", "--db", str(log), "--no-chain-key", cwd=tmp_path)
         assert 0 == status
         assert [f"OK: {RECORDS} records verified"] == [line.split(" (")[0] for line in out.splitlines()]
         assert "verify: 5,000 of 11,000 records, 45%" in terminal
         assert "" == screen(terminal).strip()
 
-    def test_export_shows_progress_on_the_terminal_and_pure_json_lines_on_stdout(self, log: Path, tmp_path: Path) -> None:
+    def test_export_shows_progress_on_the_terminal_and_pure_json_lines_on_stdout(
+        self, log: Path, tmp_path: Path
+    ) -> None:
         status, out, terminal = gateway_on_terminal("audit", "export", "--db", str(log), cwd=tmp_path)
         assert 0 == status
         assert list(range(1, RECORDS + 1)) == [json.loads(line)["id"] for line in out.splitlines()]

@@ -11,9 +11,9 @@ import sys
 from pathlib import Path
 
 import pytest
+from test_chain import make_log
 
 from gateway.cli import main
-from test_chain import make_log
 
 
 def count(path: Path) -> int:
@@ -59,7 +59,10 @@ def test_removing_everything_on_a_terminal_asks(tmp_path: Path, answer: str, sta
     try:
         process = subprocess.Popen(
             [sys.executable, "-m", "gateway", "audit", "prune", "--db", str(path), "--before", "2030-01-01"],
-            stdin=child_side, stdout=subprocess.PIPE, stderr=child_side, text=True,
+            stdin=child_side,
+            stdout=subprocess.PIPE,
+            stderr=child_side,
+            text=True,
         )
     finally:
         os.close(child_side)

@@ -29,7 +29,13 @@ def test_every_cli_command_is_documented() -> None:
             commands.append(f"gateway {name}")
         else:
             commands += [f"gateway {name} {child}" for child in nested._group_actions[0].choices]
-    assert {"gateway serve", "gateway stub", "gateway audit query", "gateway audit show", "gateway hash-password"} <= set(commands)
+    assert {
+        "gateway serve",
+        "gateway stub",
+        "gateway audit query",
+        "gateway audit show",
+        "gateway hash-password",
+    } <= set(commands)
     for command in commands:
         assert f"| `{command}" in README, f"{command} is missing from the README's command table"
 

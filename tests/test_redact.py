@@ -8,8 +8,8 @@ import json
 from pathlib import Path
 
 import pytest
-
 from conftest import SAMPLE, GatewayFactory, basic, make_config
+
 from gateway.logs import flush_logs
 from gateway.redact import loggable_target
 
@@ -23,9 +23,15 @@ KEY = "fGytmxA5UDajPMdOA5E3bebiBOBPikOT"
         (f"/oauth2/accesstokens/{SAMPLE}", "/oauth2/accesstokens/*"),
         (f"/o/myorg/oauth2/accesstokens/{SAMPLE}", "/o/*/oauth2/accesstokens/*"),
         (f"/v1/o/myorg/oauth2/accesstokens/{SAMPLE}/extra", "/v1/o/myorg/oauth2/accesstokens/*/*"),
-        (f"/v1/organizations/myorg/oauth2/authorizationcodes/{SAMPLE}", "/v1/organizations/myorg/oauth2/authorizationcodes/*"),
+        (
+            f"/v1/organizations/myorg/oauth2/authorizationcodes/{SAMPLE}",
+            "/v1/organizations/myorg/oauth2/authorizationcodes/*",
+        ),
         (f"/v1/o/myorg/developers/dev@example.com/apps/app1/keys/{KEY}", "/v1/o/myorg/developers/*/apps/*/keys/*"),
-        (f"/v1/o/myorg/developers/d/apps/a/keys/{KEY}/apiproducts/p", "/v1/o/myorg/developers/*/apps/*/keys/*/apiproducts/*"),
+        (
+            f"/v1/o/myorg/developers/d/apps/a/keys/{KEY}/apiproducts/p",
+            "/v1/o/myorg/developers/*/apps/*/keys/*/apiproducts/*",
+        ),
         ("/v1/audits/organizations/myorg", "/v1/audits/organizations/myorg"),
         ("/v1/o/myorg/apps", "/v1/o/myorg/apps"),
         ("/v1/o/myorg", "/v1/o/myorg"),
@@ -41,7 +47,10 @@ KEY = "fGytmxA5UDajPMdOA5E3bebiBOBPikOT"
         ("/", "/"),
         ("//v1//o/", "//v1//o/"),
         # Query strings: known names and literal values only.
-        (f"/v1/o/myorg/oauth2/accesstokens/{SAMPLE}?action=revoke&cascade=true", "/v1/o/myorg/oauth2/accesstokens/*?action=revoke&cascade=true"),
+        (
+            f"/v1/o/myorg/oauth2/accesstokens/{SAMPLE}?action=revoke&cascade=true",
+            "/v1/o/myorg/oauth2/accesstokens/*?action=revoke&cascade=true",
+        ),
         (f"/v1/o/myorg/oauth2/revoke?app={KEY}&enduser=u1", "/v1/o/myorg/oauth2/revoke?app=*&enduser=*"),
         (f"/anything?access_token={SAMPLE}", "/*?*=*"),
         (f"/anything?{SAMPLE}", "/*?*"),

@@ -11,8 +11,8 @@ import signal
 from pathlib import Path
 
 import aiohttp
-
 from processes import started
+
 from gateway.passwords import hash_password
 
 HASHES = {password: hash_password(password, log2_n=10) for password in ("alice-one", "alice-two", "bob-pass")}
@@ -47,14 +47,18 @@ async def test_sighup_reloads_the_users_and_an_invalid_file_keeps_them(tmp_path:
             assert {"count": 1, "level": "info"}.items() <= (await gateway.logged("users_reloaded")).items()
             # The old password and the removed user stop working at once, cached or not.
             assert [401, 200, 401] == [
-                await read("alice", "alice-one"), await read("alice", "alice-two"), await read("bob", "bob-pass")
+                await read("alice", "alice-one"),
+                await read("alice", "alice-two"),
+                await read("bob", "bob-pass"),
             ]
 
             config.write_text(config.read_text().replace(HASHES["alice-two"], "not-a-hash"))
             gateway.process.send_signal(signal.SIGHUP)
             failed = await gateway.logged("users_reload_failed")
             assert "error" == failed["level"]
-            assert failed["error"].startswith(f"{config}: users[0].password_hash: not a hash made by `gateway hash-password`")
+            assert failed["error"].startswith(
+                f"{config}: users[0].password_hash: not a hash made by `gateway hash-password`"
+            )
             config.write_text("[[users]\n")
             gateway.process.send_signal(signal.SIGHUP)
             assert (await gateway.logged("users_reload_failed", 2))["error"].startswith(f"{config}: invalid TOML")
@@ -64,7 +68,9 @@ async def test_sighup_reloads_the_users_and_an_invalid_file_keeps_them(tmp_path:
             gateway.process.send_signal(signal.SIGHUP)
             assert 2 == (await gateway.logged("users_reloaded", 2))["count"]
             assert [200, 401, 200] == [
-                await read("alice", "alice-one"), await read("alice", "alice-two"), await read("bob", "bob-pass")
+                await read("alice", "alice-one"),
+                await read("alice", "alice-two"),
+                await read("bob", "bob-pass"),
             ]
         assert 0 == await gateway.stop(signal.SIGTERM)
     assert 2 == len(gateway.events("users_reload_failed")) == len(gateway.events("users_reloaded"))

@@ -21,12 +21,15 @@ from urllib.parse import urlsplit
 import aiohttp
 import pytest
 from aiohttp import web
-
 from conftest import PASSWORDS, SAMPLE_PATH, USERS, GatewayFactory, Peer, basic, make_config, rows
-from gateway.audit.fingerprint import redact_snapshot
 from processes import completed, started
 
-TOKENS = {"SecretAccessTokenAlpha0123456789": "SecretRefreshAlpha0123", "SecretAccessTokenBeta98765432100": "SecretRefreshBeta9876"}
+from gateway.audit.fingerprint import redact_snapshot
+
+TOKENS = {
+    "SecretAccessTokenAlpha0123456789": "SecretRefreshAlpha0123",
+    "SecretAccessTokenBeta98765432100": "SecretRefreshBeta9876",
+}
 WRONG_PASSWORD = "Wrong-Pa55word-Never-Logged"
 OVERSIZED = "Basic " + base64.b64encode(b"myname:" + b"x" * 15_000).decode()
 """An Authorization header too large for aiohttp, whose parser error quotes its first 100 bytes."""
@@ -58,35 +61,62 @@ async def test_a_whole_session_leaves_no_secret_in_logs_outputs_or_audit_rows(tm
         async with started("serve", "--config", str(config), "--port", "0", cwd=tmp_path) as gateway:
             async with aiohttp.ClientSession() as session:
                 tokens = [{"token": token, "refreshToken": refresh, "app": "app1"} for token, refresh in TOKENS.items()]
-                assert 201 == (await session.post(f"{stub.url}/_stub/tokens", json={"org": "myorg", "tokens": tokens})).status
+                assert (
+                    201
+                    == (await session.post(f"{stub.url}/_stub/tokens", json={"org": "myorg", "tokens": tokens})).status
+                )
                 good = {"Authorization": header("myname", PASSWORDS["myname"])}
                 first, second = (f"{gateway.url}/v1/o/myorg/oauth2/accesstokens/{token}" for token in TOKENS)
                 assert 200 == (await session.delete(first, headers=good)).status
                 assert 404 == (await session.delete(first, headers=good)).status
-                assert 200 == (await session.get(f"{gateway.url}/audit/events?token={next(iter(TOKENS))}",
-                                                 headers={"Authorization": header("auditor", PASSWORDS["auditor"])})).status
+                assert (
+                    200
+                    == (
+                        await session.get(
+                            f"{gateway.url}/audit/events?token={next(iter(TOKENS))}",
+                            headers={"Authorization": header("auditor", PASSWORDS["auditor"])},
+                        )
+                    ).status
+                )
                 await session.put(f"{stub.url}/_stub/fault", json={"kind": "reset", "times": 1})
                 assert 502 == (await session.delete(second, headers=good)).status
-                for bad in (header("myname", WRONG_PASSWORD), "Bearer " + next(iter(TOKENS)),
-                            "Basic " + base64.b64encode(WRONG_PASSWORD.encode()).decode()):
+                for bad in (
+                    header("myname", WRONG_PASSWORD),
+                    "Bearer " + next(iter(TOKENS)),
+                    "Basic " + base64.b64encode(WRONG_PASSWORD.encode()).decode(),
+                ):
                     assert 401 == (await session.delete(second, headers={"Authorization": bad})).status
-                assert 429 == (await session.delete(second, headers={"Authorization": header("myname", WRONG_PASSWORD)})).status
-                for path in (f"/v1/o/myorg/oauth2/accesstokens/{next(iter(TOKENS))}%2Fx",
-                             f"/v1/o/myorg/apps/{next(iter(TOKENS))}", f"/v1/o/myorg/oauth2/accesstokens/{next(iter(TOKENS))}/x",
-                             f"/oauth2/accesstokens/{next(iter(TOKENS))}", f"/v1/o/myorg/apps?key={next(iter(TOKENS))}"):
+                assert (
+                    429
+                    == (
+                        await session.delete(second, headers={"Authorization": header("myname", WRONG_PASSWORD)})
+                    ).status
+                )
+                for path in (
+                    f"/v1/o/myorg/oauth2/accesstokens/{next(iter(TOKENS))}%2Fx",
+                    f"/v1/o/myorg/apps/{next(iter(TOKENS))}",
+                    f"/v1/o/myorg/oauth2/accesstokens/{next(iter(TOKENS))}/x",
+                    f"/oauth2/accesstokens/{next(iter(TOKENS))}",
+                    f"/v1/o/myorg/apps?key={next(iter(TOKENS))}",
+                ):
                     async with session.delete(gateway.url + path, headers=good) as refused:
                         assert refused.status in (400, 404, 429)
             host, port = urlsplit(gateway.url).hostname, urlsplit(gateway.url).port
             with socket.create_connection((host, port)) as raw:
-                raw.sendall(f"DELETE /v1/o/myorg/oauth2/accesstokens/x HTTP/1.1\r\nHost: g\r\nAuthorization: {OVERSIZED}\r\n\r\n".encode())
+                raw.sendall(
+                    f"DELETE /v1/o/myorg/oauth2/accesstokens/x HTTP/1.1\r\nHost: g\r\nAuthorization: {OVERSIZED}\r\n\r\n".encode()
+                )
                 assert b" 400 Bad Request" in raw.recv(100)
             assert 0 == await gateway.stop(signal.SIGTERM)
         assert 0 == await stub.stop(signal.SIGTERM)
-    outputs = [await completed(*command, cwd=tmp_path) for command in (
-        ("audit", "query", "--db", "audit.db", "--token", next(iter(TOKENS)), "--format", "json"),
-        ("audit", "export", "--db", "audit.db"),
-        ("audit", "show", "2", "--db", "audit.db"),
-    )]
+    outputs = [
+        await completed(*command, cwd=tmp_path)
+        for command in (
+            ("audit", "query", "--db", "audit.db", "--token", next(iter(TOKENS)), "--format", "json"),
+            ("audit", "export", "--db", "audit.db"),
+            ("audit", "show", "2", "--db", "audit.db"),
+        )
+    ]
     assert all(status == 0 for status, _ in outputs)
     with sqlite3.connect(tmp_path / "audit.db") as db:
         cells = [str(value) for row in db.execute("SELECT * FROM audit_events") for value in row]
@@ -109,48 +139,120 @@ HINTED = "[redacted …WXYZ]"
 @pytest.mark.parametrize(
     ("snapshot", "stored"),
     [
-        pytest.param({"token": LONG, "refreshToken": "short", "app": "app1", "tokenType": "BearerToken"},
-                     {"token": HINTED, "refreshToken": "[redacted]", "app": "app1", "tokenType": "BearerToken"},
-                     id="apigee token"),
-        pytest.param({"access_token": LONG, "token_type": "Bearer", "refresh_token": LONG, "expires_in": 3599},
-                     {"access_token": HINTED, "token_type": "Bearer", "refresh_token": HINTED, "expires_in": 3599},
-                     id="oauth2 rfc6749"),
-        pytest.param({"accessToken": LONG, "idToken": LONG, "id_token": LONG, "clientId": "app-key"},
-                     {"accessToken": HINTED, "idToken": HINTED, "id_token": HINTED, "clientId": "app-key"},
-                     id="camel case"),
-        pytest.param({"oauth_token": LONG, "oauth_token_secret": LONG, "oauth_verifier": "1234", "oauth_callback_confirmed": "true"},
-                     {"oauth_token": HINTED, "oauth_token_secret": HINTED, "oauth_verifier": "[redacted]",
-                      "oauth_callback_confirmed": "true"},
-                     id="oauth1 token"),
-        pytest.param({"consumerKey": LONG, "consumerSecret": LONG, "secret": LONG, "status": "approved"},
-                     {"consumerKey": HINTED, "consumerSecret": HINTED, "secret": HINTED, "status": "approved"},
-                     id="oauth1 consumer"),
-        pytest.param({"client_secret": LONG, "clientSecret": LONG, "password": "hunter2", "name": "svc"},
-                     {"client_secret": HINTED, "clientSecret": HINTED, "password": "[redacted]", "name": "svc"},
-                     id="client credentials"),
-        pytest.param({"TOKEN": LONG, "Refresh-Token": LONG, "CLIENT_SECRET": LONG, "client-Secret": LONG, "PassWord": LONG,
-                      "Access_Token": LONG, "consumer_key": LONG},
-                     {"TOKEN": HINTED, "Refresh-Token": HINTED, "CLIENT_SECRET": HINTED, "client-Secret": HINTED,
-                      "PassWord": HINTED, "Access_Token": HINTED, "consumer_key": HINTED},
-                     id="any case, _ and - ignored"),
-        pytest.param({"app": {"credentials": [{"consumerKey": LONG, "apiProducts": [{"apiproduct": "p", "status": "ok"}],
-                                               "consumerSecret": LONG}]}, "tokens": [[{"accessToken": LONG}], []]},
-                     {"app": {"credentials": [{"consumerKey": HINTED, "apiProducts": [{"apiproduct": "p", "status": "ok"}],
-                                               "consumerSecret": HINTED}]}, "tokens": [[{"accessToken": HINTED}], []]},
-                     id="objects in arrays in objects"),
-        pytest.param({"secret": 12345, "password": {"value": LONG}, "token": None, "accessToken": [LONG], "refreshToken": True},
-                     {"secret": "[redacted]", "password": "[redacted]", "token": None, "accessToken": "[redacted]",
-                      "refreshToken": True},
-                     id="values that are not strings"),
-        pytest.param({"attributes": [{"name": "refresh_token", "value": LONG}, {"name": "att_n1", "value": "att_v1"}]},
-                     {"attributes": [{"name": "refresh_token", "value": HINTED}, {"name": "att_n1", "value": "att_v1"}]},
-                     id="apigee name-value attributes"),
-        pytest.param({"tokenType": "x", "secretName": "y", "passwordPolicy": "z", "tokens": 3},
-                     {"tokenType": "x", "secretName": "y", "passwordPolicy": "z", "tokens": 3},
-                     id="names that only contain a secret name"),
+        pytest.param(
+            {"token": LONG, "refreshToken": "short", "app": "app1", "tokenType": "BearerToken"},
+            {"token": HINTED, "refreshToken": "[redacted]", "app": "app1", "tokenType": "BearerToken"},
+            id="apigee token",
+        ),
+        pytest.param(
+            {"access_token": LONG, "token_type": "Bearer", "refresh_token": LONG, "expires_in": 3599},
+            {"access_token": HINTED, "token_type": "Bearer", "refresh_token": HINTED, "expires_in": 3599},
+            id="oauth2 rfc6749",
+        ),
+        pytest.param(
+            {"accessToken": LONG, "idToken": LONG, "id_token": LONG, "clientId": "app-key"},
+            {"accessToken": HINTED, "idToken": HINTED, "id_token": HINTED, "clientId": "app-key"},
+            id="camel case",
+        ),
+        pytest.param(
+            {
+                "oauth_token": LONG,
+                "oauth_token_secret": LONG,
+                "oauth_verifier": "1234",
+                "oauth_callback_confirmed": "true",
+            },
+            {
+                "oauth_token": HINTED,
+                "oauth_token_secret": HINTED,
+                "oauth_verifier": "[redacted]",
+                "oauth_callback_confirmed": "true",
+            },
+            id="oauth1 token",
+        ),
+        pytest.param(
+            {"consumerKey": LONG, "consumerSecret": LONG, "secret": LONG, "status": "approved"},
+            {"consumerKey": HINTED, "consumerSecret": HINTED, "secret": HINTED, "status": "approved"},
+            id="oauth1 consumer",
+        ),
+        pytest.param(
+            {"client_secret": LONG, "clientSecret": LONG, "password": "hunter2", "name": "svc"},
+            {"client_secret": HINTED, "clientSecret": HINTED, "password": "[redacted]", "name": "svc"},
+            id="client credentials",
+        ),
+        pytest.param(
+            {
+                "TOKEN": LONG,
+                "Refresh-Token": LONG,
+                "CLIENT_SECRET": LONG,
+                "client-Secret": LONG,
+                "PassWord": LONG,
+                "Access_Token": LONG,
+                "consumer_key": LONG,
+            },
+            {
+                "TOKEN": HINTED,
+                "Refresh-Token": HINTED,
+                "CLIENT_SECRET": HINTED,
+                "client-Secret": HINTED,
+                "PassWord": HINTED,
+                "Access_Token": HINTED,
+                "consumer_key": HINTED,
+            },
+            id="any case, _ and - ignored",
+        ),
+        pytest.param(
+            {
+                "app": {
+                    "credentials": [
+                        {
+                            "consumerKey": LONG,
+                            "apiProducts": [{"apiproduct": "p", "status": "ok"}],
+                            "consumerSecret": LONG,
+                        }
+                    ]
+                },
+                "tokens": [[{"accessToken": LONG}], []],
+            },
+            {
+                "app": {
+                    "credentials": [
+                        {
+                            "consumerKey": HINTED,
+                            "apiProducts": [{"apiproduct": "p", "status": "ok"}],
+                            "consumerSecret": HINTED,
+                        }
+                    ]
+                },
+                "tokens": [[{"accessToken": HINTED}], []],
+            },
+            id="objects in arrays in objects",
+        ),
+        pytest.param(
+            {"secret": 12345, "password": {"value": LONG}, "token": None, "accessToken": [LONG], "refreshToken": True},
+            {
+                "secret": "[redacted]",
+                "password": "[redacted]",
+                "token": None,
+                "accessToken": "[redacted]",
+                "refreshToken": True,
+            },
+            id="values that are not strings",
+        ),
+        pytest.param(
+            {"attributes": [{"name": "refresh_token", "value": LONG}, {"name": "att_n1", "value": "att_v1"}]},
+            {"attributes": [{"name": "refresh_token", "value": HINTED}, {"name": "att_n1", "value": "att_v1"}]},
+            id="apigee name-value attributes",
+        ),
+        pytest.param(
+            {"tokenType": "x", "secretName": "y", "passwordPolicy": "z", "tokens": 3},
+            {"tokenType": "x", "secretName": "y", "passwordPolicy": "z", "tokens": 3},
+            id="names that only contain a secret name",
+        ),
     ],
 )
-def test_secret_fields_are_redacted_at_any_depth_keeping_key_order(snapshot: dict[str, Any], stored: dict[str, Any]) -> None:
+def test_secret_fields_are_redacted_at_any_depth_keeping_key_order(
+    snapshot: dict[str, Any], stored: dict[str, Any]
+) -> None:
     redacted = redact_snapshot(snapshot)
     assert stored == redacted
     assert json.dumps(stored) == json.dumps(redacted)  # the same keys in the same order, at every level
@@ -159,19 +261,39 @@ def test_secret_fields_are_redacted_at_any_depth_keeping_key_order(snapshot: dic
 
 def test_raw_token_storage_keeps_the_tokens_but_no_other_secret() -> None:
     """audit.store_raw_tokens opts in to tokens in clear (for reconcile), not to an app's secrets."""
-    snapshot = {"token": LONG, "refresh_token": LONG, "oauth_token": LONG, "consumerKey": LONG, "consumerSecret": LONG,
-                "oauth_token_secret": LONG, "password": LONG, "attributes": [{"name": "client_secret", "value": LONG}]}
-    assert {"token": LONG, "refresh_token": LONG, "oauth_token": LONG, "consumerKey": HINTED, "consumerSecret": HINTED,
-            "oauth_token_secret": HINTED, "password": HINTED, "attributes": [{"name": "client_secret", "value": HINTED}],
-            } == redact_snapshot(snapshot, keep_tokens=True)
+    snapshot = {
+        "token": LONG,
+        "refresh_token": LONG,
+        "oauth_token": LONG,
+        "consumerKey": LONG,
+        "consumerSecret": LONG,
+        "oauth_token_secret": LONG,
+        "password": LONG,
+        "attributes": [{"name": "client_secret", "value": LONG}],
+    }
+    assert {
+        "token": LONG,
+        "refresh_token": LONG,
+        "oauth_token": LONG,
+        "consumerKey": HINTED,
+        "consumerSecret": HINTED,
+        "oauth_token_secret": HINTED,
+        "password": HINTED,
+        "attributes": [{"name": "client_secret", "value": HINTED}],
+    } == redact_snapshot(snapshot, keep_tokens=True)
 
 
 async def test_secrets_in_other_snapshot_shapes_never_reach_the_audit_log(
     tmp_path: Path, gateway: GatewayFactory, peer: Peer
 ) -> None:
     """Found by a tester: an OAuth 1.0 body's consumerSecret was stored in clear."""
-    body = {"consumerKey": LONG, "app": "app1", "clientId": "ck", "credentials": [{"consumerSecret": LONG, "secret": LONG}],
-            "nested": {"access_token": LONG, "deeper": [{"Refresh_Token": LONG}]}}
+    body = {
+        "consumerKey": LONG,
+        "app": "app1",
+        "clientId": "ck",
+        "credentials": [{"consumerSecret": LONG, "secret": LONG}],
+        "nested": {"access_token": LONG, "deeper": [{"Refresh_Token": LONG}]},
+    }
 
     async def answer(request: web.Request) -> web.Response:
         return web.json_response(body)
@@ -182,13 +304,20 @@ async def test_secrets_in_other_snapshot_shapes_never_reach_the_audit_log(
     assert (200, json.dumps(body).encode()) == (response.status, await response.read())  # the caller gets it all
     outcome = rows(tmp_path / "audit.db")[-1]
     assert ("deleted", "app1", "ck") == (outcome["outcome"], outcome["app"], outcome["client_id"])
-    assert {"consumerKey": HINTED, "app": "app1", "clientId": "ck", "credentials": [{"consumerSecret": HINTED, "secret": HINTED}],
-            "nested": {"access_token": HINTED, "deeper": [{"Refresh_Token": HINTED}]}} == json.loads(outcome["snapshot"])
+    assert {
+        "consumerKey": HINTED,
+        "app": "app1",
+        "clientId": "ck",
+        "credentials": [{"consumerSecret": HINTED, "secret": HINTED}],
+        "nested": {"access_token": HINTED, "deeper": [{"Refresh_Token": HINTED}]},
+    } == json.loads(outcome["snapshot"])
     assert not any(LONG in str(value) for row in rows(tmp_path / "audit.db") for value in row.values())
 
 
 @pytest.mark.parametrize("depth", [300, 1000])
-async def test_a_deeply_nested_snapshot_is_still_recorded(tmp_path: Path, gateway: GatewayFactory, peer: Peer, depth: int) -> None:
+async def test_a_deeply_nested_snapshot_is_still_recorded(
+    tmp_path: Path, gateway: GatewayFactory, peer: Peer, depth: int
+) -> None:
     """Neither the redaction walk nor the serialisation may exhaust the stack once the token is gone:
     300 levels are stored (redacted); 1000, more than Python's encoder can nest, are left out and said so."""
     body = ('{"token":"' + LONG + '","a":' + "[" * depth + '{"secret":"' + LONG + '"}' + "]" * depth + "}").encode()
@@ -205,4 +334,8 @@ async def test_a_deeply_nested_snapshot_is_still_recorded(tmp_path: Path, gatewa
         expected = '{"token":"' + HINTED + '","a":' + "[" * depth + '{"secret":"' + HINTED + '"}' + "]" * depth + "}"
         assert ("deleted", None, expected) == (outcome["outcome"], outcome["error_code"], outcome["snapshot"])
     else:
-        assert ("deleted", "upstream.snapshot_unreadable", None) == (outcome["outcome"], outcome["error_code"], outcome["snapshot"])
+        assert ("deleted", "upstream.snapshot_unreadable", None) == (
+            outcome["outcome"],
+            outcome["error_code"],
+            outcome["snapshot"],
+        )

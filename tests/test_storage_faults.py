@@ -12,15 +12,19 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from conftest import GatewayFactory, Peer, basic, make_config, rows
+
 from gateway.audit.chain import ChainKey
 from gateway.audit.record import AuditRecord
 from gateway.audit.sqlite import SQLiteAppender, prepare
 from gateway.cli import main
 from gateway.logs import flush_logs
 
-NOTHING_FORWARDED = {"code": "gateway.audit_unavailable", "message": "The audit log cannot be written; nothing was forwarded", "contexts": []}
+NOTHING_FORWARDED = {
+    "code": "gateway.audit_unavailable",
+    "message": "The audit log cannot be written; nothing was forwarded",
+    "contexts": [],
+}
 
 
 def fill(database: Path, megabytes: float) -> None:
@@ -29,8 +33,18 @@ def fill(database: Path, megabytes: float) -> None:
     appender = SQLiteAppender(database, ChainKey())
     snapshot = json.dumps({"app": "app1", "padding": "x" * 2000})
     batch = [
-        AuditRecord(request_id=f"old{i}", time=f"2020-01-01T00:00:{i % 60:02d}.000Z", actor="alice", client_ip="10.0.0.1",
-                    method="DELETE", org="myorg", token_sha256=f"{i:064x}", token_hint="0000", outcome="deleted", snapshot=snapshot)
+        AuditRecord(
+            request_id=f"old{i}",
+            time=f"2020-01-01T00:00:{i % 60:02d}.000Z",
+            actor="alice",
+            client_ip="10.0.0.1",
+            method="DELETE",
+            org="myorg",
+            token_sha256=f"{i:064x}",
+            token_hint="0000",
+            outcome="deleted",
+            snapshot=snapshot,
+        )
         for i in range(100)
     ]
     while database.stat().st_size < megabytes * 1024 * 1024:
@@ -63,12 +77,16 @@ async def test_a_full_audit_log_means_503_until_pruning_frees_room(
     filled = rows(database, "time > '2021'")
     assert all(row["outcome"] in ("pending", "deleted") for row in filled)
     # The operator prunes (another process, as in real life); the gateway serves again without a restart.
-    status = await asyncio.to_thread(main, ["audit", "prune", "--db", str(database), "--before", "2021-01-01", "--operator", "ops"])
+    status = await asyncio.to_thread(
+        main, ["audit", "prune", "--db", str(database), "--before", "2021-01-01", "--operator", "ops"]
+    )
     assert 0 == status
     response = await client.delete("/v1/o/myorg/oauth2/accesstokens/tokenAfter", headers=basic("myname"))
     assert 200 == response.status
-    assert ["pruned", "pending", "deleted"] == [row["outcome"] for row in rows(database)][len(filled):]
-    assert 0 == await asyncio.to_thread(main, ["audit", "verify", "--db", str(database), "--no-chain-key"])  # nothing half-written
+    assert ["pruned", "pending", "deleted"] == [row["outcome"] for row in rows(database)][len(filled) :]
+    assert 0 == await asyncio.to_thread(
+        main, ["audit", "verify", "--db", str(database), "--no-chain-key"]
+    )  # nothing half-written
 
 
 async def test_a_lock_held_by_another_process_means_503_then_recovery(
@@ -77,10 +95,16 @@ async def test_a_lock_held_by_another_process_means_503_then_recovery(
     client = await gateway(make_config(tmp_path, upstream=peer.url, audit={"busy_timeout": 0.1}))
     database = tmp_path / "audit.db"
     holder = subprocess.Popen(
-        [sys.executable, "-c",
-         "import sqlite3, sys; db = sqlite3.connect(sys.argv[1], isolation_level=None); db.execute('BEGIN EXCLUSIVE');"
-         "print('locked', flush=True); sys.stdin.readline()", str(database)],
-        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+        [
+            sys.executable,
+            "-c",
+            "import sqlite3, sys; db = sqlite3.connect(sys.argv[1], isolation_level=None); db.execute('BEGIN EXCLUSIVE');"
+            "print('locked', flush=True); sys.stdin.readline()",
+            str(database),
+        ],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
     )
     try:
         assert holder.stdout is not None and "locked\n" == await asyncio.to_thread(holder.stdout.readline)
@@ -131,10 +155,17 @@ async def test_the_log_removed_or_replaced_while_serving_stops_forwarding(
     response = await client.delete("/v1/o/myorg/oauth2/accesstokens/after", headers=basic("myname"))
     assert (503, NOTHING_FORWARDED) == (response.status, await response.json())
     assert ["/v1/o/myorg/oauth2/accesstokens/before"] == [seen.path_qs for seen in peer.requests]
-    what = "audit.db-wal was removed" if change == "wal removed" else f"audit.db was {'removed' if change == 'removed' else 'replaced by another file'}"
+    what = (
+        "audit.db-wal was removed"
+        if change == "wal removed"
+        else f"audit.db was {'removed' if change == 'removed' else 'replaced by another file'}"
+    )
     ready = await client.get("/readyz")
     body = await ready.json()
-    assert (503, True) == (ready.status, body["checks"]["audit"].startswith(f"{tmp_path / what} while the gateway had it open"))
+    assert (503, True) == (
+        ready.status,
+        body["checks"]["audit"].startswith(f"{tmp_path / what} while the gateway had it open"),
+    )
     flush_logs()
     failures = [json.loads(line) for line in log_output.getvalue().splitlines() if '"audit_write_failed"' in line]
     assert [("intent", True)] == [(line["stage"], what in line["error"]) for line in failures]
@@ -142,7 +173,9 @@ async def test_the_log_removed_or_replaced_while_serving_stops_forwarding(
 
 def _mount_small_filesystem(where: Path, megabytes: int) -> None:
     where.mkdir()
-    result = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={megabytes}m", "tmpfs", str(where)], capture_output=True, text=True)
+    result = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", f"size={megabytes}m", "tmpfs", str(where)], capture_output=True, text=True
+    )
     if result.returncode != 0:
         pytest.skip(f"a small filesystem cannot be mounted here ({result.stderr.strip()}); needs root")
 
@@ -154,10 +187,14 @@ async def test_prune_works_on_a_really_full_disk(tmp_path: Path, gateway: Gatewa
     _mount_small_filesystem(disk, 4)
     try:
         database = disk / "audit.db"
-        client = await gateway(make_config(tmp_path, upstream=peer.url, audit={"database": str(database), "reserve_mb": 1}))
+        client = await gateway(
+            make_config(tmp_path, upstream=peer.url, audit={"database": str(database), "reserve_mb": 1})
+        )
         assert (disk / "audit.db.reserve").stat().st_size == 1024 * 1024
         for attempt in range(5000):
-            response = await client.delete(f"/v1/o/myorg/oauth2/accesstokens/token{attempt:05d}x", headers=basic("myname"))
+            response = await client.delete(
+                f"/v1/o/myorg/oauth2/accesstokens/token{attempt:05d}x", headers=basic("myname")
+            )
             if response.status != 200:
                 break
         assert 503 == response.status

@@ -11,10 +11,9 @@ from typing import Any
 
 import aiohttp
 import pytest
-
 from conftest import SAMPLE, SAMPLE_PATH
-from gateway.stub import SeedError, demo_seed, load_seed, make_stub_app
-from gateway.stub import jackson
+
+from gateway.stub import SeedError, demo_seed, jackson, load_seed, make_stub_app
 from gateway.stub.seed import SAMPLE_TOKEN, generated_token
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -83,7 +82,12 @@ async def test_organizations_alias_and_get_does_not_delete(aiohttp_client: Any) 
 
 @pytest.mark.parametrize(
     "headers",
-    [{}, {"Authorization": "Basic " + "bXluYW1lOndyb25n"}, {"Authorization": "Bearer abc"}, {"Authorization": "Basic !!"}],
+    [
+        {},
+        {"Authorization": "Basic " + "bXluYW1lOndyb25n"},
+        {"Authorization": "Bearer abc"},
+        {"Authorization": "Basic !!"},
+    ],
     ids=["missing", "wrong-password", "other-scheme", "bad-base64"],
 )
 async def test_wrong_or_missing_credentials_get_401(aiohttp_client: Any, headers: dict[str, str]) -> None:
@@ -99,7 +103,11 @@ async def test_unknown_path_is_404(aiohttp_client: Any) -> None:
     client = await aiohttp_client(make_stub_app(demo_seed()))
     response = await client.get("/v1/o/myorg/environments", headers={**AUTH, "Accept": "application/json"})
     assert 404 == response.status
-    assert {"code": "stub.unknown_path", "message": "The stub does not emulate GET /v1/o/myorg/environments", "contexts": []} == await response.json()
+    assert {
+        "code": "stub.unknown_path",
+        "message": "The stub does not emulate GET /v1/o/myorg/environments",
+        "contexts": [],
+    } == await response.json()
 
 
 async def test_generated_load_tokens(aiohttp_client: Any) -> None:
@@ -122,7 +130,15 @@ DEV = '{"email": "d@example.com", "firstName": "D", "lastName": "E", "userName":
 def org_with_key(key_fields: str, tokens: str = "[]") -> str:
     """A seed whose one developer's one app holds key K with ``key_fields``."""
     app = '{"name": "a", "credentials": [{"consumerKey": "K", ' + key_fields + "}]}"
-    return '{"users": {"a": "b"}, "orgs": {"o": {"developers": [' + DEV[:-1] + ', "apps": [' + app + "]}], \"tokens\": " + tokens + "}}}"
+    return (
+        '{"users": {"a": "b"}, "orgs": {"o": {"developers": ['
+        + DEV[:-1]
+        + ', "apps": ['
+        + app
+        + ']}], "tokens": '
+        + tokens
+        + "}}}"
+    )
 
 
 class TestSeed:
@@ -145,7 +161,10 @@ class TestSeed:
             '{"users": {"ops": "s3cret"}, "orgs": {"acme": [{"zeta": 1.50, "token": "tok-1", "app": "a"}]}}'
         )
         client = await aiohttp_client(make_stub_app(load_seed(seed_file)))
-        response = await client.delete("/v1/o/acme/oauth2/accesstokens/tok-1", headers={"Authorization": aiohttp.encode_basic_auth("ops", "s3cret")})
+        response = await client.delete(
+            "/v1/o/acme/oauth2/accesstokens/tok-1",
+            headers={"Authorization": aiohttp.encode_basic_auth("ops", "s3cret")},
+        )
         assert b'{\n"zeta" : 1.50,\n"token" : "tok-1",\n"app" : "a"\n}' == await response.read()
 
     @pytest.mark.parametrize(
@@ -154,22 +173,63 @@ class TestSeed:
             ("{", "invalid JSON"),
             ("[]", 'expected a JSON object with "users" and "orgs"'),
             ('{"users": {}}', "users: expected an object of user name to password"),
-            ('{"users": {"a": "b"}, "tokens": []}', 'tokens: unknown key'),
+            ('{"users": {"a": "b"}, "tokens": []}', "tokens: unknown key"),
             ('{"users": {"a": "b"}, "orgs": {"o": [{"app": "x"}]}}', 'orgs.o[0]: missing "token"'),
-            ('{"users": {"a": "b"}, "orgs": {"o": [{"token": "t"}, {"token": "t"}]}}', "orgs.o[1]: token is listed twice"),
+            (
+                '{"users": {"a": "b"}, "orgs": {"o": [{"token": "t"}, {"token": "t"}]}}',
+                "orgs.o[1]: token is listed twice",
+            ),
             ('{"users": {"a": "b"}, "orgs": {"o": 1}}', "orgs.o: expected a list of token objects"),
-            ('{"users": {"a": "b"}, "orgs": {"o": {"colour": []}}}', "orgs.o.colour: unknown field; expected apiproducts, developers, companies"),
-            ('{"users": {"a": "b"}, "orgs": {"o": {"developers": [{"email": "x"}]}}}', 'orgs.o.developers[0]: missing "firstName"'),
-            ('{"users": {"a": "b"}, "orgs": {"o": {"developers": [' + DEV + ", " + DEV.replace("d@example.com", "D@Example.COM") + "]}}}", "orgs.o.developers[1].email: listed twice"),
-            ('{"users": {"a": "b"}, "orgs": {"o": {"developers": [' + DEV[:-1] + ', "status": "gone"}]}}}', "orgs.o.developers[0].status: expected active or inactive"),
-            ('{"users": {"a": "b"}, "orgs": {"o": {"companies": [{"name": "c", "apps": [{"name": "a"}, {"name": "a"}]}]}}}', "orgs.o.companies[0].apps[1].name: listed twice"),
-            (org_with_key('"apiProducts": ["p9"]'), "orgs.o.developers[0].apps[0].credentials[0].apiProducts[0]: no such product in"),
-            (org_with_key('"tokens": [{"token": "t", "clientId": "OTHER"}]'), "orgs.o.developers[0].apps[0].credentials[0].tokens[0].clientId: differs from the consumerKey"),
-            (org_with_key('"tokens": [{"app": "x"}]'), 'orgs.o.developers[0].apps[0].credentials[0].tokens[0]: missing "token"'),
-            (org_with_key('"tokens": [{"token": "t"}]', tokens='[{"token": "t"}]'), "orgs.o.tokens[0]: token is listed twice"),
-            (org_with_key('"attributes": [{"name": "n"}]'), 'orgs.o.developers[0].apps[0].credentials[0].attributes[0]: missing "value"'),
-            ('{"users": {"a": "b"}, "orgs": {"o": {"developers": [' + DEV[:-1] + ', "apps": [{"name": "a", "credentials": [{"consumerKey": "K"}]}, {"name": "b", "credentials": [{"consumerKey": "K"}]}]}]}}}',
-             "orgs.o.developers[0].apps[1].credentials[0].consumerKey: listed twice in the organisation"),
+            (
+                '{"users": {"a": "b"}, "orgs": {"o": {"colour": []}}}',
+                "orgs.o.colour: unknown field; expected apiproducts, developers, companies",
+            ),
+            (
+                '{"users": {"a": "b"}, "orgs": {"o": {"developers": [{"email": "x"}]}}}',
+                'orgs.o.developers[0]: missing "firstName"',
+            ),
+            (
+                '{"users": {"a": "b"}, "orgs": {"o": {"developers": ['
+                + DEV
+                + ", "
+                + DEV.replace("d@example.com", "D@Example.COM")
+                + "]}}}",
+                "orgs.o.developers[1].email: listed twice",
+            ),
+            (
+                '{"users": {"a": "b"}, "orgs": {"o": {"developers": [' + DEV[:-1] + ', "status": "gone"}]}}}',
+                "orgs.o.developers[0].status: expected active or inactive",
+            ),
+            (
+                '{"users": {"a": "b"}, "orgs": {"o": {"companies": [{"name": "c", "apps": [{"name": "a"}, {"name": "a"}]}]}}}',
+                "orgs.o.companies[0].apps[1].name: listed twice",
+            ),
+            (
+                org_with_key('"apiProducts": ["p9"]'),
+                "orgs.o.developers[0].apps[0].credentials[0].apiProducts[0]: no such product in",
+            ),
+            (
+                org_with_key('"tokens": [{"token": "t", "clientId": "OTHER"}]'),
+                "orgs.o.developers[0].apps[0].credentials[0].tokens[0].clientId: differs from the consumerKey",
+            ),
+            (
+                org_with_key('"tokens": [{"app": "x"}]'),
+                'orgs.o.developers[0].apps[0].credentials[0].tokens[0]: missing "token"',
+            ),
+            (
+                org_with_key('"tokens": [{"token": "t"}]', tokens='[{"token": "t"}]'),
+                "orgs.o.tokens[0]: token is listed twice",
+            ),
+            (
+                org_with_key('"attributes": [{"name": "n"}]'),
+                'orgs.o.developers[0].apps[0].credentials[0].attributes[0]: missing "value"',
+            ),
+            (
+                '{"users": {"a": "b"}, "orgs": {"o": {"developers": ['
+                + DEV[:-1]
+                + ', "apps": [{"name": "a", "credentials": [{"consumerKey": "K"}]}, {"name": "b", "credentials": [{"consumerKey": "K"}]}]}]}}}',
+                "orgs.o.developers[0].apps[1].credentials[0].consumerKey: listed twice in the organisation",
+            ),
         ],
     )
     def test_bad_seed_files_name_the_entry(self, tmp_path: Path, content: str, message: str) -> None:

@@ -12,16 +12,15 @@ from typing import Any
 
 import aiohttp
 import pytest
+from conftest import SAMPLE_PATH, GatewayFactory, basic, make_config
+from processes import started
 from yarl import URL
 
-from conftest import SAMPLE_PATH, GatewayFactory, basic, make_config
-from gateway.runtime import RUNTIME
 from gateway.config import ConfigError
-from gateway.stub import demo_seed, make_stub_app
-from gateway.stub import jackson
+from gateway.runtime import RUNTIME
+from gateway.stub import demo_seed, jackson, make_stub_app
 from gateway.stub.journal import Journal
 from gateway.stub.seed import SAMPLE_TOKEN
-from processes import started
 
 AUTH = {"Authorization": aiohttp.encode_basic_auth("myname", "mypass")}
 SAMPLE_BODY = jackson.dumps(SAMPLE_TOKEN).encode()
@@ -80,7 +79,11 @@ class TestJournal:
                 "method": "DELETE",
                 "path": SAMPLE_PATH + "?a=1&b=%2F",
                 "headers": [
-                    ["Host", host], ["X-First", "1"], ["Authorization", "[redacted]"], ["X-Twice", "a"], ["X-Twice", "b"],
+                    ["Host", host],
+                    ["X-First", "1"],
+                    ["Authorization", "[redacted]"],
+                    ["X-Twice", "a"],
+                    ["X-Twice", "b"],
                     ["Content-Length", "0"],  # added by aiohttp's client to a DELETE without a body
                 ],
             },
@@ -99,7 +102,9 @@ class TestJournal:
         assert b"mypass" not in raw
         assert 3 == raw.count(b'"[redacted]"')
 
-    async def test_admin_requests_are_not_journaled_and_delete_clears(self, stub: str, session: aiohttp.ClientSession) -> None:
+    async def test_admin_requests_are_not_journaled_and_delete_clears(
+        self, stub: str, session: aiohttp.ClientSession
+    ) -> None:
         await put_fault(session, stub, kind="none")
         async with session.delete(stub + "/_stub/fault") as response:
             assert 204 == response.status
@@ -124,19 +129,29 @@ async def test_admin_is_off_by_default(aiohttp_client: Any) -> None:
     for method, path in (("GET", "/_stub/requests"), ("PUT", "/_stub/fault"), ("POST", "/_stub/tokens")):
         response = await client.request(method, path, json={"kind": "empty"}, headers={"Accept": "application/json"})
         assert 404 == response.status
-        assert {"code": "stub.unknown_path", "message": f"The stub does not emulate {method} {path}", "contexts": []} == await response.json()
+        assert {
+            "code": "stub.unknown_path",
+            "message": f"The stub does not emulate {method} {path}",
+            "contexts": [],
+        } == await response.json()
     assert 200 == (await client.get(SAMPLE_PATH, headers=AUTH)).status
 
 
 class TestTokenCreation:
-    async def test_created_tokens_are_deleted_byte_for_byte_in_the_form_given(self, stub: str, session: aiohttp.ClientSession) -> None:
+    async def test_created_tokens_are_deleted_byte_for_byte_in_the_form_given(
+        self, stub: str, session: aiohttp.ClientSession
+    ) -> None:
         """Key order and number spelling survive; a new organisation is made on the way."""
-        tokens = '[{"zeta": 1.50, "token": "tok-1", "app": "a", "scopes": [], "extra": {"n": null}}, {"token": "tok-2"}]'
+        tokens = (
+            '[{"zeta": 1.50, "token": "tok-1", "app": "a", "scopes": [], "extra": {"n": null}}, {"token": "tok-2"}]'
+        )
         async with session.post(stub + "/_stub/tokens", data=f'{{"org": "acme", "tokens": {tokens}}}') as response:
             assert (201, b'{"created": 2}') == (response.status, await response.read())
             assert "application/json" == response.content_type
         async with session.delete(stub + "/v1/o/acme/oauth2/accesstokens/tok-1", headers=AUTH) as response:
-            expected = b'{\n"zeta" : 1.50,\n"token" : "tok-1",\n"app" : "a",\n"scopes" : [ ],\n"extra" : {\n"n" : null\n}\n}'
+            expected = (
+                b'{\n"zeta" : 1.50,\n"token" : "tok-1",\n"app" : "a",\n"scopes" : [ ],\n"extra" : {\n"n" : null\n}\n}'
+            )
             assert (200, expected) == (response.status, await response.read())
         async with session.delete(stub + "/v1/o/acme/oauth2/accesstokens/tok-1", headers=AUTH) as response:
             assert 404 == response.status
@@ -162,7 +177,10 @@ class TestTokenCreation:
             ('{"org": "", "tokens": []}', "org: expected a non-empty organisation name"),
             ('{"org": "o"}', "tokens: expected a list of token objects"),
             ('{"org": "o", "tokens": ["t"]}', "tokens[0]: expected a token object"),
-            ('{"org": "o", "tokens": [{"token": "t"}, {"app": "x"}]}', 'tokens[1]: missing "token" (a non-empty string)'),
+            (
+                '{"org": "o", "tokens": [{"token": "t"}, {"app": "x"}]}',
+                'tokens[1]: missing "token" (a non-empty string)',
+            ),
             ('{"org": "o", "tokens": [{"token": "t"}, {"token": "t"}]}', "tokens[1]: token is listed twice"),
         ],
     )
@@ -189,7 +207,14 @@ class TestFaults:
         async with session.delete(stub + SAMPLE_PATH, headers=AUTH) as response:
             assert (503, "application/json") == (response.status, response.headers["Content-Type"])
             assert b'{"fault": "Service Unavailable"}' == await response.read()
-        await put_fault(session, stub, kind="status", status=502, body="<html>Bad Gateway</html>", content_type="text/html; charset=utf-8")
+        await put_fault(
+            session,
+            stub,
+            kind="status",
+            status=502,
+            body="<html>Bad Gateway</html>",
+            content_type="text/html; charset=utf-8",
+        )
         async with session.delete(stub + SAMPLE_PATH, headers=AUTH) as response:
             assert (502, "text/html; charset=utf-8") == (response.status, response.headers["Content-Type"])
             assert b"<html>Bad Gateway</html>" == await response.read()
@@ -242,7 +267,8 @@ class TestFaults:
             await session.delete(stub + SAMPLE_PATH, headers=AUTH)
         assert aiohttp.ClientResponseError is type(error.value)
         assert (400, "Bad status line:\n  Invalid status code:\n\n  b'HTTP/1.1 abc'\n             ^") == (
-            error.value.status, error.value.message
+            error.value.status,
+            error.value.message,
         )
         assert 1 == len(await journal(session, stub))
         await assert_serves_normally(session, stub)
@@ -279,7 +305,15 @@ class TestFaults:
         await put_fault(session, stub, kind="status", status=429, jitter=0.5, times=3)
         async with session.get(stub + "/_stub/fault") as response:
             shown = await response.json()
-        expected = {"kind": "status", "status": 429, "body": "", "content_type": "application/json", "delay": 0.0, "jitter": 0.5, "times": 3}
+        expected = {
+            "kind": "status",
+            "status": 429,
+            "body": "",
+            "content_type": "application/json",
+            "delay": 0.0,
+            "jitter": 0.5,
+            "times": 3,
+        }
         assert expected == shown
         await put_fault(session, stub, **shown)
 
@@ -295,21 +329,39 @@ class TestFaults:
         ("body", "message"),
         [
             ("nope", "invalid JSON: Expecting value: line 1 column 1 (char 0)"),
-            ("[1]", 'expected a JSON object with "kind", "status", "body", "content_type", "delay", "jitter" and "times"'),
-            ('{"kind": "none", "colour": 1}', 'colour: unknown field; expected "kind", "status", "body", "content_type", "delay", "jitter" and "times"'),
+            (
+                "[1]",
+                'expected a JSON object with "kind", "status", "body", "content_type", "delay", "jitter" and "times"',
+            ),
+            (
+                '{"kind": "none", "colour": 1}',
+                'colour: unknown field; expected "kind", "status", "body", "content_type", "delay", "jitter" and "times"',
+            ),
             ("{}", 'kind: expected one of "none", "status", "reset", "empty" or "malformed"; got null'),
-            ('{"kind": "explode"}', 'kind: expected one of "none", "status", "reset", "empty" or "malformed"; got "explode"'),
+            (
+                '{"kind": "explode"}',
+                'kind: expected one of "none", "status", "reset", "empty" or "malformed"; got "explode"',
+            ),
             ('{"kind": "status"}', 'status: required with kind "status"'),
             ('{"kind": "status", "status": 99}', "status: expected an HTTP status from 200 to 599; got 99"),
             ('{"kind": "status", "status": "503"}', 'status: expected an HTTP status from 200 to 599; got "503"'),
             ('{"kind": "status", "status": 500, "body": {}}', "body: expected a string; got {}"),
-            ('{"kind": "status", "status": 500, "content_type": ""}', 'content_type: expected a media type such as "application/json"; got ""'),
+            (
+                '{"kind": "status", "status": 500, "content_type": ""}',
+                'content_type: expected a media type such as "application/json"; got ""',
+            ),
             ('{"kind": "reset", "status": 500}', 'status: only with kind "status"'),
             ('{"kind": "none", "delay": -0.5}', "delay: expected a number of seconds, 0 or more; got -0.5"),
             ('{"kind": "none", "delay": 1e999}', "delay: expected a number of seconds, 0 or more; got 1E+999"),
             ('{"kind": "none", "jitter": true}', "jitter: expected a number of seconds, 0 or more; got true"),
-            ('{"kind": "none", "times": 0}', "times: expected a whole number, 1 or more, or null for until cleared; got 0"),
-            ('{"kind": "none", "times": 1.5}', "times: expected a whole number, 1 or more, or null for until cleared; got 1.5"),
+            (
+                '{"kind": "none", "times": 0}',
+                "times: expected a whole number, 1 or more, or null for until cleared; got 0",
+            ),
+            (
+                '{"kind": "none", "times": 1.5}',
+                "times: expected a whole number, 1 or more, or null for until cleared; got 1.5",
+            ),
         ],
     )
     async def test_bad_fault_is_400_naming_the_field_and_changes_nothing(
@@ -331,7 +383,9 @@ class TestDelay:
         async with session.get(stub + SAMPLE_PATH, headers=AUTH, timeout=quick) as response:
             assert (200, SAMPLE_BODY) == (response.status, await response.read())
 
-    async def test_none_answers_normally_once_the_delay_is_over(self, stub: str, session: aiohttp.ClientSession) -> None:
+    async def test_none_answers_normally_once_the_delay_is_over(
+        self, stub: str, session: aiohttp.ClientSession
+    ) -> None:
         await put_fault(session, stub, kind="none", delay=0.2)
         loop = asyncio.get_running_loop()
         started = loop.time()
@@ -382,7 +436,10 @@ class TestSettings:
         """`gateway stub --admin --delay S` says so in its banner and serves /_stub/."""
         async with started("stub", "--port", "0", "--admin", "--delay", "0.05", cwd=tmp_path) as stub:
             url = stub.url
-            assert f"Apigee stub listening on {url} (1 users, 6 tokens); admin endpoints under {url}/_stub/; every answer delayed 0.05 s" == stub.banner[-1]
+            assert (
+                f"Apigee stub listening on {url} (1 users, 6 tokens); admin endpoints under {url}/_stub/; every answer delayed 0.05 s"
+                == stub.banner[-1]
+            )
             await assert_serves_normally(session, url)
             assert [SAMPLE_PATH] == [seen["path"] for seen in await journal(session, url)]
             assert 0 == await stub.stop(signal.SIGTERM)

@@ -29,11 +29,27 @@ def seed() -> Any:
             "myorg": {
                 "apiproducts": [{"name": "sandbox"}, {"name": "p1"}, {"name": "p2"}],
                 "developers": [
-                    {"email": DEMO_DEVELOPER, "firstName": "Demo", "lastName": "Developer", "userName": "demo",
-                     "developerId": DEMO_DEVELOPER_ID,
-                     "apps": [{"name": DEMO_APP, "appId": DEMO_APP_ID, "credentials": [
-                         {"consumerKey": SAMPLE_KEY, "consumerSecret": "s3", "apiProducts": ["sandbox"], "tokens": [dict(SAMPLE_TOKEN)]},
-                     ]}]},
+                    {
+                        "email": DEMO_DEVELOPER,
+                        "firstName": "Demo",
+                        "lastName": "Developer",
+                        "userName": "demo",
+                        "developerId": DEMO_DEVELOPER_ID,
+                        "apps": [
+                            {
+                                "name": DEMO_APP,
+                                "appId": DEMO_APP_ID,
+                                "credentials": [
+                                    {
+                                        "consumerKey": SAMPLE_KEY,
+                                        "consumerSecret": "s3",
+                                        "apiProducts": ["sandbox"],
+                                        "tokens": [dict(SAMPLE_TOKEN)],
+                                    },
+                                ],
+                            }
+                        ],
+                    },
                     {"email": "owner@example.com", "firstName": "O", "lastName": "W", "userName": "owner"},
                 ],
                 "companies": [{"name": "acme", "displayName": "Acme"}],
@@ -48,7 +64,9 @@ async def client(aiohttp_client: Any) -> TestClient:
     return await aiohttp_client(make_stub_app(seed()))
 
 
-async def call(client: TestClient, method: str, path: str, body: Any = None, headers: dict[str, str] | None = None) -> tuple[int, Any]:
+async def call(
+    client: TestClient, method: str, path: str, body: Any = None, headers: dict[str, str] | None = None
+) -> tuple[int, Any]:
     """Status and parsed JSON body (None when there is none)."""
     response = await client.request(method, path, json=body, headers=JSON if headers is None else headers)
     raw = await response.read()
@@ -67,12 +85,23 @@ class TestOrganization:
         assert (200, "application/json") == (response.status, response.headers["Content-Type"])
         body = await response.json()
         assert ("myorg", {"property": []}) == (body["name"], body["properties"])
-        assert ["createdAt", "createdBy", "displayName", "environments", "lastModifiedAt", "lastModifiedBy", "name", "properties", "type"] == list(body)
+        assert [
+            "createdAt",
+            "createdBy",
+            "displayName",
+            "environments",
+            "lastModifiedAt",
+            "lastModifiedBy",
+            "name",
+            "properties",
+            "type",
+        ] == list(body)
 
     async def test_unknown_organization_is_404(self, client: TestClient) -> None:
-        assert (404, error("organizations.OrganizationDoesNotExist", "Organization : nope does not exist")) == await call(
-            client, "GET", "/v1/o/nope/developers"
-        )
+        assert (
+            404,
+            error("organizations.OrganizationDoesNotExist", "Organization : nope does not exist"),
+        ) == await call(client, "GET", "/v1/o/nope/developers")
 
     async def test_products(self, client: TestClient) -> None:
         assert (200, ["sandbox", "p1", "p2"]) == await call(client, "GET", f"{ORG}/apiproducts")
@@ -80,16 +109,24 @@ class TestOrganization:
         assert (200, "p1", "auto") == (status, product["name"], product["approvalType"])
         status, expanded = await call(client, "GET", f"{ORG}/apiproducts?expand=true")
         assert ["sandbox", "p1", "p2"] == [p["name"] for p in expanded["apiProduct"]]
-        assert (404, error("keymanagement.service.apiproduct_doesnot_exist", "API Product [p9] does not exist for tenant [myorg]")) == await call(
-            client, "GET", f"{ORG}/apiproducts/p9"
-        )
+        assert (
+            404,
+            error(
+                "keymanagement.service.apiproduct_doesnot_exist", "API Product [p9] does not exist for tenant [myorg]"
+            ),
+        ) == await call(client, "GET", f"{ORG}/apiproducts/p9")
 
     @pytest.mark.parametrize(
-        "headers", [{}, {"Authorization": aiohttp.encode_basic_auth("myname", "wrong")}, {"Authorization": "Bearer nope"}],
+        "headers",
+        [{}, {"Authorization": aiohttp.encode_basic_auth("myname", "wrong")}, {"Authorization": "Bearer nope"}],
         ids=["missing", "wrong-password", "unknown-bearer"],
     )
     async def test_every_path_needs_credentials(self, client: TestClient, headers: dict[str, str]) -> None:
-        for method, path in (("GET", ORG), ("POST", f"{ORG}/developers"), ("DELETE", f"{ORG}/developers/{DEMO_DEVELOPER}")):
+        for method, path in (
+            ("GET", ORG),
+            ("POST", f"{ORG}/developers"),
+            ("DELETE", f"{ORG}/developers/{DEMO_DEVELOPER}"),
+        ):
             response = await client.request(method, path, headers={**headers, "Accept": "application/json"})
             assert (401, 'Basic realm="Apigee stub"') == (response.status, response.headers["WWW-Authenticate"])
             assert error("security.unauthorized", "Invalid credentials") == await response.json()
@@ -98,42 +135,83 @@ class TestOrganization:
 
 class TestDevelopers:
     async def test_create_get_list_update_delete(self, client: TestClient) -> None:
-        body = {"email": "Dev@Example.com", "firstName": "D", "lastName": "E", "userName": "dev",
-                "attributes": [{"name": "tier", "value": "gold"}]}
+        body = {
+            "email": "Dev@Example.com",
+            "firstName": "D",
+            "lastName": "E",
+            "userName": "dev",
+            "attributes": [{"name": "tier", "value": "gold"}],
+        }
         status, made = await call(client, "POST", f"{ORG}/developers", body)
         assert 201 == status
-        assert ["apps", "companies", "email", "developerId", "firstName", "lastName", "userName", "organizationName", "status",
-                "attributes", "createdAt", "createdBy", "lastModifiedAt", "lastModifiedBy"] == list(made)
+        assert [
+            "apps",
+            "companies",
+            "email",
+            "developerId",
+            "firstName",
+            "lastName",
+            "userName",
+            "organizationName",
+            "status",
+            "attributes",
+            "createdAt",
+            "createdBy",
+            "lastModifiedAt",
+            "lastModifiedBy",
+        ] == list(made)
         assert ("Dev@Example.com", "active", "myorg", "myname", [], body["attributes"]) == (
-            made["email"], made["status"], made["organizationName"], made["createdBy"], made["apps"], made["attributes"]
+            made["email"],
+            made["status"],
+            made["organizationName"],
+            made["createdBy"],
+            made["apps"],
+            made["attributes"],
         )
         # By email in any case, or by id.
         for ref in ("dev@example.com", made["developerId"]):
             assert (200, made) == await call(client, "GET", f"{ORG}/developers/{ref}")
-        assert (200, [DEMO_DEVELOPER, "owner@example.com", "Dev@Example.com"]) == await call(client, "GET", f"{ORG}/developers")
+        assert (200, [DEMO_DEVELOPER, "owner@example.com", "Dev@Example.com"]) == await call(
+            client, "GET", f"{ORG}/developers"
+        )
         status, expanded = await call(client, "GET", f"{ORG}/developers?expand=true")
         assert made == expanded["developer"][2]
-        status, updated = await call(client, "PUT", f"{ORG}/developers/{made['developerId']}", {"firstName": "Dee", "attributes": []})
+        status, updated = await call(
+            client, "PUT", f"{ORG}/developers/{made['developerId']}", {"firstName": "Dee", "attributes": []}
+        )
         assert (200, "Dee", "E", []) == (status, updated["firstName"], updated["lastName"], updated["attributes"])
         assert (200, updated) == await call(client, "DELETE", f"{ORG}/developers/dev@example.com")
-        missing = error("developer.service.DeveloperIdDoesNotExist", "DeveloperId dev@example.com does not exist in organization myorg")
+        missing = error(
+            "developer.service.DeveloperIdDoesNotExist",
+            "DeveloperId dev@example.com does not exist in organization myorg",
+        )
         assert (404, missing) == await call(client, "GET", f"{ORG}/developers/dev@example.com")
         assert (404, missing) == await call(client, "DELETE", f"{ORG}/developers/dev@example.com")
 
     async def test_create_refuses_a_duplicate_and_missing_fields(self, client: TestClient) -> None:
         duplicate = {"email": DEMO_DEVELOPER.upper(), "firstName": "A", "lastName": "B", "userName": "c"}
-        assert (409, error("developer.service.DeveloperAlreadyExists", f"Developer with email {DEMO_DEVELOPER.upper()} already exists in organization myorg")) == await call(
-            client, "POST", f"{ORG}/developers", duplicate
-        )
+        assert (
+            409,
+            error(
+                "developer.service.DeveloperAlreadyExists",
+                f"Developer with email {DEMO_DEVELOPER.upper()} already exists in organization myorg",
+            ),
+        ) == await call(client, "POST", f"{ORG}/developers", duplicate)
         assert (400, error("stub.invalid_request", "userName: required")) == await call(
             client, "POST", f"{ORG}/developers", {"email": "x@example.com", "firstName": "A", "lastName": "B"}
         )
         # apigeetool sends --attributes as the raw command-line string.
-        assert (400, error("stub.invalid_request", 'attributes: expected a list of {"name": ..., "value": ...} objects')) == await call(
+        assert (
+            400,
+            error("stub.invalid_request", 'attributes: expected a list of {"name": ..., "value": ...} objects'),
+        ) == await call(
             client, "POST", f"{ORG}/developers", {**duplicate, "email": "y@example.com", "attributes": "[{}]"}
         )
         response = await client.post(f"{ORG}/developers", data=b"{", headers=JSON)
-        assert (400, error("stub.invalid_request", "The body is not valid JSON")) == (response.status, await response.json())
+        assert (400, error("stub.invalid_request", "The body is not valid JSON")) == (
+            response.status,
+            await response.json(),
+        )
         assert (200, [DEMO_DEVELOPER, "owner@example.com"]) == await call(client, "GET", f"{ORG}/developers")
 
     async def test_active_and_inactive_answer_204_with_no_body(self, client: TestClient) -> None:
@@ -141,9 +219,10 @@ class TestDevelopers:
             response = await client.post(f"{ORG}/developers/{DEMO_DEVELOPER_ID}?action={action}", headers=AUTH)
             assert (204, b"") == (response.status, await response.read())
             assert action == (await call(client, "GET", f"{ORG}/developers/{DEMO_DEVELOPER}"))[1]["status"]
-        assert (400, error("stub.invalid_action", "Invalid action 'revoke'; expected active or inactive")) == await call(
-            client, "POST", f"{ORG}/developers/{DEMO_DEVELOPER}?action=revoke"
-        )
+        assert (
+            400,
+            error("stub.invalid_action", "Invalid action 'revoke'; expected active or inactive"),
+        ) == await call(client, "POST", f"{ORG}/developers/{DEMO_DEVELOPER}?action=revoke")
         assert (400, error("stub.invalid_action", "Invalid action none; expected active or inactive")) == await call(
             client, "POST", f"{ORG}/developers/{DEMO_DEVELOPER}"
         )
@@ -166,17 +245,51 @@ async def test_action_status_200_answers_the_changed_entity(aiohttp_client: Any)
 @pytest.mark.parametrize("owner", OWNERS)
 class TestApps:
     async def test_create_issues_a_key_pair_for_the_products(self, client: TestClient, owner: str) -> None:
-        body = {"name": "a1", "apiProducts": ["p1", "p2"], "keyExpiresIn": 60_000, "callbackUrl": "https://cb.example.com",
-                "attributes": [{"name": "tool", "value": "test"}]}
+        body = {
+            "name": "a1",
+            "apiProducts": ["p1", "p2"],
+            "keyExpiresIn": 60_000,
+            "callbackUrl": "https://cb.example.com",
+            "attributes": [{"name": "tool", "value": "test"}],
+        }
         status, app = await call(client, "POST", f"{ORG}{owner}/apps", body)
         assert 201 == status
         owner_field = "developerId" if "developers" in owner else "companyName"
-        assert ["appFamily", "appId", "attributes", "callbackUrl", "createdAt", "createdBy", "credentials", owner_field,
-                "lastModifiedAt", "lastModifiedBy", "name", "scopes", "status"] == list(app)
+        assert [
+            "appFamily",
+            "appId",
+            "attributes",
+            "callbackUrl",
+            "createdAt",
+            "createdBy",
+            "credentials",
+            owner_field,
+            "lastModifiedAt",
+            "lastModifiedBy",
+            "name",
+            "scopes",
+            "status",
+        ] == list(app)
         [key] = app["credentials"]
-        assert ["apiProducts", "attributes", "consumerKey", "consumerSecret", "expiresAt", "issuedAt", "scopes", "status"] == list(key)
-        assert [{"apiproduct": "p1", "status": "approved"}, {"apiproduct": "p2", "status": "approved"}] == key["apiProducts"]
-        assert (32, 16, 60_000, "approved") == (len(key["consumerKey"]), len(key["consumerSecret"]), key["expiresAt"] - key["issuedAt"], app["status"])
+        assert [
+            "apiProducts",
+            "attributes",
+            "consumerKey",
+            "consumerSecret",
+            "expiresAt",
+            "issuedAt",
+            "scopes",
+            "status",
+        ] == list(key)
+        assert [{"apiproduct": "p1", "status": "approved"}, {"apiproduct": "p2", "status": "approved"}] == key[
+            "apiProducts"
+        ]
+        assert (32, 16, 60_000, "approved") == (
+            len(key["consumerKey"]),
+            len(key["consumerSecret"]),
+            key["expiresAt"] - key["issuedAt"],
+            app["status"],
+        )
         assert (200, app) == await call(client, "GET", f"{ORG}{owner}/apps/a1")
         assert (200, app) == await call(client, "GET", f"{ORG}/apps/{app['appId']}")
         assert (200, ["a1"]) == await call(client, "GET", f"{ORG}{owner}/apps")
@@ -185,27 +298,42 @@ class TestApps:
     async def test_create_refusals(self, client: TestClient, owner: str) -> None:
         label = owner.rsplit("/", 1)[1]
         assert (201, "a1") == ((r := await call(client, "POST", f"{ORG}{owner}/apps", {"name": "a1"}))[0], r[1]["name"])
-        assert (409, error("developer.service.AppAlreadyExists", f"App named a1 already exists under {label}")) == await call(
-            client, "POST", f"{ORG}{owner}/apps", {"name": "a1"}
+        assert (
+            409,
+            error("developer.service.AppAlreadyExists", f"App named a1 already exists under {label}"),
+        ) == await call(client, "POST", f"{ORG}{owner}/apps", {"name": "a1"})
+        assert (
+            400,
+            error(
+                "keymanagement.service.apiproduct_doesnot_exist",
+                "API Product [p1,p2] does not exist for tenant [myorg]",
+            ),
+        ) == await call(client, "POST", f"{ORG}{owner}/apps", {"name": "a2", "apiProducts": ["p1,p2"]})
+        assert (400, error("stub.invalid_request", "name: required")) == await call(
+            client, "POST", f"{ORG}{owner}/apps", {}
         )
-        assert (400, error("keymanagement.service.apiproduct_doesnot_exist", "API Product [p1,p2] does not exist for tenant [myorg]")) == await call(
-            client, "POST", f"{ORG}{owner}/apps", {"name": "a2", "apiProducts": ["p1,p2"]}
-        )
-        assert (400, error("stub.invalid_request", "name: required")) == await call(client, "POST", f"{ORG}{owner}/apps", {})
         assert (200, ["a1"]) == await call(client, "GET", f"{ORG}{owner}/apps")
 
     async def test_update_revoke_approve_and_delete(self, client: TestClient, owner: str) -> None:
         label = owner.rsplit("/", 1)[1]
         _, app = await call(client, "POST", f"{ORG}{owner}/apps", {"name": "a1", "apiProducts": ["p1"]})
         path = f"{ORG}{owner}/apps/a1"
-        status, updated = await call(client, "PUT", path, {**app, "attributes": [{"name": "x", "value": "y"}], "scopes": ["read"]})
+        status, updated = await call(
+            client, "PUT", path, {**app, "attributes": [{"name": "x", "value": "y"}], "scopes": ["read"]}
+        )
         assert (200, [{"name": "x", "value": "y"}], ["read"], app["credentials"]) == (
-            status, updated["attributes"], updated["scopes"], updated["credentials"]
+            status,
+            updated["attributes"],
+            updated["scopes"],
+            updated["credentials"],
         )
         # POST with apiProducts issues another key pair (apigee-edge-js's appcredentials.add without a key).
         status, more = await call(client, "POST", path, {"apiProducts": ["p2"], "attributes": [], "keyExpiresIn": -1})
         assert (200, 2, [{"apiproduct": "p2", "status": "approved"}], -1) == (
-            status, len(more["credentials"]), more["credentials"][1]["apiProducts"], more["credentials"][1]["expiresAt"]
+            status,
+            len(more["credentials"]),
+            more["credentials"][1]["apiProducts"],
+            more["credentials"][1]["expiresAt"],
         )
         for action, expected in (("revoke", "revoked"), ("approve", "approved")):
             response = await client.post(f"{path}?action={action}", headers=AUTH)
@@ -222,30 +350,59 @@ class TestApps:
         await call(client, "POST", f"{ORG}{owner}/apps", {"name": "a1"})
         keys = f"{ORG}{owner}/apps/a1/keys"
         status, key = await call(client, "POST", f"{keys}/create", {"consumerKey": "K1", "consumerSecret": "S1"})
-        assert (201, {"apiProducts": [], "attributes": [], "consumerKey": "K1", "consumerSecret": "S1", "expiresAt": -1,
-                      "issuedAt": key["issuedAt"], "scopes": [], "status": "approved"}) == (status, key)
-        assert (409, error("keymanagement.service.consumer_key_already_exists", "Consumer key already exists")) == await call(
-            client, "POST", f"{keys}/create", {"consumerKey": SAMPLE_KEY, "consumerSecret": "x"}
+        assert (
+            201,
+            {
+                "apiProducts": [],
+                "attributes": [],
+                "consumerKey": "K1",
+                "consumerSecret": "S1",
+                "expiresAt": -1,
+                "issuedAt": key["issuedAt"],
+                "scopes": [],
+                "status": "approved",
+            },
+        ) == (status, key)
+        assert (
+            409,
+            error("keymanagement.service.consumer_key_already_exists", "Consumer key already exists"),
+        ) == await call(client, "POST", f"{keys}/create", {"consumerKey": SAMPLE_KEY, "consumerSecret": "x"})
+        status, key = await call(
+            client, "POST", f"{keys}/K1", {"apiProducts": ["p1"], "attributes": [{"name": "n", "value": "v"}]}
         )
-        status, key = await call(client, "POST", f"{keys}/K1", {"apiProducts": ["p1"], "attributes": [{"name": "n", "value": "v"}]})
-        assert (200, [{"apiproduct": "p1", "status": "approved"}], [{"name": "n", "value": "v"}]) == (status, key["apiProducts"], key["attributes"])
+        assert (200, [{"apiproduct": "p1", "status": "approved"}], [{"name": "n", "value": "v"}]) == (
+            status,
+            key["apiProducts"],
+            key["attributes"],
+        )
         status, key = await call(client, "PUT", f"{keys}/K1", {"apiProducts": ["p2"]})  # apigee-edge-js's addProduct
         assert (200, ["p1", "p2"]) == (status, [ref["apiproduct"] for ref in key["apiProducts"]])
         assert (200, key) == await call(client, "GET", f"{keys}/K1")
         for action, expected in (("revoke", "revoked"), ("approve", "approved")):
             response = await client.post(f"{keys}/K1?action={action}", headers=AUTH)
-            assert (204, b"", expected) == (response.status, await response.read(), (await call(client, "GET", f"{keys}/K1"))[1]["status"])
+            assert (204, b"", expected) == (
+                response.status,
+                await response.read(),
+                (await call(client, "GET", f"{keys}/K1"))[1]["status"],
+            )
             response = await client.post(f"{keys}/K1/apiproducts/p1?action={action}", headers=AUTH)
             assert 204 == response.status
             assert expected == (await call(client, "GET", f"{keys}/K1"))[1]["apiProducts"][0]["status"]
         status, key = await call(client, "DELETE", f"{keys}/K1/apiproducts/p1")
         assert (200, [{"apiproduct": "p2", "status": "approved"}]) == (status, key["apiProducts"])
-        not_associated = error("keymanagement.service.apiproduct_not_associated", "APIProduct is not associated with consumer key")
+        not_associated = error(
+            "keymanagement.service.apiproduct_not_associated", "APIProduct is not associated with consumer key"
+        )
         assert (500, not_associated) == await call(client, "DELETE", f"{keys}/K1/apiproducts/p1")
         assert (500, not_associated) == await call(client, "POST", f"{keys}/K1/apiproducts/p1?action=revoke")
         assert (200, key) == await call(client, "DELETE", f"{keys}/K1")
         missing = error("keymanagement.service.InvalidClientIdForGivenApp", "Invalid consumer key for Given App")
-        for method, path in (("GET", "K1"), ("DELETE", "K1"), ("POST", "K1?action=revoke"), ("POST", "K1/apiproducts/p2?action=approve")):
+        for method, path in (
+            ("GET", "K1"),
+            ("DELETE", "K1"),
+            ("POST", "K1?action=revoke"),
+            ("POST", "K1/apiproducts/p2?action=approve"),
+        ):
             assert (404, missing) == await call(client, method, f"{keys}/{path}")
         # A key is the organisation's: another app's key is not this app's.
         assert (404, missing) == await call(client, "GET", f"{keys}/{SAMPLE_KEY}")
@@ -253,44 +410,73 @@ class TestApps:
 
 async def test_key_paths_take_the_developer_id_in_place_of_the_email(client: TestClient) -> None:
     """apigee-edge-js's appcredentials.revoke({key}) names the developer by id."""
-    response = await client.post(f"{ORG}/developers/{DEMO_DEVELOPER_ID}/apps/{DEMO_APP}/keys/{SAMPLE_KEY}?action=revoke", headers=AUTH)
+    response = await client.post(
+        f"{ORG}/developers/{DEMO_DEVELOPER_ID}/apps/{DEMO_APP}/keys/{SAMPLE_KEY}?action=revoke", headers=AUTH
+    )
     assert 204 == response.status
-    assert "revoked" == (await call(client, "GET", f"{ORG}/developers/{DEMO_DEVELOPER}/apps/{DEMO_APP}/keys/{SAMPLE_KEY}"))[1]["status"]
+    assert (
+        "revoked"
+        == (await call(client, "GET", f"{ORG}/developers/{DEMO_DEVELOPER}/apps/{DEMO_APP}/keys/{SAMPLE_KEY}"))[1][
+            "status"
+        ]
+    )
 
 
 async def test_deleting_a_developer_takes_its_apps(client: TestClient) -> None:
-    assert (200, [DEMO_APP]) == ((r := await call(client, "DELETE", f"{ORG}/developers/{DEMO_DEVELOPER}"))[0], r[1]["apps"])
-    assert (404, error("developer.service.AppIdDoesNotExist", f"App with id {DEMO_APP_ID} does not exist")) == await call(
-        client, "GET", f"{ORG}/apps/{DEMO_APP_ID}"
+    assert (200, [DEMO_APP]) == (
+        (r := await call(client, "DELETE", f"{ORG}/developers/{DEMO_DEVELOPER}"))[0],
+        r[1]["apps"],
     )
+    assert (
+        404,
+        error("developer.service.AppIdDoesNotExist", f"App with id {DEMO_APP_ID} does not exist"),
+    ) == await call(client, "GET", f"{ORG}/apps/{DEMO_APP_ID}")
     assert (200, []) == await call(client, "GET", f"{ORG}/apps")
 
 
 class TestCompanies:
     async def test_create_get_list_action_delete(self, client: TestClient) -> None:
         status, company = await call(client, "POST", f"{ORG}/companies", {"name": "globex", "displayName": "Globex"})
-        assert (201, ["apps", "name", "displayName", "organization", "status", "attributes", "createdAt", "createdBy", "lastModifiedAt", "lastModifiedBy"]) == (
-            status, list(company)
-        )
-        assert (409, error("developer.service.CompanyAlreadyExists", "Company globex already exists in organization myorg")) == await call(
-            client, "POST", f"{ORG}/companies", {"name": "globex"}
-        )
+        assert (
+            201,
+            [
+                "apps",
+                "name",
+                "displayName",
+                "organization",
+                "status",
+                "attributes",
+                "createdAt",
+                "createdBy",
+                "lastModifiedAt",
+                "lastModifiedBy",
+            ],
+        ) == (status, list(company))
+        assert (
+            409,
+            error("developer.service.CompanyAlreadyExists", "Company globex already exists in organization myorg"),
+        ) == await call(client, "POST", f"{ORG}/companies", {"name": "globex"})
         assert (200, ["acme", "globex"]) == await call(client, "GET", f"{ORG}/companies")
         assert 204 == (await client.post(f"{ORG}/companies/globex?action=inactive", headers=AUTH)).status
         assert (200, "inactive") == ((r := await call(client, "GET", f"{ORG}/companies/globex"))[0], r[1]["status"])
         assert 200 == (await call(client, "DELETE", f"{ORG}/companies/globex"))[0]
-        assert (404, error("developer.service.CompanyDoesNotExist", "Company globex does not exist in organization myorg")) == await call(
-            client, "GET", f"{ORG}/companies/globex"
-        )
+        assert (
+            404,
+            error("developer.service.CompanyDoesNotExist", "Company globex does not exist in organization myorg"),
+        ) == await call(client, "GET", f"{ORG}/companies/globex")
 
 
 class TestXml:
     async def test_entities_as_xml_when_asked(self, client: TestClient) -> None:
         response = await client.get(f"{ORG}/apiproducts", headers={**AUTH, "Accept": "application/xml"})
         assert ("application/xml", b"<List><Item>sandbox</Item><Item>p1</Item><Item>p2</Item></List>") == (
-            response.headers["Content-Type"], await response.read()
+            response.headers["Content-Type"],
+            await response.read(),
         )
-        response = await client.get(f"{ORG}/developers/{DEMO_DEVELOPER}/apps/{DEMO_APP}/keys/{SAMPLE_KEY}", headers={**AUTH, "Accept": "application/xml"})
+        response = await client.get(
+            f"{ORG}/developers/{DEMO_DEVELOPER}/apps/{DEMO_APP}/keys/{SAMPLE_KEY}",
+            headers={**AUTH, "Accept": "application/xml"},
+        )
         assert (
             "<Credential><ApiProducts><ApiProduct><Apiproduct>sandbox</Apiproduct><Status>approved</Status></ApiProduct></ApiProducts>"
             f"<Attributes></Attributes><ConsumerKey>{SAMPLE_KEY}</ConsumerKey><ConsumerSecret>s3</ConsumerSecret>"
@@ -299,9 +485,13 @@ class TestXml:
     async def test_errors_are_json_by_default_and_xml_when_asked(self, client: TestClient) -> None:
         path = f"{ORG}/developers/nobody@example.com"
         response = await client.get(path, headers=AUTH)
-        assert ("application/json", error("developer.service.DeveloperIdDoesNotExist", "DeveloperId nobody@example.com does not exist in organization myorg")) == (
-            response.headers["Content-Type"], await response.json()
-        )
+        assert (
+            "application/json",
+            error(
+                "developer.service.DeveloperIdDoesNotExist",
+                "DeveloperId nobody@example.com does not exist in organization myorg",
+            ),
+        ) == (response.headers["Content-Type"], await response.json())
         response = await client.get(path, headers={**AUTH, "Accept": "application/xml"})
         assert (
             b"<Error> <Code>developer.service.DeveloperIdDoesNotExist</Code> "
@@ -313,7 +503,10 @@ async def test_demo_seed_has_a_developer_whose_app_holds_the_sample_tokens_key(a
     client = await aiohttp_client(make_stub_app(demo_seed()))
     status, app = await call(client, "GET", f"/v1/o/myorg/developers/{DEMO_DEVELOPER}/apps/{DEMO_APP}")
     assert (200, DEMO_APP_ID, [SAMPLE_KEY]) == (status, app["appId"], [c["consumerKey"] for c in app["credentials"]])
-    assert (200, [SAMPLE_TOKEN["token"]]) == ((r := await call(client, "GET", f"/v1/o/myorg/oauth2/search?app={DEMO_APP_ID}"))[0], r[1]["list"])
+    assert (200, [SAMPLE_TOKEN["token"]]) == (
+        (r := await call(client, "GET", f"/v1/o/myorg/oauth2/search?app={DEMO_APP_ID}"))[0],
+        r[1]["list"],
+    )
 
 
 async def test_emails_in_paths_raw_or_encoded(client: TestClient) -> None:

@@ -11,10 +11,10 @@ from typing import Any
 import aiohttp
 import pytest
 from aiohttp.test_utils import TestClient
+from processes import started
 
 from gateway.stub import demo_seed, make_stub_app
 from gateway.stub.settings import StubSettings
-from processes import started
 
 CLIENT = {"Authorization": "Basic ZWRnZWNsaTplZGdlY2xpc2VjcmV0"}  # edgecli:edgeclisecret, public
 LOGIN = {"grant_type": "password", "username": "myname", "password": "mypass"}
@@ -26,8 +26,12 @@ async def client(aiohttp_client: Any) -> TestClient:
     return await aiohttp_client(make_stub_app(demo_seed()))
 
 
-async def login(client: TestClient, form: dict[str, str] | None = None, headers: dict[str, str] | None = None) -> tuple[int, Any, Any]:
-    response = await client.post("/oauth/token", data=LOGIN if form is None else form, headers=CLIENT if headers is None else headers)
+async def login(
+    client: TestClient, form: dict[str, str] | None = None, headers: dict[str, str] | None = None
+) -> tuple[int, Any, Any]:
+    response = await client.post(
+        "/oauth/token", data=LOGIN if form is None else form, headers=CLIENT if headers is None else headers
+    )
     return response.status, await response.json(), response.headers
 
 
@@ -38,7 +42,11 @@ def claims(jwt: str) -> dict[str, Any]:
 
 async def test_password_grant_answers_apigee_s_shape(client: TestClient) -> None:
     status, answer, headers = await login(client)
-    assert (200, "application/json; charset=UTF-8", "no-store") == (status, headers["Content-Type"], headers["Cache-Control"])
+    assert (200, "application/json; charset=UTF-8", "no-store") == (
+        status,
+        headers["Content-Type"],
+        headers["Cache-Control"],
+    )
     assert ["access_token", "token_type", "refresh_token", "expires_in", "scope", "jti"] == list(answer)
     assert ("bearer", 1799) == (answer["token_type"], answer["expires_in"])
     issued = claims(answer["access_token"])
@@ -50,9 +58,13 @@ async def test_the_bearer_token_works_on_every_management_path(client: TestClien
     bearer = {"Authorization": f"Bearer {answer['access_token']}", "Accept": "application/json"}
     response = await client.get(DEVELOPERS, headers=bearer)
     assert (200, ["demo@example.com"]) == (response.status, await response.json())
-    made = await client.post(DEVELOPERS, json={"email": "b@example.com", "firstName": "B", "lastName": "C", "userName": "b"}, headers=bearer)
+    made = await client.post(
+        DEVELOPERS, json={"email": "b@example.com", "firstName": "B", "lastName": "C", "userName": "b"}, headers=bearer
+    )
     assert (201, "myname") == (made.status, (await made.json())["createdBy"])
-    assert 200 == (await client.get("/v1/o/myorg/oauth2/accesstokens/taFM3LHUTQAFhL0dIFg81XhRc7vC", headers=bearer)).status
+    assert (
+        200 == (await client.get("/v1/o/myorg/oauth2/accesstokens/taFM3LHUTQAFhL0dIFg81XhRc7vC", headers=bearer)).status
+    )
 
 
 async def test_an_expired_bearer_token_is_refused(aiohttp_client: Any) -> None:
@@ -60,10 +72,19 @@ async def test_an_expired_bearer_token_is_refused(aiohttp_client: Any) -> None:
     client = await aiohttp_client(make_stub_app(demo_seed(), settings=StubSettings(token_lifetime=0)))
     _, answer, _ = await login(client)
     assert 0 == answer["expires_in"]
-    response = await client.get(DEVELOPERS, headers={"Authorization": f"Bearer {answer['access_token']}", "Accept": "application/json"})
+    response = await client.get(
+        DEVELOPERS, headers={"Authorization": f"Bearer {answer['access_token']}", "Accept": "application/json"}
+    )
     assert 401 == response.status
-    assert 'Bearer realm="Apigee stub", error="invalid_token", error_description="The access token expired"' == response.headers["WWW-Authenticate"]
-    assert {"code": "security.access_token_expired", "message": "Access Token expired", "contexts": []} == await response.json()
+    assert (
+        'Bearer realm="Apigee stub", error="invalid_token", error_description="The access token expired"'
+        == response.headers["WWW-Authenticate"]
+    )
+    assert {
+        "code": "security.access_token_expired",
+        "message": "Access Token expired",
+        "contexts": [],
+    } == await response.json()
 
 
 async def test_refresh_grant_gives_a_new_pair_once(client: TestClient) -> None:
@@ -72,7 +93,9 @@ async def test_refresh_grant_gives_a_new_pair_once(client: TestClient) -> None:
     status, second, _ = await login(client, refresh)
     assert (200, "bearer") == (status, second["token_type"])
     assert second["access_token"] != first["access_token"]
-    assert (401, {"error": "invalid_token", "error_description": "Invalid refresh token"}) == (await login(client, refresh))[:2]
+    assert (401, {"error": "invalid_token", "error_description": "Invalid refresh token"}) == (
+        await login(client, refresh)
+    )[:2]
     assert 200 == (await client.get(DEVELOPERS, headers={"Authorization": f"Bearer {second['access_token']}"})).status
 
 
@@ -80,12 +103,37 @@ async def test_refresh_grant_gives_a_new_pair_once(client: TestClient) -> None:
     "form, headers, status, error",
     [
         (LOGIN, {}, 401, {"error": "unauthorized", "error_description": "Bad credentials"}),
-        (LOGIN, {"Authorization": aiohttp.encode_basic_auth("edgecli", "wrong")}, 401, {"error": "unauthorized", "error_description": "Bad credentials"}),
+        (
+            LOGIN,
+            {"Authorization": aiohttp.encode_basic_auth("edgecli", "wrong")},
+            401,
+            {"error": "unauthorized", "error_description": "Bad credentials"},
+        ),
         ({**LOGIN, "password": "wrong"}, None, 401, {"error": "unauthorized", "error_description": "Bad credentials"}),
-        ({"grant_type": "password", "username": "myname"}, None, 401, {"error": "unauthorized", "error_description": "Bad credentials"}),
-        ({"username": "myname", "password": "mypass"}, None, 400, {"error": "invalid_request", "error_description": "Missing grant type"}),
-        ({"grant_type": "client_credentials"}, None, 400, {"error": "unsupported_grant_type", "error_description": "Unsupported grant type: client_credentials"}),
-        ({"grant_type": "refresh_token", "refresh_token": "nope"}, None, 401, {"error": "invalid_token", "error_description": "Invalid refresh token"}),
+        (
+            {"grant_type": "password", "username": "myname"},
+            None,
+            401,
+            {"error": "unauthorized", "error_description": "Bad credentials"},
+        ),
+        (
+            {"username": "myname", "password": "mypass"},
+            None,
+            400,
+            {"error": "invalid_request", "error_description": "Missing grant type"},
+        ),
+        (
+            {"grant_type": "client_credentials"},
+            None,
+            400,
+            {"error": "unsupported_grant_type", "error_description": "Unsupported grant type: client_credentials"},
+        ),
+        (
+            {"grant_type": "refresh_token", "refresh_token": "nope"},
+            None,
+            401,
+            {"error": "invalid_token", "error_description": "Invalid refresh token"},
+        ),
     ],
     ids=["no-client", "wrong-client", "wrong-password", "no-password", "no-grant", "other-grant", "unknown-refresh"],
 )
@@ -105,7 +153,9 @@ async def test_gateway_stub_takes_the_settings(tmp_path: Path) -> None:
     args = ("stub", "--port", "0", "--action-status", "200", "--token-lifetime", "0", "--revoke-delay", "0")
     async with started(*args, cwd=tmp_path) as stub, aiohttp.ClientSession() as session:
         basic = {"Authorization": aiohttp.encode_basic_auth("myname", "mypass"), "Accept": "application/json"}
-        async with session.post(f"{stub.url}/v1/o/myorg/developers/demo@example.com?action=inactive", headers=basic) as response:
+        async with session.post(
+            f"{stub.url}/v1/o/myorg/developers/demo@example.com?action=inactive", headers=basic
+        ) as response:
             assert (200, "inactive") == (response.status, (await response.json())["status"])
         async with session.post(f"{stub.url}/oauth/token", data=LOGIN, headers=CLIENT) as response:
             token = (await response.json())["access_token"]
@@ -117,7 +167,10 @@ async def test_gateway_stub_takes_the_settings(tmp_path: Path) -> None:
 async def test_journal_and_faults_cover_the_login_and_management_paths(aiohttp_client: Any) -> None:
     """A fault hits /oauth/token and the management paths alike; the journal shows them, secrets hidden."""
     client = await aiohttp_client(make_stub_app(demo_seed(), admin=True))
-    assert 200 == (await client.put("/_stub/fault", json={"kind": "status", "status": 503, "body": "{}", "times": 2})).status
+    assert (
+        200
+        == (await client.put("/_stub/fault", json={"kind": "status", "status": 503, "body": "{}", "times": 2})).status
+    )
     assert (503, b"{}") == ((r := await client.post("/oauth/token", data=LOGIN, headers=CLIENT)).status, await r.read())
     body = {"email": "f@example.com", "firstName": "F", "lastName": "G", "userName": "f"}
     basic = {"Authorization": aiohttp.encode_basic_auth("myname", "mypass")}
@@ -125,6 +178,8 @@ async def test_journal_and_faults_cover_the_login_and_management_paths(aiohttp_c
     assert 201 == (await client.post(DEVELOPERS, json=body, headers=basic)).status  # the fault is spent
     raw = await (await client.get("/_stub/requests")).read()
     journal = json.loads(raw)["requests"]
-    assert [("POST", "/oauth/token"), ("POST", DEVELOPERS), ("POST", DEVELOPERS)] == [(e["method"], e["path"]) for e in journal]
+    assert [("POST", "/oauth/token"), ("POST", DEVELOPERS), ("POST", DEVELOPERS)] == [
+        (e["method"], e["path"]) for e in journal
+    ]
     assert b"mypass" not in raw and CLIENT["Authorization"].split()[1].encode() not in raw
     assert 3 == raw.count(b'["Authorization", "[redacted]"]')

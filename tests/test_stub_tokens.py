@@ -22,21 +22,43 @@ POLL_LIMIT = 5.0
 """Seconds a test waits at most for the stub's asynchronous work."""
 
 OAUTH1_ACCESS = {
-    "app": "myApp", "appUserId": "Developer@apigee.com", "attributes": [], "consumerKey": "mlfBg7NH9tCua8wUhuamKHeTdfHxMB0A",
-    "consumerSecret": "iF1lDg239ngfhLWH", "createdAt": 1343037194128, "expiresAt": 1343038994128, "scope": "global",
-    "secret": "HJ3Gl6KTF01pAH24GAAdGfb8dOq1", "status": "approved", "token": "kNw6eQrL5G7etEBcvqvRTL01E5rY",
+    "app": "myApp",
+    "appUserId": "Developer@apigee.com",
+    "attributes": [],
+    "consumerKey": "mlfBg7NH9tCua8wUhuamKHeTdfHxMB0A",
+    "consumerSecret": "iF1lDg239ngfhLWH",
+    "createdAt": 1343037194128,
+    "expiresAt": 1343038994128,
+    "scope": "global",
+    "secret": "HJ3Gl6KTF01pAH24GAAdGfb8dOq1",
+    "status": "approved",
+    "token": "kNw6eQrL5G7etEBcvqvRTL01E5rY",
 }
 OAUTH1_REQUEST = {
-    "app": "myApp", "callbackUrl": "api.company.com", "consumerKey": "Lmupmwb5mD6CAEl6vqii1kojTGMiCnWj",
-    "secret": "kSdnf7pBZADjxg5qfMkHhDVTumR5", "status": "approved", "token": "1wXHJFNXLA0Haeg4lVMToZWJHaFM",
+    "app": "myApp",
+    "callbackUrl": "api.company.com",
+    "consumerKey": "Lmupmwb5mD6CAEl6vqii1kojTGMiCnWj",
+    "secret": "kSdnf7pBZADjxg5qfMkHhDVTumR5",
+    "status": "approved",
+    "token": "1wXHJFNXLA0Haeg4lVMToZWJHaFM",
 }
-CODE = {"attributes": [], "client_id": "kjvzAT2kR03jcZGQDod6VtMt8Lj0Ce6c", "code": "m9PEEI6I", "scope": "", "status": "active"}
+CODE = {
+    "attributes": [],
+    "client_id": "kjvzAT2kR03jcZGQDod6VtMt8Lj0Ce6c",
+    "code": "m9PEEI6I",
+    "scope": "",
+    "status": "active",
+}
 
 
 def seed(generated: int = 0) -> Any:
     data = demo_data()
     data["orgs"]["myorg"].update(
-        {"authorizationcodes": [dict(CODE)], "oauth1accesstokens": [dict(OAUTH1_ACCESS)], "oauth1requesttokens": [dict(OAUTH1_REQUEST)]}
+        {
+            "authorizationcodes": [dict(CODE)],
+            "oauth1accesstokens": [dict(OAUTH1_ACCESS)],
+            "oauth1requesttokens": [dict(OAUTH1_REQUEST)],
+        }
     )
     return dataclasses.replace(parse_seed(data, source="test seed"), generated=generated)
 
@@ -46,7 +68,9 @@ async def client(aiohttp_client: Any) -> TestClient:
     return await aiohttp_client(make_stub_app(seed(generated=20), admin=True, settings=StubSettings(revoke_delay=0.05)))
 
 
-async def call(client: TestClient, method: str, path: str, body: Any = None, headers: dict[str, str] | None = None) -> tuple[int, Any]:
+async def call(
+    client: TestClient, method: str, path: str, body: Any = None, headers: dict[str, str] | None = None
+) -> tuple[int, Any]:
     response = await client.request(method, path, json=body, headers=JSON if headers is None else headers)
     raw = await response.read()
     return response.status, (await response.json(content_type=None) if raw else None)
@@ -85,10 +109,16 @@ class TestOneToken:
         assert ("revoked", "revoked") == ((t := (await tokens_of(client))[SAMPLE])["status"], t["refreshTokenStatus"])
 
     async def test_update_sets_named_attributes_and_the_scope(self, client: TestClient) -> None:
-        body = {"attributes": [{"name": "att_n1", "value": "changed"}, {"name": "new", "value": "v"}], "scope": "read write"}
+        body = {
+            "attributes": [{"name": "att_n1", "value": "changed"}, {"name": "new", "value": "v"}],
+            "scope": "read write",
+        }
         status, token = await call(client, "POST", TOKENS + SAMPLE, body)
         assert 200 == status
-        assert ([{"name": "att_n1", "value": "changed"}, {"name": "new", "value": "v"}], "read write") == (token["attributes"], token["scope"])
+        assert ([{"name": "att_n1", "value": "changed"}, {"name": "new", "value": "v"}], "read write") == (
+            token["attributes"],
+            token["scope"],
+        )
         assert token["lastModifiedAt"] > SAMPLE_TOKEN["lastModifiedAt"]
         assert (200, token) == await call(client, "GET", TOKENS + SAMPLE)
 
@@ -99,7 +129,9 @@ class TestOneToken:
 
     @pytest.mark.parametrize("method, path", [("POST", "?action=revoke"), ("POST", ""), ("GET", ""), ("DELETE", "")])
     async def test_unknown_token_is_the_documented_404(self, client: TestClient, method: str, path: str) -> None:
-        response = await client.request(method, f"{TOKENS}nosuchtoken{path}", json={} if path == "" and method == "POST" else None, headers=AUTH)
+        response = await client.request(
+            method, f"{TOKENS}nosuchtoken{path}", json={} if path == "" and method == "POST" else None, headers=AUTH
+        )
         assert (404, "application/xml") == (response.status, response.headers["Content-Type"])
         assert (
             b"<Error> <Code>keymanagement.service.invalid_account_name</Code> <Message>Invalid Access Token</Message> <Contexts/> </Error>"
@@ -109,7 +141,9 @@ class TestOneToken:
         assert (400, error("stub.invalid_action", "Invalid action 'delete'; expected approve or revoke")) == await call(
             client, "POST", f"{TOKENS}{SAMPLE}?action=delete"
         )
-        assert (400, error("stub.invalid_request", "scope: expected a string")) == await call(client, "POST", TOKENS + SAMPLE, {"scope": 1})
+        assert (400, error("stub.invalid_request", "scope: expected a string")) == await call(
+            client, "POST", TOKENS + SAMPLE, {"scope": 1}
+        )
         assert "approved" == (await tokens_of(client))[SAMPLE]["status"]
 
 
@@ -144,9 +178,10 @@ class TestBulkRevoke:
         assert ["approved"] == [e["status"] for e in held.values() if e["endUser"] == "bob"]
 
     async def test_refusals(self, client: TestClient) -> None:
-        assert (400, error("keymanagement.service.parameters_missing", "Either app or enduser must be given")) == await call(
-            client, "POST", "/v1/o/myorg/oauth2/revoke"
-        )
+        assert (
+            400,
+            error("keymanagement.service.parameters_missing", "Either app or enduser must be given"),
+        ) == await call(client, "POST", "/v1/o/myorg/oauth2/revoke")
         assert (404, error("keymanagement.service.app_id_not_found", "App id nope not found")) == await call(
             client, "POST", "/v1/o/myorg/oauth2/revoke?app=nope"
         )
@@ -158,7 +193,13 @@ class TestSearch:
         made = [SAMPLE, *(token["token"] for token in await make_tokens(client, count=4))]
         path = f"/v1/o/myorg/oauth2/search?app={DEMO_APP_ID}&limit=2"
         status, first = await call(client, "GET", path)
-        assert (200, {"list": made[:2], "meta": {"limit": 2, "next": made[2], "query": {"appId": DEMO_APP_ID}, "start": "", "totalResults": 5}}) == (status, first)
+        assert (
+            200,
+            {
+                "list": made[:2],
+                "meta": {"limit": 2, "next": made[2], "query": {"appId": DEMO_APP_ID}, "start": "", "totalResults": 5},
+            },
+        ) == (status, first)
         _, second = await call(client, "GET", f"{path}&start={made[2]}")
         assert (made[2:4], made[4], made[2]) == (second["list"], second["meta"]["next"], second["meta"]["start"])
         _, last = await call(client, "GET", f"{path}&start={made[4]}")
@@ -174,9 +215,13 @@ class TestSearch:
 
     @pytest.mark.parametrize("limit", ["0", "101", "x", "-1"])
     async def test_bad_limit(self, client: TestClient, limit: str) -> None:
-        assert (400, error("keymanagement.service.InvalidValueForLimitParam", "Invalid value for limit: expected a whole number from 1 to 100")) == await call(
-            client, "GET", f"/v1/o/myorg/oauth2/search?app={DEMO_APP_ID}&limit={limit}"
-        )
+        assert (
+            400,
+            error(
+                "keymanagement.service.InvalidValueForLimitParam",
+                "Invalid value for limit: expected a whole number from 1 to 100",
+            ),
+        ) == await call(client, "GET", f"/v1/o/myorg/oauth2/search?app={DEMO_APP_ID}&limit={limit}")
 
     async def test_missing_parameters_and_unknown_app(self, client: TestClient) -> None:
         assert 400 == (await call(client, "GET", "/v1/o/myorg/oauth2/search"))[0]
@@ -190,17 +235,29 @@ class TestAuthorizationCodesAndOAuth1:
         path = "/v1/o/myorg/oauth2/authorizationcodes/m9PEEI6I"
         assert (200, CODE) == await call(client, "GET", path)
         assert (200, CODE) == await call(client, "DELETE", path)
-        missing = error("keymanagement.service.invalid_request-authorization_code_invalid", "Invalid Authorization Code")
+        missing = error(
+            "keymanagement.service.invalid_request-authorization_code_invalid", "Invalid Authorization Code"
+        )
         assert (404, missing) == await call(client, "DELETE", path)
 
     @pytest.mark.parametrize(
         "kind, token, missing",
         [
-            ("accesstokens", OAUTH1_ACCESS, error("keymanagement.service.oauth10_access_token_doesnotexist", "Access Token doesnot exist")),
-            ("requesttokens", OAUTH1_REQUEST, error("keymanagement.service.oauth10_request_token_doesnot_exist", "Request Token doesnot exist")),
+            (
+                "accesstokens",
+                OAUTH1_ACCESS,
+                error("keymanagement.service.oauth10_access_token_doesnotexist", "Access Token doesnot exist"),
+            ),
+            (
+                "requesttokens",
+                OAUTH1_REQUEST,
+                error("keymanagement.service.oauth10_request_token_doesnot_exist", "Request Token doesnot exist"),
+            ),
         ],
     )
-    async def test_oauth1_tokens(self, client: TestClient, kind: str, token: dict[str, Any], missing: dict[str, Any]) -> None:
+    async def test_oauth1_tokens(
+        self, client: TestClient, kind: str, token: dict[str, Any], missing: dict[str, Any]
+    ) -> None:
         path = f"/v1/o/myorg/oauth1/{kind}/{token['token']}"
         assert (200, token) == await call(client, "GET", path)
         response = await client.post(f"{path}?action=revoke", headers=AUTH)
@@ -215,24 +272,58 @@ class TestAuthorizationCodesAndOAuth1:
 class TestAdmin:
     async def test_app_tokens_are_shaped_like_apigee_s(self, client: TestClient) -> None:
         [token] = await make_tokens(client, enduser="dave", scope="read", expires_in=60)
-        assert ["apiProducts", "app", "appId", "appUserId", "attributes", "clientId", "createdAt", "createdBy", "expiresAt",
-                "grantType", "issuedAt", "lastModifiedAt", "lastModifiedBy", "refreshCount", "refreshToken", "scope", "status",
-                "token", "tokenType"] == list(token)
+        assert [
+            "apiProducts",
+            "app",
+            "appId",
+            "appUserId",
+            "attributes",
+            "clientId",
+            "createdAt",
+            "createdBy",
+            "expiresAt",
+            "grantType",
+            "issuedAt",
+            "lastModifiedAt",
+            "lastModifiedBy",
+            "refreshCount",
+            "refreshToken",
+            "scope",
+            "status",
+            "token",
+            "tokenType",
+        ] == list(token)
         assert (["sandbox"], "app1", SAMPLE_TOKEN["clientId"], 60_000, "password") == (
-            token["apiProducts"], token["app"], token["clientId"], token["expiresAt"] - token["issuedAt"], token["grantType"]
+            token["apiProducts"],
+            token["app"],
+            token["clientId"],
+            token["expiresAt"] - token["issuedAt"],
+            token["grantType"],
         )
         assert (200, token) == await call(client, "GET", TOKENS + token["token"])
 
     @pytest.mark.parametrize(
         "path, body, status, message",
         [
-            (f"/_stub/orgs/myorg/apps/{DEMO_APP_ID}/tokens", {"count": 0}, 400, "count: expected a whole number from 1 to 1000"),
-            (f"/_stub/orgs/myorg/apps/{DEMO_APP_ID}/tokens", {"colour": 1}, 400, "colour: unknown field; expected any of count, enduser, scope, expires_in"),
+            (
+                f"/_stub/orgs/myorg/apps/{DEMO_APP_ID}/tokens",
+                {"count": 0},
+                400,
+                "count: expected a whole number from 1 to 1000",
+            ),
+            (
+                f"/_stub/orgs/myorg/apps/{DEMO_APP_ID}/tokens",
+                {"colour": 1},
+                400,
+                "colour: unknown field; expected any of count, enduser, scope, expires_in",
+            ),
             ("/_stub/orgs/myorg/apps/nope/tokens", {}, 404, "App with id nope does not exist"),
             (f"/_stub/orgs/other/apps/{DEMO_APP_ID}/tokens", {}, 404, "no organisation other"),
         ],
     )
-    async def test_app_token_refusals(self, client: TestClient, path: str, body: Any, status: int, message: str) -> None:
+    async def test_app_token_refusals(
+        self, client: TestClient, path: str, body: Any, status: int, message: str
+    ) -> None:
         before = await tokens_of(client)
         assert status == (r := await call(client, "POST", path, body, headers={}))[0]
         assert message == r[1]["message"]
@@ -249,7 +340,9 @@ async def test_token_flow_over_plain_http(aiohttp_server: Any) -> None:
         async with session.get(f"/v1/o/myorg/oauth2/search?app={DEMO_APP_ID}") as response:
             assert (200, made) == (response.status, (await response.json())["list"])
         for action, status in (("revoke", "revoked"), ("approve", "approved")):
-            async with session.post(f"/v1/organizations/myorg/oauth2/accesstokens/{made[1]}?action={action}") as response:
+            async with session.post(
+                f"/v1/organizations/myorg/oauth2/accesstokens/{made[1]}?action={action}"
+            ) as response:
                 assert 204 == response.status
             async with session.get(f"/v1/organizations/myorg/oauth2/accesstokens/{made[1]}") as response:
                 assert status == (await response.json())["status"]

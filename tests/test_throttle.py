@@ -15,8 +15,8 @@ from typing import Any
 
 import aiohttp
 from aiohttp.test_utils import TestClient
-
 from conftest import SAMPLE_PATH, GatewayFactory, Peer, basic, make_config, rows
+
 from gateway.auth import AuthenticationError, Authenticator, ChecksBusy, User
 from gateway.passwords import hash_password, parse_hash
 from gateway.throttle import MAX_TRACKED, CheckLimit, LoginThrottle
@@ -38,12 +38,12 @@ def test_limits_per_client_and_per_user() -> None:
         throttle.failed("10.0.0.1", "alice")
     throttle.failed("10.0.0.2", "bob")
     clock.now += 10.2
-    assert 50 == throttle.retry_after("10.0.0.1", None)           # the address is over its limit
-    assert 50 == throttle.retry_after("10.0.0.2", "alice")        # and so is the user, from an address that failed too
-    assert 50 == throttle.retry_after(None, "alice")              # or from no known address
-    assert throttle.retry_after("10.0.0.2", "bob") is None        # others are not
+    assert 50 == throttle.retry_after("10.0.0.1", None)  # the address is over its limit
+    assert 50 == throttle.retry_after("10.0.0.2", "alice")  # and so is the user, from an address that failed too
+    assert 50 == throttle.retry_after(None, "alice")  # or from no known address
+    assert throttle.retry_after("10.0.0.2", "bob") is None  # others are not
     clock.now += 50
-    assert throttle.retry_after("10.0.0.1", "alice") is None      # the window is over
+    assert throttle.retry_after("10.0.0.1", "alice") is None  # the window is over
     assert [("client", "10.0.0.1", 1), ("user", "alice", 2)] == [
         (summary.by, summary.subject, summary.count) for summary in throttle.ended()
     ]
@@ -117,7 +117,10 @@ async def test_a_flood_of_wrong_passwords_is_refused_unforwarded_and_audited_onc
     await client.close()  # shutting down audits the windows still open
     (summary,) = rows(database, "method = 'THROTTLE'")
     assert ("denied", "gateway.too_many_attempts", "127.0.0.1", None) == (
-        summary["outcome"], summary["error_code"], summary["client_ip"], summary["actor"]
+        summary["outcome"],
+        summary["error_code"],
+        summary["client_ip"],
+        summary["actor"],
     )
     details = json.loads(summary["snapshot"])
     assert (42, "client") == (details["refused_attempts"], details["by"])
@@ -140,9 +143,9 @@ async def test_a_burst_of_distinct_guesses_sent_at_once_is_throttled_too(
     """Found in review: failures were counted only once a check ended, so guesses sent together
     all passed the throttle and each cost a password hash. Checks under way count now."""
     client = await gateway(make_config(tmp_path, upstream=peer.url, throttle={"max_failures": 3}))
-    statuses = await asyncio.gather(*(
-        client.delete(SAMPLE_PATH, headers=basic("outsider", f"guess-{n}")) for n in range(50)
-    ))
+    statuses = await asyncio.gather(
+        *(client.delete(SAMPLE_PATH, headers=basic("outsider", f"guess-{n}")) for n in range(50))
+    )
     assert [401] * 3 + [429] * 47 == sorted(response.status for response in statuses)
     assert [] == peer.requests
 
@@ -168,11 +171,13 @@ class TestSharedChecks:
     check counted toward the throttle, and each wrote its own record (300 x 401, 300 records, no
     429): a flood could fill the audit log."""
 
-    async def test_each_request_sharing_a_failed_check_counts(self, tmp_path: Path, gateway: GatewayFactory, peer: Peer) -> None:
+    async def test_each_request_sharing_a_failed_check_counts(
+        self, tmp_path: Path, gateway: GatewayFactory, peer: Peer
+    ) -> None:
         client = await gateway(make_config(tmp_path, upstream=peer.url, throttle={"max_failures": 3}))
-        responses = await asyncio.gather(*(
-            client.delete(SAMPLE_PATH, headers=basic("outsider", "guess")) for _ in range(300)
-        ))
+        responses = await asyncio.gather(
+            *(client.delete(SAMPLE_PATH, headers=basic("outsider", "guess")) for _ in range(300))
+        )
         assert [401] * 3 + [429] * 297 == sorted(response.status for response in responses)
         assert [] == peer.requests
         database = tmp_path / "audit.db"
@@ -185,9 +190,9 @@ class TestSharedChecks:
     ) -> None:
         """Joining a check costs no hash, so a new client's burst of first calls is not throttled."""
         client = await gateway(make_config(tmp_path, upstream=peer.url, throttle={"max_failures": 1}))
-        responses = await asyncio.gather(*(
-            client.delete(f"/v1/o/myorg/oauth2/accesstokens/t{n}", headers=basic("myname")) for n in range(20)
-        ))
+        responses = await asyncio.gather(
+            *(client.delete(f"/v1/o/myorg/oauth2/accesstokens/t{n}", headers=basic("myname")) for n in range(20))
+        )
         assert [200] * 20 == [response.status for response in responses]
 
     async def test_records_stay_within_the_allowance_whatever_the_addresses(
@@ -209,8 +214,15 @@ class TestSharedChecks:
         assert 7 == len(rows(database))
         await client.close()
         [summary] = summaries(database)
-        assert {"by": "all", "refused_attempts": 20, "unrecorded_failures": 15, "folded_windows": 10, "busy_refusals": 0} == {
-            key: summary[key] for key in ("by", "refused_attempts", "unrecorded_failures", "folded_windows", "busy_refusals")
+        assert {
+            "by": "all",
+            "refused_attempts": 20,
+            "unrecorded_failures": 15,
+            "folded_windows": 10,
+            "busy_refusals": 0,
+        } == {
+            key: summary[key]
+            for key in ("by", "refused_attempts", "unrecorded_failures", "folded_windows", "busy_refusals")
         }
         assert summary["window_start"] < summary["window_end"]
         assert 8 == len(rows(database))
@@ -228,7 +240,9 @@ class TestSharedChecks:
         [client, everything] = throttle.ended()
         assert ("client", "10.0.0.1", 1) == (client.by, client.subject, client.count)
         assert ("all", 0, {"unrecorded_failures": 2, "folded_windows": 0, "busy_refusals": 1}) == (
-            everything.by, everything.count, everything.extra
+            everything.by,
+            everything.count,
+            everything.extra,
         )
         # A new window, a new allowance, of which the client's summary record took one.
         assert [True, False] == [throttle.may_record() for _ in range(2)]
@@ -242,7 +256,9 @@ class TestSharedChecks:
         throttle.retry_after("10.0.0.1", None)
         [everything] = throttle.drain()
         assert ("all", 1, {"unrecorded_failures": 1, "folded_windows": 1, "busy_refusals": 0}) == (
-            everything.by, everything.count, everything.extra
+            everything.by,
+            everything.count,
+            everything.extra,
         )
 
 
@@ -268,11 +284,14 @@ class TestUserLockout:
     ) -> None:
         client = await gateway(make_config(tmp_path, upstream=peer.url, throttle={"max_failures": 3}))
         async with from_address(2) as guesser, from_address(3) as another:
-            assert [401, 401, 401, 429] == [await status(guesser, client, basic("myname", f"guess{n}")) for n in range(4)]
+            assert [401, 401, 401, 429] == [
+                await status(guesser, client, basic("myname", f"guess{n}")) for n in range(4)
+            ]
             assert 429 == await status(guesser, client, basic("myname"))  # its address is over its limit
             # A fresh address has one try at the user name; a wrong one stops it like the first.
             assert [401, 429, 429] == [
-                await status(another, client, headers) for headers in (basic("myname", "x"), basic("myname", "y"), basic("myname"))
+                await status(another, client, headers)
+                for headers in (basic("myname", "x"), basic("myname", "y"), basic("myname"))
             ]
             # The real user, from an address without failures, gets in.
             assert 200 == (await client.delete(SAMPLE_PATH, headers=basic("myname"))).status
@@ -335,7 +354,9 @@ class TestHashingBound:
         clock = Clock()
         throttle = LoginThrottle(10, 60.0, clock)
         alice = User("alice", frozenset({"myorg"}), frozenset({"revoke"}))
-        authenticator = Authenticator([(alice, parse_hash(hash_password("alice-pass", log2_n=10)))], throttle, CheckLimit(2, 4.0, clock))
+        authenticator = Authenticator(
+            [(alice, parse_hash(hash_password("alice-pass", log2_n=10)))], throttle, CheckLimit(2, 4.0, clock)
+        )
         verified = "Basic " + base64_of("alice:alice-pass")
         assert "alice" == (await authenticator.authenticate(verified, "10.0.0.1")).name
         gate = GatedExecutor()
@@ -368,14 +389,19 @@ class TestHashingBound:
 
         async def guess(last: int) -> tuple[int, str | None, Any]:
             async with from_address(last) as session:
-                async with session.delete(client.make_url(SAMPLE_PATH), headers=basic("myname", f"guess{last}")) as response:
+                async with session.delete(
+                    client.make_url(SAMPLE_PATH), headers=basic("myname", f"guess{last}")
+                ) as response:
                     return response.status, response.headers.get("Retry-After"), await response.json()
 
         answers = await asyncio.gather(*(guess(last) for last in range(2, 42)))
         for answer_status, retry_after, body in answers:
             assert (503, "gateway.login_busy") == (answer_status, body["code"])
             assert retry_after is not None and 1 <= int(retry_after) <= 5
-            assert body["message"] == f"Too many passwords are being checked; the credentials were not checked; retry after {retry_after} s"
+            assert (
+                body["message"]
+                == f"Too many passwords are being checked; the credentials were not checked; retry after {retry_after} s"
+            )
         assert 200 == (await client.delete("/v1/o/myorg/oauth2/accesstokens/second", headers=basic("myname"))).status
         database = tmp_path / "audit.db"
         assert 4 == len(rows(database))  # the two calls; the refusals are only counted

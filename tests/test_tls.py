@@ -11,13 +11,13 @@ from typing import Any
 import aiohttp
 import pytest
 import trustme
-
 from conftest import SAMPLE_PATH, USERS, GatewayFactory, basic, make_config, rows
-from gateway.cli import main
-from gateway.stub import demo_seed, make_stub_app
 from processes import started
 from test_cli import ROOT
 from test_stub import documented_sample
+
+from gateway.cli import main
+from gateway.stub import demo_seed, make_stub_app
 
 
 @pytest.fixture(scope="module")
@@ -42,7 +42,7 @@ def client_context(authority: trustme.CA) -> ssl.SSLContext:
 
 
 async def test_the_listener_speaks_https(tmp_path: Path, authority: trustme.CA) -> None:
-    cert, key = server_files(authority, tmp_path)
+    server_files(authority, tmp_path)
     user = USERS[0]
     config = tmp_path / "gw.toml"
     config.write_text(
@@ -66,14 +66,19 @@ def test_an_unusable_certificate_is_a_one_line_config_error(tmp_path: Path, caps
     (tmp_path / "cert.pem").write_text("not a certificate\n")
     (tmp_path / "key.pem").write_text("not a key\n")
     config = tmp_path / "gw.toml"
-    config.write_text("[server]\nport = 0\ntls_cert = 'cert.pem'\ntls_key = 'key.pem'\n[audit]\ndatabase = 'audit.db'\n")
+    config.write_text(
+        "[server]\nport = 0\ntls_cert = 'cert.pem'\ntls_key = 'key.pem'\n[audit]\ndatabase = 'audit.db'\n"
+    )
     assert 2 == main(["serve", "--config", str(config)])
     err = capsys.readouterr().err
     assert err.startswith(f"gateway: error: {config}: server.tls_cert: cannot use the certificate and key: ")
     assert 1 == len(err.splitlines())
     config.write_text("[server]\ntls_cert = 'cert.pem'\n")
     assert 2 == main(["serve", "--config", str(config)])
-    assert f"gateway: error: {config}: server.tls_key: HTTPS needs both server.tls_cert and server.tls_key\n" == capsys.readouterr().err
+    assert (
+        f"gateway: error: {config}: server.tls_key: HTTPS needs both server.tls_cert and server.tls_key\n"
+        == capsys.readouterr().err
+    )
 
 
 async def test_the_upstream_certificate_is_verified(
@@ -88,7 +93,9 @@ async def test_the_upstream_certificate_is_verified(
 
     (tmp_path / "with-ca").mkdir()
     (tmp_path / "system-cas").mkdir()
-    trusting = await gateway(make_config(tmp_path / "with-ca", upstream={"url": upstream, "ca_bundle": str(tmp_path / "ca.pem")}))
+    trusting = await gateway(
+        make_config(tmp_path / "with-ca", upstream={"url": upstream, "ca_bundle": str(tmp_path / "ca.pem")})
+    )
     response = await trusting.delete(SAMPLE_PATH, headers=basic("myname"))
     assert (200, documented_sample()) == (response.status, await response.read())
 

@@ -10,13 +10,13 @@ from pathlib import Path
 
 import pytest
 from aiohttp import ClientSession
-
 from conftest import GatewayFactory, basic, make_config
+from processes import completed, started
+from test_chain import make_log, record
+
 from gateway.audit.chain import ChainKey
 from gateway.audit.sqlite import SQLiteAppender
 from gateway.cli import main
-from processes import completed, started
-from test_chain import make_log, record
 
 
 def ids_and_links(path: Path) -> list[tuple[int, str, str]]:
@@ -31,7 +31,9 @@ def assert_linear(path: Path) -> None:
     assert all(rows[i][1] == rows[i - 1][2] for i in range(1, len(rows)))
 
 
-def test_pruning_twice_under_a_running_writer_keeps_one_chain(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_pruning_twice_under_a_running_writer_keeps_one_chain(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     """Found by a hostile tester: the writer trusted its cached head; a second prune removed the
     first checkpoint, so its next id was free again and the writer appended behind it."""
     path = tmp_path / "a.db"
@@ -58,8 +60,10 @@ def test_every_writer_is_held_to_the_head_by_the_file_itself(tmp_path: Path) -> 
         head = db.execute("SELECT hash FROM audit_events WHERE id = 3").fetchone()[0]
         for record_id, prev_hash in ((3, head), (2, head), (5, head), (4, "0" * 64)):
             with pytest.raises(sqlite3.IntegrityError, match="audit chain"):
-                db.execute(f"INSERT INTO audit_events ({columns}) VALUES (?, 'r', 't', 'DELETE', 'deleted', ?, 'h')",
-                           (record_id, prev_hash))
+                db.execute(
+                    f"INSERT INTO audit_events ({columns}) VALUES (?, 'r', 't', 'DELETE', 'deleted', ?, 'h')",
+                    (record_id, prev_hash),
+                )
         db.execute(f"INSERT INTO audit_events ({columns}) VALUES (4, 'r', 't', 'DELETE', 'deleted', ?, 'h')", (head,))
 
 
@@ -67,7 +71,9 @@ async def _delete_all(base: str, tokens: list[str]) -> list[int]:
     async with ClientSession() as session:
 
         async def one(token: str) -> int:
-            async with session.delete(f"{base}/v1/o/myorg/oauth2/accesstokens/{token}", headers=basic("myname")) as response:
+            async with session.delete(
+                f"{base}/v1/o/myorg/oauth2/accesstokens/{token}", headers=basic("myname")
+            ) as response:
                 await response.read()
                 return response.status
 
@@ -80,12 +86,16 @@ async def test_prune_and_reconcile_while_serving(tmp_path: Path) -> None:
     async with started("serve", "--config", "gw.toml", "--port", "0", cwd=tmp_path) as gateway:
         assert [200] == await _delete_all(gateway.url, ["load0"])
         for _ in range(2):
-            status, out = await completed("audit", "prune", "--db", "audit.db", "--before", "2099-01-01", "--yes", cwd=tmp_path)
+            status, out = await completed(
+                "audit", "prune", "--db", "audit.db", "--before", "2099-01-01", "--yes", cwd=tmp_path
+            )
             assert 0 == status, out
         status, out = await completed("audit", "reconcile", "--db", "audit.db", cwd=tmp_path)
         assert 0 == status, out
         assert {200} == set(await _delete_all(gateway.url, [f"load{i}" for i in range(1, 40)]))
-        status, out = await completed("audit", "prune", "--db", "audit.db", "--before", "2099-01-01", "--yes", cwd=tmp_path)
+        status, out = await completed(
+            "audit", "prune", "--db", "audit.db", "--before", "2099-01-01", "--yes", cwd=tmp_path
+        )
         assert 0 == status, out
         assert {200} == set(await _delete_all(gateway.url, [f"load{i}" for i in range(40, 60)]))
     assert_linear(tmp_path / "audit.db")
@@ -93,7 +103,9 @@ async def test_prune_and_reconcile_while_serving(tmp_path: Path) -> None:
     assert (0, "OK: 41 records verified") == (status, out.split(" (")[0])
 
 
-async def test_two_gateways_on_one_file_keep_one_chain(tmp_path: Path, gateway: GatewayFactory, log_output: io.StringIO) -> None:
+async def test_two_gateways_on_one_file_keep_one_chain(
+    tmp_path: Path, gateway: GatewayFactory, log_output: io.StringIO
+) -> None:
     """A second gateway on the same file is safe: both append to one linear chain."""
     config = make_config(tmp_path, stub={"generated_tokens": 200})
     first, second = await gateway(config), await gateway(config)

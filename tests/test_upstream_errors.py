@@ -7,7 +7,6 @@ import socket
 from pathlib import Path
 
 from aiohttp import web
-
 from conftest import SAMPLE_PATH, GatewayFactory, Peer, basic, make_config, rows
 
 
@@ -28,11 +27,16 @@ async def test_dead_upstream_gives_502(tmp_path: Path, gateway: GatewayFactory) 
     assert body["message"].endswith("; nothing reached the upstream")
     intent, outcome = rows(tmp_path / "audit.db")
     assert ("pending", "upstream_error", "upstream.connect_failed", None) == (
-        intent["outcome"], outcome["outcome"], outcome["error_code"], outcome["upstream_status"]
+        intent["outcome"],
+        outcome["outcome"],
+        outcome["error_code"],
+        outcome["upstream_status"],
     )
 
 
-async def test_slow_upstream_gives_504_and_the_gateway_keeps_serving(tmp_path: Path, gateway: GatewayFactory, peer: Peer) -> None:
+async def test_slow_upstream_gives_504_and_the_gateway_keeps_serving(
+    tmp_path: Path, gateway: GatewayFactory, peer: Peer
+) -> None:
     release = asyncio.Event()
 
     async def stall(request: web.Request) -> web.StreamResponse:
@@ -48,7 +52,7 @@ async def test_slow_upstream_gives_504_and_the_gateway_keeps_serving(tmp_path: P
         assert {
             "code": "gateway.upstream_unavailable",
             "message": "The upstream did not answer in time: no answer within the read timeout; "
-                       "the deletion may or may not have happened upstream, and it was not retried",
+            "the deletion may or may not have happened upstream, and it was not retried",
             "contexts": [],
         } == await response.json()
         assert 200 == (await client.delete("/v1/o/myorg/oauth2/accesstokens/fast", headers=basic("myname"))).status
@@ -69,4 +73,8 @@ async def test_upstream_5xx_passes_through_and_is_recorded(tmp_path: Path, gatew
     response = await client.delete(SAMPLE_PATH, headers=basic("myname"))
     assert (503, "7", body) == (response.status, response.headers["Retry-After"], await response.read())
     outcome = rows(tmp_path / "audit.db")[-1]
-    assert ("upstream_error", 503, "messaging.runtime.Unavailable") == (outcome["outcome"], outcome["upstream_status"], outcome["error_code"])
+    assert ("upstream_error", 503, "messaging.runtime.Unavailable") == (
+        outcome["outcome"],
+        outcome["upstream_status"],
+        outcome["error_code"],
+    )

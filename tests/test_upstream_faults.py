@@ -12,10 +12,10 @@ from typing import Any
 
 import pytest
 from aiohttp.test_utils import TestClient
-
 from conftest import GatewayFactory, basic, make_config, rows
-from gateway.stub import demo_seed, make_stub_app
 from raw_upstream import raw_upstream
+
+from gateway.stub import demo_seed, make_stub_app
 
 TOKEN_PATH = "/v1/o/myorg/oauth2/accesstokens/{}"
 
@@ -44,24 +44,46 @@ def last_outcome(tmp_path: Path) -> tuple[str, str | None, int | None]:
 @pytest.mark.parametrize(
     ("fault", "status", "message", "outcome", "cause"),
     [
-        ({"kind": "empty"}, 502,
-         "The upstream could not be reached or gave no valid answer: the upstream closed the connection without answering",
-         "unknown", "upstream.disconnected"),
-        ({"kind": "reset"}, 502,
-         "The upstream could not be reached or gave no valid answer: the upstream's answer was cut off mid-body",
-         "unknown", "upstream.incomplete"),
-        ({"kind": "malformed"}, 502,
-         "The upstream could not be reached or gave no valid answer: the upstream sent a malformed HTTP response",
-         "unknown", "upstream.malformed"),
-        ({"kind": "none", "delay": 1.0}, 504,
-         "The upstream did not answer in time: no answer within the read timeout",
-         "unknown", "upstream.read_timeout"),
+        (
+            {"kind": "empty"},
+            502,
+            "The upstream could not be reached or gave no valid answer: the upstream closed the connection without answering",
+            "unknown",
+            "upstream.disconnected",
+        ),
+        (
+            {"kind": "reset"},
+            502,
+            "The upstream could not be reached or gave no valid answer: the upstream's answer was cut off mid-body",
+            "unknown",
+            "upstream.incomplete",
+        ),
+        (
+            {"kind": "malformed"},
+            502,
+            "The upstream could not be reached or gave no valid answer: the upstream sent a malformed HTTP response",
+            "unknown",
+            "upstream.malformed",
+        ),
+        (
+            {"kind": "none", "delay": 1.0},
+            504,
+            "The upstream did not answer in time: no answer within the read timeout",
+            "unknown",
+            "upstream.read_timeout",
+        ),
     ],
     ids=["empty-response", "reset-mid-response", "malformed-http", "read-timeout"],
 )
 async def test_a_call_that_left_but_got_no_answer_is_unknown_and_never_retried(
-    tmp_path: Path, gateway: GatewayFactory, stub: TestClient,
-    fault: dict[str, Any], status: int, message: str, outcome: str, cause: str,
+    tmp_path: Path,
+    gateway: GatewayFactory,
+    stub: TestClient,
+    fault: dict[str, Any],
+    status: int,
+    message: str,
+    outcome: str,
+    cause: str,
 ) -> None:
     client = await through(tmp_path, gateway, stub, read_timeout=0.3)
     assert 200 == (await stub.put("/_stub/fault", json={**fault, "times": 1})).status
@@ -79,7 +101,9 @@ async def test_a_call_that_left_but_got_no_answer_is_unknown_and_never_retried(
     assert ("deleted", None, 200) == last_outcome(tmp_path)
 
 
-async def test_apigee_5xx_is_passed_through_and_recorded(tmp_path: Path, gateway: GatewayFactory, stub: TestClient) -> None:
+async def test_apigee_5xx_is_passed_through_and_recorded(
+    tmp_path: Path, gateway: GatewayFactory, stub: TestClient
+) -> None:
     body = '{"code": "messaging.adaptors.http.flow.ServiceUnavailable", "message": "down", "contexts": []}'
     client = await through(tmp_path, gateway, stub)
     await stub.put("/_stub/fault", json={"kind": "status", "status": 503, "body": body, "times": 1})
@@ -108,8 +132,12 @@ def unanswering_port() -> Iterator[int]:
             sock.close()
 
 
-async def test_connect_timeout_gives_504_and_nothing_was_sent(tmp_path: Path, gateway: GatewayFactory, unanswering_port: int) -> None:
-    client = await gateway(make_config(tmp_path, upstream={"url": f"http://127.0.0.1:{unanswering_port}", "connect_timeout": 0.2}))
+async def test_connect_timeout_gives_504_and_nothing_was_sent(
+    tmp_path: Path, gateway: GatewayFactory, unanswering_port: int
+) -> None:
+    client = await gateway(
+        make_config(tmp_path, upstream={"url": f"http://127.0.0.1:{unanswering_port}", "connect_timeout": 0.2})
+    )
     response = await client.delete(TOKEN_PATH.format("load1"), headers=basic("myname"))
     assert 504 == response.status
     assert {
@@ -129,21 +157,25 @@ async def test_an_upstream_trickling_its_answer_is_cut_at_the_total_timeout(
 ) -> None:
     """A byte every 0.1 s never trips read_timeout (a wait between reads); total_timeout ends the call."""
     async with raw_upstream(TRICKLED[:sent_at_once], trickled=TRICKLED[sent_at_once:], every=0.1) as upstream:
-        config = make_config(tmp_path, upstream={"url": upstream.url, "connect_timeout": 0.5, "read_timeout": 0.5, "total_timeout": 1.0})
+        config = make_config(
+            tmp_path, upstream={"url": upstream.url, "connect_timeout": 0.5, "read_timeout": 0.5, "total_timeout": 1.0}
+        )
         client = await gateway(config)
         response = await client.delete(TOKEN_PATH.format("load1"), headers=basic("myname"))
         assert 504 == response.status
         assert {
             "code": "gateway.upstream_unavailable",
             "message": "The upstream did not answer in time: no complete answer within the total timeout; "
-                       "the deletion may or may not have happened upstream, and it was not retried",
+            "the deletion may or may not have happened upstream, and it was not retried",
             "contexts": [],
         } == await response.json()
         assert ("unknown", "upstream.total_timeout", None) == last_outcome(tmp_path)
         assert 1 == len(upstream.requests)  # sent once, not retried
 
 
-async def test_refused_calls_never_reach_the_upstream(tmp_path: Path, gateway: GatewayFactory, stub: TestClient) -> None:
+async def test_refused_calls_never_reach_the_upstream(
+    tmp_path: Path, gateway: GatewayFactory, stub: TestClient
+) -> None:
     """The stub's journal is the upstream's own word: 401, 403, 400, 404, 405 and 429 forward nothing."""
     client = await through(tmp_path, gateway, stub)
     await client.delete(TOKEN_PATH.format("load1"), headers=basic("myname", "wrong"))

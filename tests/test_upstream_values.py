@@ -10,8 +10,8 @@ import json
 from pathlib import Path
 
 from aiohttp import web
-
 from conftest import GatewayFactory, Peer, basic, make_config, rows
+
 from gateway.audit.chain import ChainKey
 from gateway.audit.record import AuditRecord
 from gateway.audit.sqlite import SQLiteAppender, prepare
@@ -44,7 +44,12 @@ async def test_a_lone_surrogate_in_a_snapshot_fails_no_caller(
     poison = next(row for row in outcomes if row["token_hint"] == "" and row["app"] != "app1")
     # Text columns keep the value escaped; the snapshot keeps it exactly, as a JSON escape.
     assert ("\\ud800", "c\\udc00d") == (poison["app"], poison["client_id"])
-    assert {"token": "[redacted]", "app": "\ud800", "clientId": "c\udc00d", "nested": {"note": "\ud800x"}} == json.loads(poison["snapshot"])
+    assert {
+        "token": "[redacted]",
+        "app": "\ud800",
+        "clientId": "c\udc00d",
+        "nested": {"note": "\ud800x"},
+    } == json.loads(poison["snapshot"])
     assert poison["snapshot"].isascii()
     flush_logs()
     lines = [json.loads(line) for line in log_output.getvalue().splitlines()]
@@ -69,8 +74,17 @@ async def test_a_lone_surrogate_in_an_error_code_is_passed_through_and_recorded(
 
 
 def _record(index: int, actor: str = "alice") -> AuditRecord:
-    return AuditRecord(request_id=f"r{index}", time="2026-01-01T00:00:00.000Z", actor=actor, client_ip=None,
-                       method="DELETE", org="myorg", token_sha256=None, token_hint=None, outcome="deleted")
+    return AuditRecord(
+        request_id=f"r{index}",
+        time="2026-01-01T00:00:00.000Z",
+        actor=actor,
+        client_ip=None,
+        method="DELETE",
+        org="myorg",
+        token_sha256=None,
+        token_hint=None,
+        outcome="deleted",
+    )
 
 
 async def test_a_record_the_store_cannot_take_fails_alone(tmp_path: Path) -> None:
@@ -82,7 +96,8 @@ async def test_a_record_the_store_cannot_take_fails_alone(tmp_path: Path) -> Non
     await writer.started()
     try:
         results = await asyncio.gather(
-            *(writer.write(_record(i, actor="\ud800" if i == 5 else "alice")) for i in range(12)), return_exceptions=True
+            *(writer.write(_record(i, actor="\ud800" if i == 5 else "alice")) for i in range(12)),
+            return_exceptions=True,
         )
     finally:
         await writer.close()

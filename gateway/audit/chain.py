@@ -78,7 +78,9 @@ class Anchor:
         """Raises ValueError saying what a malformed anchor lacks (a typo is not tampering)."""
         parts = text.split()
         if not 1 <= len(parts) <= 2:
-            raise ValueError(f"{text[:200]!r} is not a head: expected HASH or `ID HASH` as `gateway audit head` prints it")
+            raise ValueError(
+                f"{text[:200]!r} is not a head: expected HASH or `ID HASH` as `gateway audit head` prints it"
+            )
         record_id = None
         if len(parts) == 2:
             if not (parts[0].isascii() and parts[0].isdigit()) or not 0 < int(parts[0]) < 2**63:
@@ -167,8 +169,10 @@ class ChainWalker:
                 if record_id != last_id + 1:
                     return _gap(last_id, record_id)
                 if row[-2] != last_hash:
-                    return (f"record {record_id}: prev_hash does not link to record {last_id} "
-                            "(a record before it was changed, removed or reordered)")
+                    return (
+                        f"record {record_id}: prev_hash does not link to record {last_id} "
+                        "(a record before it was changed, removed or reordered)"
+                    )
                 data = last_hash.encode("ascii") + dumps(row[:-2])
                 digest = new_hmac(secret, data, sha256).hexdigest() if secret else sha256(data).hexdigest()
                 if digest != row[-1]:
@@ -177,8 +181,10 @@ class ChainWalker:
                 last_id, last_hash = record_id, digest
                 checked += 1
                 if record_id == anchor_id and digest != anchor:
-                    return (f"record {record_id}: its hash is not the expected head's {anchor} "
-                            "(the chain was rebuilt since that head was anchored)")
+                    return (
+                        f"record {record_id}: its hash is not the expected head's {anchor} "
+                        "(the chain was rebuilt since that head was anchored)"
+                    )
                 if digest == anchor and anchor_id in (None, record_id):
                     self.anchor_found = True
             return None
@@ -192,6 +198,10 @@ class ChainWalker:
 
 def _gap(previous_id: int, record_id: int) -> str:
     if record_id > previous_id + 1:
-        missing = f"record {previous_id + 1}" if record_id == previous_id + 2 else f"records {previous_id + 1}-{record_id - 1}"
+        missing = (
+            f"record {previous_id + 1}"
+            if record_id == previous_id + 2
+            else f"records {previous_id + 1}-{record_id - 1}"
+        )
         return f"record {record_id}: {missing} missing (removed from the log)"
     return f"record {record_id}: out of order after record {previous_id}"

@@ -46,7 +46,9 @@ class Filter:
 
 FILTERS: tuple[Filter, ...] = (
     Filter("org", "org", text, "only this organisation"),
-    Filter("token", "token_sha256", raw_token, "only this access token (matched by its SHA-256 fingerprint)", "RAW_TOKEN"),
+    Filter(
+        "token", "token_sha256", raw_token, "only this access token (matched by its SHA-256 fingerprint)", "RAW_TOKEN"
+    ),
     Filter("token_sha256", "token_sha256", parse_sha256, "only the token with this SHA-256 fingerprint", "HEX"),
     Filter("actor", "actor", text, "only calls made by this gateway user", "USER"),
     Filter("app", "app", text, "only tokens of this Apigee app"),

@@ -13,11 +13,27 @@ from typing import Any
 
 HINT_LENGTH = 4
 MIN_LENGTH_FOR_HINT = 16
-TOKEN_SNAPSHOT_FIELDS = ("token", "refreshToken", "access_token", "refresh_token", "accessToken", "idToken", "oauth_token")
+TOKEN_SNAPSHOT_FIELDS = (
+    "token",
+    "refreshToken",
+    "access_token",
+    "refresh_token",
+    "accessToken",
+    "idToken",
+    "oauth_token",
+)
 """The tokens themselves: kept in clear only when the operator opts in (``audit.store_raw_tokens``)."""
 SECRET_SNAPSHOT_FIELDS = (
-    *TOKEN_SNAPSHOT_FIELDS, "id_token", "consumerKey", "consumerSecret", "secret", "client_secret", "clientSecret",
-    "password", "oauth_token_secret", "oauth_verifier",
+    *TOKEN_SNAPSHOT_FIELDS,
+    "id_token",
+    "consumerKey",
+    "consumerSecret",
+    "secret",
+    "client_secret",
+    "clientSecret",
+    "password",
+    "oauth_token_secret",
+    "oauth_verifier",
 )
 """Fields whose values are secrets wherever they are in a snapshot (an OAuth 2 token, an OAuth 1
 app's credentials, a developer app's keys...). A name matches ignoring case, ``_`` and ``-``, so

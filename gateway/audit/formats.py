@@ -92,7 +92,7 @@ _SNAPSHOT = FIELDS.index("snapshot")
 
 def row_json(row: Row) -> dict[str, object]:
     """The record as JSON output shows it (CLI and HTTP API): the snapshot as JSON, not text."""
-    values: dict[str, object] = dict(zip(FIELDS, row))
+    values: dict[str, object] = dict(zip(FIELDS, row, strict=True))
     if row[_SNAPSHOT] is not None:
         # Already JSON text (written by orjson or json): embedded as it is, not parsed again.
         values["snapshot"] = orjson.Fragment(row[_SNAPSHOT])
@@ -113,9 +113,9 @@ def write_table(records: Sequence[AuditRecord], out: TextIO) -> None:
 def write_columns(header: Sequence[str], rows: Sequence[Sequence[str]], out: TextIO) -> None:
     """Aligned columns, each cell with its control and format characters escaped."""
     header, rows = [printable(cell) for cell in header], [[printable(cell) for cell in row] for row in rows]
-    widths = [max(len(cell) for cell in column) for column in zip(header, *rows)]
+    widths = [max(len(cell) for cell in column) for column in zip(header, *rows, strict=True)]
     for line in (header, ["-" * width for width in widths], *rows):
-        out.write("  ".join(cell.ljust(width) for cell, width in zip(line, widths)).rstrip() + "\n")
+        out.write("  ".join(cell.ljust(width) for cell, width in zip(line, widths, strict=True)).rstrip() + "\n")
 
 
 def write_json(records: Iterable[AuditRecord], out: TextIO) -> None:

@@ -12,7 +12,7 @@ import base64
 import re
 import time
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from gateway.audit.record import Outcome, utc_timestamp
 
@@ -91,7 +91,7 @@ def parse_time(text: str, *, now: float | None = None) -> str:
             raise ValueError
         moment = datetime.fromisoformat(value)
         if moment.tzinfo is None:
-            moment = moment.replace(tzinfo=timezone.utc)
+            moment = moment.replace(tzinfo=UTC)
         epoch = moment.timestamp()
     except (ValueError, OverflowError):
         raise ValueError(
@@ -104,7 +104,9 @@ def parse_outcome(text: str) -> str:
     try:
         return Outcome(text).value
     except ValueError:
-        raise ValueError(f"{quoted(text)} is not an outcome; expected one of {', '.join(o.value for o in Outcome)}") from None
+        raise ValueError(
+            f"{quoted(text)} is not an outcome; expected one of {', '.join(o.value for o in Outcome)}"
+        ) from None
 
 
 def whole_number(text: str, *, minimum: int = 0, maximum: int = MAX_INTEGER) -> int:

@@ -42,8 +42,10 @@ class Unsettled:
 
 
 UPSTREAM_OPTIONS = "--upstream URL (or a --config whose upstream.url is the Apigee it went to)"
-NO_CREDENTIALS = ('no credentials were sent: give --user (password in $GATEWAY_UPSTREAM_PASSWORD) or a --config with '
-                  'upstream.auth = "service"')
+NO_CREDENTIALS = (
+    "no credentials were sent: give --user (password in $GATEWAY_UPSTREAM_PASSWORD) or a --config with "
+    'upstream.auth = "service"'
+)
 
 
 async def reconcile(
@@ -72,7 +74,7 @@ async def reconcile(
         if raw is not None and intent.org is not None and ask_upstream is not None:
             try:
                 status = await ask_upstream(intent.org, raw)
-            except Exception as exc:  # noqa: BLE001 - reported per intent, the others go on
+            except Exception as exc:
                 unsettled.append(Unsettled(intent, f"the upstream gave no answer ({type(exc).__name__})"))
                 continue
             if status in (200, 404):
@@ -82,7 +84,9 @@ async def reconcile(
             else:
                 unsettled.append(Unsettled(intent, _refused(status, asking_as)))
             continue
-        later = await store.later_outcome_for_token(intent.token_sha256, intent.id or 0) if intent.token_sha256 else None
+        later = (
+            await store.later_outcome_for_token(intent.token_sha256, intent.id or 0) if intent.token_sha256 else None
+        )
         if later is not None:
             outcome = Outcome.NOT_DELETED if later.outcome == Outcome.DELETED else Outcome.DELETED
             evidence = {"later_record": later.id, "later_outcome": later.outcome}
@@ -109,8 +113,11 @@ def _missing(token_known: bool, tokens_given: bool, upstream: bool) -> str:
 def _refused(status: int, asking_as: str | None) -> str:
     answered = f"the upstream answered {status} to GET on the token"
     if status == 401:
-        return f"{answered}: {NO_CREDENTIALS}" if asking_as is None else (
-            f"{answered}: it refused the credentials of {asking_as}; check them")
+        return (
+            f"{answered}: {NO_CREDENTIALS}"
+            if asking_as is None
+            else (f"{answered}: it refused the credentials of {asking_as}; check them")
+        )
     if status == 403:
         return f"{answered}: {asking_as or 'the caller'} may not read this organisation's tokens"
     return answered

@@ -7,7 +7,6 @@ from enum import StrEnum
 from typing import Any, NamedTuple
 
 
-
 class Outcome(StrEnum):
     PENDING = "pending"
     """The intent, committed before the call is forwarded; an outcome record follows it."""
@@ -81,4 +80,3 @@ def utc_timestamp(epoch: float | None = None) -> str:
     if second != _second:  # formatting the date is the costly part; it changes once a second
         _second, _second_text = second, time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
     return f"{_second_text}.{millis % 1000:03d}Z"
-

@@ -93,8 +93,15 @@ def outcome(
     snapshot: str | None = None,
 ) -> AuditRecord:
     """What became of a forwarded call; committed before the caller hears anything."""
-    return _of_call(call, outcome, upstream_status=upstream_status, error_code=error_code, app=app,
-                    client_id=client_id, snapshot=snapshot)
+    return _of_call(
+        call,
+        outcome,
+        upstream_status=upstream_status,
+        error_code=error_code,
+        app=app,
+        client_id=client_id,
+        snapshot=snapshot,
+    )
 
 
 def refusal(call: CallFacts, outcome: Outcome, error_code: str) -> AuditRecord:
@@ -148,8 +155,17 @@ def reconciled(
     its intent), with who settled it and on what evidence."""
     details = {"reconciled_by": operator, "intent_id": intent.id, **evidence}
     return intent._replace(
-        time=utc_timestamp(), outcome=outcome.value, upstream_status=status, error_code="reconciled",
-        latency_ms=None, app=None, client_id=None, snapshot=json_text(details), prev_hash=None, hash=None, id=None,
+        time=utc_timestamp(),
+        outcome=outcome.value,
+        upstream_status=status,
+        error_code="reconciled",
+        latency_ms=None,
+        app=None,
+        client_id=None,
+        snapshot=json_text(details),
+        prev_hash=None,
+        hash=None,
+        id=None,
     )
 
 
@@ -157,7 +173,14 @@ def checkpoint(actor: str, client_ip: str | None, details: Mapping[str, object])
     """A prune's record: who removed how many records, through which id, and the last removed
     hash, which ``verify`` starts from."""
     return AuditRecord(
-        request_id=new_request_id("prune"), time=utc_timestamp(), actor=actor, client_ip=client_ip,
-        method="PRUNE", org=None, token_sha256=None, token_hint=None, outcome=Outcome.PRUNED.value,
+        request_id=new_request_id("prune"),
+        time=utc_timestamp(),
+        actor=actor,
+        client_ip=client_ip,
+        method="PRUNE",
+        org=None,
+        token_sha256=None,
+        token_hint=None,
+        outcome=Outcome.PRUNED.value,
         snapshot=json_text(details),
     )

@@ -97,7 +97,9 @@ def _migrate_v1_to_v2(db: sqlite3.Connection, key: ChainKey) -> None:
     ).fetchall():
         for row in rows:
             linked = link(AuditRecord(*row[1:]), row[0], previous_hash, key)
-            db.execute(f"UPDATE {TABLE} SET prev_hash = ?, hash = ? WHERE id = ?", (linked.prev_hash, linked.hash, row[0]))
+            db.execute(
+                f"UPDATE {TABLE} SET prev_hash = ?, hash = ? WHERE id = ?", (linked.prev_hash, linked.hash, row[0])
+            )
             previous_hash = linked.hash  # type: ignore[assignment]
         last_id = rows[-1][0]
     db.execute(NO_UPDATE_TRIGGER)

@@ -25,7 +25,14 @@ from gateway.audit.chain import EMPTY, ChainKey, Head, chained
 from gateway.audit.query import AuditFilter
 from gateway.audit.record import FIELDS, AuditRecord, Row
 from gateway.audit.schema import (
-    APPLICATION_ID, LINEAR_TRIGGER, MIGRATIONS, NO_DELETE_TRIGGER, OLDEST_READABLE_VERSION, SCHEMA_VERSION, TABLE, create,
+    APPLICATION_ID,
+    LINEAR_TRIGGER,
+    MIGRATIONS,
+    NO_DELETE_TRIGGER,
+    OLDEST_READABLE_VERSION,
+    SCHEMA_VERSION,
+    TABLE,
+    create,
 )
 from gateway.audit.store import AuditRecordError, AuditStoreError, ChainModeMismatch, PrunePlan, PruneResult
 
@@ -114,7 +121,9 @@ def _check_and_upgrade(db: sqlite3.Connection, path: Path, key: ChainKey | None,
         mode, check = chain_mode(db)
         if mode != key.mode:
             given = "a chain key" if key.secret else "no chain key"
-            raise ChainModeMismatch(f"{path} keeps a {mode} chain, but {given} is configured (audit.chain_key_env / chain_key_file)")
+            raise ChainModeMismatch(
+                f"{path} keeps a {mode} chain, but {given} is configured (audit.chain_key_env / chain_key_file)"
+            )
         if check != key.check:
             raise ChainModeMismatch(f"{path} was written with another chain key than the one configured")
 
@@ -139,7 +148,12 @@ class SQLiteAuditStore:
 
     @classmethod
     async def open(
-        cls, path: Path, *, key: ChainKey | None = None, writable: bool = False, create: bool = True,
+        cls,
+        path: Path,
+        *,
+        key: ChainKey | None = None,
+        writable: bool = False,
+        create: bool = True,
         busy_timeout: float = 5.0,
     ) -> SQLiteAuditStore:
         """Open for reading; ``writable`` also upgrades an older file (and, with ``create``,
@@ -156,7 +170,9 @@ class SQLiteAuditStore:
     def appender(self, *, synchronous: str = "FULL", max_bytes: int = 0) -> SQLiteAppender:
         if self._key is None:
             raise AuditStoreError(f"{self.path} was opened to read only; appending needs its chain key")
-        return SQLiteAppender(self.path, self._key, busy_timeout=self._busy_timeout, synchronous=synchronous, max_bytes=max_bytes)
+        return SQLiteAppender(
+            self.path, self._key, busy_timeout=self._busy_timeout, synchronous=synchronous, max_bytes=max_bytes
+        )
 
     async def write_problem(self) -> str | None:
         return await asyncio.to_thread(_write_lock_problem, self.path)
@@ -187,7 +203,9 @@ class SQLiteAuditStore:
 
     async def pruned_hash(self, record_id: int) -> str | None:
         """The hash of a removed record, as the checkpoint of the prune that ended at it gives it."""
-        for record in await self._select(f"SELECT {_COLUMNS} FROM {TABLE} WHERE outcome = 'pruned' ORDER BY id DESC", []):
+        for record in await self._select(
+            f"SELECT {_COLUMNS} FROM {TABLE} WHERE outcome = 'pruned' ORDER BY id DESC", []
+        ):
             details = json.loads(record.snapshot or "{}")
             if details.get("pruned_through_id") == record_id:
                 return str(details["last_pruned_hash"])
@@ -255,7 +273,9 @@ class SQLiteAuditStore:
                 return record
         return None
 
-    async def stats(self, by: str, selection: AuditFilter, *, include_intents: bool = False) -> list[tuple[str | None, int]]:
+    async def stats(
+        self, by: str, selection: AuditFilter, *, include_intents: bool = False
+    ) -> list[tuple[str | None, int]]:
         """Record counts grouped by a field (or by day), largest first; intents left out unless asked."""
         expression = _STATS_EXPRESSIONS[by]
         where, params = _where(selection)
@@ -371,8 +391,10 @@ class _FileIdentity:
                 continue
             if now != known:
                 change = "removed" if now is None else "replaced by another file"
-                return (f"{path} was {change} while the gateway had it open; nothing more is written to it. "
-                        "Put the audit log back in place (or set audit.database to the new one) and restart the gateway")
+                return (
+                    f"{path} was {change} while the gateway had it open; nothing more is written to it. "
+                    "Put the audit log back in place (or set audit.database to the new one) and restart the gateway"
+                )
         return None
 
 
@@ -492,14 +514,20 @@ class SQLiteAppender:
             # takes the next id and links to the last hash, so ids never repeat and the chain
             # (and any head anchored outside) goes on.
             newest = Head(*self._db.execute(_HEAD).fetchone())
-            (removed_hash,) = self._db.execute(f"SELECT hash FROM {TABLE} WHERE id = ?", (plan.last_removed,)).fetchone()
+            (removed_hash,) = self._db.execute(
+                f"SELECT hash FROM {TABLE} WHERE id = ?", (plan.last_removed,)
+            ).fetchone()
             # The rules against deleting and against appending off the head (which, with every
             # record removed, would be the genesis) are lifted only inside this transaction.
             self._db.execute(f"DROP TRIGGER {TABLE}_no_delete")
             self._db.execute(f"DROP TRIGGER {TABLE}_linear")
             removed = self._db.execute(f"DELETE FROM {TABLE} WHERE id <= ?", (plan.last_removed,)).rowcount
-            details = {"pruned_through_id": plan.last_removed, "pruned_count": removed, "last_pruned_hash": removed_hash,
-                       "before": before}
+            details = {
+                "pruned_through_id": plan.last_removed,
+                "pruned_count": removed,
+                "last_pruned_hash": removed_hash,
+                "before": before,
+            }
             checkpoint = records.checkpoint(actor, client_ip, details)
             head = self._append([checkpoint], after=newest)
             self._db.execute(NO_DELETE_TRIGGER)

@@ -110,7 +110,9 @@ class AuditStore(Protocol):
         """Every matching record, oldest first, as rows in ``FIELDS`` order, streamed in
         batches (``limit`` is ignored)."""
 
-    async def stats(self, by: str, selection: AuditFilter, *, include_intents: bool = False) -> list[tuple[str | None, int]]:
+    async def stats(
+        self, by: str, selection: AuditFilter, *, include_intents: bool = False
+    ) -> list[tuple[str | None, int]]:
         """Record counts grouped by one of ``STATS_GROUPS``, largest first."""
 
     async def chain_mode(self) -> tuple[str, str | None]:

@@ -36,18 +36,28 @@ async def verify_log(
     if key is None or (key.secret is None and mode != key.mode):
         raise CannotVerify(_which_key(store, mode))
     if mode != key.mode:
-        return Verdict(0, EMPTY, f"the log says it keeps a {mode} chain, but it is expected keyed ({key.mode}): "
-                                 "a keyed log rewritten without its key, or not the log of this key")
+        return Verdict(
+            0,
+            EMPTY,
+            f"the log says it keeps a {mode} chain, but it is expected keyed ({key.mode}): "
+            "a keyed log rewritten without its key, or not the log of this key",
+        )
     if check != key.check:
-        return Verdict(0, EMPTY, "the log's chain key check does not match the key given: the log was rewritten "
-                                 "under another key, or the key is not this log's")
+        return Verdict(
+            0,
+            EMPTY,
+            "the log's chain key check does not match the key given: the log was rewritten "
+            "under another key, or the key is not this log's",
+        )
     first = await store.first_id()
     start = EMPTY
     if first is not None and first > 1:
         checkpoint = await store.checkpoint_before(first)
         if checkpoint is None:
             missing = "record 1" if first == 2 else f"records 1-{first - 1}"
-            return Verdict(0, EMPTY, f"record {first}: {missing} missing, and no retention checkpoint accounts for them")
+            return Verdict(
+                0, EMPTY, f"record {first}: {missing} missing, and no retention checkpoint accounts for them"
+            )
         start = Head(first - 1, json.loads(checkpoint.snapshot or "{}")["last_pruned_hash"])
     if expect_head is not None and expect_head.id is not None and expect_head.id < start.id:
         return await _verify_pruned_anchor(store, key, expect_head, start, progress)
@@ -62,8 +72,10 @@ async def verify_log(
     if not walker.anchor_found:
         assert expect_head is not None
         if expect_head.id is not None and expect_head.id > walker.head.id:
-            return walker.verdict(f"the expected head is record {expect_head.id}, past the end of the log "
-                                  f"(record {walker.head.id}): records up to it were cut off")
+            return walker.verdict(
+                f"the expected head is record {expect_head.id}, past the end of the log "
+                f"(record {walker.head.id}): records up to it were cut off"
+            )
         return walker.verdict(
             f"the expected head {expect_head.hash} is not in the chain: records up to it were cut off, or the chain was rebuilt"
         )
@@ -84,15 +96,23 @@ async def _verify_pruned_anchor(
         )
     verdict = await verify_log(store, key, progress=progress)
     if verdict.problem is None and vouched != anchor.hash:
-        return Verdict(verdict.checked, verdict.head, f"record {anchor.id} (pruned): the checkpoint that removed it "
-                                                      f"gives its hash as {vouched}, not the expected {anchor.hash}")
+        return Verdict(
+            verdict.checked,
+            verdict.head,
+            f"record {anchor.id} (pruned): the checkpoint that removed it "
+            f"gives its hash as {vouched}, not the expected {anchor.hash}",
+        )
     return Verdict(verdict.checked, verdict.head, verdict.problem, verdict.problem is None)
 
 
 def _which_key(store: AuditStore, mode: str) -> str:
     if mode != ChainKey(None).mode:
-        return (f"{store.path} keeps a {mode} chain, which cannot be checked without its key: pass --config with "
-                "audit.chain_key_env or audit.chain_key_file, or --chain-key-file FILE / --chain-key-env VARIABLE")
-    return (f"{store.path} says it keeps a plain {mode} chain (no key). Whoever can write the file can rebuild such "
-            "a chain, and a keyed log rewritten without its key says the same: pass --no-chain-key to check it as "
-            "a plain chain, or its key (--chain-key-file FILE / --chain-key-env VARIABLE) if it was started keyed")
+        return (
+            f"{store.path} keeps a {mode} chain, which cannot be checked without its key: pass --config with "
+            "audit.chain_key_env or audit.chain_key_file, or --chain-key-file FILE / --chain-key-env VARIABLE"
+        )
+    return (
+        f"{store.path} says it keeps a plain {mode} chain (no key). Whoever can write the file can rebuild such "
+        "a chain, and a keyed log rewritten without its key says the same: pass --no-chain-key to check it as "
+        "a plain chain, or its key (--chain-key-file FILE / --chain-key-env VARIABLE) if it was started keyed"
+    )

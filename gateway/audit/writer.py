@@ -105,7 +105,7 @@ class AuditWriter:
     def _run(self, open_appender: OpenAppender) -> None:
         try:
             appender = open_appender()
-        except BaseException as exc:  # noqa: BLE001 - reported to whoever awaits started()
+        except BaseException as exc:
             self._running = False
             self._loop.call_soon_threadsafe(_settle, self._ready, exc)
             return
@@ -154,7 +154,7 @@ class AuditWriter:
             return None, appender.append(records)
         except AuditStoreError as exc:
             return exc, None
-        except Exception as exc:  # noqa: BLE001 - the waiting requests must hear of it
+        except Exception as exc:
             return AuditStoreError(f"audit store failed: {type(exc).__name__}"), None
 
     def _fail_leftovers(self) -> None:
@@ -168,7 +168,9 @@ class AuditWriter:
             if item is not _STOP:
                 leftovers.append(item[1])
         if leftovers:
-            self._loop.call_soon_threadsafe(self._committed, leftovers, AuditStoreError("the audit writer has stopped"), None)
+            self._loop.call_soon_threadsafe(
+                self._committed, leftovers, AuditStoreError("the audit writer has stopped"), None
+            )
 
 
 def _settle(future: asyncio.Future[None], error: BaseException | None) -> None:

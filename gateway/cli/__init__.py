@@ -22,7 +22,6 @@ from gateway.logs import flush_logs
 from gateway.stub import SeedError
 from gateway.terminal import printable
 
-
 EXIT_BROKEN_PIPE = 128 + signal.SIGPIPE
 """What a command killed by SIGPIPE reports (``gateway audit export | head -1``)."""
 

@@ -14,19 +14,27 @@ from typing import Any, TypeVar
 
 import aiohttp
 
+from gateway.audit.backends import open_store
 from gateway.audit.chain import Anchor, ChainKey, Head, Verdict
+from gateway.audit.filters import text
 from gateway.audit.fingerprint import fingerprint
 from gateway.audit.formats import STREAMING, WRITERS, RecordStream, write_columns, write_record
 from gateway.audit.query import DEFAULT_LIMIT, AuditFilter, parse_time, positive_int
 from gateway.audit.reconcile import reconcile
 from gateway.audit.reserve import DiskReserve
-from gateway.audit.backends import open_store
 from gateway.audit.store import STATS_GROUPS, AuditStore, PruneResult
 from gateway.audit.verify import CannotVerify, verify_log
 from gateway.cli import fleet
-from gateway.audit.filters import text
 from gateway.cli.common import (
-    CommandError, arg, command, config_of, database_options, filter_options, say, selection_of, user_name,
+    CommandError,
+    arg,
+    command,
+    config_of,
+    database_options,
+    filter_options,
+    say,
+    selection_of,
+    user_name,
 )
 from gateway.cli.progress import Progress
 from gateway.config import RECONCILE_PASSWORD_ENV as PASSWORD_ENV
@@ -41,70 +49,127 @@ T = TypeVar("T")
 
 
 def register(commands: Any) -> None:
-    audit = command(commands, "audit", None, "Read, check and maintain the audit trail.", "Read, check and maintain the audit trail.")
+    audit = command(
+        commands,
+        "audit",
+        None,
+        "Read, check and maintain the audit trail.",
+        "Read, check and maintain the audit trail.",
+    )
     audit_commands = audit.add_subparsers(title="audit commands", required=True, metavar="COMMAND")
 
     query = command(audit_commands, "query", cmd_query, "Find audit records.", QUERY_HELP)
     database_options(query)
     fleet.store_options(query)
     filter_options(query)
-    query.add_argument("--limit", type=arg(positive_int), default=DEFAULT_LIMIT, metavar="N",
-                       help=f"at most N records, newest first (default {DEFAULT_LIMIT})")
+    query.add_argument(
+        "--limit",
+        type=arg(positive_int),
+        default=DEFAULT_LIMIT,
+        metavar="N",
+        help=f"at most N records, newest first (default {DEFAULT_LIMIT})",
+    )
     query.add_argument("--format", choices=list(WRITERS), default="table", help="output format (default: table)")
 
     show = command(audit_commands, "show", cmd_show, "Print one audit record, whole.", SHOW_HELP)
     database_options(show)
     fleet.store_options(show, instance_required=True)
-    show.add_argument("id", type=arg(positive_int), metavar="ID", help="the record's id (first column of `audit query`)")
+    show.add_argument(
+        "id", type=arg(positive_int), metavar="ID", help="the record's id (first column of `audit query`)"
+    )
 
     export = command(audit_commands, "export", cmd_export, "Stream records to standard output.", EXPORT_HELP)
     database_options(export)
     fleet.store_options(export)
     filter_options(export)
-    export.add_argument("--format", choices=[*STREAMING, "ocsf"], default="jsonl",
-                        help="output format (default: jsonl; ocsf: OCSF API Activity events, one per line)")
+    export.add_argument(
+        "--format",
+        choices=[*STREAMING, "ocsf"],
+        default="jsonl",
+        help="output format (default: jsonl; ocsf: OCSF API Activity events, one per line)",
+    )
 
     stats = command(audit_commands, "stats", cmd_stats, "Count records by actor, org, app, outcome or day.", STATS_HELP)
     database_options(stats)
     fleet.store_options(stats)
     filter_options(stats)
-    stats.add_argument("--by", choices=[*STATS_GROUPS, "instance"], default="outcome",
-                       help="what to group by (default: outcome; instance only with --store)")
+    stats.add_argument(
+        "--by",
+        choices=[*STATS_GROUPS, "instance"],
+        default="outcome",
+        help="what to group by (default: outcome; instance only with --store)",
+    )
 
-    verify = command(audit_commands, "verify", cmd_verify, "Check the hash chain; name the first bad record.", VERIFY_HELP)
+    verify = command(
+        audit_commands, "verify", cmd_verify, "Check the hash chain; name the first bad record.", VERIFY_HELP
+    )
     database_options(verify)
     fleet.store_options(verify)
-    verify.add_argument("--silent-after", type=arg(fleet.seconds), metavar="SECONDS",
-                        help="with --store: report instances without contact for longer (default: collector.silent_after)")
+    verify.add_argument(
+        "--silent-after",
+        type=arg(fleet.seconds),
+        metavar="SECONDS",
+        help="with --store: report instances without contact for longer (default: collector.silent_after)",
+    )
     chain_key_options(verify, plain=True)
-    verify.add_argument("--expect-head", type=arg(Anchor.parse), metavar="HEAD",
-                        help="a head anchored earlier, as `audit head` prints it (ID HASH) or its hash: it must be in the chain")
+    verify.add_argument(
+        "--expect-head",
+        type=arg(Anchor.parse),
+        metavar="HEAD",
+        help="a head anchored earlier, as `audit head` prints it (ID HASH) or its hash: it must be in the chain",
+    )
 
-    head = command(audit_commands, "head", cmd_head, "Print the chain's head, to anchor it outside the host.", HEAD_HELP)
+    head = command(
+        audit_commands, "head", cmd_head, "Print the chain's head, to anchor it outside the host.", HEAD_HELP
+    )
     database_options(head)
 
-    settle = command(audit_commands, "reconcile", cmd_reconcile, "Settle calls whose outcome is pending or unknown.", RECONCILE_HELP)
+    settle = command(
+        audit_commands, "reconcile", cmd_reconcile, "Settle calls whose outcome is pending or unknown.", RECONCILE_HELP
+    )
     database_options(settle)
     chain_key_options(settle)
-    settle.add_argument("--upstream", type=arg(http_url), metavar="URL",
-                        help="the Apigee (or stub) base URL to ask (default: upstream.url)")
-    settle.add_argument("--user", type=arg(user_name), help=f"Apigee user for the GETs (password from ${PASSWORD_ENV}, or "
-                                                           "asked on a terminal); default: the service account of "
-                                                           "upstream.auth = \"service\"")
-    settle.add_argument("--tokens-file", type=Path, metavar="FILE", help="raw tokens, one per line, for intents whose token is not stored")
+    settle.add_argument(
+        "--upstream",
+        type=arg(http_url),
+        metavar="URL",
+        help="the Apigee (or stub) base URL to ask (default: upstream.url)",
+    )
+    settle.add_argument(
+        "--user",
+        type=arg(user_name),
+        help=f"Apigee user for the GETs (password from ${PASSWORD_ENV}, or "
+        "asked on a terminal); default: the service account of "
+        'upstream.auth = "service"',
+    )
+    settle.add_argument(
+        "--tokens-file",
+        type=Path,
+        metavar="FILE",
+        help="raw tokens, one per line, for intents whose token is not stored",
+    )
     settle.add_argument("--operator", type=arg(text), default=None, help="who is reconciling (default: the login name)")
 
     prune = command(audit_commands, "prune", cmd_prune, "Remove old records, keeping the chain verifiable.", PRUNE_HELP)
     database_options(prune)
     chain_key_options(prune)
-    prune.add_argument("--before", type=arg(parse_time), required=True, metavar="T",
-                       help="remove records older than this: ISO 8601 or an age (90d)")
+    prune.add_argument(
+        "--before",
+        type=arg(parse_time),
+        required=True,
+        metavar="T",
+        help="remove records older than this: ISO 8601 or an age (90d)",
+    )
     prune.add_argument("--operator", type=arg(text), default=None, help="who is pruning (default: the login name)")
     prune.add_argument("--dry-run", action="store_true", help="say what would be removed, and remove nothing")
-    prune.add_argument("--yes", action="store_true",
-                       help="confirm removing every record (asked on a terminal; required without one)")
-    prune.add_argument("--ignore-shipping", action="store_true",
-                       help="with [ship]: also remove records the collector has not acknowledged (warned about)")
+    prune.add_argument(
+        "--yes", action="store_true", help="confirm removing every record (asked on a terminal; required without one)"
+    )
+    prune.add_argument(
+        "--ignore-shipping",
+        action="store_true",
+        help="with [ship]: also remove records the collector has not acknowledged (warned about)",
+    )
     fleet.register_audit(audit_commands)
 
 
@@ -113,10 +178,15 @@ def chain_key_options(parser: argparse.ArgumentParser, *, plain: bool = False) -
     --no-chain-key, for verify, which never takes the file's own word that it has no key."""
     given = parser.add_mutually_exclusive_group()
     given.add_argument("--chain-key-file", type=Path, metavar="FILE", help="with --db: the file holding the chain key")
-    given.add_argument("--chain-key-env", metavar="VARIABLE", help="with --db: the environment variable holding the chain key")
+    given.add_argument(
+        "--chain-key-env", metavar="VARIABLE", help="with --db: the environment variable holding the chain key"
+    )
     if plain:
-        given.add_argument("--no-chain-key", action="store_true",
-                           help="with --db: the log was started without a chain key; check it as a plain chain")
+        given.add_argument(
+            "--no-chain-key",
+            action="store_true",
+            help="with --db: the log was started without a chain key; check it as a plain chain",
+        )
 
 
 def chain_key_of(args: argparse.Namespace, config: Config) -> ChainKey | None:
@@ -125,11 +195,15 @@ def chain_key_of(args: argparse.Namespace, config: Config) -> ChainKey | None:
     given = [name for name in ("chain_key_file", "chain_key_env", "no_chain_key") if getattr(args, name, None)]
     if getattr(args, "db", None) is None:
         if given:
-            raise CommandError(f"--{given[0].replace('_', '-')} goes with --db; with a config the key is "
-                               "audit.chain_key_env or audit.chain_key_file")
+            raise CommandError(
+                f"--{given[0].replace('_', '-')} goes with --db; with a config the key is "
+                "audit.chain_key_env or audit.chain_key_file"
+            )
         return ChainKey(config.chain_secret)
     if args.chain_key_file is not None:
-        return ChainKey(read_chain_key("--chain-key-file", str(args.chain_key_file), os.environ, path=args.chain_key_file))
+        return ChainKey(
+            read_chain_key("--chain-key-file", str(args.chain_key_file), os.environ, path=args.chain_key_file)
+        )
     if args.chain_key_env is not None:
         return ChainKey(read_chain_key("--chain-key-env", args.chain_key_env, os.environ, variable=args.chain_key_env))
     if getattr(args, "no_chain_key", False):
@@ -215,7 +289,9 @@ def _read(
     the log's ``key``), which upgrades an older log but never makes a new one."""
 
     async def run() -> T:
-        store = await open_store(config.database_path, key=key, writable=writable, busy_timeout=config.audit.busy_timeout)
+        store = await open_store(
+            config.database_path, key=key, writable=writable, busy_timeout=config.audit.busy_timeout
+        )
         try:
             return await action(store)
         finally:
@@ -249,7 +325,8 @@ def cmd_export(args: argparse.Namespace) -> int:
         return fleet.fleet_export(args)
     selection = selection_of(args)
     stream = (
-        fleet.ocsf_stream(config_of(args), sys.stdout) if args.format == "ocsf"
+        fleet.ocsf_stream(config_of(args), sys.stdout)
+        if args.format == "ocsf"
         else RecordStream(args.format, sys.stdout, for_terminal=sys.stdout.isatty())
     )
 
@@ -277,8 +354,12 @@ def cmd_stats(args: argparse.Namespace) -> int:
     if args.by == "instance":
         raise CommandError("--by instance needs --store (a local log holds one instance)")
     selection = selection_of(args)
-    rows = _read(config_of(args), lambda store: store.stats(args.by, selection, include_intents=args.outcome == "pending"))
-    write_columns([args.by, "records"], [["-" if value is None else str(value), str(n)] for value, n in rows], sys.stdout)
+    rows = _read(
+        config_of(args), lambda store: store.stats(args.by, selection, include_intents=args.outcome == "pending")
+    )
+    write_columns(
+        [args.by, "records"], [["-" if value is None else str(value), str(n)] for value, n in rows], sys.stdout
+    )
     return 0
 
 
@@ -303,7 +384,9 @@ def cmd_verify(args: argparse.Namespace) -> int:
         return EXIT_TAMPERED
     assert key is not None
     anchored = f"; contains the expected head {args.expect_head}" if args.expect_head else ""
-    say(f"OK: {verdict.checked} records verified ({key.mode} chain); head is record {verdict.head.id}, hash {verdict.head.hash}{anchored}")
+    say(
+        f"OK: {verdict.checked} records verified ({key.mode} chain); head is record {verdict.head.id}, hash {verdict.head.hash}{anchored}"
+    )
     return 0
 
 
@@ -323,20 +406,28 @@ def cmd_reconcile(args: argparse.Namespace) -> int:
 
     async def run(store: AuditStore) -> tuple[list[Any], list[Any]]:
         async with make_session(
-            connect_timeout=config.upstream.connect_timeout, read_timeout=config.upstream.read_timeout,
+            connect_timeout=config.upstream.connect_timeout,
+            read_timeout=config.upstream.read_timeout,
             total_timeout=config.upstream.total_timeout,
-            verify_tls=config.upstream.verify_tls, ca_bundle=str(config.path(config.upstream.ca_bundle)) if config.upstream.ca_bundle else None,
+            verify_tls=config.upstream.verify_tls,
+            ca_bundle=str(config.path(config.upstream.ca_bundle)) if config.upstream.ca_bundle else None,
         ) as session:
 
             async def ask(org: str, token: str) -> int:
                 url = f"{base_url}/v1/o/{org}/oauth2/accesstokens/{token}"
-                async with session.get(url, headers={"Authorization": authorization} if authorization else None) as response:
+                async with session.get(
+                    url, headers={"Authorization": authorization} if authorization else None
+                ) as response:
                     return response.status
 
             with Progress("reconcile", sys.stderr, unit="open calls") as progress:
                 settled, unsettled = await reconcile(
-                    store, operator=operator, ask_upstream=ask if base_url else None, tokens=tokens,
-                    progress=progress.update, asking_as=_asking_as(config, args.user),
+                    store,
+                    operator=operator,
+                    ask_upstream=ask if base_url else None,
+                    tokens=tokens,
+                    progress=progress.update,
+                    asking_as=_asking_as(config, args.user),
                 )
         if settled:
             appender = store.appender()
@@ -351,7 +442,9 @@ def cmd_reconcile(args: argparse.Namespace) -> int:
     if settled:
         first = heads[0].id - len(settled) + 1
         for offset, item in enumerate(settled):
-            say(f"record {item.intent.id} (request {item.intent.request_id}): {item.outcome.outcome}, recorded as {first + offset}")
+            say(
+                f"record {item.intent.id} (request {item.intent.request_id}): {item.outcome.outcome}, recorded as {first + offset}"
+            )
     for item in unsettled:
         say(f"record {item.intent.id} (request {item.intent.request_id}): still open: {item.reason}")
     say(f"{len(settled)} settled, {len(unsettled)} still open")
@@ -422,8 +515,10 @@ def cmd_prune(args: argparse.Namespace) -> int:
             if plan.last_removed is None:
                 return PruneResult(0, None)
             if args.dry_run:
-                say(f"would prune {plan.removed} records (ids {plan.first_id}-{plan.last_removed}, {plan.oldest} to "
-                    f"{plan.newest}) before {before}; {plan.kept} records would remain")
+                say(
+                    f"would prune {plan.removed} records (ids {plan.first_id}-{plan.last_removed}, {plan.oldest} to "
+                    f"{plan.newest}) before {before}; {plan.kept} records would remain"
+                )
                 return None
             if plan.everything and not args.yes:
                 _confirm_removing_everything(path, plan.removed, before)
@@ -448,8 +543,11 @@ def cmd_prune(args: argparse.Namespace) -> int:
     say(f"pruned {result.removed} records before {before}; checkpoint is record {result.checkpoint.id}")
     not_restored = reserve.ensure(headroom=RESERVE_HEADROOM)
     if not_restored is not None:
-        print(f"warning: the disk reserve is not in place: {not_restored}; free disk space so that the next "
-              "prune on a full disk has room", file=sys.stderr)
+        print(
+            f"warning: the disk reserve is not in place: {not_restored}; free disk space so that the next "
+            "prune on a full disk has room",
+            file=sys.stderr,
+        )
     return 0
 
 

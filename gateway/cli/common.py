@@ -30,7 +30,9 @@ class Parser(argparse.ArgumentParser):
 Handler = Callable[[argparse.Namespace], int]
 
 
-def command(commands: Any, name: str, handler: Handler | None, summary: str, description: str) -> argparse.ArgumentParser:
+def command(
+    commands: Any, name: str, handler: Handler | None, summary: str, description: str
+) -> argparse.ArgumentParser:
     """A subcommand whose description (with its Example block) is its help text."""
     parser: Parser = commands.add_parser(
         name, help=summary, description=description, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -52,12 +54,16 @@ def arg(convert: Callable[[str], Any]) -> Callable[[str], Any]:
 
 
 def config_option(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--config", type=Path, metavar="FILE", help="TOML config file (default: built-in demo settings)")
+    parser.add_argument(
+        "--config", type=Path, metavar="FILE", help="TOML config file (default: built-in demo settings)"
+    )
 
 
 def database_options(parser: argparse.ArgumentParser) -> None:
     source = parser.add_mutually_exclusive_group()
-    source.add_argument("--config", type=Path, metavar="FILE", help="use the audit database (and chain key) of this config")
+    source.add_argument(
+        "--config", type=Path, metavar="FILE", help="use the audit database (and chain key) of this config"
+    )
     source.add_argument("--db", type=Path, metavar="FILE", help="use this audit database file")
 
 
@@ -80,7 +86,9 @@ def filter_options(parser: argparse.ArgumentParser) -> None:
 
 def selection_of(args: argparse.Namespace, *, limit: int | None = None) -> AuditFilter:
     try:
-        return selection(((item, getattr(args, item.name)) for item in FILTERS), named=lambda item: item.option, limit=limit)
+        return selection(
+            ((item, getattr(args, item.name)) for item in FILTERS), named=lambda item: item.option, limit=limit
+        )
     except FilterError as exc:
         raise CommandError(str(exc)) from None
 

@@ -9,9 +9,9 @@ import sys
 from pathlib import Path
 from typing import Any, TextIO
 
-from gateway.runtime import stub_seed
 from gateway.cli.common import command
 from gateway.config import SECTIONS, Config, load_config
+from gateway.runtime import stub_seed
 from gateway.terminal import printable
 
 MASKED = "********"
@@ -66,7 +66,9 @@ def write_effective(config: Config, out: TextIO) -> None:
 def _write_table(section: str, table: Any, out: TextIO) -> None:
     for field in dataclasses.fields(table):
         value = getattr(table, field.name)
-        shown = MASKED if f"{section}.{field.name}" in SECRET_KEYS else list(value) if isinstance(value, tuple) else value
+        shown = (
+            MASKED if f"{section}.{field.name}" in SECRET_KEYS else list(value) if isinstance(value, tuple) else value
+        )
         # JSON escapes C0 controls; printable() the rest (DEL, C1, bidi...), in \\u form TOML reads too.
         out.write(f"{field.name} = {printable(json.dumps(shown, ensure_ascii=False))}\n")
 

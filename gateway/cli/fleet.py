@@ -56,7 +56,9 @@ Example:
 
 def register(commands: Any) -> None:
     collect = command(commands, "collect", cmd_collect, "Run the fleet collector (PostgreSQL).", COLLECT_HELP)
-    collect.add_argument("--config", type=Path, metavar="FILE", help="TOML config with [collector], [[sidecars]] and [server]")
+    collect.add_argument(
+        "--config", type=Path, metavar="FILE", help="TOML config with [collector], [[sidecars]] and [server]"
+    )
     collect.add_argument("--host", help="address to listen on (overrides [server] host)")
     collect.add_argument("--port", type=arg(port), help="port to listen on (overrides [server] port; 0: any free port)")
     collect.add_argument("--log-level", choices=LOG_LEVELS, help="overrides [logging] level")
@@ -69,10 +71,18 @@ def register_audit(audit_commands: Any) -> None:
 
 def store_options(parser: argparse.ArgumentParser, *, instance_required: bool = False) -> None:
     """--store (the fleet store instead of the local log) and --instance."""
-    parser.add_argument("--store", metavar="URL", type=arg(_store_url),
-                        help="read the fleet store (postgresql://user@host/db; password from $PGPASSWORD or ~/.pgpass)")
-    parser.add_argument("--instance", metavar="ID", type=arg(_instance),
-                        help="with --store: only this sidecar's records" + (" (required)" if instance_required else ""))
+    parser.add_argument(
+        "--store",
+        metavar="URL",
+        type=arg(_store_url),
+        help="read the fleet store (postgresql://user@host/db; password from $PGPASSWORD or ~/.pgpass)",
+    )
+    parser.add_argument(
+        "--instance",
+        metavar="ID",
+        type=arg(_instance),
+        help="with --store: only this sidecar's records" + (" (required)" if instance_required else ""),
+    )
 
 
 def _store_url(text: str) -> str:
@@ -122,7 +132,11 @@ def fleet_show(args: argparse.Namespace) -> int:
     record = _read(args, lambda store: store.get(args.id))
     if record is None:
         raise CommandError(f"no record {args.id} of instance {args.instance} in the fleet store")
-    sys.stdout.write(orjson.dumps(readable(Located(args.instance, record)), option=orjson.OPT_INDENT_2 | orjson.OPT_APPEND_NEWLINE).decode())
+    sys.stdout.write(
+        orjson.dumps(
+            readable(Located(args.instance, record)), option=orjson.OPT_INDENT_2 | orjson.OPT_APPEND_NEWLINE
+        ).decode()
+    )
     return 0
 
 
@@ -148,26 +162,39 @@ def fleet_export(args: argparse.Namespace) -> int:
 def fleet_stats(args: argparse.Namespace) -> int:
     selection = selection_of(args)
     rows = _read(args, lambda store: store.stats(args.by, selection, include_intents=args.outcome == "pending"))
-    write_columns([args.by, "records"], [["-" if value is None else str(value), str(n)] for value, n in rows], sys.stdout)
+    write_columns(
+        [args.by, "records"], [["-" if value is None else str(value), str(n)] for value, n in rows], sys.stdout
+    )
     return 0
 
 
 def fleet_verify(args: argparse.Namespace) -> int:
     if args.expect_head is not None:
-        raise CommandError("--expect-head checks one local log; with --store each instance is checked against the head "
-                           "the collector acknowledged (anchor a sidecar's head with `audit verify --config` on its host)")
+        raise CommandError(
+            "--expect-head checks one local log; with --store each instance is checked against the head "
+            "the collector acknowledged (anchor a sidecar's head with `audit verify --config` on its host)"
+        )
     if args.no_chain_key:
-        raise CommandError("--no-chain-key goes with --db; with --store an instance's chain kind is the one it shipped, "
-                           "and keys come from [[sidecars]] (--config) or --chain-key-file/--chain-key-env with --instance")
+        raise CommandError(
+            "--no-chain-key goes with --db; with --store an instance's chain kind is the one it shipped, "
+            "and keys come from [[sidecars]] (--config) or --chain-key-file/--chain-key-env with --instance"
+        )
     config = load_config(args.config)
     keys = sidecar_keys(config)
     if args.chain_key_file is not None or args.chain_key_env is not None:
         if args.instance is None:
-            raise CommandError("--chain-key-file / --chain-key-env with --store need --instance (each sidecar has its own key)")
-        keys[args.instance] = ChainKey(read_chain_key(
-            "--chain-key-file" if args.chain_key_file else "--chain-key-env", str(args.chain_key_file or args.chain_key_env),
-            os.environ, path=args.chain_key_file, variable=args.chain_key_env,
-        ))
+            raise CommandError(
+                "--chain-key-file / --chain-key-env with --store need --instance (each sidecar has its own key)"
+            )
+        keys[args.instance] = ChainKey(
+            read_chain_key(
+                "--chain-key-file" if args.chain_key_file else "--chain-key-env",
+                str(args.chain_key_file or args.chain_key_env),
+                os.environ,
+                path=args.chain_key_file,
+                variable=args.chain_key_env,
+            )
+        )
     silent_after = args.silent_after if args.silent_after is not None else config.collector.silent_after
 
     async def verify(store: FleetStore) -> Any:
@@ -180,17 +207,25 @@ def fleet_verify(args: argparse.Namespace) -> int:
     if not verdicts:
         raise CommandError("the fleet store holds no instance" + (f" {args.instance}" if args.instance else ""))
     for verdict in verdicts:
-        chain = f"{verdict.mode} chain" + (", links only: no key given for this keyed instance" if verdict.links_only else "")
+        chain = f"{verdict.mode} chain" + (
+            ", links only: no key given for this keyed instance" if verdict.links_only else ""
+        )
         start = f", starting after record {verdict.start.id} (pruned before it shipped)" if verdict.start.id else ""
         if verdict.problem is not None:
             print(f"{verdict.instance}: TAMPERED: {verdict.problem}; {verdict.checked} records checked")
         else:
-            print(f"{verdict.instance}: OK: {verdict.checked} records verified ({chain}{start}); head is record "
-                  f"{verdict.head.id}, hash {verdict.head.hash}")
+            print(
+                f"{verdict.instance}: OK: {verdict.checked} records verified ({chain}{start}); head is record "
+                f"{verdict.head.id}, hash {verdict.head.hash}"
+            )
         for flag in verdict.flags:
-            print(f"{verdict.instance}: FLAGGED {flag.kind} at {flag.time.isoformat(timespec='seconds')}: {flag.detail}")
+            print(
+                f"{verdict.instance}: FLAGGED {flag.kind} at {flag.time.isoformat(timespec='seconds')}: {flag.detail}"
+            )
         if verdict.silent_seconds is not None:
-            print(f"{verdict.instance}: SILENT: no contact for {verdict.silent_seconds:.0f} s (more than {silent_after:g} s)")
+            print(
+                f"{verdict.instance}: SILENT: no contact for {verdict.silent_seconds:.0f} s (more than {silent_after:g} s)"
+            )
     bad = sum(not verdict.intact for verdict in verdicts)
     print(f"{len(verdicts)} instances, {bad} with problems")
     return EXIT_TAMPERED if bad else 0
@@ -202,7 +237,8 @@ def fleet_verify(args: argparse.Namespace) -> int:
 def cmd_collect(args: argparse.Namespace) -> int:
     config = load_config(args.config)
     server = dataclasses.replace(
-        config.server, host=args.host if args.host is not None else config.server.host,
+        config.server,
+        host=args.host if args.host is not None else config.server.host,
         port=args.port if args.port is not None else config.server.port,
     )
     config = dataclasses.replace(config, server=server)
@@ -219,12 +255,17 @@ async def _collect(config: Config) -> int:
         try:
             await web.TCPSite(runner, config.server.host, config.server.port, ssl_context=tls).start()
         except OSError as exc:
-            raise CommandError(f"cannot listen on {config.server.host}:{config.server.port}: {exc.strerror or exc}") from None
+            raise CommandError(
+                f"cannot listen on {config.server.host}:{config.server.port}: {exc.strerror or exc}"
+            ) from None
         host, bound = runner.addresses[0][:2]
         base = f"{'https' if tls else 'http'}://{host}:{bound}"
         get_logger().info("collector_started", listen=base, sidecars=len(config.sidecars))
-        print(f"apigee-audit-gateway collector: {len(config.sidecars)} sidecars, fleet store "
-              f"{describe(config.collector.database_url)}\nListening on {base} (Ctrl-C to stop)", flush=True)
+        print(
+            f"apigee-audit-gateway collector: {len(config.sidecars)} sidecars, fleet store "
+            f"{describe(config.collector.database_url)}\nListening on {base} (Ctrl-C to stop)",
+            flush=True,
+        )
         await _until_signalled()
     finally:
         await runner.cleanup()
@@ -254,7 +295,9 @@ def cmd_ship(args: argparse.Namespace) -> int:
         raise CommandError(f"shipping to {config.ship.url}: {exc}") from None
     except (OSError, TimeoutError, aiohttp.ClientError) as exc:
         raise CommandError(f"cannot reach the collector at {config.ship.url}: {type(exc).__name__}") from None
-    print(f"shipped {sent} records as instance {shipper.instance}; the collector holds up to record {shipper.acknowledged}")
+    print(
+        f"shipped {sent} records as instance {shipper.instance}; the collector holds up to record {shipper.acknowledged}"
+    )
     return 0
 
 
@@ -270,28 +313,37 @@ def shipping_limit(config: Config, before: str, *, ignore: bool) -> str:
     try:
         try:
             mark = asyncio.run(acknowledged_mark(config))
-        except Exception as exc:  # noqa: BLE001 - any failure to learn the mark stops the prune
+        except Exception as exc:
             reason = str(exc) if isinstance(exc, ShipError) else type(exc).__name__
             if ignore:
-                print(f"warning: cannot learn what the collector at {config.ship.url} acknowledged ({reason}); pruning "
-                      "anyway (--ignore-shipping): records it lacks are lost to the fleet store", file=sys.stderr)
+                print(
+                    f"warning: cannot learn what the collector at {config.ship.url} acknowledged ({reason}); pruning "
+                    "anyway (--ignore-shipping): records it lacks are lost to the fleet store",
+                    file=sys.stderr,
+                )
                 return before
-            raise CommandError(f"cannot learn what the collector at {config.ship.url} acknowledged ({reason}), so prune "
-                               "would not know what it may remove; retry when it is up, or pass --ignore-shipping") from None
+            raise CommandError(
+                f"cannot learn what the collector at {config.ship.url} acknowledged ({reason}), so prune "
+                "would not know what it may remove; retry when it is up, or pass --ignore-shipping"
+            ) from None
         keep_from = local.time_after(mark)
     finally:
         local.close()
     if keep_from is None or keep_from >= before:
         return before
     if ignore:
-        print(f"warning: pruning records the collector has not acknowledged (it holds up to record {mark}; "
-              f"--ignore-shipping): instance {instance_of(config)} will show a gap in the fleet store", file=sys.stderr)
+        print(
+            f"warning: pruning records the collector has not acknowledged (it holds up to record {mark}; "
+            f"--ignore-shipping): instance {instance_of(config)} will show a gap in the fleet store",
+            file=sys.stderr,
+        )
         return before
-    print(f"note: keeping the records after record {mark}, which the collector has not acknowledged yet "
-          f"(pruning before {keep_from} instead of {before})", file=sys.stderr)
+    print(
+        f"note: keeping the records after record {mark}, which the collector has not acknowledged yet "
+        f"(pruning before {keep_from} instead of {before})",
+        file=sys.stderr,
+    )
     return keep_from
-
-
 
 
 def seconds(text: str) -> float:

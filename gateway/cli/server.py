@@ -14,13 +14,13 @@ from typing import Any
 from aiohttp import web
 
 from gateway.app import build_app
-from gateway.runtime import RUNTIME, Runtime, stub_seed
 from gateway.audit.filters import text
 from gateway.cli.common import CommandError, arg, command, config_option, count, port, run_loop
 from gateway.config import LOG_LEVELS, Config, load_config
 from gateway.listener import GatewayRunner, count_connections, files_needed, raise_file_limit
 from gateway.logs import configure_logging, get_logger
 from gateway.passwords import hash_password
+from gateway.runtime import RUNTIME, Runtime, stub_seed
 from gateway.stub import Seed, load_seed
 from gateway.stub.app import serve_stub
 from gateway.stub.settings import ACTION_STATUSES, StubSettings
@@ -38,29 +38,43 @@ def register(commands: Any) -> None:
     stub.add_argument("--host", type=arg(text), help="address to listen on (overrides [stub] host)")
     stub.add_argument("--port", type=arg(port), help="port to listen on (overrides [stub] port; 0: any free port)")
     log_level_option(stub)
-    stub.add_argument("--seed", type=Path, metavar="FILE.json", help="users and tokens to serve (default: the demo data)")
     stub.add_argument(
-        "--generate", type=arg(count), metavar="N",
+        "--seed", type=Path, metavar="FILE.json", help="users and tokens to serve (default: the demo data)"
+    )
+    stub.add_argument(
+        "--generate",
+        type=arg(count),
+        metavar="N",
         help="also hold N load-test tokens load0 ... load<N-1> in every organisation (overrides [stub] generated_tokens)",
     )
     stub.add_argument(
-        "--admin", action="store_true", default=None,
+        "--admin",
+        action="store_true",
+        default=None,
         help="serve the admin endpoints under /_stub/: request journal, token creation, faults (overrides [stub] admin)",
     )
     stub.add_argument(
-        "--delay", type=arg(_seconds), metavar="SECONDS",
+        "--delay",
+        type=arg(_seconds),
+        metavar="SECONDS",
         help="wait this long before every answer, as a slow Apigee would (overrides [stub] delay)",
     )
     stub.add_argument(
-        "--action-status", type=int, choices=ACTION_STATUSES,
+        "--action-status",
+        type=int,
+        choices=ACTION_STATUSES,
         help="status of every ?action= call: 204, no body, or 200 with the entity (overrides [stub] action_status)",
     )
     stub.add_argument(
-        "--revoke-delay", type=arg(_seconds), metavar="SECONDS",
+        "--revoke-delay",
+        type=arg(_seconds),
+        metavar="SECONDS",
         help="seconds before a bulk revocation takes effect (overrides [stub] revoke_delay)",
     )
     stub.add_argument(
-        "--token-lifetime", type=arg(_seconds), metavar="SECONDS",
+        "--token-lifetime",
+        type=arg(_seconds),
+        metavar="SECONDS",
         help="seconds a bearer token from /oauth/token is accepted (overrides [stub] token_lifetime)",
     )
 
@@ -98,9 +112,7 @@ Example:
 
 
 def log_level_option(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--log-level", choices=LOG_LEVELS, help="least severe level logged (overrides [logging] level)"
-    )
+    parser.add_argument("--log-level", choices=LOG_LEVELS, help="least severe level logged (overrides [logging] level)")
 
 
 # serve ---------------------------------------------------------------------------------------
@@ -137,11 +149,15 @@ async def _serve(config: Config, path: Path | None) -> int:
     needed = files_needed(config.server.max_connections)
     if not raise_file_limit(needed):
         get_logger().warning(
-            "file_limit_low", needed=needed, max_connections=config.server.max_connections,
+            "file_limit_low",
+            needed=needed,
+            max_connections=config.server.max_connections,
             hint="raise the open-file limit (systemd: LimitNOFILE) or lower server.max_connections",
         )
     # On SIGTERM, calls in flight finish (each is bounded, see drain_seconds) before the writer closes.
-    runner = GatewayRunner(app, config.server, access_log=None, handle_signals=False, shutdown_timeout=drain_seconds(config))
+    runner = GatewayRunner(
+        app, config.server, access_log=None, handle_signals=False, shutdown_timeout=drain_seconds(config)
+    )
     # Caught from now on: SIGHUP's default action would end the gateway. One during start-up
     # is a reload once the gateway has started.
     hangup = asyncio.Event()
@@ -155,12 +171,16 @@ async def _serve(config: Config, path: Path | None) -> int:
         try:
             await site.start()
         except OSError as exc:
-            raise CommandError(f"cannot listen on {config.server.host}:{config.server.port}: {exc.strerror or exc}") from None
+            raise CommandError(
+                f"cannot listen on {config.server.host}:{config.server.port}: {exc.strerror or exc}"
+            ) from None
         host, port = runner.addresses[0][:2]
         base = f"{'https' if tls else 'http'}://{host}:{port}"
         reloads = asyncio.create_task(_reload_users_on(hangup, runtime, path), name="reload-users")
         print(runtime.banner(base), flush=True)
-        get_logger().info("started", listen=base, upstream=runtime.upstream_url, audit_database=str(config.database_path))
+        get_logger().info(
+            "started", listen=base, upstream=runtime.upstream_url, audit_database=str(config.database_path)
+        )
         await _until_signalled()
         reloads.cancel()
         get_logger().info("stopping")
@@ -177,7 +197,7 @@ async def _reload_users_on(hangup: asyncio.Event, runtime: Runtime, path: Path |
         hangup.clear()
         try:
             await runtime.reload_users(path)
-        except Exception as exc:  # noqa: BLE001 - a failed reload must not end the reloads
+        except Exception as exc:
             get_logger().error("users_reload_failed", error=type(exc).__name__)
 
 

@@ -16,10 +16,10 @@ import orjson
 from aiohttp import web
 
 from gateway import errors
+from gateway.audit.filters import FILTERS
 from gateway.audit.formats import as_json
 from gateway.audit.query import AuditFilter
 from gateway.audit.store import AuditStoreError
-from gateway.audit.filters import FILTERS
 from gateway.audit_api import PAGING, as_logged
 from gateway.auth import AUDIT, AmbiguousCredentials, AuthenticationError, ChecksBusy, Throttled, User, authorization
 from gateway.config import ALL_ORGS, INSTANCE_NAME
@@ -86,13 +86,17 @@ async def list_events(request: web.Request) -> web.Response:
                 raise _Twice(name)
             values[target] = parse(text)
         except _Twice:
-            return read.done(errors.BAD_REQUEST.response(f"Parameter {name} is given twice (or with token/token_sha256 both)"))
+            return read.done(
+                errors.BAD_REQUEST.response(f"Parameter {name} is given twice (or with token/token_sha256 both)")
+            )
         except ValueError as exc:
             return read.done(errors.BAD_REQUEST.response(f"Invalid parameter {name}: {exc}"))
     requested = values.get("org")
     if requested is not None and not user.may(AUDIT, requested):
         collector.users.throttle.failed(request.remote, user.name)
-        return read.done(errors.FORBIDDEN.response(f"User {user.name} may not read the audit trail of organization {requested}"))
+        return read.done(
+            errors.FORBIDDEN.response(f"User {user.name} may not read the audit trail of organization {requested}")
+        )
     limit = min(values.pop("limit", 100), MAX_LIMIT)
     selection = AuditFilter(**values, limit=limit + 1, orgs=None if ALL_ORGS in user.orgs else user.orgs)
     try:
@@ -101,8 +105,10 @@ async def list_events(request: web.Request) -> web.Response:
         return read.done(errors.AUDIT_UNAVAILABLE.response("The fleet store cannot be read right now"))
     page = found[:limit]
     read.records = len(page)
-    body = {"events": [{"instance": item.instance, **as_json(item.record)} for item in page],
-            "next": encode_cursor(page[-1]) if len(found) > limit else None}
+    body = {
+        "events": [{"instance": item.instance, **as_json(item.record)} for item in page],
+        "next": encode_cursor(page[-1]) if len(found) > limit else None,
+    }
     return read.done(web.Response(body=orjson.dumps(body), content_type="application/json"))
 
 
@@ -121,9 +127,13 @@ async def get_event(request: web.Request) -> web.Response:
         return read.done(errors.AUDIT_UNAVAILABLE.response("The fleet store cannot be read right now"))
     if record is None or (ALL_ORGS not in user.orgs and record.org not in user.orgs):
         read.records = 0
-        return read.done(errors.NOT_FOUND.response(f"No audit record {text} of instance {instance} that user {user.name} may read"))
+        return read.done(
+            errors.NOT_FOUND.response(f"No audit record {text} of instance {instance} that user {user.name} may read")
+        )
     read.records = 1
-    return read.done(web.Response(body=orjson.dumps({"instance": instance, **as_json(record)}), content_type="application/json"))
+    return read.done(
+        web.Response(body=orjson.dumps({"instance": instance, **as_json(record)}), content_type="application/json")
+    )
 
 
 class _Twice(Exception):
@@ -146,8 +156,14 @@ class _Read:
         if response.status >= 400 and response.body is not None:
             error_code = orjson.loads(bytes(response.body)).get("code")  # type: ignore[arg-type]
         self.request.app[COLLECTOR].log.info(
-            "audit_read", client_ip=self.request.remote, actor=self.actor, path=self.route, filters=self.filters,
-            records=self.records, status=response.status, error_code=error_code,
+            "audit_read",
+            client_ip=self.request.remote,
+            actor=self.actor,
+            path=self.route,
+            filters=self.filters,
+            records=self.records,
+            status=response.status,
+            error_code=error_code,
             latency_ms=round((time.perf_counter() - self.started) * 1000, 3),
         )
         return response

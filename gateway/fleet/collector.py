@@ -72,12 +72,26 @@ async def _lifetime(app: web.Application) -> AsyncIterator[None]:
         except AuditStoreError as exc:
             raise ConfigError(config.source, "collector.database_url", str(exc)) from None
         except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
-            raise ConfigError(config.source, "collector.database_url", f"cannot create or migrate the fleet store: {exc}") from None
+            raise ConfigError(
+                config.source, "collector.database_url", f"cannot create or migrate the fleet store: {exc}"
+            ) from None
         if before != SCHEMA_VERSION:
-            log.info("fleet_store_migrated", database=describe(settings.database_url), from_version=before, to_version=SCHEMA_VERSION)
+            log.info(
+                "fleet_store_migrated",
+                database=describe(settings.database_url),
+                from_version=before,
+                to_version=SCHEMA_VERSION,
+            )
         store = FleetStore(pool, settings.database_url, owns_pool=False)
-        collector = Collector(store, Ingest(pool, keys, retries=settings.serialization_retries), sidecars, users, Metrics(), log,
-                              settings.max_batch)
+        collector = Collector(
+            store,
+            Ingest(pool, keys, retries=settings.serialization_retries),
+            sidecars,
+            users,
+            Metrics(),
+            log,
+            settings.max_batch,
+        )
         app[COLLECTOR] = collector
         flusher = asyncio.create_task(flush_logs_periodically(), name="log-flusher")
         try:
@@ -125,17 +139,26 @@ def _sidecar_route(handler: SidecarHandler) -> Callable[[web.Request], Awaitable
             else:
                 sidecar = user.name
                 if sidecar != instance:
-                    refused = Refused(protocol.WRONG_INSTANCE, f"Sidecar {sidecar} may ship only as itself, not as {instance}")
+                    refused = Refused(
+                        protocol.WRONG_INSTANCE, f"Sidecar {sidecar} may ship only as itself, not as {instance}"
+                    )
                     await _flag(collector, instance, refused, request, sidecar)
                     response = refused.error.response(refused.message)
                 else:
                     response = await handler(request, collector, instance)
-        except Exception as exc:  # noqa: BLE001 - answered and logged, never a traceback to the sidecar
+        except Exception as exc:
             collector.log.error("collector_request_failed", instance=instance, error=type(exc).__name__)
             response = errors.INTERNAL_ERROR.response()
-        collector.log.info("fleet_request", method=request.method, path=request.path, instance=instance, sidecar=sidecar,
-                           client_ip=request.remote, status=response.status,
-                           latency_ms=round((time.perf_counter() - started) * 1000, 3))
+        collector.log.info(
+            "fleet_request",
+            method=request.method,
+            path=request.path,
+            instance=instance,
+            sidecar=sidecar,
+            client_ip=request.remote,
+            status=response.status,
+            latency_ms=round((time.perf_counter() - started) * 1000, 3),
+        )
         return response
 
     return route
@@ -163,28 +186,54 @@ async def post_records(request: web.Request, collector: Collector, instance: str
         return refused.error.response(refused.message)
     except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
         collector.batches.labels(protocol.STORE_UNAVAILABLE.code).inc()
-        collector.log.error("fleet_store_failed", instance=instance, error=type(exc).__name__, detail=str(exc).splitlines()[0][:200])
+        collector.log.error(
+            "fleet_store_failed", instance=instance, error=type(exc).__name__, detail=str(exc).splitlines()[0][:200]
+        )
         return protocol.STORE_UNAVAILABLE.response()
     collector.seconds.observe(time.perf_counter() - started)
     collector.batches.labels("ok").inc()
     collector.records.inc(mark.accepted)
     collector.duplicates.inc(mark.duplicates)
     _log_batch(collector, instance, batch, mark)
-    return _json({"instance": instance, "mark": mark.head.id, "hash": mark.head.hash,
-                  "accepted": mark.accepted, "duplicates": mark.duplicates})
+    return _json(
+        {
+            "instance": instance,
+            "mark": mark.head.id,
+            "hash": mark.head.hash,
+            "accepted": mark.accepted,
+            "duplicates": mark.duplicates,
+        }
+    )
 
 
 def _log_batch(collector: Collector, instance: str, batch: Batch, mark: Mark) -> None:
-    collector.log.info("fleet_batch", instance=instance, first_id=batch.rows[0][0], last_id=batch.rows[-1][0],
-                       accepted=mark.accepted, duplicates=mark.duplicates, mark=mark.head.id)
+    collector.log.info(
+        "fleet_batch",
+        instance=instance,
+        first_id=batch.rows[0][0],
+        last_id=batch.rows[-1][0],
+        accepted=mark.accepted,
+        duplicates=mark.duplicates,
+        mark=mark.head.id,
+    )
 
 
-async def _flag(collector: Collector, instance: str, refused: Refused, request: web.Request, sidecar: str | None) -> None:
+async def _flag(
+    collector: Collector, instance: str, refused: Refused, request: web.Request, sidecar: str | None
+) -> None:
     """A refusal is counted and logged; a chain or identity problem is also kept in the store."""
     collector.batches.labels(refused.error.code).inc()
     log = collector.log.warning if refused.flag else collector.log.info
-    log("fleet_batch_refused", instance=instance, sidecar=sidecar, code=refused.error.code, flag=refused.flag,
-        record_id=refused.record_id, reason=refused.message, client_ip=request.remote)
+    log(
+        "fleet_batch_refused",
+        instance=instance,
+        sidecar=sidecar,
+        code=refused.error.code,
+        flag=refused.flag,
+        record_id=refused.record_id,
+        reason=refused.message,
+        client_ip=request.remote,
+    )
     try:
         await collector.ingest.flag(instance, refused, request.remote)
     except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:

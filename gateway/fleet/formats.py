@@ -24,7 +24,10 @@ def readable(item: Located) -> dict[str, object]:
 
 def write_table(items: Sequence[Located], out: TextIO) -> None:
     header = ["instance", *(name for name, _ in TABLE_COLUMNS)]
-    rows = [[item.instance, *("-" if (v := value(item.record)) is None else str(v) for _, value in TABLE_COLUMNS)] for item in items]
+    rows = [
+        [item.instance, *("-" if (v := value(item.record)) is None else str(v) for _, value in TABLE_COLUMNS)]
+        for item in items
+    ]
     write_columns(header, rows, out)
 
 
@@ -46,7 +49,9 @@ class LocatedStream:
             self._csv.writerows(rows)
         else:
             dumps, newline = orjson.dumps, orjson.OPT_APPEND_NEWLINE
-            self._out.write("".join(dumps({"instance": row[0], **row_json(row[1:])}, option=newline).decode() for row in rows))
+            self._out.write(
+                "".join(dumps({"instance": row[0], **row_json(row[1:])}, option=newline).decode() for row in rows)
+            )
 
 
 Writer = Callable[[Sequence[Located], TextIO], None]
@@ -59,4 +64,9 @@ def write_streamed(format: str) -> Writer:
     return write
 
 
-WRITERS: dict[str, Writer] = {"table": write_table, "json": write_json, "jsonl": write_streamed("jsonl"), "csv": write_streamed("csv")}
+WRITERS: dict[str, Writer] = {
+    "table": write_table,
+    "json": write_json,
+    "jsonl": write_streamed("jsonl"),
+    "csv": write_streamed("csv"),
+}

@@ -26,7 +26,9 @@ from gateway.fleet.schema import EVENTS, FLAGS, INSTANCES
 from gateway.fleet.store import stored_row
 
 _ID, _PREV, _HASH = 0, len(FIELDS) - 2, len(FIELDS) - 1
-_REQUIRED = frozenset(FIELDS.index(name) for name in ("id", "request_id", "time", "method", "outcome", "prev_hash", "hash"))
+_REQUIRED = frozenset(
+    FIELDS.index(name) for name in ("id", "request_id", "time", "method", "outcome", "prev_hash", "hash")
+)
 _INTEGERS = frozenset({FIELDS.index("id"), FIELDS.index("upstream_status")})
 _NUMBERS = frozenset({FIELDS.index("latency_ms")})
 _CHAIN_MODES = ("sha256", "hmac-sha256")
@@ -70,27 +72,47 @@ def parse_batch(body: bytes, max_batch: int) -> Batch:
         data = orjson.loads(body)
     except orjson.JSONDecodeError as exc:
         raise Refused(protocol.BAD_BATCH, f"The batch is not JSON: {exc}") from None
-    if not isinstance(data, dict) or not isinstance(data.get("records"), list) or not isinstance(data.get("fields"), list):
+    if (
+        not isinstance(data, dict)
+        or not isinstance(data.get("records"), list)
+        or not isinstance(data.get("fields"), list)
+    ):
         raise Refused(protocol.BAD_BATCH, 'The batch must be an object with "fields", "chain" and "records"')
     fields = tuple(data["fields"])
     if fields != FIELDS:
         unknown = [str(name) for name in fields if name not in FIELDS]
         missing = [name for name in FIELDS if name not in fields]
         if unknown:
-            raise Refused(protocol.UNKNOWN_FIELDS, f"The batch has record fields this collector does not know "
-                                                   f"({', '.join(unknown)}): upgrade the collector before the sidecars")
+            raise Refused(
+                protocol.UNKNOWN_FIELDS,
+                f"The batch has record fields this collector does not know "
+                f"({', '.join(unknown)}): upgrade the collector before the sidecars",
+            )
         if missing:
-            raise Refused(protocol.UNKNOWN_FIELDS, f"The batch lacks record fields this collector's store has "
-                                                   f"({', '.join(missing)}): upgrade the sidecar")
-        raise Refused(protocol.UNKNOWN_FIELDS, f"The batch's fields are not in the record's order ({', '.join(FIELDS)})")
+            raise Refused(
+                protocol.UNKNOWN_FIELDS,
+                f"The batch lacks record fields this collector's store has ({', '.join(missing)}): upgrade the sidecar",
+            )
+        raise Refused(
+            protocol.UNKNOWN_FIELDS, f"The batch's fields are not in the record's order ({', '.join(FIELDS)})"
+        )
     chain = data.get("chain")
-    if not isinstance(chain, dict) or chain.get("mode") not in _CHAIN_MODES or not isinstance(chain.get("key_check"), (str, type(None))):
-        raise Refused(protocol.BAD_BATCH, f'"chain" must be {{"mode": one of {", ".join(_CHAIN_MODES)}, "key_check": text or null}}')
+    if (
+        not isinstance(chain, dict)
+        or chain.get("mode") not in _CHAIN_MODES
+        or not isinstance(chain.get("key_check"), (str, type(None)))
+    ):
+        raise Refused(
+            protocol.BAD_BATCH,
+            f'"chain" must be {{"mode": one of {", ".join(_CHAIN_MODES)}, "key_check": text or null}}',
+        )
     records = data["records"]
     if not records:
         raise Refused(protocol.BAD_BATCH, "The batch holds no record")
     if len(records) > max_batch:
-        raise Refused(protocol.BATCH_TOO_LARGE, f"The batch holds {len(records)} records; at most {max_batch} are taken at once")
+        raise Refused(
+            protocol.BATCH_TOO_LARGE, f"The batch holds {len(records)} records; at most {max_batch} are taken at once"
+        )
     for position, row in enumerate(records):
         _check_row(position, row)
     return Batch(fields, chain["mode"], chain["key_check"], records)
@@ -105,7 +127,9 @@ def _check_row(position: int, row: Any) -> None:
                 raise Refused(protocol.BAD_BATCH, f"Record {position} of the batch has no {FIELDS[index]}")
         elif index in _INTEGERS:
             if isinstance(value, bool) or not isinstance(value, int) or not -(2**63) <= value < 2**63:
-                raise Refused(protocol.BAD_BATCH, f"Record {position} of the batch: {FIELDS[index]} is not a 64-bit integer")
+                raise Refused(
+                    protocol.BAD_BATCH, f"Record {position} of the batch: {FIELDS[index]} is not a 64-bit integer"
+                )
         elif index in _NUMBERS:
             if isinstance(value, bool) or not isinstance(value, (int, float)):
                 raise Refused(protocol.BAD_BATCH, f"Record {position} of the batch: {FIELDS[index]} is not a number")
@@ -123,16 +147,22 @@ def check_chain(batch: Batch, held: Head, key: ChainKey | None) -> None:
     first_id = rows[0][_ID]
     for offset, row in enumerate(rows):
         if row[_ID] != first_id + offset:
-            raise Refused(protocol.CHAIN_GAP, f"The batch's ids are not consecutive: record {row[_ID]} follows "
-                                              f"record {rows[offset - 1][_ID]}", row[_ID])
+            raise Refused(
+                protocol.CHAIN_GAP,
+                f"The batch's ids are not consecutive: record {row[_ID]} follows record {rows[offset - 1][_ID]}",
+                row[_ID],
+            )
     new = [row for row in rows if row[_ID] > held.id]
     if not new:
         return
     if new[0][_ID] != held.id + 1:
         missing = held.id + 1, new[0][_ID] - 1
         span = f"record {missing[0]}" if missing[0] == missing[1] else f"records {missing[0]}-{missing[1]}"
-        raise Refused(protocol.CHAIN_GAP, f"{span} missing: the collector holds up to record {held.id} and the batch "
-                                          f"starts at {new[0][_ID]}", new[0][_ID])
+        raise Refused(
+            protocol.CHAIN_GAP,
+            f"{span} missing: the collector holds up to record {held.id} and the batch starts at {new[0][_ID]}",
+            new[0][_ID],
+        )
     if key is not None:
         problem = ChainWalker(key, held).check(new)
         if problem is not None:
@@ -150,8 +180,10 @@ def check_chain(batch: Batch, held: Head, key: ChainKey | None) -> None:
 
 def _fork(record_id: int, held: Head) -> str:
     if record_id == held.id + 1:
-        return (f"record {record_id} does not link to record {held.id} as the collector holds it: the sidecar's log "
-                "forked from or rewrote what it shipped before")
+        return (
+            f"record {record_id} does not link to record {held.id} as the collector holds it: the sidecar's log "
+            "forked from or rewrote what it shipped before"
+        )
     return f"record {record_id} does not link to the record before it in the batch"
 
 
@@ -187,10 +219,14 @@ class Ingest:
         raise AssertionError("unreachable")
 
     async def _write(self, db: Connection, instance: str, batch: Batch) -> Mark:
-        await db.execute(f"INSERT INTO {INSTANCES} (instance, head_hash) VALUES ($1, $2) ON CONFLICT (instance) DO NOTHING",
-                         instance, GENESIS)
+        await db.execute(
+            f"INSERT INTO {INSTANCES} (instance, head_hash) VALUES ($1, $2) ON CONFLICT (instance) DO NOTHING",
+            instance,
+            GENESIS,
+        )
         state = await db.fetchrow(
-            f"SELECT head_id, head_hash, chain_mode, key_check, start_id FROM {INSTANCES} WHERE instance = $1 FOR UPDATE", instance
+            f"SELECT head_id, head_hash, chain_mode, key_check, start_id FROM {INSTANCES} WHERE instance = $1 FOR UPDATE",
+            instance,
         )
         assert state is not None
         held = Head(int(state["head_id"]), str(state["head_hash"]))
@@ -207,27 +243,41 @@ class Ingest:
         if not new:
             await db.execute(f"UPDATE {INSTANCES} SET last_seen = now() WHERE instance = $1", instance)
             return Mark(held, 0, duplicates)
-        await db.copy_records_to_table(EVENTS, records=[(instance, *stored_row(row)) for row in new], columns=("instance", *FIELDS))
+        await db.copy_records_to_table(
+            EVENTS, records=[(instance, *stored_row(row)) for row in new], columns=("instance", *FIELDS)
+        )
         head = Head(new[-1][_ID], new[-1][_HASH])
         await db.execute(
             f"UPDATE {INSTANCES} SET head_id = $2, head_hash = $3, head_time = $4, chain_mode = $5, key_check = $6, "
             "last_seen = now(), last_batch = now(), start_id = coalesce(start_id, $7), start_hash = coalesce(start_hash, $8) "
             "WHERE instance = $1",
-            instance, head.id, head.hash, new[-1][FIELDS.index("time")], batch.mode, batch.key_check,
-            held.id if starts_late else (0 if state["start_id"] is None else None), held.hash if starts_late else GENESIS,
+            instance,
+            head.id,
+            head.hash,
+            new[-1][FIELDS.index("time")],
+            batch.mode,
+            batch.key_check,
+            held.id if starts_late else (0 if state["start_id"] is None else None),
+            held.hash if starts_late else GENESIS,
         )
         return Mark(head, len(new), duplicates)
 
     def _key_for(self, instance: str, batch: Batch, mode: str | None, key_check: str | None) -> ChainKey | None:
         """How to compute the instance's hashes, after checking that its chain did not change kind or key."""
         if mode is not None and (mode, key_check) != (batch.mode, batch.key_check):
-            raise Refused(protocol.CHAIN_REWRITE, f"The instance's chain was {mode} (key check {key_check}); this batch's is "
-                                                  f"{batch.mode} (key check {batch.key_check}): its log was rebuilt or replaced")
+            raise Refused(
+                protocol.CHAIN_REWRITE,
+                f"The instance's chain was {mode} (key check {key_check}); this batch's is "
+                f"{batch.mode} (key check {batch.key_check}): its log was rebuilt or replaced",
+            )
         configured = self._keys.get(instance)
         if configured is not None:
             if (configured.mode, configured.check) != (batch.mode, batch.key_check):
-                raise Refused(protocol.CHAIN_REWRITE, f"The batch's chain ({batch.mode}) is not under the chain key the "
-                                                      "collector holds for this instance")
+                raise Refused(
+                    protocol.CHAIN_REWRITE,
+                    f"The batch's chain ({batch.mode}) is not under the chain key the "
+                    "collector holds for this instance",
+                )
             return configured
         return ChainKey(None) if batch.mode == ChainKey(None).mode else None
 
@@ -235,13 +285,24 @@ class Ingest:
         """Records already held must be resent unchanged; returns how many were."""
         if not resent:
             return 0
-        held: dict[int, str] = {row[0]: row[1] for row in await db.fetch(f"SELECT id, hash FROM {EVENTS} WHERE instance = $1 AND id >= $2 AND id <= $3",
-                                   instance, resent[0][_ID], resent[-1][_ID])}
+        held: dict[int, str] = {
+            row[0]: row[1]
+            for row in await db.fetch(
+                f"SELECT id, hash FROM {EVENTS} WHERE instance = $1 AND id >= $2 AND id <= $3",
+                instance,
+                resent[0][_ID],
+                resent[-1][_ID],
+            )
+        }
         for row in resent:
             stored = held.get(row[_ID])
             if stored is not None and stored != row[_HASH]:
-                raise Refused(protocol.CHAIN_FORK, f"record {row[_ID]} is held with hash {stored}; the batch resends it "
-                                                   f"with hash {row[_HASH]}: the sidecar's log forked or was rewritten", row[_ID])
+                raise Refused(
+                    protocol.CHAIN_FORK,
+                    f"record {row[_ID]} is held with hash {stored}; the batch resends it "
+                    f"with hash {row[_HASH]}: the sidecar's log forked or was rewritten",
+                    row[_ID],
+                )
         return len(resent)
 
     async def flag(self, instance: str, refused: Refused, peer: str | None) -> None:
@@ -254,5 +315,9 @@ class Ingest:
             await db.execute(
                 f"INSERT INTO {FLAGS} (instance, kind, record_id, detail, peer) SELECT $1, $2, $3, $4, $5 WHERE NOT EXISTS "
                 f"(SELECT 1 FROM {FLAGS} WHERE instance = $1 AND kind = $2 AND record_id IS NOT DISTINCT FROM $3 AND detail = $4)",
-                instance, kind, refused.record_id, refused.message, peer,
+                instance,
+                kind,
+                refused.record_id,
+                refused.message,
+                peer,
             )

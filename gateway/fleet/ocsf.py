@@ -19,23 +19,47 @@ from gateway.audit.record import FIELDS, Outcome, Row
 CLASS_UID = 6003
 CATEGORY_UID = 6
 OCSF_VERSION = "1.3.0"
-ACTIVITIES = {"POST": (1, "Create"), "GET": (2, "Read"), "PUT": (3, "Update"), "PATCH": (3, "Update"), "DELETE": (4, "Delete")}
+ACTIVITIES = {
+    "POST": (1, "Create"),
+    "GET": (2, "Read"),
+    "PUT": (3, "Update"),
+    "PATCH": (3, "Update"),
+    "DELETE": (4, "Delete"),
+}
 OTHER_ACTIVITY = (99, "Other")
 SUCCESS, FAILURE, UNKNOWN = (1, "Success"), (2, "Failure"), (0, "Unknown")
 STATUSES = {
-    Outcome.DELETED.value: SUCCESS, Outcome.PRUNED.value: SUCCESS,
-    Outcome.PENDING.value: UNKNOWN, Outcome.UNKNOWN.value: UNKNOWN,
+    Outcome.DELETED.value: SUCCESS,
+    Outcome.PRUNED.value: SUCCESS,
+    Outcome.PENDING.value: UNKNOWN,
+    Outcome.UNKNOWN.value: UNKNOWN,
 }
 """Every other outcome (not_found, denied, forbidden, rejected, upstream_error, not_deleted) is a Failure."""
-SEVERITIES = {Outcome.DENIED.value: (3, "Medium"), Outcome.FORBIDDEN.value: (3, "Medium"), Outcome.UNKNOWN.value: (2, "Low"),
-              Outcome.UPSTREAM_ERROR.value: (2, "Low")}
+SEVERITIES = {
+    Outcome.DENIED.value: (3, "Medium"),
+    Outcome.FORBIDDEN.value: (3, "Medium"),
+    Outcome.UNKNOWN.value: (2, "Low"),
+    Outcome.UPSTREAM_ERROR.value: (2, "Low"),
+}
 """Refused credentials and rights are worth a look; everything else is Informational (1)."""
 
 MAPPING: tuple[tuple[str, str, str], ...] = (
-    ("(method)", "activity_id, activity_name, type_uid, type_name", "DELETE: 4 Delete (600304); GET 2, POST 1, PUT/PATCH 3; other methods (PRUNE, THROTTLE) 99 Other"),
+    (
+        "(method)",
+        "activity_id, activity_name, type_uid, type_name",
+        "DELETE: 4 Delete (600304); GET 2, POST 1, PUT/PATCH 3; other methods (PRUNE, THROTTLE) 99 Other",
+    ),
     ("time", "time (epoch ms), metadata.original_time", "the record's ISO 8601 UTC time"),
-    ("outcome", "status_id, status, status_detail", "deleted, pruned: 1 Success; pending, unknown: 0 Unknown; others: 2 Failure; status_detail is the outcome"),
-    ("outcome", "severity_id, severity", "denied, forbidden: 3 Medium; upstream_error, unknown: 2 Low; others: 1 Informational"),
+    (
+        "outcome",
+        "status_id, status, status_detail",
+        "deleted, pruned: 1 Success; pending, unknown: 0 Unknown; others: 2 Failure; status_detail is the outcome",
+    ),
+    (
+        "outcome",
+        "severity_id, severity",
+        "denied, forbidden: 3 Medium; upstream_error, unknown: 2 Low; others: 1 Informational",
+    ),
     ("actor", "actor.user.name", "the gateway user (for denied: the name claimed)"),
     ("client_ip", "src_endpoint.ip", ""),
     ("method", "api.operation", "the HTTP method"),
@@ -60,7 +84,7 @@ _INDEX = {name: index for index, name in enumerate(FIELDS)}
 
 def event(row: Row, instance: str) -> dict[str, Any]:
     """One record (a row in ``FIELDS`` order) as an OCSF API Activity event."""
-    value = dict(zip(FIELDS, row))
+    value = dict(zip(FIELDS, row, strict=True))
     activity_id, activity = ACTIVITIES.get(str(value["method"]), OTHER_ACTIVITY)
     status_id, status = STATUSES.get(value["outcome"], FAILURE)
     severity_id, severity = SEVERITIES.get(value["outcome"], (1, "Informational"))
@@ -81,22 +105,42 @@ def event(row: Row, instance: str) -> dict[str, Any]:
     if value["error_code"] is not None:
         response["error"] = value["error_code"]
     out: dict[str, Any] = {
-        "class_uid": CLASS_UID, "class_name": "API Activity", "category_uid": CATEGORY_UID, "category_name": "Application Activity",
-        "activity_id": activity_id, "activity_name": activity,
-        "type_uid": CLASS_UID * 100 + activity_id, "type_name": f"API Activity: {activity}",
-        "time": moment, "severity_id": severity_id, "severity": severity,
-        "status_id": status_id, "status": status, "status_detail": value["outcome"],
+        "class_uid": CLASS_UID,
+        "class_name": "API Activity",
+        "category_uid": CATEGORY_UID,
+        "category_name": "Application Activity",
+        "activity_id": activity_id,
+        "activity_name": activity,
+        "type_uid": CLASS_UID * 100 + activity_id,
+        "type_name": f"API Activity: {activity}",
+        "time": moment,
+        "severity_id": severity_id,
+        "severity": severity,
+        "status_id": status_id,
+        "status": status,
+        "status_detail": value["outcome"],
         "actor": {"user": {"name": value["actor"]}} if value["actor"] is not None else {},
-        "api": {"operation": value["method"], "request": {"uid": value["request_id"]}, "response": response,
-                **({"service": {"name": value["org"]}} if value["org"] is not None else {})},
+        "api": {
+            "operation": value["method"],
+            "request": {"uid": value["request_id"]},
+            "response": response,
+            **({"service": {"name": value["org"]}} if value["org"] is not None else {}),
+        },
         "resources": [resource],
         "device": {"hostname": instance, "type_id": 0},
         "metadata": {
-            "version": OCSF_VERSION, "uid": f"{instance}:{value['id']}", "sequence": value["id"], "original_time": value["time"],
-            "log_name": instance, "correlation_uid": value["hash"],
+            "version": OCSF_VERSION,
+            "uid": f"{instance}:{value['id']}",
+            "sequence": value["id"],
+            "original_time": value["time"],
+            "log_name": instance,
+            "correlation_uid": value["hash"],
             "product": {"name": "apigee-audit-gateway", "vendor_name": "apigee-audit-gateway", "version": __version__},
         },
-        "unmapped": {"prev_hash": value["prev_hash"], **({"token": value["token"]} if value["token"] is not None else {})},
+        "unmapped": {
+            "prev_hash": value["prev_hash"],
+            **({"token": value["token"]} if value["token"] is not None else {}),
+        },
     }
     if value["client_ip"] is not None:
         out["src_endpoint"] = {"ip": value["client_ip"]}

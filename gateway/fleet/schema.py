@@ -47,8 +47,25 @@ class Migration:
 
 
 V1_FIELDS = (
-    "id", "request_id", "time", "actor", "client_ip", "method", "org", "token_sha256", "token_hint", "outcome",
-    "upstream_status", "error_code", "latency_ms", "app", "client_id", "snapshot", "token", "prev_hash", "hash",
+    "id",
+    "request_id",
+    "time",
+    "actor",
+    "client_ip",
+    "method",
+    "org",
+    "token_sha256",
+    "token_hint",
+    "outcome",
+    "upstream_status",
+    "error_code",
+    "latency_ms",
+    "app",
+    "client_id",
+    "snapshot",
+    "token",
+    "prev_hash",
+    "hash",
 )
 """The record's fields when the fleet store was made: version 1's columns, fixed forever."""
 

@@ -71,9 +71,11 @@ class LocalLog:
 
     def after(self, mark: int, limit: int) -> list[Row]:
         with self._lock:
-            return self._connect().execute(
-                f"SELECT {', '.join(FIELDS)} FROM {TABLE} WHERE id > ? ORDER BY id LIMIT ?", (mark, limit)
-            ).fetchall()
+            return (
+                self._connect()
+                .execute(f"SELECT {', '.join(FIELDS)} FROM {TABLE} WHERE id > ? ORDER BY id LIMIT ?", (mark, limit))
+                .fetchall()
+            )
 
     def lag(self, mark: int) -> tuple[int, str | None]:
         """The newest id, and the time of the first record after ``mark`` (None: none)."""
@@ -106,7 +108,8 @@ class CollectorClient:
         if ship.ca_bundle:
             context = ssl.create_default_context(cafile=str(config.path(ship.ca_bundle)))
         self._session = aiohttp.ClientSession(
-            timeout=aiohttp.ClientTimeout(total=ship.timeout), connector=aiohttp.TCPConnector(ssl=context or True, limit=2),
+            timeout=aiohttp.ClientTimeout(total=ship.timeout),
+            connector=aiohttp.TCPConnector(ssl=context or True, limit=2),
         )
 
     async def mark(self) -> int:
@@ -115,8 +118,9 @@ class CollectorClient:
         return int(body["mark"])
 
     async def send(self, body: bytes) -> dict[str, Any]:
-        async with self._session.post(f"{self._base}/records", data=body,
-                                      headers={**self._auth, "Content-Type": "application/json"}) as response:
+        async with self._session.post(
+            f"{self._base}/records", data=body, headers={**self._auth, "Content-Type": "application/json"}
+        ) as response:
             return await self._answer(response)
 
     @staticmethod
@@ -187,16 +191,33 @@ class Shipper:
         }
 
     def register_metrics(self, metrics: Metrics) -> None:
-        metrics.read_at_scrape("gateway_ship_lag_records", "Committed audit records the collector has not acknowledged.",
-                               lambda: self.lag_records)
-        metrics.read_at_scrape("gateway_ship_lag_seconds", "Age of the oldest record the collector has not acknowledged (0: none).",
-                               lambda: self.lag_seconds)
-        metrics.read_at_scrape("gateway_ship_last_success_timestamp_seconds", "When the collector last acknowledged a batch or mark.",
-                               lambda: self.last_success or 0.0)
-        metrics.read_at_scrape("gateway_ship_records", "Records the collector took as new from this sidecar.",
-                               lambda: self.shipped, counter=True)
-        metrics.read_at_scrape("gateway_ship_failures", "Attempts to ship or ask the mark that failed.",
-                               lambda: self.failures, counter=True)
+        metrics.read_at_scrape(
+            "gateway_ship_lag_records",
+            "Committed audit records the collector has not acknowledged.",
+            lambda: self.lag_records,
+        )
+        metrics.read_at_scrape(
+            "gateway_ship_lag_seconds",
+            "Age of the oldest record the collector has not acknowledged (0: none).",
+            lambda: self.lag_seconds,
+        )
+        metrics.read_at_scrape(
+            "gateway_ship_last_success_timestamp_seconds",
+            "When the collector last acknowledged a batch or mark.",
+            lambda: self.last_success or 0.0,
+        )
+        metrics.read_at_scrape(
+            "gateway_ship_records",
+            "Records the collector took as new from this sidecar.",
+            lambda: self.shipped,
+            counter=True,
+        )
+        metrics.read_at_scrape(
+            "gateway_ship_failures",
+            "Attempts to ship or ask the mark that failed.",
+            lambda: self.failures,
+            counter=True,
+        )
 
     # Shipping -----------------------------------------------------------------------------
 
@@ -245,8 +266,13 @@ class Shipper:
         first = self.last_error is None or self.last_error[1] != reason
         self.last_error = (time.time(), reason)
         if first:
-            self._log.warning("ship_failed", collector=self._config.ship.url, instance=self.instance, reason=reason,
-                              lag_records=self.lag_records)
+            self._log.warning(
+                "ship_failed",
+                collector=self._config.ship.url,
+                instance=self.instance,
+                reason=reason,
+                lag_records=self.lag_records,
+            )
         return reason
 
     async def run(self) -> None:
@@ -295,8 +321,6 @@ class Shipper:
     async def close(self) -> None:
         await self.client.close()
         await asyncio.to_thread(self.local.close)
-
-
 
 
 @asynccontextmanager

@@ -17,8 +17,16 @@ from gateway.metrics import LATENCY_BUCKETS, Metrics
 class Collector:
     """What the collector's handlers share, built once at start-up."""
 
-    def __init__(self, store: FleetStore, ingest: Ingest, sidecars: Authenticator, users: Authenticator,
-                 metrics: Metrics, log: Logger, max_batch: int) -> None:
+    def __init__(
+        self,
+        store: FleetStore,
+        ingest: Ingest,
+        sidecars: Authenticator,
+        users: Authenticator,
+        metrics: Metrics,
+        log: Logger,
+        max_batch: int,
+    ) -> None:
         self.store = store
         self.ingest = ingest
         self.sidecars = sidecars
@@ -26,13 +34,26 @@ class Collector:
         self.metrics = metrics
         self.log = log
         self.max_batch = max_batch
-        self.batches = Counter("collector_batches", "Batches answered, by outcome code (ok, or the refusal's).", ["code"],
-                               registry=metrics.registry)
-        self.records = Counter("collector_records_accepted", "New records written to the fleet store.", registry=metrics.registry)
-        self.duplicates = Counter("collector_records_duplicate", "Records resent that the store already held (changed nothing).",
-                                  registry=metrics.registry)
-        self.seconds = Histogram("collector_batch_seconds", "Time to check and commit one batch.", buckets=LATENCY_BUCKETS,
-                                 registry=metrics.registry)
+        self.batches = Counter(
+            "collector_batches",
+            "Batches answered, by outcome code (ok, or the refusal's).",
+            ["code"],
+            registry=metrics.registry,
+        )
+        self.records = Counter(
+            "collector_records_accepted", "New records written to the fleet store.", registry=metrics.registry
+        )
+        self.duplicates = Counter(
+            "collector_records_duplicate",
+            "Records resent that the store already held (changed nothing).",
+            registry=metrics.registry,
+        )
+        self.seconds = Histogram(
+            "collector_batch_seconds",
+            "Time to check and commit one batch.",
+            buckets=LATENCY_BUCKETS,
+            registry=metrics.registry,
+        )
         self.ready = SharedCheck(self._store_problem)
 
     async def _store_problem(self) -> str | None:

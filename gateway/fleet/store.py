@@ -26,16 +26,32 @@ from gateway.audit.chain import EMPTY, Head
 from gateway.audit.query import AuditFilter
 from gateway.audit.record import FIELDS, AuditRecord, Row
 from gateway.audit.store import AuditStoreError
-from gateway.fleet.schema import CREATE_VERSIONS, EVENTS, FLAGS, INSTANCES, MIGRATIONS, SCHEMA_VERSION, VERSIONS, missing_fields
+from gateway.fleet.schema import (
+    CREATE_VERSIONS,
+    EVENTS,
+    FLAGS,
+    INSTANCES,
+    MIGRATIONS,
+    SCHEMA_VERSION,
+    VERSIONS,
+    missing_fields,
+)
 
 _RECORD_COLUMNS = ", ".join(AuditRecord._fields)
 _ROW_COLUMNS = ", ".join(FIELDS)
 _EQUALITY_FILTERS = ("org", "token_sha256", "actor", "app", "client_id", "outcome")
 STATS_GROUPS = {
-    "actor": "actor", "org": "org", "app": "app", "outcome": "outcome", "day": "substr(time, 1, 10)", "instance": "instance",
+    "actor": "actor",
+    "org": "org",
+    "app": "app",
+    "outcome": "outcome",
+    "day": "substr(time, 1, 10)",
+    "instance": "instance",
 }
 _ESCAPED = "\x01"
-_TEXT_COLUMNS = frozenset(index for index, field in enumerate(FIELDS) if field not in ("id", "upstream_status", "latency_ms"))
+_TEXT_COLUMNS = frozenset(
+    index for index, field in enumerate(FIELDS) if field not in ("id", "upstream_status", "latency_ms")
+)
 
 
 def to_text(value: Any) -> Any:
@@ -122,20 +138,27 @@ async def migrate(pool: asyncpg.Pool, url: str) -> int:
     it had before. A newer schema, or a record field no migration adds, stops with a clear error."""
     missing = missing_fields()
     if missing:
-        raise StoreVersionError(f"the audit record has fields no fleet migration adds ({', '.join(missing)}): "
-                                "add one to gateway.fleet.schema.MIGRATIONS")
+        raise StoreVersionError(
+            f"the audit record has fields no fleet migration adds ({', '.join(missing)}): "
+            "add one to gateway.fleet.schema.MIGRATIONS"
+        )
     async with pool.acquire() as db:
         await db.execute(CREATE_VERSIONS)
         before = int(await db.fetchval(f"SELECT coalesce(max(version), 0) FROM {VERSIONS}"))
         if before > SCHEMA_VERSION:
-            raise StoreVersionError(f"the fleet store {describe(url)} has schema version {before}, newer than this "
-                                    f"gateway's {SCHEMA_VERSION}: upgrade the gateway")
+            raise StoreVersionError(
+                f"the fleet store {describe(url)} has schema version {before}, newer than this "
+                f"gateway's {SCHEMA_VERSION}: upgrade the gateway"
+            )
         for migration in MIGRATIONS[before:]:
             async with db.transaction():
                 # The version row first: a second collector migrating at the same time fails on
                 # its key, rolls back, and finds the work done when it starts again.
-                await db.execute(f"INSERT INTO {VERSIONS} (version, description) VALUES ($1, $2)",
-                                 migration.version, migration.description)
+                await db.execute(
+                    f"INSERT INTO {VERSIONS} (version, description) VALUES ($1, $2)",
+                    migration.version,
+                    migration.description,
+                )
                 for statement in migration.statements():
                     await db.execute(statement)
     return before
@@ -169,7 +192,9 @@ class FleetStore:
         return self._pool
 
     @classmethod
-    async def open(cls, url: str, *, password: str | None = None, instance: str | None = None, pool_size: int = 4) -> FleetStore:
+    async def open(
+        cls, url: str, *, password: str | None = None, instance: str | None = None, pool_size: int = 4
+    ) -> FleetStore:
         """For reading: the schema must be the one this code knows (the collector migrates it)."""
         pool = await connect_pool(url, password=password, size=pool_size)
         try:
@@ -180,12 +205,18 @@ class FleetStore:
         if version != SCHEMA_VERSION:
             await pool.close()
             if version == 0:
-                raise StoreVersionError(f"{describe(url)} holds no fleet store: start `gateway collect` on it once to create it")
+                raise StoreVersionError(
+                    f"{describe(url)} holds no fleet store: start `gateway collect` on it once to create it"
+                )
             if version < SCHEMA_VERSION:
-                raise StoreVersionError(f"the fleet store {describe(url)} has schema version {version}; start this "
-                                        f"version's `gateway collect` on it once to migrate it to {SCHEMA_VERSION}")
-            raise StoreVersionError(f"the fleet store {describe(url)} has schema version {version}, newer than this "
-                                    f"gateway's {SCHEMA_VERSION}: upgrade the gateway")
+                raise StoreVersionError(
+                    f"the fleet store {describe(url)} has schema version {version}; start this "
+                    f"version's `gateway collect` on it once to migrate it to {SCHEMA_VERSION}"
+                )
+            raise StoreVersionError(
+                f"the fleet store {describe(url)} has schema version {version}, newer than this "
+                f"gateway's {SCHEMA_VERSION}: upgrade the gateway"
+            )
         return cls(pool, url, instance)
 
     def scoped(self, instance: str | None) -> FleetStore:
@@ -209,22 +240,28 @@ class FleetStore:
             params.append(selection.limit)
             limit = f"LIMIT ${len(params)}"
         rows = await self._fetch(
-            f"SELECT instance, {_RECORD_COLUMNS} FROM {EVENTS} {where} ORDER BY time DESC, instance DESC, id DESC {limit}", params
+            f"SELECT instance, {_RECORD_COLUMNS} FROM {EVENTS} {where} ORDER BY time DESC, instance DESC, id DESC {limit}",
+            params,
         )
         return [Located(row[0], AuditRecord._make(row[1:])) for row in rows]
 
     async def get(self, record_id: int) -> AuditRecord | None:
-        rows = await self._fetch(f"SELECT {_RECORD_COLUMNS} FROM {EVENTS} WHERE instance = $1 AND id = $2",
-                                 [self._one_instance(), record_id])
+        rows = await self._fetch(
+            f"SELECT {_RECORD_COLUMNS} FROM {EVENTS} WHERE instance = $1 AND id = $2", [self._one_instance(), record_id]
+        )
         return AuditRecord._make(rows[0]) if rows else None
 
     async def head(self) -> Head:
-        rows = await self._fetch(f"SELECT id, hash FROM {EVENTS} WHERE instance = $1 ORDER BY id DESC LIMIT 1", [self._one_instance()])
+        rows = await self._fetch(
+            f"SELECT id, hash FROM {EVENTS} WHERE instance = $1 ORDER BY id DESC LIMIT 1", [self._one_instance()]
+        )
         return Head(int(rows[0][0]), str(rows[0][1])) if rows else EMPTY
 
     async def chain_mode(self) -> tuple[str, str | None]:
         """The kind of chain the instance's sidecar said it keeps, and its key check."""
-        rows = await self._fetch(f"SELECT chain_mode, key_check FROM {INSTANCES} WHERE instance = $1", [self._one_instance()])
+        rows = await self._fetch(
+            f"SELECT chain_mode, key_check FROM {INSTANCES} WHERE instance = $1", [self._one_instance()]
+        )
         if not rows or rows[0][0] is None:
             return "sha256", None
         return str(rows[0][0]), rows[0][1]
@@ -243,8 +280,10 @@ class FleetStore:
         return None
 
     async def _checkpoints(self) -> list[AuditRecord]:
-        rows = await self._fetch(f"SELECT {_RECORD_COLUMNS} FROM {EVENTS} WHERE instance = $1 AND outcome = 'pruned' ORDER BY id DESC",
-                                 [self._one_instance()])
+        rows = await self._fetch(
+            f"SELECT {_RECORD_COLUMNS} FROM {EVENTS} WHERE instance = $1 AND outcome = 'pruned' ORDER BY id DESC",
+            [self._one_instance()],
+        )
         return [AuditRecord._make(row) for row in rows]
 
     async def first_id(self) -> int | None:
@@ -264,7 +303,9 @@ class FleetStore:
         async for batch in self.fleet_rows(selection, size):
             yield [row[1:] for row in batch]
 
-    async def fleet_rows(self, selection: AuditFilter | None = None, size: int = 5000) -> AsyncGenerator[list[Row], None]:
+    async def fleet_rows(
+        self, selection: AuditFilter | None = None, size: int = 5000
+    ) -> AsyncGenerator[list[Row], None]:
         """Matching records as rows of (instance, *FIELDS), by instance then id, a batch at a
         time: keyset pages, so no transaction stays open however long the walk takes."""
         where, params = self._where(selection or AuditFilter())
@@ -283,13 +324,16 @@ class FleetStore:
                 return
             position = (batch[-1][0], batch[-1][1])
 
-    async def stats(self, by: str, selection: AuditFilter, *, include_intents: bool = False) -> list[tuple[str | None, int]]:
+    async def stats(
+        self, by: str, selection: AuditFilter, *, include_intents: bool = False
+    ) -> list[tuple[str | None, int]]:
         expression = STATS_GROUPS[by]
         where, params = self._where(selection)
         if not include_intents:
             where, params = _and(where, params, "outcome != 'pending'", [])
         rows = await self._fetch(
-            f"SELECT {expression} AS grouped, count(*) FROM {EVENTS} {where} GROUP BY grouped ORDER BY 2 DESC, 1", params
+            f"SELECT {expression} AS grouped, count(*) FROM {EVENTS} {where} GROUP BY grouped ORDER BY 2 DESC, 1",
+            params,
         )
         return [(None if row[0] is None else str(row[0]), int(row[1])) for row in rows]
 
@@ -299,17 +343,28 @@ class FleetStore:
         clause, params = ("WHERE instance = $1", [self.instance]) if self.instance is not None else ("", [])
         rows = await self._fetch(
             f"SELECT instance, head_id, head_hash, head_time, start_id, start_hash, chain_mode, key_check, first_seen, "
-            f"last_seen FROM {INSTANCES} {clause} ORDER BY instance", params
+            f"last_seen FROM {INSTANCES} {clause} ORDER BY instance",
+            params,
         )
         return [
-            InstanceState(row[0], Head(int(row[1]), str(row[2])), row[3],
-                          Head(int(row[4]), str(row[5])) if row[4] is not None else EMPTY, row[6], row[7], row[8], row[9])
+            InstanceState(
+                row[0],
+                Head(int(row[1]), str(row[2])),
+                row[3],
+                Head(int(row[4]), str(row[5])) if row[4] is not None else EMPTY,
+                row[6],
+                row[7],
+                row[8],
+                row[9],
+            )
             for row in rows
         ]
 
     async def flags(self) -> list[Flag]:
         clause, params = ("WHERE instance = $1", [self.instance]) if self.instance is not None else ("", [])
-        rows = await self._fetch(f"SELECT instance, time, kind, record_id, detail FROM {FLAGS} {clause} ORDER BY time, id", params)
+        rows = await self._fetch(
+            f"SELECT instance, time, kind, record_id, detail FROM {FLAGS} {clause} ORDER BY time, id", params
+        )
         return [Flag(row[0], row[1], row[2], row[3], row[4]) for row in rows]
 
     async def close(self) -> None:

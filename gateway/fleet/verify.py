@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from contextlib import aclosing
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from gateway.audit.chain import EMPTY, ChainKey, ChainWalker, Head
 from gateway.audit.record import FIELDS, Row
@@ -41,11 +41,15 @@ class InstanceVerdict:
 
 
 async def verify_fleet(
-    store: FleetStore, keys: dict[str, ChainKey], *, silent_after: float, progress: Callable[[int], object] | None = None,
+    store: FleetStore,
+    keys: dict[str, ChainKey],
+    *,
+    silent_after: float,
+    progress: Callable[[int], object] | None = None,
 ) -> list[InstanceVerdict]:
     """One verdict per instance in the store's scope (all of them, or the one it is scoped to)."""
     flags = await store.flags()
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     verdicts = []
     checked = 0
     for state in await store.instances():
@@ -62,7 +66,9 @@ async def verify_fleet(
     for flag in flags:  # refused before the instance ever stored a record (a forged first batch, say)
         if flag.instance not in known:
             known.add(flag.instance)
-            verdicts.append(InstanceVerdict(flag.instance, 0, EMPTY, "-", flags=[f for f in flags if f.instance == flag.instance]))
+            verdicts.append(
+                InstanceVerdict(flag.instance, 0, EMPTY, "-", flags=[f for f in flags if f.instance == flag.instance])
+            )
     return verdicts
 
 
@@ -70,8 +76,10 @@ async def _verify_instance(store: FleetStore, state: InstanceState, key: ChainKe
     mode = state.chain_mode or "sha256"
     verdict = InstanceVerdict(state.instance, 0, state.start, mode, start=state.start)
     if key is not None and (key.mode, key.check) != (mode, state.key_check):
-        verdict.problem = (f"the instance says it keeps a {mode} chain (key check {state.key_check}), not one under the key "
-                           "configured for it: its log was rebuilt, or the key is not its own")
+        verdict.problem = (
+            f"the instance says it keeps a {mode} chain (key check {state.key_check}), not one under the key "
+            "configured for it: its log was rebuilt, or the key is not its own"
+        )
         return verdict
     if key is None and mode == ChainKey(None).mode:
         key = ChainKey(None)
@@ -91,8 +99,10 @@ async def _verify_instance(store: FleetStore, state: InstanceState, key: ChainKe
                 return verdict
     verdict.head = head
     if head != state.head:
-        verdict.problem = (f"the store's events end at record {head.id}, but the collector acknowledged up to record "
-                           f"{state.head.id}: records were removed from the fleet store")
+        verdict.problem = (
+            f"the store's events end at record {head.id}, but the collector acknowledged up to record "
+            f"{state.head.id}: records were removed from the fleet store"
+        )
     return verdict
 
 

@@ -177,13 +177,25 @@ def app_token(app: App, key: str, products: list[str], *, end_user: str, scope: 
     token: dict[str, Any] = {"apiProducts": products, "app": app.name, "appId": app.app_id}
     if end_user:
         token["appUserId"] = end_user
-    token.update({
-        "attributes": [], "clientId": key, "createdAt": issued, "createdBy": "defaultUser",
-        "expiresAt": issued + lifetime * 1000, "grantType": "password" if end_user else "client_credentials",
-        "issuedAt": issued, "lastModifiedAt": issued, "lastModifiedBy": "defaultUser", "refreshCount": 0,
-        "refreshToken": random_text(32), "scope": scope, "status": APPROVED, "token": random_text(28),
-        "tokenType": "BearerToken",
-    })
+    token.update(
+        {
+            "attributes": [],
+            "clientId": key,
+            "createdAt": issued,
+            "createdBy": "defaultUser",
+            "expiresAt": issued + lifetime * 1000,
+            "grantType": "password" if end_user else "client_credentials",
+            "issuedAt": issued,
+            "lastModifiedAt": issued,
+            "lastModifiedBy": "defaultUser",
+            "refreshCount": 0,
+            "refreshToken": random_text(32),
+            "scope": scope,
+            "status": APPROVED,
+            "token": random_text(28),
+            "tokenType": "BearerToken",
+        }
+    )
     return token
 
 
@@ -197,8 +209,10 @@ def org_view(state: State, org: Org) -> dict[str, Any]:
     def token(snapshot: dict[str, Any]) -> dict[str, Any]:
         app = state.app_of(org.name, snapshot, by_key)
         return {
-            "token": snapshot.get("token"), "status": snapshot.get("status"),
-            "appId": None if app is None else app.app_id, "endUser": snapshot.get("appUserId"),
+            "token": snapshot.get("token"),
+            "status": snapshot.get("status"),
+            "appId": None if app is None else app.app_id,
+            "endUser": snapshot.get("appUserId"),
             "refreshTokenStatus": state.tokens.refresh_status(org.name, snapshot.get("token", "")),
             "snapshot": snapshot,
         }

@@ -116,7 +116,9 @@ async def answer(request: web.Request, fault: Fault) -> web.StreamResponse | Non
     if fault.kind == "none":
         return None
     if fault.kind == "status":
-        return web.Response(status=fault.status, body=fault.body.encode(), headers={hdrs.CONTENT_TYPE: fault.content_type})
+        return web.Response(
+            status=fault.status, body=fault.body.encode(), headers={hdrs.CONTENT_TYPE: fault.content_type}
+        )
     return await _break_connection(request, _RAW_BYTES[fault.kind])
 
 
@@ -169,7 +171,7 @@ def _string(value: Any, name: str) -> str:
 
 def _content_type(value: Any) -> str:
     if not isinstance(value, str) or not value.strip() or any(c in value for c in "\r\n"):
-        raise FaultError(f"content_type: expected a media type such as \"application/json\"; got {_show(value)}")
+        raise FaultError(f'content_type: expected a media type such as "application/json"; got {_show(value)}')
     return value
 
 

@@ -46,22 +46,30 @@ def org_missing(org: str) -> ApigeeError:
 
 def developer_missing(org: str, developer: str) -> ApigeeError:
     return ApigeeError(
-        404, "developer.service.DeveloperIdDoesNotExist", f"DeveloperId {developer} does not exist in organization {org}"
+        404,
+        "developer.service.DeveloperIdDoesNotExist",
+        f"DeveloperId {developer} does not exist in organization {org}",
     )
 
 
 def developer_exists(org: str, email: str) -> ApigeeError:
     return ApigeeError(
-        409, "developer.service.DeveloperAlreadyExists", f"Developer with email {email} already exists in organization {org}"
+        409,
+        "developer.service.DeveloperAlreadyExists",
+        f"Developer with email {email} already exists in organization {org}",
     )
 
 
 def company_missing(org: str, company: str) -> ApigeeError:
-    return ApigeeError(404, "developer.service.CompanyDoesNotExist", f"Company {company} does not exist in organization {org}")
+    return ApigeeError(
+        404, "developer.service.CompanyDoesNotExist", f"Company {company} does not exist in organization {org}"
+    )
 
 
 def company_exists(org: str, company: str) -> ApigeeError:
-    return ApigeeError(409, "developer.service.CompanyAlreadyExists", f"Company {company} already exists in organization {org}")
+    return ApigeeError(
+        409, "developer.service.CompanyAlreadyExists", f"Company {company} already exists in organization {org}"
+    )
 
 
 def app_missing(owner: str, app: str) -> ApigeeError:
@@ -87,13 +95,17 @@ def key_exists() -> ApigeeError:
 
 def product_missing(org: str, product: str, status: int = 404) -> ApigeeError:
     return ApigeeError(
-        status, "keymanagement.service.apiproduct_doesnot_exist", f"API Product [{product}] does not exist for tenant [{org}]"
+        status,
+        "keymanagement.service.apiproduct_doesnot_exist",
+        f"API Product [{product}] does not exist for tenant [{org}]",
     )
 
 
 def product_not_on_key() -> ApigeeError:
     # Status and message as Apigee Edge answers (apigee-edge-js's own tests pin both).
-    return ApigeeError(500, "keymanagement.service.apiproduct_not_associated", "APIProduct is not associated with consumer key")
+    return ApigeeError(
+        500, "keymanagement.service.apiproduct_not_associated", "APIProduct is not associated with consumer key"
+    )
 
 
 def invalid_request(message: str) -> ApigeeError:
@@ -416,7 +428,9 @@ class Org(Audited):
         owner.apps[app.name] = app
         return app
 
-    def new_credential(self, products: list[str], expires_in: int | None, key: str = "", secret: str = "") -> Credential:
+    def new_credential(
+        self, products: list[str], expires_in: int | None, key: str = "", secret: str = ""
+    ) -> Credential:
         """A key pair issued now, approved for ``products``; ``expires_in`` milliseconds (None or -1: never)."""
         issued = now_ms()
         expires = NEVER if expires_in is None or expires_in < 0 else issued + expires_in
@@ -425,10 +439,17 @@ class Org(Audited):
         return credential
 
 
-def new_developer(user: str, email: str, first: str, last: str, user_name: str, attributes: list[Attribute]) -> Developer:
+def new_developer(
+    user: str, email: str, first: str, last: str, user_name: str, attributes: list[Attribute]
+) -> Developer:
     return Developer(
-        **stamped(user), attributes=attributes, email=email, developer_id=new_id(),
-        first_name=first, last_name=last, user_name=user_name,
+        **stamped(user),
+        attributes=attributes,
+        email=email,
+        developer_id=new_id(),
+        first_name=first,
+        last_name=last,
+        user_name=user_name,
     )
 
 

@@ -83,12 +83,24 @@ class Logins:
     def _jwt(self, user: str, now: float, lifetime: float, grant: str) -> str:
         """A JWT like the login server's (clients read ``iat`` and ``exp`` from it), signed with a key of this run."""
         claims = {
-            "jti": uuid.uuid4().hex, "sub": str(uuid.uuid5(uuid.NAMESPACE_URL, user)), "scope": SCOPES,
-            "client_id": CLIENT_ID, "cid": CLIENT_ID, "grant_type": grant, "user_name": user, "email": user,
-            "iat": int(now), "exp": int(now + lifetime), "iss": ISSUER, "zid": "uaa", "aud": [CLIENT_ID],
+            "jti": uuid.uuid4().hex,
+            "sub": str(uuid.uuid5(uuid.NAMESPACE_URL, user)),
+            "scope": SCOPES,
+            "client_id": CLIENT_ID,
+            "cid": CLIENT_ID,
+            "grant_type": grant,
+            "user_name": user,
+            "email": user,
+            "iat": int(now),
+            "exp": int(now + lifetime),
+            "iss": ISSUER,
+            "zid": "uaa",
+            "aud": [CLIENT_ID],
         }
         signed = _b64(json.dumps({"alg": "HS256", "typ": "JWT"})) + "." + _b64(json.dumps(claims))
-        signature = base64.urlsafe_b64encode(hmac.new(self._key, signed.encode(), sha256).digest()).rstrip(b"=").decode()
+        signature = (
+            base64.urlsafe_b64encode(hmac.new(self._key, signed.encode(), sha256).digest()).rstrip(b"=").decode()
+        )
         return f"{signed}.{signature}"
 
 
@@ -103,8 +115,12 @@ async def token_endpoint(request: web.Request) -> web.Response:
     """``POST /oauth/token``: the password and refresh_token grants for the edgecli client."""
     if not _client_authenticated(request.headers.getall(hdrs.AUTHORIZATION, [])):
         return oauth_error(
-            401, "unauthorized", "Bad credentials",
-            {hdrs.WWW_AUTHENTICATE: 'Basic realm="UAA/client", error="unauthorized", error_description="Bad credentials"'},
+            401,
+            "unauthorized",
+            "Bad credentials",
+            {
+                hdrs.WWW_AUTHENTICATE: 'Basic realm="UAA/client", error="unauthorized", error_description="Bad credentials"'
+            },
         )
     try:
         form = await request.post()
@@ -127,7 +143,9 @@ async def token_endpoint(request: web.Request) -> web.Response:
     else:
         return oauth_error(400, "unsupported_grant_type", f"Unsupported grant type: {grant}")
     return web.Response(
-        body=json.dumps(answer).encode(), content_type="application/json", charset="UTF-8",
+        body=json.dumps(answer).encode(),
+        content_type="application/json",
+        charset="UTF-8",
         headers={hdrs.CACHE_CONTROL: "no-store", hdrs.PRAGMA: "no-cache"},
     )
 

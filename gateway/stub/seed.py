@@ -113,7 +113,10 @@ def demo_data(extra_tokens: int = 5) -> dict[str, Any]:
         "tokens": [dict(SAMPLE_TOKEN)],
     }
     developer = {
-        "email": DEMO_DEVELOPER, "firstName": "Demo", "lastName": "Developer", "userName": "demo",
+        "email": DEMO_DEVELOPER,
+        "firstName": "Demo",
+        "lastName": "Developer",
+        "userName": "demo",
         "developerId": DEMO_DEVELOPER_ID,
         "apps": [{"name": DEMO_APP, "appId": DEMO_APP_ID, "credentials": [sample_key]}],
     }
@@ -155,10 +158,10 @@ def parse_seed(data: Any, *, source: str) -> Seed:
     holds (``ORG_FIELDS``); see docs/stub.md.
     """
     if not isinstance(data, dict):
-        raise SeedError(f"{source}: expected a JSON object with \"users\" and \"orgs\"")
+        raise SeedError(f'{source}: expected a JSON object with "users" and "orgs"')
     unknown = sorted(set(data) - {"users", "orgs"})
     if unknown:
-        raise SeedError(f"{source}: {unknown[0]}: unknown key (expected \"users\" and \"orgs\")")
+        raise SeedError(f'{source}: {unknown[0]}: unknown key (expected "users" and "orgs")')
     users = data.get("users")
     if not isinstance(users, dict) or not users:
         raise SeedError(f"{source}: users: expected an object of user name to password, with at least one user")
@@ -182,7 +185,13 @@ def parse_seed(data: Any, *, source: str) -> Seed:
 
 
 ORG_FIELDS = (
-    "apiproducts", "developers", "companies", "tokens", "authorizationcodes", "oauth1accesstokens", "oauth1requesttokens"
+    "apiproducts",
+    "developers",
+    "companies",
+    "tokens",
+    "authorizationcodes",
+    "oauth1accesstokens",
+    "oauth1requesttokens",
 )
 
 SeedCheck = Callable[[Any, str], Any]
@@ -226,7 +235,9 @@ def parse_org(data: dict[str, Any], where: str) -> tuple[dict[str, Any], list[An
                 for t, token in enumerate(credential.pop("tokens", [])):
                     check_token(token, f"{key_where}.tokens[{t}]", seen)
                     if token.get("clientId", key) != key:
-                        raise SeedError(f"{key_where}.tokens[{t}].clientId: differs from the consumerKey it is listed under")
+                        raise SeedError(
+                            f"{key_where}.tokens[{t}].clientId: differs from the consumerKey it is listed under"
+                        )
                     tokens.append(token)
                     links[token["token"]] = key
     for t, token in enumerate(org.get("tokens", [])):
@@ -251,7 +262,7 @@ def _fields(value: Any, where: str, required: dict[str, SeedCheck], optional: di
         if name in value:
             checked[name] = (required.get(name) or optional[name])(value[name], f"{where}.{name}")
         elif name in required:
-            raise SeedError(f"{where}: missing \"{name}\"")
+            raise SeedError(f'{where}: missing "{name}"')
     return checked
 
 
@@ -322,7 +333,7 @@ def _snapshot_with(field_name: str) -> SeedCheck:
         if not isinstance(value, dict):
             raise SeedError(f"{where}: expected an object")
         if not isinstance(value.get(field_name), str) or not value[field_name]:
-            raise SeedError(f"{where}: missing \"{field_name}\" (a non-empty string)")
+            raise SeedError(f'{where}: missing "{field_name}" (a non-empty string)')
         return value
 
     return check
@@ -332,11 +343,20 @@ _ATTRIBUTES = _list_of(_attribute)
 _NAMES = _list_of(_name)
 
 _CREDENTIAL = {
-    "consumerSecret": _name, "status": _one_of("approved", "revoked"), "apiProducts": _list_of(_product_ref),
-    "issuedAt": _millis, "expiresAt": _millis, "attributes": _ATTRIBUTES, "scopes": _NAMES, "tokens": _list_of(_snapshot),
+    "consumerSecret": _name,
+    "status": _one_of("approved", "revoked"),
+    "apiProducts": _list_of(_product_ref),
+    "issuedAt": _millis,
+    "expiresAt": _millis,
+    "attributes": _ATTRIBUTES,
+    "scopes": _NAMES,
+    "tokens": _list_of(_snapshot),
 }
 _APP = {
-    "appId": _name, "status": _one_of("approved", "revoked"), "callbackUrl": _text, "attributes": _ATTRIBUTES,
+    "appId": _name,
+    "status": _one_of("approved", "revoked"),
+    "callbackUrl": _text,
+    "attributes": _ATTRIBUTES,
     "scopes": _NAMES,
     "credentials": _list_of(lambda value, where: _fields(value, where, {"consumerKey": _name}, _CREDENTIAL)),
 }
@@ -344,12 +364,22 @@ _APPS = _list_of(lambda value, where: _fields(value, where, {"name": _name}, _AP
 _OWNER = {"status": _one_of("active", "inactive"), "attributes": _ATTRIBUTES, "apps": _APPS}
 _ORG_ITEMS: dict[str, SeedCheck] = {
     "apiproducts": lambda value, where: _fields(
-        value, where, {"name": _name},
-        {"displayName": _text, "description": _text, "approvalType": _one_of("auto", "manual"), "scopes": _NAMES,
-         "environments": _NAMES, "attributes": _ATTRIBUTES},
+        value,
+        where,
+        {"name": _name},
+        {
+            "displayName": _text,
+            "description": _text,
+            "approvalType": _one_of("auto", "manual"),
+            "scopes": _NAMES,
+            "environments": _NAMES,
+            "attributes": _ATTRIBUTES,
+        },
     ),
     "developers": lambda value, where: _fields(
-        value, where, {"email": _name, "firstName": _text, "lastName": _text, "userName": _text},
+        value,
+        where,
+        {"email": _name, "firstName": _text, "lastName": _text, "userName": _text},
         {"developerId": _name, **_OWNER},
     ),
     "companies": lambda value, where: _fields(value, where, {"name": _name}, {"displayName": _text, **_OWNER}),
@@ -376,7 +406,7 @@ def check_token(token: Any, entry: str, seen: set[str]) -> dict[str, Any]:
         raise SeedError(f"{entry}: expected a token object")
     value = token.get("token")
     if not isinstance(value, str) or not value:
-        raise SeedError(f"{entry}: missing \"token\" (a non-empty string)")
+        raise SeedError(f'{entry}: missing "token" (a non-empty string)')
     if value in seen:
         raise SeedError(f"{entry}: token is listed twice")
     seen.add(value)

@@ -10,8 +10,21 @@ from typing import Any
 from aiohttp import web
 
 from gateway.stub.model import (
-    NEVER, App, Company, Credential, Developer, Org, Owner, Product, ProductRef, new_id, new_org, now_ms, org_missing,
-    random_text, stamped,
+    NEVER,
+    App,
+    Company,
+    Credential,
+    Developer,
+    Org,
+    Owner,
+    Product,
+    ProductRef,
+    new_id,
+    new_org,
+    now_ms,
+    org_missing,
+    random_text,
+    stamped,
 )
 from gateway.stub.oauth import Logins
 from gateway.stub.seed import Seed
@@ -86,23 +99,35 @@ def build_org(name: str, spec: dict[str, Any]) -> Org:
     org = new_org(name)
     for product in spec.get("apiproducts", []):
         org.products[product["name"]] = Product(
-            **stamped(SEED_USER), name=product["name"], display_name=product.get("displayName", product["name"]),
-            description=product.get("description", ""), approval_type=product.get("approvalType", "auto"),
-            attributes=product.get("attributes", []), environments=product.get("environments", []),
+            **stamped(SEED_USER),
+            name=product["name"],
+            display_name=product.get("displayName", product["name"]),
+            description=product.get("description", ""),
+            approval_type=product.get("approvalType", "auto"),
+            attributes=product.get("attributes", []),
+            environments=product.get("environments", []),
             scopes=product.get("scopes", []),
         )
     for entry in spec.get("developers", []):
         developer = Developer(
-            **stamped(SEED_USER), status=entry.get("status", "active"), attributes=entry.get("attributes", []),
-            email=entry["email"], developer_id=entry.get("developerId") or new_id(), first_name=entry["firstName"],
-            last_name=entry["lastName"], user_name=entry["userName"],
+            **stamped(SEED_USER),
+            status=entry.get("status", "active"),
+            attributes=entry.get("attributes", []),
+            email=entry["email"],
+            developer_id=entry.get("developerId") or new_id(),
+            first_name=entry["firstName"],
+            last_name=entry["lastName"],
+            user_name=entry["userName"],
         )
         org.add_developer(developer)
         _add_apps(org, developer, entry.get("apps", []))
     for entry in spec.get("companies", []):
         company = Company(
-            **stamped(SEED_USER), status=entry.get("status", "active"), attributes=entry.get("attributes", []),
-            name=entry["name"], display_name=entry.get("displayName", entry["name"]),
+            **stamped(SEED_USER),
+            status=entry.get("status", "active"),
+            attributes=entry.get("attributes", []),
+            name=entry["name"],
+            display_name=entry.get("displayName", entry["name"]),
         )
         org.add_company(company)
         _add_apps(org, company, entry.get("apps", []))
@@ -118,9 +143,15 @@ def _add_apps(org: Org, owner: Owner, entries: list[dict[str, Any]]) -> None:
             ("developerId", owner.developer_id) if isinstance(owner, Developer) else ("companyName", owner.label())
         )
         app = App(
-            **stamped(SEED_USER), name=entry["name"], app_id=entry.get("appId") or new_id(), owner_field=owner_field,
-            owner_id=owner_id, status=entry.get("status", "approved"), attributes=entry.get("attributes", []),
-            callback_url=entry.get("callbackUrl", ""), scopes=entry.get("scopes", []),
+            **stamped(SEED_USER),
+            name=entry["name"],
+            app_id=entry.get("appId") or new_id(),
+            owner_field=owner_field,
+            owner_id=owner_id,
+            status=entry.get("status", "approved"),
+            attributes=entry.get("attributes", []),
+            callback_url=entry.get("callbackUrl", ""),
+            scopes=entry.get("scopes", []),
             credentials=[_credential(key) for key in entry.get("credentials", [])],
         )
         org.add_app(owner, app)
@@ -128,11 +159,14 @@ def _add_apps(org: Org, owner: Owner, entries: list[dict[str, Any]]) -> None:
 
 def _credential(entry: dict[str, Any]) -> Credential:
     return Credential(
-        consumer_key=entry["consumerKey"], consumer_secret=entry.get("consumerSecret") or random_text(16),
-        issued_at=entry.get("issuedAt", now_ms()), expires_at=entry.get("expiresAt", NEVER),
+        consumer_key=entry["consumerKey"],
+        consumer_secret=entry.get("consumerSecret") or random_text(16),
+        issued_at=entry.get("issuedAt", now_ms()),
+        expires_at=entry.get("expiresAt", NEVER),
         status=entry.get("status", "approved"),
         products=[ProductRef(ref["apiproduct"], ref.get("status", "approved")) for ref in entry.get("apiProducts", [])],
-        attributes=entry.get("attributes", []), scopes=entry.get("scopes", []),
+        attributes=entry.get("attributes", []),
+        scopes=entry.get("scopes", []),
     )
 
 

@@ -114,7 +114,8 @@ def matching_tokens(call: Call) -> tuple[list[dict[str, Any]], dict[str, str]]:
             raise app_id_not_found(app_id)
     by_key = org.apps_by_key()
     found = [
-        snapshot for snapshot in call.state.tokens.tokens(org.name)
+        snapshot
+        for snapshot in call.state.tokens.tokens(org.name)
         if (wanted is None or call.state.app_of(org.name, snapshot, by_key) is wanted)
         and (not end_user or snapshot.get(END_USER_FIELD) == end_user)
     ]
@@ -152,7 +153,7 @@ async def search_tokens(call: Call) -> web.Response:
     start = call.query("start") or ""
     names = [snapshot["token"] for snapshot in found]
     begin = names.index(start) if start in names else (0 if not start else len(names))
-    page = names[begin:begin + limit]
+    page = names[begin : begin + limit]
     following = names[begin + limit] if begin + limit < len(names) else ""
     meta = {"limit": limit, "next": following, "query": query, "start": start, "totalResults": len(names)}
     return answer(call.request, {"list": page, "meta": meta}, root="AccessTokens")
@@ -163,7 +164,8 @@ def _limit(text: str | None) -> int:
         return DEFAULT_SEARCH_LIMIT
     if not text.isdigit() or not 1 <= int(text) <= MAX_SEARCH_LIMIT:
         raise ApigeeError(
-            400, "keymanagement.service.InvalidValueForLimitParam",
+            400,
+            "keymanagement.service.InvalidValueForLimitParam",
             f"Invalid value for limit: expected a whole number from 1 to {MAX_SEARCH_LIMIT}",
         )
     return int(text)
@@ -173,7 +175,9 @@ def _limit(text: str | None) -> int:
 
 
 def invalid_code() -> ApigeeError:
-    return ApigeeError(404, "keymanagement.service.invalid_request-authorization_code_invalid", "Invalid Authorization Code")
+    return ApigeeError(
+        404, "keymanagement.service.invalid_request-authorization_code_invalid", "Invalid Authorization Code"
+    )
 
 
 async def get_code(call: Call) -> web.Response:
