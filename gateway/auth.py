@@ -30,7 +30,15 @@ from gateway.refusal import Refusal
 from gateway.throttle import CheckLimit, LoginThrottle
 
 REVOKE = "revoke"
+"""Credential changes: the audited operations (``gateway.operations``)."""
 AUDIT = "audit"
+"""Reading the trail (``/audit/events``)."""
+READ = "read"
+"""Other GET and HEAD calls, passed through."""
+MANAGE = "manage"
+"""Other writes, passed through."""
+GLOBAL = "global"
+"""Calls on paths outside any organisation (``/v1/users/...``), with read or manage."""
 
 
 @dataclass(frozen=True, slots=True)

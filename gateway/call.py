@@ -43,6 +43,11 @@ class Call:
     token_hint: str | None = None
     token: str | None = None
     """The raw token, kept only when ``audit.store_raw_tokens`` is true."""
+    action: str | None = None
+    resource_type: str | None = None
+    resource: str | None = None
+    params: dict[str, object] | None = None
+    """What changes what the call does (``cascade``, ``app``...), and notes (a missing pre-image)."""
     outcome: str | None = None
     error_code: str | None = None
     upstream_status: int | None = None
@@ -71,6 +76,10 @@ class Call:
             self.token_sha256, self.token_hint = fingerprint(secret), hint(secret)
             self.token = secret if keep_raw else None
 
+    def note(self, name: str, value: object) -> None:
+        """One more parameter or note for the call's records."""
+        self.params = {**(self.params or {}), name: value}
+
     def latency_ms(self) -> float:
         return round((time.perf_counter() - self.started) * 1000, 3)
 
@@ -84,6 +93,7 @@ class Call:
             client_ip=self.client_ip,
             actor=self.actor,
             org=self.org,
+            action=self.action,
             token_hint=self.token_hint,
             status=status,
             outcome=self.outcome,

@@ -33,7 +33,7 @@ Check = Callable[[Any], Any]
 STUB_UPSTREAM = "stub"
 INSTANCE_NAME = re.compile(r"[A-Za-z0-9._-]{1,128}")
 """A sidecar's instance id: what the fleet store keys its records by."""
-ROLES = ("revoke", "audit")
+ROLES = ("revoke", "audit", "read", "manage", "global")
 ALL_ORGS = "*"
 
 
@@ -323,11 +323,18 @@ class ThrottleConfig:
 @dataclass(frozen=True)
 class UpstreamConfig:
     url: str = setting(
-        'Where deletions go: "stub" runs the embedded Apigee stub in-process; otherwise an http(s) '
+        'Where calls go: "stub" runs the embedded Apigee stub in-process; otherwise an http(s) '
         'base URL such as "https://api.enterprise.apigee.com": scheme, host and port only, since the '
         "caller's path (/v1/o/...) is appended to it.",
         upstream_url,
         STUB_UPSTREAM,
+    )
+    pass_through: bool = setting(
+        "Forward every other /v1/... call too, after the gateway's own Basic auth and org scoping "
+        '(roles "read" and "manage"), logged but not audited; false answers them 404, as a '
+        "gateway for the audited calls alone.",
+        boolean,
+        True,
     )
     auth: str = setting(
         '"passthrough" forwards the caller\'s Basic credentials; "service" replaces them with the '
@@ -396,6 +403,12 @@ class AuditConfig:
         "prunes, and allocates it again when there is room. 0: none.",
         count,
         16,
+    )
+    reads: bool = setting(
+        "Also audit the GET and HEAD calls passed through (a record each, after the answer: who read "
+        "what, with the path's secret segments masked). By default reads are only logged.",
+        boolean,
+        False,
     )
     store_raw_tokens: bool = setting(
         "Store access and refresh tokens in clear in the audit log. By default only a SHA-256 "
@@ -498,7 +511,10 @@ class UserConfig:
     password_hash: str = setting("Hash printed by `gateway hash-password`, never the password.", password_hash)
     orgs: tuple[str, ...] = setting('Organisations the user may act on; ["*"] for all.', name_list(wildcard=ALL_ORGS))
     roles: tuple[str, ...] = setting(
-        '"revoke" may delete tokens; "audit" may read the audit trail over HTTP. Default: ["revoke"].',
+        '"revoke" may change credentials (the audited calls: revoke, approve, delete or issue tokens, keys, '
+        'apps, developers); "audit" may read the audit trail over HTTP; "read" may pass other GET and HEAD '
+        'calls through; "manage" may pass other writes through; "global" may call paths outside any '
+        'organisation (/v1/users/..., with read or manage). Default: ["revoke"].',
         name_list(ROLES),
         ("revoke",),
     )

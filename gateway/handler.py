@@ -1,27 +1,36 @@
-"""The request path of an audited call, top to bottom, one named step each:
+"""The request path of every call, top to bottom, one named step each:
 
-    route -> authenticate -> check allowed -> read body -> write intent -> forward -> write outcome -> reply
+    route -> authenticate -> check allowed -> read body -> read first -> write intent
+          -> forward -> write outcome -> reply
 
-Nothing is forwarded before its intent is durable, and no answer leaves before its outcome is.
-A crash in between leaves a ``pending`` intent in the audit log, never silence. Each step
-returns what the next one needs, or raises a ``Refusal``; this handler then writes the refusal's
-record (when one is due) and logs the request once, from its facts as they finally stand.
+An audited call (``gateway.operations``) is never forwarded before its intent is durable, and no
+answer leaves before its outcome is; a crash in between leaves a ``pending`` intent in the audit
+log, never silence. A call that is only passed through skips the three audit steps (with
+``audit.reads``, a read gets one record after its answer). Each step returns what the next one
+needs, or raises a ``Refusal``; this handler then writes the refusal's record (when one is due)
+and logs the request once, from its facts as they finally stand.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
+from typing import Any
+from urllib.parse import urlencode
 
-from aiohttp import web
+import orjson
+from aiohttp import hdrs, web
+from multidict import CIMultiDict
 
 from gateway import errors
 from gateway.audit import records
+from gateway.audit.fingerprint import fingerprint, hint
 from gateway.audit.record import AuditRecord, Outcome
+from gateway.audit.records import json_text
 from gateway.audit.store import AuditStoreError
-from gateway.auth import User, authenticate
+from gateway.auth import GLOBAL, User, authenticate, authorization
 from gateway.call import REQUEST_ID, Call
-from gateway.outcome import meaning
+from gateway.outcome import meaning, number_in, outcome_for_status, snapshot_of
 from gateway.redact import loggable_target
 from gateway.refusal import Refusal
 from gateway.route import Routed, route
@@ -29,10 +38,13 @@ from gateway.runtime import RUNTIME, Runtime
 from gateway.upstream import PassThrough, UpstreamError, UpstreamReply, unforwardable
 
 MAX_REQUEST_BODY = 64 * 1024
+MAX_ENUMERATED = 10_000
+"""Tokens of a bulk revocation listed in its intent; past it the list says it is incomplete."""
+SEARCH_PAGE = 1000
 
 
 async def handle(request: web.Request) -> web.StreamResponse:
-    """Every request that is not for an operational route: audited calls, and refusals."""
+    """Every request that is not for an operational route: Apigee calls, and refusals."""
     runtime = request.app[RUNTIME]
     call = Call.begin(request)
     try:
@@ -50,93 +62,162 @@ async def handle(request: web.Request) -> web.StreamResponse:
 
 
 async def _steps(request: web.Request, runtime: Runtime, call: Call) -> web.StreamResponse:
-    routed = _route(request, call, keep_raw=runtime.config.audit.store_raw_tokens)
+    routed = _route(request, runtime, call)
     user = await authenticate(runtime.authenticator, request, call)
     _check_allowed(routed, user, call)
-    body = await _read_body(request, runtime, call)
-    await _write(runtime, call, "intent", records.intent(call), errors.AUDIT_UNAVAILABLE.response())
+    body = await _read_body(request, runtime, routed, call)
+    if not routed.operation.audited:
+        return await _pass_through(request, runtime, routed, body, call)
+    before = await _read_first(request, runtime, routed, call)
+    await _write(runtime, call, "intent", records.intent(call, before), errors.AUDIT_UNAVAILABLE.response())
     in_flight = runtime.metrics.intents_in_flight
     in_flight.inc()
     try:
         reply = await _forward(request, runtime, routed, body, call)
-        await _write_outcome(runtime, call, reply)
+        await _write_outcome(runtime, routed, call, reply)
     finally:  # cancelled or failed too: the gauge must not drift
         in_flight.dec()
     return PassThrough(reply)
 
 
-def _route(request: web.Request, call: Call, *, keep_raw: bool) -> Routed:
+def _route(request: web.Request, runtime: Runtime, call: Call) -> Routed:
     """Which operation, on what: read from the path exactly as it arrived on the wire."""
     try:
-        routed = route(request.method, request.raw_path)
+        routed = route(request.method, request.raw_path, pass_through=runtime.config.upstream.pass_through)
     except Refusal:
         call.path = loggable_target(request.raw_path)
         raise
-    call.route = routed.operation.name
-    call.target(routed.org, routed.secret, keep_raw=keep_raw)
+    operation = routed.operation
+    call.route = operation.name
+    if operation.audited:
+        call.action, call.resource_type, call.resource = operation.action, operation.resource_type, routed.resource
+        kept: dict[str, object] = {name: routed.query[name] for name in operation.params if name in routed.query}
+        call.params = kept or None
+        tokens = operation.resource_type.endswith("token")
+        call.target(routed.org, routed.secret, keep_raw=tokens and runtime.config.audit.store_raw_tokens)
+    else:
+        call.path = call.resource = loggable_target(routed.target)
+        call.org = routed.org
     return routed
 
 
 def _check_allowed(routed: Routed, user: User, call: Call) -> None:
-    """A valid target, of an organisation the user may act on with the operation's role."""
-    if routed.problem is not None:
+    """A valid target, of an organisation the user may act on with the operation's role (and,
+    outside any organisation, the role ``global``)."""
+    operation = routed.operation
+    if routed.problem is not None:  # recorded even when passed through: it may be a way around the audit
         raise _refusal(call, errors.BAD_REQUEST, Outcome.REJECTED, routed.problem)
-    if not user.may(routed.operation.role, routed.org):
-        raise _refusal(
-            call,
-            errors.FORBIDDEN,
-            Outcome.FORBIDDEN,
-            f"User {user.name} may not {routed.operation.verb} of organization {routed.org}",
-        )
+    if routed.org is None and not user.may(GLOBAL, None):
+        raise _refusal(call, errors.FORBIDDEN, Outcome.FORBIDDEN,
+                       f"User {user.name} may not call paths outside an organization (role {GLOBAL})",
+                       recorded=operation.audited)
+    if not user.may(operation.role, routed.org):
+        where = f"of organization {routed.org}" if routed.org is not None else "outside an organization"
+        raise _refusal(call, errors.FORBIDDEN, Outcome.FORBIDDEN,
+                       f"User {user.name} may not {operation.verb} {where} (role {operation.role})",
+                       recorded=operation.audited)
 
 
-async def _read_body(request: web.Request, runtime: Runtime, call: Call) -> bytes:
-    """What will be forwarded, checked: headers that can go up unchanged, and a body in time."""
+async def _read_body(request: web.Request, runtime: Runtime, routed: Routed, call: Call) -> bytes:
+    """What will be forwarded, checked: headers that can go up unchanged, and a body in time.
+    A credential the body supplies (a consumer key at creation) is fingerprinted like one in a path."""
     header = unforwardable(request.headers)
     if header is not None:
-        raise _refusal(
-            call,
-            errors.BAD_REQUEST,
-            Outcome.REJECTED,
-            f"Header {header} holds bytes that are not UTF-8; the gateway forwards headers unchanged or not at all",
-        )
+        raise _refusal(call, errors.BAD_REQUEST, Outcome.REJECTED,
+                       f"Header {header} holds bytes that are not UTF-8; the gateway forwards headers unchanged or not at all")
     wait = runtime.config.server.body_timeout
     try:
         async with asyncio.timeout(wait):  # a body sent a byte now and then
-            return await request.read() if request.body_exists else b""
+            body = await request.read() if request.body_exists else b""
     except web.HTTPRequestEntityTooLarge:
-        raise _refusal(
-            call, errors.PAYLOAD_TOO_LARGE, Outcome.REJECTED, f"The request body exceeds {MAX_REQUEST_BODY} bytes"
-        ) from None
+        raise _refusal(call, errors.PAYLOAD_TOO_LARGE, Outcome.REJECTED,
+                       f"The request body exceeds {MAX_REQUEST_BODY} bytes") from None
     except TimeoutError:
-        late = _refusal(
-            call, errors.REQUEST_TIMEOUT, Outcome.REJECTED, f"The request body did not arrive within {wait:g} s"
-        )
+        late = _refusal(call, errors.REQUEST_TIMEOUT, Outcome.REJECTED, f"The request body did not arrive within {wait:g} s")
         late.response.force_close()  # the rest of the body may still come: it must not be read as a next request
         raise late from None
+    field = routed.operation.body_secret
+    if field is not None:
+        secret = _body_field(body, field)
+        if secret is not None:
+            call.token_sha256, call.token_hint = fingerprint(secret), hint(secret)
+    return body
+
+
+async def _read_first(request: web.Request, runtime: Runtime, routed: Routed, call: Call) -> str | None:
+    """What the call is about to change, read before it (for the intent's snapshot): the
+    resource, when the call's answer will not carry it (the 204 of an action), or the tokens a
+    bulk revocation will cut. A read that fails never blocks the call; the record says so."""
+    operation = routed.operation
+    if operation.enumerate_tokens:
+        return await _tokens_to_revoke(request, runtime, routed, call)
+    if operation.pre_image is None:
+        return None
+    try:
+        reply = await _read_upstream(request, runtime, routed.below_org(operation.pre_image), call)
+    except UpstreamError as exc:
+        call.note("pre_image", f"missing: {exc.detail}")
+        return None
+    snapshot = snapshot_of(reply, keep_raw_tokens=runtime.config.audit.store_raw_tokens)
+    if snapshot is None:
+        call.note("pre_image", f"missing: the upstream answered {reply.status} to reading the resource first")
+    return snapshot
+
+
+async def _tokens_to_revoke(request: web.Request, runtime: Runtime, routed: Routed, call: Call) -> str | None:
+    """The tokens a bulk revocation will cut, as fingerprints and hints, listed page by page
+    with Apigee's token search: its own answer (202) gives only their number."""
+    selection = {name: routed.query[name] for name in ("app", "enduser") if name in routed.query}
+    tokens: list[dict[str, str]] = []
+    start: str | None = None
+    while len(tokens) < MAX_ENUMERATED:
+        query = urlencode({**selection, "limit": SEARCH_PAGE, **({"start": start} if start else {})})
+        try:
+            reply = await _read_upstream(request, runtime, routed.below_org(f"oauth2/search?{query}"), call)
+        except UpstreamError as exc:
+            call.note("pre_image", f"missing: listing the tokens failed: {exc.detail}")
+            return None
+        page = _json(reply) if reply.status == 200 else None
+        found = page.get("list") if isinstance(page, dict) else None
+        if not isinstance(found, list):
+            call.note("pre_image", f"missing: the upstream answered {reply.status} to listing the tokens")
+            return None
+        tokens += [{"sha256": fingerprint(token), "hint": hint(token)} for token in found if isinstance(token, str)]
+        meta = page.get("meta") if isinstance(page, dict) else None
+        following = meta.get("next") if isinstance(meta, dict) else None
+        if not following or not found:
+            return json_text({"tokens": tokens[:MAX_ENUMERATED], "complete": True})
+        start = str(following)
+    return json_text({"tokens": tokens[:MAX_ENUMERATED], "complete": False})
+
+
+async def _read_upstream(request: web.Request, runtime: Runtime, target: str, call: Call) -> UpstreamReply:
+    """A GET the gateway makes for the call, with the call's credentials (or the service's)."""
+    headers: CIMultiDict[str] = CIMultiDict({hdrs.ACCEPT: "application/json"})
+    credentials = authorization(request.headers)
+    if credentials is not None:
+        headers[hdrs.AUTHORIZATION] = credentials
+    return await runtime.upstream.forward(hdrs.METH_GET, target, headers, b"", request_id=call.public_id)
 
 
 async def _forward(request: web.Request, runtime: Runtime, routed: Routed, body: bytes, call: Call) -> UpstreamReply:
     """Forward once: a call whose fate is unknown is never retried behind the audit log's back."""
     forwarded = time.perf_counter()
     try:
-        return await runtime.upstream.forward(
-            request.method, routed.target, request.headers, body, request_id=call.public_id
-        )
+        return await runtime.upstream.forward(request.method, routed.target, request.headers, body, request_id=call.public_id)
     except UpstreamError as exc:
         failure = errors.UPSTREAM_TIMEOUT if exc.timeout else errors.UPSTREAM_UNAVAILABLE
         # Once the request may have left, the change may have happened upstream: say so.
         fate = Outcome.UNKNOWN if exc.sent else Outcome.UPSTREAM_ERROR
         consequence = (
-            f"; the {routed.operation.effect} may or may not have happened upstream, and it was not retried"
-            if exc.sent
+            f"; the {routed.operation.effect} may or may not have happened upstream, and it was not retried" if exc.sent
             else "; nothing reached the upstream"
         )
         error_code = f"upstream.{exc.kind}"
         call.error_code = error_code
         raise Refusal(
             failure.response(f"{failure.message}: {exc.detail}{consequence}"),
-            record=records.outcome(call, fate, error_code=error_code),
+            record=records.outcome(call, fate, error_code=error_code) if routed.operation.audited else None,
             if_unrecorded=errors.AUDIT_UNAVAILABLE.response(
                 f"{failure.message} ({exc.detail}), and the outcome could not be recorded; the intent stays pending in the audit log"
             ),
@@ -145,29 +226,41 @@ async def _forward(request: web.Request, runtime: Runtime, routed: Routed, body:
         runtime.metrics.upstream_seconds.observe(time.perf_counter() - forwarded)
 
 
-async def _write_outcome(runtime: Runtime, call: Call, reply: UpstreamReply) -> None:
+async def _write_outcome(runtime: Runtime, routed: Routed, call: Call, reply: UpstreamReply) -> None:
     """What the answer means, durable before the caller hears anything."""
-    read = meaning(reply, keep_raw_tokens=runtime.config.audit.store_raw_tokens)
+    operation = routed.operation
+    read = meaning(reply, keep_raw_tokens=runtime.config.audit.store_raw_tokens, deletes=operation.method == "DELETE")
     call.upstream_status, call.escaped = reply.status, read.escaped
-    record = records.outcome(
-        call,
-        read.outcome,
-        upstream_status=reply.status,
-        error_code=read.error_code,
-        app=read.app,
-        client_id=read.client_id,
-        snapshot=read.snapshot,
-    )
+    if operation.enumerate_tokens and (submitted := number_in(reply)) is not None:
+        call.note("submitted", submitted)
+    client_id = read.client_id
+    if operation.secret == "key" or operation.body_secret == "consumerKey":
+        client_id = call.token_sha256  # the consumer key the call acts on, fingerprinted
+    record = records.outcome(call, read.outcome, upstream_status=reply.status, error_code=read.error_code,
+                             app=read.app or routed.values.get("app"), client_id=client_id, snapshot=read.snapshot)
     _settled(call, record)
-    await _write(
-        runtime,
-        call,
-        "outcome",
-        record,
-        errors.AUDIT_UNAVAILABLE.response(
-            f"The upstream answered {reply.status}, but the outcome could not be recorded; the intent stays pending in the audit log"
-        ),
-    )
+    await _write(runtime, call, "outcome", record, errors.AUDIT_UNAVAILABLE.response(
+        f"The upstream answered {reply.status}, but the outcome could not be recorded; the intent stays pending in the audit log"
+    ))
+
+
+async def _pass_through(request: web.Request, runtime: Runtime, routed: Routed, body: bytes, call: Call) -> web.StreamResponse:
+    """A call the gateway does not audit: forwarded as exactly as an audited one, and logged.
+    With ``audit.reads``, a read is recorded once answered (who read what, the path masked)."""
+    read = routed.operation.role == "read"
+    recorded = read and runtime.config.audit.reads
+    if recorded:
+        call.action, call.resource_type, call.resource = "read", "path", call.path
+    reply = await _forward(request, runtime, routed, body, call)
+    call.upstream_status = reply.status
+    if recorded:
+        outcome = outcome_for_status(reply.status)
+        record = records.read(call, Outcome.SUCCEEDED if outcome is Outcome.DELETED else outcome, reply.status, None)
+        _settled(call, record)
+        await _write(runtime, call, "outcome", record, errors.AUDIT_UNAVAILABLE.response(
+            f"The upstream answered {reply.status}, but the read could not be recorded (audit.reads)"
+        ))
+    return PassThrough(reply)
 
 
 async def _write(runtime: Runtime, call: Call, stage: str, record: AuditRecord, unrecorded: web.Response) -> None:
@@ -203,6 +296,24 @@ def _settled(call: Call, record: AuditRecord) -> None:
     call.outcome, call.error_code = record.outcome, record.error_code
 
 
-def _refusal(call: Call, error: errors.GatewayError, outcome: Outcome, message: str) -> Refusal:
+def _refusal(call: Call, error: errors.GatewayError, outcome: Outcome, message: str, *, recorded: bool = True) -> Refusal:
+    """A refusal of the gateway's own, recorded unless it is of a call only passed through
+    (whose reads and writes are logged, not audited)."""
     call.error_code = error.code
-    return Refusal(error.response(message), record=records.refusal(call, outcome, error.code))
+    return Refusal(error.response(message), record=records.refusal(call, outcome, error.code) if recorded else None)
+
+
+def _json(reply: UpstreamReply) -> Any:
+    try:
+        return orjson.loads(reply.body)
+    except orjson.JSONDecodeError:
+        return None
+
+
+def _body_field(body: bytes, name: str) -> str | None:
+    try:
+        document = orjson.loads(body) if body else None
+    except orjson.JSONDecodeError:
+        return None
+    value = document.get(name) if isinstance(document, dict) else None
+    return value if isinstance(value, str) and value else None

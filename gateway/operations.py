@@ -1,22 +1,31 @@
 """The operations the gateway audits, declared as data: method, path, role, what they act on.
 
-Every audited call goes through the same steps (``gateway.handler``); what differs between
-operations is only what is declared here. A new operation is one more entry, plus, where its
-answer needs reading in its own way, a small function (``gateway.outcome``).
+Every call that creates, revokes, re-approves, changes or destroys a credential of the Apigee
+Edge management API (``docs/upstream/apigee-management-api.md``) is one entry here. Every call
+goes through the same steps (``gateway.handler``); what differs between operations is only what
+is declared: which path and method, which query ``action``, what the call acts on, which path
+segment is a secret, whether its answer carries the resource or it must be read first
+(``pre_image``), and which parameters change what it does. Any other ``/v1/...`` call is passed
+through (``PASS_THROUGH_READ``, ``PASS_THROUGH_WRITE``), logged but not audited.
 """
 
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
-from gateway.auth import REVOKE
+from gateway.auth import MANAGE, READ, REVOKE
 
 ORG_PREFIX = r"/v1/(?:o|organizations)/(?P<org>[^/]*)/"
 """Both spellings Apigee accepts for an organisation's base path."""
 _PLACEHOLDER = re.compile(r"\{(\w+)\}")
 MAX_ORG_LENGTH = 255
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._~-]*")
+
+SECRET_PLACEHOLDERS = frozenset({"token", "code", "key"})
+"""Path values that are credentials themselves: kept only as fingerprint and hint."""
 
 
 def is_org_name(text: str) -> bool:
@@ -26,7 +35,7 @@ def is_org_name(text: str) -> bool:
 
 
 def is_name(text: str, limit: int) -> bool:
-    """The same rule for a value in the path (a token, a key), up to ``limit`` characters."""
+    """The same rule for a secret in the path (a token, a key, a code), up to ``limit`` characters."""
     return len(text) <= limit and _NAME.fullmatch(text) is not None
 
 
@@ -34,22 +43,35 @@ def is_name(text: str, limit: int) -> bool:
 class Operation:
     """One kind of call the gateway forwards and audits."""
 
-    name: str
-    """What the call does, as the metrics and the log name it (``token``)."""
+    action: str
+    """What the call does, normalised: ``token.delete``, ``key.revoke``... (the record's ``action``)."""
     method: str
     path: str
-    """Below the organisation, with ``{placeholders}``: ``oauth2/accesstokens/{token}``. The
-    last placeholder takes the rest of the path, so a stray ``/`` is refused as an invalid
-    value rather than missed as another path."""
-    role: str
-    secret: str
-    """The placeholder whose value is a secret: kept as fingerprint and hint, never in clear."""
-    secret_label: str
-    """How refusals name it: "access token"."""
+    """Below the organisation, with ``{placeholders}``: ``oauth2/accesstokens/{token}``. For
+    ``token.delete``, the last placeholder takes the rest of the path, so that a stray ``/`` is
+    refused as an invalid token rather than passed through as another path."""
+    resource_type: str
     verb: str
     """What the role lets a user do here, as a refusal says it: "revoke tokens"."""
     effect: str
     """What the call does upstream, as an answer about its fate says it: "deletion"."""
+    query_action: str | None = None
+    """The ``?action=`` the call carries (None: a call without one)."""
+    role: str = REVOKE
+    pre_image: str | None = None
+    """Where to read the resource before the call, when its answer does not carry it (the 204
+    of an action): a path template below the organisation."""
+    params: tuple[str, ...] = ()
+    """Query parameters that change what the call does, kept in the record's ``params``."""
+    body_secret: str | None = None
+    """A field of the request body holding the credential the call acts on (a consumer key
+    supplied at creation): fingerprinted into the record, as a secret in the path would be."""
+    enumerate_tokens: bool = False
+    """A bulk revocation: the tokens it will cut are listed first (``/oauth2/search``) and their
+    fingerprints kept in the intent, since Apigee's answer gives only their number."""
+    audited: bool = True
+    name: str = ""
+    """How metrics and the log name the route: ``token`` for token calls, else the action's kind."""
     pattern: re.Pattern[str] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -59,25 +81,114 @@ class Operation:
             if index % 2 == 0:
                 regex += re.escape(part)
             else:
-                last = index == len(parts) - 2 and parts[-1] == ""
-                regex += f"(?P<{part}>{'.*' if last else '[^/]*'})"
+                rest = self.action == "token.delete" and index == len(parts) - 2 and parts[-1] == ""
+                regex += f"(?P<{part}>{'.*' if rest else '[^/]*'})"
         object.__setattr__(self, "pattern", re.compile(ORG_PREFIX + regex, re.DOTALL))
+        if not self.name:
+            object.__setattr__(self, "name", self.action.split(".")[0])
+
+    @property
+    def secret(self) -> str | None:
+        """The placeholder of the path that holds a credential, if any."""
+        return next((name for name in _PLACEHOLDER.findall(self.path) if name in SECRET_PLACEHOLDERS), None)
 
     @property
     def template(self) -> str:
-        return f"{self.method} /v1/o/{{org}}/{self.path}"
+        query = f"?action={self.query_action}" if self.query_action else ""
+        return f"{self.method} /v1/o/{{org}}/{self.path}{query}"
 
 
-TOKEN_DELETE = Operation(
-    name="token",
-    method="DELETE",
-    path="oauth2/accesstokens/{token}",
-    role=REVOKE,
-    secret="token",
-    secret_label="access token",
-    verb="revoke tokens",
-    effect="deletion",
+def _kind(resource_type: str, verb: str, name: str = "") -> Callable[..., Operation]:
+    """A maker of the operations on one kind of resource, which share its type and wording."""
+
+    def make(action: str, method: str, path: str, effect: str, **declared: Any) -> Operation:
+        return Operation(action, method, path, resource_type, verb, effect, name=name, **declared)
+
+    return make
+
+
+def _token_operations() -> list[Operation]:
+    token = "oauth2/accesstokens/{token}"
+    tokens = _kind("access_token", "revoke tokens")
+    operations = [
+        tokens("token.delete", "DELETE", token, "deletion"),
+        tokens("token.revoke", "POST", token, "revocation", query_action="revoke", pre_image=token, params=("cascade",)),
+        tokens("token.approve", "POST", token, "approval", query_action="approve", pre_image=token, params=("cascade",)),
+        tokens("token.update", "POST", token, "change"),
+        _kind("access_tokens", "revoke tokens", "token")(
+            "tokens.revoke", "POST", "oauth2/revoke", "revocation", params=("app", "enduser", "cascade"),
+            enumerate_tokens=True,
+        ),
+        _kind("authorization_code", "revoke authorization codes")(
+            "authorization_code.delete", "DELETE", "oauth2/authorizationcodes/{code}", "deletion"
+        ),
+    ]
+    for resource_type, path in (("oauth1_access_token", "oauth1/accesstokens/{token}"),
+                                ("oauth1_request_token", "oauth1/requesttokens/{token}")):
+        oauth1 = _kind(resource_type, "revoke tokens", "oauth1")
+        operations += [
+            oauth1(f"{resource_type}.delete", "DELETE", path, "deletion"),
+            oauth1(f"{resource_type}.revoke", "POST", path, "revocation", query_action="revoke", pre_image=path),
+            oauth1(f"{resource_type}.approve", "POST", path, "approval", query_action="approve", pre_image=path),
+        ]
+    return operations
+
+
+def _app_operations(owner: str) -> list[Operation]:
+    """The calls on an owner's apps and their keys: ``developers/{developer}`` or ``companies/{company}``."""
+    apps, app = f"{owner}/apps", f"{owner}/apps/{{app}}"
+    key, product = f"{app}/keys/{{key}}", f"{app}/keys/{{key}}/apiproducts/{{product}}"
+    keys = _kind("consumer_key", "change consumer keys")
+    products = _kind("consumer_key_product", "change consumer keys")
+    on_app = _kind("app", "change apps")
+    return [
+        keys("key.revoke", "POST", key, "revocation", query_action="revoke", pre_image=key),
+        keys("key.approve", "POST", key, "approval", query_action="approve", pre_image=key),
+        keys("key.update", "POST", key, "change"),
+        keys("key.delete", "DELETE", key, "deletion"),
+        keys("key.create", "POST", f"{app}/keys/create", "creation", body_secret="consumerKey"),
+        products("key_product.revoke", "POST", product, "revocation", query_action="revoke", pre_image=key),
+        products("key_product.approve", "POST", product, "approval", query_action="approve", pre_image=key),
+        products("key_product.delete", "DELETE", product, "deletion", pre_image=key),
+        on_app("app.revoke", "POST", app, "revocation", query_action="revoke", pre_image=app),
+        on_app("app.approve", "POST", app, "approval", query_action="approve", pre_image=app),
+        on_app("app.update", "POST", app, "change"),
+        on_app("app.update", "PUT", app, "change"),
+        on_app("app.delete", "DELETE", app, "deletion"),
+        on_app("app.create", "POST", apps, "creation"),
+    ]
+
+
+def _developer_operations() -> list[Operation]:
+    developer = "developers/{developer}"
+    developers = _kind("developer", "change developers")
+    return [
+        developers("developer.inactive", "POST", developer, "deactivation", query_action="inactive", pre_image=developer),
+        developers("developer.active", "POST", developer, "activation", query_action="active", pre_image=developer),
+        developers("developer.delete", "DELETE", developer, "deletion"),
+    ]
+
+
+OPERATIONS: tuple[Operation, ...] = (
+    *_token_operations(),
+    *_app_operations("developers/{developer}"),
+    *_app_operations("companies/{company}"),
+    *_developer_operations(),
 )
+"""Every audited operation. A path may carry several (one per method and ``?action=``)."""
 
-OPERATIONS: tuple[Operation, ...] = (TOKEN_DELETE,)
-"""Every audited operation, in the order routes are tried."""
+TOKEN_DELETE = OPERATIONS[0]
+
+PASS_THROUGH_READ = Operation("read", "GET", "", "", "read resources", "call", role=READ, audited=False, name="read")
+"""Any other GET or HEAD: forwarded after auth and org scoping (role ``read``), logged."""
+PASS_THROUGH_WRITE = Operation(
+    "manage", "*", "", "", "change resources", "call", role=MANAGE, audited=False, name="manage"
+)
+"""Any other call: forwarded after auth and org scoping (role ``manage``), logged."""
+
+ACTION_FAMILIES: dict[str, tuple[str, ...]] = {}
+"""For each path template, the ``?action=`` values audited there (an unknown one is refused)."""
+for _operation in OPERATIONS:
+    if _operation.query_action is not None:
+        ACTION_FAMILIES.setdefault(_operation.path, ())
+        ACTION_FAMILIES[_operation.path] += (_operation.query_action,)

@@ -15,7 +15,7 @@ from xml.etree import ElementTree
 import orjson
 from aiohttp import hdrs
 
-from gateway.audit.fingerprint import redact_snapshot
+from gateway.audit.fingerprint import fingerprint, redact_snapshot
 from gateway.audit.record import Outcome
 from gateway.audit.records import json_text, storable
 from gateway.upstream import UpstreamReply
@@ -44,7 +44,8 @@ def interpret(reply: UpstreamReply) -> Interpretation:
 @dataclass(frozen=True, slots=True)
 class Meaning:
     """What an answer means, ready for the outcome record: every value the upstream chose is
-    storable text (``escaped`` names those that had to be escaped), the snapshot redacted."""
+    storable text (``escaped`` names those that had to be escaped), the snapshot redacted,
+    ``client_id`` a fingerprint."""
 
     outcome: Outcome
     error_code: str | None
@@ -54,9 +55,13 @@ class Meaning:
     escaped: tuple[str, ...] = ()
 
 
-def meaning(reply: UpstreamReply, *, keep_raw_tokens: bool) -> Meaning:
-    """The outcome step's reading of an answer (``interpret``), made fit to store."""
+def meaning(reply: UpstreamReply, *, keep_raw_tokens: bool, deletes: bool = True) -> Meaning:
+    """The outcome step's reading of an answer (``interpret``), made fit to store: a 2xx is
+    ``deleted`` for a delete, ``succeeded`` for any other change. The consumer key an answer
+    names (``clientId``) is kept as its fingerprint: it is a credential."""
     read = interpret(reply)
+    if read.outcome is Outcome.DELETED and not deletes:
+        read = Interpretation(Outcome.SUCCEEDED, read.snapshot, read.error_code)
     snapshot = _stored_snapshot(read.snapshot, keep_raw=keep_raw_tokens)
     error_code = read.error_code if snapshot is not None or read.snapshot is None else "upstream.snapshot_unreadable"
     escaped: list[str] = []
@@ -73,10 +78,14 @@ def meaning(reply: UpstreamReply, *, keep_raw_tokens: bool) -> Meaning:
         read.outcome,
         kept("error_code", error_code),
         kept("app", _text(read.snapshot, "app")),
-        kept("client_id", _text(read.snapshot, "clientId")),
+        _fingerprint(_text(read.snapshot, "clientId")),
         snapshot,
         tuple(escaped),
     )
+
+
+def _fingerprint(secret: str | None) -> str | None:
+    return None if secret is None else fingerprint(secret)
 
 
 def _text(snapshot: dict[str, Any] | None, key: str) -> str | None:
@@ -91,6 +100,21 @@ def _stored_snapshot(snapshot: dict[str, Any] | None, *, keep_raw: bool) -> str 
         return json_text(redact_snapshot(snapshot, keep_tokens=keep_raw))
     except RecursionError:  # nested deeper than the stack allows: left out, and the record says so
         return None
+
+
+def snapshot_of(reply: UpstreamReply, *, keep_raw_tokens: bool) -> str | None:
+    """A resource as a successful read of it describes it, fit to store (secrets redacted):
+    the pre-image of a call whose own answer will not carry it."""
+    if not 200 <= reply.status < 300:
+        return None
+    return _stored_snapshot(_json_object(_decoded(reply)), keep_raw=keep_raw_tokens)
+
+
+def number_in(reply: UpstreamReply) -> int | None:
+    """The number an answer's body is (Apigee's 202 to a bulk revocation: how many tokens)."""
+    content = _decoded(reply)
+    text = content.strip() if content else b""
+    return int(text) if text.isdigit() and len(text) < 19 else None
 
 
 def outcome_for_status(status: int) -> Outcome:

@@ -1,42 +1,92 @@
 """Route: which operation a request asks for and what it targets, read from the raw path.
 
-aiohttp's router decodes ``%2F``, ``%2e%2e`` and ``%00`` before matching, so a routed
-``{token}`` could be ``abc/def`` or ``..``. The gateway therefore matches the path exactly as it
-arrived on the wire and accepts only plain unreserved characters in the organisation and the
-target: what it forwards is then exactly what it checked and what it records.
+aiohttp's router decodes ``%2F``, ``%2e%2e`` and ``%00`` before matching, so a routed value
+could be ``abc/def`` or ``..``. The gateway therefore matches the path exactly as it arrived on
+the wire, and what it forwards is exactly what it checked and records: secrets (tokens, keys,
+codes) must be plain unreserved characters; other values (a developer's email, an app's name)
+may be percent-encoded but never hide a ``/``, a ``\\``, a NUL or a dot segment, which an
+upstream could read as another path, of another organisation.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from urllib.parse import parse_qsl, unquote
 
 from gateway import errors
-from gateway.operations import MAX_ORG_LENGTH, OPERATIONS, Operation, is_name, is_org_name
+from gateway.operations import (
+    ACTION_FAMILIES,
+    MAX_ORG_LENGTH,
+    OPERATIONS,
+    PASS_THROUGH_READ,
+    PASS_THROUGH_WRITE,
+    Operation,
+    is_name,
+    is_org_name,
+)
 from gateway.redact import loggable_target
 from gateway.refusal import Refusal
 
 MAX_NAME_LENGTH = 1024
 _ALLOWED = "letters, digits, '-', '.', '_' and '~', starting with a letter or digit (no '/' and no percent-encoding)"
+_ORG_PATH = re.compile(r"/v1/(?:audits/)?(?:o|organizations)/(?P<org>[^/?]*)(?:/|$)")
+_HIDDEN = re.compile(r"%(?:2f|5c|00|2e)|[\\\x00-\x1f\x7f]", re.IGNORECASE)
+"""In a raw segment: an encoded slash, backslash, NUL or dot, or a raw control character."""
+READS = frozenset({"GET", "HEAD"})
+_SLASHES = re.compile(r"/{2,}")
+_FAMILIES = {re.compile(r"/v1/(?:o|organizations)/[^/]*/" + re.sub(r"\\\{\w+\\\}", "[^/]*", re.escape(template))): actions
+             for template, actions in ACTION_FAMILIES.items()}
 
 
 @dataclass(frozen=True, slots=True)
 class Routed:
-    """A request matched to an operation. ``problem`` is set when the path has the operation's
-    shape but names an invalid organisation or target: refused once the caller is known, so the
-    refusal is audited under their name and an anonymous caller learns nothing from it."""
+    """A request matched to an operation (or to pass-through). ``problem`` is set when the path
+    names an invalid organisation or value: refused once the caller is known, so the refusal is
+    audited under their name and an anonymous caller learns nothing from it."""
 
     operation: Operation
     target: str
     """The request target (path and query) as received: forwarded to the upstream unchanged."""
     org: str | None
-    secret: str | None
-    """The value of the operation's secret placeholder (the token): fingerprinted for the record."""
+    secret: str | None = None
+    """The credential the call acts on, from the path (a token, a key, a code)."""
+    values: Mapping[str, str] = field(default_factory=dict)
+    """The path's other values, decoded (developer, app, product...)."""
+    query: Mapping[str, str] = field(default_factory=dict)
     problem: str | None = None
+    prefix: str = ""
+    """The raw path up to and including the organisation (``/v1/o/myorg``), for the reads the
+    call needs first (its pre-image), in the caller's own spelling."""
+
+    @property
+    def resource(self) -> str | None:
+        """Which resource, as its path below the organisation, the secret left as its placeholder."""
+        if not self.operation.audited:
+            return None
+        resource = self.operation.path
+        for name, value in self.values.items():
+            resource = resource.replace(f"{{{name}}}", value)
+        return resource
+
+    def below_org(self, template: str) -> str:
+        """``template`` (below the organisation) filled in with this call's raw values."""
+        path = template
+        for name, value in self.raw.items():
+            path = path.replace(f"{{{name}}}", value)
+        return f"{self.prefix}/{path}"
+
+    @property
+    def raw(self) -> dict[str, str]:
+        match = self.operation.pattern.fullmatch(self.target.partition("?")[0])
+        return {} if match is None else {name: value for name, value in match.groupdict().items() if name != "org"}
 
 
-def route(method: str, raw_target: str) -> Routed:
+def route(method: str, raw_target: str, *, pass_through: bool = True) -> Routed:
     """The operation ``method raw_target`` asks for; raises Refusal (404, 405) when none."""
-    path = raw_target.partition("?")[0]
+    path, _, raw_query = raw_target.partition("?")
+    query = dict(parse_qsl(raw_query, keep_blank_values=True))
     allowed = []
     for operation in OPERATIONS:
         match = operation.pattern.fullmatch(path)
@@ -45,34 +95,77 @@ def route(method: str, raw_target: str) -> Routed:
         if operation.method != method:
             allowed.append(operation.method)
             continue
-        return _checked(operation, raw_target, match.group("org"), match.group(operation.secret))
+        if operation.query_action != query.get("action"):
+            continue
+        return _checked(operation, raw_target, match, query)
+    family = next((actions for pattern, actions in _FAMILIES.items() if pattern.fullmatch(path)), None)
+    if method == "POST" and family is not None and "action" in query:
+        # A credential path with an action the gateway does not know: never let it pass unaudited.
+        problem = f"Unknown action {query['action'][:40]!r} here; expected one of {', '.join(family)}"
+        return Routed(PASS_THROUGH_WRITE, raw_target, _org_of(path), query=query, problem=problem)
+    canonical = _SLASHES.sub("/", path).rstrip("/")
+    if canonical != path and any(operation.pattern.fullmatch(canonical) for operation in OPERATIONS):
+        # An upstream may read a trailing or doubled slash as the same resource: no way around the audit.
+        problem = "The path is not in its canonical form (a trailing or doubled '/'); send it exactly as Apigee documents it"
+        return Routed(PASS_THROUGH_WRITE, raw_target, _org_of(path), query=query, problem=problem)
+    if pass_through and path.startswith("/v1/"):
+        return _passed_through(method, raw_target, path, query)
     if allowed:
-        raise Refusal(
-            errors.METHOD_NOT_ALLOWED.response(
-                f"{method} is not allowed here; the gateway only forwards {', '.join(allowed)}",
-                headers={"Allow": ", ".join(allowed)},
-            )
-        )
-    served = "; ".join(operation.template for operation in OPERATIONS)
+        methods = sorted(set(allowed))
+        raise Refusal(errors.METHOD_NOT_ALLOWED.response(
+            f"{method} is not allowed here; the gateway only forwards {', '.join(methods)}",
+            headers={"Allow": ", ".join(methods)},
+        ))
+    served = "; ".join(sorted({operation.template for operation in OPERATIONS[:1]}))
     # Masked in the answer too: it may be logged by whatever stands between the caller and us.
-    raise Refusal(errors.NOT_FOUND.response(f"The gateway only serves {served}; not {loggable_target(raw_target)}"))
+    raise Refusal(errors.NOT_FOUND.response(
+        f"The gateway only serves the audited calls of the Apigee management API ({served}, ...); "
+        f"not {loggable_target(raw_target)}"
+    ))
 
 
-def _checked(operation: Operation, raw_target: str, org: str, secret: str) -> Routed:
+def _checked(operation: Operation, raw_target: str, match: re.Match[str], query: dict[str, str]) -> Routed:
+    org = match.group("org")
+    prefix = raw_target[: match.start("org")] + org
     if not is_org_name(org):
-        return Routed(
-            operation,
-            raw_target,
-            None,
-            None,
-            f"Invalid organization name in path: expected 1-{MAX_ORG_LENGTH} {_ALLOWED}",
-        )
-    if not is_name(secret, MAX_NAME_LENGTH):
-        return Routed(
-            operation,
-            raw_target,
-            org,
-            None,
-            f"Invalid {operation.secret_label} in path: expected 1-{MAX_NAME_LENGTH} {_ALLOWED}",
-        )
-    return Routed(operation, raw_target, org, secret)
+        return Routed(operation, raw_target, None, query=query, prefix=prefix,
+                      problem=f"Invalid organization name in path: expected 1-{MAX_ORG_LENGTH} {_ALLOWED}")
+    secret, values = None, {}
+    for name, raw in match.groupdict().items():
+        if name == "org":
+            continue
+        if name == operation.secret:
+            if not is_name(raw, MAX_NAME_LENGTH):
+                label = operation.resource_type.replace("_", " ")
+                return Routed(operation, raw_target, org, query=query, prefix=prefix,
+                              problem=f"Invalid {label} in path: expected 1-{MAX_NAME_LENGTH} {_ALLOWED}")
+            secret, values[name] = raw, f"{{{name}}}"
+        else:
+            problem = _segment_problem(name, raw)
+            if problem is not None:
+                return Routed(operation, raw_target, org, query=query, prefix=prefix, problem=problem)
+            values[name] = unquote(raw)
+    return Routed(operation, raw_target, org, secret, values, query, prefix=prefix)
+
+
+def _passed_through(method: str, raw_target: str, path: str, query: dict[str, str]) -> Routed:
+    operation = PASS_THROUGH_READ if method in READS else PASS_THROUGH_WRITE
+    org = _org_of(path)
+    problem = None
+    if org is not None and not is_org_name(org):
+        problem, org = f"Invalid organization name in path: expected 1-{MAX_ORG_LENGTH} {_ALLOWED}", None
+    else:
+        problem = next(filter(None, (_segment_problem("segment", segment) for segment in path.split("/"))), None)
+    return Routed(operation, raw_target, org, query=query, problem=problem)
+
+
+def _segment_problem(name: str, raw: str) -> str | None:
+    if raw in (".", "..") or _HIDDEN.search(raw) or len(raw) > MAX_NAME_LENGTH:
+        return (f"Invalid {name} in path: a dot segment, an encoded '/', '\\\\' or NUL, or a control character "
+                f"could reach another path upstream")
+    return None
+
+
+def _org_of(path: str) -> str | None:
+    match = _ORG_PATH.match(path)
+    return None if match is None else match.group("org")

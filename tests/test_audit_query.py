@@ -168,7 +168,7 @@ def test_show_prints_one_record(capsys: pytest.CaptureFixture[str], database: Pa
         ),
         (
             ("--outcome", "gone"),
-            "argument --outcome: 'gone' is not an outcome; expected one of pending, deleted, not_found, denied, forbidden, rejected, upstream_error",
+            "argument --outcome: 'gone' is not an outcome; expected one of pending, deleted, succeeded, not_found, denied, forbidden, rejected, upstream_error",
         ),
         (("--limit", "0"), "argument --limit: '0' is not a positive whole number"),
         (("--format", "xml"), "argument --format: invalid choice: 'xml'"),

@@ -51,6 +51,10 @@ async def test_every_forwarded_call_gets_an_intent_and_an_outcome(tmp_path: Path
         "token_sha256": fingerprint(SAMPLE),
         "token_hint": "c7vC",
         "token": None,
+        "action": "token.delete",
+        "resource_type": "access_token",
+        "resource": "oauth2/accesstokens/{token}",
+        "params": None,
     }
     for record in (intent, deleted, intent2, not_found):
         assert common == {key: record[key] for key in common}
@@ -61,7 +65,8 @@ async def test_every_forwarded_call_gets_an_intent_and_an_outcome(tmp_path: Path
         intent["snapshot"],
         intent["app"],
     )
-    assert ("deleted", 200, "app1", "fGytmxA5UDajPMdOA5E3bebiBOBPikOT", None) == (
+    # The consumer key the token was issued to is a credential too: its fingerprint only.
+    assert ("deleted", 200, "app1", fingerprint("fGytmxA5UDajPMdOA5E3bebiBOBPikOT"), None) == (
         deleted["outcome"],
         deleted["upstream_status"],
         deleted["app"],
@@ -70,9 +75,10 @@ async def test_every_forwarded_call_gets_an_intent_and_an_outcome(tmp_path: Path
     )
     assert deleted["latency_ms"] > 0
     snapshot = json.loads(deleted["snapshot"])
-    assert ("[redacted …c7vC]", "[redacted]", "password") == (
+    assert ("[redacted …c7vC]", "[redacted]", "[redacted …ikOT]", "password") == (
         snapshot["token"],
         snapshot["refreshToken"],
+        snapshot["clientId"],
         snapshot["grantType"],
     )
     assert ("not_found", 404, "keymanagement.service.invalid_account_name", None) == (

@@ -131,12 +131,12 @@ async def test_several_authorization_headers_get_400_and_are_audited_as_rejected
 @pytest.mark.parametrize(
     ("user", "path", "message"),
     [
-        ("outsider", SAMPLE_PATH, "User outsider may not revoke tokens of organization myorg"),
-        ("auditor", SAMPLE_PATH, "User auditor may not revoke tokens of organization myorg"),
+        ("outsider", SAMPLE_PATH, "User outsider may not revoke tokens of organization myorg (role revoke)"),
+        ("auditor", SAMPLE_PATH, "User auditor may not revoke tokens of organization myorg (role revoke)"),
         (
             "myname",
             "/v1/o/otherorg/oauth2/accesstokens/" + SAMPLE,
-            "User myname may not revoke tokens of organization otherorg",
+            "User myname may not revoke tokens of organization otherorg (role revoke)",
         ),
     ],
     ids=["other-org", "no-revoke-role", "org-not-granted"],
@@ -186,30 +186,58 @@ async def test_path_tricks_get_400_and_are_not_forwarded(
     assert ("rejected", "myname") == (record["outcome"], record["actor"])
 
 
-async def test_unknown_paths_get_404_naming_the_path(tmp_path: Path, gateway: GatewayFactory, peer: Peer) -> None:
-    """Other management paths are not the gateway's business: 404, not forwarded, not audited."""
-    client = await gateway(make_config(tmp_path, upstream=peer.url))
-    response = await client.get("/v1/o/myorg/apps", headers=basic("myname"))
+async def test_without_pass_through_other_paths_get_404_naming_the_path(
+    tmp_path: Path, gateway: GatewayFactory, peer: Peer
+) -> None:
+    """With upstream.pass_through = false, other management paths are not the gateway's
+    business: 404, not forwarded, not audited."""
+    client = await gateway(make_config(tmp_path, upstream={"url": peer.url, "pass_through": False}))
+    response = await client.get("/v1/o/myorg/environments", headers=basic("myname"))
     assert 404 == response.status
     assert {
         "code": "gateway.not_found",
-        "message": "The gateway only serves DELETE /v1/o/{org}/oauth2/accesstokens/{token}; not /v1/o/myorg/apps",
+        "message": "The gateway only serves the audited calls of the Apigee management API "
+        "(DELETE /v1/o/{org}/oauth2/accesstokens/{token}, ...); not /v1/o/myorg/environments",
         "contexts": [],
     } == await response.json()
     assert [] == peer.requests
     assert [] == rows(tmp_path / "audit.db")
 
 
-@pytest.mark.parametrize("method", ["GET", "POST", "PUT", "PATCH"])
-async def test_other_methods_on_the_token_path_get_405(
+async def test_paths_outside_the_api_get_404_whatever_the_setting(tmp_path: Path, gateway: GatewayFactory, peer: Peer) -> None:
+    client = await gateway(make_config(tmp_path, upstream=peer.url))
+    response = await client.get("/v2/o/myorg/environments", headers=basic("myname"))
+    assert (404, "gateway.not_found") == (response.status, (await response.json())["code"])
+    assert [] == peer.requests
+
+
+@pytest.mark.parametrize("method", ["GET", "PUT", "PATCH"])
+async def test_without_pass_through_other_methods_on_the_token_path_get_405(
     tmp_path: Path, gateway: GatewayFactory, peer: Peer, method: str
 ) -> None:
-    client = await gateway(make_config(tmp_path, upstream=peer.url))
+    client = await gateway(make_config(tmp_path, upstream={"url": peer.url, "pass_through": False}))
     response = await client.request(method, SAMPLE_PATH, headers=basic("myname"))
     assert 405 == response.status
-    assert "DELETE" == response.headers["Allow"]
+    assert "DELETE, POST" == response.headers["Allow"]
     assert "gateway.method_not_allowed" == (await response.json())["code"]
     assert [] == peer.requests
+
+
+@pytest.mark.parametrize(
+    ("method", "role"), [("GET", "read"), ("HEAD", "read"), ("PUT", "manage"), ("PATCH", "manage")]
+)
+async def test_passing_other_calls_through_takes_read_or_manage(
+    tmp_path: Path, gateway: GatewayFactory, peer: Peer, method: str, role: str
+) -> None:
+    """myname may revoke but neither read nor manage: other calls are refused, not forwarded."""
+    client = await gateway(make_config(tmp_path, upstream=peer.url))
+    response = await client.request(method, SAMPLE_PATH, headers=basic("myname"))
+    assert 403 == response.status
+    if method != "HEAD":
+        verb = "read resources" if role == "read" else "change resources"
+        assert f"User myname may not {verb} of organization myorg (role {role})" == (await response.json())["message"]
+    assert [] == peer.requests
+    assert [] == rows(tmp_path / "audit.db")  # a refused pass-through call is logged, not audited
 
 
 async def test_oversized_body_gets_413(tmp_path: Path, gateway: GatewayFactory, peer: Peer) -> None:

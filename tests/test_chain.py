@@ -10,8 +10,9 @@ from pathlib import Path
 import pytest
 from conftest import GatewayFactory, basic, make_config
 
-from gateway.audit.chain import GENESIS, ChainKey, record_hash
-from gateway.audit.record import CONTENT_FIELDS, AuditRecord
+from gateway.audit.chain import EMPTY, GENESIS, ChainKey, chained, record_hash
+from gateway.audit.formats import as_row
+from gateway.audit.record import CONTENT_FIELDS, EXTENSION_FIELDS, FIELDS, AuditRecord
 from gateway.audit.schema import SCHEMA_V1
 from gateway.audit.sqlite import SQLiteAppender, SQLiteAuditStore, prepare
 from gateway.cli import main
@@ -279,21 +280,22 @@ def test_pruning_again_and_nothing_to_prune(tmp_path: Path, capsys: pytest.Captu
 def test_a_version_1_file_is_upgraded_and_chained(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """A log written before the chain existed gains one over its records, unchanged otherwise."""
     path = tmp_path / "old.db"
+    v1 = [field for field in CONTENT_FIELDS if field not in EXTENSION_FIELDS]
     with sqlite3.connect(path) as db:
         for statement in SCHEMA_V1:
             db.execute(statement)
         for i in range(1, 6):
             db.execute(
-                f"INSERT INTO audit_events ({', '.join(CONTENT_FIELDS)}) VALUES ({', '.join('?' * len(CONTENT_FIELDS))})",
-                record(i)[: len(CONTENT_FIELDS)],
+                f"INSERT INTO audit_events ({', '.join(v1)}) VALUES ({', '.join('?' * len(v1))})",
+                record(i)[: len(v1)],
             )
-        before = db.execute(f"SELECT id, {', '.join(CONTENT_FIELDS)} FROM audit_events ORDER BY id").fetchall()
+        before = db.execute(f"SELECT id, {', '.join(v1)} FROM audit_events ORDER BY id").fetchall()
     assert 2 == main(["audit", "verify", "--db", str(path)])
-    assert "has audit schema version 1; start `gateway serve` on it once to upgrade it to 3" in capsys.readouterr().err
+    assert "has audit schema version 1; start `gateway serve` on it once to upgrade it to 4" in capsys.readouterr().err
     prepare(path, key=ChainKey(), writable=True)
     with sqlite3.connect(path) as db:
-        assert 3 == db.execute("PRAGMA user_version").fetchone()[0]
-        assert before == db.execute(f"SELECT id, {', '.join(CONTENT_FIELDS)} FROM audit_events ORDER BY id").fetchall()
+        assert 4 == db.execute("PRAGMA user_version").fetchone()[0]
+        assert before == db.execute(f"SELECT id, {', '.join(v1)} FROM audit_events ORDER BY id").fetchall()
     appender = SQLiteAppender(path, ChainKey())
     appender.append([record(6)])
     appender.close()
@@ -306,7 +308,7 @@ def test_newer_or_foreign_files_are_refused(tmp_path: Path, capsys: pytest.Captu
     with sqlite3.connect(tmp_path / "a.db") as db:
         db.execute("PRAGMA user_version = 9")
     assert 2 == main(["audit", "verify", "--db", str(tmp_path / "a.db")])
-    assert "has audit schema version 9, newer than this gateway's 3; upgrade the gateway" in capsys.readouterr().err
+    assert "has audit schema version 9, newer than this gateway's 4; upgrade the gateway" in capsys.readouterr().err
     with sqlite3.connect(tmp_path / "other.db") as db:
         db.execute("PRAGMA application_id = 7")
         db.execute("CREATE TABLE t (x)")
@@ -463,26 +465,37 @@ def test_an_anchor_with_its_id_must_be_that_record(tmp_path: Path, capsys: pytes
 def test_a_version_2_file_is_read_as_it_is_and_upgraded_by_a_writer(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """Version 3 only adds the rule that keeps appends on the head: readers need no upgrade."""
+    """Versions 3 and 4 add a rule for appends and columns that older records leave null:
+    readers take an older log as it is, writers upgrade it."""
     from gateway.audit.schema import MIGRATIONS
 
     path = tmp_path / "v2.db"
+    linked, _ = chained([record(1), record(2)], EMPTY, ChainKey())
     with sqlite3.connect(path, isolation_level=None) as db:
         for statement in SCHEMA_V1:
             db.execute(statement)
         MIGRATIONS[1](db, ChainKey())
-    appender = SQLiteAppender(path, ChainKey())
-    appender.append([record(1), record(2)])
-    appender.close()
+        columns = [field for field in FIELDS if field not in EXTENSION_FIELDS]  # version 2's
+        for item in linked:
+            values = dict(zip(FIELDS, as_row(item), strict=True))
+            db.execute(f"INSERT INTO audit_events ({', '.join(columns)}) VALUES ({', '.join('?' * len(columns))})",
+                       [values[field] for field in columns])
     status, out = verify(capsys, path)
     assert (0, True) == (status, out.startswith("OK: 2 records verified"))
+    assert 0 == main(["audit", "query", "--db", str(path), "--action", "token.delete", "--format", "jsonl"])
+    assert "" == capsys.readouterr().out
+    assert 0 == main(["audit", "stats", "--db", str(path), "--by", "action"])
+    assert "action  records\n------  -------\n-       2\n" == capsys.readouterr().out
     with sqlite3.connect(path) as db:
         assert 2 == db.execute("PRAGMA user_version").fetchone()[0]
     prepare(path, key=ChainKey(), writable=True)
     with sqlite3.connect(path) as db:
-        assert 3 == db.execute("PRAGMA user_version").fetchone()[0]
+        assert 4 == db.execute("PRAGMA user_version").fetchone()[0]
         assert ("audit_events_linear",) in db.execute(
             "SELECT name FROM sqlite_master WHERE type = 'trigger'"
         ).fetchall()
+    appender = SQLiteAppender(path, ChainKey())
+    appender.append([record(3)._replace(action="token.delete", resource_type="access_token")])
+    appender.close()
     status, out = verify(capsys, path)
-    assert (0, True) == (status, out.startswith("OK: 2 records verified"))
+    assert (0, True) == (status, out.startswith("OK: 3 records verified"))

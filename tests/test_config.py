@@ -124,7 +124,7 @@ def config_error(tmp_path: Path, text: str) -> str:
         ),
         (
             "[[users]]\nname = 'a'\npassword_hash = '{hash}'\norgs = ['x']\nroles = ['admin']",
-            'gw.toml: users[0].roles: unknown value "admin"; expected any of "revoke", "audit"',
+            'gw.toml: users[0].roles: unknown value "admin"; expected any of "revoke", "audit", "read", "manage", "global"',
         ),
         (
             "[[users]]\nname = 'a'\npassword_hash = '{hash}'\norgs = ['x']\n[[users]]\nname = 'a'\npassword_hash = '{hash}'\norgs = ['x']",

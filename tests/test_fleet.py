@@ -110,17 +110,20 @@ class TestSchema:
             "SELECT column_name FROM information_schema.columns WHERE table_name = $1 ORDER BY ordinal_position",
             EVENTS,
         )
-        assert [("instance",), *((field,) for field in FIELDS)] == columns
-        assert [(1,)] == await fetch(fleet_url, "SELECT version FROM fleet_schema")
+        # Version 2 appended the fields of schema 4 after those of version 1.
+        appended = ("action", "resource_type", "resource", "params")
+        expected = [f for f in FIELDS if f not in appended] + list(appended)
+        assert [("instance",), *((field,) for field in expected)] == columns
+        assert [(1,), (2,)] == await fetch(fleet_url, "SELECT version FROM fleet_schema ORDER BY version")
 
     async def test_a_newer_schema_stops_the_collector_and_the_readers(
         self, fleet_url: str, aiohttp_server: Any, tmp_path: Path
     ) -> None:
         await start_collector(aiohttp_server, tmp_path, fleet_url)
         await fetch(fleet_url, "INSERT INTO fleet_schema (version, description) VALUES (99, 'from the future')")
-        with pytest.raises(Exception, match="schema version 99, newer than this gateway's 1"):
+        with pytest.raises(Exception, match="schema version 99, newer than this gateway's 2"):
             await start_collector(aiohttp_server, tmp_path, fleet_url)
-        with pytest.raises(Exception, match="schema version 99, newer than this gateway's 1"):
+        with pytest.raises(Exception, match="schema version 99, newer than this gateway's 2"):
             await FleetStore.open(fleet_url)
 
     async def test_readers_refuse_a_database_without_a_fleet_store(self, fleet_url: str) -> None:
@@ -256,8 +259,8 @@ class TestIngest:
         ("fields", "message"),
         [
             (
-                [*FIELDS[:-2], "action", *FIELDS[-2:]],
-                "fields this collector does not know (action): upgrade the collector",
+                [*FIELDS[:-2], "approver", *FIELDS[-2:]],
+                "fields this collector does not know (approver): upgrade the collector",
             ),
             (
                 [f for f in FIELDS if f != "token"],
@@ -288,7 +291,7 @@ class TestIngest:
                 orjson.dumps(
                     {"fields": list(FIELDS), "chain": {"mode": "sha256", "key_check": None}, "records": [[1]]}
                 ),
-                "Record 0 of the batch is not a list of 19 values",
+                "Record 0 of the batch is not a list of 23 values",
             ),
         ],
     )

@@ -22,6 +22,7 @@ import structlog
 from aiohttp import web
 from conftest import SAMPLE_PATH, GatewayFactory, Peer, basic, make_config, rows
 
+from gateway.audit.fingerprint import fingerprint, redacted
 from gateway.audit.chain import ChainKey
 from gateway.audit.formats import FORMULA_STARTS, RecordStream, spreadsheet_safe
 from gateway.audit.record import AuditRecord
@@ -77,7 +78,8 @@ def run(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
 def test_the_record_keeps_the_exact_values(database: Path) -> None:
     stored = rows(database)
     assert [HIDE, FORGED_ROW] == [row["actor"] for row in stored if row["outcome"] == "denied"]
-    assert (FORMULA, REVERSED + TITLE) == (stored[-1]["app"], stored[-1]["client_id"])
+    # The consumer key is a credential: kept as its fingerprint (its hint, hostile or not, in the snapshot).
+    assert (FORMULA, fingerprint(REVERSED + TITLE)) == (stored[-1]["app"], stored[-1]["client_id"])
 
 
 def test_the_table_escapes_so_no_row_is_hidden_or_forged(database: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -135,7 +137,7 @@ def test_json_outputs_are_exact_and_escaped(
             record["client_id"],
         )
     if command[-1] == "4":
-        assert (FORMULA, REVERSED + TITLE) == (records[0]["snapshot"]["app"], records[0]["snapshot"]["clientId"])
+        assert (FORMULA, redacted(REVERSED + TITLE)) == (records[0]["snapshot"]["app"], records[0]["snapshot"]["clientId"])
 
 
 def test_csv_cells_a_spreadsheet_would_run_are_neutralised(database: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -143,7 +145,7 @@ def test_csv_cells_a_spreadsheet_would_run_are_neutralised(database: Path, capsy
         status, out, _ = run(capsys, *command, "--db", str(database))
         assert 0 == status
         records = {row["id"]: row for row in csv.DictReader(io.StringIO(out, newline=""))}
-        assert ("'" + FORMULA, REVERSED + TITLE, HIDE, FORGED_ROW) == (
+        assert ("'" + FORMULA, fingerprint(REVERSED + TITLE), HIDE, FORGED_ROW) == (
             records["4"]["app"],
             records["4"]["client_id"],
             records["1"]["actor"],

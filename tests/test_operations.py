@@ -78,7 +78,7 @@ async def test_metrics_move_with_real_traffic(tmp_path: Path, gateway: GatewayFa
     assert 404 == (await client.delete(SAMPLE_PATH, headers=basic("myname"))).status
     for expected in (401, 401, 429, 429):
         assert expected == (await client.delete(SAMPLE_PATH, headers=basic("myname", "wrong"))).status
-    assert 404 == (await client.get("/v1/o/myorg/apps", headers=basic("myname"))).status
+    assert 404 == (await client.get("/v2/o/myorg/apps", headers=basic("myname"))).status
     after = await scrape(client)
 
     def requests(route: str, status: str, outcome: str) -> float:

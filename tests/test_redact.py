@@ -74,7 +74,8 @@ async def test_a_token_in_an_unserved_path_is_neither_logged_nor_echoed(
     assert 404 == response.status
     assert {
         "code": "gateway.not_found",
-        "message": "The gateway only serves DELETE /v1/o/{org}/oauth2/accesstokens/{token}; not /oauth2/accesstokens/*?*=*",
+        "message": "The gateway only serves the audited calls of the Apigee management API "
+        "(DELETE /v1/o/{org}/oauth2/accesstokens/{token}, ...); not /oauth2/accesstokens/*?*=*",
         "contexts": [],
     } == await response.json()
     flush_logs()

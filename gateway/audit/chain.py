@@ -9,8 +9,10 @@ Each record's ``hash`` covers the previous record's hash and this record's conte
 for the first record (the genesis value). ``canonical(record)`` is the compact JSON array (UTF-8,
 no spaces, non-ASCII characters unescaped) of the record's ``id`` followed by its content fields
 in the order of ``CONTENT_FIELDS``; absent values are ``null``, numbers are written as JSON
-numbers (``latency_ms`` in its shortest round-trip form). Editing any field, removing a record
-or changing the order breaks the chain at that record. With a key kept outside the database,
+numbers (``latency_ms`` in its shortest round-trip form). The fields schema 4 added
+(``EXTENSION_FIELDS``: action, resource_type, resource, params) are left out of the array when
+all of them are null, so every record written before them hashes exactly as it did. Editing any
+field, removing a record or changing the order breaks the chain at that record. With a key kept outside the database,
 whoever can write the file still cannot compute a valid chain for an edited log.
 """
 
@@ -23,11 +25,17 @@ from dataclasses import dataclass
 
 import orjson
 
-from gateway.audit.record import CONTENT_FIELDS, AuditRecord, Row
+from gateway.audit.record import CONTENT_FIELDS, EXTENSION_FIELDS, AuditRecord, Row
 
 GENESIS = "0" * 64
 _KEY_CHECK = b"apigee-audit-gateway chain key check"
 _CONTENT = len(CONTENT_FIELDS)
+_BASE = _CONTENT - len(EXTENSION_FIELDS)
+"""Content fields before schema 4: the array of a record without extension fields."""
+_NO_EXTENSION = (None,) * len(EXTENSION_FIELDS)
+_ROW_EXTENSION = -2 - len(EXTENSION_FIELDS)
+"""In a row (id, content, prev_hash, hash): where the extension fields start, from the end."""
+assert _ROW_EXTENSION == -6, "ChainWalker.check reads the four extension fields at -6..-3"
 
 
 @dataclass(frozen=True)
@@ -97,7 +105,8 @@ class Anchor:
 
 def canonical(record: AuditRecord, record_id: int | None = None) -> bytes:
     """The bytes hashed for ``record``: at ``record_id`` when given, else at its own id."""
-    return orjson.dumps([record.id if record_id is None else record_id, *record[:_CONTENT]])
+    end = _BASE if record[_BASE:_CONTENT] == _NO_EXTENSION else _CONTENT
+    return orjson.dumps([record.id if record_id is None else record_id, *record[:end]])
 
 
 def record_hash(prev_hash: str, record: AuditRecord, key: ChainKey, record_id: int | None = None) -> str:
@@ -160,6 +169,7 @@ class ChainWalker:
         """What is wrong with the first bad row (naming its record), or None and move on."""
         secret = self._key.secret
         sha256, dumps, new_hmac = hashlib.sha256, orjson.dumps, hmac.new
+        extension = _ROW_EXTENSION
         last_id, last_hash, checked = self._id, self._hash, 0
         anchor = self._expect_head.hash if self._expect_head is not None else None
         anchor_id = self._expect_head.id if self._expect_head is not None else None
@@ -173,7 +183,10 @@ class ChainWalker:
                         f"record {record_id}: prev_hash does not link to record {last_id} "
                         "(a record before it was changed, removed or reordered)"
                     )
-                data = last_hash.encode("ascii") + dumps(row[:-2])
+                # Rows may be tuples (SQLite) or lists (a fleet batch's JSON): compare values, not types.
+                plain = row[-6] is None and row[-5] is None and row[-4] is None and row[-3] is None
+                content = row[:extension] if plain else row[:-2]
+                data = last_hash.encode("ascii") + dumps(content)
                 digest = new_hmac(secret, data, sha256).hexdigest() if secret else sha256(data).hexdigest()
                 if digest != row[-1]:
                     wrong_key = ", or the chain key is wrong" if secret else ""

@@ -27,6 +27,7 @@ SECRET_SNAPSHOT_FIELDS = (
     *TOKEN_SNAPSHOT_FIELDS,
     "id_token",
     "consumerKey",
+    "clientId",
     "consumerSecret",
     "secret",
     "client_secret",
@@ -41,7 +42,8 @@ app's credentials, a developer app's keys...). A name matches ignoring case, ``_
 
 
 def fingerprint(token: str) -> str:
-    return hashlib.sha256(token.encode("utf-8")).hexdigest()
+    # surrogatepass: a lone surrogate (from a JSON "\\ud800" escape) has a fingerprint too, never an error
+    return hashlib.sha256(token.encode("utf-8", "surrogatepass")).hexdigest()
 
 
 def hint(token: str) -> str:

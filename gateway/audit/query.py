@@ -39,7 +39,12 @@ class AuditFilter:
     actor: str | None = None
     app: str | None = None
     client_id: str | None = None
+    """The consumer key as given: matches its fingerprint (what records since schema 4 hold) or,
+    in older records, the key itself."""
     outcome: str | None = None
+    action: str | None = None
+    resource_type: str | None = None
+    resource: str | None = None
     since: str | None = None
     """Inclusive lower bound, as a normalised timestamp."""
     until: str | None = None

@@ -11,6 +11,10 @@ class Outcome(StrEnum):
     PENDING = "pending"
     """The intent, committed before the call is forwarded; an outcome record follows it."""
     DELETED = "deleted"
+    """A delete the upstream accepted (2xx): the token, key, code, app or developer is gone."""
+    SUCCEEDED = "succeeded"
+    """Any other call the upstream accepted (2xx): a revoke, approve, status or scope change, a
+    creation; ``action`` says which."""
     NOT_FOUND = "not_found"
     DENIED = "denied"
     """Missing or wrong credentials (401), at the gateway or the upstream."""
@@ -51,6 +55,18 @@ class AuditRecord(NamedTuple):
     """The upstream's JSON, re-serialised compactly, secrets redacted unless opted in."""
     token: str | None = None
     """The raw token, only when ``audit.store_raw_tokens`` is true."""
+    action: str | None = None
+    """What the call does, normalised: ``token.delete``, ``key.revoke``, ``app.approve``...
+    (schema 4; records before it have none)."""
+    resource_type: str | None = None
+    """What it acts on: ``access_token``, ``consumer_key``, ``app``, ``developer``..."""
+    resource: str | None = None
+    """Which one, as its path below the organisation, with a secret in it (a token, a key) left
+    as its placeholder (``developers/alice@example.com/apps/app1/keys/{key}``): the secret's
+    fingerprint and hint are ``token_sha256`` and ``token_hint``."""
+    params: str | None = None
+    """The call's parameters that change what it does (``cascade``, ``app``, ``enduser``...), and
+    notes such as a pre-image that could not be read, as a JSON object."""
     prev_hash: str | None = None
     """The previous record's hash (the genesis value for the first): set when appended."""
     hash: str | None = None
@@ -65,6 +81,9 @@ Row = tuple[Any, ...]
 """A record as a plain row in ``FIELDS`` order: how long walks (verify, export) carry it."""
 CONTENT_FIELDS: tuple[str, ...] = AuditRecord._fields[: AuditRecord._fields.index("prev_hash")]
 """What a record says, as the request path makes it: everything but its place in the chain."""
+EXTENSION_FIELDS: tuple[str, ...] = ("action", "resource_type", "resource", "params")
+"""The fields schema 4 added. A record that has none of them is hashed as before (see
+``gateway.audit.chain``), so logs written before them still verify."""
 STORED_FIELDS: tuple[str, ...] = AuditRecord._fields[:-1]
 """What a store writes: everything but the id, which it assigns."""
 

@@ -73,13 +73,18 @@ class CallFacts(Protocol):
     token_sha256: str | None
     token_hint: str | None
     token: str | None
+    action: str | None
+    resource_type: str | None
+    resource: str | None
+    params: dict[str, object] | None
 
     def latency_ms(self) -> float: ...
 
 
-def intent(call: CallFacts) -> AuditRecord:
-    """Written and committed before anything reaches the upstream."""
-    return _of_call(call, Outcome.PENDING, latency_ms=None)
+def intent(call: CallFacts, snapshot: str | None = None) -> AuditRecord:
+    """Written and committed before anything reaches the upstream; ``snapshot`` is the resource
+    as it was before the call (its pre-image) when the answer will not carry it."""
+    return _of_call(call, Outcome.PENDING, latency_ms=None, snapshot=snapshot)
 
 
 def outcome(
@@ -122,8 +127,18 @@ def _of_call(call: CallFacts, outcome: Outcome, *, latency_ms: float | None = -1
         outcome=outcome.value,
         latency_ms=call.latency_ms() if latency_ms is not None else None,
         token=call.token,
+        action=call.action,
+        resource_type=call.resource_type,
+        resource=call.resource,
+        params=json_text(call.params) if call.params else None,
         **fields,
     )
+
+
+def read(call: CallFacts, outcome: Outcome, upstream_status: int | None, error_code: str | None) -> AuditRecord:
+    """A call passed through and read (``audit.reads``): one record, after the answer, with
+    the path as it was logged (its secret segments masked)."""
+    return _of_call(call, outcome, upstream_status=upstream_status, error_code=error_code)
 
 
 def throttled(

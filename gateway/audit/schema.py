@@ -12,11 +12,11 @@ import sqlite3
 from collections.abc import Callable
 
 from gateway.audit.chain import GENESIS, ChainKey, link
-from gateway.audit.record import CONTENT_FIELDS, AuditRecord
+from gateway.audit.record import CONTENT_FIELDS, EXTENSION_FIELDS, AuditRecord
 
 APPLICATION_ID = 0x41475457  # "AGTW"
 TABLE = "audit_events"
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 OLDEST_READABLE_VERSION = 2
 """Readers (queries, verify) take files from this version on as they are: later versions add
 only rules for writers, so a reader never has to upgrade a file it only reads."""
@@ -90,7 +90,7 @@ def _migrate_v1_to_v2(db: sqlite3.Connection, key: ChainKey) -> None:
     db.execute("CREATE TABLE audit_chain (mode TEXT NOT NULL, key_check TEXT)")
     db.execute("INSERT INTO audit_chain (mode, key_check) VALUES (?, ?)", (key.mode, key.check))
     db.execute(f"DROP TRIGGER {TABLE}_no_update")
-    columns = ", ".join(CONTENT_FIELDS)
+    columns = ", ".join(field for field in CONTENT_FIELDS if field not in EXTENSION_FIELDS)  # version 1's
     previous_hash, last_id = GENESIS, 0
     while rows := db.execute(
         f"SELECT id, {columns} FROM {TABLE} WHERE id > ? ORDER BY id LIMIT 10000", (last_id,)
@@ -112,5 +112,17 @@ def _migrate_v2_to_v3(db: sqlite3.Connection, key: ChainKey) -> None:
     db.execute("PRAGMA user_version = 3")
 
 
-MIGRATIONS: dict[int, Callable[[sqlite3.Connection, ChainKey], None]] = {1: _migrate_v1_to_v2, 2: _migrate_v2_to_v3}
+def _migrate_v3_to_v4(db: sqlite3.Connection, key: ChainKey) -> None:
+    """Version 4 says what each call does and acts on, for every credential change the gateway
+    audits (not only token deletions). Existing records keep null in the new columns, and the
+    chain hashes a record without them as before (``gateway.audit.chain``): nothing is rewritten."""
+    for column in EXTENSION_FIELDS:
+        db.execute(f"ALTER TABLE {TABLE} ADD COLUMN {column} TEXT")
+    db.execute(f"CREATE INDEX {TABLE}_action ON {TABLE} (action, time)")
+    db.execute("PRAGMA user_version = 4")
+
+
+MIGRATIONS: dict[int, Callable[[sqlite3.Connection, ChainKey], None]] = {
+    1: _migrate_v1_to_v2, 2: _migrate_v2_to_v3, 3: _migrate_v3_to_v4,
+}
 """``MIGRATIONS[v]`` upgrades a file from version v to v + 1, inside the caller's transaction."""

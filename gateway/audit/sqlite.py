@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+from functools import partial
 import json
 import os
 import sqlite3
@@ -22,6 +23,7 @@ import aiosqlite
 
 from gateway.audit import records
 from gateway.audit.chain import EMPTY, ChainKey, Head, chained
+from gateway.audit.fingerprint import fingerprint
 from gateway.audit.query import AuditFilter
 from gateway.audit.record import FIELDS, AuditRecord, Row
 from gateway.audit.schema import (
@@ -46,8 +48,7 @@ SYNCHRONOUS = {"FULL": "FULL", "NORMAL": "NORMAL"}
 """The settings offered (``audit.synchronous``); the mapping keeps anything else out of the SQL."""
 
 _COLUMNS = ", ".join(AuditRecord._fields)
-_ROW_COLUMNS = ", ".join(FIELDS)
-_EQUALITY_FILTERS = ("org", "token_sha256", "actor", "app", "client_id", "outcome")
+_EQUALITY_FILTERS = ("org", "token_sha256", "actor", "app", "outcome", "action", "resource_type", "resource")
 _HEAD = f"SELECT id, hash FROM {TABLE} ORDER BY id DESC LIMIT 1"
 
 
@@ -140,11 +141,20 @@ def chain_mode(db: sqlite3.Connection) -> tuple[str, str | None]:
 class SQLiteAuditStore:
     """Reads the audit log without blocking the event loop."""
 
-    def __init__(self, db: aiosqlite.Connection, path: Path, key: ChainKey | None, busy_timeout: float) -> None:
+    def __init__(
+        self, db: aiosqlite.Connection, path: Path, key: ChainKey | None, busy_timeout: float, present: frozenset[str]
+    ) -> None:
         self._db = db
         self.path = path
         self._key = key
         self._busy_timeout = busy_timeout
+        # A reader takes a log of an older version as it is (a writer upgrades it first): the
+        # fields it lacks read as null, and filtering on them matches nothing.
+        self._as = {field: field if field in present else f"NULL AS {field}" for field in FIELDS}
+        self._columns = ", ".join(self._as[field] for field in AuditRecord._fields)
+        self._row_columns = ", ".join(self._as[field] for field in FIELDS)
+        self._where = partial(_where, present=present)
+        self._present = present
 
     @classmethod
     async def open(
@@ -163,9 +173,10 @@ class SQLiteAuditStore:
             db = await aiosqlite.connect(path)
             await db.execute(f"PRAGMA busy_timeout = {int(busy_timeout * 1000)}")
             await db.execute(f"PRAGMA mmap_size = {READER_MMAP_BYTES}")
+            present = frozenset(row[1] for row in await db.execute_fetchall(f"PRAGMA table_info({TABLE})"))
         except sqlite3.Error as exc:
             raise AuditStoreError(f"cannot open {path}: {exc}") from None
-        return cls(db, path, key, busy_timeout)
+        return cls(db, path, key, busy_timeout, present)
 
     def appender(self, *, synchronous: str = "FULL", max_bytes: int = 0) -> SQLiteAppender:
         if self._key is None:
@@ -178,15 +189,15 @@ class SQLiteAuditStore:
         return await asyncio.to_thread(_write_lock_problem, self.path)
 
     async def query(self, selection: AuditFilter) -> list[AuditRecord]:
-        where, params = _where(selection)
+        where, params = self._where(selection)
         order = "ORDER BY time DESC, id DESC"
         limit = ""
         if selection.limit is not None:
             limit, params = "LIMIT ?", [*params, selection.limit]
-        return await self._select(f"SELECT {_COLUMNS} FROM {TABLE} {where} {order} {limit}", params)
+        return await self._select(f"SELECT {self._columns} FROM {TABLE} {where} {order} {limit}", params)
 
     async def get(self, record_id: int) -> AuditRecord | None:
-        records = await self._select(f"SELECT {_COLUMNS} FROM {TABLE} WHERE id = ?", [record_id])
+        records = await self._select(f"SELECT {self._columns} FROM {TABLE} WHERE id = ?", [record_id])
         return records[0] if records else None
 
     async def head(self) -> Head:
@@ -204,7 +215,7 @@ class SQLiteAuditStore:
     async def pruned_hash(self, record_id: int) -> str | None:
         """The hash of a removed record, as the checkpoint of the prune that ended at it gives it."""
         for record in await self._select(
-            f"SELECT {_COLUMNS} FROM {TABLE} WHERE outcome = 'pruned' ORDER BY id DESC", []
+            f"SELECT {self._columns} FROM {TABLE} WHERE outcome = 'pruned' ORDER BY id DESC", []
         ):
             details = json.loads(record.snapshot or "{}")
             if details.get("pruned_through_id") == record_id:
@@ -230,9 +241,9 @@ class SQLiteAuditStore:
         fast and its memory flat. ``FIELDS`` order puts ``id`` and the content first, which is
         what the chain hashes.
         """
-        where, params = _where(selection or AuditFilter())
+        where, params = self._where(selection or AuditFilter())
         try:
-            async with self._db.execute(f"SELECT {_ROW_COLUMNS} FROM {TABLE} {where} ORDER BY id", params) as cursor:
+            async with self._db.execute(f"SELECT {self._row_columns} FROM {TABLE} {where} ORDER BY id", params) as cursor:
                 while batch := await cursor.fetchmany(size):
                     yield batch  # type: ignore[misc]
         except sqlite3.Error as exc:
@@ -249,7 +260,7 @@ class SQLiteAuditStore:
     async def _last_of_their_request(self, outcomes: tuple[str, ...]) -> list[AuditRecord]:
         marks = ", ".join("?" for _ in outcomes)
         return await self._select(
-            f"SELECT {_COLUMNS} FROM {TABLE} AS record WHERE outcome IN ({marks}) AND NOT EXISTS "
+            f"SELECT {self._columns} FROM {TABLE} AS record WHERE outcome IN ({marks}) AND NOT EXISTS "
             f"(SELECT 1 FROM {TABLE} AS later WHERE later.request_id = record.request_id AND later.id > record.id) "
             "ORDER BY id",
             list(outcomes),
@@ -258,7 +269,7 @@ class SQLiteAuditStore:
     async def later_outcome_for_token(self, token_sha256: str, after_id: int) -> AuditRecord | None:
         """The first deleted or not_found record for a token after ``after_id``."""
         records = await self._select(
-            f"SELECT {_COLUMNS} FROM {TABLE} WHERE token_sha256 = ? AND id > ? AND outcome IN ('deleted', 'not_found') "
+            f"SELECT {self._columns} FROM {TABLE} WHERE token_sha256 = ? AND id > ? AND outcome IN ('deleted', 'not_found') "
             "ORDER BY id LIMIT 1",
             [token_sha256, after_id],
         )
@@ -267,7 +278,7 @@ class SQLiteAuditStore:
     async def checkpoint_before(self, first_id: int) -> AuditRecord | None:
         """The retention checkpoint that accounts for the records before ``first_id``."""
         for record in await self._select(
-            f"SELECT {_COLUMNS} FROM {TABLE} WHERE outcome = 'pruned' ORDER BY id DESC", []
+            f"SELECT {self._columns} FROM {TABLE} WHERE outcome = 'pruned' ORDER BY id DESC", []
         ):
             if record.snapshot and json.loads(record.snapshot).get("pruned_through_id") == first_id - 1:
                 return record
@@ -277,8 +288,8 @@ class SQLiteAuditStore:
         self, by: str, selection: AuditFilter, *, include_intents: bool = False
     ) -> list[tuple[str | None, int]]:
         """Record counts grouped by a field (or by day), largest first; intents left out unless asked."""
-        expression = _STATS_EXPRESSIONS[by]
-        where, params = _where(selection)
+        expression = _STATS_EXPRESSIONS[by] if by == "day" or by in self._present else "NULL"
+        where, params = self._where(selection)
         if not include_intents:
             where = f"{where} AND outcome != 'pending'" if where else "WHERE outcome != 'pending'"
         rows = await self._fetch(
@@ -299,17 +310,23 @@ class SQLiteAuditStore:
         await self._db.close()
 
 
-_STATS_EXPRESSIONS = {"actor": "actor", "org": "org", "app": "app", "outcome": "outcome", "day": "substr(time, 1, 10)"}
+_STATS_EXPRESSIONS = {
+    "actor": "actor", "org": "org", "app": "app", "outcome": "outcome", "action": "action",
+    "resource_type": "resource_type", "day": "substr(time, 1, 10)",
+}
 
 
-def _where(selection: AuditFilter) -> tuple[str, list[object]]:
+def _where(selection: AuditFilter, *, present: frozenset[str]) -> tuple[str, list[object]]:
     clauses: list[str] = []
     params: list[object] = []
     for column in _EQUALITY_FILTERS:
         value = getattr(selection, column)
         if value is not None:
-            clauses.append(f"{column} = ?")
+            clauses.append(f"{column} = ?" if column in present else "NULL = ?")
             params.append(value)
+    if selection.client_id is not None:
+        clauses.append("client_id IN (?, ?)")
+        params.extend((fingerprint(selection.client_id), selection.client_id))
     if selection.since is not None:
         clauses.append("time >= ?")
         params.append(selection.since)

@@ -19,7 +19,7 @@ from gateway.audit.chain import Head
 from gateway.audit.query import AuditFilter
 from gateway.audit.record import AuditRecord, Row
 
-STATS_GROUPS = ("actor", "org", "app", "outcome", "day")
+STATS_GROUPS = ("actor", "org", "app", "outcome", "action", "resource_type", "day")
 """What ``stats`` can count records by."""
 
 

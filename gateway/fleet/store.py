@@ -23,6 +23,7 @@ from typing import Any
 import asyncpg
 
 from gateway.audit.chain import EMPTY, Head
+from gateway.audit.fingerprint import fingerprint
 from gateway.audit.query import AuditFilter
 from gateway.audit.record import FIELDS, AuditRecord, Row
 from gateway.audit.store import AuditStoreError
@@ -39,12 +40,14 @@ from gateway.fleet.schema import (
 
 _RECORD_COLUMNS = ", ".join(AuditRecord._fields)
 _ROW_COLUMNS = ", ".join(FIELDS)
-_EQUALITY_FILTERS = ("org", "token_sha256", "actor", "app", "client_id", "outcome")
+_EQUALITY_FILTERS = ("org", "token_sha256", "actor", "app", "outcome", "action", "resource_type", "resource")
 STATS_GROUPS = {
     "actor": "actor",
     "org": "org",
     "app": "app",
     "outcome": "outcome",
+    "action": "action",
+    "resource_type": "resource_type",
     "day": "substr(time, 1, 10)",
     "instance": "instance",
 }
@@ -392,6 +395,8 @@ class FleetStore:
             value = getattr(selection, column)
             if value is not None:
                 add(f"{column} = $%d", to_text(value))
+        if selection.client_id is not None:  # its fingerprint, or the key itself in records before schema 4
+            add("client_id IN ($%d, $%d)", fingerprint(selection.client_id), to_text(selection.client_id))
         if selection.since is not None:
             add("time >= $%d", selection.since)
         if selection.until is not None:
