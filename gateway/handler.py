@@ -108,14 +108,22 @@ def _check_allowed(routed: Routed, user: User, call: Call) -> None:
     if routed.problem is not None:  # recorded even when passed through: it may be a way around the audit
         raise _refusal(call, errors.BAD_REQUEST, Outcome.REJECTED, routed.problem)
     if routed.org is None and not user.may(GLOBAL, None):
-        raise _refusal(call, errors.FORBIDDEN, Outcome.FORBIDDEN,
-                       f"User {user.name} may not call paths outside an organization (role {GLOBAL})",
-                       recorded=operation.audited)
+        raise _refusal(
+            call,
+            errors.FORBIDDEN,
+            Outcome.FORBIDDEN,
+            f"User {user.name} may not call paths outside an organization (role {GLOBAL})",
+            recorded=operation.audited,
+        )
     if not user.may(operation.role, routed.org):
         where = f"of organization {routed.org}" if routed.org is not None else "outside an organization"
-        raise _refusal(call, errors.FORBIDDEN, Outcome.FORBIDDEN,
-                       f"User {user.name} may not {operation.verb} {where} (role {operation.role})",
-                       recorded=operation.audited)
+        raise _refusal(
+            call,
+            errors.FORBIDDEN,
+            Outcome.FORBIDDEN,
+            f"User {user.name} may not {operation.verb} {where} (role {operation.role})",
+            recorded=operation.audited,
+        )
 
 
 async def _read_body(request: web.Request, runtime: Runtime, routed: Routed, call: Call) -> bytes:
@@ -123,17 +131,24 @@ async def _read_body(request: web.Request, runtime: Runtime, routed: Routed, cal
     A credential the body supplies (a consumer key at creation) is fingerprinted like one in a path."""
     header = unforwardable(request.headers)
     if header is not None:
-        raise _refusal(call, errors.BAD_REQUEST, Outcome.REJECTED,
-                       f"Header {header} holds bytes that are not UTF-8; the gateway forwards headers unchanged or not at all")
+        raise _refusal(
+            call,
+            errors.BAD_REQUEST,
+            Outcome.REJECTED,
+            f"Header {header} holds bytes that are not UTF-8; the gateway forwards headers unchanged or not at all",
+        )
     wait = runtime.config.server.body_timeout
     try:
         async with asyncio.timeout(wait):  # a body sent a byte now and then
             body = await request.read() if request.body_exists else b""
     except web.HTTPRequestEntityTooLarge:
-        raise _refusal(call, errors.PAYLOAD_TOO_LARGE, Outcome.REJECTED,
-                       f"The request body exceeds {MAX_REQUEST_BODY} bytes") from None
+        raise _refusal(
+            call, errors.PAYLOAD_TOO_LARGE, Outcome.REJECTED, f"The request body exceeds {MAX_REQUEST_BODY} bytes"
+        ) from None
     except TimeoutError:
-        late = _refusal(call, errors.REQUEST_TIMEOUT, Outcome.REJECTED, f"The request body did not arrive within {wait:g} s")
+        late = _refusal(
+            call, errors.REQUEST_TIMEOUT, Outcome.REJECTED, f"The request body did not arrive within {wait:g} s"
+        )
         late.response.force_close()  # the rest of the body may still come: it must not be read as a next request
         raise late from None
     field = routed.operation.body_secret
@@ -204,13 +219,16 @@ async def _forward(request: web.Request, runtime: Runtime, routed: Routed, body:
     """Forward once: a call whose fate is unknown is never retried behind the audit log's back."""
     forwarded = time.perf_counter()
     try:
-        return await runtime.upstream.forward(request.method, routed.target, request.headers, body, request_id=call.public_id)
+        return await runtime.upstream.forward(
+            request.method, routed.target, request.headers, body, request_id=call.public_id
+        )
     except UpstreamError as exc:
         failure = errors.UPSTREAM_TIMEOUT if exc.timeout else errors.UPSTREAM_UNAVAILABLE
         # Once the request may have left, the change may have happened upstream: say so.
         fate = Outcome.UNKNOWN if exc.sent else Outcome.UPSTREAM_ERROR
         consequence = (
-            f"; the {routed.operation.effect} may or may not have happened upstream, and it was not retried" if exc.sent
+            f"; the {routed.operation.effect} may or may not have happened upstream, and it was not retried"
+            if exc.sent
             else "; nothing reached the upstream"
         )
         error_code = f"upstream.{exc.kind}"
@@ -236,15 +254,30 @@ async def _write_outcome(runtime: Runtime, routed: Routed, call: Call, reply: Up
     client_id = read.client_id
     if operation.secret == "key" or operation.body_secret == "consumerKey":
         client_id = call.token_sha256  # the consumer key the call acts on, fingerprinted
-    record = records.outcome(call, read.outcome, upstream_status=reply.status, error_code=read.error_code,
-                             app=read.app or routed.values.get("app"), client_id=client_id, snapshot=read.snapshot)
+    record = records.outcome(
+        call,
+        read.outcome,
+        upstream_status=reply.status,
+        error_code=read.error_code,
+        app=read.app or routed.values.get("app"),
+        client_id=client_id,
+        snapshot=read.snapshot,
+    )
     _settled(call, record)
-    await _write(runtime, call, "outcome", record, errors.AUDIT_UNAVAILABLE.response(
-        f"The upstream answered {reply.status}, but the outcome could not be recorded; the intent stays pending in the audit log"
-    ))
+    await _write(
+        runtime,
+        call,
+        "outcome",
+        record,
+        errors.AUDIT_UNAVAILABLE.response(
+            f"The upstream answered {reply.status}, but the outcome could not be recorded; the intent stays pending in the audit log"
+        ),
+    )
 
 
-async def _pass_through(request: web.Request, runtime: Runtime, routed: Routed, body: bytes, call: Call) -> web.StreamResponse:
+async def _pass_through(
+    request: web.Request, runtime: Runtime, routed: Routed, body: bytes, call: Call
+) -> web.StreamResponse:
     """A call the gateway does not audit: forwarded as exactly as an audited one, and logged.
     With ``audit.reads``, a read is recorded once answered (who read what, the path masked)."""
     read = routed.operation.role == "read"
@@ -257,9 +290,15 @@ async def _pass_through(request: web.Request, runtime: Runtime, routed: Routed, 
         outcome = outcome_for_status(reply.status)
         record = records.read(call, Outcome.SUCCEEDED if outcome is Outcome.DELETED else outcome, reply.status, None)
         _settled(call, record)
-        await _write(runtime, call, "outcome", record, errors.AUDIT_UNAVAILABLE.response(
-            f"The upstream answered {reply.status}, but the read could not be recorded (audit.reads)"
-        ))
+        await _write(
+            runtime,
+            call,
+            "outcome",
+            record,
+            errors.AUDIT_UNAVAILABLE.response(
+                f"The upstream answered {reply.status}, but the read could not be recorded (audit.reads)"
+            ),
+        )
     return PassThrough(reply)
 
 
@@ -296,7 +335,9 @@ def _settled(call: Call, record: AuditRecord) -> None:
     call.outcome, call.error_code = record.outcome, record.error_code
 
 
-def _refusal(call: Call, error: errors.GatewayError, outcome: Outcome, message: str, *, recorded: bool = True) -> Refusal:
+def _refusal(
+    call: Call, error: errors.GatewayError, outcome: Outcome, message: str, *, recorded: bool = True
+) -> Refusal:
     """A refusal of the gateway's own, recorded unless it is of a call only passed through
     (whose reads and writes are logged, not audited)."""
     call.error_code = error.code

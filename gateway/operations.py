@@ -112,19 +112,29 @@ def _token_operations() -> list[Operation]:
     tokens = _kind("access_token", "revoke tokens")
     operations = [
         tokens("token.delete", "DELETE", token, "deletion"),
-        tokens("token.revoke", "POST", token, "revocation", query_action="revoke", pre_image=token, params=("cascade",)),
-        tokens("token.approve", "POST", token, "approval", query_action="approve", pre_image=token, params=("cascade",)),
+        tokens(
+            "token.revoke", "POST", token, "revocation", query_action="revoke", pre_image=token, params=("cascade",)
+        ),
+        tokens(
+            "token.approve", "POST", token, "approval", query_action="approve", pre_image=token, params=("cascade",)
+        ),
         tokens("token.update", "POST", token, "change"),
         _kind("access_tokens", "revoke tokens", "token")(
-            "tokens.revoke", "POST", "oauth2/revoke", "revocation", params=("app", "enduser", "cascade"),
+            "tokens.revoke",
+            "POST",
+            "oauth2/revoke",
+            "revocation",
+            params=("app", "enduser", "cascade"),
             enumerate_tokens=True,
         ),
         _kind("authorization_code", "revoke authorization codes")(
             "authorization_code.delete", "DELETE", "oauth2/authorizationcodes/{code}", "deletion"
         ),
     ]
-    for resource_type, path in (("oauth1_access_token", "oauth1/accesstokens/{token}"),
-                                ("oauth1_request_token", "oauth1/requesttokens/{token}")):
+    for resource_type, path in (
+        ("oauth1_access_token", "oauth1/accesstokens/{token}"),
+        ("oauth1_request_token", "oauth1/requesttokens/{token}"),
+    ):
         oauth1 = _kind(resource_type, "revoke tokens", "oauth1")
         operations += [
             oauth1(f"{resource_type}.delete", "DELETE", path, "deletion"),
@@ -163,7 +173,9 @@ def _developer_operations() -> list[Operation]:
     developer = "developers/{developer}"
     developers = _kind("developer", "change developers")
     return [
-        developers("developer.inactive", "POST", developer, "deactivation", query_action="inactive", pre_image=developer),
+        developers(
+            "developer.inactive", "POST", developer, "deactivation", query_action="inactive", pre_image=developer
+        ),
         developers("developer.active", "POST", developer, "activation", query_action="active", pre_image=developer),
         developers("developer.delete", "DELETE", developer, "deletion"),
     ]

@@ -36,8 +36,10 @@ _HIDDEN = re.compile(r"%(?:2f|5c|00|2e)|[\\\x00-\x1f\x7f]", re.IGNORECASE)
 """In a raw segment: an encoded slash, backslash, NUL or dot, or a raw control character."""
 READS = frozenset({"GET", "HEAD"})
 _SLASHES = re.compile(r"/{2,}")
-_FAMILIES = {re.compile(r"/v1/(?:o|organizations)/[^/]*/" + re.sub(r"\\\{\w+\\\}", "[^/]*", re.escape(template))): actions
-             for template, actions in ACTION_FAMILIES.items()}
+_FAMILIES = {
+    re.compile(r"/v1/(?:o|organizations)/[^/]*/" + re.sub(r"\\\{\w+\\\}", "[^/]*", re.escape(template))): actions
+    for template, actions in ACTION_FAMILIES.items()
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,30 +108,42 @@ def route(method: str, raw_target: str, *, pass_through: bool = True) -> Routed:
     canonical = _SLASHES.sub("/", path).rstrip("/")
     if canonical != path and any(operation.pattern.fullmatch(canonical) for operation in OPERATIONS):
         # An upstream may read a trailing or doubled slash as the same resource: no way around the audit.
-        problem = "The path is not in its canonical form (a trailing or doubled '/'); send it exactly as Apigee documents it"
+        problem = (
+            "The path is not in its canonical form (a trailing or doubled '/'); send it exactly as Apigee documents it"
+        )
         return Routed(PASS_THROUGH_WRITE, raw_target, _org_of(path), query=query, problem=problem)
     if pass_through and path.startswith("/v1/"):
         return _passed_through(method, raw_target, path, query)
     if allowed:
         methods = sorted(set(allowed))
-        raise Refusal(errors.METHOD_NOT_ALLOWED.response(
-            f"{method} is not allowed here; the gateway only forwards {', '.join(methods)}",
-            headers={"Allow": ", ".join(methods)},
-        ))
+        raise Refusal(
+            errors.METHOD_NOT_ALLOWED.response(
+                f"{method} is not allowed here; the gateway only forwards {', '.join(methods)}",
+                headers={"Allow": ", ".join(methods)},
+            )
+        )
     served = "; ".join(sorted({operation.template for operation in OPERATIONS[:1]}))
     # Masked in the answer too: it may be logged by whatever stands between the caller and us.
-    raise Refusal(errors.NOT_FOUND.response(
-        f"The gateway only serves the audited calls of the Apigee management API ({served}, ...); "
-        f"not {loggable_target(raw_target)}"
-    ))
+    raise Refusal(
+        errors.NOT_FOUND.response(
+            f"The gateway only serves the audited calls of the Apigee management API ({served}, ...); "
+            f"not {loggable_target(raw_target)}"
+        )
+    )
 
 
 def _checked(operation: Operation, raw_target: str, match: re.Match[str], query: dict[str, str]) -> Routed:
     org = match.group("org")
     prefix = raw_target[: match.start("org")] + org
     if not is_org_name(org):
-        return Routed(operation, raw_target, None, query=query, prefix=prefix,
-                      problem=f"Invalid organization name in path: expected 1-{MAX_ORG_LENGTH} {_ALLOWED}")
+        return Routed(
+            operation,
+            raw_target,
+            None,
+            query=query,
+            prefix=prefix,
+            problem=f"Invalid organization name in path: expected 1-{MAX_ORG_LENGTH} {_ALLOWED}",
+        )
     secret, values = None, {}
     for name, raw in match.groupdict().items():
         if name == "org":
@@ -137,8 +151,14 @@ def _checked(operation: Operation, raw_target: str, match: re.Match[str], query:
         if name == operation.secret:
             if not is_name(raw, MAX_NAME_LENGTH):
                 label = operation.resource_type.replace("_", " ")
-                return Routed(operation, raw_target, org, query=query, prefix=prefix,
-                              problem=f"Invalid {label} in path: expected 1-{MAX_NAME_LENGTH} {_ALLOWED}")
+                return Routed(
+                    operation,
+                    raw_target,
+                    org,
+                    query=query,
+                    prefix=prefix,
+                    problem=f"Invalid {label} in path: expected 1-{MAX_NAME_LENGTH} {_ALLOWED}",
+                )
             secret, values[name] = raw, f"{{{name}}}"
         else:
             problem = _segment_problem(name, raw)
@@ -161,8 +181,10 @@ def _passed_through(method: str, raw_target: str, path: str, query: dict[str, st
 
 def _segment_problem(name: str, raw: str) -> str | None:
     if raw in (".", "..") or _HIDDEN.search(raw) or len(raw) > MAX_NAME_LENGTH:
-        return (f"Invalid {name} in path: a dot segment, an encoded '/', '\\\\' or NUL, or a control character "
-                f"could reach another path upstream")
+        return (
+            f"Invalid {name} in path: a dot segment, an encoded '/', '\\\\' or NUL, or a control character "
+            f"could reach another path upstream"
+        )
     return None
 
 

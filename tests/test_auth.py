@@ -204,7 +204,9 @@ async def test_without_pass_through_other_paths_get_404_naming_the_path(
     assert [] == rows(tmp_path / "audit.db")
 
 
-async def test_paths_outside_the_api_get_404_whatever_the_setting(tmp_path: Path, gateway: GatewayFactory, peer: Peer) -> None:
+async def test_paths_outside_the_api_get_404_whatever_the_setting(
+    tmp_path: Path, gateway: GatewayFactory, peer: Peer
+) -> None:
     client = await gateway(make_config(tmp_path, upstream=peer.url))
     response = await client.get("/v2/o/myorg/environments", headers=basic("myname"))
     assert (404, "gateway.not_found") == (response.status, (await response.json())["code"])

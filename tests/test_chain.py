@@ -478,8 +478,10 @@ def test_a_version_2_file_is_read_as_it_is_and_upgraded_by_a_writer(
         columns = [field for field in FIELDS if field not in EXTENSION_FIELDS]  # version 2's
         for item in linked:
             values = dict(zip(FIELDS, as_row(item), strict=True))
-            db.execute(f"INSERT INTO audit_events ({', '.join(columns)}) VALUES ({', '.join('?' * len(columns))})",
-                       [values[field] for field in columns])
+            db.execute(
+                f"INSERT INTO audit_events ({', '.join(columns)}) VALUES ({', '.join('?' * len(columns))})",
+                [values[field] for field in columns],
+            )
     status, out = verify(capsys, path)
     assert (0, True) == (status, out.startswith("OK: 2 records verified"))
     assert 0 == main(["audit", "query", "--db", str(path), "--action", "token.delete", "--format", "jsonl"])

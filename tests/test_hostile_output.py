@@ -22,8 +22,8 @@ import structlog
 from aiohttp import web
 from conftest import SAMPLE_PATH, GatewayFactory, Peer, basic, make_config, rows
 
-from gateway.audit.fingerprint import fingerprint, redacted
 from gateway.audit.chain import ChainKey
+from gateway.audit.fingerprint import fingerprint, redacted
 from gateway.audit.formats import FORMULA_STARTS, RecordStream, spreadsheet_safe
 from gateway.audit.record import AuditRecord
 from gateway.audit.sqlite import SQLiteAppender, prepare
@@ -137,7 +137,10 @@ def test_json_outputs_are_exact_and_escaped(
             record["client_id"],
         )
     if command[-1] == "4":
-        assert (FORMULA, redacted(REVERSED + TITLE)) == (records[0]["snapshot"]["app"], records[0]["snapshot"]["clientId"])
+        assert (FORMULA, redacted(REVERSED + TITLE)) == (
+            records[0]["snapshot"]["app"],
+            records[0]["snapshot"]["clientId"],
+        )
 
 
 def test_csv_cells_a_spreadsheet_would_run_are_neutralised(database: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -52,11 +52,18 @@ FILTERS: tuple[Filter, ...] = (
     Filter("token_sha256", "token_sha256", parse_sha256, "only the token with this SHA-256 fingerprint", "HEX"),
     Filter("actor", "actor", text, "only calls made by this gateway user", "USER"),
     Filter("app", "app", text, "only tokens of this Apigee app"),
-    Filter("client_id", "client_id", text, "only calls about this consumer key (client id; matched by fingerprint)", "KEY"),
+    Filter(
+        "client_id", "client_id", text, "only calls about this consumer key (client id; matched by fingerprint)", "KEY"
+    ),
     Filter("outcome", "outcome", parse_outcome, "only this outcome (deleted, succeeded, not_found, pending, ...)"),
     Filter("action", "action", text, "only this action (token.delete, key.revoke, app.approve, ...)"),
-    Filter("resource_type", "resource_type", text, "only calls on this kind of resource (access_token, consumer_key, app, ...)",
-           "TYPE"),
+    Filter(
+        "resource_type",
+        "resource_type",
+        text,
+        "only calls on this kind of resource (access_token, consumer_key, app, ...)",
+        "TYPE",
+    ),
     Filter("resource", "resource", text, "only calls on this resource (its path below the organisation)", "PATH"),
     Filter("since", "since", parse_time, "from this time: ISO 8601 or an age (15m, 24h, 7d)", "T"),
     Filter("until", "until", parse_time, "before this time: ISO 8601 or an age", "T"),

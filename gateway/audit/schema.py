@@ -123,6 +123,8 @@ def _migrate_v3_to_v4(db: sqlite3.Connection, key: ChainKey) -> None:
 
 
 MIGRATIONS: dict[int, Callable[[sqlite3.Connection, ChainKey], None]] = {
-    1: _migrate_v1_to_v2, 2: _migrate_v2_to_v3, 3: _migrate_v3_to_v4,
+    1: _migrate_v1_to_v2,
+    2: _migrate_v2_to_v3,
+    3: _migrate_v3_to_v4,
 }
 """``MIGRATIONS[v]`` upgrades a file from version v to v + 1, inside the caller's transaction."""

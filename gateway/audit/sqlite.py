@@ -11,12 +11,12 @@ from __future__ import annotations
 
 import asyncio
 import functools
-from functools import partial
 import json
 import os
 import sqlite3
 from collections.abc import AsyncGenerator, Iterator, Sequence
 from contextlib import contextmanager, suppress
+from functools import partial
 from pathlib import Path
 
 import aiosqlite
@@ -243,7 +243,9 @@ class SQLiteAuditStore:
         """
         where, params = self._where(selection or AuditFilter())
         try:
-            async with self._db.execute(f"SELECT {self._row_columns} FROM {TABLE} {where} ORDER BY id", params) as cursor:
+            async with self._db.execute(
+                f"SELECT {self._row_columns} FROM {TABLE} {where} ORDER BY id", params
+            ) as cursor:
                 while batch := await cursor.fetchmany(size):
                     yield batch  # type: ignore[misc]
         except sqlite3.Error as exc:
@@ -311,8 +313,13 @@ class SQLiteAuditStore:
 
 
 _STATS_EXPRESSIONS = {
-    "actor": "actor", "org": "org", "app": "app", "outcome": "outcome", "action": "action",
-    "resource_type": "resource_type", "day": "substr(time, 1, 10)",
+    "actor": "actor",
+    "org": "org",
+    "app": "app",
+    "outcome": "outcome",
+    "action": "action",
+    "resource_type": "resource_type",
+    "day": "substr(time, 1, 10)",
 }
 
 

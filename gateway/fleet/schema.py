@@ -118,9 +118,12 @@ def add_fields(*fields: str) -> Callable[[], list[str]]:
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "events, instances and flags; indexes by token, actor, org, time and instance", _v1, V1_FIELDS),
     Migration(
-        2, "what a call does and acts on: action, resource_type, resource, params",
-        lambda: [*add_fields("action", "resource_type", "resource", "params")(),
-                 f"CREATE INDEX {EVENTS}_action ON {EVENTS} (action, time)"],
+        2,
+        "what a call does and acts on: action, resource_type, resource, params",
+        lambda: [
+            *add_fields("action", "resource_type", "resource", "params")(),
+            f"CREATE INDEX {EVENTS}_action ON {EVENTS} (action, time)",
+        ],
         ("action", "resource_type", "resource", "params"),
     ),
 )
