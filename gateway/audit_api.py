@@ -24,6 +24,7 @@ from gateway.audit.filters import BY_NAME, FilterError, selection
 from gateway.audit.fingerprint import fingerprint
 from gateway.audit.formats import as_json
 from gateway.audit.query import decode_cursor, encode_cursor, parse_sha256, positive_int, quoted
+from gateway.audit.records import json_default
 from gateway.audit.store import AuditStore, AuditStoreError
 from gateway.auth import AUDIT, Authenticator, User, authenticate
 from gateway.call import REQUEST_ID, Call
@@ -181,7 +182,7 @@ async def list_events(request: web.Request, running: AuditServices, read: AuditR
         "events": [as_json(record) for record in page],
         "next": encode_cursor(page[-1].time, page[-1].id) if more and page[-1].id else None,
     }
-    return web.Response(body=orjson.dumps(body), content_type="application/json")
+    return web.Response(body=orjson.dumps(body, default=json_default), content_type="application/json")
 
 
 async def get_event(request: web.Request, running: AuditServices, read: AuditRead) -> web.Response:
@@ -203,7 +204,7 @@ async def get_event(request: web.Request, running: AuditServices, read: AuditRea
         read.records = 0
         raise read.refuse(errors.NOT_FOUND, f"No audit record {record_id} that user {user.name} may read")
     read.records = 1
-    return web.Response(body=orjson.dumps(as_json(record)), content_type="application/json")
+    return web.Response(body=orjson.dumps(as_json(record), default=json_default), content_type="application/json")
 
 
 async def auditor(request: web.BaseRequest, authenticator: Authenticator, read: AuditRead) -> User:

@@ -259,7 +259,15 @@ async def authenticate(authenticator: Authenticator, request: web.BaseRequest, c
     try:
         user = await authenticator.authenticate(authorization(request.headers), request.remote)
     except AmbiguousCredentials as exc:
-        raise _refused(call, errors.BAD_REQUEST, Outcome.REJECTED, errors.BAD_REQUEST.response(str(exc))) from None
+        # Refused before any check, but a failed login all the same: counted against the address,
+        # and recorded only within the allowance, so that no flood of them can fill the log.
+        throttle = authenticator.throttle
+        wait = throttle.retry_after(request.remote, None)
+        if wait is not None:
+            raise _refused(call, errors.TOO_MANY_ATTEMPTS, None, errors.too_many_attempts(wait)) from None
+        throttle.failed(request.remote, None)
+        refusal = errors.BAD_REQUEST.response(str(exc))
+        raise _refused(call, errors.BAD_REQUEST, Outcome.REJECTED, refusal, limited=True) from None
     except Throttled as exc:
         # Counted, and audited once per window by the throttle's summary.
         call.actor = exc.claimed

@@ -6,18 +6,16 @@ The caller gets the upstream's bytes untouched; everything here works on a priva
 
 from __future__ import annotations
 
-import json
 import zlib
 from dataclasses import dataclass
 from typing import Any
 from xml.etree import ElementTree
 
-import orjson
 from aiohttp import hdrs
 
 from gateway.audit.fingerprint import fingerprint, redact_snapshot
 from gateway.audit.record import Outcome
-from gateway.audit.records import json_text, storable
+from gateway.audit.records import exact_loads, json_text, storable
 from gateway.upstream import UpstreamReply
 
 MAX_DECODED_BODY = 1 << 20
@@ -152,12 +150,9 @@ def _json_object(content: bytes | None) -> dict[str, Any] | None:
     if not content:
         return None
     try:
-        value = orjson.loads(content)
-    except orjson.JSONDecodeError:
-        try:  # what orjson refuses but JSON allows (integers beyond 64 bits) still makes a snapshot
-            value = json.loads(content)
-        except (ValueError, RecursionError):
-            return None
+        value = exact_loads(content)
+    except (ValueError, RecursionError):
+        return None
     return value if isinstance(value, dict) else None
 
 

@@ -25,7 +25,7 @@ from gateway import __version__
 from gateway.audit.anchor import HeadLogger
 from gateway.audit.backends import open_store
 from gateway.audit.chain import ChainKey
-from gateway.audit.reserve import DiskReserve
+from gateway.audit.reserve import RESERVE_HEADROOM, DiskReserve
 from gateway.audit.store import AuditStore, AuditStoreError
 from gateway.audit.writer import AuditWriter
 from gateway.auth import AUDIT, REVOKE, Authenticator, User
@@ -43,6 +43,8 @@ from gateway.throttle import CheckLimit, LoginThrottle, RefusedAttempts, as_reco
 from gateway.upstream import Upstream, make_session
 
 MIB = 1024 * 1024
+RESERVE_EVERY = 30.0
+"""Seconds between looks at the disk reserve (``audit.reserve_mb``)."""
 REFUSED_LOGINS_EVERY = 1.0
 """Seconds between looks for throttling windows that are over (to audit them)."""
 DEMO_HASH_COST = 10
@@ -218,14 +220,31 @@ async def _open_audit(
         await writer.started()
     except AuditStoreError as exc:
         raise ConfigError(config.source, "audit.database", str(exc)) from None
-    reserve_problem = await asyncio.to_thread(DiskReserve(config.database_path, audit.reserve_mb).ensure)
-    if reserve_problem is not None:
-        log.warning(
-            "audit_reserve_unavailable",
-            reason=reserve_problem,
-            hint="`gateway audit prune` may not work if the disk fills up",
-        )
+    reserve = DiskReserve(config.database_path, audit.reserve_mb)
+    missing = await _ensure_reserve(reserve, log, None)  # in place before the first call is taken
+    keeper = asyncio.create_task(_keep_reserve(reserve, log, missing), name="disk-reserve")
+    stack.callback(keeper.cancel)
     return store, writer
+
+
+async def _keep_reserve(reserve: DiskReserve, log: Logger, missing: str | None) -> None:
+    """Hold the disk reserve back, and take it again once a prune (or anything else) has freed
+    room for it: without it, a prune on a full disk has no room to work in."""
+    while True:
+        await asyncio.sleep(RESERVE_EVERY)
+        missing = await _ensure_reserve(reserve, log, missing)
+
+
+async def _ensure_reserve(reserve: DiskReserve, log: Logger, missing: str | None) -> str | None:
+    """The reserve in place if it can be; logged when that changes (unavailable, and why; back)."""
+    problem = await asyncio.to_thread(reserve.ensure, headroom=RESERVE_HEADROOM)
+    if problem is not None and missing is None:
+        log.warning(
+            "audit_reserve_unavailable", reason=problem, hint="`gateway audit prune` may not work if the disk fills up"
+        )
+    elif problem is None and missing is not None:
+        log.info("audit_reserve_restored", path=str(reserve.path))
+    return problem
 
 
 async def _start_upstream(stack: AsyncExitStack, config: Config, seed: Seed | None) -> tuple[str, Upstream]:

@@ -359,3 +359,17 @@ def test_malformed_basic_credentials_say_why(header: str, reason: str) -> None:
 
 def test_basic_credentials_keep_colons_in_the_password() -> None:
     assert ("alice", "a:b:c") == parse_basic("basic " + base64.b64encode(b"alice:a:b:c").decode())
+
+
+async def test_a_flood_of_several_authorization_headers_is_throttled_and_bounded(
+    tmp_path: Path, gateway: GatewayFactory, peer: Peer
+) -> None:
+    """Found in review: each request with two Authorization headers wrote a rejected record
+    before any throttle or allowance (2,000 requests, 2,000 records). They are failed logins."""
+    config = make_config(tmp_path, upstream=peer.url, throttle={"max_failures": 5, "max_denied_records": 3})
+    client = await gateway(config)
+    headers = CIMultiDict([("Authorization", basic("myname")["Authorization"])] * 2)
+    statuses = [(await client.delete(SAMPLE_PATH, headers=headers)).status for _ in range(30)]
+    assert [400] * 5 + [429] * 25 == statuses
+    assert [] == peer.requests
+    assert 3 == len(rows(tmp_path / "audit.db", "outcome = 'rejected'"))

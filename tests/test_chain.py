@@ -15,6 +15,7 @@ from gateway.audit.formats import as_row
 from gateway.audit.record import CONTENT_FIELDS, EXTENSION_FIELDS, FIELDS, AuditRecord
 from gateway.audit.schema import SCHEMA_V1
 from gateway.audit.sqlite import SQLiteAppender, SQLiteAuditStore, prepare
+from gateway.audit.store import AuditStoreError
 from gateway.cli import main
 
 KEY = b"k" * 32
@@ -291,8 +292,12 @@ def test_a_version_1_file_is_upgraded_and_chained(tmp_path: Path, capsys: pytest
             )
         before = db.execute(f"SELECT id, {', '.join(v1)} FROM audit_events ORDER BY id").fetchall()
     assert 2 == main(["audit", "verify", "--db", str(path)])
-    assert "has audit schema version 1; start `gateway serve` on it once to upgrade it to 4" in capsys.readouterr().err
-    prepare(path, key=ChainKey(), writable=True)
+    assert "has audit schema version 1; run `gateway audit upgrade` to upgrade it to 4" in capsys.readouterr().err
+    # The gateway does not chain it on its own (see the next test); the operator does, on purpose.
+    with pytest.raises(AuditStoreError, match="from before the hash chain: chaining it now would vouch"):
+        prepare(path, key=ChainKey(), writable=True)
+    assert 0 == main(["audit", "upgrade", "--db", str(path)])
+    assert capsys.readouterr().out.endswith("records from before the chain are chained as they are now\n")
     with sqlite3.connect(path) as db:
         assert 4 == db.execute("PRAGMA user_version").fetchone()[0]
         assert before == db.execute(f"SELECT id, {', '.join(v1)} FROM audit_events ORDER BY id").fetchall()
@@ -501,3 +506,85 @@ def test_a_version_2_file_is_read_as_it_is_and_upgraded_by_a_writer(
     appender.close()
     status, out = verify(capsys, path)
     assert (0, True) == (status, out.startswith("OK: 3 records verified"))
+
+
+@pytest.mark.parametrize(
+    ("statement", "problem"),
+    [
+        (
+            "UPDATE audit_events SET actor = X'00ff' WHERE id = 2",
+            "record 2: holds a value of a type no record has (the record was edited)",
+        ),
+        (
+            "UPDATE audit_events SET snapshot = X'7b7d' WHERE id = 2",
+            "record 2: holds a value of a type no record has (the record was edited)",
+        ),
+    ],
+)
+def test_a_cell_no_record_can_hold_is_tampering_not_a_traceback(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], statement: str, problem: str
+) -> None:
+    """Found in review: a BLOB written into a column made verify and show raise TypeError."""
+    path = tmp_path / "a.db"
+    make_log(path, 3)
+    tamper(path, statement)
+    status, out = verify(capsys, path)
+    assert (1, f"TAMPERED: {problem}; 1 records checked") == (status, out)
+    for command in (["show", "2"], ["query", "--format", "json"], ["export"], ["query"]):
+        assert 0 == main(["audit", *command, "--db", str(path)]), command
+    assert "bytes, not text" in capsys.readouterr().out
+
+
+def test_a_missing_chain_description_is_tampering(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Found in review: an empty audit_chain table made verify raise IndexError, serve TypeError."""
+    path = tmp_path / "a.db"
+    make_log(path, 3)
+    tamper(path, "DELETE FROM audit_chain")
+    status, out = verify(capsys, path)
+    assert 1 == status
+    assert out.startswith("TAMPERED: the log's description of its chain (table audit_chain) is missing")
+    assert 2 == main(["audit", "prune", "--db", str(path), "--before", "2026-01-02"])
+    assert "audit_chain) is missing or not one row of text" in capsys.readouterr().err
+
+
+def test_anchors_of_a_pruned_or_empty_log(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Found in review: a hash-only anchor of a record removed inside a prune said TAMPERED (it
+    cannot be told from a rebuilt chain: exit 2, asking for `ID HASH`); the empty log's head, as
+    `audit head` prints it, was refused."""
+    path = tmp_path / "a.db"
+    prepare(path, key=ChainKey(), writable=True)
+    empty = _head(capsys, path)
+    assert f"0 {GENESIS}" == empty
+    make_log(path, 6)
+    for anchor in (empty, GENESIS):
+        status, out = verify(capsys, path, "--expect-head", anchor)
+        assert (0, True) == (status, out.startswith("OK: 6 records verified")), anchor
+    middle = _hash_of(path, 3)
+    assert 0 == main(["audit", "prune", "--db", str(path), "--before", "2026-01-05"])
+    capsys.readouterr()
+    assert 2 == main(["audit", "verify", "--db", str(path), "--no-chain-key", "--expect-head", middle])
+    err = capsys.readouterr().err
+    assert "were pruned: it may have been one of them. Give the anchor as `ID HASH`" in err
+    assert 2 == main(["audit", "verify", "--db", str(path), "--no-chain-key", "--expect-head", f"3 {middle}"])
+    assert "the expected head is record 3, which a prune removed" in capsys.readouterr().err
+
+
+def test_a_keyed_log_rebuilt_as_version_1_is_not_signed_by_the_next_start(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Found in review: edit a keyed log, rebuild it as schema 1, and the next `serve` chained the
+    edited records with the key; `verify --config` then said OK."""
+    path = tmp_path / "keyed.db"
+    make_log(path, 3, KEY)
+    with sqlite3.connect(path) as db:
+        db.execute("DROP TRIGGER audit_events_no_update")
+        db.execute("UPDATE audit_events SET actor = 'mallory' WHERE id = 2")
+        db.execute("DROP TABLE audit_chain")
+        db.execute("PRAGMA user_version = 1")
+    (tmp_path / "chain.key").write_bytes(KEY)
+    config = tmp_path / "gw.toml"
+    config.write_text("[server]\nport = 0\n[audit]\ndatabase = 'keyed.db'\nchain_key_file = 'chain.key'\n")
+    assert 2 == main(["serve", "--config", str(config)])
+    assert (
+        "has audit schema version 1, from before the hash chain: chaining it now would vouch" in capsys.readouterr().err
+    )

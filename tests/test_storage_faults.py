@@ -142,22 +142,26 @@ def _remove_wal(database: Path) -> None:
     database.with_name(database.name + "-wal").unlink()
 
 
-@pytest.mark.parametrize("change", ["removed", "replaced", "wal removed"])
+@pytest.mark.parametrize("change", ["removed", "replaced", "wal removed", "wal removed before any write"])
 async def test_the_log_removed_or_replaced_while_serving_stops_forwarding(
     tmp_path: Path, gateway: GatewayFactory, peer: Peer, log_output: io.StringIO, change: str
 ) -> None:
     """Found by a hostile tester: deletes still answered 200 and their records vanished with the
-    unlinked file; /readyz said ready. Now the next call is refused before anything is forwarded."""
+    unlinked file; /readyz said ready. Now the next call is refused before anything is forwarded.
+    Found again in review: a WAL removed before the gateway's first write went unnoticed."""
     database = tmp_path / "audit.db"
     client = await gateway(make_config(tmp_path, upstream=peer.url))
-    assert 200 == (await client.delete("/v1/o/myorg/oauth2/accesstokens/before", headers=basic("myname"))).status
-    {"removed": Path.unlink, "replaced": _replace_with_another_log, "wal removed": _remove_wal}[change](database)
+    if change != "wal removed before any write":
+        assert 200 == (await client.delete("/v1/o/myorg/oauth2/accesstokens/before", headers=basic("myname"))).status
+    changes = {"removed": Path.unlink, "replaced": _replace_with_another_log, "wal removed": _remove_wal}
+    changes.get(change, _remove_wal)(database)
     response = await client.delete("/v1/o/myorg/oauth2/accesstokens/after", headers=basic("myname"))
     assert (503, NOTHING_FORWARDED) == (response.status, await response.json())
-    assert ["/v1/o/myorg/oauth2/accesstokens/before"] == [seen.path_qs for seen in peer.requests]
+    forwarded = [] if change == "wal removed before any write" else ["/v1/o/myorg/oauth2/accesstokens/before"]
+    assert forwarded == [seen.path_qs for seen in peer.requests]
     what = (
         "audit.db-wal was removed"
-        if change == "wal removed"
+        if change.startswith("wal removed")
         else f"audit.db was {'removed' if change == 'removed' else 'replaced by another file'}"
     )
     ready = await client.get("/readyz")
@@ -208,6 +212,37 @@ async def test_prune_works_on_a_really_full_disk(tmp_path: Path, gateway: Gatewa
         assert ["pruned", "pending", "deleted"] == [row["outcome"] for row in rows(database)]
         assert 0 == await asyncio.to_thread(main, ["audit", "verify", "--db", str(database), "--no-chain-key"])
         assert deleted > 10
+    finally:
+        await client.close()
+        subprocess.run(["umount", "-l", str(disk)], check=False)
+
+
+async def test_prune_works_on_a_full_disk_again_and_again(tmp_path: Path, gateway: GatewayFactory, peer: Peer) -> None:
+    """Found in review: prune worked on a full disk once. Its freed pages stayed inside the
+    file, the reserve never came back, and the next prune failed. Now a prune gives the pages
+    back to the disk and takes the reserve again."""
+    disk = tmp_path / "disk"
+    _mount_small_filesystem(disk, 6)
+    database = disk / "audit.db"
+    client = await gateway(make_config(tmp_path, upstream=peer.url, audit={"database": str(database), "reserve_mb": 1}))
+    try:
+        served = 0
+        for cycle in range(3):
+            while (
+                await client.delete(f"/v1/o/myorg/oauth2/accesstokens/t{served:06d}x", headers=basic("myname"))
+            ).status == 200:
+                served += 1
+            kept = rows(database)
+            before = kept[len(kept) * 3 // 4]["time"]  # three quarters go
+            status = await asyncio.to_thread(
+                main, ["audit", "prune", "--db", str(database), "--before", before, "--operator", "ops"]
+            )
+            assert 0 == status, cycle
+            assert (disk / "audit.db.reserve").is_file(), cycle
+            response = await client.delete(f"/v1/o/myorg/oauth2/accesstokens/t{served:06d}x", headers=basic("myname"))
+            assert 200 == response.status, cycle
+            served += 1
+        assert 0 == await asyncio.to_thread(main, ["audit", "verify", "--db", str(database), "--no-chain-key"])
     finally:
         await client.close()
         subprocess.run(["umount", "-l", str(disk)], check=False)

@@ -9,6 +9,7 @@ import io
 import json
 from pathlib import Path
 
+import pytest
 from aiohttp import web
 from conftest import GatewayFactory, Peer, basic, make_config, rows
 
@@ -18,6 +19,7 @@ from gateway.audit.record import AuditRecord
 from gateway.audit.sqlite import SQLiteAppender, prepare
 from gateway.audit.store import AuditRecordError
 from gateway.audit.writer import AuditWriter
+from gateway.cli import main
 from gateway.logs import flush_logs
 
 POISON_SNAPSHOT = b'{"token":"poison","app":"\\ud800","clientId":"c\\udc00d","nested":{"note":"\\ud800x"}}'
@@ -109,3 +111,47 @@ async def test_a_record_the_store_cannot_take_fails_alone(tmp_path: Path) -> Non
     assert [f"r{i}" for i in range(12) if i != 5] == [row["request_id"] for row in stored]
     assert list(range(1, 12)) == [row["id"] for row in stored]
     assert writer.last_failure is None
+
+
+NUMBERS = b'{"token":"numbers","big":18446744073709551617,"huge":1e999,"negative":-9223372036854775809,"long":0.12345678901234567890,"plain":1.5}'
+
+
+async def test_numbers_a_double_cannot_hold_are_kept_exactly(
+    tmp_path: Path, gateway: GatewayFactory, peer: Peer, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Found in review: 1e999 was stored as Infinity (not JSON, so every JSON output of the log
+    was invalid), and an integer past 64 bits as a float of another value."""
+
+    async def respond(request: web.Request) -> web.Response:
+        return web.Response(body=NUMBERS, content_type="application/json")
+
+    peer.respond = respond
+    client = await gateway(make_config(tmp_path, upstream=peer.url))
+    response = await client.delete("/v1/o/myorg/oauth2/accesstokens/numbers", headers=basic("myname"))
+    assert (200, NUMBERS) == (response.status, await response.read())
+    (outcome,) = rows(tmp_path / "audit.db", "outcome = 'deleted'")
+    expected = (
+        '{"token":"[redacted]","big":18446744073709551617,"huge":1e999,"negative":-9223372036854775809,'
+        '"long":0.12345678901234567890,"plain":1.5}'
+    )
+    assert expected == outcome["snapshot"]
+    for command in (["export"], ["query", "--format", "json"], ["show", str(outcome["id"])]):
+        assert 0 == await asyncio.to_thread(main, ["audit", *command, "--db", str(tmp_path / "audit.db")])
+        out = capsys.readouterr().out
+        assert "1e999" in out and "18446744073709551617" in out and "Infinity" not in out, command
+        json.loads(out.splitlines()[-1] if command == ["export"] else out, parse_constant=_not_json)
+
+
+def _not_json(name: str) -> None:
+    raise AssertionError(f"{name} in a JSON output")
+
+
+async def test_nan_makes_a_snapshot_unreadable_not_null(tmp_path: Path, gateway: GatewayFactory, peer: Peer) -> None:
+    async def respond(request: web.Request) -> web.Response:
+        return web.Response(body=b'{"token":"nan","n":NaN}', content_type="application/json")
+
+    peer.respond = respond
+    client = await gateway(make_config(tmp_path, upstream=peer.url))
+    assert 200 == (await client.delete("/v1/o/myorg/oauth2/accesstokens/nan", headers=basic("myname"))).status
+    (outcome,) = rows(tmp_path / "audit.db", "outcome = 'deleted'")
+    assert (None, "upstream.snapshot_unreadable") == (outcome["snapshot"], outcome["error_code"])

@@ -20,11 +20,15 @@ async def open_store(
     writable: bool = False,
     create: bool = False,
     busy_timeout: float = 5.0,
+    chain_unchained: bool = False,
 ) -> AuditStore:
     """Open the audit log at ``location`` (an SQLite file: a sidecar's own log).
 
     ``key`` is the chain the caller will append or verify with; it must be the log's (None: a
     reader that does neither). ``writable`` upgrades an older log for an appender, and
     ``create`` makes a new one where there is none (the gateway does; maintenance commands must
-    find one)."""
-    return await SQLiteAuditStore.open(location, key=key, writable=writable, create=create, busy_timeout=busy_timeout)
+    find one). ``chain_unchained``: a log from before the hash chain gets one, on purpose only
+    (``gateway audit upgrade``)."""
+    return await SQLiteAuditStore.open(
+        location, key=key, writable=writable, create=create, busy_timeout=busy_timeout, chain_unchained=chain_unchained
+    )

@@ -91,12 +91,14 @@ class Anchor:
             )
         record_id = None
         if len(parts) == 2:
-            if not (parts[0].isascii() and parts[0].isdigit()) or not 0 < int(parts[0]) < 2**63:
-                raise ValueError(f"{parts[0][:40]!r} is not a record id (a positive whole number)")
+            if not (parts[0].isascii() and parts[0].isdigit()) or not 0 <= int(parts[0]) < 2**63:
+                raise ValueError(f"{parts[0][:40]!r} is not a record id (a whole number)")
             record_id = int(parts[0])
         digest = parts[-1].lower()
         if len(digest) != 64 or not set(digest) <= _HEX:
             raise ValueError(f"{parts[-1][:80]!r} is not a head hash (64 hexadecimal digits)")
+        if record_id == 0 and digest != GENESIS:
+            raise ValueError("record 0 is the empty log's head: its hash is 64 zeros")
         return cls(digest, record_id)
 
     def __str__(self) -> str:
@@ -156,9 +158,12 @@ class ChainWalker:
         self._expect_head = expect_head
         self._id, self._hash = start.id, start.hash
         self.checked = 0
-        # The start is itself a checked hash: the checkpoint of a prune vouches for it.
-        self.anchor_found = expect_head is None or (
-            expect_head.hash == start.hash and expect_head.id in (None, start.id) and start.id > 0
+        # The start is itself a checked hash: the checkpoint of a prune vouches for it. The empty
+        # log's head (as `audit head` prints it for a new log) comes before every record.
+        self.anchor_found = (
+            expect_head is None
+            or expect_head.hash == GENESIS
+            or (expect_head.hash == start.hash and expect_head.id in (None, start.id) and start.id > 0)
         )
 
     @property
@@ -186,7 +191,10 @@ class ChainWalker:
                 # Rows may be tuples (SQLite) or lists (a fleet batch's JSON): compare values, not types.
                 plain = row[-6] is None and row[-5] is None and row[-4] is None and row[-3] is None
                 content = row[:extension] if plain else row[:-2]
-                data = last_hash.encode("ascii") + dumps(content)
+                try:
+                    data = last_hash.encode("ascii") + dumps(content)
+                except TypeError:  # a value no record can hold: a BLOB written into the file
+                    return f"record {record_id}: holds a value of a type no record has (the record was edited)"
                 digest = new_hmac(secret, data, sha256).hexdigest() if secret else sha256(data).hexdigest()
                 if digest != row[-1]:
                     wrong_key = ", or the chain key is wrong" if secret else ""

@@ -35,10 +35,14 @@ SECRET_SNAPSHOT_FIELDS = (
     "password",
     "oauth_token_secret",
     "oauth_verifier",
+    "authorization",
+    "apiKey",
+    "privateKey",
 )
 """Fields whose values are secrets wherever they are in a snapshot (an OAuth 2 token, an OAuth 1
-app's credentials, a developer app's keys...). A name matches ignoring case, ``_`` and ``-``, so
-``Refresh-Token`` is ``refreshToken`` too. All but the tokens are redacted even with raw storage."""
+app's credentials, a developer app's keys, an authorization code or header...). A name matches
+ignoring case, ``_``, ``-`` and spaces, so ``Refresh-Token`` and ``refresh token`` are
+``refreshToken`` too. All but the tokens are redacted even with raw storage."""
 
 
 def fingerprint(token: str) -> str:
@@ -58,7 +62,7 @@ def redacted(token: str) -> str:
 
 @functools.lru_cache(maxsize=4096)  # the same few dozen names in every snapshot
 def _plain(name: str) -> str:
-    return name.casefold().replace("_", "").replace("-", "")
+    return name.casefold().replace("_", "").replace("-", "").replace(" ", "")
 
 
 _SECRET_NAMES = frozenset(map(_plain, SECRET_SNAPSHOT_FIELDS))

@@ -19,6 +19,7 @@ from typing import TextIO
 import orjson
 
 from gateway.audit.record import FIELDS, AuditRecord, Row
+from gateway.audit.records import exact_loads, json_default, json_text
 from gateway.terminal import printable, printable_json
 
 TABLE_COLUMNS: tuple[tuple[str, Callable[[AuditRecord], object]], ...] = (
@@ -72,7 +73,11 @@ class RecordStream:
             self._csv.writerows(map(spreadsheet_safe, rows))
         else:
             dumps, newline = orjson.dumps, orjson.OPT_APPEND_NEWLINE
-            self._out.write(self._escape("".join(dumps(row_json(row), option=newline).decode() for row in rows)))
+            self._out.write(
+                self._escape(
+                    "".join(dumps(row_json(row), default=json_default, option=newline).decode() for row in rows)
+                )
+            )
 
     def write_all(self, records: Iterable[AuditRecord]) -> None:
         self.write_rows(map(as_row, records))
@@ -93,7 +98,7 @@ _SNAPSHOT = FIELDS.index("snapshot")
 def row_json(row: Row) -> dict[str, object]:
     """The record as JSON output shows it (CLI and HTTP API): the snapshot as JSON, not text."""
     values: dict[str, object] = dict(zip(FIELDS, row, strict=True))
-    if row[_SNAPSHOT] is not None:
+    if isinstance(row[_SNAPSHOT], str):
         # Already JSON text (written by orjson or json): embedded as it is, not parsed again.
         values["snapshot"] = orjson.Fragment(row[_SNAPSHOT])
     return values
@@ -119,12 +124,12 @@ def write_columns(header: Sequence[str], rows: Sequence[Sequence[str]], out: Tex
 
 
 def write_json(records: Iterable[AuditRecord], out: TextIO) -> None:
-    out.write(printable_json(orjson.dumps([_readable(record) for record in records], option=_INDENTED).decode()))
+    out.write(printable_json(json_text([_readable(record) for record in records], option=orjson.OPT_INDENT_2)) + "\n")
 
 
 def write_record(record: AuditRecord, out: TextIO) -> None:
     """One record, whole, as indented JSON (``audit show``)."""
-    out.write(printable_json(orjson.dumps(_readable(record), option=_INDENTED).decode()))
+    out.write(printable_json(json_text(_readable(record), option=orjson.OPT_INDENT_2)) + "\n")
 
 
 _INDENTED = orjson.OPT_INDENT_2 | orjson.OPT_APPEND_NEWLINE
@@ -139,13 +144,9 @@ def _readable(record: AuditRecord) -> dict[str, object]:
     values = as_json(record)
     if record.snapshot is not None:
         try:
-            snapshot = orjson.loads(record.snapshot)
-            orjson.dumps(snapshot)
-            values["snapshot"] = snapshot
-        except orjson.JSONDecodeError:
-            values["snapshot"] = values["snapshot"] if _is_json(record.snapshot) else record.snapshot
-        except orjson.JSONEncodeError:
-            pass  # the stored text, as as_json embeds it
+            values["snapshot"] = exact_loads(record.snapshot)
+        except (ValueError, RecursionError):
+            values["snapshot"] = record.snapshot  # not JSON (an edited file): shown as the text it is
     return values
 
 

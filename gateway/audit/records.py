@@ -17,6 +17,7 @@ from __future__ import annotations
 import itertools
 import json
 import os
+import re
 from collections.abc import Mapping
 from typing import Any, Protocol
 
@@ -51,15 +52,78 @@ def storable(text: str) -> str:
     return text
 
 
-def json_text(value: Any) -> str:
-    """The one serialiser of the JSON a record holds (snapshots, details): compact, with orjson;
-    what orjson refuses (integers past 64 bits, lone surrogates) by the standard library, with
-    lone surrogates as ``\\u`` escapes, so the text is storable and means exactly the value."""
+class Number(str):
+    """A JSON number kept as the upstream wrote it: one that a double cannot hold exactly (an
+    integer past 64 bits, 17 digits or more, an exponent past 308), which would otherwise come
+    back changed (a float), or as ``Infinity``, which is not JSON."""
+
+
+_INEXACT = re.compile(rb"[0-9]{17,}|[eE][+-]?[0-9]{3,}")
+"""Number text a double might not hold exactly: looked for before taking orjson's fast reading."""
+
+
+def _integer(text: str) -> int | Number:
+    value = int(text)
+    return value if -(2**63) <= value < 2**64 else Number(text)
+
+
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
+
+
+def exact_loads(content: bytes | str) -> Any:
+    """JSON, every number exactly as written (see ``Number``); raises ValueError (or
+    RecursionError) for what is not JSON, ``NaN`` and ``Infinity`` included."""
+    raw = content.encode() if isinstance(content, str) else content
+    if not _INEXACT.search(raw):
+        try:
+            return orjson.loads(raw)
+        except orjson.JSONDecodeError:
+            pass  # lone surrogates: the standard library reads them
+    return json.loads(raw, parse_float=Number, parse_int=_integer, parse_constant=_no_constant)
+
+
+def json_default(value: Any) -> Any:
+    """orjson's ``default``: an exact number as written; a BLOB, which only an edit of the file
+    can put in a record, shown for what it is rather than failing the output."""
+    if isinstance(value, Number):
+        return orjson.Fragment(str.__str__(value))
+    if isinstance(value, bytes):
+        return f"[{len(value)} bytes, not text: {value[:32].hex()}]"
+    raise TypeError
+
+
+def json_text(value: Any, *, option: int = 0) -> str:
+    """The one serialiser of the JSON a record holds (snapshots, details): compact, with orjson,
+    numbers kept exactly (``Number``); lone surrogates (which orjson refuses) as ``\\u``
+    escapes, so the text is storable and means exactly the value."""
     try:
-        return orjson.dumps(value).decode()
+        return orjson.dumps(value, default=json_default, option=option | orjson.OPT_PASSTHROUGH_SUBCLASS).decode()
     except TypeError:
-        text = json.dumps(value, ensure_ascii=False, separators=(",", ":"))
-        return text if storable(text) is text else json.dumps(value, separators=(",", ":"))
+        return "".join(_fallback_json(value))
+
+
+def _fallback_json(value: Any) -> list[str]:
+    """What orjson cannot write (a lone surrogate, nesting past its limit): compact JSON, a lone
+    surrogate as its ``\\u`` escape."""
+    if isinstance(value, Number):
+        return [str.__str__(value)]
+    if isinstance(value, dict):
+        parts = ["{"]
+        for index, (key, item) in enumerate(value.items()):
+            parts += [("," if index else "") + _scalar(key) + ":", *_fallback_json(item)]
+        return [*parts, "}"]
+    if isinstance(value, list):
+        parts = ["["]
+        for index, item in enumerate(value):
+            parts += [*([","] if index else []), *_fallback_json(item)]
+        return [*parts, "]"]
+    return [_scalar(value)]
+
+
+def _scalar(value: Any) -> str:
+    text = json.dumps(value, ensure_ascii=False)
+    return text if storable(text) is text else json.dumps(value)
 
 
 class CallFacts(Protocol):

@@ -14,12 +14,25 @@ import shutil
 from pathlib import Path
 
 MIB = 1024 * 1024
+RESERVE_HEADROOM = MIB
+"""Free space left after taking the reserve again, so that the log can still be written to."""
 
 
 class DiskReserve:
     def __init__(self, database: Path, size_mb: int) -> None:
         self.path = database.with_name(database.name + ".reserve")
         self.size = size_mb * MIB
+
+    @classmethod
+    def found(cls, database: Path, size_mb: int) -> DiskReserve:
+        """The reserve as the gateway made it, if there is one (a command run with ``--db``
+        does not know the gateway's ``audit.reserve_mb``); else one of ``size_mb``."""
+        reserve = cls(database, size_mb)
+        try:
+            reserve.size = reserve.path.stat().st_size or reserve.size
+        except OSError:
+            pass
+        return reserve
 
     def ensure(self, *, headroom: int = 0) -> str | None:
         """Allocate the reserve if it is missing (and ``headroom`` bytes would still be free

@@ -42,6 +42,8 @@ MAX_ROWS_PER_APPEND = 1024
 """One INSERT statement holds a whole batch (SQLite 3.32+ allows 32,766 parameters)."""
 MINIMUM_SQLITE = (3, 32, 0)
 WRITER_CACHE_KIB = 32 * 1024
+VACUUM_PAGES = 256
+"""Pages given back to the disk per step after a prune: 1 MiB of WAL at a time."""
 READER_MMAP_BYTES = 256 * 1024 * 1024
 """Memory-mapped reads: fewer system calls when a walk reads the whole file."""
 SYNCHRONOUS = {"FULL": "FULL", "NORMAL": "NORMAL"}
@@ -67,7 +69,13 @@ def _connect(path: Path, busy_timeout: float) -> sqlite3.Connection:
 
 
 def prepare(
-    path: Path, *, key: ChainKey | None, writable: bool, busy_timeout: float = 5.0, create: bool = True
+    path: Path,
+    *,
+    key: ChainKey | None,
+    writable: bool,
+    busy_timeout: float = 5.0,
+    create: bool = True,
+    chain_unchained: bool = False,
 ) -> None:
     """Check that ``path`` is our audit log; for a writer, upgrade an older one (and, with
     ``create``, make a new one: the gateway does, maintenance commands must find one).
@@ -80,10 +88,13 @@ def prepare(
     db = _connect(path, busy_timeout)
     try:
         if writable:
+            # Takes effect only on a new file (before its tables): pages that prune frees can then
+            # be given back to the disk (``fold_wal``), where older files only reuse them.
+            db.execute("PRAGMA auto_vacuum = INCREMENTAL")
             db.execute("PRAGMA journal_mode = WAL")
         db.execute("BEGIN IMMEDIATE" if writable else "BEGIN")
         try:
-            _check_and_upgrade(db, path, key, writable)
+            _check_and_upgrade(db, path, key, writable, chain_unchained)
             db.execute("COMMIT")
         except BaseException:
             db.execute("ROLLBACK")
@@ -94,7 +105,9 @@ def prepare(
         db.close()
 
 
-def _check_and_upgrade(db: sqlite3.Connection, path: Path, key: ChainKey | None, writable: bool) -> None:
+def _check_and_upgrade(
+    db: sqlite3.Connection, path: Path, key: ChainKey | None, writable: bool, chain_unchained: bool = False
+) -> None:
     application_id = db.execute("PRAGMA application_id").fetchone()[0]
     version = db.execute("PRAGMA user_version").fetchone()[0]
     if application_id == 0 and version == 0:
@@ -112,8 +125,17 @@ def _check_and_upgrade(db: sqlite3.Connection, path: Path, key: ChainKey | None,
         )
     if version < SCHEMA_VERSION and (writable or version < OLDEST_READABLE_VERSION):
         if not writable or key is None:
+            upgrade = "`gateway audit upgrade`" if version == 1 else "`gateway serve` on it once"
             raise AuditStoreError(
-                f"{path} has audit schema version {version}; start `gateway serve` on it once to upgrade it to {SCHEMA_VERSION}"
+                f"{path} has audit schema version {version}; run {upgrade} to upgrade it to {SCHEMA_VERSION}"
+            )
+        if version == 1 and not chain_unchained:
+            # Chaining a log that had none vouches for whatever it holds now. Whoever can write the
+            # file could rebuild an edited keyed log as version 1 and let the next start sign it.
+            raise AuditStoreError(
+                f"{path} has audit schema version 1, from before the hash chain: chaining it now would vouch for "
+                "records no one can check. If it really is that old, chain it on purpose with `gateway audit "
+                "upgrade`; if it should not be, it was rewritten"
             )
         while version < SCHEMA_VERSION:
             MIGRATIONS[version](db, key)
@@ -131,8 +153,16 @@ def _check_and_upgrade(db: sqlite3.Connection, path: Path, key: ChainKey | None,
 
 def chain_mode(db: sqlite3.Connection) -> tuple[str, str | None]:
     """The kind of chain the file says it keeps, and its key check (None without a key)."""
-    mode, check = db.execute("SELECT mode, key_check FROM audit_chain").fetchone()
-    return str(mode), check
+    return _one_mode(db.execute("SELECT mode, key_check FROM audit_chain").fetchall())
+
+
+def _one_mode(rows: Sequence[Row]) -> tuple[str, str | None]:
+    if len(rows) != 1 or not isinstance(rows[0][0], str) or not isinstance(rows[0][1], (str, type(None))):
+        raise ChainModeMismatch(
+            "the log's description of its chain (table audit_chain) is missing or not one row "
+            "of text: the file was damaged or tampered with"
+        )
+    return rows[0][0], rows[0][1]
 
 
 # Reading -------------------------------------------------------------------------------------
@@ -165,10 +195,19 @@ class SQLiteAuditStore:
         writable: bool = False,
         create: bool = True,
         busy_timeout: float = 5.0,
+        chain_unchained: bool = False,
     ) -> SQLiteAuditStore:
         """Open for reading; ``writable`` also upgrades an older file (and, with ``create``,
         makes a new one), for whoever appends."""
-        await asyncio.to_thread(prepare, path, key=key, writable=writable, create=create, busy_timeout=busy_timeout)
+        await asyncio.to_thread(
+            prepare,
+            path,
+            key=key,
+            writable=writable,
+            create=create,
+            busy_timeout=busy_timeout,
+            chain_unchained=chain_unchained,
+        )
         try:
             db = await aiosqlite.connect(path)
             await db.execute(f"PRAGMA busy_timeout = {int(busy_timeout * 1000)}")
@@ -209,8 +248,7 @@ class SQLiteAuditStore:
 
     async def chain_mode(self) -> tuple[str, str | None]:
         """The kind of chain the file says it keeps, and its key check: the file's word only."""
-        rows = await self._fetch("SELECT mode, key_check FROM audit_chain", [])
-        return str(rows[0][0]), rows[0][1]
+        return _one_mode(await self._fetch("SELECT mode, key_check FROM audit_chain", []))
 
     async def pruned_hash(self, record_id: int) -> str | None:
         """The hash of a removed record, as the checkpoint of the prune that ended at it gives it."""
@@ -446,7 +484,6 @@ class SQLiteAppender:
         self._head: Head | None = None
         """The head this connection last wrote; None until it has written, or after a conflict."""
         self._db = _connect(path, busy_timeout)
-        self._files = _FileIdentity(path)
         try:
             self._db.execute(f"PRAGMA synchronous = {SYNCHRONOUS[synchronous]}")
             if max_bytes:
@@ -454,9 +491,13 @@ class SQLiteAppender:
                 self._db.execute(f"PRAGMA max_page_count = {max(1, max_bytes // page_size)}")
             # A large page cache keeps the indexes' hot pages in memory as the log grows.
             self._db.execute(f"PRAGMA cache_size = -{WRITER_CACHE_KIB}")
+            # A first read opens the WAL (and makes it, if it is not there yet), so the files
+            # this connection will write to are known before anything is written.
+            self._db.execute("SELECT count(*) FROM sqlite_master").fetchone()
         except sqlite3.Error as exc:
             self._db.close()
             raise AuditStoreError(f"cannot open {path} for writing: {exc}") from None
+        self._files = _FileIdentity(path)
 
     def problem(self) -> str | None:
         """Why appending cannot work now (the file was removed or replaced), for readiness."""
@@ -561,11 +602,17 @@ class SQLiteAppender:
         return result
 
     def fold_wal(self) -> None:
-        """Copy the WAL into the database and empty it, giving its room back to the disk (after
-        a prune, whose freed pages the log then reuses). Best effort: a reader in the middle of a
-        read only delays it to the next automatic checkpoint."""
+        """Give back to the disk the room a prune freed: the pages it emptied (a log made since
+        ``auto_vacuum`` was set; an older one only reuses them), a batch at a time so the WAL
+        stays small on a full disk, and the WAL itself. Best effort: a reader in the middle of
+        a read only delays it to the next automatic checkpoint."""
         with suppress(sqlite3.Error):
             self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            while self._db.execute("PRAGMA freelist_count").fetchone()[0]:
+                if self._db.execute("PRAGMA auto_vacuum").fetchone()[0] != 2:  # incremental
+                    break
+                self._db.executescript(f"PRAGMA incremental_vacuum({VACUUM_PAGES});")
+                self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
 
     @contextmanager
     def _transaction(self, action: str) -> Iterator[None]:

@@ -7,7 +7,7 @@ from collections.abc import Callable
 from contextlib import aclosing
 
 from gateway.audit.chain import EMPTY, Anchor, ChainKey, ChainWalker, Head, Verdict
-from gateway.audit.store import AuditStore
+from gateway.audit.store import AuditStore, ChainModeMismatch
 
 
 class CannotVerify(Exception):
@@ -32,7 +32,10 @@ async def verify_log(
     meet that head, which proves that nothing up to it was cut off or rebuilt. ``progress`` is
     told the records checked so far after each batch.
     """
-    mode, check = await store.chain_mode()
+    try:
+        mode, check = await store.chain_mode()
+    except ChainModeMismatch as exc:
+        return Verdict(0, EMPTY, str(exc))
     if key is None or (key.secret is None and mode != key.mode):
         raise CannotVerify(_which_key(store, mode))
     if mode != key.mode:
@@ -75,6 +78,12 @@ async def verify_log(
             return walker.verdict(
                 f"the expected head is record {expect_head.id}, past the end of the log "
                 f"(record {walker.head.id}): records up to it were cut off"
+            )
+        if expect_head.id is None and start.id > 0:
+            raise CannotVerify(
+                f"the expected head {expect_head.hash} is not among the records the log keeps, and records 1-{start.id} "
+                "were pruned: it may have been one of them. Give the anchor as `ID HASH` (as `audit head` prints "
+                "it) to check it against the prune's checkpoint"
             )
         return walker.verdict(
             f"the expected head {expect_head.hash} is not in the chain: records up to it were cut off, or the chain was rebuilt"

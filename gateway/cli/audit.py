@@ -21,7 +21,7 @@ from gateway.audit.fingerprint import fingerprint
 from gateway.audit.formats import STREAMING, WRITERS, RecordStream, write_columns, write_record
 from gateway.audit.query import DEFAULT_LIMIT, AuditFilter, parse_time, positive_int
 from gateway.audit.reconcile import reconcile
-from gateway.audit.reserve import DiskReserve
+from gateway.audit.reserve import RESERVE_HEADROOM, DiskReserve
 from gateway.audit.store import STATS_GROUPS, AuditStore, PruneResult
 from gateway.audit.verify import CannotVerify, verify_log
 from gateway.cli import fleet
@@ -42,9 +42,6 @@ from gateway.config import Config, http_url, read_chain_key, resolve
 from gateway.upstream import make_session
 
 EXIT_TAMPERED = 1
-RESERVE_HEADROOM = 8 * 1024 * 1024
-"""Free space left after allocating the reserve again: the WAL grows to about 4 MiB between
-checkpoints, and the gateway must be able to write right after a prune."""
 T = TypeVar("T")
 
 
@@ -118,6 +115,10 @@ def register(commands: Any) -> None:
         metavar="HEAD",
         help="a head anchored earlier, as `audit head` prints it (ID HASH) or its hash: it must be in the chain",
     )
+
+    upgrade = command(audit_commands, "upgrade", cmd_upgrade, "Upgrade a log from before the hash chain.", UPGRADE_HELP)
+    database_options(upgrade)
+    chain_key_options(upgrade)
 
     head = command(
         audit_commands, "head", cmd_head, "Print the chain's head, to anchor it outside the host.", HEAD_HELP
@@ -270,6 +271,16 @@ outcome, with its request id. Exit 0 when all are settled, 1 when some remain.
 Example:
   gateway audit reconcile --config /etc/apigee-audit-gateway/config.toml --tokens-file revoked.txt
 """
+UPGRADE_HELP = """\
+Upgrade an audit log written before the hash chain existed (schema version 1) to the current
+version, chaining its records as they are now. `gateway serve` refuses to do this on its own:
+the chain would vouch for whatever the file holds, and whoever can write it could rebuild an
+edited log as version 1 for the next start to sign. Run this only for a log you know is that old.
+Later versions are upgraded by `gateway serve` itself.
+
+Example:
+  gateway audit upgrade --config /etc/apigee-audit-gateway/config.toml
+"""
 PRUNE_HELP = """\
 Remove the records older than a time from the start of the log. A "pruned" checkpoint record
 (who, when, how many, and the last removed record's hash) is appended, so `audit verify`
@@ -386,6 +397,23 @@ def cmd_verify(args: argparse.Namespace) -> int:
     anchored = f"; contains the expected head {args.expect_head}" if args.expect_head else ""
     say(
         f"OK: {verdict.checked} records verified ({key.mode} chain); head is record {verdict.head.id}, hash {verdict.head.hash}{anchored}"
+    )
+    return 0
+
+
+def cmd_upgrade(args: argparse.Namespace) -> int:
+    config = config_of(args, uses={"chain_key"})
+    key = chain_key_of(args, config) or ChainKey(None)
+
+    async def upgrade() -> None:
+        store = await open_store(
+            config.database_path, key=key, writable=True, busy_timeout=config.audit.busy_timeout, chain_unchained=True
+        )
+        await store.close()
+
+    asyncio.run(upgrade())
+    say(
+        f"{config.database_path}: upgraded to the current schema; records from before the chain are chained as they are now"
     )
     return 0
 
@@ -522,8 +550,6 @@ def cmd_prune(args: argparse.Namespace) -> int:
                 return None
             if plan.everything and not args.yes:
                 _confirm_removing_everything(path, plan.removed, before)
-            # On a full disk the reserve is the room the prune works in.
-            reserve.release()
             # One transaction, nothing to count as it goes: say what is under way until it is done.
             with Progress("prune", sys.stderr) as progress:
                 progress.note(f"removing records before {before} ...")
@@ -533,15 +559,21 @@ def cmd_prune(args: argparse.Namespace) -> int:
         finally:
             appender.close()
 
-    reserve = DiskReserve(path, config.audit.reserve_mb)
-    result = _read(config, prune, key=key, writable=True)
+    reserve = (
+        DiskReserve.found(path, config.audit.reserve_mb) if args.db else DiskReserve(path, config.audit.reserve_mb)
+    )
+    if not args.dry_run:
+        reserve.release()  # on a full disk, the room the prune (even opening the log) works in
+    try:
+        result = _read(config, prune, key=key, writable=True)
+    finally:
+        not_restored = None if args.dry_run else reserve.ensure(headroom=RESERVE_HEADROOM)
     if result is None:
         return 0
     if result.checkpoint is None:
         say(f"nothing to prune: no record before {before}")
         return 0
     say(f"pruned {result.removed} records before {before}; checkpoint is record {result.checkpoint.id}")
-    not_restored = reserve.ensure(headroom=RESERVE_HEADROOM)
     if not_restored is not None:
         print(
             f"warning: the disk reserve is not in place: {not_restored}; free disk space so that the next "
