@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import base64
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
+from typing import ParamSpec, TypeVar
 
 import pytest
-from conftest import SAMPLE, SAMPLE_PATH, GatewayFactory, Peer, basic, make_config, rows
+from helpers import SAMPLE, SAMPLE_PATH, GatedExecutor, GatewayFactory, Peer, basic, make_config, rows
 from multidict import CIMultiDict
-from test_throttle import GatedExecutor
 from yarl import URL
 
 from gateway.audit.fingerprint import fingerprint
@@ -18,15 +19,18 @@ from gateway.auth import AuthenticationError, Authenticator, User
 from gateway.basic import MalformedCredentials, parse_basic
 from gateway.passwords import hash_password, parse_hash
 
+_P = ParamSpec("_P")
+_T = TypeVar("_T")
+
 
 class CountingExecutor(ThreadPoolExecutor):
     """A standard thread pool that counts what it is given to run."""
 
     submitted = 0
 
-    def submit(self, *args, **kwargs):  # type: ignore[no-untyped-def, override]
+    def submit(self, fn: Callable[_P, _T], /, *args: _P.args, **kwargs: _P.kwargs) -> Future[_T]:
         self.submitted += 1
-        return super().submit(*args, **kwargs)
+        return super().submit(fn, *args, **kwargs)
 
 
 def raw_basic(payload: bytes) -> dict[str, str]:
@@ -259,7 +263,7 @@ class TestAuthenticator:
         outcomes = await asyncio.gather(
             *(authenticator.authenticate(header) for header in [good] * 20 + [bad] * 20), return_exceptions=True
         )
-        assert ["alice"] * 20 == [user.name for user in outcomes[:20]]  # type: ignore[union-attr]
+        assert ["alice"] * 20 == [user.name if isinstance(user, User) else user for user in outcomes[:20]]
         assert all(isinstance(error, AuthenticationError) for error in outcomes[20:])
         assert 2 == counting.submitted
 

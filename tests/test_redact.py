@@ -8,7 +8,7 @@ import json
 from pathlib import Path
 
 import pytest
-from conftest import SAMPLE, GatewayFactory, basic, make_config
+from helpers import SAMPLE, GatewayFactory, basic, make_config
 
 from gateway.logs import flush_logs
 from gateway.redact import loggable_target

@@ -10,7 +10,7 @@ import json
 from pathlib import Path
 
 from aiohttp import web
-from conftest import GatewayFactory, Peer, basic, make_config, rows
+from helpers import GatewayFactory, Peer, basic, make_config, rows
 
 from gateway.audit.chain import ChainKey
 from gateway.audit.record import AuditRecord
