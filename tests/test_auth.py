@@ -16,7 +16,6 @@ from yarl import URL
 
 from gateway.audit.fingerprint import fingerprint
 from gateway.auth import AuthenticationError, Authenticator, User
-from gateway.basic import MalformedCredentials, parse_basic
 from gateway.passwords import hash_password, parse_hash
 
 _P = ParamSpec("_P")
@@ -309,27 +308,3 @@ class TestAuthenticator:
         with pytest.raises(AuthenticationError) as error:
             await self.make().authenticate(raw_basic(b"alice:nope")["Authorization"])
         assert ("wrong user name or password", "alice") == (error.value.reason, error.value.claimed)
-
-
-@pytest.mark.parametrize(
-    ("header", "reason"),
-    [
-        ("Bearer x", "Authorization scheme is not Basic"),
-        ("Basic ***", "Basic credentials are not valid base64"),
-        ("Basic " + base64.b64encode(b"\xff:x").decode(), "Basic credentials are not UTF-8"),
-        (
-            "Basic " + base64.b64encode(b"alice").decode(),
-            "Basic credentials lack the ':' between user name and password",
-        ),
-        ("Basic " + base64.b64encode(b":x").decode(), "Basic credentials have an empty user name"),
-        ("Basic " + "A" * 5000, "Authorization header longer than 4096 characters"),
-    ],
-)
-def test_malformed_basic_credentials_say_why(header: str, reason: str) -> None:
-    with pytest.raises(MalformedCredentials) as error:
-        parse_basic(header)
-    assert reason == str(error.value)
-
-
-def test_basic_credentials_keep_colons_in_the_password() -> None:
-    assert ("alice", "a:b:c") == parse_basic("basic " + base64.b64encode(b"alice:a:b:c").decode())
