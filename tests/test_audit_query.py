@@ -7,6 +7,7 @@ import io
 import json
 import sqlite3
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -20,7 +21,7 @@ from gateway.cli import main
 TOKEN_A, TOKEN_B = "tokenAAAAAAAAAAAAAAAAAAAAAAAAA", "tokenBBBBBBBBBBBBBBBBBBBBBBBBB"
 
 
-def record(time: str, actor: str, org: str, token: str, outcome: str, **extra: object) -> AuditRecord:
+def record(time: str, actor: str, org: str, token: str, outcome: str, **extra: Any) -> AuditRecord:
     return AuditRecord(
         request_id=f"req-{time[8:10]}",
         time=time,
@@ -31,8 +32,7 @@ def record(time: str, actor: str, org: str, token: str, outcome: str, **extra: o
         token_sha256=fingerprint(token),
         token_hint=token[-4:],
         outcome=outcome,
-        **extra,  # type: ignore[arg-type]
-    )
+    )._replace(**extra)
 
 
 RECORDS = [

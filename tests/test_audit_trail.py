@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 from aiohttp import web
-from conftest import SAMPLE, SAMPLE_PATH, GatewayFactory, Peer, basic, make_config, rows, write_locked
+from helpers import SAMPLE, SAMPLE_PATH, GatewayFactory, Peer, basic, make_config, rows, write_locked
 
 from gateway.audit.fingerprint import fingerprint
 

@@ -4,19 +4,22 @@ from __future__ import annotations
 
 import asyncio
 import base64
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
+from typing import ParamSpec, TypeVar
 
 import pytest
-from conftest import SAMPLE, SAMPLE_PATH, GatewayFactory, Peer, basic, make_config, rows
+from helpers import SAMPLE, SAMPLE_PATH, GatedExecutor, GatewayFactory, Peer, basic, make_config, rows
 from multidict import CIMultiDict
-from test_throttle import GatedExecutor
 from yarl import URL
 
 from gateway.audit.fingerprint import fingerprint
 from gateway.auth import AuthenticationError, Authenticator, User
-from gateway.basic import MalformedCredentials, parse_basic
 from gateway.passwords import hash_password, parse_hash
+
+_P = ParamSpec("_P")
+_T = TypeVar("_T")
 
 
 class CountingExecutor(ThreadPoolExecutor):
@@ -24,9 +27,9 @@ class CountingExecutor(ThreadPoolExecutor):
 
     submitted = 0
 
-    def submit(self, *args, **kwargs):  # type: ignore[no-untyped-def, override]
+    def submit(self, fn: Callable[_P, _T], /, *args: _P.args, **kwargs: _P.kwargs) -> Future[_T]:
         self.submitted += 1
-        return super().submit(*args, **kwargs)
+        return super().submit(fn, *args, **kwargs)
 
 
 def raw_basic(payload: bytes) -> dict[str, str]:
@@ -289,7 +292,7 @@ class TestAuthenticator:
         outcomes = await asyncio.gather(
             *(authenticator.authenticate(header) for header in [good] * 20 + [bad] * 20), return_exceptions=True
         )
-        assert ["alice"] * 20 == [user.name for user in outcomes[:20]]  # type: ignore[union-attr]
+        assert ["alice"] * 20 == [user.name if isinstance(user, User) else user for user in outcomes[:20]]
         assert all(isinstance(error, AuthenticationError) for error in outcomes[20:])
         assert 2 == counting.submitted
 
@@ -335,30 +338,6 @@ class TestAuthenticator:
         with pytest.raises(AuthenticationError) as error:
             await self.make().authenticate(raw_basic(b"alice:nope")["Authorization"])
         assert ("wrong user name or password", "alice") == (error.value.reason, error.value.claimed)
-
-
-@pytest.mark.parametrize(
-    ("header", "reason"),
-    [
-        ("Bearer x", "Authorization scheme is not Basic"),
-        ("Basic ***", "Basic credentials are not valid base64"),
-        ("Basic " + base64.b64encode(b"\xff:x").decode(), "Basic credentials are not UTF-8"),
-        (
-            "Basic " + base64.b64encode(b"alice").decode(),
-            "Basic credentials lack the ':' between user name and password",
-        ),
-        ("Basic " + base64.b64encode(b":x").decode(), "Basic credentials have an empty user name"),
-        ("Basic " + "A" * 5000, "Authorization header longer than 4096 characters"),
-    ],
-)
-def test_malformed_basic_credentials_say_why(header: str, reason: str) -> None:
-    with pytest.raises(MalformedCredentials) as error:
-        parse_basic(header)
-    assert reason == str(error.value)
-
-
-def test_basic_credentials_keep_colons_in_the_password() -> None:
-    assert ("alice", "a:b:c") == parse_basic("basic " + base64.b64encode(b"alice:a:b:c").decode())
 
 
 async def test_a_flood_of_several_authorization_headers_is_throttled_and_bounded(

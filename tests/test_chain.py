@@ -8,7 +8,8 @@ import sqlite3
 from pathlib import Path
 
 import pytest
-from conftest import GatewayFactory, basic, make_config
+from audit_support import make_log, record
+from helpers import GatewayFactory, basic, make_config
 
 from gateway.audit.chain import EMPTY, GENESIS, ChainKey, chained, record_hash
 from gateway.audit.formats import as_row
@@ -19,34 +20,6 @@ from gateway.audit.store import AuditStoreError
 from gateway.cli import main
 
 KEY = b"k" * 32
-
-
-def record(i: int, **extra: object) -> AuditRecord:
-    return AuditRecord(
-        request_id=f"req-{i}",
-        time=f"2026-01-{i:02d}T00:00:00.000Z",
-        actor="alice",
-        client_ip="10.0.0.1",
-        method="DELETE",
-        org="myorg" if i % 2 else "otherorg",
-        token_sha256=f"{i:064x}",
-        token_hint=f"{i:04d}",
-        outcome="deleted",
-        upstream_status=200,
-        latency_ms=1.5,
-        app="app1",
-        client_id="c1",
-        snapshot='{"app":"app1"}',
-        **extra,  # type: ignore[arg-type]
-    )
-
-
-def make_log(path: Path, count: int, key: bytes | None = None) -> None:
-    prepare(path, key=ChainKey(key), writable=True)
-    appender = SQLiteAppender(path, ChainKey(key))
-    for first in range(1, count + 1, appender.max_batch):
-        appender.append([record(i) for i in range(first, min(first + appender.max_batch, count + 1))])
-    appender.close()
 
 
 def tamper(path: Path, *statements: str) -> None:
@@ -126,7 +99,8 @@ def test_tampering_past_the_first_batch_is_caught(tmp_path: Path, capsys: pytest
 
 def _hash_of(path: Path, record_id: int) -> str:
     with sqlite3.connect(path) as db:
-        return db.execute("SELECT hash FROM audit_events WHERE id = ?", (record_id,)).fetchone()[0]
+        digest: str = db.execute("SELECT hash FROM audit_events WHERE id = ?", (record_id,)).fetchone()[0]
+    return digest
 
 
 def test_a_rebuilt_chain_passes_only_without_the_key(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -138,7 +112,7 @@ def test_a_rebuilt_chain_passes_only_without_the_key(tmp_path: Path, capsys: pyt
             db.execute("UPDATE audit_events SET actor = 'mallory' WHERE id = 2")
             previous = GENESIS
             for row in db.execute(f"SELECT {', '.join(CONTENT_FIELDS)}, id FROM audit_events ORDER BY id").fetchall():
-                digest = record_hash(previous, AuditRecord(*row[:-1], id=row[-1]), ChainKey(None))
+                digest = record_hash(previous, AuditRecord(*row[:-1])._replace(id=row[-1]), ChainKey(None))
                 db.execute("UPDATE audit_events SET prev_hash = ?, hash = ? WHERE id = ?", (previous, digest, row[-1]))
                 previous = digest
     assert 0 == verify(capsys, tmp_path / "plain.db")[0]
@@ -190,7 +164,7 @@ def _rewrite_without_key(path: Path) -> None:
         db.execute("UPDATE audit_chain SET mode = 'sha256', key_check = NULL")
         previous = GENESIS
         for row in db.execute(f"SELECT {', '.join(CONTENT_FIELDS)}, id FROM audit_events ORDER BY id").fetchall():
-            digest = record_hash(previous, AuditRecord(*row[:-1], id=row[-1]), ChainKey(None))
+            digest = record_hash(previous, AuditRecord(*row[:-1])._replace(id=row[-1]), ChainKey(None))
             db.execute("UPDATE audit_events SET prev_hash = ?, hash = ? WHERE id = ?", (previous, digest, row[-1]))
             previous = digest
 

@@ -5,24 +5,14 @@ from __future__ import annotations
 import re
 import signal
 import socket
-import subprocess
-import sys
 from pathlib import Path
 
 import aiohttp
-from conftest import SAMPLE, SAMPLE_PATH, USERS, basic, rows
-from processes import started
-from test_stub import XML_404, documented_sample
+from helpers import ROOT, SAMPLE, SAMPLE_PATH, USERS, basic, rows
+from processes import gateway_cli, started
+from upstream_samples import XML_404, documented_sample
 
 from gateway.passwords import parse_hash, verify_password
-
-ROOT = Path(__file__).resolve().parents[1]
-
-
-def gateway_cli(*args: str, cwd: Path, stdin: str = "", timeout: float = 60) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "gateway", *args], cwd=cwd, input=stdin, capture_output=True, text=True, timeout=timeout
-    )
 
 
 async def test_demo_mode_needs_no_config(tmp_path: Path) -> None:

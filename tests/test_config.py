@@ -5,18 +5,18 @@ from __future__ import annotations
 import dataclasses
 import tomllib
 from pathlib import Path
+from typing import Any
 
 import pytest
-from conftest import USERS
+from helpers import ROOT, USERS
 
 from gateway.config import SECTIONS, ConfigError, UserConfig, load_config
 
-ROOT = Path(__file__).resolve().parents[1]
 EXAMPLE = ROOT / "config.example.toml"
 HASH = USERS[0]["password_hash"]
 
 
-def declared() -> list[tuple[str, dataclasses.Field]]:  # type: ignore[type-arg]
+def declared() -> list[tuple[str, dataclasses.Field[Any]]]:
     keys = [(f"{section}.{f.name}", f) for section, cls in SECTIONS.items() for f in dataclasses.fields(cls)]
     return keys + [(f"users.{f.name}", f) for f in dataclasses.fields(UserConfig)]
 

@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pytest
 import trustme
-from conftest import USERS
 from cryptography.hazmat.primitives import serialization
-from test_cli import gateway_cli
+from helpers import USERS
+from processes import gateway_cli
 
 from gateway.audit.chain import ChainKey
 from gateway.audit.sqlite import prepare

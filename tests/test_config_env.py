@@ -8,9 +8,8 @@ from pathlib import Path
 
 import aiohttp
 import pytest
-from conftest import SAMPLE_PATH, USERS, basic
-from processes import started
-from test_cli import gateway_cli
+from helpers import ROOT, SAMPLE_PATH, USERS, basic
+from processes import gateway_cli, started
 
 from gateway.audit.chain import ChainKey
 from gateway.audit.record import AuditRecord
@@ -18,7 +17,6 @@ from gateway.audit.sqlite import SQLiteAppender, prepare
 from gateway.cli import main
 from gateway.config import ConfigError, load_config
 
-ROOT = Path(__file__).resolve().parents[1]
 EXAMPLE = ROOT / "config.example.toml"
 
 

@@ -20,7 +20,7 @@ from pathlib import Path
 import aiohttp
 import pytest
 from aiohttp import web
-from conftest import SAMPLE_PATH, USERS, GatewayFactory, Peer, basic, make_config, rows
+from helpers import SAMPLE_PATH, USERS, GatewayFactory, Peer, basic, make_config, rows
 from processes import START_TIMEOUT, started
 
 from gateway.app import build_app

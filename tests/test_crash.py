@@ -19,8 +19,9 @@ from typing import Any
 import aiohttp
 import pytest
 from aiohttp import web
-from conftest import USERS, basic, rows
+from helpers import USERS, basic, rows
 from processes import START_TIMEOUT, Running, completed, started
+from pytest_aiohttp import AiohttpServer
 from raw_upstream import raw_upstream
 
 WORKERS = 32
@@ -192,7 +193,9 @@ async def test_sigkill_under_load_leaves_answered_deletes_recorded_and_the_rest_
 
 
 @pytest.mark.skipif(not hasattr(signal, "SIGTERM"), reason="no SIGTERM on this platform")
-async def test_sigterm_drains_calls_in_flight_and_refuses_new_ones(tmp_path: Path, aiohttp_server: Any) -> None:
+async def test_sigterm_drains_calls_in_flight_and_refuses_new_ones(
+    tmp_path: Path, aiohttp_server: AiohttpServer
+) -> None:
     """SIGTERM with calls at the upstream: new connections are refused, the calls end answered and recorded, exit 0."""
     arrived: list[str] = []
     all_arrived, release = asyncio.Event(), asyncio.Event()

@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 import yaml
+from helpers import ROOT
 
 from gateway.app import build_app
 from gateway.cli.server import drain_seconds
@@ -21,7 +22,6 @@ from gateway.config import Config, build_config, load_config
 from gateway.listener import files_needed
 from gateway.passwords import parse_hash
 
-ROOT = Path(__file__).resolve().parents[1]
 DEPLOY = ROOT / "deploy"
 UNIT = DEPLOY / "apigee-audit-gateway.service"
 VERIFY_UNIT = DEPLOY / "apigee-audit-gateway-verify.service"
@@ -49,10 +49,14 @@ HARDENING = {
 }
 
 
+class _CaseKept(configparser.ConfigParser):
+    def optionxform(self, optionstr: str) -> str:
+        return optionstr
+
+
 def unit(path: Path) -> configparser.ConfigParser:
     """A systemd unit as configparser reads it: keys keep their case, a repeated key keeps its last value."""
-    parser = configparser.ConfigParser(strict=False, interpolation=None)
-    parser.optionxform = str  # type: ignore[assignment,method-assign]
+    parser = _CaseKept(strict=False, interpolation=None)
     parser.read_string(path.read_text(), source=str(path))
     return parser
 
@@ -198,12 +202,13 @@ def manifest() -> dict[str, dict[str, Any]]:
 
 
 def pod_spec() -> dict[str, Any]:
-    return manifest()["Deployment"]["spec"]["template"]["spec"]  # type: ignore[no-any-return]
+    spec: dict[str, Any] = manifest()["Deployment"]["spec"]["template"]["spec"]
+    return spec
 
 
 def container(name: str) -> dict[str, Any]:
     spec = pod_spec()
-    found = [c for c in spec.get("initContainers", []) + spec["containers"] if c["name"] == name]
+    found: list[dict[str, Any]] = [c for c in spec.get("initContainers", []) + spec["containers"] if c["name"] == name]
     assert 1 == len(found), name
     return found[0]
 
@@ -229,7 +234,9 @@ def mount_of(mounted_on: dict[str, Any], path: PurePosixPath) -> dict[str, Any]:
 
 
 def mebibytes(quantity: str) -> float:
-    number, unit = re.fullmatch(r"(\d+)([MGT]i)", quantity).groups()  # type: ignore[union-attr]
+    found = re.fullmatch(r"(\d+)([MGT]i)", quantity)
+    assert found is not None, quantity
+    number, unit = found.groups()
     return int(number) * {"Mi": 1, "Gi": 1024, "Ti": 1024**2}[unit]
 
 

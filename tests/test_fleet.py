@@ -6,6 +6,7 @@ PostgreSQL. See ``fleet_support`` for where the server comes from.
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
 from typing import Any
 
@@ -13,7 +14,6 @@ import aiohttp
 import orjson
 import pytest
 from aiohttp.test_utils import TestServer
-from conftest import SAMPLE_PATH, USERS, basic, make_config, rows
 from fleet_support import (
     SIDECAR_PASSWORDS,
     batch_body,
@@ -22,19 +22,20 @@ from fleet_support import (
     collector_sections,
     eventually,
     fetch,
-    fleet_url,
     records,
 )
+from helpers import SAMPLE_PATH, USERS, AppClient, GatewayFactory, basic, make_config, rows
+from pytest_aiohttp import AiohttpServer
 
 from gateway.audit.chain import ChainKey, Head
 from gateway.audit.record import FIELDS
+from gateway.config import Config
 from gateway.fleet import protocol
 from gateway.fleet.collector import build_collector_app
 from gateway.fleet.schema import EVENTS, MIGRATIONS, SCHEMA_VERSION, missing_fields, stored_fields
 from gateway.fleet.store import FleetStore
 from gateway.runtime import RUNTIME
 
-__all__ = ["fleet_url"]
 KEY = b"k" * 32
 
 
@@ -43,7 +44,7 @@ def ship_auth(instance: str, password: str | None = None) -> dict[str, str]:
 
 
 async def start_collector(
-    aiohttp_server: Any,
+    aiohttp_server: AiohttpServer,
     tmp_path: Path,
     url: str,
     *,
@@ -68,7 +69,7 @@ async def post(
             return response.status, await response.json()
 
 
-def sidecar_config(tmp_path: Path, name: str, collector: TestServer | str, **ship: Any) -> Any:
+def sidecar_config(tmp_path: Path, name: str, collector: TestServer | str, **ship: Any) -> Config:
     folder = tmp_path / name
     folder.mkdir(exist_ok=True)
     url = collector if isinstance(collector, str) else str(collector.make_url("")).rstrip("/")
@@ -87,9 +88,10 @@ def sidecar_config(tmp_path: Path, name: str, collector: TestServer | str, **shi
     )
 
 
-async def shipped_all(client: Any) -> bool:
+async def shipped_all(client: AppClient) -> bool:
     """The collector acknowledged the newest record of the sidecar's file."""
-    shipper = client.server.app[RUNTIME].shipper
+    shipper = client.app[RUNTIME].shipper
+    assert shipper is not None
     newest = rows(shipper.local.path)[-1]["id"]
     return bool(shipper.acknowledged == newest and shipper.lag_records == 0)
 
@@ -102,7 +104,7 @@ class TestSchema:
         assert [m.version for m in MIGRATIONS] == list(range(1, SCHEMA_VERSION + 1))
 
     async def test_the_collector_creates_the_schema_and_records_its_version(
-        self, fleet_url: str, aiohttp_server: Any, tmp_path: Path
+        self, fleet_url: str, aiohttp_server: AiohttpServer, tmp_path: Path
     ) -> None:
         await start_collector(aiohttp_server, tmp_path, fleet_url)
         columns = await fetch(
@@ -117,7 +119,7 @@ class TestSchema:
         assert [(1,), (2,)] == await fetch(fleet_url, "SELECT version FROM fleet_schema ORDER BY version")
 
     async def test_a_newer_schema_stops_the_collector_and_the_readers(
-        self, fleet_url: str, aiohttp_server: Any, tmp_path: Path
+        self, fleet_url: str, aiohttp_server: AiohttpServer, tmp_path: Path
     ) -> None:
         await start_collector(aiohttp_server, tmp_path, fleet_url)
         await fetch(fleet_url, "INSERT INTO fleet_schema (version, description) VALUES (99, 'from the future')")
@@ -133,7 +135,7 @@ class TestSchema:
 
 class TestIngest:
     async def test_a_batch_is_stored_whole_and_answered_with_the_mark(
-        self, fleet_url: str, aiohttp_server: Any, tmp_path: Path
+        self, fleet_url: str, aiohttp_server: AiohttpServer, tmp_path: Path
     ) -> None:
         collector = await start_collector(aiohttp_server, tmp_path, fleet_url)
         batch = chain_rows(records(3))
@@ -147,7 +149,9 @@ class TestIngest:
         )
         assert [tuple(row) for row in batch] == await central_rows(fleet_url, "host-a")
 
-    async def test_a_resent_batch_changes_nothing(self, fleet_url: str, aiohttp_server: Any, tmp_path: Path) -> None:
+    async def test_a_resent_batch_changes_nothing(
+        self, fleet_url: str, aiohttp_server: AiohttpServer, tmp_path: Path
+    ) -> None:
         collector = await start_collector(aiohttp_server, tmp_path, fleet_url)
         batch = chain_rows(records(4))
         await post(collector, "host-a", batch_body(batch))
@@ -161,7 +165,7 @@ class TestIngest:
         assert before + [tuple(row) for row in more] == await central_rows(fleet_url, "host-a")
 
     async def test_a_batch_for_another_instance_is_refused_and_flagged(
-        self, fleet_url: str, aiohttp_server: Any, tmp_path: Path
+        self, fleet_url: str, aiohttp_server: AiohttpServer, tmp_path: Path
     ) -> None:
         collector = await start_collector(aiohttp_server, tmp_path, fleet_url)
         status, answer = await post(collector, "host-b", batch_body(chain_rows(records(2))), as_instance="host-a")
@@ -170,7 +174,7 @@ class TestIngest:
         assert [("host-b", "forged")] == await fetch(fleet_url, "SELECT instance, kind FROM fleet_flags")
 
     async def test_wrong_sidecar_credentials_are_refused(
-        self, fleet_url: str, aiohttp_server: Any, tmp_path: Path
+        self, fleet_url: str, aiohttp_server: AiohttpServer, tmp_path: Path
     ) -> None:
         collector = await start_collector(aiohttp_server, tmp_path, fleet_url)
         async with aiohttp.ClientSession() as session:
@@ -185,7 +189,9 @@ class TestIngest:
                 assert 401 == response.status
         assert [] == await central_rows(fleet_url, "host-a")
 
-    async def test_a_gap_is_refused_and_flagged(self, fleet_url: str, aiohttp_server: Any, tmp_path: Path) -> None:
+    async def test_a_gap_is_refused_and_flagged(
+        self, fleet_url: str, aiohttp_server: AiohttpServer, tmp_path: Path
+    ) -> None:
         collector = await start_collector(aiohttp_server, tmp_path, fleet_url)
         batch = chain_rows(records(6))
         await post(collector, "host-a", batch_body(batch[:3]))
@@ -195,7 +201,9 @@ class TestIngest:
         assert 3 == len(await central_rows(fleet_url, "host-a"))
         assert [("gap", 5)] == await fetch(fleet_url, "SELECT kind, record_id FROM fleet_flags")
 
-    async def test_a_fork_is_refused_and_flagged(self, fleet_url: str, aiohttp_server: Any, tmp_path: Path) -> None:
+    async def test_a_fork_is_refused_and_flagged(
+        self, fleet_url: str, aiohttp_server: AiohttpServer, tmp_path: Path
+    ) -> None:
         """Same id, other hash: a resent record that changed, or a next record linking elsewhere."""
         collector = await start_collector(aiohttp_server, tmp_path, fleet_url)
         batch = chain_rows(records(3))
@@ -213,7 +221,7 @@ class TestIngest:
         )
 
     async def test_an_edited_record_is_refused_as_a_rewrite(
-        self, fleet_url: str, aiohttp_server: Any, tmp_path: Path
+        self, fleet_url: str, aiohttp_server: AiohttpServer, tmp_path: Path
     ) -> None:
         collector = await start_collector(aiohttp_server, tmp_path, fleet_url)
         batch = chain_rows(records(3))
@@ -224,7 +232,7 @@ class TestIngest:
         assert [] == await central_rows(fleet_url, "host-a")
 
     async def test_a_changed_chain_key_is_refused_as_a_rewrite(
-        self, fleet_url: str, aiohttp_server: Any, tmp_path: Path
+        self, fleet_url: str, aiohttp_server: AiohttpServer, tmp_path: Path
     ) -> None:
         collector = await start_collector(aiohttp_server, tmp_path, fleet_url)
         batch = chain_rows(records(2))
@@ -234,7 +242,7 @@ class TestIngest:
         assert (409, "collector.chain_rewrite") == (status, answer["code"])
 
     async def test_a_keyed_instance_is_checked_with_its_key(
-        self, fleet_url: str, aiohttp_server: Any, tmp_path: Path
+        self, fleet_url: str, aiohttp_server: AiohttpServer, tmp_path: Path
     ) -> None:
         sidecars = [{"instance": "host-a", "password_hash": USERS[0]["password_hash"], "chain_key_env": "HOST_A_KEY"}]
         config = make_config(
@@ -269,7 +277,7 @@ class TestIngest:
         ],
     )
     async def test_fields_the_collector_does_not_know_are_refused_not_truncated(
-        self, fleet_url: str, aiohttp_server: Any, tmp_path: Path, fields: list[str], message: str
+        self, fleet_url: str, aiohttp_server: AiohttpServer, tmp_path: Path, fields: list[str], message: str
     ) -> None:
         collector = await start_collector(aiohttp_server, tmp_path, fleet_url)
         status, answer = await post(collector, "host-a", batch_body(chain_rows(records(1)), fields=fields))
@@ -296,20 +304,22 @@ class TestIngest:
         ],
     )
     async def test_a_malformed_batch_gets_400_naming_the_problem(
-        self, fleet_url: str, aiohttp_server: Any, tmp_path: Path, body: bytes, message: str
+        self, fleet_url: str, aiohttp_server: AiohttpServer, tmp_path: Path, body: bytes, message: str
     ) -> None:
         collector = await start_collector(aiohttp_server, tmp_path, fleet_url)
         status, answer = await post(collector, "host-a", body)
         assert (400, "collector.bad_batch") == (status, answer["code"])
         assert message in answer["message"]
 
-    async def test_a_batch_over_max_batch_gets_413(self, fleet_url: str, aiohttp_server: Any, tmp_path: Path) -> None:
+    async def test_a_batch_over_max_batch_gets_413(
+        self, fleet_url: str, aiohttp_server: AiohttpServer, tmp_path: Path
+    ) -> None:
         collector = await start_collector(aiohttp_server, tmp_path, fleet_url, max_batch=2)
         status, answer = await post(collector, "host-a", batch_body(chain_rows(records(3))))
         assert (413, "collector.batch_too_large") == (status, answer["code"])
 
     async def test_text_postgresql_cannot_hold_is_kept_exactly(
-        self, fleet_url: str, aiohttp_server: Any, tmp_path: Path
+        self, fleet_url: str, aiohttp_server: AiohttpServer, tmp_path: Path
     ) -> None:
         """U+0000 in a claimed user name (a denied record) is stored, found and verified; it never
         blocks the instance's shipping."""
@@ -329,7 +339,7 @@ class TestIngest:
 
 class TestShipping:
     async def test_two_sidecars_ship_and_one_query_finds_both(
-        self, fleet_url: str, aiohttp_server: Any, gateway: Any, tmp_path: Path
+        self, fleet_url: str, aiohttp_server: AiohttpServer, gateway: GatewayFactory, tmp_path: Path
     ) -> None:
         collector = await start_collector(aiohttp_server, tmp_path, fleet_url)
         clients = [await gateway(sidecar_config(tmp_path, name, collector)) for name in ("host-a", "host-b")]
@@ -354,7 +364,12 @@ class TestShipping:
             await store.close()
 
     async def test_readyz_shows_the_lag_while_the_collector_is_down_and_stays_ready(
-        self, fleet_url: str, aiohttp_server: Any, gateway: Any, tmp_path: Path, unused_tcp_port: int
+        self,
+        fleet_url: str,
+        aiohttp_server: AiohttpServer,
+        gateway: GatewayFactory,
+        tmp_path: Path,
+        unused_tcp_port: int,
     ) -> None:
         """Collector down: deletes go on, /readyz says ready with the lag and the error; back up,
         the sidecar catches up: nothing lost, nothing doubled."""
@@ -362,7 +377,8 @@ class TestShipping:
         for token in ("taFM3LHUTQAFhL0dIFg81XhRc7vC", "nope"):
             async with client.delete(f"/v1/o/myorg/oauth2/accesstokens/{token}", headers=basic("myname")) as response:
                 assert response.status in (200, 404)
-        shipper = client.server.app[RUNTIME].shipper
+        shipper = client.app[RUNTIME].shipper
+        assert shipper is not None
         await eventually(lambda: _true(shipper.last_error is not None and shipper.local_head == 4))
         async with client.get("/readyz") as response:
             body = await response.json()
@@ -397,7 +413,7 @@ async def _true(value: bool) -> bool:
 
 class TestFleetApi:
     async def test_events_across_the_fleet_with_instance_and_org_scoping(
-        self, fleet_url: str, aiohttp_server: Any, tmp_path: Path
+        self, fleet_url: str, aiohttp_server: AiohttpServer, tmp_path: Path
     ) -> None:
         collector = await start_collector(aiohttp_server, tmp_path, fleet_url)
         await post(collector, "host-a", batch_body(chain_rows(records(3))))
@@ -447,7 +463,7 @@ def test_the_docs_show_the_ocsf_mapping() -> None:
 
 class TestSidecarSide:
     async def test_a_replaced_local_log_is_sent_and_flagged_not_silently_skipped(
-        self, fleet_url: str, aiohttp_server: Any, gateway: Any, tmp_path: Path
+        self, fleet_url: str, aiohttp_server: AiohttpServer, gateway: GatewayFactory, tmp_path: Path
     ) -> None:
         """The collector holds records 1-4; the sidecar's file is replaced by a fresh one (ids
         from 1 again): its records are sent anyway and refused as a fork, never skipped as
@@ -464,8 +480,10 @@ class TestSidecarSide:
         second = await gateway(config)
         async with second.delete("/v1/o/myorg/oauth2/accesstokens/load3", headers=basic("myname")) as response:
             assert 200 == response.status
-        shipper = second.server.app[RUNTIME].shipper
+        shipper = second.app[RUNTIME].shipper
+        assert shipper is not None
         await eventually(lambda: _true(shipper.last_error is not None))
+        assert shipper.last_error is not None
         assert "collector.chain_fork" in shipper.last_error[1]
         assert 2 == shipper.lag_records
         await eventually(lambda: _true(shipper.failures >= 2))  # retried: flagged once all the same
@@ -473,7 +491,12 @@ class TestSidecarSide:
         assert 4 == len(await central_rows(fleet_url, "host-a"))
 
     async def test_no_sidecar_password_reaches_a_log(
-        self, fleet_url: str, aiohttp_server: Any, gateway: Any, tmp_path: Path, log_output: Any
+        self,
+        fleet_url: str,
+        aiohttp_server: AiohttpServer,
+        gateway: GatewayFactory,
+        tmp_path: Path,
+        log_output: io.StringIO,
     ) -> None:
         from gateway.logs import flush_logs
 
@@ -491,7 +514,6 @@ class TestSidecarSide:
             assert secret not in logged
 
     def test_config_check_masks_sidecar_hashes(self, tmp_path: Path) -> None:
-        import io
 
         from fleet_support import SIDECARS
 

@@ -17,13 +17,12 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
-from conftest import USERS, rows
-from fleet_support import SIDECAR_PASSWORDS, SIDECARS, central_rows, eventually, fetch, fleet_url
+from fleet_support import SIDECAR_PASSWORDS, SIDECARS, central_rows, eventually, fetch
+from helpers import USERS, rows
 from processes import Running, completed, started
 
 from gateway.audit.record import FIELDS
 
-__all__ = ["fleet_url"]
 AUTH = {"Authorization": aiohttp.encode_basic_auth("myname", "mypass")}
 
 

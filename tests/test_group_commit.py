@@ -6,7 +6,7 @@ import asyncio
 import sqlite3
 from pathlib import Path
 
-from conftest import GatewayFactory, basic, make_config
+from helpers import GatewayFactory, basic, make_config
 
 from gateway.audit.fingerprint import fingerprint
 from gateway.runtime import RUNTIME
@@ -17,7 +17,7 @@ CONCURRENT = 100
 async def test_concurrent_deletes_share_commits(tmp_path: Path, gateway: GatewayFactory) -> None:
     """100 concurrent deletes make 200 records in far fewer than 100 transactions."""
     client = await gateway(make_config(tmp_path, stub={"generated_tokens": CONCURRENT}))
-    writer = client.server.app[RUNTIME].writer
+    writer = client.app[RUNTIME].writer
     before = writer.commits
     statuses = await asyncio.gather(
         *(client.delete(f"/v1/o/myorg/oauth2/accesstokens/load{i}", headers=basic("myname")) for i in range(CONCURRENT))

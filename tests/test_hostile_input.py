@@ -26,10 +26,10 @@ from pathlib import Path
 from urllib.parse import quote
 
 import pytest
-from conftest import PASSWORDS, SAMPLE_PATH, basic
+from helpers import PASSWORDS, SAMPLE_PATH, basic
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
-from test_bad_input import Rig, rig  # noqa: F401 - the module-scoped gateway in a thread
+from threaded_gateway import Rig
 
 from gateway.audit.chain import ChainKey
 from gateway.audit.fingerprint import fingerprint
@@ -270,7 +270,8 @@ def commands(
         yield path, parser
         return
     for action in parser._subparsers._group_actions:
-        for name, child in action.choices.items():  # type: ignore[union-attr]
+        assert isinstance(action, argparse._SubParsersAction)
+        for name, child in action.choices.items():
             yield from commands(child, (*path, name))
 
 
@@ -419,7 +420,7 @@ def fetch(rig: Rig, target: str, headers: dict[str, str], method: str = "GET") -
 
 
 @pytest.fixture(scope="module")
-def recorded(rig: Rig) -> Rig:  # noqa: F811 - the fixture imported above
+def recorded(rig: Rig) -> Rig:
     """The rig's log with a deletion in it, so queries reach records."""
     connection = http.client.HTTPConnection(*rig.gateway, timeout=30)
     connection.request("DELETE", SAMPLE_PATH, headers=basic("myname"))

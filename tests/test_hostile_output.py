@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 import structlog
 from aiohttp import web
-from conftest import SAMPLE_PATH, GatewayFactory, Peer, basic, make_config, rows
+from helpers import SAMPLE_PATH, GatewayFactory, Peer, basic, make_config, rows
 
 from gateway.audit.chain import ChainKey
 from gateway.audit.fingerprint import fingerprint, redacted

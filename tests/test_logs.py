@@ -9,7 +9,7 @@ import sqlite3
 from pathlib import Path
 
 import structlog
-from conftest import SAMPLE, SAMPLE_PATH, GatewayFactory, basic, make_config
+from helpers import SAMPLE, SAMPLE_PATH, GatewayFactory, basic, make_config
 
 from gateway.logs import configure_logging, flush_logs
 

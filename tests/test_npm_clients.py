@@ -15,6 +15,7 @@ from typing import Any
 import aiohttp
 import pytest
 from npm_clients import EDGE_OP, Clients, Run, find_node, install, run
+from pytest_aiohttp import AiohttpServer
 
 from gateway.stub import make_stub_app
 from gateway.stub.seed import parse_seed
@@ -34,7 +35,7 @@ def clients() -> Clients:
 
 
 @pytest.fixture
-async def stub(aiohttp_server: Any) -> str:
+async def stub(aiohttp_server: AiohttpServer) -> str:
     server = await aiohttp_server(make_stub_app(parse_seed(SEED, source="npm seed"), admin=True))
     return str(server.make_url("")).rstrip("/")
 
@@ -42,7 +43,8 @@ async def stub(aiohttp_server: Any) -> str:
 async def org_state(stub: str) -> dict[str, Any]:
     async with aiohttp.ClientSession() as session, session.get(f"{stub}/_stub/orgs/{ORG}") as response:
         assert 200 == response.status
-        return await response.json()  # type: ignore[no-any-return]
+        state: dict[str, Any] = await response.json()
+        return state
 
 
 def developer(state: dict[str, Any], email: str) -> dict[str, Any] | None:
@@ -117,7 +119,9 @@ async def edge_flow(edge: Edge, stub: str) -> None:
     )
 
     assert (0, {"ok": True, "result": ""}) == await edge("developerapps.revoke", email=email, appName="edgeapp")
-    [revoked] = developer(await org_state(stub), email)["apps"]  # type: ignore[index]
+    owner = developer(await org_state(stub), email)
+    assert owner is not None
+    [revoked] = owner["apps"]
     assert "revoked" == revoked["status"]
     status, deleted = await edge("developerapps.del", email=email, appName="edgeapp")
     assert (0, "edgeapp") == (status, deleted["result"]["name"])

@@ -12,10 +12,10 @@ import socket
 import subprocess
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import pytest
-from aiohttp.test_utils import TestClient
-from conftest import SAMPLE_PATH, GatewayFactory, Peer, basic, make_config, rows, write_locked
+from helpers import SAMPLE_PATH, AppClient, GatewayFactory, Peer, basic, make_config, rows, write_locked
 from multidict import CIMultiDict
 from prometheus_client.parser import text_string_to_metric_families
 from raw_upstream import raw_upstream
@@ -37,7 +37,7 @@ def samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
     }
 
 
-async def scrape(client: TestClient) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+async def scrape(client: AppClient) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
     response = await client.get("/metrics")
     assert 200 == response.status
     assert response.headers["Content-Type"].startswith("text/plain; version=0.0.4")
@@ -71,7 +71,9 @@ async def test_metrics_move_with_real_traffic(tmp_path: Path, gateway: GatewayFa
     )
     appender.close()
     client = await gateway(make_config(tmp_path, throttle={"max_failures": 2}, audit={"busy_timeout": 0.1}))
-    await client.server.app[RUNTIME].pending_check
+    pending_check = client.app[RUNTIME].pending_check
+    assert pending_check is not None
+    await pending_check
     before = await scrape(client)
     assert 1 == before[("gateway_pending_intents_at_start", ())]
     assert 200 == (await client.delete(SAMPLE_PATH, headers=basic("myname"))).status
@@ -142,7 +144,7 @@ async def upstream() -> AsyncIterator[Upstream]:
     await listener.stop()
 
 
-async def readiness(client: TestClient) -> tuple[int, dict[str, object]]:
+async def readiness(client: AppClient) -> tuple[int, dict[str, Any]]:
     response = await client.get("/readyz")
     return response.status, await response.json()
 
@@ -153,13 +155,13 @@ async def test_readiness_flips_with_the_upstream_and_the_audit_lock(
     client = await gateway(
         make_config(tmp_path, upstream=f"http://127.0.0.1:{upstream.port}", audit={"busy_timeout": 0.1})
     )
-    client.server.app[RUNTIME].readiness.cache_seconds = 0.0  # every probe looks again
+    client.app[RUNTIME].readiness.cache_seconds = 0.0  # every probe looks again
     assert (200, {"status": "ready", "checks": {"audit": "ok", "upstream": "ok"}}) == await readiness(client)
 
     await upstream.stop()
     status, body = await readiness(client)
-    assert (503, "not_ready", "ok") == (status, body["status"], body["checks"]["audit"])  # type: ignore[index]
-    assert body["checks"]["upstream"].startswith(f"cannot connect to 127.0.0.1:{upstream.port}: ")  # type: ignore[index]
+    assert (503, "not_ready", "ok") == (status, body["status"], body["checks"]["audit"])
+    assert body["checks"]["upstream"].startswith(f"cannot connect to 127.0.0.1:{upstream.port}: ")
     await upstream.start()
     assert 200 == (await readiness(client))[0]
 
@@ -177,7 +179,7 @@ async def test_readiness_flips_when_the_database_is_made_read_only(
     tmp_path: Path, gateway: GatewayFactory, upstream: Upstream
 ) -> None:
     client = await gateway(make_config(tmp_path, upstream=f"http://127.0.0.1:{upstream.port}"))
-    client.server.app[RUNTIME].readiness.cache_seconds = 0.0
+    client.app[RUNTIME].readiness.cache_seconds = 0.0
     database = tmp_path / "audit.db"
     if os.geteuid() == 0:  # root ignores permissions; the immutable attribute stops it
         chattr = shutil.which("chattr")
@@ -192,7 +194,7 @@ async def test_readiness_flips_when_the_database_is_made_read_only(
     finally:
         subprocess.run(restore, check=True)
     assert 503 == status
-    assert str(body["checks"]["audit"]).startswith(f"cannot write to {database}: ")  # type: ignore[index]
+    assert str(body["checks"]["audit"]).startswith(f"cannot write to {database}: ")
     assert (200, "ready") == ((await readiness(client))[0], (await readiness(client))[1]["status"])
 
 
@@ -224,7 +226,8 @@ async def test_concurrent_readiness_probes_open_one_upstream_connection(
 class TestSharedCheck:
     async def test_callers_arriving_during_a_run_share_it(self) -> None:
         """However many wait at once, the check runs once, and each gets its result."""
-        runs, started, release = [], asyncio.Event(), asyncio.Event()
+        runs: list[int] = []
+        started, release = asyncio.Event(), asyncio.Event()
 
         async def check() -> str | None:
             runs.append(len(runs))

@@ -9,10 +9,9 @@ from pathlib import Path
 
 import aiohttp
 from aiohttp import web
-from aiohttp.test_utils import TestClient
-from conftest import SAMPLE, SAMPLE_PATH, GatewayFactory, Peer, basic, make_config, rows
+from helpers import SAMPLE, SAMPLE_PATH, AppClient, GatewayFactory, Peer, basic, make_config, rows
 from raw_upstream import raw_upstream
-from test_stub import JSON_404, XML_404, documented_sample
+from upstream_samples import JSON_404, XML_404, documented_sample
 from yarl import URL
 
 
@@ -171,7 +170,7 @@ async def test_service_mode_replaces_the_callers_credentials(
     assert "myname" == rows(tmp_path / "audit.db")[-1]["actor"]
 
 
-async def exchange_raw(client: TestClient, request: bytes) -> bytes:
+async def exchange_raw(client: AppClient, request: bytes) -> bytes:
     """Send raw bytes to the gateway and read its whole answer (the request asks it to close)."""
     reader, writer = await asyncio.open_connection(client.host, client.port)
     writer.write(request)

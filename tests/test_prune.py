@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from test_chain import make_log
+from audit_support import make_log
 
 from gateway.cli import main
 

@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
+import argparse
 import re
-from pathlib import Path
+
+from helpers import ROOT
 
 from gateway import errors
 from gateway.audit.record import FIELDS, Outcome
 from gateway.cli import build_parser
 from gateway.config import reference_table
 
-ROOT = Path(__file__).resolve().parents[1]
 README = (ROOT / "README.md").read_text()
 
 
@@ -23,7 +24,11 @@ def test_ci_runs_exactly_the_quick_start_test_command() -> None:
 
 def test_every_cli_command_is_documented() -> None:
     commands = []
-    for name, sub in build_parser()._subparsers._group_actions[0].choices.items():  # type: ignore[union-attr]
+    parser = build_parser()
+    assert parser._subparsers is not None
+    action = parser._subparsers._group_actions[0]
+    assert isinstance(action, argparse._SubParsersAction)
+    for name, sub in action.choices.items():
         nested = sub._subparsers
         if nested is None:
             commands.append(f"gateway {name}")

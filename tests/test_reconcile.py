@@ -8,12 +8,12 @@ import io
 import json
 import sqlite3
 from pathlib import Path
-from typing import Any
 
 import aiohttp
 import pytest
 import structlog
-from conftest import GatewayFactory, basic, make_config
+from helpers import GatewayFactory, basic, make_config
+from pytest_aiohttp import AiohttpServer
 
 from gateway.audit.chain import ChainKey
 from gateway.audit.fingerprint import fingerprint
@@ -48,7 +48,7 @@ def write(path: Path, records: list[AuditRecord]) -> None:
 
 
 async def test_reconcile_against_the_stub(
-    tmp_path: Path, aiohttp_server: Any, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+    tmp_path: Path, aiohttp_server: AiohttpServer, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     stub = await aiohttp_server(make_stub_app(dataclasses.replace(demo_seed(), generated=10)))
     stub_url = str(stub.make_url("")).rstrip("/")
@@ -159,7 +159,7 @@ NO_UPSTREAM = "give --upstream URL (or a --config whose upstream.url is the Apig
 )
 async def test_what_stays_open_says_what_would_settle_it(
     tmp_path: Path,
-    aiohttp_server: Any,
+    aiohttp_server: AiohttpServer,
     monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
     options: list[str],
@@ -197,7 +197,9 @@ async def test_start_up_warns_of_pending_intents(tmp_path: Path, gateway: Gatewa
     configure_logging("json", "info", output)
     try:
         client = await gateway(make_config(tmp_path))
-        await client.server.app[RUNTIME].pending_check
+        pending_check = client.app[RUNTIME].pending_check
+        assert pending_check is not None
+        await pending_check
         flush_logs()
     finally:
         structlog.reset_defaults()

@@ -8,7 +8,7 @@ import json
 from pathlib import Path
 
 import pytest
-from conftest import SAMPLE, GatewayFactory, basic, make_config
+from helpers import SAMPLE, GatewayFactory, basic, make_config
 
 from gateway.logs import flush_logs
 from gateway.redact import loggable_target
@@ -62,6 +62,49 @@ KEY = "fGytmxA5UDajPMdOA5E3bebiBOBPikOT"
     ],
 )
 def test_loggable_target(target: str, logged: str) -> None:
+    """Every part of a path or query that may be a secret is ``*``; the API's words and the
+    organisation in its place are kept."""
+    assert logged == loggable_target(target)
+
+
+@pytest.mark.parametrize(
+    ("target", "logged"),
+    [
+        # The limits are inclusive: 16 segments (the empty one before the first "/" counts) and
+        # 8 parameters are shown whole.
+        ("/x" * 15, "/*" * 15),
+        ("/?" + "&".join(f"p{i}=v" for i in range(8)), "/?" + "&".join(["*=*"] * 8)),
+        # An organisation is a valid name of up to 255 characters, in any of its three places.
+        ("/v1/o/" + "o" * 255 + "/apps", "/v1/o/" + "o" * 255 + "/apps"),
+        ("/v1/o/" + "o" * 256 + "/apps", "/v1/o/*/apps"),
+        ("/v1/organizations/-org/apps", "/v1/organizations/*/apps"),
+        ("/v1/audits/organizations/bad%20org", "/v1/audits/organizations/*"),
+        ("/v1/o/myörg/apps", "/v1/o/*/apps"),
+        ("/v1/o/my.org~1/apps", "/v1/o/my.org~1/apps"),
+        # Words are kept wherever they are, exactly as spelt; nothing else is.
+        ("/v1/o/o/o/apps", "/v1/o/o/o/apps"),
+        ("/V1/O/myorg", "/*/*/*"),
+        ("/v1/%6F/myorg", "/v1/*/*"),
+        ("/v1/o/myorg/./apps", "/v1/o/myorg/*/apps"),
+        ("/v1/o/myorg/developers/a%40b.com", "/v1/o/myorg/developers/*"),
+        ("/v1/o/myorg/e/test/keyvaluemaps/secretmap/entries/k", "/v1/o/myorg/e/*/keyvaluemaps/*/entries/*"),
+        # Query parameters: a known name alone, known values only after a known name's "=", names
+        # in their exact case; everything after the first "?" is the query.
+        ("/x?expand", "/*?expand"),
+        ("/x?expand=true", "/*?expand=true"),
+        ("/x?foo=true", "/*?*=true"),
+        ("/x?app=", "/*?app=*"),
+        ("/x?startkey=1", "/*?*=*"),
+        ("/x?startKey=1", "/*?startKey=*"),
+        ("/x?action=revoke=x", "/*?action=*"),
+        ("/v1/o/myorg/apps?count=5&start=abc", "/v1/o/myorg/apps?count=*&start=*"),
+        ("/a?b?c", "/*?*"),
+        ("?action=revoke", "?action=revoke"),
+        ("", ""),
+    ],
+)
+def test_loggable_target_at_its_edges(target: str, logged: str) -> None:
+    """Limits, organisation names, literal words and query parameters at the edges of each rule."""
     assert logged == loggable_target(target)
 
 

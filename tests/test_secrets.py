@@ -21,7 +21,7 @@ from urllib.parse import urlsplit
 import aiohttp
 import pytest
 from aiohttp import web
-from conftest import PASSWORDS, SAMPLE_PATH, USERS, GatewayFactory, Peer, basic, make_config, rows
+from helpers import PASSWORDS, SAMPLE_PATH, USERS, GatewayFactory, Peer, basic, make_config, rows
 from processes import completed, started
 
 from gateway.audit.fingerprint import fingerprint, redact_snapshot

@@ -9,10 +9,11 @@ import json
 import os
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from conftest import GatewayFactory, Peer, basic, make_config, rows
+from helpers import GatewayFactory, Peer, basic, make_config, rows
 
 from gateway.audit.chain import ChainKey
 from gateway.audit.record import AuditRecord
@@ -153,7 +154,11 @@ async def test_the_log_removed_or_replaced_while_serving_stops_forwarding(
     client = await gateway(make_config(tmp_path, upstream=peer.url))
     if change != "wal removed before any write":
         assert 200 == (await client.delete("/v1/o/myorg/oauth2/accesstokens/before", headers=basic("myname"))).status
-    changes = {"removed": Path.unlink, "replaced": _replace_with_another_log, "wal removed": _remove_wal}
+    changes: dict[str, Callable[[Path], None]] = {
+        "removed": Path.unlink,
+        "replaced": _replace_with_another_log,
+        "wal removed": _remove_wal,
+    }
     changes.get(change, _remove_wal)(database)
     response = await client.delete("/v1/o/myorg/oauth2/accesstokens/after", headers=basic("myname"))
     assert (503, NOTHING_FORWARDED) == (response.status, await response.json())

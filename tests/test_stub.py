@@ -4,33 +4,19 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import re
 from decimal import Decimal
 from pathlib import Path
-from typing import Any
 
 import aiohttp
 import pytest
-from conftest import SAMPLE, SAMPLE_PATH
+from helpers import SAMPLE, SAMPLE_PATH
+from pytest_aiohttp import AiohttpClient
+from upstream_samples import JSON_404, XML_404, documented_sample
 
 from gateway.stub import SeedError, demo_seed, jackson, load_seed, make_stub_app
 from gateway.stub.seed import SAMPLE_TOKEN, generated_token
 
-ROOT = Path(__file__).resolve().parents[1]
-DOC = ROOT / "docs" / "upstream" / "apigee-delete-token.md"
-"""The upstream contract, vendored: the tests never depend on a file outside the repository."""
-XML_404 = (
-    b"<Error> <Code>keymanagement.service.invalid_account_name</Code> "
-    b"<Message>Invalid Access Token</Message> <Contexts/> </Error>"
-)
-JSON_404 = b'{"code": "keymanagement.service.invalid_account_name", "message": "Invalid Access Token", "contexts": []}'
 AUTH = {"Authorization": aiohttp.encode_basic_auth("myname", "mypass")}
-
-
-def documented_sample() -> bytes:
-    """The sample response, cut out of the upstream documentation shipped beside the repo."""
-    text = DOC.read_bytes()
-    return re.search(rb"Sample Response:\n(\{.*?\n\})\n", text, re.DOTALL).group(1)  # type: ignore[union-attr]
 
 
 class TestJackson:
@@ -44,7 +30,7 @@ class TestJackson:
         assert '{\n"a" : [ ],\n"b" : { },\n"c" : 1.50,\n"d" : null,\n"e" : true,\n"f" : "é"\n}' == jackson.dumps(value)
 
 
-async def test_delete_returns_documented_sample_then_404(aiohttp_client: Any) -> None:
+async def test_delete_returns_documented_sample_then_404(aiohttp_client: AiohttpClient) -> None:
     """Deleting the sample token answers the documented body, and a second delete the 404."""
     client = await aiohttp_client(make_stub_app(demo_seed()))
     first = await client.delete(SAMPLE_PATH, headers=AUTH)
@@ -57,7 +43,7 @@ async def test_delete_returns_documented_sample_then_404(aiohttp_client: Any) ->
     assert XML_404 == await second.read()
 
 
-async def test_404_as_json_when_accepted(aiohttp_client: Any) -> None:
+async def test_404_as_json_when_accepted(aiohttp_client: AiohttpClient) -> None:
     """With Accept: application/json the same error comes in Apigee's JSON shape."""
     client = await aiohttp_client(make_stub_app(demo_seed()))
     response = await client.delete(
@@ -68,7 +54,7 @@ async def test_404_as_json_when_accepted(aiohttp_client: Any) -> None:
     assert JSON_404 == await response.read()
 
 
-async def test_organizations_alias_and_get_does_not_delete(aiohttp_client: Any) -> None:
+async def test_organizations_alias_and_get_does_not_delete(aiohttp_client: AiohttpClient) -> None:
     """GET returns a token without deleting it; /v1/organizations/ is the same resource."""
     client = await aiohttp_client(make_stub_app(demo_seed()))
     alias = f"/v1/organizations/myorg/oauth2/accesstokens/{SAMPLE}"
@@ -90,7 +76,7 @@ async def test_organizations_alias_and_get_does_not_delete(aiohttp_client: Any) 
     ],
     ids=["missing", "wrong-password", "other-scheme", "bad-base64"],
 )
-async def test_wrong_or_missing_credentials_get_401(aiohttp_client: Any, headers: dict[str, str]) -> None:
+async def test_wrong_or_missing_credentials_get_401(aiohttp_client: AiohttpClient, headers: dict[str, str]) -> None:
     """Without valid credentials nothing is revealed or deleted."""
     client = await aiohttp_client(make_stub_app(demo_seed()))
     response = await client.delete(SAMPLE_PATH, headers=headers)
@@ -99,7 +85,7 @@ async def test_wrong_or_missing_credentials_get_401(aiohttp_client: Any, headers
     assert 200 == (await client.get(SAMPLE_PATH, headers=AUTH)).status
 
 
-async def test_unknown_path_is_404(aiohttp_client: Any) -> None:
+async def test_unknown_path_is_404(aiohttp_client: AiohttpClient) -> None:
     client = await aiohttp_client(make_stub_app(demo_seed()))
     response = await client.get("/v1/o/myorg/environments", headers={**AUTH, "Accept": "application/json"})
     assert 404 == response.status
@@ -110,7 +96,7 @@ async def test_unknown_path_is_404(aiohttp_client: Any) -> None:
     } == await response.json()
 
 
-async def test_generated_load_tokens(aiohttp_client: Any) -> None:
+async def test_generated_load_tokens(aiohttp_client: AiohttpClient) -> None:
     """load0 ... load<N-1> exist in every seeded org until deleted; nothing outside that range does."""
     seed = dataclasses.replace(demo_seed(), generated=1000)
     client = await aiohttp_client(make_stub_app(seed))
@@ -154,7 +140,9 @@ class TestSeed:
         assert tokens == [generated_token(i)["token"] for i in range(1000)]
         assert 1000 == len(set(tokens))
 
-    async def test_seed_file_tokens_come_back_in_the_form_given(self, tmp_path: Path, aiohttp_client: Any) -> None:
+    async def test_seed_file_tokens_come_back_in_the_form_given(
+        self, tmp_path: Path, aiohttp_client: AiohttpClient
+    ) -> None:
         """Key order and number spelling survive the round trip through a seed file."""
         seed_file = tmp_path / "seed.json"
         seed_file.write_text(

@@ -12,8 +12,9 @@ from typing import Any
 
 import aiohttp
 import pytest
-from conftest import SAMPLE_PATH, GatewayFactory, basic, make_config
+from helpers import SAMPLE_PATH, GatewayFactory, basic, make_config
 from processes import started
+from pytest_aiohttp import AiohttpClient, AiohttpServer
 from yarl import URL
 
 from gateway.config import ConfigError
@@ -29,7 +30,7 @@ BARE = ("User-Agent", "Accept", "Accept-Encoding")
 
 
 @pytest.fixture
-async def stub(aiohttp_server: Any) -> str:
+async def stub(aiohttp_server: AiohttpServer) -> str:
     """The stub with its admin endpoints, on loopback."""
     server = await aiohttp_server(make_stub_app(demo_seed(), admin=True))
     return str(server.make_url("")).rstrip("/")
@@ -50,7 +51,8 @@ async def put_fault(session: aiohttp.ClientSession, stub: str, **fault: Any) -> 
 async def journal(session: aiohttp.ClientSession, stub: str) -> list[dict[str, Any]]:
     async with session.get(stub + "/_stub/requests") as response:
         assert 200 == response.status
-        return (await response.json())["requests"]  # type: ignore[no-any-return]
+        requests: list[dict[str, Any]] = (await response.json())["requests"]
+        return requests
 
 
 async def assert_serves_normally(session: aiohttp.ClientSession, stub: str) -> None:
@@ -123,7 +125,7 @@ class TestJournal:
         assert [{"index": 1}, {"index": 2}] == kept.entries()
 
 
-async def test_admin_is_off_by_default(aiohttp_client: Any) -> None:
+async def test_admin_is_off_by_default(aiohttp_client: AiohttpClient) -> None:
     """Without admin=True, /_stub/... is just a path the stub does not emulate."""
     client = await aiohttp_client(make_stub_app(demo_seed()))
     for method, path in (("GET", "/_stub/requests"), ("PUT", "/_stub/fault"), ("POST", "/_stub/tokens")):
@@ -393,7 +395,9 @@ class TestDelay:
             assert (200, SAMPLE_BODY) == (response.status, await response.read())
         assert loop.time() - started >= 0.2
 
-    async def test_stub_delay_holds_back_emulated_answers_but_not_admin_ones(self, aiohttp_server: Any) -> None:
+    async def test_stub_delay_holds_back_emulated_answers_but_not_admin_ones(
+        self, aiohttp_server: AiohttpServer
+    ) -> None:
         server = await aiohttp_server(make_stub_app(demo_seed(), admin=True, delay=0.3))
         quick = aiohttp.ClientTimeout(sock_read=0.1)
         async with aiohttp.ClientSession(timeout=quick) as session:
@@ -422,7 +426,7 @@ class TestSettings:
     ) -> None:
         """With stub.admin, the journal of `gateway serve`'s own stub shows exactly what was forwarded."""
         client = await gateway(make_config(tmp_path, stub={"admin": True}))
-        upstream = client.server.app[RUNTIME].upstream_url
+        upstream = client.app[RUNTIME].upstream_url
         refused = await client.delete(SAMPLE_PATH, headers=basic("myname", "wrong"))
         assert 401 == refused.status
         assert [] == await journal(session, upstream)

@@ -7,7 +7,8 @@ from typing import Any
 import aiohttp
 import pytest
 import yarl
-from aiohttp.test_utils import TestClient
+from helpers import AppClient
+from pytest_aiohttp import AiohttpClient
 
 from gateway.stub import demo_seed, make_stub_app
 from gateway.stub.seed import DEMO_APP, DEMO_APP_ID, DEMO_DEVELOPER, DEMO_DEVELOPER_ID, SAMPLE_TOKEN, parse_seed
@@ -60,12 +61,12 @@ def seed() -> Any:
 
 
 @pytest.fixture
-async def client(aiohttp_client: Any) -> TestClient:
+async def client(aiohttp_client: AiohttpClient) -> AppClient:
     return await aiohttp_client(make_stub_app(seed()))
 
 
 async def call(
-    client: TestClient, method: str, path: str, body: Any = None, headers: dict[str, str] | None = None
+    client: AppClient, method: str, path: str, body: Any = None, headers: dict[str, str] | None = None
 ) -> tuple[int, Any]:
     """Status and parsed JSON body (None when there is none)."""
     response = await client.request(method, path, json=body, headers=JSON if headers is None else headers)
@@ -79,7 +80,7 @@ def error(code: str, message: str) -> dict[str, Any]:
 
 class TestOrganization:
     @pytest.mark.parametrize("path", ["/v1/organizations/myorg/", "/v1/organizations/myorg", "/v1/o/myorg"])
-    async def test_get_has_the_properties_object_clients_need(self, client: TestClient, path: str) -> None:
+    async def test_get_has_the_properties_object_clients_need(self, client: AppClient, path: str) -> None:
         """apigee-edge-js's connect() reads ``properties`` from GET /v1/organizations/{org}/."""
         response = await client.get(path, headers=AUTH)
         assert (200, "application/json") == (response.status, response.headers["Content-Type"])
@@ -97,13 +98,13 @@ class TestOrganization:
             "type",
         ] == list(body)
 
-    async def test_unknown_organization_is_404(self, client: TestClient) -> None:
+    async def test_unknown_organization_is_404(self, client: AppClient) -> None:
         assert (
             404,
             error("organizations.OrganizationDoesNotExist", "Organization : nope does not exist"),
         ) == await call(client, "GET", "/v1/o/nope/developers")
 
-    async def test_products(self, client: TestClient) -> None:
+    async def test_products(self, client: AppClient) -> None:
         assert (200, ["sandbox", "p1", "p2"]) == await call(client, "GET", f"{ORG}/apiproducts")
         status, product = await call(client, "GET", f"{ORG}/apiproducts/p1")
         assert (200, "p1", "auto") == (status, product["name"], product["approvalType"])
@@ -121,7 +122,7 @@ class TestOrganization:
         [{}, {"Authorization": aiohttp.encode_basic_auth("myname", "wrong")}, {"Authorization": "Bearer nope"}],
         ids=["missing", "wrong-password", "unknown-bearer"],
     )
-    async def test_every_path_needs_credentials(self, client: TestClient, headers: dict[str, str]) -> None:
+    async def test_every_path_needs_credentials(self, client: AppClient, headers: dict[str, str]) -> None:
         for method, path in (
             ("GET", ORG),
             ("POST", f"{ORG}/developers"),
@@ -134,7 +135,7 @@ class TestOrganization:
 
 
 class TestDevelopers:
-    async def test_create_get_list_update_delete(self, client: TestClient) -> None:
+    async def test_create_get_list_update_delete(self, client: AppClient) -> None:
         body = {
             "email": "Dev@Example.com",
             "firstName": "D",
@@ -188,7 +189,7 @@ class TestDevelopers:
         assert (404, missing) == await call(client, "GET", f"{ORG}/developers/dev@example.com")
         assert (404, missing) == await call(client, "DELETE", f"{ORG}/developers/dev@example.com")
 
-    async def test_create_refuses_a_duplicate_and_missing_fields(self, client: TestClient) -> None:
+    async def test_create_refuses_a_duplicate_and_missing_fields(self, client: AppClient) -> None:
         duplicate = {"email": DEMO_DEVELOPER.upper(), "firstName": "A", "lastName": "B", "userName": "c"}
         assert (
             409,
@@ -214,7 +215,7 @@ class TestDevelopers:
         )
         assert (200, [DEMO_DEVELOPER, "owner@example.com"]) == await call(client, "GET", f"{ORG}/developers")
 
-    async def test_active_and_inactive_answer_204_with_no_body(self, client: TestClient) -> None:
+    async def test_active_and_inactive_answer_204_with_no_body(self, client: AppClient) -> None:
         for action in ("inactive", "active"):
             response = await client.post(f"{ORG}/developers/{DEMO_DEVELOPER_ID}?action={action}", headers=AUTH)
             assert (204, b"") == (response.status, await response.read())
@@ -228,7 +229,7 @@ class TestDevelopers:
         )
 
 
-async def test_action_status_200_answers_the_changed_entity(aiohttp_client: Any) -> None:
+async def test_action_status_200_answers_the_changed_entity(aiohttp_client: AiohttpClient) -> None:
     """stub.action_status = 200: every ?action= call answers 200 with the entity, as Apigee's current spec says."""
     client = await aiohttp_client(make_stub_app(seed(), settings=StubSettings(action_status=200)))
     status, developer = await call(client, "POST", f"{ORG}/developers/{DEMO_DEVELOPER}?action=inactive")
@@ -244,7 +245,7 @@ async def test_action_status_200_answers_the_changed_entity(aiohttp_client: Any)
 
 @pytest.mark.parametrize("owner", OWNERS)
 class TestApps:
-    async def test_create_issues_a_key_pair_for_the_products(self, client: TestClient, owner: str) -> None:
+    async def test_create_issues_a_key_pair_for_the_products(self, client: AppClient, owner: str) -> None:
         body = {
             "name": "a1",
             "apiProducts": ["p1", "p2"],
@@ -295,7 +296,7 @@ class TestApps:
         assert (200, ["a1"]) == await call(client, "GET", f"{ORG}{owner}/apps")
         assert (200, {"app": [app]}) == await call(client, "GET", f"{ORG}{owner}/apps?expand=true")
 
-    async def test_create_refusals(self, client: TestClient, owner: str) -> None:
+    async def test_create_refusals(self, client: AppClient, owner: str) -> None:
         label = owner.rsplit("/", 1)[1]
         assert (201, "a1") == ((r := await call(client, "POST", f"{ORG}{owner}/apps", {"name": "a1"}))[0], r[1]["name"])
         assert (
@@ -314,7 +315,7 @@ class TestApps:
         )
         assert (200, ["a1"]) == await call(client, "GET", f"{ORG}{owner}/apps")
 
-    async def test_update_revoke_approve_and_delete(self, client: TestClient, owner: str) -> None:
+    async def test_update_revoke_approve_and_delete(self, client: AppClient, owner: str) -> None:
         label = owner.rsplit("/", 1)[1]
         _, app = await call(client, "POST", f"{ORG}{owner}/apps", {"name": "a1", "apiProducts": ["p1"]})
         path = f"{ORG}{owner}/apps/a1"
@@ -346,7 +347,7 @@ class TestApps:
             assert (404, missing) == await call(client, method, path, {} if method == "PUT" else None)
         assert (404, missing) == await call(client, "POST", f"{path}?action=revoke")
 
-    async def test_keys(self, client: TestClient, owner: str) -> None:
+    async def test_keys(self, client: AppClient, owner: str) -> None:
         await call(client, "POST", f"{ORG}{owner}/apps", {"name": "a1"})
         keys = f"{ORG}{owner}/apps/a1/keys"
         status, key = await call(client, "POST", f"{keys}/create", {"consumerKey": "K1", "consumerSecret": "S1"})
@@ -408,7 +409,7 @@ class TestApps:
         assert (404, missing) == await call(client, "GET", f"{keys}/{SAMPLE_KEY}")
 
 
-async def test_key_paths_take_the_developer_id_in_place_of_the_email(client: TestClient) -> None:
+async def test_key_paths_take_the_developer_id_in_place_of_the_email(client: AppClient) -> None:
     """apigee-edge-js's appcredentials.revoke({key}) names the developer by id."""
     response = await client.post(
         f"{ORG}/developers/{DEMO_DEVELOPER_ID}/apps/{DEMO_APP}/keys/{SAMPLE_KEY}?action=revoke", headers=AUTH
@@ -422,7 +423,7 @@ async def test_key_paths_take_the_developer_id_in_place_of_the_email(client: Tes
     )
 
 
-async def test_deleting_a_developer_takes_its_apps(client: TestClient) -> None:
+async def test_deleting_a_developer_takes_its_apps(client: AppClient) -> None:
     assert (200, [DEMO_APP]) == (
         (r := await call(client, "DELETE", f"{ORG}/developers/{DEMO_DEVELOPER}"))[0],
         r[1]["apps"],
@@ -435,7 +436,7 @@ async def test_deleting_a_developer_takes_its_apps(client: TestClient) -> None:
 
 
 class TestCompanies:
-    async def test_create_get_list_action_delete(self, client: TestClient) -> None:
+    async def test_create_get_list_action_delete(self, client: AppClient) -> None:
         status, company = await call(client, "POST", f"{ORG}/companies", {"name": "globex", "displayName": "Globex"})
         assert (
             201,
@@ -467,7 +468,7 @@ class TestCompanies:
 
 
 class TestXml:
-    async def test_entities_as_xml_when_asked(self, client: TestClient) -> None:
+    async def test_entities_as_xml_when_asked(self, client: AppClient) -> None:
         response = await client.get(f"{ORG}/apiproducts", headers={**AUTH, "Accept": "application/xml"})
         assert ("application/xml", b"<List><Item>sandbox</Item><Item>p1</Item><Item>p2</Item></List>") == (
             response.headers["Content-Type"],
@@ -482,7 +483,7 @@ class TestXml:
             f"<Attributes></Attributes><ConsumerKey>{SAMPLE_KEY}</ConsumerKey><ConsumerSecret>s3</ConsumerSecret>"
         ) == (await response.text()).split("<ExpiresAt>")[0]
 
-    async def test_errors_are_json_by_default_and_xml_when_asked(self, client: TestClient) -> None:
+    async def test_errors_are_json_by_default_and_xml_when_asked(self, client: AppClient) -> None:
         path = f"{ORG}/developers/nobody@example.com"
         response = await client.get(path, headers=AUTH)
         assert (
@@ -499,7 +500,7 @@ class TestXml:
         ) == await response.read()
 
 
-async def test_demo_seed_has_a_developer_whose_app_holds_the_sample_tokens_key(aiohttp_client: Any) -> None:
+async def test_demo_seed_has_a_developer_whose_app_holds_the_sample_tokens_key(aiohttp_client: AiohttpClient) -> None:
     client = await aiohttp_client(make_stub_app(demo_seed()))
     status, app = await call(client, "GET", f"/v1/o/myorg/developers/{DEMO_DEVELOPER}/apps/{DEMO_APP}")
     assert (200, DEMO_APP_ID, [SAMPLE_KEY]) == (status, app["appId"], [c["consumerKey"] for c in app["credentials"]])
@@ -509,7 +510,7 @@ async def test_demo_seed_has_a_developer_whose_app_holds_the_sample_tokens_key(a
     )
 
 
-async def test_emails_in_paths_raw_or_encoded(client: TestClient) -> None:
+async def test_emails_in_paths_raw_or_encoded(client: AppClient) -> None:
     """Both clients send emails raw (``a+b@example.com``); an encoded one names the same developer."""
     body = {"email": "a+b@example.com", "firstName": "A", "lastName": "B", "userName": "ab"}
     assert 201 == (await call(client, "POST", f"{ORG}/developers", body))[0]

@@ -10,8 +10,9 @@ from typing import Any
 
 import aiohttp
 import pytest
-from aiohttp.test_utils import TestClient
+from helpers import AppClient
 from processes import started
+from pytest_aiohttp import AiohttpClient
 
 from gateway.stub import demo_seed, make_stub_app
 from gateway.stub.settings import StubSettings
@@ -22,12 +23,12 @@ DEVELOPERS = "/v1/organizations/myorg/developers"
 
 
 @pytest.fixture
-async def client(aiohttp_client: Any) -> TestClient:
+async def client(aiohttp_client: AiohttpClient) -> AppClient:
     return await aiohttp_client(make_stub_app(demo_seed()))
 
 
 async def login(
-    client: TestClient, form: dict[str, str] | None = None, headers: dict[str, str] | None = None
+    client: AppClient, form: dict[str, str] | None = None, headers: dict[str, str] | None = None
 ) -> tuple[int, Any, Any]:
     response = await client.post(
         "/oauth/token", data=LOGIN if form is None else form, headers=CLIENT if headers is None else headers
@@ -37,10 +38,11 @@ async def login(
 
 def claims(jwt: str) -> dict[str, Any]:
     payload = jwt.split(".")[1]
-    return json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))  # type: ignore[no-any-return]
+    decoded: dict[str, Any] = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
+    return decoded
 
 
-async def test_password_grant_answers_apigee_s_shape(client: TestClient) -> None:
+async def test_password_grant_answers_apigee_s_shape(client: AppClient) -> None:
     status, answer, headers = await login(client)
     assert (200, "application/json; charset=UTF-8", "no-store") == (
         status,
@@ -53,7 +55,7 @@ async def test_password_grant_answers_apigee_s_shape(client: TestClient) -> None
     assert ("myname", "edgecli", 1799) == (issued["user_name"], issued["client_id"], issued["exp"] - issued["iat"])
 
 
-async def test_the_bearer_token_works_on_every_management_path(client: TestClient) -> None:
+async def test_the_bearer_token_works_on_every_management_path(client: AppClient) -> None:
     _, answer, _ = await login(client)
     bearer = {"Authorization": f"Bearer {answer['access_token']}", "Accept": "application/json"}
     response = await client.get(DEVELOPERS, headers=bearer)
@@ -67,7 +69,7 @@ async def test_the_bearer_token_works_on_every_management_path(client: TestClien
     )
 
 
-async def test_an_expired_bearer_token_is_refused(aiohttp_client: Any) -> None:
+async def test_an_expired_bearer_token_is_refused(aiohttp_client: AiohttpClient) -> None:
     """stub.token_lifetime = 0 issues tokens already expired: 401, saying so."""
     client = await aiohttp_client(make_stub_app(demo_seed(), settings=StubSettings(token_lifetime=0)))
     _, answer, _ = await login(client)
@@ -87,7 +89,7 @@ async def test_an_expired_bearer_token_is_refused(aiohttp_client: Any) -> None:
     } == await response.json()
 
 
-async def test_refresh_grant_gives_a_new_pair_once(client: TestClient) -> None:
+async def test_refresh_grant_gives_a_new_pair_once(client: AppClient) -> None:
     _, first, _ = await login(client)
     refresh = {"grant_type": "refresh_token", "refresh_token": first["refresh_token"]}
     status, second, _ = await login(client, refresh)
@@ -138,12 +140,12 @@ async def test_refresh_grant_gives_a_new_pair_once(client: TestClient) -> None:
     ids=["no-client", "wrong-client", "wrong-password", "no-password", "no-grant", "other-grant", "unknown-refresh"],
 )
 async def test_refusals_are_oauth_shaped(
-    client: TestClient, form: dict[str, str], headers: dict[str, str] | None, status: int, error: dict[str, str]
+    client: AppClient, form: dict[str, str], headers: dict[str, str] | None, status: int, error: dict[str, str]
 ) -> None:
     assert (status, error) == (await login(client, form, headers))[:2]
 
 
-async def test_basic_credentials_still_work_beside_bearer_tokens(client: TestClient) -> None:
+async def test_basic_credentials_still_work_beside_bearer_tokens(client: AppClient) -> None:
     response = await client.get(DEVELOPERS, headers={"Authorization": aiohttp.encode_basic_auth("myname", "mypass")})
     assert 200 == response.status
 
@@ -164,7 +166,7 @@ async def test_gateway_stub_takes_the_settings(tmp_path: Path) -> None:
         assert 0 == await stub.stop(signal.SIGTERM)
 
 
-async def test_journal_and_faults_cover_the_login_and_management_paths(aiohttp_client: Any) -> None:
+async def test_journal_and_faults_cover_the_login_and_management_paths(aiohttp_client: AiohttpClient) -> None:
     """A fault hits /oauth/token and the management paths alike; the journal shows them, secrets hidden."""
     client = await aiohttp_client(make_stub_app(demo_seed(), admin=True))
     assert (

@@ -8,7 +8,8 @@ from typing import Any
 
 import aiohttp
 import pytest
-from aiohttp.test_utils import TestClient
+from helpers import AppClient
+from pytest_aiohttp import AiohttpClient, AiohttpServer
 
 from gateway.stub import make_stub_app
 from gateway.stub.seed import DEMO_APP_ID, SAMPLE_TOKEN, demo_data, parse_seed
@@ -64,12 +65,12 @@ def seed(generated: int = 0) -> Any:
 
 
 @pytest.fixture
-async def client(aiohttp_client: Any) -> TestClient:
+async def client(aiohttp_client: AiohttpClient) -> AppClient:
     return await aiohttp_client(make_stub_app(seed(generated=20), admin=True, settings=StubSettings(revoke_delay=0.05)))
 
 
 async def call(
-    client: TestClient, method: str, path: str, body: Any = None, headers: dict[str, str] | None = None
+    client: AppClient, method: str, path: str, body: Any = None, headers: dict[str, str] | None = None
 ) -> tuple[int, Any]:
     response = await client.request(method, path, json=body, headers=JSON if headers is None else headers)
     raw = await response.read()
@@ -80,21 +81,22 @@ def error(code: str, message: str) -> dict[str, Any]:
     return {"code": code, "message": message, "contexts": []}
 
 
-async def tokens_of(client: TestClient) -> dict[str, dict[str, Any]]:
+async def tokens_of(client: AppClient) -> dict[str, dict[str, Any]]:
     """The admin API's view of the organisation's tokens, by token."""
     status, org = await call(client, "GET", "/_stub/orgs/myorg", headers={})
     assert 200 == status
     return {entry["token"]: entry for entry in org["tokens"]}
 
 
-async def make_tokens(client: TestClient, app_id: str = DEMO_APP_ID, **options: Any) -> list[dict[str, Any]]:
+async def make_tokens(client: AppClient, app_id: str = DEMO_APP_ID, **options: Any) -> list[dict[str, Any]]:
     status, made = await call(client, "POST", f"/_stub/orgs/myorg/apps/{app_id}/tokens", options, headers={})
     assert 201 == status, made
-    return made["tokens"]  # type: ignore[no-any-return]
+    tokens: list[dict[str, Any]] = made["tokens"]
+    return tokens
 
 
 class TestOneToken:
-    async def test_revoke_and_approve_answer_204_and_change_the_status(self, client: TestClient) -> None:
+    async def test_revoke_and_approve_answer_204_and_change_the_status(self, client: AppClient) -> None:
         for action, status in (("revoke", "revoked"), ("approve", "approved")):
             response = await client.post(f"{TOKENS}{SAMPLE}?action={action}", headers=AUTH)
             assert (204, b"") == (response.status, await response.read())
@@ -102,13 +104,13 @@ class TestOneToken:
             assert status == token["status"]
         assert list(SAMPLE_TOKEN) == list(token)  # the form given is kept
 
-    async def test_cascade_applies_the_action_to_the_refresh_token(self, client: TestClient) -> None:
+    async def test_cascade_applies_the_action_to_the_refresh_token(self, client: AppClient) -> None:
         assert 204 == (await client.post(f"{TOKENS}{SAMPLE}?action=revoke", headers=AUTH)).status
         assert "approved" == (await tokens_of(client))[SAMPLE]["refreshTokenStatus"]
         assert 204 == (await client.post(f"{TOKENS}{SAMPLE}?action=revoke&cascade=true", headers=AUTH)).status
         assert ("revoked", "revoked") == ((t := (await tokens_of(client))[SAMPLE])["status"], t["refreshTokenStatus"])
 
-    async def test_update_sets_named_attributes_and_the_scope(self, client: TestClient) -> None:
+    async def test_update_sets_named_attributes_and_the_scope(self, client: AppClient) -> None:
         body = {
             "attributes": [{"name": "att_n1", "value": "changed"}, {"name": "new", "value": "v"}],
             "scope": "read write",
@@ -122,13 +124,13 @@ class TestOneToken:
         assert token["lastModifiedAt"] > SAMPLE_TOKEN["lastModifiedAt"]
         assert (200, token) == await call(client, "GET", TOKENS + SAMPLE)
 
-    async def test_a_generated_load_token_can_be_revoked(self, client: TestClient) -> None:
+    async def test_a_generated_load_token_can_be_revoked(self, client: AppClient) -> None:
         assert 204 == (await client.post(f"{TOKENS}load3?action=revoke", headers=AUTH)).status
         assert "revoked" == (await call(client, "GET", TOKENS + "load3"))[1]["status"]
         assert "approved" == (await call(client, "GET", TOKENS + "load4"))[1]["status"]
 
     @pytest.mark.parametrize("method, path", [("POST", "?action=revoke"), ("POST", ""), ("GET", ""), ("DELETE", "")])
-    async def test_unknown_token_is_the_documented_404(self, client: TestClient, method: str, path: str) -> None:
+    async def test_unknown_token_is_the_documented_404(self, client: AppClient, method: str, path: str) -> None:
         response = await client.request(
             method, f"{TOKENS}nosuchtoken{path}", json={} if path == "" and method == "POST" else None, headers=AUTH
         )
@@ -137,7 +139,7 @@ class TestOneToken:
             b"<Error> <Code>keymanagement.service.invalid_account_name</Code> <Message>Invalid Access Token</Message> <Contexts/> </Error>"
         ) == await response.read()
 
-    async def test_bad_action_and_body(self, client: TestClient) -> None:
+    async def test_bad_action_and_body(self, client: AppClient) -> None:
         assert (400, error("stub.invalid_action", "Invalid action 'delete'; expected approve or revoke")) == await call(
             client, "POST", f"{TOKENS}{SAMPLE}?action=delete"
         )
@@ -148,7 +150,7 @@ class TestOneToken:
 
 
 class TestBulkRevoke:
-    async def test_revoke_by_app_is_accepted_then_takes_effect(self, aiohttp_client: Any) -> None:
+    async def test_revoke_by_app_is_accepted_then_takes_effect(self, aiohttp_client: AiohttpClient) -> None:
         """202 with the number submitted; the tokens turn revoked stub.revoke_delay later, others untouched."""
         client = await aiohttp_client(make_stub_app(seed(), admin=True, settings=StubSettings(revoke_delay=0.5)))
         made = await make_tokens(client, count=2)
@@ -165,7 +167,7 @@ class TestBulkRevoke:
         assert {"approved"} == {entry["status"] for token, entry in held.items() if token not in mine}
         assert {"approved"} == {held[token]["refreshTokenStatus"] for token in mine}
 
-    async def test_revoke_by_end_user_with_cascade(self, client: TestClient) -> None:
+    async def test_revoke_by_end_user_with_cascade(self, client: AppClient) -> None:
         [alice] = await make_tokens(client, enduser="alice")
         await make_tokens(client, enduser="bob")
         response = await client.post("/v1/o/myorg/oauth2/revoke?enduser=alice&cascade=true", headers=AUTH)
@@ -177,7 +179,7 @@ class TestBulkRevoke:
         assert ("revoked", "alice") == (held[alice["token"]]["refreshTokenStatus"], held[alice["token"]]["endUser"])
         assert ["approved"] == [e["status"] for e in held.values() if e["endUser"] == "bob"]
 
-    async def test_refusals(self, client: TestClient) -> None:
+    async def test_refusals(self, client: AppClient) -> None:
         assert (
             400,
             error("keymanagement.service.parameters_missing", "Either app or enduser must be given"),
@@ -189,7 +191,7 @@ class TestBulkRevoke:
 
 
 class TestSearch:
-    async def test_pages_by_start_and_next(self, client: TestClient) -> None:
+    async def test_pages_by_start_and_next(self, client: AppClient) -> None:
         made = [SAMPLE, *(token["token"] for token in await make_tokens(client, count=4))]
         path = f"/v1/o/myorg/oauth2/search?app={DEMO_APP_ID}&limit=2"
         status, first = await call(client, "GET", path)
@@ -207,14 +209,14 @@ class TestSearch:
         _, default = await call(client, "GET", f"/v1/o/myorg/oauth2/search?app={DEMO_APP_ID}")
         assert (made, 10) == (default["list"], default["meta"]["limit"])
 
-    async def test_by_end_user(self, client: TestClient) -> None:
+    async def test_by_end_user(self, client: AppClient) -> None:
         [carol] = await make_tokens(client, enduser="carol")
         await make_tokens(client)
         status, found = await call(client, "GET", "/v1/o/myorg/oauth2/search?enduser=carol")
         assert (200, [carol["token"]], {"endUser": "carol"}) == (status, found["list"], found["meta"]["query"])
 
     @pytest.mark.parametrize("limit", ["0", "101", "x", "-1"])
-    async def test_bad_limit(self, client: TestClient, limit: str) -> None:
+    async def test_bad_limit(self, client: AppClient, limit: str) -> None:
         assert (
             400,
             error(
@@ -223,7 +225,7 @@ class TestSearch:
             ),
         ) == await call(client, "GET", f"/v1/o/myorg/oauth2/search?app={DEMO_APP_ID}&limit={limit}")
 
-    async def test_missing_parameters_and_unknown_app(self, client: TestClient) -> None:
+    async def test_missing_parameters_and_unknown_app(self, client: AppClient) -> None:
         assert 400 == (await call(client, "GET", "/v1/o/myorg/oauth2/search"))[0]
         assert (404, error("keymanagement.service.app_id_not_found", "App id nope not found")) == await call(
             client, "GET", "/v1/o/myorg/oauth2/search?app=nope"
@@ -231,7 +233,7 @@ class TestSearch:
 
 
 class TestAuthorizationCodesAndOAuth1:
-    async def test_authorization_code_get_and_delete(self, client: TestClient) -> None:
+    async def test_authorization_code_get_and_delete(self, client: AppClient) -> None:
         path = "/v1/o/myorg/oauth2/authorizationcodes/m9PEEI6I"
         assert (200, CODE) == await call(client, "GET", path)
         assert (200, CODE) == await call(client, "DELETE", path)
@@ -256,7 +258,7 @@ class TestAuthorizationCodesAndOAuth1:
         ],
     )
     async def test_oauth1_tokens(
-        self, client: TestClient, kind: str, token: dict[str, Any], missing: dict[str, Any]
+        self, client: AppClient, kind: str, token: dict[str, Any], missing: dict[str, Any]
     ) -> None:
         path = f"/v1/o/myorg/oauth1/{kind}/{token['token']}"
         assert (200, token) == await call(client, "GET", path)
@@ -270,7 +272,7 @@ class TestAuthorizationCodesAndOAuth1:
 
 
 class TestAdmin:
-    async def test_app_tokens_are_shaped_like_apigee_s(self, client: TestClient) -> None:
+    async def test_app_tokens_are_shaped_like_apigee_s(self, client: AppClient) -> None:
         [token] = await make_tokens(client, enduser="dave", scope="read", expires_in=60)
         assert [
             "apiProducts",
@@ -321,16 +323,14 @@ class TestAdmin:
             (f"/_stub/orgs/other/apps/{DEMO_APP_ID}/tokens", {}, 404, "no organisation other"),
         ],
     )
-    async def test_app_token_refusals(
-        self, client: TestClient, path: str, body: Any, status: int, message: str
-    ) -> None:
+    async def test_app_token_refusals(self, client: AppClient, path: str, body: Any, status: int, message: str) -> None:
         before = await tokens_of(client)
         assert status == (r := await call(client, "POST", path, body, headers={}))[0]
         assert message == r[1]["message"]
         assert before == await tokens_of(client)
 
 
-async def test_token_flow_over_plain_http(aiohttp_server: Any) -> None:
+async def test_token_flow_over_plain_http(aiohttp_server: AiohttpServer) -> None:
     """Search an app's tokens, revoke and approve one, revoke them all by app: each step over HTTP, state checked after."""
     server = await aiohttp_server(make_stub_app(seed(), admin=True, settings=StubSettings(revoke_delay=0.05)))
     base = str(server.make_url("")).rstrip("/")

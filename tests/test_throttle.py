@@ -6,16 +6,13 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
-import threading
-from collections.abc import AsyncIterator, Callable
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
 import aiohttp
-from aiohttp.test_utils import TestClient
-from conftest import SAMPLE_PATH, GatewayFactory, Peer, basic, make_config, rows
+from helpers import SAMPLE_PATH, AppClient, GatedExecutor, GatewayFactory, Peer, basic, make_config, rows
 
 from gateway.auth import AuthenticationError, Authenticator, ChecksBusy, User
 from gateway.passwords import hash_password, parse_hash
@@ -157,7 +154,7 @@ async def from_address(last: int) -> AsyncIterator[aiohttp.ClientSession]:
         yield session
 
 
-async def status(session: aiohttp.ClientSession, client: TestClient, headers: dict[str, str]) -> int:
+async def status(session: aiohttp.ClientSession, client: AppClient, headers: dict[str, str]) -> int:
     async with session.delete(client.make_url(SAMPLE_PATH), headers=headers) as response:
         return response.status
 
@@ -297,43 +294,6 @@ class TestUserLockout:
             assert 200 == (await client.delete(SAMPLE_PATH, headers=basic("myname"))).status
             assert 429 == await status(guesser, client, basic("myname", "guess9"))
         assert [SAMPLE_PATH] == [seen.path_qs for seen in peer.requests]
-
-
-class GatedExecutor(ThreadPoolExecutor):
-    """A standard thread pool whose jobs wait until ``open()``; it counts how many run at once."""
-
-    def __init__(self) -> None:
-        super().__init__(8)
-        self.submitted = self.running = self.peak = 0
-        self._gate = threading.Event()
-        self._lock = threading.Lock()
-        self._loop = asyncio.get_running_loop()
-        self._changed = asyncio.Event()
-
-    def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Any:
-        self.submitted += 1
-
-        def gated() -> Any:
-            with self._lock:
-                self.running += 1
-                self.peak = max(self.peak, self.running)
-            self._loop.call_soon_threadsafe(self._changed.set)
-            self._gate.wait()
-            try:
-                return fn(*args, **kwargs)
-            finally:
-                with self._lock:
-                    self.running -= 1
-
-        return super().submit(gated)
-
-    def open(self) -> None:
-        self._gate.set()
-
-    async def until_running(self, count: int) -> None:
-        while self.running < count:
-            self._changed.clear()
-            await self._changed.wait()
 
 
 class TestHashingBound:

@@ -6,15 +6,14 @@ from __future__ import annotations
 import signal
 import ssl
 from pathlib import Path
-from typing import Any
 
 import aiohttp
 import pytest
 import trustme
-from conftest import SAMPLE_PATH, USERS, GatewayFactory, basic, make_config, rows
+from helpers import ROOT, SAMPLE_PATH, USERS, GatewayFactory, basic, make_config, rows
 from processes import started
-from test_cli import ROOT
-from test_stub import documented_sample
+from pytest_aiohttp import AiohttpServer
+from upstream_samples import documented_sample
 
 from gateway.cli import main
 from gateway.stub import demo_seed, make_stub_app
@@ -82,7 +81,7 @@ def test_an_unusable_certificate_is_a_one_line_config_error(tmp_path: Path, caps
 
 
 async def test_the_upstream_certificate_is_verified(
-    tmp_path: Path, authority: trustme.CA, aiohttp_server: Any, gateway: GatewayFactory
+    tmp_path: Path, authority: trustme.CA, aiohttp_server: AiohttpServer, gateway: GatewayFactory
 ) -> None:
     server_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     authority.issue_cert("127.0.0.1").configure_cert(server_context)

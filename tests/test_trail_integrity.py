@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 from aiohttp import ClientSession
-from conftest import GatewayFactory, basic, make_config
+from audit_support import make_log, record
+from helpers import AppClient, GatewayFactory, basic, make_config
 from processes import completed, started
-from test_chain import make_log, record
 
 from gateway.audit.chain import ChainKey
 from gateway.audit.sqlite import SQLiteAppender
@@ -110,9 +110,9 @@ async def test_two_gateways_on_one_file_keep_one_chain(
     config = make_config(tmp_path, stub={"generated_tokens": 200})
     first, second = await gateway(config), await gateway(config)
 
-    async def delete(client: object, index: int) -> int:
-        response = await client.delete(f"/v1/o/myorg/oauth2/accesstokens/load{index}", headers=basic("myname"))  # type: ignore[attr-defined]
-        return int(response.status)
+    async def delete(client: AppClient, index: int) -> int:
+        response = await client.delete(f"/v1/o/myorg/oauth2/accesstokens/load{index}", headers=basic("myname"))
+        return response.status
 
     statuses = await asyncio.gather(*(delete(first if i % 2 else second, i) for i in range(60)))
     assert 0 == await asyncio.to_thread(

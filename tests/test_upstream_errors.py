@@ -7,7 +7,7 @@ import socket
 from pathlib import Path
 
 from aiohttp import web
-from conftest import SAMPLE_PATH, GatewayFactory, Peer, basic, make_config, rows
+from helpers import SAMPLE_PATH, GatewayFactory, Peer, basic, make_config, rows
 
 
 def closed_port() -> int:

@@ -11,8 +11,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from aiohttp.test_utils import TestClient
-from conftest import GatewayFactory, basic, make_config, rows
+from helpers import AppClient, GatewayFactory, basic, make_config, rows
+from pytest_aiohttp import AiohttpClient
 from raw_upstream import raw_upstream
 
 from gateway.stub import demo_seed, make_stub_app
@@ -21,17 +21,17 @@ TOKEN_PATH = "/v1/o/myorg/oauth2/accesstokens/{}"
 
 
 @pytest.fixture
-async def stub(aiohttp_client: Any) -> TestClient:
+async def stub(aiohttp_client: AiohttpClient) -> AppClient:
     """The real stub with its admin endpoints, for faults and its request journal."""
     return await aiohttp_client(make_stub_app(dataclasses.replace(demo_seed(), generated=50), admin=True))
 
 
-async def through(tmp_path: Path, gateway: GatewayFactory, stub: TestClient, **upstream: Any) -> TestClient:
+async def through(tmp_path: Path, gateway: GatewayFactory, stub: AppClient, **upstream: Any) -> AppClient:
     url = str(stub.make_url("")).rstrip("/")
     return await gateway(make_config(tmp_path, upstream={"url": url, **upstream}))
 
 
-async def deletes_seen(stub: TestClient) -> list[str]:
+async def deletes_seen(stub: AppClient) -> list[str]:
     journal = await (await stub.get("/_stub/requests")).json()
     return [entry["path"] for entry in journal["requests"] if entry["method"] == "DELETE"]
 
@@ -78,7 +78,7 @@ def last_outcome(tmp_path: Path) -> tuple[str, str | None, int | None]:
 async def test_a_call_that_left_but_got_no_answer_is_unknown_and_never_retried(
     tmp_path: Path,
     gateway: GatewayFactory,
-    stub: TestClient,
+    stub: AppClient,
     fault: dict[str, Any],
     status: int,
     message: str,
@@ -102,7 +102,7 @@ async def test_a_call_that_left_but_got_no_answer_is_unknown_and_never_retried(
 
 
 async def test_apigee_5xx_is_passed_through_and_recorded(
-    tmp_path: Path, gateway: GatewayFactory, stub: TestClient
+    tmp_path: Path, gateway: GatewayFactory, stub: AppClient
 ) -> None:
     body = '{"code": "messaging.adaptors.http.flow.ServiceUnavailable", "message": "down", "contexts": []}'
     client = await through(tmp_path, gateway, stub)
@@ -173,9 +173,7 @@ async def test_an_upstream_trickling_its_answer_is_cut_at_the_total_timeout(
         assert 1 == len(upstream.requests)  # sent once, not retried
 
 
-async def test_refused_calls_never_reach_the_upstream(
-    tmp_path: Path, gateway: GatewayFactory, stub: TestClient
-) -> None:
+async def test_refused_calls_never_reach_the_upstream(tmp_path: Path, gateway: GatewayFactory, stub: AppClient) -> None:
     """The stub's journal is the upstream's own word: 401, 403, 400, 404, 405 and 429 forward nothing."""
     client = await through(tmp_path, gateway, stub)
     await client.delete(TOKEN_PATH.format("load1"), headers=basic("myname", "wrong"))

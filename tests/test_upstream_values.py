@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 from aiohttp import web
-from conftest import GatewayFactory, Peer, basic, make_config, rows
+from helpers import GatewayFactory, Peer, basic, make_config, rows
 
 from gateway.audit.chain import ChainKey
 from gateway.audit.fingerprint import fingerprint
