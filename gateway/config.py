@@ -1,6 +1,6 @@
 """Configuration: every key is declared once, with its default, help text and check.
 
-The loader, ``config.example.toml`` and the README's reference are all held to these
+The loader, ``config.example.toml`` and docs/configuration.md's key table are all held to these
 declarations (tests compare them), so the documentation cannot drift from the code. The loader
 checks everything ``serve`` would (hashes parse, TLS files load, secrets resolve) before any
 socket is opened, so ``config check`` and ``serve`` refuse the same configs; other commands
@@ -1030,7 +1030,7 @@ def _service_password(config: Config, environ: Mapping[str, str]) -> str:
 
 
 def reference_table() -> str:
-    """The README's table of config keys, rendered from the declarations (a test compares them)."""
+    """The key table of docs/configuration.md, rendered from the declarations (a test compares them)."""
     lines = ["| Key | Default | Meaning |", "|---|---|---|"]
     tables = [*SECTIONS.items(), ("users", UserConfig), ("sidecars", SidecarConfig)]
     for section, cls in tables:

@@ -7,6 +7,7 @@ A plain module, so test modules import it like any other and never import each o
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import base64
 import sqlite3
@@ -21,6 +22,7 @@ from typing import Any, ParamSpec, TypeVar
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
+from gateway.cli import build_parser
 from gateway.config import Config, build_config
 from gateway.passwords import hash_password
 
@@ -156,3 +158,25 @@ class GatedExecutor(ThreadPoolExecutor):
         while self.running < count:
             self._changed.clear()
             await self._changed.wait()
+
+
+def commands() -> dict[str, argparse.ArgumentParser]:
+    """Every runnable command (`gateway audit query`, ...) and its parser."""
+    found: dict[str, argparse.ArgumentParser] = {}
+
+    def walk(parser: argparse.ArgumentParser, name: str) -> None:
+        groups = [action for action in parser._actions if isinstance(action, argparse._SubParsersAction)]
+        if not groups:
+            found[name] = parser
+        for group in groups:
+            for child, sub in group.choices.items():
+                walk(sub, f"{name} {child}")
+
+    walk(build_parser(), "gateway")
+    return found
+
+
+def options(parser: argparse.ArgumentParser) -> set[str]:
+    return {option for action in parser._actions for option in action.option_strings if option.startswith("--")} - {
+        "--help"
+    }

@@ -144,7 +144,7 @@ def test_an_oversized_header_is_refused_and_its_text_never_logged(rig: Rig) -> N
     ids=["two-hosts", "two-lengths", "length-and-chunked", "chunked-twice"],
 )
 def test_duplicate_framing_headers_are_refused_before_the_gateway(rig: Rig, headers: str) -> None:
-    """The headers whose duplicates change how a request is read are aiohttp's parser's to refuse (README, Security)."""
+    """The headers whose duplicates change how a request is read are aiohttp's parser's to refuse (docs/operations.md, Security)."""
     before = len(rig.forwarded)
     request = f"DELETE /v1/o/myorg/oauth2/accesstokens/abc HTTP/1.1\r\n{headers}Authorization: {GOOD_AUTH}\r\n\r\n"
     assert 400 == rig.send(request.encode() + b"0\r\n\r\n")

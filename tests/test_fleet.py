@@ -7,6 +7,7 @@ PostgreSQL. See ``fleet_support`` for where the server comes from.
 from __future__ import annotations
 
 import io
+import re
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +15,7 @@ import aiohttp
 import orjson
 import pytest
 from aiohttp.test_utils import TestServer
+from docs_markdown import Document, code_spans, read
 from fleet_support import (
     SIDECAR_PASSWORDS,
     batch_body,
@@ -447,18 +449,53 @@ class TestFleetApi:
                 assert 403 == response.status
 
 
+DOCS = Path(__file__).resolve().parents[1] / "docs"
+
+
+def doc_page(name: str) -> Document:
+    return read(DOCS / name, f"docs/{name}")
+
+
+def fleet_page() -> Document:
+    return doc_page("fleet.md")
+
+
 def test_the_docs_list_every_collector_refusal() -> None:
-    docs = (Path(__file__).resolve().parents[1] / "docs" / "fleet.md").read_text()
-    for error in protocol.ALL:
-        assert f"| {error.status} | `{error.code}` |" in docs, error
+    table = fleet_page().table("Status", "Code", "When")
+    assert [(error.status, error.code) for error in protocol.ALL] == [
+        (int(status), code_spans(code)[0]) for status, code, _ in table.rows
+    ]
 
 
 def test_the_docs_show_the_ocsf_mapping() -> None:
     from gateway.fleet.ocsf import MAPPING
 
-    docs = (Path(__file__).resolve().parents[1] / "docs" / "fleet.md").read_text()
-    for field, attribute, _ in MAPPING:
-        assert f"| `{field}` | `{attribute}` |" in docs, field
+    table = fleet_page().table("Record field", "OCSF attribute", "Note")
+    assert [(field, attribute) for field, attribute, _ in MAPPING] == [
+        (code_spans(field)[0], code_spans(attribute)[0]) for field, attribute, _ in table.rows
+    ]
+
+
+async def test_every_metric_of_the_collector_has_a_row(fleet_url: str, aiohttp_server: Any, tmp_path: Path) -> None:
+    """Its own families in docs/fleet.md, the rest in the gateway's table (docs/operations.md)."""
+    collector = await start_collector(aiohttp_server, tmp_path, fleet_url)
+    async with aiohttp.ClientSession() as session, session.get(collector.make_url("/metrics")) as response:
+        exposition = await response.text()
+    exposed = {
+        (name, kind)
+        for name, kind in re.findall(r"^# TYPE (\S+) (\S+)$", exposition, re.MULTILINE)
+        if not name.endswith("_created")
+    }
+    own = {
+        (code_spans(metric)[0].partition("{")[0], kind)
+        for metric, kind, _ in fleet_page().table("Metric", "Type", "What").rows
+    }
+    gateway = {
+        (code_spans(metric)[0].partition("{")[0], kind)
+        for metric, kind, _ in doc_page("operations.md").table("Metric", "Type", "What").rows
+    }
+    assert {name for name, _ in exposed if name.startswith("collector_")} == {name for name, _ in own}
+    assert sorted(exposed - own) == sorted(exposed & gateway)
 
 
 class TestSidecarSide:

@@ -430,7 +430,7 @@ def recorded(rig: Rig) -> Rig:
 
 
 MAX_REQUEST_LINE = 8190
-"""aiohttp's bound on a request line (README, Failure behaviour)."""
+"""aiohttp's bound on a request line (docs/operations.md, Failure behaviour)."""
 NAMES = st.one_of(st.sampled_from(sorted(PARAMETERS)), st.sampled_from(["id", "", "limit[]", "Org"]))
 VALUES = st.one_of(
     st.sampled_from(HOSTILE),
