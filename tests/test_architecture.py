@@ -110,10 +110,10 @@ def test_the_audit_store_knows_nothing_of_http() -> None:
 
 
 def test_only_the_sqlite_backend_names_sqlite() -> None:
-    """The store and its file format; backends.py chooses it; the shipper reads the local file
-    read-only (the one exception the page states)."""
+    """The store and its file format; backends.py chooses it; everything else (the fleet shipper
+    too) holds an AuditStore."""
     naming = {module for module in modules() if imports(module) & {"sqlite3", "aiosqlite"}}
-    assert {"gateway.audit.sqlite", "gateway.audit.schema", "gateway.fleet.shipper"} == naming
+    assert {"gateway.audit.sqlite", "gateway.audit.schema"} == naming
     assert {"gateway.audit.backends"} == importers("gateway.audit.sqlite")
 
 

@@ -50,6 +50,8 @@ class AuditFilter:
     until: str | None = None
     """Exclusive upper bound, as a normalised timestamp."""
     limit: int | None = DEFAULT_LIMIT
+    after_id: int | None = None
+    """Only records after this id (what a shipper has not sent yet)."""
     before: tuple[str, int] | None = None
     """Keyset cursor (time, id): only records that come after it, newest first."""
     orgs: frozenset[str] | None = None

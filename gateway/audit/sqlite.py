@@ -378,6 +378,9 @@ def _where(selection: AuditFilter, *, present: frozenset[str]) -> tuple[str, lis
     if selection.until is not None:
         clauses.append("time < ?")
         params.append(selection.until)
+    if selection.after_id is not None:
+        clauses.append("id > ?")
+        params.append(selection.after_id)
     if selection.before is not None:
         clauses.append("(time, id) < (?, ?)")
         params.extend(selection.before)

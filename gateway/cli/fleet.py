@@ -304,31 +304,35 @@ def cmd_ship(args: argparse.Namespace) -> int:
 # prune ---------------------------------------------------------------------------------------
 
 
+async def _time_after(config: Config, mark: int) -> str | None:
+    local = LocalLog(config.database_path, config.audit.busy_timeout)
+    try:
+        return await local.time_after(mark)
+    finally:
+        await local.close()
+
+
 def shipping_limit(config: Config, before: str, *, ignore: bool) -> str:
     """``before``, moved back so that prune keeps every record the collector has not acknowledged
     (with ``[ship]`` configured). ``ignore`` (``--ignore-shipping``) prunes them anyway, loudly."""
     if not config.ship.url:
         return before
-    local = LocalLog(config.database_path)
     try:
-        try:
-            mark = asyncio.run(acknowledged_mark(config))
-        except Exception as exc:
-            reason = str(exc) if isinstance(exc, ShipError) else type(exc).__name__
-            if ignore:
-                print(
-                    f"warning: cannot learn what the collector at {config.ship.url} acknowledged ({reason}); pruning "
-                    "anyway (--ignore-shipping): records it lacks are lost to the fleet store",
-                    file=sys.stderr,
-                )
-                return before
-            raise CommandError(
-                f"cannot learn what the collector at {config.ship.url} acknowledged ({reason}), so prune "
-                "would not know what it may remove; retry when it is up, or pass --ignore-shipping"
-            ) from None
-        keep_from = local.time_after(mark)
-    finally:
-        local.close()
+        mark = asyncio.run(acknowledged_mark(config))
+    except Exception as exc:
+        reason = str(exc) if isinstance(exc, ShipError) else type(exc).__name__
+        if ignore:
+            print(
+                f"warning: cannot learn what the collector at {config.ship.url} acknowledged ({reason}); pruning "
+                "anyway (--ignore-shipping): records it lacks are lost to the fleet store",
+                file=sys.stderr,
+            )
+            return before
+        raise CommandError(
+            f"cannot learn what the collector at {config.ship.url} acknowledged ({reason}), so prune "
+            "would not know what it may remove; retry when it is up, or pass --ignore-shipping"
+        ) from None
+    keep_from = asyncio.run(_time_after(config, mark))
     if keep_from is None or keep_from >= before:
         return before
     if ignore:

@@ -16,12 +16,10 @@ from __future__ import annotations
 import asyncio
 import random
 import socket
-import sqlite3
 import ssl
-import threading
 import time
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import aclosing, asynccontextmanager
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -29,8 +27,10 @@ from typing import Any
 import aiohttp
 import orjson
 
+from gateway.audit.backends import open_store
+from gateway.audit.query import AuditFilter
 from gateway.audit.record import FIELDS, Row, utc_timestamp
-from gateway.audit.schema import TABLE
+from gateway.audit.store import AuditStore, AuditStoreError
 from gateway.config import Config
 from gateway.fleet import protocol
 from gateway.logs import Logger
@@ -51,49 +51,44 @@ def instance_of(config: Config) -> str:
 
 
 class LocalLog:
-    """Reads the sidecar's own SQLite log, read-only, in a worker thread."""
+    """The sidecar's own log, read through the audit store's interface (opened on first use,
+    reopened after a failure): the shipper never names the engine that keeps it."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, busy_timeout: float = 5.0) -> None:
         self.path = path
-        self._db: sqlite3.Connection | None = None
-        self._lock = threading.Lock()
+        self._busy_timeout = busy_timeout
+        self._store: AuditStore | None = None
 
-    def _connect(self) -> sqlite3.Connection:
-        if self._db is None:
-            self._db = sqlite3.connect(f"file:{self.path}?mode=ro", uri=True, check_same_thread=False)
-            self._db.execute("PRAGMA busy_timeout = 5000")
-        return self._db
+    async def _opened(self) -> AuditStore:
+        if self._store is None:
+            self._store = await open_store(self.path, busy_timeout=self._busy_timeout)
+        return self._store
 
-    def chain(self) -> dict[str, str | None]:
-        with self._lock:
-            mode, check = self._connect().execute("SELECT mode, key_check FROM audit_chain").fetchone()
+    async def chain(self) -> dict[str, str | None]:
+        mode, check = await (await self._opened()).chain_mode()
         return {"mode": mode, "key_check": check}
 
-    def after(self, mark: int, limit: int) -> list[Row]:
-        with self._lock:
-            return (
-                self._connect()
-                .execute(f"SELECT {', '.join(FIELDS)} FROM {TABLE} WHERE id > ? ORDER BY id LIMIT ?", (mark, limit))
-                .fetchall()
-            )
+    async def after(self, mark: int, limit: int) -> list[Row]:
+        """Up to ``limit`` records after id ``mark``, oldest first, as rows in ``FIELDS`` order."""
+        async with aclosing((await self._opened()).rows(AuditFilter(after_id=mark, limit=None), size=limit)) as batches:
+            async for batch in batches:
+                return [tuple(row) for row in batch]
+        return []
 
-    def lag(self, mark: int) -> tuple[int, str | None]:
+    async def lag(self, mark: int) -> tuple[int, str | None]:
         """The newest id, and the time of the first record after ``mark`` (None: none)."""
-        with self._lock:
-            db = self._connect()
-            head = db.execute(f"SELECT max(id) FROM {TABLE}").fetchone()[0] or 0
-            row = db.execute(f"SELECT time FROM {TABLE} WHERE id > ? ORDER BY id LIMIT 1", (mark,)).fetchone()
-        return int(head), (row[0] if row else None)
+        head = await (await self._opened()).head()
+        first = await self.after(mark, 1)
+        return head.id, (first[0][_TIME] if first else None)
 
-    def time_after(self, mark: int) -> str | None:
+    async def time_after(self, mark: int) -> str | None:
         """The time of the first record after ``mark`` (what prune must keep), if any."""
-        return self.lag(mark)[1]
+        return (await self.lag(mark))[1]
 
-    def close(self) -> None:
-        with self._lock:
-            if self._db is not None:
-                self._db.close()
-                self._db = None
+    async def close(self) -> None:
+        if self._store is not None:
+            store, self._store = self._store, None
+            await store.close()
 
 
 class CollectorClient:
@@ -151,7 +146,7 @@ class Shipper:
         self._config = config
         self._log = log
         self.instance = instance_of(config)
-        self.local = LocalLog(config.database_path)
+        self.local = LocalLog(config.database_path, config.audit.busy_timeout)
         self.client = CollectorClient(config)
         self.acknowledged: int | None = None
         """The collector's mark as last heard; None until asked (or after an error)."""
@@ -225,17 +220,18 @@ class Shipper:
         """One round: learn the mark if unknown, send the next batch; how many records were sent
         (0: nothing to ship). Raises ShipError (or aiohttp's errors) when the collector fails."""
         if self._chain is None:
-            self._chain = await asyncio.to_thread(self.local.chain)
+            self._chain = await self.local.chain()
         if self.acknowledged is None:
             self.acknowledged = await self.client.mark()
             self._succeeded()
         mark = self.acknowledged
         size = self._config.ship.batch_size
-        rows, (self.local_head, self._oldest_unshipped) = await asyncio.to_thread(self._read, mark, size)
+        rows = await self.local.after(mark, size)
+        self.local_head, self._oldest_unshipped = await self.local.lag(mark)
         if self.local_head < mark:
             # The collector holds more than this file: the log was replaced or rebuilt. Its records
             # go to the collector anyway, which compares them with what it holds and flags the fork.
-            rows = await asyncio.to_thread(self.local.after, 0, size)
+            rows = await self.local.after(0, size)
             self._oldest_unshipped = rows[0][_TIME] if rows else None
         if not rows:
             return 0
@@ -247,12 +243,9 @@ class Shipper:
             raise
         self.acknowledged = int(answer["mark"])
         self.shipped += int(answer.get("accepted", 0))
-        self.local_head, self._oldest_unshipped = await asyncio.to_thread(self.local.lag, self.acknowledged)
+        self.local_head, self._oldest_unshipped = await self.local.lag(self.acknowledged)
         self._succeeded()
         return len(rows)
-
-    def _read(self, mark: int, size: int) -> tuple[list[Row], tuple[int, str | None]]:
-        return self.local.after(mark, size), self.local.lag(mark)
 
     def _succeeded(self) -> None:
         self.last_success = time.time()
@@ -295,11 +288,19 @@ class Shipper:
                 await asyncio.sleep(ship.interval)
             except asyncio.CancelledError:
                 raise
-            except (ShipError, aiohttp.ClientError, TimeoutError, OSError, sqlite3.Error, ValueError, KeyError) as exc:
+            except (
+                ShipError,
+                aiohttp.ClientError,
+                TimeoutError,
+                OSError,
+                AuditStoreError,
+                ValueError,
+                KeyError,
+            ) as exc:
                 self._failed(exc)
-                if isinstance(exc, sqlite3.Error):
+                if isinstance(exc, AuditStoreError):
                     self._chain = None
-                    await asyncio.to_thread(self.local.close)
+                    await self.local.close()
                 else:
                     await self._refresh_lag()
                 await asyncio.sleep(backoff * random.uniform(0.8, 1.2))
@@ -307,8 +308,8 @@ class Shipper:
 
     async def _refresh_lag(self) -> None:
         try:
-            self.local_head, self._oldest_unshipped = await asyncio.to_thread(self.local.lag, self.acknowledged or 0)
-        except sqlite3.Error:
+            self.local_head, self._oldest_unshipped = await self.local.lag(self.acknowledged or 0)
+        except AuditStoreError:
             pass
 
     async def ship_all(self) -> int:
@@ -320,7 +321,7 @@ class Shipper:
 
     async def close(self) -> None:
         await self.client.close()
-        await asyncio.to_thread(self.local.close)
+        await self.local.close()
 
 
 @asynccontextmanager

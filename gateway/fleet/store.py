@@ -401,6 +401,8 @@ class FleetStore:
             add("time >= $%d", selection.since)
         if selection.until is not None:
             add("time < $%d", selection.until)
+        if selection.after_id is not None:
+            add("id > $%d", selection.after_id)
         if selection.before is not None:
             add("(time, id) < ($%d, $%d)", *selection.before)
         if selection.orgs is not None:
