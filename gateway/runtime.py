@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 
-from aiohttp import encode_basic_auth, web
+from aiohttp import ClientSession, web
 
 from gateway import __version__
 from gateway.audit.anchor import HeadLogger
@@ -29,7 +29,7 @@ from gateway.audit.reserve import DiskReserve
 from gateway.audit.store import AuditStore, AuditStoreError
 from gateway.audit.writer import AuditWriter
 from gateway.auth import AUDIT, REVOKE, Authenticator, User
-from gateway.config import ALL_ORGS, DEFAULTS_SOURCE, Config, ConfigError, load_config
+from gateway.config import ALL_ORGS, APIGEE_TOKEN_URL, DEFAULTS_SOURCE, Config, ConfigError, load_config
 from gateway.fleet.shipper import Shipper, start_shipping
 from gateway.health import Readiness, serve_metrics
 from gateway.logs import Logger, flush_logs_periodically, get_logger
@@ -37,10 +37,12 @@ from gateway.metrics import Metrics
 from gateway.passwords import ScryptHash, hash_password, parse_hash
 from gateway.stub import Seed, SeedError, demo_seed, load_seed
 from gateway.stub.app import serve_stub
+from gateway.stub.oauth import TOKEN_PATH as STUB_TOKEN_PATH
 from gateway.stub.seed import DEMO_ORG, DEMO_PASSWORD, DEMO_USER, SAMPLE_TOKEN
 from gateway.stub.settings import StubSettings
 from gateway.throttle import CheckLimit, LoginThrottle, RefusedAttempts, as_record
-from gateway.upstream import Upstream, make_session
+from gateway.upstream import Credentials, Upstream, make_session
+from gateway.upstream_auth import LoginSettings, OAuthLogin, ServiceAccount
 
 MIB = 1024 * 1024
 REFUSED_LOGINS_EVERY = 1.0
@@ -76,7 +78,7 @@ class Runtime:
             seed = stub_seed(config) if config.uses_stub else None
             authenticator = _authenticator(config, await _accounts(config, seed))
             store, writer = await _open_audit(stack, config, log, metrics)
-            upstream_url, upstream = await _start_upstream(stack, config, seed)
+            upstream_url, upstream = await _start_upstream(stack, config, seed, log)
             runtime = cls(
                 config,
                 log,
@@ -86,7 +88,13 @@ class Runtime:
                 writer,
                 upstream,
                 upstream_url,
-                Readiness(store, writer, upstream_url, config.upstream.connect_timeout),
+                Readiness(
+                    store,
+                    writer,
+                    upstream_url,
+                    config.upstream.connect_timeout,
+                    login=upstream.credentials if isinstance(upstream.credentials, OAuthLogin) else None,
+                ),
                 seed,
             )
             await runtime._start_background(stack)
@@ -119,6 +127,14 @@ class Runtime:
             lambda: checks.refused if checks is not None else 0,
             counter=True,
         )
+        login = self.readiness.login
+        if login is not None:
+            metrics.read_at_scrape(
+                "gateway_upstream_token_requests",
+                'Requests to the token endpoint (upstream.auth = "oauth2"), both grants.',
+                lambda: login.token_requests,
+                counter=True,
+            )
         if config.metrics.port:
             await stack.enter_async_context(
                 serve_metrics(metrics, config.server, config.metrics.port, source=config.source)
@@ -228,7 +244,9 @@ async def _open_audit(
     return store, writer
 
 
-async def _start_upstream(stack: AsyncExitStack, config: Config, seed: Seed | None) -> tuple[str, Upstream]:
+async def _start_upstream(
+    stack: AsyncExitStack, config: Config, seed: Seed | None, log: Logger
+) -> tuple[str, Upstream]:
     """The upstream's address (the embedded stub's, started here) and the client that calls it."""
     if seed is not None:
         url = await stack.enter_async_context(
@@ -246,10 +264,21 @@ async def _start_upstream(stack: AsyncExitStack, config: Config, seed: Seed | No
             ca_bundle=str(config.path(upstream.ca_bundle)) if upstream.ca_bundle else None,
         )
     )
-    service_auth = (
-        encode_basic_auth(upstream.service_user, config.service_password) if upstream.auth == "service" else None
+    return url, Upstream(url, session, credentials=_credentials(config, url, session, log))
+
+
+def _credentials(config: Config, url: str, session: ClientSession, log: Logger) -> Credentials | None:
+    """What replaces the caller's credentials upstream (``upstream.auth``); None: nothing does."""
+    upstream = config.upstream
+    if upstream.auth == "service":
+        return ServiceAccount(upstream.service_user, config.service_password)
+    if upstream.auth != "oauth2":
+        return None
+    token_url = upstream.oauth_token_url or (f"{url}{STUB_TOKEN_PATH}" if config.uses_stub else APIGEE_TOKEN_URL)
+    settings = LoginSettings(
+        token_url, upstream.service_user, config.service_password, upstream.oauth_client_id, config.oauth_client_secret
     )
-    return url, Upstream(url, session, authorization=service_auth)
+    return OAuthLogin(settings, session, log)
 
 
 async def _warn_of_pending_intents(store: AuditStore, log: Logger, metrics: Metrics) -> None:
