@@ -29,7 +29,7 @@ from gateway.audit.reserve import DiskReserve
 from gateway.audit.store import AuditStore, AuditStoreError
 from gateway.audit.writer import AuditWriter
 from gateway.auth import AUDIT, REVOKE, Authenticator, User
-from gateway.config import ALL_ORGS, APIGEE_TOKEN_URL, DEFAULTS_SOURCE, Config, ConfigError, load_config
+from gateway.config import ALL_ORGS, DEFAULTS_SOURCE, Config, ConfigError, load_config
 from gateway.fleet.shipper import Shipper, start_shipping
 from gateway.health import Readiness, serve_metrics
 from gateway.logs import Logger, flush_logs_periodically, get_logger
@@ -37,12 +37,11 @@ from gateway.metrics import Metrics
 from gateway.passwords import ScryptHash, hash_password, parse_hash
 from gateway.stub import Seed, SeedError, demo_seed, load_seed
 from gateway.stub.app import serve_stub
-from gateway.stub.oauth import TOKEN_PATH as STUB_TOKEN_PATH
 from gateway.stub.seed import DEMO_ORG, DEMO_PASSWORD, DEMO_USER, SAMPLE_TOKEN
 from gateway.stub.settings import StubSettings
 from gateway.throttle import CheckLimit, LoginThrottle, RefusedAttempts, as_record
 from gateway.upstream import Credentials, Upstream, make_session
-from gateway.upstream_auth import LoginSettings, OAuthLogin, ServiceAccount
+from gateway.upstream_auth import OAuthLogin, ServiceAccount, login_settings
 
 MIB = 1024 * 1024
 REFUSED_LOGINS_EVERY = 1.0
@@ -274,11 +273,7 @@ def _credentials(config: Config, url: str, session: ClientSession, log: Logger) 
         return ServiceAccount(upstream.service_user, config.service_password)
     if upstream.auth != "oauth2":
         return None
-    token_url = upstream.oauth_token_url or (f"{url}{STUB_TOKEN_PATH}" if config.uses_stub else APIGEE_TOKEN_URL)
-    settings = LoginSettings(
-        token_url, upstream.service_user, config.service_password, upstream.oauth_client_id, config.oauth_client_secret
-    )
-    return OAuthLogin(settings, session, log)
+    return OAuthLogin(login_settings(config, url), session, log)
 
 
 async def _warn_of_pending_intents(store: AuditStore, log: Logger, metrics: Metrics) -> None:

@@ -36,8 +36,9 @@ import orjson
 from aiohttp import encode_basic_auth, hdrs
 from yarl import URL
 
-from gateway.config import PUBLIC_OAUTH_CLIENT
+from gateway.config import APIGEE_TOKEN_URL, PUBLIC_OAUTH_CLIENT, Config
 from gateway.logs import Logger
+from gateway.stub.oauth import TOKEN_PATH as STUB_TOKEN_PATH
 from gateway.upstream import UpstreamError, UpstreamReply, send
 
 REFRESH_AHEAD = 60.0
@@ -103,6 +104,17 @@ class LoginSettings:
     password: str = field(repr=False)
     client_id: str = PUBLIC_OAUTH_CLIENT[0]
     client_secret: str = field(default=PUBLIC_OAUTH_CLIENT[1], repr=False)
+
+
+def login_settings(config: Config, stub_url: str) -> LoginSettings:
+    """Who logs in where, for ``upstream.auth = "oauth2"`` (the config resolved with its
+    ``service_password``): ``upstream.oauth_token_url``, else Apigee's login server, or with
+    ``upstream.url = "stub"`` the stub's own token endpoint, at ``stub_url``."""
+    upstream = config.upstream
+    token_url = upstream.oauth_token_url or (f"{stub_url}{STUB_TOKEN_PATH}" if config.uses_stub else APIGEE_TOKEN_URL)
+    return LoginSettings(
+        token_url, upstream.service_user, config.service_password, upstream.oauth_client_id, config.oauth_client_secret
+    )
 
 
 class OAuthLogin:

@@ -20,6 +20,10 @@ from aiohttp import web
 from aiohttp.test_utils import TestServer
 from conftest import SAMPLE, SAMPLE_PATH, GatewayFactory, Peer, make_config
 
+from gateway.audit.chain import ChainKey
+from gateway.audit.fingerprint import fingerprint
+from gateway.audit.record import AuditRecord
+from gateway.audit.sqlite import SQLiteAppender, prepare
 from gateway.cli import main
 from gateway.config import Config
 from gateway.logs import flush_logs, get_logger
@@ -546,3 +550,70 @@ class TestConfig:
             in out
         )
         assert "Service-Pw-Not-Shown" not in out and "Client-Secret-Not-Shown" not in out
+
+
+class TestReconcile:
+    """`gateway audit reconcile` asks the upstream as `serve` would: with oauth2, by bearer."""
+
+    def config(self, tmp_path: Path, stub: TestServer, token_url: str) -> Path:
+        path = tmp_path / "gw.toml"
+        path.write_text(
+            f"[upstream]\nurl = '{str(stub.make_url('')).rstrip('/')}'\nauth = 'oauth2'\nservice_user = 'myname'\n"
+            f"service_password_env = 'SVC_PW'\noauth_token_url = '{token_url}'\n[audit]\ndatabase = 'audit.db'\n"
+            f"[[users]]\nname = 'caller'\npassword_hash = '{CALLER['password_hash']}'\norgs = ['myorg']\n"
+        )
+        records = [
+            AuditRecord(
+                request_id="a",
+                time="2026-01-01T00:00:00.000Z",
+                actor="caller",
+                client_ip="10.0.0.1",
+                method="DELETE",
+                org="myorg",
+                token_sha256=fingerprint(SAMPLE),
+                token_hint=SAMPLE[-4:],
+                outcome="pending",
+                token=SAMPLE,
+            )
+        ]
+        prepare(tmp_path / "audit.db", key=ChainKey(), writable=True)
+        appender = SQLiteAppender(tmp_path / "audit.db", ChainKey())
+        appender.append(records)
+        appender.close()
+        return path
+
+    async def test_reconcile_logs_in_and_asks_with_the_bearer(
+        self,
+        tmp_path: Path,
+        stub: TestServer,
+        login_server: LoginServer,
+        monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str],
+    ) -> None:
+        config = self.config(tmp_path, stub, login_server.url)
+        monkeypatch.setenv("SVC_PW", SERVICE_PASSWORD)
+        args = ["audit", "reconcile", "--config", str(config), "--operator", "ops"]
+        assert 0 == await asyncio.to_thread(main, args)
+        assert ["record 1 (request a): not_deleted, recorded as 2", "1 settled, 0 still open"] == (
+            capsys.readouterr().out.splitlines()
+        )
+        assert ["password"] == login_server.grants
+
+    async def test_a_refused_login_is_one_error_line(
+        self,
+        tmp_path: Path,
+        stub: TestServer,
+        login_server: LoginServer,
+        monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str],
+    ) -> None:
+        config = self.config(tmp_path, stub, login_server.url)
+        monkeypatch.setenv("SVC_PW", "Wrong-Password-Not-Shown")
+        args = ["audit", "reconcile", "--config", str(config), "--operator", "ops"]
+        assert 2 == await asyncio.to_thread(main, args)
+        out, err = capsys.readouterr()
+        assert ("", 1) == (out, err.count("\n"))
+        assert err.startswith(
+            "gateway: error: cannot obtain an upstream token: the token endpoint refused the gateway's login as myname (401 unauthorized)"
+        )
+        assert "Wrong-Password-Not-Shown" not in err
