@@ -446,6 +446,25 @@ class TestOAuthLogin:
         assert ("login_failed", False) == (failure.value.kind, failure.value.sent)
         assert "cannot obtain an upstream token: the token endpoint answered 500" == await login.problem()
 
+    async def test_a_short_lived_token_is_renewed_halfway(
+        self, login_server: LoginServer, session: aiohttp.ClientSession
+    ) -> None:
+        count = iter(range(1, 100))
+
+        async def short(request: web.Request) -> web.Response:
+            body = {"access_token": f"tok{next(count)}", "token_type": "bearer", "expires_in": 10, "refresh_token": "r"}
+            return web.json_response(body)
+
+        login_server.answer = short
+        clock = FakeClock()
+        login = self.login(login_server, session, clock)
+        assert "Bearer tok1" == await login.authorization()
+        clock.now += 4.9
+        assert "Bearer tok1" == await login.authorization()
+        clock.now += 0.1
+        assert "Bearer tok2" == await login.authorization()
+        assert ["password", "refresh_token"] == login_server.grants
+
     async def test_a_token_without_a_lifetime_is_kept_until_refused(
         self, login_server: LoginServer, session: aiohttp.ClientSession
     ) -> None:
@@ -509,7 +528,6 @@ class TestConfig:
                 {"SVC_PW": "x"},
                 "upstream.oauth_client_secret_env: environment variable CLIENT_SECRET is not set or empty",
             ),
-            ("auth = 'oauth'", {}, 'upstream.auth: expected one of "passthrough", "service", "oauth2"; got "oauth"'),
         ],
     )
     def test_config_check_names_the_key_in_one_line(
@@ -531,6 +549,22 @@ class TestConfig:
         out, err = capsys.readouterr()
         assert ("", 1) == (out, err.count("\n"))
         assert err.startswith(f"gateway: error: {config}: {error}")
+
+    def test_the_secrets_variables_may_start_with_gateway(self, tmp_path: Path) -> None:
+        """Like GATEWAY_CHAIN_KEY: the variables the config names for its secrets are not unknown keys."""
+        config = make_config(
+            tmp_path,
+            upstream={
+                "url": "stub",
+                "auth": "oauth2",
+                "service_user": "myname",
+                "service_password_env": "GATEWAY_SVC_PW",
+                "oauth_client_id": "mine",
+                "oauth_client_secret_env": "GATEWAY_CLIENT_SECRET",
+            },
+            environ={"GATEWAY_SVC_PW": "pw", "GATEWAY_CLIENT_SECRET": "client-secret"},
+        )
+        assert ("pw", "client-secret") == (config.service_password, config.oauth_client_secret)
 
     def test_config_check_says_where_the_login_goes_and_hides_the_secrets(
         self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
