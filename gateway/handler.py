@@ -40,7 +40,8 @@ from gateway.upstream import PassThrough, UpstreamError, UpstreamReply, unforwar
 MAX_REQUEST_BODY = 64 * 1024
 MAX_ENUMERATED = 10_000
 """Tokens of a bulk revocation listed in its intent; past it the list says it is incomplete."""
-SEARCH_PAGE = 1000
+SEARCH_PAGE = 100
+"""Tokens asked for per page of the search: Apigee refuses more than its oauth_max_search_limit, 100 by default."""
 
 
 async def handle(request: web.Request) -> web.StreamResponse:
