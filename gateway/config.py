@@ -34,6 +34,12 @@ STUB_UPSTREAM = "stub"
 INSTANCE_NAME = re.compile(r"[A-Za-z0-9._-]{1,128}")
 """A sidecar's instance id: what the fleet store keys its records by."""
 ROLES = ("revoke", "audit", "read", "manage", "global")
+UPSTREAM_AUTH_MODES = ("passthrough", "service", "oauth2")
+ACCOUNT_AUTH_MODES = frozenset({"service", "oauth2"})
+"""The modes that send the gateway's own account (service_user) upstream, not the caller's."""
+APIGEE_TOKEN_URL = "https://login.apigee.com/oauth/token"
+PUBLIC_OAUTH_CLIENT = ("edgecli", "edgeclisecret")
+"""Apigee's public client for its management login: published in its documentation, not a secret."""
 ALL_ORGS = "*"
 
 
@@ -161,6 +167,35 @@ def http_url(value: Any, *, alternative: str = "") -> str:
             f"whole path (/v1/o/...), so {_show(parts.path)} would be sent twice; got {_show(value)}"
         )
     return base
+
+
+def token_url(value: Any) -> str:
+    """Empty, or the http(s) URL of a token endpoint: unlike the upstream's base URL, it has a path."""
+    if value == "":
+        return ""
+    parts = urlsplit(value) if isinstance(value, str) and value.isascii() else None
+    if (
+        parts is None
+        or parts.scheme not in ("http", "https")
+        or not parts.hostname
+        or not _HOST_NAME.fullmatch(parts.hostname)
+        or parts.query
+        or parts.fragment
+        or "?" in value
+        or "#" in value
+    ):
+        raise ValueError(
+            f'expected "" or an http(s) URL such as "https://login.apigee.com/oauth/token", got {_show(value)}'
+        )
+    try:
+        port_ok = parts.port is None or parts.port > 0
+    except ValueError:  # a port that is not a number from 0 to 65535
+        port_ok = False
+    if not port_ok:
+        raise ValueError(f"invalid port in {_show(value)}")
+    if parts.username is not None or parts.password is not None:
+        raise ValueError("must not contain credentials; the account is service_user, its password service_password_env")
+    return str(value)
 
 
 def name_list(allowed: tuple[str, ...] | None = None, wildcard: str | None = None) -> Check:
@@ -338,14 +373,36 @@ class UpstreamConfig:
     )
     auth: str = setting(
         '"passthrough" forwards the caller\'s Basic credentials; "service" replaces them with the '
-        "gateway's own Apigee account (service_user, password from service_password_env).",
-        one_of("passthrough", "service"),
+        'gateway\'s own Apigee account (service_user, password from service_password_env); "oauth2" '
+        "logs that account in at oauth_token_url and sends Authorization: Bearer instead, renewing the "
+        "token before it expires (for organisations with Basic turned off).",
+        one_of(*UPSTREAM_AUTH_MODES),
         "passthrough",
     )
-    service_user: str = setting('Apigee user name for auth = "service".', optional_user_name, "")
+    service_user: str = setting('Apigee user name for auth = "service" or "oauth2".', optional_user_name, "")
     service_password_env: str = setting(
-        'Name of the environment variable holding the service account password (auth = "service"); '
-        "the password itself never goes in this file.",
+        'Name of the environment variable holding the service account password (auth = "service" or '
+        '"oauth2"); the password itself never goes in this file.',
+        text,
+        "",
+    )
+    oauth_token_url: str = setting(
+        "Token endpoint of Apigee's login server for auth = \"oauth2\" (a SAML zone's is "
+        "https://ZONE.login.apigee.com/oauth/token). Empty: https://login.apigee.com/oauth/token, or "
+        'the embedded stub\'s own /oauth/token with url = "stub". Asked with the same timeouts and TLS '
+        "settings as the management API.",
+        token_url,
+        "",
+    )
+    oauth_client_id: str = setting(
+        'OAuth client the gateway logs in through (auth = "oauth2"), sent as Basic with its secret: '
+        "Apigee's public client edgecli by default.",
+        user_name,
+        "edgecli",
+    )
+    oauth_client_secret_env: str = setting(
+        "Name of the environment variable holding the OAuth client's secret. Empty: edgeclisecret, the "
+        "secret Apigee publishes for its public client edgecli (not a credential); required for any other client.",
         text,
         "",
     )
@@ -639,6 +696,8 @@ class Config:
     base_dir: Path = field(default_factory=Path.cwd)
     service_password: str = field(default="", repr=False)
     """Read from upstream.service_password_env when asked for (see ``USES``)."""
+    oauth_client_secret: str = field(default="", repr=False)
+    """With upstream.auth = "oauth2": read from upstream.oauth_client_secret_env, or the public client's."""
     chain_secret: bytes | None = field(default=None, repr=False)
     """The hash chain's key, read from audit.chain_key_env or audit.chain_key_file when asked for."""
     ship_password: str = field(default="", repr=False)
@@ -748,8 +807,10 @@ def resolve(config: Config, uses: Collection[Use], environ: Mapping[str, str] | 
             upstream_context(upstream.verify_tls, config.path(upstream.ca_bundle) if upstream.ca_bundle else None)
         except ValueError as exc:
             raise ConfigError(config.source, "upstream.ca_bundle", str(exc)) from None
-    if "service_password" in uses and config.upstream.auth == "service":
+    if "service_password" in uses and config.upstream.auth in ACCOUNT_AUTH_MODES:
         config = dataclasses.replace(config, service_password=_service_password(config, environ))
+        if config.upstream.auth == "oauth2":
+            config = dataclasses.replace(config, oauth_client_secret=_oauth_client_secret(config, environ))
     if "chain_key" in uses:
         config = dataclasses.replace(config, chain_secret=_chain_secret(config, environ))
     if "fleet_secrets" in uses:
@@ -866,6 +927,7 @@ def _refuse_unknown_variables(environ: Mapping[str, str], sections: Mapping[str,
         *keys,
         RECONCILE_PASSWORD_ENV,
         sections["upstream"].service_password_env,
+        sections["upstream"].oauth_client_secret_env,
         sections["audit"].chain_key_env,
     }
     for variable in environ:
@@ -953,10 +1015,17 @@ def _check_rules(config: Config) -> None:
         raise ConfigError(source, missing, "HTTPS needs both server.tls_cert and server.tls_key")
     if config.metrics.port and config.metrics.port == server.port:
         raise ConfigError(source, "metrics.port", "is server.port too; 0 serves /metrics on the gateway's own listener")
-    if upstream.auth == "service":
+    if upstream.auth in ACCOUNT_AUTH_MODES:
         for key in ("service_user", "service_password_env"):
             if not getattr(upstream, key):
-                raise ConfigError(source, f"upstream.{key}", 'required when upstream.auth = "service"')
+                raise ConfigError(source, f"upstream.{key}", f"required when upstream.auth = {_show(upstream.auth)}")
+    if upstream.auth == "oauth2" and upstream.oauth_client_id != PUBLIC_OAUTH_CLIENT[0]:
+        if not upstream.oauth_client_secret_env:
+            raise ConfigError(
+                source,
+                "upstream.oauth_client_secret_env",
+                f"required when upstream.oauth_client_id is not {_show(PUBLIC_OAUTH_CLIENT[0])} (its secret is public)",
+            )
     if config.audit.chain_key_env and config.audit.chain_key_file:
         raise ConfigError(
             source, "audit.chain_key_file", "give the chain key by chain_key_env or chain_key_file, not both"
@@ -1027,6 +1096,16 @@ def _service_password(config: Config, environ: Mapping[str, str]) -> str:
             f"environment variable {upstream.service_password_env} {problem}",
         )
     return password
+
+
+def _oauth_client_secret(config: Config, environ: Mapping[str, str]) -> str:
+    """The OAuth client's secret: from the environment, or the public client's published one."""
+    upstream = config.upstream
+    if not upstream.oauth_client_secret_env:
+        return PUBLIC_OAUTH_CLIENT[1]
+    return read_secret(
+        config.source, "upstream.oauth_client_secret_env", environ, variable=upstream.oauth_client_secret_env
+    )
 
 
 def reference_table() -> str:

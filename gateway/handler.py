@@ -1,7 +1,7 @@
 """The request path of every call, top to bottom, one named step each:
 
-    route -> authenticate -> check allowed -> read body -> read first -> write intent
-          -> forward -> write outcome -> reply
+    route -> authenticate -> check allowed -> read body -> authorize upstream -> read first
+          -> write intent -> forward -> write outcome -> reply
 
 An audited call (``gateway.operations``) is never forwarded before its intent is durable, and no
 answer leaves before its outcome is; a crash in between leaves a ``pending`` intent in the audit
@@ -40,7 +40,8 @@ from gateway.upstream import PassThrough, UpstreamError, UpstreamReply, unforwar
 MAX_REQUEST_BODY = 64 * 1024
 MAX_ENUMERATED = 10_000
 """Tokens of a bulk revocation listed in its intent; past it the list says it is incomplete."""
-SEARCH_PAGE = 1000
+SEARCH_PAGE = 100
+"""Tokens asked for per page of the search: Apigee refuses more than its oauth_max_search_limit, 100 by default."""
 
 
 async def handle(request: web.Request) -> web.StreamResponse:
@@ -68,6 +69,7 @@ async def _steps(request: web.Request, runtime: Runtime, call: Call) -> web.Stre
     body = await _read_body(request, runtime, routed, call)
     if not routed.operation.audited:
         return await _pass_through(request, runtime, routed, body, call)
+    await _authorize_upstream(runtime, call)
     before = await _read_first(request, runtime, routed, call)
     await _write(runtime, call, "intent", records.intent(call, before), errors.AUDIT_UNAVAILABLE.response())
     in_flight = runtime.metrics.intents_in_flight
@@ -157,6 +159,18 @@ async def _read_body(request: web.Request, runtime: Runtime, routed: Routed, cal
         if secret is not None:
             call.token_sha256, call.token_hint = fingerprint(secret), hint(secret)
     return body
+
+
+async def _authorize_upstream(runtime: Runtime, call: Call) -> None:
+    """The gateway's own upstream credentials (``upstream.auth = "oauth2"``: a bearer token)
+    in hand before anything is read or written for the call: one that cannot be forwarded
+    leaves no intent behind. The token endpoint's failure is logged where it happens."""
+    try:
+        await runtime.upstream.authorize()
+    except UpstreamError as exc:
+        failure = errors.UPSTREAM_TIMEOUT if exc.timeout else errors.UPSTREAM_UNAVAILABLE
+        call.error_code = f"upstream.{exc.kind}"
+        raise Refusal(failure.response(f"{failure.message}: {exc.detail}; nothing was forwarded")) from None
 
 
 async def _read_first(request: web.Request, runtime: Runtime, routed: Routed, call: Call) -> str | None:

@@ -6,7 +6,8 @@ would bury the requests that matter (every other request is logged at info).
 Liveness says only that the process answers. Readiness says whether a deletion would go through
 right now: the audit log takes a write lock (checked on a fresh connection, so a file made
 read-only, removed or locked by another process shows at once) and its last commit did not
-fail, and the upstream accepts a TCP connection. Each failing check is named with its reason.
+fail, the upstream accepts a TCP connection, and (``upstream.auth = "oauth2"``) a bearer token is
+at hand or can be obtained. Each failing check is named with its reason.
 
 Probes are unauthenticated, so anyone can send many at once: each check runs once at a time,
 and every probe that arrives while it runs waits for that same run (see ``SharedCheck``).
@@ -33,6 +34,7 @@ from gateway.fleet.shipper import Shipper
 from gateway.listener import GatewayRunner
 from gateway.logs import get_logger
 from gateway.metrics import CONTENT_TYPE, Metrics
+from gateway.upstream_auth import OAuthLogin
 
 RECENT_FAILURE = 10.0
 """Seconds a failed audit commit keeps the gateway unready (unless a later one succeeds)."""
@@ -86,17 +88,29 @@ class Readiness:
     cache_seconds: float = CHECK_CACHE
     shipper: Shipper | None = None
     """Shown in detail only: a collector that is down never makes the sidecar unready."""
+    login: OAuthLogin | None = None
+    """With ``upstream.auth = "oauth2"``: the check ``upstream_auth`` says when no token can be had."""
     _upstream: SharedCheck = field(init=False)
     _audit_probe: SharedCheck = field(init=False)
+    _login: SharedCheck | None = field(init=False)
 
     def __post_init__(self) -> None:
         self._upstream = SharedCheck(self._connect_upstream)
         self._audit_probe = SharedCheck(self.store.write_problem)
+        self._login = SharedCheck(self._token) if self.login is not None else None
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        """The checks this gateway runs, in the order ``/readyz`` shows them."""
+        return ("audit", "upstream", "upstream_auth") if self._login is not None else ("audit", "upstream")
 
     async def failing(self) -> dict[str, str]:
         """The checks that fail, each with its reason; empty when ready."""
-        audit, upstream = await asyncio.gather(self._audit(), self._upstream.result(self.cache_seconds))
-        return {name: reason for name, reason in (("audit", audit), ("upstream", upstream)) if reason is not None}
+        checks = [self._audit(), self._upstream.result(self.cache_seconds)]
+        if self._login is not None:
+            checks.append(self._login.result(self.cache_seconds))
+        found = await asyncio.gather(*checks)
+        return {name: reason for name, reason in zip(self.names, found, strict=True) if reason is not None}
 
     async def _audit(self) -> Problem:
         replaced = self.writer.problem()
@@ -119,6 +133,15 @@ class Readiness:
         except OSError as exc:
             return f"cannot connect to {host}:{port}: {exc.strerror or type(exc).__name__}"
         return None
+
+    async def _token(self) -> Problem:
+        """A bearer token at hand, or obtained now (the one renewal the calls would wait for too)."""
+        assert self.login is not None
+        try:
+            async with asyncio.timeout(CHECK_TIMEOUT):
+                return await self.login.problem()
+        except TimeoutError:
+            return f"no token from the token endpoint within {CHECK_TIMEOUT} s"
 
 
 METRICS = web.AppKey("metrics", Metrics)
@@ -202,7 +225,7 @@ async def healthz(request: web.Request) -> web.Response:
 
 async def ready(readiness: Readiness) -> web.Response:
     failing = await readiness.failing()
-    checks = {name: failing.get(name, "ok") for name in ("audit", "upstream")}
+    checks = {name: failing.get(name, "ok") for name in readiness.names}
     body: dict[str, object] = {"status": "not_ready" if failing else "ready", "checks": checks}
     if readiness.shipper is not None:
         body["shipping"] = readiness.shipper.status()

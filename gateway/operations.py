@@ -204,3 +204,53 @@ for _operation in OPERATIONS:
     if _operation.query_action is not None:
         ACTION_FAMILIES.setdefault(_operation.path, ())
         ACTION_FAMILIES[_operation.path] += (_operation.query_action,)
+
+REFERENCE_HEADER = (
+    "Action",
+    "Method",
+    "Path below `/v1/o/{org}/`",
+    "`?action=`",
+    "`resource_type`",
+    "Role",
+    "Fingerprinted",
+    "Read first",
+    "`params`",
+)
+"""The columns of docs/audited-calls.md's table of the audited calls."""
+
+
+def reference_rows() -> list[tuple[str, ...]]:
+    """One row per audited operation, in declaration order: what docs/audited-calls.md shows
+    (a test holds the document to it)."""
+    return [_reference_row(operation) for operation in OPERATIONS]
+
+
+def reference_table() -> str:
+    """docs/audited-calls.md's table, rendered from ``OPERATIONS``; paste it there when they change."""
+    lines = [_cells(REFERENCE_HEADER), _cells(("---",) * len(REFERENCE_HEADER))]
+    return "\n".join([*lines, *map(_cells, reference_rows())])
+
+
+def _reference_row(operation: Operation) -> tuple[str, ...]:
+    secret = operation.secret
+    fingerprinted = f"`{{{secret}}}`" if secret else f"body `{operation.body_secret}`" if operation.body_secret else "-"
+    if operation.enumerate_tokens:
+        first = "`GET oauth2/search` (every page): the tokens' fingerprints"
+    else:
+        first = f"`GET {operation.pre_image}`" if operation.pre_image else "-"
+    params = [*operation.params, *(["submitted"] if operation.enumerate_tokens else [])]
+    return (
+        f"`{operation.action}`",
+        f"`{operation.method}`",
+        f"`{operation.path}`",
+        f"`{operation.query_action}`" if operation.query_action else "-",
+        f"`{operation.resource_type}`",
+        f"`{operation.role}`",
+        fingerprinted,
+        first,
+        ", ".join(f"`{name}`" for name in params) or "-",
+    )
+
+
+def _cells(cells: tuple[str, ...]) -> str:
+    return "| " + " | ".join(cells) + " |"

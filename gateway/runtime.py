@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 
-from aiohttp import encode_basic_auth, web
+from aiohttp import ClientSession, web
 
 from gateway import __version__
 from gateway.audit.anchor import HeadLogger
@@ -40,7 +40,8 @@ from gateway.stub.app import serve_stub
 from gateway.stub.seed import DEMO_ORG, DEMO_PASSWORD, DEMO_USER, SAMPLE_TOKEN
 from gateway.stub.settings import StubSettings
 from gateway.throttle import CheckLimit, LoginThrottle, RefusedAttempts, as_record
-from gateway.upstream import Upstream, make_session
+from gateway.upstream import Credentials, Upstream, make_session
+from gateway.upstream_auth import OAuthLogin, ServiceAccount, login_settings
 
 MIB = 1024 * 1024
 RESERVE_EVERY = 30.0
@@ -78,7 +79,7 @@ class Runtime:
             seed = stub_seed(config) if config.uses_stub else None
             authenticator = _authenticator(config, await _accounts(config, seed))
             store, writer = await _open_audit(stack, config, log, metrics)
-            upstream_url, upstream = await _start_upstream(stack, config, seed)
+            upstream_url, upstream = await _start_upstream(stack, config, seed, log)
             runtime = cls(
                 config,
                 log,
@@ -88,7 +89,13 @@ class Runtime:
                 writer,
                 upstream,
                 upstream_url,
-                Readiness(store, writer, upstream_url, config.upstream.connect_timeout),
+                Readiness(
+                    store,
+                    writer,
+                    upstream_url,
+                    config.upstream.connect_timeout,
+                    login=upstream.credentials if isinstance(upstream.credentials, OAuthLogin) else None,
+                ),
                 seed,
             )
             await runtime._start_background(stack)
@@ -119,6 +126,13 @@ class Runtime:
             "gateway_logins_busy",
             "Login attempts refused with 503 (too many password checks).",
             lambda: checks.refused if checks is not None else 0,
+            counter=True,
+        )
+        login = self.readiness.login
+        metrics.read_at_scrape(
+            "gateway_upstream_token_requests",
+            'Requests to the token endpoint (upstream.auth = "oauth2"), both grants.',
+            lambda: login.token_requests if login is not None else 0,
             counter=True,
         )
         if config.metrics.port:
@@ -247,7 +261,9 @@ async def _ensure_reserve(reserve: DiskReserve, log: Logger, missing: str | None
     return problem
 
 
-async def _start_upstream(stack: AsyncExitStack, config: Config, seed: Seed | None) -> tuple[str, Upstream]:
+async def _start_upstream(
+    stack: AsyncExitStack, config: Config, seed: Seed | None, log: Logger
+) -> tuple[str, Upstream]:
     """The upstream's address (the embedded stub's, started here) and the client that calls it."""
     if seed is not None:
         url = await stack.enter_async_context(
@@ -265,10 +281,17 @@ async def _start_upstream(stack: AsyncExitStack, config: Config, seed: Seed | No
             ca_bundle=str(config.path(upstream.ca_bundle)) if upstream.ca_bundle else None,
         )
     )
-    service_auth = (
-        encode_basic_auth(upstream.service_user, config.service_password) if upstream.auth == "service" else None
-    )
-    return url, Upstream(url, session, authorization=service_auth)
+    return url, Upstream(url, session, credentials=_credentials(config, url, session, log))
+
+
+def _credentials(config: Config, url: str, session: ClientSession, log: Logger) -> Credentials | None:
+    """What replaces the caller's credentials upstream (``upstream.auth``); None: nothing does."""
+    upstream = config.upstream
+    if upstream.auth == "service":
+        return ServiceAccount(upstream.service_user, config.service_password)
+    if upstream.auth != "oauth2":
+        return None
+    return OAuthLogin(login_settings(config, url), session, log)
 
 
 async def _warn_of_pending_intents(store: AuditStore, log: Logger, metrics: Metrics) -> None:

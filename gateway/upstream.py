@@ -11,6 +11,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 import aiohttp
 from aiohttp import hdrs, web
@@ -108,12 +109,34 @@ def make_session(
     return session
 
 
+class Credentials(Protocol):
+    """What the upstream is told about who calls, in place of the caller's own credentials:
+    the service account's Basic header, or the bearer token of ``gateway.upstream_auth``."""
+
+    async def authorization(self) -> str:
+        """The Authorization value to send now; raises UpstreamError (never sent) when there is none."""
+        ...
+
+    def rejected(self, authorization: str) -> None:
+        """The management API answered 401 to ``authorization``."""
+        ...
+
+
 class Upstream:
-    def __init__(self, base_url: str, session: aiohttp.ClientSession, *, authorization: str | None = None) -> None:
-        """``authorization`` replaces the caller's credentials (service mode) when given."""
+    def __init__(
+        self, base_url: str, session: aiohttp.ClientSession, *, credentials: Credentials | None = None
+    ) -> None:
+        """``credentials`` replace the caller's (``upstream.auth`` "service" or "oauth2") when given."""
         self.base_url = base_url.rstrip("/")
         self._session = session
-        self._authorization = authorization
+        self.credentials = credentials
+
+    async def authorize(self) -> None:
+        """Make sure the gateway's own credentials are at hand (a bearer token obtained): the
+        request path asks before it writes an intent, so a call that cannot be forwarded leaves
+        none. Raises UpstreamError (``sent`` False) when they cannot be had."""
+        if self.credentials is not None:
+            await self.credentials.authorization()
 
     async def forward(
         self, method: str, target: str, headers: Mapping[str, str], body: bytes, *, request_id: str | None = None
@@ -122,52 +145,60 @@ class Upstream:
         answer; raises UpstreamError otherwise.
 
         ``request_id`` goes upstream as ``X-Request-ID`` (replacing one the caller sent that
-        the gateway did not keep), so both sides' logs can be matched."""
+        the gateway did not keep), so both sides' logs can be matched. A 401 to the gateway's own
+        credentials is reported to them (a bearer token is then renewed for the next call; this
+        one is never sent again)."""
         outgoing = end_to_end(headers, _NOT_FORWARDED)
-        if self._authorization is not None:
-            outgoing[hdrs.AUTHORIZATION] = self._authorization
+        authorization = None
+        if self.credentials is not None:
+            authorization = outgoing[hdrs.AUTHORIZATION] = await self.credentials.authorization()
         if request_id is not None:
             outgoing[REQUEST_ID] = request_id
-        url = URL(self.base_url + target, encoded=True)
-        try:
-            async with self._session.request(
-                method, url, headers=outgoing, data=body or None, allow_redirects=False
-            ) as response:
-                content = await _read_capped(response)
-                return UpstreamReply(
-                    response.status, response.reason, end_to_end(response.headers, _NOT_RETURNED), content
-                )
-        except aiohttp.ConnectionTimeoutError:
-            raise UpstreamError(
-                "connect_timeout", "no connection within the connect timeout", timeout=True, sent=False
-            ) from None
-        except aiohttp.ClientConnectorError as exc:
-            raise UpstreamError(
-                "connect_failed", f"cannot connect: {_reason(exc)}", timeout=False, sent=False
-            ) from None
-        except aiohttp.ServerTimeoutError:
-            raise UpstreamError("read_timeout", "no answer within the read timeout", timeout=True, sent=True) from None
-        except TimeoutError:
-            # aiohttp's total deadline: a bare TimeoutError, where its connect and read
-            # deadlines raise the ServerTimeoutError subclasses caught above.
-            raise UpstreamError(
-                "total_timeout", "no complete answer within the total timeout", timeout=True, sent=True
-            ) from None
-        except aiohttp.ServerDisconnectedError:
-            raise UpstreamError(
-                "disconnected", "the upstream closed the connection without answering", timeout=False, sent=True
-            ) from None
-        except aiohttp.ClientPayloadError:
-            raise UpstreamError(
-                "incomplete", "the upstream's answer was cut off mid-body", timeout=False, sent=True
-            ) from None
-        except (HttpProcessingError, aiohttp.ClientResponseError):
-            raise UpstreamError(
-                "malformed", "the upstream sent a malformed HTTP response", timeout=False, sent=True
-            ) from None
-        except (aiohttp.ClientError, OSError) as exc:
-            # Deliberately not str(exc): client errors can carry the URL, and the URL the token.
-            raise UpstreamError("failed", f"connection failed: {_reason(exc)}", timeout=False, sent=True) from None
+        reply = await send(self._session, method, URL(self.base_url + target, encoded=True), outgoing, body)
+        if authorization is not None and reply.status == 401:
+            assert self.credentials is not None
+            self.credentials.rejected(authorization)
+        return reply
+
+
+async def send(
+    session: aiohttp.ClientSession, method: str, url: URL, headers: Mapping[str, str], body: bytes
+) -> UpstreamReply:
+    """One request, sent once, its whole answer read (up to ``MAX_UPSTREAM_BODY``); every way
+    it can fail is an UpstreamError that says whether the request may have left."""
+    try:
+        async with session.request(method, url, headers=headers, data=body or None, allow_redirects=False) as response:
+            content = await _read_capped(response)
+            return UpstreamReply(response.status, response.reason, end_to_end(response.headers, _NOT_RETURNED), content)
+    except aiohttp.ConnectionTimeoutError:
+        raise UpstreamError(
+            "connect_timeout", "no connection within the connect timeout", timeout=True, sent=False
+        ) from None
+    except aiohttp.ClientConnectorError as exc:
+        raise UpstreamError("connect_failed", f"cannot connect: {_reason(exc)}", timeout=False, sent=False) from None
+    except aiohttp.ServerTimeoutError:
+        raise UpstreamError("read_timeout", "no answer within the read timeout", timeout=True, sent=True) from None
+    except TimeoutError:
+        # aiohttp's total deadline: a bare TimeoutError, where its connect and read
+        # deadlines raise the ServerTimeoutError subclasses caught above.
+        raise UpstreamError(
+            "total_timeout", "no complete answer within the total timeout", timeout=True, sent=True
+        ) from None
+    except aiohttp.ServerDisconnectedError:
+        raise UpstreamError(
+            "disconnected", "the upstream closed the connection without answering", timeout=False, sent=True
+        ) from None
+    except aiohttp.ClientPayloadError:
+        raise UpstreamError(
+            "incomplete", "the upstream's answer was cut off mid-body", timeout=False, sent=True
+        ) from None
+    except (HttpProcessingError, aiohttp.ClientResponseError):
+        raise UpstreamError(
+            "malformed", "the upstream sent a malformed HTTP response", timeout=False, sent=True
+        ) from None
+    except (aiohttp.ClientError, OSError) as exc:
+        # Deliberately not str(exc): client errors can carry the URL, and the URL the token.
+        raise UpstreamError("failed", f"connection failed: {_reason(exc)}", timeout=False, sent=True) from None
 
 
 def unforwardable(headers: Mapping[str, str]) -> str | None:

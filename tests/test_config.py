@@ -75,7 +75,10 @@ def config_error(tmp_path: Path, text: str) -> str:
             "[upstream]\nurl = 'https://u:p@x'",
             "gw.toml: upstream.url: must not contain credentials; use upstream.auth instead",
         ),
-        ("[upstream]\nauth = 'oauth'", 'gw.toml: upstream.auth: expected one of "passthrough", "service"; got "oauth"'),
+        (
+            "[upstream]\nauth = 'oauth'",
+            'gw.toml: upstream.auth: expected one of "passthrough", "service", "oauth2"; got "oauth"',
+        ),
         ("[upstream]\nread_timeout = 0", "gw.toml: upstream.read_timeout: expected a number greater than 0, got 0"),
         (
             "[server]\nmax_connections = -1",

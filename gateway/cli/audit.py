@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import getpass
+import logging
 import os
 import sys
 from collections.abc import Awaitable, Callable
@@ -13,6 +14,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import aiohttp
+import structlog
 
 from gateway.audit.backends import open_store
 from gateway.audit.chain import Anchor, ChainKey, Head, Verdict
@@ -37,9 +39,10 @@ from gateway.cli.common import (
     user_name,
 )
 from gateway.cli.progress import Progress
+from gateway.config import ACCOUNT_AUTH_MODES, Config, http_url, read_chain_key, resolve
 from gateway.config import RECONCILE_PASSWORD_ENV as PASSWORD_ENV
-from gateway.config import Config, http_url, read_chain_key, resolve
 from gateway.upstream import make_session
+from gateway.upstream_auth import LoginError, OAuthLogin, login_settings
 
 EXIT_TAMPERED = 1
 T = TypeVar("T")
@@ -141,7 +144,7 @@ def register(commands: Any) -> None:
         type=arg(user_name),
         help=f"Apigee user for the GETs (password from ${PASSWORD_ENV}, or "
         "asked on a terminal); default: the service account of "
-        'upstream.auth = "service"',
+        'upstream.auth = "service" or "oauth2"',
     )
     settle.add_argument(
         "--tokens-file",
@@ -430,7 +433,8 @@ def cmd_reconcile(args: argparse.Namespace) -> int:
     tokens = _read_tokens(args.tokens_file) if args.tokens_file else {}
     operator = _operator(args.operator)
     base_url = args.upstream or (None if config.uses_stub else config.upstream.url)
-    authorization = _upstream_authorization(config, args.user)
+    basic = _upstream_authorization(config, args.user)
+    logs_in = args.user is None and config.upstream.auth == "oauth2"
 
     async def run(store: AuditStore) -> tuple[list[Any], list[Any]]:
         async with make_session(
@@ -440,6 +444,7 @@ def cmd_reconcile(args: argparse.Namespace) -> int:
             verify_tls=config.upstream.verify_tls,
             ca_bundle=str(config.path(config.upstream.ca_bundle)) if config.upstream.ca_bundle else None,
         ) as session:
+            authorization = await _bearer(config, session, base_url) if base_url and logs_in else basic
 
             async def ask(org: str, token: str) -> int:
                 url = f"{base_url}/v1/o/{org}/oauth2/accesstokens/{token}"
@@ -496,6 +501,18 @@ def _upstream_authorization(config: Config, user: str | None) -> str | None:
     return None
 
 
+async def _bearer(config: Config, session: aiohttp.ClientSession, base_url: str) -> str:
+    """``upstream.auth = "oauth2"``: the service account's bearer token, obtained as ``serve``
+    obtains it (with the embedded stub's config, from the stub at ``base_url``)."""
+    # Quiet: the command's own lines are its output; a failure is its one error line.
+    quiet = structlog.wrap_logger(None, wrapper_class=structlog.make_filtering_bound_logger(logging.CRITICAL))
+    login = OAuthLogin(login_settings(resolve(config, {"service_password"}), base_url), session, quiet)
+    try:
+        return await login.authorization()
+    except LoginError as exc:
+        raise CommandError(f'{exc.detail} (upstream.auth = "oauth2")') from None
+
+
 def _operator(given: str | None) -> str:
     """Who runs the command, for the record: --operator, else the login name."""
     if given:
@@ -510,7 +527,10 @@ def _asking_as(config: Config, user: str | None) -> str | None:
     """Whom the GETs authenticate as, for the messages of calls the upstream refused."""
     if user is not None:
         return f"--user {user}"
-    return f"the service account {config.upstream.service_user}" if config.upstream.auth == "service" else None
+    upstream = config.upstream
+    if upstream.auth not in ACCOUNT_AUTH_MODES:
+        return None
+    return f"the service account {upstream.service_user}" + (" (OAuth 2.0)" if upstream.auth == "oauth2" else "")
 
 
 def _upstream_password(user: str) -> str:

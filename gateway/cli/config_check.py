@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from gateway.cli.common import command
-from gateway.config import SECTIONS, Config, load_config
+from gateway.config import ACCOUNT_AUTH_MODES, APIGEE_TOKEN_URL, SECTIONS, Config, load_config
 from gateway.runtime import stub_seed
 from gateway.terminal import printable
 
@@ -79,8 +79,23 @@ def _resolved_secrets(config: Config) -> list[str]:
         notes.append(f"chain key: read, {len(config.chain_secret)} bytes (HMAC-SHA-256 chain)")
     else:
         notes.append("chain key: none (plain SHA-256 chain)")
-    if config.upstream.auth == "service":
-        notes.append(f"service password: read from ${printable(config.upstream.service_password_env)}")
+    upstream = config.upstream
+    if upstream.auth in ACCOUNT_AUTH_MODES:
+        notes.append(f"service password: read from ${printable(upstream.service_password_env)}")
+    if upstream.auth == "oauth2":
+        where = upstream.oauth_token_url or (
+            "the embedded stub's /oauth/token" if config.uses_stub else APIGEE_TOKEN_URL
+        )
+        secret = (
+            f"secret read from ${upstream.oauth_client_secret_env}"
+            if upstream.oauth_client_secret_env
+            else "its public secret"
+        )
+        notes.append(
+            printable(
+                f'OAuth 2.0 login: {upstream.service_user} at {where}, client "{upstream.oauth_client_id}" ({secret})'
+            )
+        )
     if config.ship.url:
         where = f"${config.ship.password_env}" if config.ship.password_env else config.ship.password_file
         notes.append(f"collector password (ship): read from {where}")
