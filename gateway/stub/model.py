@@ -264,6 +264,17 @@ class Owner(Audited):
             raise app_missing(self.label(), name)
         return found
 
+    def own_fields(self) -> dict[str, Any]:
+        """The fields only this kind of owner has, in the order Apigee shows them."""
+        raise NotImplementedError
+
+    def to_json(self) -> dict[str, Any]:
+        shown: dict[str, Any] = {"apps": list(self.apps), **self.own_fields()}
+        shown.update({"status": self.status, "attributes": self.attributes})
+        shown.update(self.stamps())
+        shown.update(self.modified())
+        return shown
+
 
 @dataclass
 class Developer(Owner):
@@ -278,9 +289,8 @@ class Developer(Owner):
     def label(self) -> str:
         return self.email
 
-    def to_json(self) -> dict[str, Any]:
-        shown: dict[str, Any] = {
-            "apps": list(self.apps),
+    def own_fields(self) -> dict[str, Any]:
+        return {
             "companies": self.companies,
             "email": self.email,
             "developerId": self.developer_id,
@@ -288,12 +298,7 @@ class Developer(Owner):
             "lastName": self.last_name,
             "userName": self.user_name,
             "organizationName": self.organization,
-            "status": self.status,
-            "attributes": self.attributes,
         }
-        shown.update(self.stamps())
-        shown.update(self.modified())
-        return shown
 
 
 @dataclass
@@ -305,18 +310,8 @@ class Company(Owner):
     def label(self) -> str:
         return self.name
 
-    def to_json(self) -> dict[str, Any]:
-        shown: dict[str, Any] = {
-            "apps": list(self.apps),
-            "name": self.name,
-            "displayName": self.display_name,
-            "organization": self.organization,
-            "status": self.status,
-            "attributes": self.attributes,
-        }
-        shown.update(self.stamps())
-        shown.update(self.modified())
-        return shown
+    def own_fields(self) -> dict[str, Any]:
+        return {"name": self.name, "displayName": self.display_name, "organization": self.organization}
 
 
 @dataclass
