@@ -120,6 +120,16 @@ _HOST_NAME = re.compile(r"[A-Za-z0-9._-]+|[0-9A-Fa-f:.]+", re.ASCII)
 """A DNS name or an IP address (urlsplit has removed an IPv6 address's brackets)."""
 
 
+def listen_host(value: Any) -> str:
+    """An address to listen on, named: asyncio reads an empty one as every interface, which a
+    loopback sidecar must never do by accident (``0.0.0.0`` or ``::`` says so on purpose)."""
+    if not isinstance(value, str) or not _HOST_NAME.fullmatch(value):
+        raise ValueError(
+            f'expected a host name or IP address such as "127.0.0.1" ("0.0.0.0": every interface), got {_show(value)}'
+        )
+    return value
+
+
 def action_status(value: Any) -> int:
     if value not in (204, 200) or isinstance(value, bool):
         raise ValueError(f"expected 204 or 200, got {_show(value)}")
@@ -239,7 +249,7 @@ LOG_LEVELS = ("debug", "info", "warning", "error")
 
 @dataclass(frozen=True)
 class ServerConfig:
-    host: str = setting("Address the gateway listens on.", non_empty_text, "127.0.0.1")
+    host: str = setting("Address the gateway listens on.", listen_host, "127.0.0.1")
     port: int = setting("TCP port the gateway listens on (0 picks a free port).", port_number, 8080)
     tls_cert: str = setting(
         "PEM certificate chain for HTTPS on the listener; with tls_key. Empty: plain HTTP (fine on loopback).", text, ""
@@ -459,7 +469,7 @@ class LoggingConfig:
 @dataclass(frozen=True)
 class StubConfig:
     host: str = setting(
-        "Address `gateway stub` listens on (the embedded stub always uses loopback).", non_empty_text, "127.0.0.1"
+        "Address `gateway stub` listens on (the embedded stub always uses loopback).", listen_host, "127.0.0.1"
     )
     port: int = setting("TCP port of `gateway stub` (the embedded stub picks a free one).", port_number, 8081)
     seed: str = setting(
@@ -884,22 +894,37 @@ def _refuse_unknown_variables(environ: Mapping[str, str], sections: Mapping[str,
 
 
 def _from_environment(check: Check, text: str, source: str, key: str, variable: str) -> Any:
-    """A variable's text read as a TOML value (``8080``, ``true``, ``["a"]``), else as a plain string."""
     if not _is_utf8(text):
         raise ConfigError(source, key, f"environment variable {variable} is not valid UTF-8")
+    try:
+        return from_text(check, text)
+    except ValueError as exc:
+        raise ConfigError(source, key, f"{exc} (from environment variable {variable})") from None
+
+
+def from_text(check: Check, text: str) -> Any:
+    """A value given as text (an environment variable, a command-line option) through its key's
+    check: read as a TOML value (``8080``, ``true``, ``["a"]``), else as a plain string."""
     try:
         parsed = tomllib.loads(f"value = {text}")["value"]
     except tomllib.TOMLDecodeError:
         parsed = text
     try:
         return check(parsed)
-    except ValueError as exc:
-        if parsed is not text:
-            try:
-                return check(text)
-            except ValueError:
-                pass
-        raise ConfigError(source, key, f"{exc} (from environment variable {variable})") from None
+    except ValueError as complaint:
+        if parsed is text:
+            raise
+        try:
+            return check(text)
+        except ValueError:
+            raise complaint from None
+
+
+def key_from_text(section: str, key: str, text: str) -> Any:
+    """``section.key`` given as text, checked as in the file: how a command-line option that
+    overrides the key is read, so that the option cannot take what the key refuses."""
+    declaration = next(f for f in dataclasses.fields(SECTIONS[section]) if f.name == key)
+    return from_text(declaration.metadata["check"], text)
 
 
 def _build_users(users: Any, source: str) -> tuple[UserConfig, ...]:
