@@ -373,6 +373,14 @@ class UpstreamConfig:
         positive_number,
         35.0,
     )
+    max_body_mb: int = setting(
+        "Largest answer body, in MiB, the gateway takes from the upstream: each is held in memory to be "
+        "recorded and passed on. A larger one is not passed on: the caller gets 502 "
+        "(gateway.upstream_answer_lost) saying what the upstream's status was, and the call is recorded from "
+        "that status (error upstream.too_large, no snapshot).",
+        positive_count,
+        1,
+    )
     verify_tls: bool = setting("Verify the upstream's TLS certificate.", boolean, True)
     ca_bundle: str = setting(
         "PEM file of CA certificates to trust for the upstream instead of the system's (empty: system).",

@@ -249,7 +249,7 @@ async def _start_upstream(stack: AsyncExitStack, config: Config, seed: Seed | No
     service_auth = (
         encode_basic_auth(upstream.service_user, config.service_password) if upstream.auth == "service" else None
     )
-    return url, Upstream(url, session, authorization=service_auth)
+    return url, Upstream(url, session, authorization=service_auth, max_body=upstream.max_body_mb << 20)
 
 
 async def _warn_of_pending_intents(store: AuditStore, log: Logger, metrics: Metrics) -> None:
