@@ -256,16 +256,18 @@ class ServerConfig:
     )
     tls_key: str = setting("PEM private key of tls_cert.", text, "")
     max_connections: int = setting(
-        "Most caller connections held open at once. Past it a new connection gets a fixed 503 "
-        "(gateway.too_many_connections) and is closed at once, unread. Each can take a second file "
+        "Most caller connections held open at once, counted from the TCP connection (before any TLS "
+        "handshake). Past it a new connection gets a fixed 503 (gateway.too_many_connections; with HTTPS, "
+        "nothing: it could not be read before a handshake) and is closed at once, unread. Each can take a second file "
         "descriptor upstream: the gateway raises its soft open-file limit to 2 x this + 64 where the "
         "hard limit allows, and warns where it does not. 0: no cap.",
         count,
         1000,
     )
     header_timeout: float = setting(
-        "Seconds a caller has to send a request's line and headers, counted from connecting and from "
-        "the first byte of each later request; past it the connection is closed without an answer.",
+        "Seconds a caller has to send a request's line and headers, counted from connecting (the TLS "
+        "handshake included) and from the first byte of each later request; past it the connection is "
+        "closed without an answer.",
         positive_number,
         10.0,
     )
@@ -279,6 +281,15 @@ class ServerConfig:
         "Seconds a connection may stay idle between requests before the gateway closes it.",
         positive_number,
         60.0,
+    )
+    send_timeout: float = setting(
+        "Seconds an answer has to be written, from its first byte until the operating system has taken "
+        "all of it; a caller that does not read its answers past it has its connection closed (counted in "
+        "gateway_connections_timed_out_total). With "
+        "header_timeout, body_timeout and keepalive_timeout, it bounds how long a caller that misbehaves "
+        "can hold a connection.",
+        positive_number,
+        10.0,
     )
 
 

@@ -254,12 +254,12 @@ def cmd_collect(args: argparse.Namespace) -> int:
 
 async def _collect(config: Config) -> int:
     app = build_collector_app(config)
-    runner = GatewayRunner(app, config.server, access_log=None, handle_signals=False, shutdown_timeout=10.0)
+    tls = config.listener_tls()
+    runner = GatewayRunner(app, config.server, tls=tls, access_log=None, handle_signals=False, shutdown_timeout=10.0)
     await runner.setup()
     try:
-        tls = config.listener_tls()
         try:
-            await web.TCPSite(runner, config.server.host, config.server.port, ssl_context=tls).start()
+            await web.TCPSite(runner, config.server.host, config.server.port).start()  # TLS: the runner's
         except OSError as exc:
             raise CommandError(
                 f"cannot listen on {config.server.host}:{config.server.port}: {exc.strerror or exc}"

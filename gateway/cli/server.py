@@ -125,18 +125,22 @@ def log_level_option(parser: argparse.ArgumentParser) -> None:
 # serve ---------------------------------------------------------------------------------------
 
 DRAIN_MARGIN = 5.0
-"""Seconds beyond the longest a call can take, for the last commits on SIGTERM."""
+"""Seconds beyond the longest a call can take, for the last commits and closing on SIGTERM."""
 
 
 def drain_seconds(config: Config) -> float:
-    """The longest a call in flight can still take, so the longest SIGTERM waits for the calls.
+    """The longest SIGTERM takes to stop the gateway, whatever its connections do: the calls in
+    flight get ``calls_seconds``, then DRAIN_MARGIN is for the last commits and closing. Idle
+    connections are closed at once (``gateway.listener``)."""
+    return calls_seconds(config) + DRAIN_MARGIN
 
-    A call waits on its body (body_timeout), its intent's commit, the upstream (bounded as a
-    whole by total_timeout) and its outcome's commit (each commit by busy_timeout). Past this,
-    aiohttp cancels what is left.
-    """
+
+def calls_seconds(config: Config) -> float:
+    """The longest a call in flight can still take: its body (body_timeout), its intent's
+    commit, the upstream (bounded as a whole by total_timeout) and its outcome's commit (each
+    commit by busy_timeout). Past this, SIGTERM cancels what is left, and closes its connection."""
     server, upstream, audit = config.server, config.upstream, config.audit
-    return server.body_timeout + upstream.total_timeout + 2 * audit.busy_timeout + DRAIN_MARGIN
+    return server.body_timeout + upstream.total_timeout + 2 * audit.busy_timeout
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
@@ -162,8 +166,9 @@ async def _serve(config: Config, path: Path | None) -> int:
             hint="raise the open-file limit (systemd: LimitNOFILE) or lower server.max_connections",
         )
     # On SIGTERM, calls in flight finish (each is bounded, see drain_seconds) before the writer closes.
+    tls = config.listener_tls()
     runner = GatewayRunner(
-        app, config.server, access_log=None, handle_signals=False, shutdown_timeout=drain_seconds(config)
+        app, config.server, tls=tls, access_log=None, handle_signals=False, shutdown_timeout=calls_seconds(config)
     )
     # Caught from now on: SIGHUP's default action would end the gateway. One during start-up
     # is a reload once the gateway has started.
@@ -173,8 +178,7 @@ async def _serve(config: Config, path: Path | None) -> int:
     runtime = app[RUNTIME]  # opened by the application's start-up
     count_connections(runtime.metrics, runner.guard)
     try:
-        tls = config.listener_tls()
-        site = web.TCPSite(runner, config.server.host, config.server.port, ssl_context=tls)
+        site = web.TCPSite(runner, config.server.host, config.server.port)  # TLS: the runner's
         try:
             await site.start()
         except OSError as exc:
