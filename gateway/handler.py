@@ -258,7 +258,14 @@ def _answer_lost(routed: Routed, call: Call, exc: UpstreamError, status: int) ->
     lost = f"its answer could not be passed on: {exc.detail}"
     return Refusal(
         errors.UPSTREAM_ANSWER_LOST.response(f"The upstream answered {status}{took}, but {lost}"),
-        record=records.outcome(call, outcome, upstream_status=status, error_code=error_code)
+        record=records.outcome(
+            call,
+            outcome,
+            upstream_status=status,
+            error_code=error_code,
+            app=routed.values.get("app"),
+            client_id=_consumer_key(routed, call, None),
+        )
         if operation.audited
         else None,
         if_unrecorded=errors.AUDIT_UNAVAILABLE.response(
@@ -275,16 +282,13 @@ async def _write_outcome(runtime: Runtime, routed: Routed, call: Call, reply: Up
     call.upstream_status, call.escaped = reply.status, read.escaped
     if operation.enumerate_tokens and (submitted := number_in(reply)) is not None:
         call.note("submitted", submitted)
-    client_id = read.client_id
-    if operation.secret == "key" or operation.body_secret == "consumerKey":
-        client_id = call.token_sha256  # the consumer key the call acts on, fingerprinted
     record = records.outcome(
         call,
         read.outcome,
         upstream_status=reply.status,
         error_code=read.error_code,
         app=read.app or routed.values.get("app"),
-        client_id=client_id,
+        client_id=_consumer_key(routed, call, read.client_id),
         snapshot=read.snapshot,
     )
     _settled(call, record)
@@ -297,6 +301,15 @@ async def _write_outcome(runtime: Runtime, routed: Routed, call: Call, reply: Up
             f"The upstream answered {reply.status}, but the outcome could not be recorded; the intent stays pending in the audit log"
         ),
     )
+
+
+def _consumer_key(routed: Routed, call: Call, answered: str | None) -> str | None:
+    """The record's ``client_id``: the consumer key the call acts on, fingerprinted, when its
+    path or body names one; else the one the answer names (``answered``)."""
+    operation = routed.operation
+    if operation.secret == "key" or operation.body_secret == "consumerKey":
+        return call.token_sha256
+    return answered
 
 
 async def _pass_through(

@@ -15,6 +15,7 @@ from aiohttp.test_utils import TestClient
 from conftest import USERS, GatewayFactory, basic, make_config, rows
 from raw_upstream import raw_upstream
 
+from gateway.audit.fingerprint import fingerprint
 from gateway.stub import demo_seed, make_stub_app
 
 TOKEN_PATH = "/v1/o/myorg/oauth2/accesstokens/{}"
@@ -227,6 +228,25 @@ async def test_a_change_other_than_a_delete_is_recorded_succeeded(tmp_path: Path
             await response.json(),
         )
     assert ("succeeded", "upstream.too_large", 200) == last_outcome(tmp_path)
+
+
+async def test_an_answer_lost_on_a_key_keeps_the_records_app_and_consumer_key(
+    tmp_path: Path, gateway: GatewayFactory
+) -> None:
+    """What the path says (app, consumer key as a fingerprint) is recorded as for any answer, so
+    `audit query --client-id` finds the call."""
+    path = "/v1/o/myorg/developers/dev@example.com/apps/app1/keys/the-consumer-key?action=revoke"
+    async with raw_upstream(answer(b"200 OK", b" " * (MIB + 1))) as upstream:
+        client = await gateway(make_config(tmp_path, upstream=upstream.url))
+        response = await client.post(path, headers=basic("myname"))
+        assert 502 == response.status
+    record = rows(tmp_path / "audit.db")[-1]
+    assert ("succeeded", "upstream.too_large", "app1", fingerprint("the-consumer-key")) == (
+        record["outcome"],
+        record["error_code"],
+        record["app"],
+        record["client_id"],
+    )
 
 
 async def test_max_body_mb_sets_the_cap_and_an_answer_under_it_passes_byte_for_byte(
