@@ -285,21 +285,26 @@ async def test_an_answer_cut_off_after_its_status_is_recorded_from_the_status(
     assert [TOKEN_PATH.format("load1")] == await deletes_seen(stub)  # sent once, not twice
 
 
-async def test_an_answer_whose_body_trickles_past_the_total_timeout_is_recorded_from_its_status(
-    tmp_path: Path, gateway: GatewayFactory
+@pytest.mark.parametrize(
+    ("every", "detail", "cause"),
+    [
+        (0.1, "no complete answer within the total timeout", "upstream.total_timeout"),
+        (2.0, "the rest of the answer did not come within the read timeout", "upstream.read_timeout"),
+    ],
+    ids=["trickled-past-total-timeout", "paused-past-read-timeout"],
+)
+async def test_an_answer_whose_body_comes_too_late_is_recorded_from_its_status(
+    tmp_path: Path, gateway: GatewayFactory, every: float, detail: str, cause: str
 ) -> None:
     sent_at_once = TRICKLED.index(b"\r\n\r\n") + 4
-    async with raw_upstream(TRICKLED[:sent_at_once], trickled=TRICKLED[sent_at_once:], every=0.1) as upstream:
+    async with raw_upstream(TRICKLED[:sent_at_once], trickled=TRICKLED[sent_at_once:], every=every) as upstream:
         config = make_config(
             tmp_path, upstream={"url": upstream.url, "connect_timeout": 0.5, "read_timeout": 0.5, "total_timeout": 1.0}
         )
         client = await gateway(config)
         response = await client.delete(TOKEN_PATH.format("load1"), headers=basic("myname"))
-        assert (502, lost(200, "no complete answer within the total timeout")) == (
-            response.status,
-            await response.json(),
-        )
-        assert ("deleted", "upstream.total_timeout", 200) == last_outcome(tmp_path)
+        assert (502, lost(200, detail)) == (response.status, await response.json())
+        assert ("deleted", cause, 200) == last_outcome(tmp_path)
         assert 1 == len(upstream.requests)  # sent once, not retried
 
 
