@@ -126,6 +126,16 @@ _HOST_NAME = re.compile(r"[A-Za-z0-9._-]+|[0-9A-Fa-f:.]+", re.ASCII)
 """A DNS name or an IP address (urlsplit has removed an IPv6 address's brackets)."""
 
 
+def listen_host(value: Any) -> str:
+    """An address to listen on, named: asyncio reads an empty one as every interface, which a
+    loopback sidecar must never do by accident (``0.0.0.0`` or ``::`` says so on purpose)."""
+    if not isinstance(value, str) or not _HOST_NAME.fullmatch(value):
+        raise ValueError(
+            f'expected a host name or IP address such as "127.0.0.1" ("0.0.0.0": every interface), got {_show(value)}'
+        )
+    return value
+
+
 def action_status(value: Any) -> int:
     if value not in (204, 200) or isinstance(value, bool):
         raise ValueError(f"expected 204 or 200, got {_show(value)}")
@@ -274,23 +284,25 @@ LOG_LEVELS = ("debug", "info", "warning", "error")
 
 @dataclass(frozen=True)
 class ServerConfig:
-    host: str = setting("Address the gateway listens on.", non_empty_text, "127.0.0.1")
+    host: str = setting("Address the gateway listens on.", listen_host, "127.0.0.1")
     port: int = setting("TCP port the gateway listens on (0 picks a free port).", port_number, 8080)
     tls_cert: str = setting(
         "PEM certificate chain for HTTPS on the listener; with tls_key. Empty: plain HTTP (fine on loopback).", text, ""
     )
     tls_key: str = setting("PEM private key of tls_cert.", text, "")
     max_connections: int = setting(
-        "Most caller connections held open at once. Past it a new connection gets a fixed 503 "
-        "(gateway.too_many_connections) and is closed at once, unread. Each can take a second file "
+        "Most caller connections held open at once, counted from the TCP connection (before any TLS "
+        "handshake). Past it a new connection gets a fixed 503 (gateway.too_many_connections; with HTTPS, "
+        "nothing: it could not be read before a handshake) and is closed at once, unread. Each can take a second file "
         "descriptor upstream: the gateway raises its soft open-file limit to 2 x this + 64 where the "
         "hard limit allows, and warns where it does not. 0: no cap.",
         count,
         1000,
     )
     header_timeout: float = setting(
-        "Seconds a caller has to send a request's line and headers, counted from connecting and from "
-        "the first byte of each later request; past it the connection is closed without an answer.",
+        "Seconds a caller has to send a request's line and headers, counted from connecting (the TLS "
+        "handshake included) and from the first byte of each later request; past it the connection is "
+        "closed without an answer.",
         positive_number,
         10.0,
     )
@@ -304,6 +316,15 @@ class ServerConfig:
         "Seconds a connection may stay idle between requests before the gateway closes it.",
         positive_number,
         60.0,
+    )
+    send_timeout: float = setting(
+        "Seconds an answer has to be written, from its first byte until the operating system has taken "
+        "all of it; a caller that does not read its answers past it has its connection closed (counted in "
+        "gateway_connections_timed_out_total). With "
+        "header_timeout, body_timeout and keepalive_timeout, it bounds how long a caller that misbehaves "
+        "can hold a connection.",
+        positive_number,
+        10.0,
     )
 
 
@@ -420,6 +441,14 @@ class UpstreamConfig:
         positive_number,
         35.0,
     )
+    max_body_mb: int = setting(
+        "Largest answer body, in MiB, the gateway takes from the upstream: each is held in memory to be "
+        "recorded and passed on. A larger one is not passed on: the caller gets 502 "
+        "(gateway.upstream_answer_lost) saying what the upstream's status was, and the call is recorded from "
+        "that status (error upstream.too_large, no snapshot).",
+        positive_count,
+        1,
+    )
     verify_tls: bool = setting("Verify the upstream's TLS certificate.", boolean, True)
     ca_bundle: str = setting(
         "PEM file of CA certificates to trust for the upstream instead of the system's (empty: system).",
@@ -516,7 +545,7 @@ class LoggingConfig:
 @dataclass(frozen=True)
 class StubConfig:
     host: str = setting(
-        "Address `gateway stub` listens on (the embedded stub always uses loopback).", non_empty_text, "127.0.0.1"
+        "Address `gateway stub` listens on (the embedded stub always uses loopback).", listen_host, "127.0.0.1"
     )
     port: int = setting("TCP port of `gateway stub` (the embedded stub picks a free one).", port_number, 8081)
     seed: str = setting(
@@ -946,22 +975,37 @@ def _refuse_unknown_variables(environ: Mapping[str, str], sections: Mapping[str,
 
 
 def _from_environment(check: Check, text: str, source: str, key: str, variable: str) -> Any:
-    """A variable's text read as a TOML value (``8080``, ``true``, ``["a"]``), else as a plain string."""
     if not _is_utf8(text):
         raise ConfigError(source, key, f"environment variable {variable} is not valid UTF-8")
+    try:
+        return from_text(check, text)
+    except ValueError as exc:
+        raise ConfigError(source, key, f"{exc} (from environment variable {variable})") from None
+
+
+def from_text(check: Check, text: str) -> Any:
+    """A value given as text (an environment variable, a command-line option) through its key's
+    check: read as a TOML value (``8080``, ``true``, ``["a"]``), else as a plain string."""
     try:
         parsed = tomllib.loads(f"value = {text}")["value"]
     except tomllib.TOMLDecodeError:
         parsed = text
     try:
         return check(parsed)
-    except ValueError as exc:
-        if parsed is not text:
-            try:
-                return check(text)
-            except ValueError:
-                pass
-        raise ConfigError(source, key, f"{exc} (from environment variable {variable})") from None
+    except ValueError as complaint:
+        if parsed is text:
+            raise
+        try:
+            return check(text)
+        except ValueError:
+            raise complaint from None
+
+
+def key_from_text(section: str, key: str, text: str) -> Any:
+    """``section.key`` given as text, checked as in the file: how a command-line option that
+    overrides the key is read, so that the option cannot take what the key refuses."""
+    declaration = next(f for f in dataclasses.fields(SECTIONS[section]) if f.name == key)
+    return from_text(declaration.metadata["check"], text)
 
 
 def _build_users(users: Any, source: str) -> tuple[UserConfig, ...]:

@@ -59,6 +59,9 @@ INTERNAL_ERROR = GatewayError(
 UPSTREAM_UNAVAILABLE = GatewayError(
     502, "gateway.upstream_unavailable", "The upstream could not be reached or gave no valid answer"
 )
+UPSTREAM_ANSWER_LOST = GatewayError(
+    502, "gateway.upstream_answer_lost", "The upstream answered, but its answer could not be passed on"
+)
 AUDIT_UNAVAILABLE = GatewayError(
     503, "gateway.audit_unavailable", "The audit log cannot be written; nothing was forwarded"
 )
@@ -103,6 +106,7 @@ ALL = (
     TOO_MANY_ATTEMPTS,
     INTERNAL_ERROR,
     UPSTREAM_UNAVAILABLE,
+    UPSTREAM_ANSWER_LOST,
     AUDIT_UNAVAILABLE,
     LOGIN_BUSY,
     TOO_MANY_CONNECTIONS,

@@ -30,7 +30,7 @@ from gateway.audit.records import json_text
 from gateway.audit.store import AuditStoreError
 from gateway.auth import GLOBAL, User, authenticate, authorization
 from gateway.call import REQUEST_ID, Call
-from gateway.outcome import meaning, number_in, outcome_for_status, snapshot_of
+from gateway.outcome import meaning, number_in, outcome_for_status, outcome_of, snapshot_of
 from gateway.redact import loggable_target
 from gateway.refusal import Refusal
 from gateway.route import Routed, route
@@ -237,6 +237,8 @@ async def _forward(request: web.Request, runtime: Runtime, routed: Routed, body:
             request.method, routed.target, request.headers, body, request_id=call.public_id
         )
     except UpstreamError as exc:
+        if exc.status is not None:
+            raise _answer_lost(routed, call, exc, exc.status) from None
         failure = errors.UPSTREAM_TIMEOUT if exc.timeout else errors.UPSTREAM_UNAVAILABLE
         # Once the request may have left, the change may have happened upstream: say so.
         fate = Outcome.UNKNOWN if exc.sent else Outcome.UPSTREAM_ERROR
@@ -258,6 +260,35 @@ async def _forward(request: web.Request, runtime: Runtime, routed: Routed, body:
         runtime.metrics.upstream_seconds.observe(time.perf_counter() - forwarded)
 
 
+def _answer_lost(routed: Routed, call: Call, exc: UpstreamError, status: int) -> Refusal:
+    """The upstream answered (its status was read) but its answer cannot reach the caller: too
+    large, cut off, late, or with a head that cannot be passed on. The status says what became
+    of the call, so the record says it too (without a snapshot), and so does the 502."""
+    operation = routed.operation
+    outcome = outcome_of(status, deletes=operation.method == "DELETE")
+    error_code = f"upstream.{exc.kind}"
+    call.upstream_status, call.error_code = status, error_code
+    took = f", so the {operation.effect} took effect upstream" if 200 <= status < 300 else ""
+    lost = f"its answer could not be passed on: {exc.detail}"
+    return Refusal(
+        errors.UPSTREAM_ANSWER_LOST.response(f"The upstream answered {status}{took}, but {lost}"),
+        record=records.outcome(
+            call,
+            outcome,
+            upstream_status=status,
+            error_code=error_code,
+            app=routed.values.get("app"),
+            client_id=_consumer_key(routed, call, None),
+        )
+        if operation.audited
+        else None,
+        if_unrecorded=errors.AUDIT_UNAVAILABLE.response(
+            f"The upstream answered {status}, but {lost}; and the outcome could not be recorded: "
+            "the intent stays pending in the audit log"
+        ),
+    )
+
+
 async def _write_outcome(runtime: Runtime, routed: Routed, call: Call, reply: UpstreamReply) -> None:
     """What the answer means, durable before the caller hears anything."""
     operation = routed.operation
@@ -265,16 +296,13 @@ async def _write_outcome(runtime: Runtime, routed: Routed, call: Call, reply: Up
     call.upstream_status, call.escaped = reply.status, read.escaped
     if operation.enumerate_tokens and (submitted := number_in(reply)) is not None:
         call.note("submitted", submitted)
-    client_id = read.client_id
-    if operation.secret == "key" or operation.body_secret == "consumerKey":
-        client_id = call.token_sha256  # the consumer key the call acts on, fingerprinted
     record = records.outcome(
         call,
         read.outcome,
         upstream_status=reply.status,
         error_code=read.error_code,
         app=read.app or routed.values.get("app"),
-        client_id=client_id,
+        client_id=_consumer_key(routed, call, read.client_id),
         snapshot=read.snapshot,
     )
     _settled(call, record)
@@ -287,6 +315,15 @@ async def _write_outcome(runtime: Runtime, routed: Routed, call: Call, reply: Up
             f"The upstream answered {reply.status}, but the outcome could not be recorded; the intent stays pending in the audit log"
         ),
     )
+
+
+def _consumer_key(routed: Routed, call: Call, answered: str | None) -> str | None:
+    """The record's ``client_id``: the consumer key the call acts on, fingerprinted, when its
+    path or body names one; else the one the answer names (``answered``)."""
+    operation = routed.operation
+    if operation.secret == "key" or operation.body_secret == "consumerKey":
+        return call.token_sha256
+    return answered
 
 
 async def _pass_through(

@@ -44,6 +44,9 @@ connection and one audit write lock a second, not one each."""
 CHECK_TIMEOUT = 2.0
 METRICS_CONNECTIONS = 16
 """The cap of a separate metrics listener (``metrics.port``): Prometheus, and a person or two."""
+METRICS_DRAIN = 1.0
+"""Seconds a scrape in flight gets on SIGTERM: rendering takes milliseconds, and the gateway's own
+drain (``gateway.cli.server.drain_seconds``) has already run."""
 
 Problem = str | None
 """What a check found wrong; ``None`` when all is well."""
@@ -205,7 +208,12 @@ async def serve_metrics(registry: Metrics, settings: ServerConfig, port: int, *,
     app = web.Application(handler_args={"keepalive_timeout": settings.keepalive_timeout})
     app[METRICS] = registry
     app.router.add_get("/metrics", _logged(own_metrics), allow_head=False)
-    runner = GatewayRunner(app, dataclasses.replace(settings, max_connections=METRICS_CONNECTIONS), access_log=None)
+    runner = GatewayRunner(
+        app,
+        dataclasses.replace(settings, max_connections=METRICS_CONNECTIONS),
+        access_log=None,
+        shutdown_timeout=METRICS_DRAIN,
+    )
     await runner.setup()
     try:
         try:

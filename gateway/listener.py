@@ -3,24 +3,33 @@
 aiohttp closes a connection that has not sent a whole request within ``keepalive_timeout`` of
 connecting or of its last answer (``server.keepalive_timeout``, an hour by aiohttp's default),
 and ``gateway.revoke`` bounds the wait for a body (``server.body_timeout``). That keep-alive timer
-is aiohttp's only deadline for a request's head, and it has no cap on connections: callers that
-open connections and send nothing, or half a request line, or a header byte now and then, each
-hold a file descriptor until the process has none left and real callers fail. Two small hooks
-on aiohttp's server close the gap:
+is aiohttp's only deadline, and it has no cap on connections: callers that open connections and
+send nothing, or half a request line, or a header byte now and then, or that never read their
+answers, each hold a file descriptor until the process has none left and real callers fail. A
+few hooks on aiohttp's server close the gaps:
 
-- a cap (``server.max_connections``): past it, a new connection gets a fixed 503 and is closed
-  at once, before anything is read or parsed;
-- a head deadline (``server.header_timeout``): from connecting, and from the first byte of each
-  later request, the request line and headers must be in by then, or the connection is closed.
+- a cap (``server.max_connections``), counted from the TCP connection: past it, a new connection
+  gets a fixed 503 and is closed at once, before anything is read or parsed (with HTTPS, before
+  any handshake, which is why the handler starts TLS itself instead of asyncio's server);
+- a head deadline (``server.header_timeout``): from connecting (the TLS handshake included), and
+  from the first byte of each later request, the request line and headers must be in by then,
+  or the connection is closed;
+- a send deadline (``server.send_timeout``): an answer must be written, handed whole to the
+  operating system, within it, or the connection is closed; a forced close drops unsent bytes
+  rather than wait for a reader that may never come;
+- a drain with one deadline (SIGTERM): idle connections close at once, calls in flight get the
+  runner's ``shutdown_timeout`` (aiohttp's own drain waits up to twice that), and then what is
+  left is cancelled and closed.
 
-aiohttp offers no public hook for either, so ``GatewayRunner`` builds aiohttp's server with a
-request handler of its own; it reads two of aiohttp's internals, checked at start-up.
+aiohttp offers no public hook for these, so ``GatewayRunner`` builds aiohttp's server with a
+request handler of its own; it reads a few of aiohttp's internals, checked at start-up.
 """
 
 from __future__ import annotations
 
 import asyncio
 import resource
+import ssl
 import time
 from typing import Any, cast
 
@@ -38,8 +47,8 @@ FILES_RESERVED = 64
 """Listeners, the audit database's files (writer, reader, probes), the embedded stub, logs."""
 LOG_REFUSALS_EVERY = 60.0
 """Seconds between log lines about refused connections: a flood must not flood the log too."""
-_INTERNALS = ("_waiter", "_messages")
-"""What of aiohttp's RequestHandler the head deadline reads (see ``_GuardedHandler``)."""
+_INTERNALS = ("_waiter", "_messages", "_task_handler", "_request_in_progress")
+"""What of aiohttp's RequestHandler the deadlines and the drain read (see ``_GuardedHandler``)."""
 
 
 def files_needed(max_connections: int) -> int:
@@ -62,15 +71,20 @@ def raise_file_limit(needed: int) -> bool:
 
 
 class ConnectionGuard:
-    """The cap's bookkeeping, shared by every connection of one listener."""
+    """The cap's bookkeeping, shared by every connection of one listener, and its settings."""
 
-    def __init__(self, settings: ServerConfig, log: Logger) -> None:
+    def __init__(self, settings: ServerConfig, log: Logger, tls: ssl.SSLContext | None = None) -> None:
         self.max_connections = settings.max_connections
         self.header_timeout = settings.header_timeout
+        self.send_timeout = settings.send_timeout
+        self.tls = tls
+        """The listener's TLS: each admitted connection's handler starts it (``_GuardedHandler``)."""
         self.open = 0
         self.refused = 0
         self.timed_out = 0
-        """Connections closed because a request's head did not arrive in time."""
+        """Connections closed because a head (or handshake) or an answer took too long."""
+        self.handshakes: set[asyncio.Task[None]] = set()
+        """TLS handshakes under way: connections counted, not yet aiohttp's."""
         self.refusal = errors.TOO_MANY_CONNECTIONS.wire(headers={"Retry-After": "1"})
         self._log = log
         self._last_logged: float | None = None
@@ -100,7 +114,7 @@ class ConnectionGuard:
 
 
 class _GuardedHandler(RequestHandler):
-    """aiohttp's request handler, admitted by the guard and held to the head deadline.
+    """aiohttp's request handler, admitted by the guard and held to its deadlines.
 
     "Waiting for a request" is aiohttp's own notion, the one its keep-alive timer uses: the
     handler's loop awaits ``_waiter`` for the next parsed message (``_messages``). Bytes arriving
@@ -108,25 +122,84 @@ class _GuardedHandler(RequestHandler):
     message ends it. Bytes arriving while a request is handled (its body, or a pipelined next
     request) start nothing: a body has its own deadline, and a pipelined head left incomplete is
     closed by aiohttp's keep-alive timer once the answer before it is sent.
+
+    Answers are written by ``finish_response``; the send deadline runs from its start, and stays
+    armed past it while the transport still holds unsent bytes (the next answer re-arms it).
     """
 
-    __slots__ = ("_admitted", "_guard", "_head_deadline")
+    __slots__ = (
+        "_admitted",
+        "_answering",
+        "_draining",
+        "_finished",
+        "_gone",
+        "_guard",
+        "_handshake",
+        "_head_deadline",
+        "_send_deadline",
+        "_task",
+    )
 
     def __init__(self, manager: web.Server, guard: ConnectionGuard, **kwargs: Any) -> None:
         super().__init__(manager, **kwargs)
         self._guard = guard
         self._admitted = False
+        self._answering = False
+        self._draining = False
+        self._gone = False
+        self._finished = asyncio.Event()
+        """Set once the connection is closed and its call, if one runs, has ended."""
+        self._handshake: asyncio.Task[None] | None = None
         self._head_deadline: asyncio.TimerHandle | None = None
+        self._send_deadline: asyncio.TimerHandle | None = None
+        self._task: asyncio.Task[None] | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        connection = cast(asyncio.Transport, transport)
         if not self._guard.admit():
-            writer = cast(asyncio.WriteTransport, transport)
-            writer.write(self._guard.refusal)
-            writer.close()
+            if self._guard.tls is None:
+                connection.write(self._guard.refusal)
+                connection.close()
+            else:  # a 503 in clear could not be read before a handshake, and a handshake costs
+                connection.abort()
             return
         self._admitted = True
-        super().connection_made(transport)
         self._start_head_deadline()
+        tls = self._guard.tls
+        if tls is None:
+            self._connected(connection)
+            return
+        connection.pause_reading()  # the ClientHello is for start_tls, not the HTTP parser
+        self._handshake = self._loop.create_task(self._secure(connection, tls), name="tls-handshake")
+        self._guard.handshakes.add(self._handshake)
+        self._handshake.add_done_callback(self._guard.handshakes.discard)
+
+    async def _secure(self, transport: asyncio.Transport, tls: ssl.SSLContext) -> None:
+        """TLS on a connection already counted, within the head deadline (which cancels it)."""
+        secured: asyncio.Transport | None
+        try:
+            secured = await self._loop.start_tls(
+                transport,
+                self,
+                tls,
+                server_side=True,
+                ssl_handshake_timeout=self._guard.header_timeout,
+                ssl_shutdown_timeout=self._guard.send_timeout,
+            )
+        except (Exception, asyncio.CancelledError):  # failed, timed out, or cut by the head deadline or SIGTERM
+            secured = None
+        self._handshake = None
+        if secured is None:  # also when the connection went during the handshake
+            transport.abort()
+            self._release()
+            return
+        self._connected(secured)
+
+    def _connected(self, transport: asyncio.Transport) -> None:
+        super().connection_made(transport)
+        self._task = self._task_handler
+        if self._task is not None:
+            self._task.add_done_callback(lambda _: self._check_finished())
 
     def data_received(self, data: bytes) -> None:
         if not self._admitted:
@@ -139,10 +212,46 @@ class _GuardedHandler(RequestHandler):
 
     def connection_lost(self, exc: BaseException | None) -> None:
         self._stop_head_deadline()
+        self._stop_send_deadline()
+        self._release()
+        super().connection_lost(exc)
+
+    def _release(self) -> None:
         if self._admitted:
             self._admitted = False
             self._guard.release()
-        super().connection_lost(exc)
+        self._gone = True
+        self._check_finished()
+
+    def _check_finished(self) -> None:
+        if self._gone and (self._task is None or self._task.done()):
+            self._finished.set()
+
+    def force_close(self) -> None:
+        """aiohttp's, except that unsent bytes are dropped: closing a transport that holds some
+        waits for the caller to read them, which one that never reads never does."""
+        transport = self.transport
+        if transport is not None and transport.get_write_buffer_size():
+            transport.abort()  # before aiohttp's close: a TLS transport closed twice cannot be aborted
+        super().force_close()
+
+    async def finish_response(
+        self, request: web.BaseRequest, resp: web.StreamResponse, start_time: float | None
+    ) -> tuple[web.StreamResponse, bool]:
+        """aiohttp's, where every answer is written, under the send deadline."""
+        if self._draining:
+            resp.force_close()  # the last answer on this connection: say so
+        self._start_send_deadline()
+        self._answering = True
+        try:
+            return await super().finish_response(request, resp, start_time)
+        finally:
+            self._answering = False
+            if self._draining:
+                self.close()
+            transport = self.transport
+            if transport is None or not transport.get_write_buffer_size():
+                self._stop_send_deadline()
 
     def _waiting_for_request(self) -> bool:
         return self._waiter is not None and not self._waiter.done()
@@ -157,13 +266,54 @@ class _GuardedHandler(RequestHandler):
 
     def _head_is_late(self) -> None:
         self._head_deadline = None
-        if self._waiting_for_request() and not self._messages:
+        if self._handshake is not None:
+            self._guard.timed_out += 1
+            self._handshake.cancel()
+        elif self._waiting_for_request() and not self._messages:
             self._guard.timed_out += 1
             self.force_close()
 
+    def _start_send_deadline(self) -> None:
+        self._stop_send_deadline()
+        self._send_deadline = self._loop.call_later(self._guard.send_timeout, self._answer_is_late)
+
+    def _stop_send_deadline(self) -> None:
+        if self._send_deadline is not None:
+            self._send_deadline.cancel()
+            self._send_deadline = None
+
+    def _answer_is_late(self) -> None:
+        self._send_deadline = None
+        transport = self.transport
+        if transport is not None and (self._answering or transport.get_write_buffer_size()):
+            self._guard.timed_out += 1
+            self.force_close()
+
+    def drain(self) -> None:
+        """SIGTERM: an idle connection (or one in its handshake, or half-way through a head) is
+        closed now; a call in flight goes on, and its answer closes its connection."""
+        if self._handshake is not None:
+            self._handshake.cancel()
+        elif self._waiting_for_request() and not self._messages:
+            self.force_close()
+        else:
+            self._draining = True
+            if not self._request_in_progress:  # answered, and reading what is left of a body
+                self.close()
+
+    async def wait_finished(self) -> None:
+        await self._finished.wait()
+
+    def abort(self) -> None:
+        """The drain's end: the call still running is cancelled and the connection closed."""
+        if self._task is not None and not self._task.done():
+            self._task.cancel()
+        self.force_close()
+
 
 class _GuardedServer(web.Server):
-    """aiohttp's server as the application built it, making guarded request handlers."""
+    """aiohttp's server as the application built it, making guarded request handlers, and
+    draining them with one deadline."""
 
     def __init__(self, plain: web.Server, guard: ConnectionGuard) -> None:
         super().__init__(
@@ -177,18 +327,46 @@ class _GuardedServer(web.Server):
     def __call__(self) -> RequestHandler:
         return _GuardedHandler(self, self._guard, loop=self._loop, **self._kwargs)
 
+    def pre_shutdown(self) -> None:
+        """Replaces aiohttp's, which stops reading every connection, the bodies of calls in flight too."""
+        for task in list(self._guard.handshakes):
+            task.cancel()
+        for handler in self._guarded():
+            handler.drain()
+
+    async def shutdown(self, timeout: float | None = None) -> None:  # noqa: ASYNC109 - aiohttp's signature
+        """Replaces aiohttp's, which waits up to ``timeout`` for a call, then as long again for
+        its connection: here the calls in flight, and the answers being written, get ``timeout``
+        in all; then what is left is cancelled and closed."""
+        handlers = self._guarded()
+        if handlers:
+            waits = [asyncio.ensure_future(handler.wait_finished()) for handler in handlers]
+            _, late = await asyncio.wait(waits, timeout=timeout)
+            for wait in late:
+                wait.cancel()
+        for handler in handlers:
+            handler.abort()
+        self._connections.clear()
+
+    def _guarded(self) -> list[_GuardedHandler]:
+        return [handler for handler in self._connections if isinstance(handler, _GuardedHandler)]
+
 
 class GatewayRunner(web.AppRunner):
-    """``web.AppRunner`` whose connections are capped and held to the head deadline."""
+    """``web.AppRunner`` whose connections are capped and held to the deadlines. With ``tls``,
+    its sites serve HTTPS: give them no ``ssl_context`` of their own (asyncio's TLS would run
+    before a connection is counted)."""
 
-    def __init__(self, app: web.Application, settings: ServerConfig, **kwargs: Any) -> None:
+    def __init__(
+        self, app: web.Application, settings: ServerConfig, *, tls: ssl.SSLContext | None = None, **kwargs: Any
+    ) -> None:
         missing = [name for name in _INTERNALS if name not in RequestHandler.__slots__]
         if missing:
             raise RuntimeError(
-                f"this aiohttp's RequestHandler lacks {', '.join(missing)}: the head deadline cannot be kept"
+                f"this aiohttp's RequestHandler lacks {', '.join(missing)}: the connection deadlines cannot be kept"
             )
         super().__init__(app, **kwargs)
-        self.guard = ConnectionGuard(settings, get_logger())
+        self.guard = ConnectionGuard(settings, get_logger(), tls)
 
     async def _make_server(self) -> web.Server:
         return _GuardedServer(await super()._make_server(), self.guard)
@@ -205,7 +383,8 @@ def count_connections(metrics: Metrics, guard: ConnectionGuard) -> None:
     )
     metrics.read_at_scrape(
         "gateway_connections_timed_out",
-        "Connections closed because a request's head took over server.header_timeout.",
+        "Connections closed because a request's head (with HTTPS, the handshake too) took over "
+        "server.header_timeout, or an answer over server.send_timeout.",
         lambda: guard.timed_out,
         counter=True,
     )

@@ -115,6 +115,13 @@ def number_in(reply: UpstreamReply) -> int | None:
     return int(text) if text.isdigit() and len(text) < 19 else None
 
 
+def outcome_of(status: int, *, deletes: bool) -> Outcome:
+    """What the upstream's status says became of a call: a 2xx is ``deleted`` for a delete,
+    ``succeeded`` for any other call."""
+    outcome = outcome_for_status(status)
+    return Outcome.SUCCEEDED if outcome is Outcome.DELETED and not deletes else outcome
+
+
 def outcome_for_status(status: int) -> Outcome:
     if 200 <= status < 300:
         return Outcome.DELETED

@@ -281,7 +281,8 @@ async def _start_upstream(
             ca_bundle=str(config.path(upstream.ca_bundle)) if upstream.ca_bundle else None,
         )
     )
-    return url, Upstream(url, session, credentials=_credentials(config, url, session, log))
+    credentials = _credentials(config, url, session, log)
+    return url, Upstream(url, session, credentials=credentials, max_body=upstream.max_body_mb << 20)
 
 
 def _credentials(config: Config, url: str, session: ClientSession, log: Logger) -> Credentials | None:

@@ -43,6 +43,7 @@ _NOT_RETURNED = frozenset({hdrs.CONTENT_LENGTH.lower()})
 _SKIP_AUTO_HEADERS = (hdrs.USER_AGENT, hdrs.ACCEPT, hdrs.ACCEPT_ENCODING, hdrs.CONTENT_TYPE)
 
 MAX_UPSTREAM_BODY = 1 << 20
+"""The default of ``upstream.max_body_mb``: an answer is held whole in memory, to record and relay it."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,14 +57,19 @@ class UpstreamReply:
 
 
 class UpstreamError(Exception):
-    """No usable answer. ``sent`` is False only when the request surely never left."""
+    """No usable answer. ``sent`` is False only when the request surely never left.
 
-    def __init__(self, kind: str, detail: str, *, timeout: bool, sent: bool) -> None:
+    ``status`` is the upstream's status when its head was read before the failure (the body
+    too large, cut off or late, or a head that cannot be passed on): the upstream has then
+    said what became of the call, though the caller cannot be given its answer."""
+
+    def __init__(self, kind: str, detail: str, *, timeout: bool, sent: bool, status: int | None = None) -> None:
         super().__init__(detail)
         self.kind = kind
         self.detail = detail
         self.timeout = timeout
         self.sent = sent
+        self.status = status
 
 
 def end_to_end(headers: Mapping[str, str], drop: frozenset[str] = frozenset()) -> CIMultiDict[str]:
@@ -124,12 +130,19 @@ class Credentials(Protocol):
 
 class Upstream:
     def __init__(
-        self, base_url: str, session: aiohttp.ClientSession, *, credentials: Credentials | None = None
+        self,
+        base_url: str,
+        session: aiohttp.ClientSession,
+        *,
+        credentials: Credentials | None = None,
+        max_body: int = MAX_UPSTREAM_BODY,
     ) -> None:
-        """``credentials`` replace the caller's (``upstream.auth`` "service" or "oauth2") when given."""
+        """``credentials`` replace the caller's (``upstream.auth`` "service" or "oauth2") when
+        given; ``max_body`` bounds the answer's body in bytes (``upstream.max_body_mb``)."""
         self.base_url = base_url.rstrip("/")
         self._session = session
         self.credentials = credentials
+        self._max_body = max_body
 
     async def authorize(self) -> None:
         """Make sure the gateway's own credentials are at hand (a bearer token obtained): the
@@ -142,7 +155,7 @@ class Upstream:
         self, method: str, target: str, headers: Mapping[str, str], body: bytes, *, request_id: str | None = None
     ) -> UpstreamReply:
         """Send the call on (``target``: path and query, as received) and return the upstream's
-        answer; raises UpstreamError otherwise.
+        answer, whose head can be passed on byte for byte; raises UpstreamError otherwise.
 
         ``request_id`` goes upstream as ``X-Request-ID`` (replacing one the caller sent that
         the gateway did not keep), so both sides' logs can be matched. A 401 to the gateway's own
@@ -154,21 +167,34 @@ class Upstream:
             authorization = outgoing[hdrs.AUTHORIZATION] = await self.credentials.authorization()
         if request_id is not None:
             outgoing[REQUEST_ID] = request_id
-        reply = await send(self._session, method, URL(self.base_url + target, encoded=True), outgoing, body)
+        url = URL(self.base_url + target, encoded=True)
+        reply = await send(self._session, method, url, outgoing, body, max_body=self._max_body)
         if authorization is not None and reply.status == 401:
             assert self.credentials is not None
             self.credentials.rejected(authorization)
+        problem = relay_problem(reply)
+        if problem is not None:
+            raise UpstreamError("unrelayable", problem, timeout=False, sent=True, status=reply.status)
         return reply
 
 
 async def send(
-    session: aiohttp.ClientSession, method: str, url: URL, headers: Mapping[str, str], body: bytes
+    session: aiohttp.ClientSession,
+    method: str,
+    url: URL,
+    headers: Mapping[str, str],
+    body: bytes,
+    *,
+    max_body: int = MAX_UPSTREAM_BODY,
 ) -> UpstreamReply:
-    """One request, sent once, its whole answer read (up to ``MAX_UPSTREAM_BODY``); every way
-    it can fail is an UpstreamError that says whether the request may have left."""
+    """One request, sent once, its whole answer read (up to ``max_body`` bytes); every way it
+    can fail is an UpstreamError that says whether the request may have left, and the status
+    when the head had come."""
+    status: int | None = None  # known once the head is read: failures after it carry it
     try:
         async with session.request(method, url, headers=headers, data=body or None, allow_redirects=False) as response:
-            content = await _read_capped(response)
+            status = response.status
+            content = await _read_capped(response, max_body)
             return UpstreamReply(response.status, response.reason, end_to_end(response.headers, _NOT_RETURNED), content)
     except aiohttp.ConnectionTimeoutError:
         raise UpstreamError(
@@ -177,28 +203,37 @@ async def send(
     except aiohttp.ClientConnectorError as exc:
         raise UpstreamError("connect_failed", f"cannot connect: {_reason(exc)}", timeout=False, sent=False) from None
     except aiohttp.ServerTimeoutError:
-        raise UpstreamError("read_timeout", "no answer within the read timeout", timeout=True, sent=True) from None
+        late = "no answer" if status is None else "the rest of the answer did not come"
+        raise UpstreamError(
+            "read_timeout", f"{late} within the read timeout", timeout=True, sent=True, status=status
+        ) from None
     except TimeoutError:
         # aiohttp's total deadline: a bare TimeoutError, where its connect and read
         # deadlines raise the ServerTimeoutError subclasses caught above.
         raise UpstreamError(
-            "total_timeout", "no complete answer within the total timeout", timeout=True, sent=True
+            "total_timeout", "no complete answer within the total timeout", timeout=True, sent=True, status=status
         ) from None
     except aiohttp.ServerDisconnectedError:
         raise UpstreamError(
-            "disconnected", "the upstream closed the connection without answering", timeout=False, sent=True
+            "disconnected",
+            "the upstream closed the connection without answering",
+            timeout=False,
+            sent=True,
+            status=status,
         ) from None
     except aiohttp.ClientPayloadError:
         raise UpstreamError(
-            "incomplete", "the upstream's answer was cut off mid-body", timeout=False, sent=True
+            "incomplete", "the upstream's answer was cut off mid-body", timeout=False, sent=True, status=status
         ) from None
     except (HttpProcessingError, aiohttp.ClientResponseError):
         raise UpstreamError(
-            "malformed", "the upstream sent a malformed HTTP response", timeout=False, sent=True
+            "malformed", "the upstream sent a malformed HTTP response", timeout=False, sent=True, status=status
         ) from None
     except (aiohttp.ClientError, OSError) as exc:
         # Deliberately not str(exc): client errors can carry the URL, and the URL the token.
-        raise UpstreamError("failed", f"connection failed: {_reason(exc)}", timeout=False, sent=True) from None
+        raise UpstreamError(
+            "failed", f"connection failed: {_reason(exc)}", timeout=False, sent=True, status=status
+        ) from None
 
 
 def unforwardable(headers: Mapping[str, str]) -> str | None:
@@ -255,35 +290,56 @@ class PassThrough(web.Response):
         transport.write(head)
 
 
-_CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
-"""What may not appear in a head's line (aiohttp's own check, against header injection)."""
+_BREAKS_HEAD = re.compile(r"[\r\n\x00]")
+"""What cannot be relayed in a head: CR and LF would end its line early (header injection),
+NUL is refused by HTTP parsers. Every other byte the upstream sent (other controls, DEL,
+obs-text) is passed on as it came. aiohttp's client yields none of the three in a header, but
+it does yield a NUL in the reason phrase."""
+
+
+def relay_problem(reply: UpstreamReply) -> str | None:
+    """Why the answer's head cannot be passed on byte for byte, if it cannot: decided before
+    the outcome is recorded, so that a recorded answer is never followed by a dropped connection."""
+    if reply.reason and _BREAKS_HEAD.search(reply.reason):
+        return "its reason phrase holds a CR, LF or NUL"
+    for name, value in reply.headers.items():
+        if _BREAKS_HEAD.search(name) or _BREAKS_HEAD.search(value):
+            return "a header of it holds a CR, LF or NUL"
+    return None
 
 
 def _head(status_line: str, headers: Mapping[str, str]) -> bytes:
     lines = [status_line, *(f"{name}: {value}" for name, value in headers.items())]
     for line in lines:
-        if _CONTROL.search(line):
-            raise ValueError("a control character in a response header")
+        if _BREAKS_HEAD.search(line):  # never from the upstream (relay_problem); a guard against injection
+            raise ValueError("a CR, LF or NUL in a response header")
     return ("\r\n".join(lines) + "\r\n\r\n").encode("utf-8", "surrogateescape")
 
 
-async def _read_capped(response: aiohttp.ClientResponse) -> bytes:
-    """The whole body, refusing one so large it could only be a fault or an attack."""
+async def _read_capped(response: aiohttp.ClientResponse, limit: int) -> bytes:
+    """The whole body, refusing one over ``limit`` bytes (``upstream.max_body_mb``): it is held
+    in memory, once per call in flight."""
     length = response.content_length
     if length is not None:
-        if length > MAX_UPSTREAM_BODY:
-            raise _too_large()
+        if length > limit:
+            raise _too_large(response.status, limit)
         return await response.read()
     body = bytearray()
     async for chunk in response.content.iter_chunked(1 << 16):
         body += chunk
-        if len(body) > MAX_UPSTREAM_BODY:
-            raise _too_large()
+        if len(body) > limit:
+            raise _too_large(response.status, limit)
     return bytes(body)
 
 
-def _too_large() -> UpstreamError:
-    return UpstreamError("too_large", f"response body over {MAX_UPSTREAM_BODY} bytes", timeout=False, sent=True)
+def _too_large(status: int, limit: int) -> UpstreamError:
+    return UpstreamError(
+        "too_large",
+        f"its body is over {limit} bytes (upstream.max_body_mb)",
+        timeout=False,
+        sent=True,
+        status=status,
+    )
 
 
 def _reason(exc: BaseException) -> str:

@@ -8,10 +8,13 @@ import socket
 from pathlib import Path
 
 import aiohttp
+import pytest
 from helpers import ROOT, SAMPLE, SAMPLE_PATH, USERS, basic, rows
 from processes import gateway_cli, started
 from upstream_samples import XML_404, documented_sample
 
+from gateway.cli import build_parser
+from gateway.config import ConfigError, environment_variable, load_config
 from gateway.passwords import parse_hash, verify_password
 
 
@@ -93,3 +96,62 @@ def test_hash_password_reads_stdin(tmp_path: Path) -> None:
     assert verify_password("correct horse", stored) and not verify_password("correct horse\n", stored)
     empty = gateway_cli("hash-password", cwd=tmp_path, stdin="\n")
     assert (2, "gateway: error: empty password\n") == (empty.returncode, empty.stderr)
+
+
+OVERRIDING_OPTIONS = [
+    (("serve",), "--host", "server.host"),
+    (("serve",), "--port", "server.port"),
+    (("stub",), "--host", "stub.host"),
+    (("stub",), "--port", "stub.port"),
+    (("stub",), "--generate", "stub.generated_tokens"),
+    (("stub",), "--delay", "stub.delay"),
+    (("stub",), "--action-status", "stub.action_status"),
+    (("stub",), "--revoke-delay", "stub.revoke_delay"),
+    (("stub",), "--token-lifetime", "stub.token_lifetime"),
+    (("collect",), "--host", "server.host"),
+    (("collect",), "--port", "server.port"),
+    (("audit", "verify"), "--silent-after", "collector.silent_after"),
+]
+OPTION_VALUES = ["", " ", "\t", "a b", "[::1]", "localhost", "0.0.0.0", "::1", "-1", "0", "1.5", "200", "70000"]
+OPTION_VALUES += ["inf", "nan", "1e3", "true"]
+
+
+def option_verdict(words: tuple[str, ...], option: str, value: str, capsys: pytest.CaptureFixture[str]) -> str:
+    """What the command line makes of ``option value``: "ok", or its complaint."""
+    try:
+        build_parser().parse_args([*words, f"{option}={value}"])
+    except SystemExit as exit:
+        assert 2 == exit.code
+        return capsys.readouterr().err.splitlines()[-1].split(f"argument {option}: ", 1)[1]
+    return "ok"
+
+
+def key_verdict(key: str, value: str) -> str:
+    """What the config makes of the same text for ``key`` (given by its environment variable)."""
+    section, name = key.split(".")
+    try:
+        load_config(None, environ={environment_variable(section, name): value}, uses=())
+    except ConfigError as exc:
+        return f"{key}: {exc.problem.rsplit(' (from environment variable', 1)[0]}"
+    return "ok"
+
+
+@pytest.mark.parametrize(("words", "option", "key"), OVERRIDING_OPTIONS, ids=lambda x: str(x).strip("()',"))
+def test_an_option_that_overrides_a_key_takes_exactly_what_the_key_takes(
+    words: tuple[str, ...], option: str, key: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """One rule for both: `serve --host ""` must not listen on every interface when `host = ""` is refused."""
+    verdicts = {value: option_verdict(words, option, value, capsys) for value in OPTION_VALUES}
+    assert {value: key_verdict(key, value) for value in OPTION_VALUES} == verdicts
+    assert "ok" != verdicts[""]
+    assert "ok" != option_verdict(words, option, "\udcff", capsys)  # bytes that are not UTF-8
+
+
+def test_serve_with_an_empty_host_is_refused_before_listening(tmp_path: Path) -> None:
+    result = gateway_cli("serve", "--host", "", "--port", "0", cwd=tmp_path)
+    assert 2 == result.returncode
+    assert result.stderr.endswith(
+        'gateway serve: error: argument --host: server.host: expected a host name or IP address such as "127.0.0.1" '
+        '("0.0.0.0": every interface), got ""\n'
+    )
+    assert not (tmp_path / "gateway-audit.db").exists()  # it stopped before opening anything

@@ -60,7 +60,7 @@ def config_error(tmp_path: Path, text: str) -> str:
         ("[server]\nport = 70000", "gw.toml: server.port: expected an integer from 0 to 65535, got 70000"),
         (
             "[server]\nhots = 'x'",
-            "gw.toml: server.hots: unknown key; expected one of host, port, tls_cert, tls_key, max_connections, header_timeout, body_timeout, keepalive_timeout",
+            "gw.toml: server.hots: unknown key; expected one of host, port, tls_cert, tls_key, max_connections, header_timeout, body_timeout, keepalive_timeout, send_timeout",
         ),
         (
             "[servr]\nhost = 'x'",

@@ -4,15 +4,20 @@ from __future__ import annotations
 
 import asyncio
 import gzip
+import json
 import re
 from pathlib import Path
 
 import aiohttp
+import pytest
 from aiohttp import web
 from helpers import SAMPLE, SAMPLE_PATH, AppClient, GatewayFactory, Peer, basic, make_config, rows
+from multidict import CIMultiDict
 from raw_upstream import raw_upstream
 from upstream_samples import JSON_404, XML_404, documented_sample
 from yarl import URL
+
+from gateway.upstream import UpstreamReply, relay_problem
 
 
 async def test_documented_sample_then_documented_404_through_the_gateway(
@@ -247,3 +252,56 @@ async def test_request_headers_go_upstream_as_sent_or_not_at_all(tmp_path: Path,
     assert ("rejected", "myname", "gateway.bad_request") == tuple(
         rows(tmp_path / "audit.db")[-1][key] for key in ("outcome", "actor", "error_code")
     )
+
+
+CONTROLS = [bytes([c]) for c in (*range(0x01, 0x09), *range(0x0B, 0x0D), *range(0x0E, 0x20), 0x7F)]
+"""Every control an upstream can put in a header value or its reason phrase and aiohttp's client
+accepts: all but NUL, CR and LF (and tab, which is plain whitespace)."""
+
+
+@pytest.mark.parametrize("control", CONTROLS, ids=lambda c: f"0x{c[0]:02x}")
+async def test_control_characters_in_the_upstreams_head_are_relayed_byte_for_byte(
+    tmp_path: Path, gateway: GatewayFactory, control: bytes
+) -> None:
+    """VT, FF, DEL and the other controls cannot break a head (only CR, LF and NUL can): they reach
+    the caller as sent, in a header value and in the reason phrase, after the outcome was recorded."""
+    head = b"HTTP/1.1 200 O" + control + b"K\r\nDate: Tue, 01 Dec 2026 00:00:00 GMT\r\nX-Note: a" + control + b"b\r\n"
+    async with raw_upstream(head + b"Content-Length: 16\r\n\r\n" + BODY) as upstream:
+        client = await gateway(make_config(tmp_path, upstream=upstream.url))
+        answer = await exchange_raw(client, raw_delete())
+    assert head + b"X-Request-ID: trace-1\r\nContent-Length: 16\r\nConnection: close\r\n\r\n" + BODY == answer
+    assert ("deleted", 200) == tuple(rows(tmp_path / "audit.db")[-1][key] for key in ("outcome", "upstream_status"))
+
+
+async def test_an_answer_whose_head_cannot_be_relayed_gets_a_502_that_says_what_happened(
+    tmp_path: Path, gateway: GatewayFactory
+) -> None:
+    """A NUL in the reason phrase (aiohttp's client takes it; no caller's parser would): decided
+    before the outcome is written, so the caller is told the deletion took effect, never dropped."""
+    async with raw_upstream(b"HTTP/1.1 200 O\x00K\r\nContent-Length: 16\r\n\r\n" + BODY) as upstream:
+        client = await gateway(make_config(tmp_path, upstream=upstream.url))
+        answer = await exchange_raw(client, raw_delete())
+    head, body = answer.split(b"\r\n\r\n", 1)
+    assert head.startswith(b"HTTP/1.1 502 Bad Gateway\r\n")
+    assert {
+        "code": "gateway.upstream_answer_lost",
+        "message": "The upstream answered 200, so the deletion took effect upstream, but its answer could not be "
+        "passed on: its reason phrase holds a CR, LF or NUL",
+        "contexts": [],
+    } == json.loads(body)
+    record = rows(tmp_path / "audit.db")[-1]
+    assert ("deleted", 200, "upstream.unrelayable", None) == (
+        record["outcome"],
+        record["upstream_status"],
+        record["error_code"],
+        record["snapshot"],
+    )
+
+
+def test_only_cr_lf_and_nul_make_a_head_unrelayable() -> None:
+    """The rule itself, for what aiohttp's client never yields (a CR, LF or NUL in a header)."""
+    for bad in ("\r", "\n", "\x00"):
+        assert relay_problem(UpstreamReply(200, "OK", CIMultiDict({"X-A": f"a{bad}b"}), b"")) is not None
+        assert relay_problem(UpstreamReply(200, f"O{bad}K", CIMultiDict(), b"")) is not None
+    controls = "".join(chr(c) for c in (*range(0x01, 0x0A), 0x0B, 0x0C, *range(0x0E, 0x20), 0x7F)) + "\udc80\udcff"
+    assert None is relay_problem(UpstreamReply(200, controls, CIMultiDict({"X-A": controls}), b""))

@@ -4,17 +4,20 @@ nothing is forwarded, a log line says why, and service comes back by itself when
 from __future__ import annotations
 
 import asyncio
+import gc
 import io
 import json
 import os
 import subprocess
 import sys
+import threading
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 from helpers import GatewayFactory, Peer, basic, make_config, rows
 
+from gateway.audit.backends import open_store
 from gateway.audit.chain import ChainKey
 from gateway.audit.record import AuditRecord
 from gateway.audit.sqlite import SQLiteAppender, prepare
@@ -251,3 +254,33 @@ async def test_prune_works_on_a_full_disk_again_and_again(tmp_path: Path, gatewa
     finally:
         await client.close()
         subprocess.run(["umount", "-l", str(disk)], check=False)
+
+
+def _reader_threads() -> set[threading.Thread]:
+    return {thread for thread in threading.enumerate() if "_connection_worker_thread" in thread.name}
+
+
+async def test_a_reader_cancelled_while_it_opens_leaves_no_thread_behind(tmp_path: Path) -> None:
+    """A shipper stopped by SIGTERM while it opened the log left the reader's thread waiting, and
+    the interpreter waits for it: `gateway serve` never exited. Cancelled at every point of the
+    opening in turn (the cancellations kept, as a task keeps its own), no thread outlives it."""
+    path = tmp_path / "audit.db"
+    prepare(path, key=ChainKey(), writable=True)
+    before = _reader_threads()
+    kept: list[BaseException] = []
+    for turns in range(300):
+        opening = asyncio.create_task(open_store(path))
+        for _ in range(turns):
+            await asyncio.sleep(0)
+        opening.cancel()
+        try:
+            await (await opening).close()
+        except asyncio.CancelledError as exc:
+            kept.append(exc)
+    left = _reader_threads() - before
+    for thread in left:
+        await asyncio.to_thread(thread.join, 2)
+    still_running = {thread for thread in left if thread.is_alive()}
+    kept.clear()
+    gc.collect()  # a failure here must not leave threads that keep pytest from exiting
+    assert set() == still_running

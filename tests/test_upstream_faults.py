@@ -11,10 +11,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from helpers import AppClient, GatewayFactory, basic, make_config, rows
+from helpers import USERS, AppClient, GatewayFactory, basic, make_config, rows
 from pytest_aiohttp import AiohttpClient
 from raw_upstream import raw_upstream
 
+from gateway.audit.fingerprint import fingerprint
 from gateway.stub import demo_seed, make_stub_app
 
 TOKEN_PATH = "/v1/o/myorg/oauth2/accesstokens/{}"
@@ -52,13 +53,6 @@ def last_outcome(tmp_path: Path) -> tuple[str, str | None, int | None]:
             "upstream.disconnected",
         ),
         (
-            {"kind": "reset"},
-            502,
-            "The upstream could not be reached or gave no valid answer: the upstream's answer was cut off mid-body",
-            "unknown",
-            "upstream.incomplete",
-        ),
-        (
             {"kind": "malformed"},
             502,
             "The upstream could not be reached or gave no valid answer: the upstream sent a malformed HTTP response",
@@ -73,7 +67,7 @@ def last_outcome(tmp_path: Path) -> tuple[str, str | None, int | None]:
             "upstream.read_timeout",
         ),
     ],
-    ids=["empty-response", "reset-mid-response", "malformed-http", "read-timeout"],
+    ids=["empty-response", "malformed-http", "read-timeout"],
 )
 async def test_a_call_that_left_but_got_no_answer_is_unknown_and_never_retried(
     tmp_path: Path,
@@ -151,12 +145,11 @@ async def test_connect_timeout_gives_504_and_nothing_was_sent(
 TRICKLED = b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 64\r\n\r\n" + b" " * 64
 
 
-@pytest.mark.parametrize("sent_at_once", [0, TRICKLED.index(b"\r\n\r\n") + 4], ids=["in-the-head", "in-the-body"])
-async def test_an_upstream_trickling_its_answer_is_cut_at_the_total_timeout(
-    tmp_path: Path, gateway: GatewayFactory, sent_at_once: int
+async def test_an_upstream_trickling_its_head_is_cut_at_the_total_timeout(
+    tmp_path: Path, gateway: GatewayFactory
 ) -> None:
     """A byte every 0.1 s never trips read_timeout (a wait between reads); total_timeout ends the call."""
-    async with raw_upstream(TRICKLED[:sent_at_once], trickled=TRICKLED[sent_at_once:], every=0.1) as upstream:
+    async with raw_upstream(trickled=TRICKLED, every=0.1) as upstream:
         config = make_config(
             tmp_path, upstream={"url": upstream.url, "connect_timeout": 0.5, "read_timeout": 0.5, "total_timeout": 1.0}
         )
@@ -170,6 +163,148 @@ async def test_an_upstream_trickling_its_answer_is_cut_at_the_total_timeout(
             "contexts": [],
         } == await response.json()
         assert ("unknown", "upstream.total_timeout", None) == last_outcome(tmp_path)
+        assert 1 == len(upstream.requests)  # sent once, not retried
+
+
+MIB = 1 << 20
+JSON_HEAD = b"HTTP/1.1 {status}\r\nContent-Type: application/json\r\n"
+
+
+def answer(status: bytes, body: bytes, *, chunked: bool = False) -> bytes:
+    """A raw upstream answer with ``body`` framed by Content-Length, or in one chunk."""
+    head = JSON_HEAD.replace(b"{status}", status)
+    if chunked:
+        return head + b"Transfer-Encoding: chunked\r\n\r\n" + b"%x\r\n" % len(body) + body + b"\r\n0\r\n\r\n"
+    return head + b"Content-Length: %d\r\n\r\n" % len(body) + body
+
+
+def lost(status: int, detail: str, took: str = ", so the deletion took effect upstream") -> dict[str, Any]:
+    return {
+        "code": "gateway.upstream_answer_lost",
+        "message": f"The upstream answered {status}{took}, but its answer could not be passed on: {detail}",
+        "contexts": [],
+    }
+
+
+OVER_THE_CAP = f"its body is over {MIB} bytes (upstream.max_body_mb)"
+
+
+@pytest.mark.parametrize(
+    ("reply", "expected", "outcome"),
+    [
+        (answer(b"200 OK", b" " * (MIB + 1)), lost(200, OVER_THE_CAP), "deleted"),
+        (answer(b"200 OK", b" " * (MIB + 1), chunked=True), lost(200, OVER_THE_CAP), "deleted"),
+        (answer(b"404 Not Found", b" " * (MIB + 1)), lost(404, OVER_THE_CAP, took=""), "not_found"),
+        (answer(b"503 Service Unavailable", b" " * (MIB + 1)), lost(503, OVER_THE_CAP, took=""), "upstream_error"),
+    ],
+    ids=["200-with-length", "200-chunked", "404", "503"],
+)
+async def test_an_answer_over_max_body_mb_is_recorded_from_its_status_and_the_caller_told(
+    tmp_path: Path, gateway: GatewayFactory, reply: bytes, expected: dict[str, Any], outcome: str
+) -> None:
+    """The status was read, so the upstream has said what became of the call: the record says it
+    (no snapshot), and the 502 says it, instead of "unknown" and "may or may not"."""
+    async with raw_upstream(reply) as upstream:
+        client = await gateway(make_config(tmp_path, upstream=upstream.url))
+        response = await client.delete(TOKEN_PATH.format("load1"), headers=basic("myname"))
+        assert (502, expected) == (response.status, await response.json())
+        assert 1 == len(upstream.requests)
+    record = rows(tmp_path / "audit.db")[-1]
+    assert (outcome, "upstream.too_large", int(expected["message"].split()[3].rstrip(",")), None) == (
+        record["outcome"],
+        record["error_code"],
+        record["upstream_status"],
+        record["snapshot"],
+    )
+
+
+async def test_a_change_other_than_a_delete_is_recorded_succeeded(tmp_path: Path, gateway: GatewayFactory) -> None:
+    """An approval answered 200 with a body over the cap: `succeeded`, as a 2xx of a change always is."""
+    async with raw_upstream(answer(b"200 OK", b" " * (MIB + 1))) as upstream:
+        client = await gateway(make_config(tmp_path, upstream=upstream.url))
+        response = await client.post(TOKEN_PATH.format("load1") + "?action=approve", headers=basic("myname"))
+        assert (502, lost(200, OVER_THE_CAP, took=", so the approval took effect upstream")) == (
+            response.status,
+            await response.json(),
+        )
+    assert ("succeeded", "upstream.too_large", 200) == last_outcome(tmp_path)
+
+
+async def test_an_answer_lost_on_a_key_keeps_the_records_app_and_consumer_key(
+    tmp_path: Path, gateway: GatewayFactory
+) -> None:
+    """What the path says (app, consumer key as a fingerprint) is recorded as for any answer, so
+    `audit query --client-id` finds the call."""
+    path = "/v1/o/myorg/developers/dev@example.com/apps/app1/keys/the-consumer-key?action=revoke"
+    async with raw_upstream(answer(b"200 OK", b" " * (MIB + 1))) as upstream:
+        client = await gateway(make_config(tmp_path, upstream=upstream.url))
+        response = await client.post(path, headers=basic("myname"))
+        assert 502 == response.status
+    record = rows(tmp_path / "audit.db")[-1]
+    assert ("succeeded", "upstream.too_large", "app1", fingerprint("the-consumer-key")) == (
+        record["outcome"],
+        record["error_code"],
+        record["app"],
+        record["client_id"],
+    )
+
+
+async def test_max_body_mb_sets_the_cap_and_an_answer_under_it_passes_byte_for_byte(
+    tmp_path: Path, gateway: GatewayFactory
+) -> None:
+    body = b'{"token": "' + b"x" * (MIB + 100) + b'"}'
+    async with raw_upstream(answer(b"200 OK", body)) as upstream:
+        client = await gateway(make_config(tmp_path, upstream={"url": upstream.url, "max_body_mb": 2}))
+        response = await client.delete(TOKEN_PATH.format("load1"), headers=basic("myname"))
+        assert (200, body) == (response.status, await response.read())
+    assert ("deleted", None, 200) == last_outcome(tmp_path)
+
+
+async def test_a_pass_through_answer_over_the_cap_is_a_502_that_says_its_status(
+    tmp_path: Path, gateway: GatewayFactory
+) -> None:
+    async with raw_upstream(answer(b"200 OK", b" " * (MIB + 1))) as upstream:
+        reader = {**USERS[0], "roles": ["read"]}
+        client = await gateway(make_config(tmp_path, upstream=upstream.url, users=[reader]))
+        response = await client.get("/v1/o/myorg/apps", headers=basic("myname"))
+        assert (502, lost(200, OVER_THE_CAP, took=", so the call took effect upstream")) == (
+            response.status,
+            await response.json(),
+        )
+
+
+async def test_an_answer_cut_off_after_its_status_is_recorded_from_the_status(
+    tmp_path: Path, gateway: GatewayFactory, stub: AppClient
+) -> None:
+    """The stub's reset: a 200 whose body stops short. The deletion happened; the record says so."""
+    client = await through(tmp_path, gateway, stub)
+    assert 200 == (await stub.put("/_stub/fault", json={"kind": "reset", "times": 1})).status
+    response = await client.delete(TOKEN_PATH.format("load1"), headers=basic("myname"))
+    assert (502, lost(200, "the upstream's answer was cut off mid-body")) == (response.status, await response.json())
+    assert ("deleted", "upstream.incomplete", 200) == last_outcome(tmp_path)
+    assert [TOKEN_PATH.format("load1")] == await deletes_seen(stub)  # sent once, not twice
+
+
+@pytest.mark.parametrize(
+    ("every", "detail", "cause"),
+    [
+        (0.1, "no complete answer within the total timeout", "upstream.total_timeout"),
+        (2.0, "the rest of the answer did not come within the read timeout", "upstream.read_timeout"),
+    ],
+    ids=["trickled-past-total-timeout", "paused-past-read-timeout"],
+)
+async def test_an_answer_whose_body_comes_too_late_is_recorded_from_its_status(
+    tmp_path: Path, gateway: GatewayFactory, every: float, detail: str, cause: str
+) -> None:
+    sent_at_once = TRICKLED.index(b"\r\n\r\n") + 4
+    async with raw_upstream(TRICKLED[:sent_at_once], trickled=TRICKLED[sent_at_once:], every=every) as upstream:
+        config = make_config(
+            tmp_path, upstream={"url": upstream.url, "connect_timeout": 0.5, "read_timeout": 0.5, "total_timeout": 1.0}
+        )
+        client = await gateway(config)
+        response = await client.delete(TOKEN_PATH.format("load1"), headers=basic("myname"))
+        assert (502, lost(200, detail)) == (response.status, await response.json())
+        assert ("deleted", cause, 200) == last_outcome(tmp_path)
         assert 1 == len(upstream.requests)  # sent once, not retried
 
 

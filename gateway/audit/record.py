@@ -25,8 +25,8 @@ class Outcome(StrEnum):
     UPSTREAM_ERROR = "upstream_error"
     """The upstream failed (5xx), could not be reached, or did not answer in time."""
     UNKNOWN = "unknown"
-    """The call was sent but no usable answer came back (read timeout, reset, malformed reply):
-    the token may or may not be deleted. Never retried; ``gateway audit reconcile`` settles it."""
+    """The call was sent but no status came back (read timeout, reset, malformed reply): the
+    token may or may not be deleted. Never retried; ``gateway audit reconcile`` settles it."""
     NOT_DELETED = "not_deleted"
     """Reconciliation found that a pending deletion did not happen: the token still existed."""
     PRUNED = "pruned"

@@ -208,13 +208,19 @@ class SQLiteAuditStore:
             busy_timeout=busy_timeout,
             chain_unchained=chain_unchained,
         )
+        db = aiosqlite.connect(path)
         try:
-            db = await aiosqlite.connect(path)
+            await db
             await db.execute(f"PRAGMA busy_timeout = {int(busy_timeout * 1000)}")
             await db.execute(f"PRAGMA mmap_size = {READER_MMAP_BYTES}")
             present = frozenset(row[1] for row in await db.execute_fetchall(f"PRAGMA table_info({TABLE})"))
-        except sqlite3.Error as exc:
-            raise AuditStoreError(f"cannot open {path}: {exc}") from None
+        except BaseException as exc:
+            # Cancelled or failed half-way, the connection's thread must still end: a thread left
+            # waiting keeps the process from exiting after SIGTERM.
+            db.stop()
+            if isinstance(exc, sqlite3.Error):
+                raise AuditStoreError(f"cannot open {path}: {exc}") from None
+            raise
         return cls(db, path, key, busy_timeout, present)
 
     def appender(self, *, synchronous: str = "FULL", max_bytes: int = 0) -> SQLiteAppender:

@@ -34,6 +34,7 @@ from gateway.cli.common import (
     config_of,
     database_options,
     filter_options,
+    overriding,
     say,
     selection_of,
     user_name,
@@ -107,7 +108,7 @@ def register(commands: Any) -> None:
     fleet.store_options(verify)
     verify.add_argument(
         "--silent-after",
-        type=arg(fleet.seconds),
+        type=overriding("collector", "silent_after"),
         metavar="SECONDS",
         help="with --store: report instances without contact for longer (default: collector.silent_after)",
     )

@@ -9,8 +9,8 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 from gateway.audit.filters import FILTERS, FilterError, selection, text
-from gateway.audit.query import AuditFilter, quoted, whole_number
-from gateway.config import Config, Use, load_config
+from gateway.audit.query import AuditFilter, quoted
+from gateway.config import Config, Use, key_from_text, load_config
 from gateway.terminal import printable
 
 EXIT_ERROR = 2
@@ -93,15 +93,17 @@ def selection_of(args: argparse.Namespace, *, limit: int | None = None) -> Audit
         raise CommandError(str(exc)) from None
 
 
-def count(value: str) -> int:
-    return whole_number(value)
+def overriding(section: str, key: str) -> Callable[[str], Any]:
+    """The type of an option that overrides the config key ``section.key``: the key's own check
+    (``gateway.config.key_from_text``), so the option takes exactly what the file would."""
 
+    def parse(text: str) -> Any:
+        try:
+            return key_from_text(section, key, text)
+        except ValueError as exc:
+            raise argparse.ArgumentTypeError(f"{section}.{key}: {exc}") from None
 
-def port(value: str) -> int:
-    try:
-        return whole_number(value, maximum=65535)
-    except ValueError:
-        raise ValueError(f"{quoted(value)} is not a port number (0-65535)") from None
+    return parse
 
 
 def user_name(value: str) -> str:

@@ -17,7 +17,7 @@ from aiohttp import web
 
 from gateway.audit.chain import ChainKey
 from gateway.audit.formats import write_columns
-from gateway.cli.common import CommandError, arg, command, port, run_loop, selection_of
+from gateway.cli.common import CommandError, arg, command, overriding, run_loop, selection_of
 from gateway.cli.progress import Progress
 from gateway.cli.server import _until_signalled
 from gateway.config import INSTANCE_NAME, LOG_LEVELS, Config, load_config, postgres_url, read_chain_key
@@ -59,8 +59,14 @@ def register(commands: Any) -> None:
     collect.add_argument(
         "--config", type=Path, metavar="FILE", help="TOML config with [collector], [[sidecars]] and [server]"
     )
-    collect.add_argument("--host", help="address to listen on (overrides [server] host)")
-    collect.add_argument("--port", type=arg(port), help="port to listen on (overrides [server] port; 0: any free port)")
+    collect.add_argument(
+        "--host", type=overriding("server", "host"), help="address to listen on (overrides [server] host)"
+    )
+    collect.add_argument(
+        "--port",
+        type=overriding("server", "port"),
+        help="port to listen on (overrides [server] port; 0: any free port)",
+    )
     collect.add_argument("--log-level", choices=LOG_LEVELS, help="overrides [logging] level")
 
 
@@ -248,12 +254,12 @@ def cmd_collect(args: argparse.Namespace) -> int:
 
 async def _collect(config: Config) -> int:
     app = build_collector_app(config)
-    runner = GatewayRunner(app, config.server, access_log=None, handle_signals=False, shutdown_timeout=10.0)
+    tls = config.listener_tls()
+    runner = GatewayRunner(app, config.server, tls=tls, access_log=None, handle_signals=False, shutdown_timeout=10.0)
     await runner.setup()
     try:
-        tls = config.listener_tls()
         try:
-            await web.TCPSite(runner, config.server.host, config.server.port, ssl_context=tls).start()
+            await web.TCPSite(runner, config.server.host, config.server.port).start()  # TLS: the runner's
         except OSError as exc:
             raise CommandError(
                 f"cannot listen on {config.server.host}:{config.server.port}: {exc.strerror or exc}"
@@ -348,16 +354,6 @@ def shipping_limit(config: Config, before: str, *, ignore: bool) -> str:
         file=sys.stderr,
     )
     return keep_from
-
-
-def seconds(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        value = -1.0
-    if not 0 < value < float("inf"):
-        raise ValueError(f"{text!r} is not a number of seconds, more than 0")
-    return value
 
 
 def ocsf_stream(config: Config, out: TextIO) -> ocsf.OcsfStream:

@@ -14,8 +14,7 @@ from typing import Any
 from aiohttp import web
 
 from gateway.app import build_app
-from gateway.audit.filters import text
-from gateway.cli.common import CommandError, arg, command, config_option, count, port, run_loop
+from gateway.cli.common import CommandError, command, config_option, overriding, run_loop
 from gateway.config import LOG_LEVELS, Config, load_config
 from gateway.listener import GatewayRunner, count_connections, files_needed, raise_file_limit
 from gateway.logs import configure_logging, get_logger
@@ -29,21 +28,29 @@ from gateway.stub.settings import ACTION_STATUSES, StubSettings
 def register(commands: Any) -> None:
     serve = command(commands, "serve", cmd_serve, "Run the gateway.", SERVE_HELP)
     config_option(serve)
-    serve.add_argument("--host", type=arg(text), help="address to listen on (overrides [server] host)")
-    serve.add_argument("--port", type=arg(port), help="port to listen on (overrides [server] port; 0: any free port)")
+    serve.add_argument(
+        "--host", type=overriding("server", "host"), help="address to listen on (overrides [server] host)"
+    )
+    serve.add_argument(
+        "--port",
+        type=overriding("server", "port"),
+        help="port to listen on (overrides [server] port; 0: any free port)",
+    )
     log_level_option(serve)
 
     stub = command(commands, "stub", cmd_stub, "Run the local Apigee stub alone.", STUB_HELP)
     config_option(stub)
-    stub.add_argument("--host", type=arg(text), help="address to listen on (overrides [stub] host)")
-    stub.add_argument("--port", type=arg(port), help="port to listen on (overrides [stub] port; 0: any free port)")
+    stub.add_argument("--host", type=overriding("stub", "host"), help="address to listen on (overrides [stub] host)")
+    stub.add_argument(
+        "--port", type=overriding("stub", "port"), help="port to listen on (overrides [stub] port; 0: any free port)"
+    )
     log_level_option(stub)
     stub.add_argument(
         "--seed", type=Path, metavar="FILE.json", help="users and tokens to serve (default: the demo data)"
     )
     stub.add_argument(
         "--generate",
-        type=arg(count),
+        type=overriding("stub", "generated_tokens"),
         metavar="N",
         help="also hold N load-test tokens load0 ... load<N-1> in every organisation (overrides [stub] generated_tokens)",
     )
@@ -55,25 +62,25 @@ def register(commands: Any) -> None:
     )
     stub.add_argument(
         "--delay",
-        type=arg(_seconds),
+        type=overriding("stub", "delay"),
         metavar="SECONDS",
         help="wait this long before every answer, as a slow Apigee would (overrides [stub] delay)",
     )
     stub.add_argument(
         "--action-status",
-        type=int,
-        choices=ACTION_STATUSES,
+        type=overriding("stub", "action_status"),
+        metavar="{" + ",".join(map(str, ACTION_STATUSES)) + "}",
         help="status of every ?action= call: 204, no body, or 200 with the entity (overrides [stub] action_status)",
     )
     stub.add_argument(
         "--revoke-delay",
-        type=arg(_seconds),
+        type=overriding("stub", "revoke_delay"),
         metavar="SECONDS",
         help="seconds before a bulk revocation takes effect (overrides [stub] revoke_delay)",
     )
     stub.add_argument(
         "--token-lifetime",
-        type=arg(_seconds),
+        type=overriding("stub", "token_lifetime"),
         metavar="SECONDS",
         help="seconds a bearer token from /oauth/token is accepted (overrides [stub] token_lifetime)",
     )
@@ -118,18 +125,22 @@ def log_level_option(parser: argparse.ArgumentParser) -> None:
 # serve ---------------------------------------------------------------------------------------
 
 DRAIN_MARGIN = 5.0
-"""Seconds beyond the longest a call can take, for the last commits on SIGTERM."""
+"""Seconds beyond the longest a call can take, for the last commits and closing on SIGTERM."""
 
 
 def drain_seconds(config: Config) -> float:
-    """The longest a call in flight can still take, so the longest SIGTERM waits for the calls.
+    """The longest SIGTERM takes to stop the gateway, whatever its connections do: the calls in
+    flight get ``calls_seconds``, then DRAIN_MARGIN is for the last commits and closing. Idle
+    connections are closed at once (``gateway.listener``)."""
+    return calls_seconds(config) + DRAIN_MARGIN
 
-    A call waits on its body (body_timeout), its intent's commit, the upstream (bounded as a
-    whole by total_timeout) and its outcome's commit (each commit by busy_timeout). Past this,
-    aiohttp cancels what is left.
-    """
+
+def calls_seconds(config: Config) -> float:
+    """The longest a call in flight can still take: its body (body_timeout), its intent's
+    commit, the upstream (bounded as a whole by total_timeout) and its outcome's commit (each
+    commit by busy_timeout). Past this, SIGTERM cancels what is left, and closes its connection."""
     server, upstream, audit = config.server, config.upstream, config.audit
-    return server.body_timeout + upstream.total_timeout + 2 * audit.busy_timeout + DRAIN_MARGIN
+    return server.body_timeout + upstream.total_timeout + 2 * audit.busy_timeout
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
@@ -155,8 +166,9 @@ async def _serve(config: Config, path: Path | None) -> int:
             hint="raise the open-file limit (systemd: LimitNOFILE) or lower server.max_connections",
         )
     # On SIGTERM, calls in flight finish (each is bounded, see drain_seconds) before the writer closes.
+    tls = config.listener_tls()
     runner = GatewayRunner(
-        app, config.server, access_log=None, handle_signals=False, shutdown_timeout=drain_seconds(config)
+        app, config.server, tls=tls, access_log=None, handle_signals=False, shutdown_timeout=calls_seconds(config)
     )
     # Caught from now on: SIGHUP's default action would end the gateway. One during start-up
     # is a reload once the gateway has started.
@@ -166,8 +178,7 @@ async def _serve(config: Config, path: Path | None) -> int:
     runtime = app[RUNTIME]  # opened by the application's start-up
     count_connections(runtime.metrics, runner.guard)
     try:
-        tls = config.listener_tls()
-        site = web.TCPSite(runner, config.server.host, config.server.port, ssl_context=tls)
+        site = web.TCPSite(runner, config.server.host, config.server.port)  # TLS: the runner's
         try:
             await site.start()
         except OSError as exc:
@@ -228,16 +239,6 @@ def cmd_stub(args: argparse.Namespace) -> int:
     )
     configure_logging(config.logging.format, args.log_level or config.logging.level)
     return run_loop(_stub(seed, host, port, admin=admin, delay=delay, settings=settings))
-
-
-def _seconds(text: str) -> float:
-    try:
-        seconds = float(text) if text.isascii() else -1.0  # float() reads other scripts' digits too
-    except ValueError:
-        seconds = -1.0
-    if not 0 <= seconds < float("inf"):
-        raise ValueError(f"{text!r} is not a number of seconds, 0 or more")
-    return seconds
 
 
 async def _stub(seed: Seed, host: str, port: int, *, admin: bool, delay: float, settings: StubSettings) -> int:
