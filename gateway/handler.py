@@ -30,7 +30,7 @@ from gateway.audit.records import json_text
 from gateway.audit.store import AuditStoreError
 from gateway.auth import GLOBAL, User, authenticate, authorization
 from gateway.call import REQUEST_ID, Call
-from gateway.outcome import meaning, number_in, outcome_for_status, snapshot_of
+from gateway.outcome import Meaning, meaning, number_in, outcome_for_status, pre_image
 from gateway.redact import loggable_target
 from gateway.refusal import Refusal
 from gateway.route import Routed, route
@@ -40,7 +40,9 @@ from gateway.upstream import PassThrough, UpstreamError, UpstreamReply, unforwar
 MAX_REQUEST_BODY = 64 * 1024
 MAX_ENUMERATED = 10_000
 """Tokens of a bulk revocation listed in its intent; past it the list says it is incomplete."""
-SEARCH_PAGE = 1000
+SEARCH_PAGE = 100
+"""Tokens asked for per page of ``/oauth2/search``: Apigee's most (``oauth_max_search_limit``);
+a larger limit is refused (400 ``InvalidValueForLimitParam``) and the list would be lost."""
 
 
 async def handle(request: web.Request) -> web.StreamResponse:
@@ -68,13 +70,15 @@ async def _steps(request: web.Request, runtime: Runtime, call: Call) -> web.Stre
     body = await _read_body(request, runtime, routed, call)
     if not routed.operation.audited:
         return await _pass_through(request, runtime, routed, body, call)
-    before = await _read_first(request, runtime, routed, call)
-    await _write(runtime, call, "intent", records.intent(call, before), errors.AUDIT_UNAVAILABLE.response())
+    hidden = _hidden(runtime, routed, body)
+    before = await _read_first(request, runtime, routed, call, hidden)
+    intent = records.intent(call, before.snapshot if before else None)
+    await _write(runtime, call, "intent", intent, errors.AUDIT_UNAVAILABLE.response())
     in_flight = runtime.metrics.intents_in_flight
     in_flight.inc()
     try:
         reply = await _forward(request, runtime, routed, body, call)
-        await _write_outcome(runtime, routed, call, reply)
+        await _write_outcome(runtime, routed, call, reply, hidden, before)
     finally:  # cancelled or failed too: the gauge must not drift
         in_flight.dec()
     return PassThrough(reply)
@@ -159,7 +163,22 @@ async def _read_body(request: web.Request, runtime: Runtime, routed: Routed, cal
     return body
 
 
-async def _read_first(request: web.Request, runtime: Runtime, routed: Routed, call: Call) -> str | None:
+def _hidden(runtime: Runtime, routed: Routed, body: bytes) -> frozenset[str]:
+    """The credential the call acts on (in its path, or its body), to be redacted wherever it
+    appears in a snapshot, whatever the field holding it is called; not a token kept in clear
+    by ``audit.store_raw_tokens``."""
+    operation = routed.operation
+    if operation.resource_type.endswith("token") and runtime.config.audit.store_raw_tokens:
+        return frozenset()
+    secret = routed.secret
+    if operation.body_secret is not None:
+        secret = _body_field(body, operation.body_secret)
+    return frozenset() if secret is None else frozenset({secret})
+
+
+async def _read_first(
+    request: web.Request, runtime: Runtime, routed: Routed, call: Call, hidden: frozenset[str]
+) -> Meaning | None:
     """What the call is about to change, read before it (for the intent's snapshot): the
     resource, when the call's answer will not carry it (the 204 of an action), or the tokens a
     bulk revocation will cut. A read that fails never blocks the call; the record says so."""
@@ -173,13 +192,13 @@ async def _read_first(request: web.Request, runtime: Runtime, routed: Routed, ca
     except UpstreamError as exc:
         call.note("pre_image", f"missing: {exc.detail}")
         return None
-    snapshot = snapshot_of(reply, keep_raw_tokens=runtime.config.audit.store_raw_tokens)
-    if snapshot is None:
+    read = pre_image(reply, keep_raw_tokens=runtime.config.audit.store_raw_tokens, hidden=hidden)
+    if read is None:
         call.note("pre_image", f"missing: the upstream answered {reply.status} to reading the resource first")
-    return snapshot
+    return read
 
 
-async def _tokens_to_revoke(request: web.Request, runtime: Runtime, routed: Routed, call: Call) -> str | None:
+async def _tokens_to_revoke(request: web.Request, runtime: Runtime, routed: Routed, call: Call) -> Meaning | None:
     """The tokens a bulk revocation will cut, as fingerprints and hints, listed page by page
     with Apigee's token search: its own answer (202) gives only their number."""
     selection = {name: routed.query[name] for name in ("app", "enduser") if name in routed.query}
@@ -201,9 +220,15 @@ async def _tokens_to_revoke(request: web.Request, runtime: Runtime, routed: Rout
         meta = page.get("meta") if isinstance(page, dict) else None
         following = meta.get("next") if isinstance(meta, dict) else None
         if not following or not found:
-            return json_text({"tokens": tokens[:MAX_ENUMERATED], "complete": True})
+            return _listed(tokens, complete=True)
         start = str(following)
-    return json_text({"tokens": tokens[:MAX_ENUMERATED], "complete": False})
+    return _listed(tokens, complete=False)
+
+
+def _listed(tokens: list[dict[str, str]], *, complete: bool) -> Meaning:
+    """The tokens a bulk revocation will cut, as the intent's snapshot."""
+    listing = json_text({"tokens": tokens[:MAX_ENUMERATED], "complete": complete})
+    return Meaning(Outcome.SUCCEEDED, None, None, None, listing)
 
 
 async def _read_upstream(request: web.Request, runtime: Runtime, target: str, call: Call) -> UpstreamReply:
@@ -244,14 +269,32 @@ async def _forward(request: web.Request, runtime: Runtime, routed: Routed, body:
         runtime.metrics.upstream_seconds.observe(time.perf_counter() - forwarded)
 
 
-async def _write_outcome(runtime: Runtime, routed: Routed, call: Call, reply: UpstreamReply) -> None:
-    """What the answer means, durable before the caller hears anything."""
+async def _write_outcome(
+    runtime: Runtime,
+    routed: Routed,
+    call: Call,
+    reply: UpstreamReply,
+    hidden: frozenset[str] = frozenset(),
+    before: Meaning | None = None,
+) -> None:
+    """What the answer means, durable before the caller hears anything. An answer that carries no
+    resource (the 204 of an action) leaves the app and consumer key to the pre-image, so that a
+    query by either finds the call."""
     operation = routed.operation
-    read = meaning(reply, keep_raw_tokens=runtime.config.audit.store_raw_tokens, deletes=operation.method == "DELETE")
-    call.upstream_status, call.escaped = reply.status, read.escaped
+    read = meaning(
+        reply,
+        keep_raw_tokens=runtime.config.audit.store_raw_tokens,
+        deletes=operation.method == "DELETE",
+        carries_resource=not operation.enumerate_tokens,
+        hidden=hidden,
+    )
+    call.upstream_status = reply.status
+    call.escaped = tuple(dict.fromkeys(read.escaped + (before.escaped if before else ())))
     if operation.enumerate_tokens and (submitted := number_in(reply)) is not None:
         call.note("submitted", submitted)
-    client_id = read.client_id
+    app, client_id = read.app, read.client_id
+    if before is not None and read.snapshot is None:
+        app, client_id = app or before.app, client_id or before.client_id
     if operation.secret == "key" or operation.body_secret == "consumerKey":
         client_id = call.token_sha256  # the consumer key the call acts on, fingerprinted
     record = records.outcome(
@@ -259,7 +302,7 @@ async def _write_outcome(runtime: Runtime, routed: Routed, call: Call, reply: Up
         read.outcome,
         upstream_status=reply.status,
         error_code=read.error_code,
-        app=read.app or routed.values.get("app"),
+        app=app or routed.values.get("app"),
         client_id=client_id,
         snapshot=read.snapshot,
     )
