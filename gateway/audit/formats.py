@@ -88,14 +88,17 @@ def as_row(record: AuditRecord) -> Row:
 
 
 _SNAPSHOT = FIELDS.index("snapshot")
+_PARAMS = FIELDS.index("params")
 
 
 def row_json(row: Row) -> dict[str, object]:
-    """The record as JSON output shows it (CLI and HTTP API): the snapshot as JSON, not text."""
+    """The record as JSON output shows it (CLI and HTTP API): the snapshot and params as JSON, not text."""
     values: dict[str, object] = dict(zip(FIELDS, row, strict=True))
+    # Already JSON text (written by orjson or json): embedded as it is, not parsed again.
     if row[_SNAPSHOT] is not None:
-        # Already JSON text (written by orjson or json): embedded as it is, not parsed again.
         values["snapshot"] = orjson.Fragment(row[_SNAPSHOT])
+    if row[_PARAMS] is not None:
+        values["params"] = orjson.Fragment(row[_PARAMS])
     return values
 
 
