@@ -541,10 +541,12 @@ def fill(template: str, values: Mapping[str, str]) -> str:
     return template
 
 
-def target(operation: Operation, values: Mapping[str, str], query: Mapping[str, str], org: str = ORG) -> str:
+def target(
+    operation: Operation, values: Mapping[str, str], query: Mapping[str, str], base: str = f"/v1/o/{ORG}"
+) -> str:
     """The request target, as a client sends it: ``/v1/o/{org}/...?action=...&...``."""
     parameters = {**({"action": operation.query_action} if operation.query_action else {}), **query}
-    return f"/v1/o/{org}/{fill(operation.path, values)}" + (f"?{urlencode(parameters)}" if parameters else "")
+    return f"{base}/{fill(operation.path, values)}" + (f"?{urlencode(parameters)}" if parameters else "")
 
 
 def resource(operation: Operation, values: Mapping[str, str]) -> str:
@@ -717,12 +719,14 @@ def test_every_operation_has_a_case() -> None:
     assert [] == sorted(set(CASES) - {name_of(operation) for operation in OPERATIONS})
 
 
+@pytest.mark.parametrize("base", [f"/v1/o/{ORG}", f"/v1/organizations/{ORG}"], ids=["o", "organizations"])
 @pytest.mark.parametrize("operation", OPERATIONS, ids=name_of)
-async def test_success_is_answered_exactly_and_recorded(rig: Rig, operation: Operation) -> None:
+async def test_success_is_answered_exactly_and_recorded(rig: Rig, operation: Operation, base: str) -> None:
     """The stub's answer byte for byte; an intent (with the pre-image, if the answer carries none)
-    and an outcome naming the action, resource, parameters and credential; the stub changed."""
+    and an outcome naming the action, resource, parameters and credential; the stub changed. Both
+    spellings of the organisation's base path (apigeetool's and apigee-edge-js's) alike."""
     case = CASES[name_of(operation)]
-    path = target(operation, case.values, case.query)
+    path = target(operation, case.values, case.query, base)
     pre_image = None
     if operation.pre_image is not None:
         status, _, read = await rig.direct("GET", fill(operation.pre_image, case.values))
@@ -733,9 +737,9 @@ async def test_success_is_answered_exactly_and_recorded(rig: Rig, operation: Ope
 
     answer = await rig.call(operation.method, path, body=case.body)
 
-    first = [("GET", f"/v1/o/{ORG}/{fill(operation.pre_image, case.values)}")] if operation.pre_image else []
+    first = [("GET", f"{base}/{fill(operation.pre_image, case.values)}")] if operation.pre_image else []
     if operation.enumerate_tokens:
-        first = [("GET", f"/v1/o/{ORG}/oauth2/search?{urlencode({**case.query, 'limit': 100})}")]
+        first = [("GET", f"{base}/oauth2/search?{urlencode({**case.query, 'limit': 100})}")]
     assert [*first, (operation.method, path)] == await rig.journal()
     if case.echo is not None:
         echo = echo or await rig.direct("GET", fill(case.echo, case.values))
