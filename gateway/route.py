@@ -4,8 +4,9 @@ aiohttp's router decodes ``%2F``, ``%2e%2e`` and ``%00`` before matching, so a r
 could be ``abc/def`` or ``..``. The gateway therefore matches the path exactly as it arrived on
 the wire, and what it forwards is exactly what it checked and records: secrets (tokens, keys,
 codes) must be plain unreserved characters; other values (a developer's email, an app's name)
-may be percent-encoded but never hide a ``/``, a ``\\``, a NUL, a dot segment or a ``;``, which
-an upstream could read as another path, of another organisation.
+may be percent-encoded but never hide a ``/``, a ``\\``, a NUL, a dot segment or a ``;``, nor
+encode what needs no encoding (``%61pps`` is ``apps``), which an upstream could read as another
+path, of another organisation.
 """
 
 from __future__ import annotations
@@ -32,10 +33,14 @@ from gateway.refusal import Refusal
 MAX_NAME_LENGTH = 1024
 _ALLOWED = "letters, digits, '-', '.', '_' and '~', starting with a letter or digit (no '/' and no percent-encoding)"
 _ORG_PATH = re.compile(r"/v1/(?:audits/)?(?:o|organizations)/(?P<org>[^/?]*)(?:/|$)")
-_HIDDEN = re.compile(r"%(?:2f|5c|00|2e)|[\\;\x00-\x1f\x7f]", re.IGNORECASE)
-"""In a raw segment: an encoded slash, backslash, NUL or dot, a raw control character, or a ';'
-(Java servlet containers, Apigee's among them, drop ``;...`` path parameters before matching, so
-``developers;v=1/...`` is ``developers/...`` upstream)."""
+_HIDDEN = re.compile(
+    r"%(?:2f|5c|00|2e|2d|5f|7e|3[0-9]|4[1-9a-f]|5[0-9a]|6[1-9a-f]|7[0-9a])|[\\;\x00-\x1f\x7f]", re.IGNORECASE
+)
+"""In a raw segment: an encoded slash, backslash or NUL; an encoded letter, digit or ``-._~``,
+which no client needs to encode (RFC 3986, 2.3) and an upstream decodes before matching
+(``%61pps`` is ``apps``); a raw control character; or a ';' (Java servlet containers, Apigee's
+among them, drop ``;...`` path parameters before matching: ``developers;v=1/...`` is
+``developers/...`` upstream)."""
 READS = frozenset({"GET", "HEAD"})
 _SLASHES = re.compile(r"/{2,}")
 _FAMILIES = {
@@ -206,8 +211,8 @@ def _passed_through(method: str, raw_target: str, path: str, query: dict[str, st
 def _segment_problem(name: str, raw: str) -> str | None:
     if raw in (".", "..") or _HIDDEN.search(raw) or len(raw) > MAX_NAME_LENGTH:
         return (
-            f"Invalid {name} in path: a dot segment, an encoded '/', '\\\\' or NUL, a ';' or a control "
-            f"character could reach another path upstream"
+            f"Invalid {name} in path: a dot segment, a ';', a control character, or an encoded '/', '\\\\', "
+            f"NUL, letter, digit or '-._~' could reach another path upstream"
         )
     return None
 

@@ -1265,3 +1265,27 @@ async def test_a_path_parameter_that_could_hide_an_audited_call_is_refused(rig: 
     assert (400, "gateway.bad_request") == (status, body["code"])
     assert [] == await rig.journal()
     assert ["rejected"] == [record["outcome"] for record in rig.records()]
+
+
+@pytest.mark.parametrize(
+    ("method", "path"),
+    [
+        ("POST", f"/v1/o/{ORG}/developers/{DEV}/%61pps/{APP}?action=revoke"),
+        ("POST", f"/v1/o/{ORG}/oauth2/%61ccesstokens/{TOKEN}?action=revoke"),
+        ("POST", f"/v1/o/{ORG}/developers/{DEV}/apps/{APP}/%6Beys/{KEY}/apiproducts/prod1?action=revoke"),
+        ("DELETE", f"/v1/o/{ORG}/%64evelopers/{DEV}"),
+        ("DELETE", f"/v1/o/{ORG}/developers/{DEV}/apps/{APP}/keys/{KEY[:-1]}%{ord(KEY[-1]):02X}"),
+        ("POST", f"/v1/o/{ORG}/developers/{DEV}/apps/%61pp1?action=revoke"),
+    ],
+)
+async def test_a_percent_encoded_letter_digit_or_mark_is_refused(rig: Rig, method: str, path: str) -> None:
+    """``%61pps`` is ``apps`` to the upstream (the stub and servlet containers decode before matching),
+    but no audited path here: it would pass through unaudited. Percent-encoding a letter, digit or
+    ``-._~`` is never needed (RFC 3986 2.3): 400, recorded, nothing forwarded, and the stub unchanged."""
+    before = await rig.state()
+    await rig.forget()
+    status, body = await raw_call(rig, method, path)
+    assert (400, "gateway.bad_request") == (status, body["code"])
+    assert [] == await rig.journal()
+    assert before == await rig.state()
+    assert ["rejected"] == [record["outcome"] for record in rig.records()]
