@@ -30,7 +30,7 @@ from gateway.audit.records import json_text
 from gateway.audit.store import AuditStoreError
 from gateway.auth import GLOBAL, User, authenticate, authorization
 from gateway.call import REQUEST_ID, Call
-from gateway.outcome import meaning, number_in, outcome_for_status, outcome_of, snapshot_of
+from gateway.outcome import Meaning, meaning, number_in, outcome_for_status, outcome_of, pre_image
 from gateway.redact import loggable_target
 from gateway.refusal import Refusal
 from gateway.route import Routed, route
@@ -41,7 +41,8 @@ MAX_REQUEST_BODY = 64 * 1024
 MAX_ENUMERATED = 10_000
 """Tokens of a bulk revocation listed in its intent; past it the list says it is incomplete."""
 SEARCH_PAGE = 100
-"""Tokens asked for per page of the search: Apigee refuses more than its oauth_max_search_limit, 100 by default."""
+"""Tokens asked for per page of ``/oauth2/search``: Apigee's most (``oauth_max_search_limit``);
+a larger limit is refused (400 ``InvalidValueForLimitParam``) and the list would be lost."""
 
 
 async def handle(request: web.Request) -> web.StreamResponse:
@@ -70,13 +71,15 @@ async def _steps(request: web.Request, runtime: Runtime, call: Call) -> web.Stre
     if not routed.operation.audited:
         return await _pass_through(request, runtime, routed, body, call)
     await _authorize_upstream(runtime, call)
-    before = await _read_first(request, runtime, routed, call)
-    await _write(runtime, call, "intent", records.intent(call, before), errors.AUDIT_UNAVAILABLE.response())
+    hidden = _hidden(runtime, routed, body)
+    before = await _read_first(request, runtime, routed, call, hidden)
+    intent = records.intent(call, before.snapshot if before else None)
+    await _write(runtime, call, "intent", intent, errors.AUDIT_UNAVAILABLE.response())
     in_flight = runtime.metrics.intents_in_flight
     in_flight.inc()
     try:
-        reply = await _forward(request, runtime, routed, body, call)
-        await _write_outcome(runtime, routed, call, reply)
+        reply = await _forward(request, runtime, routed, body, call, before)
+        await _write_outcome(runtime, routed, call, reply, hidden, before)
     finally:  # cancelled or failed too: the gauge must not drift
         in_flight.dec()
     return PassThrough(reply)
@@ -173,7 +176,22 @@ async def _authorize_upstream(runtime: Runtime, call: Call) -> None:
         raise Refusal(failure.response(f"{failure.message}: {exc.detail}; nothing was forwarded")) from None
 
 
-async def _read_first(request: web.Request, runtime: Runtime, routed: Routed, call: Call) -> str | None:
+def _hidden(runtime: Runtime, routed: Routed, body: bytes) -> frozenset[str]:
+    """The credential the call acts on (in its path, or its body), to be redacted wherever it
+    appears in a snapshot, whatever the field holding it is called; not a token kept in clear
+    by ``audit.store_raw_tokens``."""
+    operation = routed.operation
+    if operation.resource_type.endswith("token") and runtime.config.audit.store_raw_tokens:
+        return frozenset()
+    secret = routed.secret
+    if operation.body_secret is not None:
+        secret = _body_field(body, operation.body_secret)
+    return frozenset() if secret is None else frozenset({secret})
+
+
+async def _read_first(
+    request: web.Request, runtime: Runtime, routed: Routed, call: Call, hidden: frozenset[str]
+) -> Meaning | None:
     """What the call is about to change, read before it (for the intent's snapshot): the
     resource, when the call's answer will not carry it (the 204 of an action), or the tokens a
     bulk revocation will cut. A read that fails never blocks the call; the record says so."""
@@ -187,13 +205,13 @@ async def _read_first(request: web.Request, runtime: Runtime, routed: Routed, ca
     except UpstreamError as exc:
         call.note("pre_image", f"missing: {exc.detail}")
         return None
-    snapshot = snapshot_of(reply, keep_raw_tokens=runtime.config.audit.store_raw_tokens)
-    if snapshot is None:
+    read = pre_image(reply, keep_raw_tokens=runtime.config.audit.store_raw_tokens, hidden=hidden)
+    if read is None:
         call.note("pre_image", f"missing: the upstream answered {reply.status} to reading the resource first")
-    return snapshot
+    return read
 
 
-async def _tokens_to_revoke(request: web.Request, runtime: Runtime, routed: Routed, call: Call) -> str | None:
+async def _tokens_to_revoke(request: web.Request, runtime: Runtime, routed: Routed, call: Call) -> Meaning | None:
     """The tokens a bulk revocation will cut, as fingerprints and hints, listed page by page
     with Apigee's token search: its own answer (202) gives only their number."""
     selection = {name: routed.query[name] for name in ("app", "enduser") if name in routed.query}
@@ -215,9 +233,15 @@ async def _tokens_to_revoke(request: web.Request, runtime: Runtime, routed: Rout
         meta = page.get("meta") if isinstance(page, dict) else None
         following = meta.get("next") if isinstance(meta, dict) else None
         if not following or not found:
-            return json_text({"tokens": tokens[:MAX_ENUMERATED], "complete": True})
+            return _listed(tokens, complete=True)
         start = str(following)
-    return json_text({"tokens": tokens[:MAX_ENUMERATED], "complete": False})
+    return _listed(tokens, complete=False)
+
+
+def _listed(tokens: list[dict[str, str]], *, complete: bool) -> Meaning:
+    """The tokens a bulk revocation will cut, as the intent's snapshot."""
+    listing = json_text({"tokens": tokens[:MAX_ENUMERATED], "complete": complete})
+    return Meaning(Outcome.SUCCEEDED, None, None, None, listing)
 
 
 async def _read_upstream(request: web.Request, runtime: Runtime, target: str, call: Call) -> UpstreamReply:
@@ -229,7 +253,9 @@ async def _read_upstream(request: web.Request, runtime: Runtime, target: str, ca
     return await runtime.upstream.forward(hdrs.METH_GET, target, headers, b"", request_id=call.public_id)
 
 
-async def _forward(request: web.Request, runtime: Runtime, routed: Routed, body: bytes, call: Call) -> UpstreamReply:
+async def _forward(
+    request: web.Request, runtime: Runtime, routed: Routed, body: bytes, call: Call, before: Meaning | None = None
+) -> UpstreamReply:
     """Forward once: a call whose fate is unknown is never retried behind the audit log's back."""
     forwarded = time.perf_counter()
     try:
@@ -238,7 +264,7 @@ async def _forward(request: web.Request, runtime: Runtime, routed: Routed, body:
         )
     except UpstreamError as exc:
         if exc.status is not None:
-            raise _answer_lost(routed, call, exc, exc.status) from None
+            raise _answer_lost(routed, call, exc, exc.status, before) from None
         failure = errors.UPSTREAM_TIMEOUT if exc.timeout else errors.UPSTREAM_UNAVAILABLE
         # Once the request may have left, the change may have happened upstream: say so.
         fate = Outcome.UNKNOWN if exc.sent else Outcome.UPSTREAM_ERROR
@@ -260,7 +286,7 @@ async def _forward(request: web.Request, runtime: Runtime, routed: Routed, body:
         runtime.metrics.upstream_seconds.observe(time.perf_counter() - forwarded)
 
 
-def _answer_lost(routed: Routed, call: Call, exc: UpstreamError, status: int) -> Refusal:
+def _answer_lost(routed: Routed, call: Call, exc: UpstreamError, status: int, before: Meaning | None) -> Refusal:
     """The upstream answered (its status was read) but its answer cannot reach the caller: too
     large, cut off, late, or with a head that cannot be passed on. The status says what became
     of the call, so the record says it too (without a snapshot), and so does the 502."""
@@ -270,15 +296,11 @@ def _answer_lost(routed: Routed, call: Call, exc: UpstreamError, status: int) ->
     call.upstream_status, call.error_code = status, error_code
     took = f", so the {operation.effect} took effect upstream" if 200 <= status < 300 else ""
     lost = f"its answer could not be passed on: {exc.detail}"
+    app, client_id = _app_and_key(routed, call, None, None, before)
     return Refusal(
         errors.UPSTREAM_ANSWER_LOST.response(f"The upstream answered {status}{took}, but {lost}"),
         record=records.outcome(
-            call,
-            outcome,
-            upstream_status=status,
-            error_code=error_code,
-            app=routed.values.get("app"),
-            client_id=_consumer_key(routed, call, None),
+            call, outcome, upstream_status=status, error_code=error_code, app=app, client_id=client_id
         )
         if operation.audited
         else None,
@@ -289,20 +311,51 @@ def _answer_lost(routed: Routed, call: Call, exc: UpstreamError, status: int) ->
     )
 
 
-async def _write_outcome(runtime: Runtime, routed: Routed, call: Call, reply: UpstreamReply) -> None:
-    """What the answer means, durable before the caller hears anything."""
+def _app_and_key(
+    routed: Routed, call: Call, app: str | None, client_id: str | None, before: Meaning | None
+) -> tuple[str | None, str | None]:
+    """The record's ``app`` and ``client_id``: what the answer names (``app``, ``client_id``),
+    else the pre-image, else the path; and the consumer key the call acts on, fingerprinted,
+    whenever its path or body names one. So a query by either finds every call on them."""
+    if before is not None:
+        app, client_id = app or before.app, client_id or before.client_id
     operation = routed.operation
-    read = meaning(reply, keep_raw_tokens=runtime.config.audit.store_raw_tokens, deletes=operation.method == "DELETE")
-    call.upstream_status, call.escaped = reply.status, read.escaped
+    if operation.secret == "key" or operation.body_secret == "consumerKey":
+        client_id = call.token_sha256
+    return app or routed.values.get("app"), client_id
+
+
+async def _write_outcome(
+    runtime: Runtime,
+    routed: Routed,
+    call: Call,
+    reply: UpstreamReply,
+    hidden: frozenset[str] = frozenset(),
+    before: Meaning | None = None,
+) -> None:
+    """What the answer means, durable before the caller hears anything. An answer that carries no
+    resource (the 204 of an action) leaves the app and consumer key to the pre-image, so that a
+    query by either finds the call."""
+    operation = routed.operation
+    read = meaning(
+        reply,
+        keep_raw_tokens=runtime.config.audit.store_raw_tokens,
+        deletes=operation.method == "DELETE",
+        carries_resource=not operation.enumerate_tokens,
+        hidden=hidden,
+    )
+    call.upstream_status = reply.status
+    call.escaped = tuple(dict.fromkeys(read.escaped + (before.escaped if before else ())))
     if operation.enumerate_tokens and (submitted := number_in(reply)) is not None:
         call.note("submitted", submitted)
+    app, client_id = _app_and_key(routed, call, read.app, read.client_id, before if read.snapshot is None else None)
     record = records.outcome(
         call,
         read.outcome,
         upstream_status=reply.status,
         error_code=read.error_code,
-        app=read.app or routed.values.get("app"),
-        client_id=_consumer_key(routed, call, read.client_id),
+        app=app,
+        client_id=client_id,
         snapshot=read.snapshot,
     )
     _settled(call, record)
@@ -315,15 +368,6 @@ async def _write_outcome(runtime: Runtime, routed: Routed, call: Call, reply: Up
             f"The upstream answered {reply.status}, but the outcome could not be recorded; the intent stays pending in the audit log"
         ),
     )
-
-
-def _consumer_key(routed: Routed, call: Call, answered: str | None) -> str | None:
-    """The record's ``client_id``: the consumer key the call acts on, fingerprinted, when its
-    path or body names one; else the one the answer names (``answered``)."""
-    operation = routed.operation
-    if operation.secret == "key" or operation.body_secret == "consumerKey":
-        return call.token_sha256
-    return answered
 
 
 async def _pass_through(

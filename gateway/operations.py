@@ -140,6 +140,7 @@ def _token_operations() -> list[Operation]:
             oauth1(f"{resource_type}.delete", "DELETE", path, "deletion"),
             oauth1(f"{resource_type}.revoke", "POST", path, "revocation", query_action="revoke", pre_image=path),
             oauth1(f"{resource_type}.approve", "POST", path, "approval", query_action="approve", pre_image=path),
+            oauth1(f"{resource_type}.update", "POST", path, "change"),
         ]
     return operations
 
@@ -152,11 +153,13 @@ def _app_operations(owner: str) -> list[Operation]:
     products = _kind("consumer_key_product", "change consumer keys")
     on_app = _kind("app", "change apps")
     return [
+        # Before key.update: "keys/create" would match "keys/{key}" too (the stub and Apigee read it as creation).
+        keys("key.create", "POST", f"{app}/keys/create", "creation", body_secret="consumerKey"),
         keys("key.revoke", "POST", key, "revocation", query_action="revoke", pre_image=key),
         keys("key.approve", "POST", key, "approval", query_action="approve", pre_image=key),
         keys("key.update", "POST", key, "change"),
+        keys("key.update", "PUT", key, "change"),  # apigee-edge-js adds products to a key with PUT
         keys("key.delete", "DELETE", key, "deletion"),
-        keys("key.create", "POST", f"{app}/keys/create", "creation", body_secret="consumerKey"),
         products("key_product.revoke", "POST", product, "revocation", query_action="revoke", pre_image=key),
         products("key_product.approve", "POST", product, "approval", query_action="approve", pre_image=key),
         products("key_product.delete", "DELETE", product, "deletion", pre_image=key),
@@ -169,15 +172,14 @@ def _app_operations(owner: str) -> list[Operation]:
     ]
 
 
-def _developer_operations() -> list[Operation]:
-    developer = "developers/{developer}"
-    developers = _kind("developer", "change developers")
+def _owner_operations(kind: str, path: str, verb: str) -> list[Operation]:
+    """A developer's or a company's status and deletion: an inactive owner's apps are cut, and a
+    deleted one takes its apps and their keys with it."""
+    owners = _kind(kind, verb)
     return [
-        developers(
-            "developer.inactive", "POST", developer, "deactivation", query_action="inactive", pre_image=developer
-        ),
-        developers("developer.active", "POST", developer, "activation", query_action="active", pre_image=developer),
-        developers("developer.delete", "DELETE", developer, "deletion"),
+        owners(f"{kind}.inactive", "POST", path, "deactivation", query_action="inactive", pre_image=path),
+        owners(f"{kind}.active", "POST", path, "activation", query_action="active", pre_image=path),
+        owners(f"{kind}.delete", "DELETE", path, "deletion"),
     ]
 
 
@@ -185,7 +187,10 @@ OPERATIONS: tuple[Operation, ...] = (
     *_token_operations(),
     *_app_operations("developers/{developer}"),
     *_app_operations("companies/{company}"),
-    *_developer_operations(),
+    # An app by its id alone (apigee-edge-js's apps.del): the app and its keys are gone as by its owner's path.
+    _kind("app", "change apps")("app.delete", "DELETE", "apps/{app_id}", "deletion"),
+    *_owner_operations("developer", "developers/{developer}", "change developers"),
+    *_owner_operations("company", "companies/{company}", "change companies"),
 )
 """Every audited operation. A path may carry several (one per method and ``?action=``)."""
 

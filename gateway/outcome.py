@@ -30,8 +30,12 @@ class Interpretation:
     error_code: str | None = None
 
 
-def interpret(reply: UpstreamReply) -> Interpretation:
+def interpret(reply: UpstreamReply, *, carries_resource: bool = True) -> Interpretation:
+    """``carries_resource``: whether a 2xx answer of this call describes the resource (false for
+    the bare number of a bulk revocation). A 204 never does: its empty body is no unreadable snapshot."""
     outcome = outcome_for_status(reply.status)
+    if outcome is Outcome.DELETED and (reply.status == 204 or not carries_resource):
+        return Interpretation(outcome)
     content = _decoded(reply)
     if outcome is Outcome.DELETED:
         snapshot = _json_object(content)
@@ -53,14 +57,22 @@ class Meaning:
     escaped: tuple[str, ...] = ()
 
 
-def meaning(reply: UpstreamReply, *, keep_raw_tokens: bool, deletes: bool = True) -> Meaning:
+def meaning(
+    reply: UpstreamReply,
+    *,
+    keep_raw_tokens: bool,
+    deletes: bool = True,
+    carries_resource: bool = True,
+    hidden: frozenset[str] = frozenset(),
+) -> Meaning:
     """The outcome step's reading of an answer (``interpret``), made fit to store: a 2xx is
     ``deleted`` for a delete, ``succeeded`` for any other change. The consumer key an answer
-    names (``clientId``) is kept as its fingerprint: it is a credential."""
-    read = interpret(reply)
+    names (``clientId``) is kept as its fingerprint: it is a credential. ``hidden``: values
+    redacted wherever they are in the snapshot (the credential the call acts on)."""
+    read = interpret(reply, carries_resource=carries_resource)
     if read.outcome is Outcome.DELETED and not deletes:
         read = Interpretation(Outcome.SUCCEEDED, read.snapshot, read.error_code)
-    snapshot = _stored_snapshot(read.snapshot, keep_raw=keep_raw_tokens)
+    snapshot = _stored_snapshot(read.snapshot, keep_raw=keep_raw_tokens, hidden=hidden)
     error_code = read.error_code if snapshot is not None or read.snapshot is None else "upstream.snapshot_unreadable"
     escaped: list[str] = []
 
@@ -91,21 +103,25 @@ def _text(snapshot: dict[str, Any] | None, key: str) -> str | None:
     return value if isinstance(value, str) else None
 
 
-def _stored_snapshot(snapshot: dict[str, Any] | None, *, keep_raw: bool) -> str | None:
+def _stored_snapshot(
+    snapshot: dict[str, Any] | None, *, keep_raw: bool, hidden: frozenset[str] = frozenset()
+) -> str | None:
     if snapshot is None:
         return None
     try:
-        return json_text(redact_snapshot(snapshot, keep_tokens=keep_raw))
+        return json_text(redact_snapshot(snapshot, keep_tokens=keep_raw, values=hidden))
     except RecursionError:  # nested deeper than the stack allows: left out, and the record says so
         return None
 
 
-def snapshot_of(reply: UpstreamReply, *, keep_raw_tokens: bool) -> str | None:
-    """A resource as a successful read of it describes it, fit to store (secrets redacted):
-    the pre-image of a call whose own answer will not carry it."""
+def pre_image(reply: UpstreamReply, *, keep_raw_tokens: bool, hidden: frozenset[str] = frozenset()) -> Meaning | None:
+    """A resource as a successful read of it describes it, fit to store (secrets redacted), with
+    the app and consumer key it names: the pre-image of a call whose own answer will not carry
+    it. None when the read did not describe it."""
     if not 200 <= reply.status < 300:
         return None
-    return _stored_snapshot(_json_object(_decoded(reply)), keep_raw=keep_raw_tokens)
+    read = meaning(reply, keep_raw_tokens=keep_raw_tokens, deletes=False, hidden=hidden)
+    return read if read.snapshot is not None else None
 
 
 def number_in(reply: UpstreamReply) -> int | None:

@@ -4,8 +4,9 @@ aiohttp's router decodes ``%2F``, ``%2e%2e`` and ``%00`` before matching, so a r
 could be ``abc/def`` or ``..``. The gateway therefore matches the path exactly as it arrived on
 the wire, and what it forwards is exactly what it checked and records: secrets (tokens, keys,
 codes) must be plain unreserved characters; other values (a developer's email, an app's name)
-may be percent-encoded but never hide a ``/``, a ``\\``, a NUL or a dot segment, which an
-upstream could read as another path, of another organisation.
+may be percent-encoded but never hide a ``/``, a ``\\``, a NUL, a dot segment or a ``;``, nor
+encode what needs no encoding (``%61pps`` is ``apps``), which an upstream could read as another
+path, of another organisation.
 """
 
 from __future__ import annotations
@@ -32,8 +33,14 @@ from gateway.refusal import Refusal
 MAX_NAME_LENGTH = 1024
 _ALLOWED = "letters, digits, '-', '.', '_' and '~', starting with a letter or digit (no '/' and no percent-encoding)"
 _ORG_PATH = re.compile(r"/v1/(?:audits/)?(?:o|organizations)/(?P<org>[^/?]*)(?:/|$)")
-_HIDDEN = re.compile(r"%(?:2f|5c|00|2e)|[\\\x00-\x1f\x7f]", re.IGNORECASE)
-"""In a raw segment: an encoded slash, backslash, NUL or dot, or a raw control character."""
+_HIDDEN = re.compile(
+    r"%(?:2f|5c|00|2e|2d|5f|7e|3[0-9]|4[1-9a-f]|5[0-9a]|6[1-9a-f]|7[0-9a])|[\\;\x00-\x1f\x7f]", re.IGNORECASE
+)
+"""In a raw segment: an encoded slash, backslash or NUL; an encoded letter, digit or ``-._~``,
+which no client needs to encode (RFC 3986, 2.3) and an upstream decodes before matching
+(``%61pps`` is ``apps``); a raw control character; or a ';' (Java servlet containers, Apigee's
+among them, drop ``;...`` path parameters before matching: ``developers;v=1/...`` is
+``developers/...`` upstream)."""
 READS = frozenset({"GET", "HEAD"})
 _SLASHES = re.compile(r"/{2,}")
 _FAMILIES = {
@@ -88,8 +95,9 @@ class Routed:
 def route(method: str, raw_target: str, *, pass_through: bool = True) -> Routed:
     """The operation ``method raw_target`` asks for; raises Refusal (404, 405) when none."""
     path, _, raw_query = raw_target.partition("?")
-    query = dict(parse_qsl(raw_query, keep_blank_values=True))
-    allowed = []
+    pairs = parse_qsl(raw_query, keep_blank_values=True)
+    query = dict(pairs)
+    allowed, audited_here = [], False
     for operation in OPERATIONS:
         match = operation.pattern.fullmatch(path)
         if match is None:
@@ -97,13 +105,16 @@ def route(method: str, raw_target: str, *, pass_through: bool = True) -> Routed:
         if operation.method != method:
             allowed.append(operation.method)
             continue
+        audited_here = True
         if operation.query_action != query.get("action"):
             continue
-        return _checked(operation, raw_target, match, query)
+        return _checked(operation, raw_target, match, query, _repeated(pairs, ("action", *operation.params)))
     family = next((actions for pattern, actions in _FAMILIES.items() if pattern.fullmatch(path)), None)
-    if method == "POST" and family is not None and "action" in query:
-        # A credential path with an action the gateway does not know: never let it pass unaudited.
-        problem = f"Unknown action {query['action'][:40]!r} here; expected one of {', '.join(family)}"
+    if "action" in query and (audited_here or (method == "POST" and family is not None)):
+        # An audited call with an action the gateway does not know (a DELETE or a creation too, which
+        # Apigee may carry out ignoring it): never let it pass unaudited.
+        expected = f"expected one of {', '.join(family)}" if family and method == "POST" else "this call takes none"
+        problem = f"Unknown action {query['action'][:40]!r} here; {expected}"
         return Routed(PASS_THROUGH_WRITE, raw_target, _org_of(path), query=query, problem=problem)
     canonical = _SLASHES.sub("/", path).rstrip("/")
     if canonical != path and any(operation.pattern.fullmatch(canonical) for operation in OPERATIONS):
@@ -132,9 +143,26 @@ def route(method: str, raw_target: str, *, pass_through: bool = True) -> Routed:
     )
 
 
-def _checked(operation: Operation, raw_target: str, match: re.Match[str], query: dict[str, str]) -> Routed:
+def _repeated(pairs: list[tuple[str, str]], names: tuple[str, ...]) -> str | None:
+    """The first of ``names`` the query gives more than once. The gateway would record one value
+    while the upstream may act on another (aiohttp and Java's servlets read the first, a dict the
+    last): such a call is refused, never recorded as what it may not be."""
+    given = [name for name, _ in pairs if name in names]
+    return next((name for index, name in enumerate(given) if name in given[:index]), None)
+
+
+def _checked(
+    operation: Operation, raw_target: str, match: re.Match[str], query: dict[str, str], repeated: str | None = None
+) -> Routed:
     org = match.group("org")
     prefix = raw_target[: match.start("org")] + org
+    if repeated is not None:
+        twice = (
+            f"Parameter {repeated!r} is given more than once; give it once, so that what is recorded is what is done"
+        )
+        return Routed(
+            operation, raw_target, org if is_org_name(org) else None, query=query, prefix=prefix, problem=twice
+        )
     if not is_org_name(org):
         return Routed(
             operation,
@@ -161,7 +189,8 @@ def _checked(operation: Operation, raw_target: str, match: re.Match[str], query:
                 )
             secret, values[name] = raw, f"{{{name}}}"
         else:
-            problem = _segment_problem(name, raw)
+            # Empty, "apps/" would name no app: an upstream may read the path as another call (a creation).
+            problem = f"Invalid {name} in path: it is empty" if not raw else _segment_problem(name, raw)
             if problem is not None:
                 return Routed(operation, raw_target, org, query=query, prefix=prefix, problem=problem)
             values[name] = unquote(raw)
@@ -182,8 +211,8 @@ def _passed_through(method: str, raw_target: str, path: str, query: dict[str, st
 def _segment_problem(name: str, raw: str) -> str | None:
     if raw in (".", "..") or _HIDDEN.search(raw) or len(raw) > MAX_NAME_LENGTH:
         return (
-            f"Invalid {name} in path: a dot segment, an encoded '/', '\\\\' or NUL, or a control character "
-            f"could reach another path upstream"
+            f"Invalid {name} in path: a dot segment, a ';', a control character, or an encoded '/', '\\\\', "
+            f"NUL, letter, digit or '-._~' could reach another path upstream"
         )
     return None
 

@@ -179,3 +179,47 @@ async def run(command: list[str], environment: dict[str, str]) -> Run:
         pytest.fail(f"{command[:3]} did not finish in {RUN_TIMEOUT} s")
     assert process.returncode is not None
     return Run(process.returncode, out.decode(), err.decode())
+
+
+ORG = "myorg"
+USER, PASSWORD = "ops@example.com", "s3cret"
+SEED = {
+    "users": {USER: PASSWORD},
+    "orgs": {ORG: {"apiproducts": [{"name": "prod1"}, {"name": "prod2"}]}},
+}
+
+
+def developer(state: dict[str, Any], email: str) -> dict[str, Any] | None:
+    return next((d for d in state["developers"] if d["email"] == email), None)
+
+
+class Edge:
+    """apigee-edge-js, one operation per process, as tests/npm/edge_op.js runs it."""
+
+    def __init__(self, clients: Clients, stub: str, home: Path, **extra: str) -> None:
+        self.clients = clients
+        self.environment = clients.environment(
+            home,
+            EDGE_JS_DIR=str(clients.edge_js),
+            EDGE_MGMT=stub,
+            EDGE_ORG=ORG,
+            EDGE_USER=USER,
+            EDGE_PASS=PASSWORD,
+            **extra,
+        )
+
+    async def __call__(self, op: str, **options: Any) -> tuple[int, Any]:
+        done = await run([*self.clients.node.node, str(EDGE_OP), op, json.dumps(options)], self.environment)
+        return done.status, done.json()
+
+
+class Tool:
+    """The apigeetool command line, with Basic credentials, printing JSON."""
+
+    def __init__(self, clients: Clients, stub: str, home: Path) -> None:
+        self.clients = clients
+        self.common = ["-L", stub, "-o", ORG, "-u", USER, "-p", PASSWORD, "--json"]
+        self.environment = clients.environment(home)
+
+    async def __call__(self, command: str, *args: str) -> Run:
+        return await run([*self.clients.apigeetool, command, *self.common, *args], self.environment)

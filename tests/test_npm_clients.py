@@ -14,18 +14,11 @@ from typing import Any
 
 import aiohttp
 import pytest
-from npm_clients import EDGE_OP, Clients, Run, find_node, install, run
+from npm_clients import ORG, SEED, USER, Clients, Edge, Tool, developer, find_node, install
 from pytest_aiohttp import AiohttpServer
 
 from gateway.stub import make_stub_app
 from gateway.stub.seed import parse_seed
-
-ORG = "myorg"
-USER, PASSWORD = "ops@example.com", "s3cret"
-SEED = {
-    "users": {USER: PASSWORD},
-    "orgs": {ORG: {"apiproducts": [{"name": "prod1"}, {"name": "prod2"}]}},
-}
 
 
 @pytest.fixture(scope="session")
@@ -45,42 +38,6 @@ async def org_state(stub: str) -> dict[str, Any]:
         assert 200 == response.status
         state: dict[str, Any] = await response.json()
         return state
-
-
-def developer(state: dict[str, Any], email: str) -> dict[str, Any] | None:
-    return next((d for d in state["developers"] if d["email"] == email), None)
-
-
-class Edge:
-    """apigee-edge-js, one operation per process, as tests/npm/edge_op.js runs it."""
-
-    def __init__(self, clients: Clients, stub: str, home: Path, **extra: str) -> None:
-        self.clients = clients
-        self.environment = clients.environment(
-            home,
-            EDGE_JS_DIR=str(clients.edge_js),
-            EDGE_MGMT=stub,
-            EDGE_ORG=ORG,
-            EDGE_USER=USER,
-            EDGE_PASS=PASSWORD,
-            **extra,
-        )
-
-    async def __call__(self, op: str, **options: Any) -> tuple[int, Any]:
-        done = await run([*self.clients.node.node, str(EDGE_OP), op, json.dumps(options)], self.environment)
-        return done.status, done.json()
-
-
-class Tool:
-    """The apigeetool command line, with Basic credentials, printing JSON."""
-
-    def __init__(self, clients: Clients, stub: str, home: Path) -> None:
-        self.clients = clients
-        self.common = ["-L", stub, "-o", ORG, "-u", USER, "-p", PASSWORD, "--json"]
-        self.environment = clients.environment(home)
-
-    async def __call__(self, command: str, *args: str) -> Run:
-        return await run([*self.clients.apigeetool, command, *self.common, *args], self.environment)
 
 
 async def edge_flow(edge: Edge, stub: str) -> None:

@@ -74,10 +74,14 @@ def is_secret_field(name: object, *, keep_tokens: bool = False) -> bool:
     return isinstance(name, str) and _plain(name) in (_SECRET_NAMES_BUT_TOKENS if keep_tokens else _SECRET_NAMES)
 
 
-def redact_snapshot(snapshot: dict[str, Any], *, keep_tokens: bool = False) -> dict[str, Any]:
+def redact_snapshot(
+    snapshot: dict[str, Any], *, keep_tokens: bool = False, values: frozenset[str] = frozenset()
+) -> dict[str, Any]:
     """A copy of an upstream snapshot with every secret field's value replaced, at any depth
     (objects in arrays in objects...), keys in their order; ``keep_tokens`` leaves the tokens
-    themselves (``audit.store_raw_tokens``).
+    themselves (``audit.store_raw_tokens``). A string equal to one of ``values`` (the credential
+    the call acts on) is replaced too, whatever its field is named: an authorization code's
+    ``code``, or a field no list foresaw.
 
     A string keeps its hint (``[redacted …last4]``); any other value but null and true/false
     (a number, an object, an array) becomes ``[redacted]`` whole. Apigee's custom attributes
@@ -99,9 +103,16 @@ def redact_snapshot(snapshot: dict[str, Any], *, keep_tokens: bool = False) -> d
                 elif isinstance(value, (dict, list)):
                     target[key] = _queued(value, pending)
                 else:
-                    target[key] = value
+                    target[key] = redacted(value) if value in values else value
         else:
-            target.extend(_queued(value, pending) if isinstance(value, (dict, list)) else value for value in original)
+            target.extend(
+                _queued(value, pending)
+                if isinstance(value, (dict, list))
+                else redacted(value)
+                if value in values
+                else value
+                for value in original
+            )
     return copy
 
 

@@ -93,14 +93,17 @@ def as_row(record: AuditRecord) -> Row:
 
 
 _SNAPSHOT = FIELDS.index("snapshot")
+_PARAMS = FIELDS.index("params")
 
 
 def row_json(row: Row) -> dict[str, object]:
-    """The record as JSON output shows it (CLI and HTTP API): the snapshot as JSON, not text."""
+    """The record as JSON output shows it (CLI and HTTP API): the snapshot and params as JSON, not text."""
     values: dict[str, object] = dict(zip(FIELDS, row, strict=True))
-    if isinstance(row[_SNAPSHOT], str):
-        # Already JSON text (written by orjson or json): embedded as it is, not parsed again.
-        values["snapshot"] = orjson.Fragment(row[_SNAPSHOT])
+    # Already JSON text (written by orjson or json): embedded as it is, not parsed again. A cell
+    # of another type (a BLOB written behind the gateway's back) is shown as the type it is.
+    for index, name in ((_SNAPSHOT, "snapshot"), (_PARAMS, "params")):
+        if isinstance(row[index], str):
+            values[name] = orjson.Fragment(row[index])
     return values
 
 
