@@ -12,6 +12,7 @@ import tomllib
 from pathlib import Path, PurePosixPath
 from typing import Any
 
+import kubernetes_validate
 import pytest
 import yaml
 from docs_markdown import read
@@ -353,7 +354,6 @@ class TestKubernetesSidecar:
 
     def test_passes_the_kubernetes_schemas(self) -> None:
         """Strict schema check (unknown fields are errors) against Kubernetes 1.29, the first with native sidecars on."""
-        kubernetes_validate = pytest.importorskip("kubernetes_validate", reason="pip install kubernetes-validate")
         for document in manifest().values():
             kubernetes_validate.validate(document, "1.29.0", strict=True)
 
