@@ -35,7 +35,8 @@ from gateway.redact import loggable_target
 from gateway.refusal import Refusal
 from gateway.route import Routed, route
 from gateway.runtime import RUNTIME, Runtime
-from gateway.upstream import PassThrough, UpstreamError, UpstreamReply, unforwardable
+from gateway.upstream import PassThrough, UpstreamReply, unforwardable
+from gateway.upstream_client import UpstreamError
 
 MAX_REQUEST_BODY = 64 * 1024
 MAX_ENUMERATED = 10_000

@@ -4,7 +4,7 @@ One object, under one application key, so a route finds everything in one place 
 ``gateway serve`` starts and stops the gateway the same way. It opens in three phases:
 
     the audit log      the store, the writer thread that commits for every request, the reserve
-    the upstream       the embedded stub (the default) or Apigee, and the one client session
+    the upstream       the embedded stub (the default) or Apigee, and the one upstream client
     background tasks   throttle summaries, the pending-intent check, log flushing, a separate
                        metrics port, fleet shipping
 """
@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 
-from aiohttp import ClientSession, web
+from aiohttp import web
 
 from gateway import __version__
 from gateway.audit.anchor import HeadLogger
@@ -42,6 +42,7 @@ from gateway.stub.settings import StubSettings
 from gateway.throttle import CheckLimit, LoginThrottle, RefusedAttempts, as_record
 from gateway.upstream import Credentials, Upstream, make_session
 from gateway.upstream_auth import OAuthLogin, ServiceAccount, login_settings
+from gateway.upstream_client import UpstreamClient
 
 MIB = 1024 * 1024
 RESERVE_EVERY = 30.0
@@ -285,7 +286,7 @@ async def _start_upstream(
     return url, Upstream(url, session, credentials=credentials, max_body=upstream.max_body_mb << 20)
 
 
-def _credentials(config: Config, url: str, session: ClientSession, log: Logger) -> Credentials | None:
+def _credentials(config: Config, url: str, session: UpstreamClient, log: Logger) -> Credentials | None:
     """What replaces the caller's credentials upstream (``upstream.auth``); None: nothing does."""
     upstream = config.upstream
     if upstream.auth == "service":

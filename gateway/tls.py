@@ -38,11 +38,14 @@ def listener_context(cert: Path, key: Path) -> ssl.SSLContext:
     return context
 
 
-def upstream_context(verify: bool, ca_bundle: Path | None) -> ssl.SSLContext | bool:
-    """What the client session verifies the upstream with (False: nothing); ValueError for a
-    CA bundle that cannot be used."""
+def upstream_context(verify: bool, ca_bundle: Path | None) -> ssl.SSLContext:
+    """What the upstream client verifies the upstream with (``verify`` False: encrypted, its
+    certificate not checked); ValueError for a CA bundle that cannot be used."""
     if not verify:
-        return False
+        unverified = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+        unverified.check_hostname = False
+        unverified.verify_mode = ssl.CERT_NONE
+        return unverified
     try:
         return ssl.create_default_context(cafile=ca_bundle)
     except ssl.SSLError as exc:

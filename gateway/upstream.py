@@ -13,15 +13,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
-import aiohttp
 from aiohttp import hdrs, web
 from aiohttp.abc import AbstractStreamWriter
-from aiohttp.http_exceptions import HttpProcessingError
 from multidict import CIMultiDict
 from yarl import URL
 
 from gateway.call import REQUEST_ID
 from gateway.tls import upstream_context
+from gateway.upstream_client import UpstreamClient, UpstreamError
 
 HOP_BY_HOP = frozenset(
     name.lower()
@@ -39,8 +38,6 @@ HOP_BY_HOP = frozenset(
 # The gateway frames bodies itself and connects to its own upstream host.
 _NOT_FORWARDED = frozenset(name.lower() for name in (hdrs.HOST, hdrs.CONTENT_LENGTH, hdrs.EXPECT))
 _NOT_RETURNED = frozenset({hdrs.CONTENT_LENGTH.lower()})
-# Without this the client would add headers the caller never sent.
-_SKIP_AUTO_HEADERS = (hdrs.USER_AGENT, hdrs.ACCEPT, hdrs.ACCEPT_ENCODING, hdrs.CONTENT_TYPE)
 
 MAX_UPSTREAM_BODY = 1 << 20
 """The default of ``upstream.max_body_mb``: an answer is held whole in memory, to record and relay it."""
@@ -54,22 +51,6 @@ class UpstreamReply:
     """End-to-end headers only, ready to send back."""
     body: bytes
     """Exactly the bytes received, still content-encoded if they were."""
-
-
-class UpstreamError(Exception):
-    """No usable answer. ``sent`` is False only when the request surely never left.
-
-    ``status`` is the upstream's status when its head was read before the failure (the body
-    too large, cut off or late, or a head that cannot be passed on): the upstream has then
-    said what became of the call, though the caller cannot be given its answer."""
-
-    def __init__(self, kind: str, detail: str, *, timeout: bool, sent: bool, status: int | None = None) -> None:
-        super().__init__(detail)
-        self.kind = kind
-        self.detail = detail
-        self.timeout = timeout
-        self.sent = sent
-        self.status = status
 
 
 def end_to_end(headers: Mapping[str, str], drop: frozenset[str] = frozenset()) -> CIMultiDict[str]:
@@ -89,30 +70,15 @@ def end_to_end(headers: Mapping[str, str], drop: frozenset[str] = frozenset()) -
 
 def make_session(
     *, connect_timeout: float, read_timeout: float, total_timeout: float | None, verify_tls: bool, ca_bundle: str | None
-) -> aiohttp.ClientSession:
-    """The one client session: pooled keep-alive connections, bounded waits, bytes untouched.
+) -> UpstreamClient:
+    """The one client: pooled keep-alive connections, bounded waits, bytes untouched, never a retry.
 
     ``read_timeout`` is a wait between reads, so an upstream sending a byte now and then never
     trips it; ``total_timeout`` bounds the whole call, reading the body included."""
     tls = upstream_context(verify_tls, Path(ca_bundle) if ca_bundle else None)
-    session = aiohttp.ClientSession(
-        connector=aiohttp.TCPConnector(ssl=tls, limit=0),
-        timeout=aiohttp.ClientTimeout(total=total_timeout, connect=connect_timeout, sock_read=read_timeout),
-        auto_decompress=False,
-        skip_auto_headers=_SKIP_AUTO_HEADERS,
-        # Cookies set by the upstream for one caller must never ride along with another's call.
-        cookie_jar=aiohttp.DummyCookieJar(),
+    return UpstreamClient(
+        connect_timeout=connect_timeout, read_timeout=read_timeout, total_timeout=total_timeout, tls=tls
     )
-    # aiohttp silently sends an idempotent request (DELETE among them) a second time when a
-    # kept-alive connection drops before the answer. A deletion whose fate is unknown must not
-    # be repeated behind the audit log's back, and the only switch is this attribute (the one
-    # aiohttp's own test client uses). Refuse to run where it is gone rather than retry.
-    if not hasattr(session, "_retry_connection"):
-        raise RuntimeError(
-            f"aiohttp {aiohttp.__version__} cannot be kept from retrying DELETEs; use aiohttp 3.10 to 3.x"
-        )
-    session._retry_connection = False
-    return session
 
 
 class Credentials(Protocol):
@@ -132,7 +98,7 @@ class Upstream:
     def __init__(
         self,
         base_url: str,
-        session: aiohttp.ClientSession,
+        session: UpstreamClient,
         *,
         credentials: Credentials | None = None,
         max_body: int = MAX_UPSTREAM_BODY,
@@ -179,7 +145,7 @@ class Upstream:
 
 
 async def send(
-    session: aiohttp.ClientSession,
+    session: UpstreamClient,
     method: str,
     url: URL,
     headers: Mapping[str, str],
@@ -190,58 +156,16 @@ async def send(
     """One request, sent once, its whole answer read (up to ``max_body`` bytes); every way it
     can fail is an UpstreamError that says whether the request may have left, and the status
     when the head had come."""
-    status: int | None = None  # known once the head is read: failures after it carry it
-    try:
-        async with session.request(method, url, headers=headers, data=body or None, allow_redirects=False) as response:
-            status = response.status
-            content = await _read_capped(response, max_body)
-            return UpstreamReply(response.status, response.reason, end_to_end(response.headers, _NOT_RETURNED), content)
-    except aiohttp.ConnectionTimeoutError:
-        raise UpstreamError(
-            "connect_timeout", "no connection within the connect timeout", timeout=True, sent=False
-        ) from None
-    except aiohttp.ClientConnectorError as exc:
-        raise UpstreamError("connect_failed", f"cannot connect: {_reason(exc)}", timeout=False, sent=False) from None
-    except aiohttp.ServerTimeoutError:
-        late = "no answer" if status is None else "the rest of the answer did not come"
-        raise UpstreamError(
-            "read_timeout", f"{late} within the read timeout", timeout=True, sent=True, status=status
-        ) from None
-    except TimeoutError:
-        # aiohttp's total deadline: a bare TimeoutError, where its connect and read
-        # deadlines raise the ServerTimeoutError subclasses caught above.
-        raise UpstreamError(
-            "total_timeout", "no complete answer within the total timeout", timeout=True, sent=True, status=status
-        ) from None
-    except aiohttp.ServerDisconnectedError:
-        raise UpstreamError(
-            "disconnected",
-            "the upstream closed the connection without answering",
-            timeout=False,
-            sent=True,
-            status=status,
-        ) from None
-    except aiohttp.ClientPayloadError:
-        raise UpstreamError(
-            "incomplete", "the upstream's answer was cut off mid-body", timeout=False, sent=True, status=status
-        ) from None
-    except (HttpProcessingError, aiohttp.ClientResponseError):
-        raise UpstreamError(
-            "malformed", "the upstream sent a malformed HTTP response", timeout=False, sent=True, status=status
-        ) from None
-    except (aiohttp.ClientError, OSError) as exc:
-        # Deliberately not str(exc): client errors can carry the URL, and the URL the token.
-        raise UpstreamError(
-            "failed", f"connection failed: {_reason(exc)}", timeout=False, sent=True, status=status
-        ) from None
+    answer = await session.request(method, url, headers, body, max_body=max_body)
+    return UpstreamReply(answer.status, answer.reason, end_to_end(answer.headers, _NOT_RETURNED), answer.body)
 
 
 def unforwardable(headers: Mapping[str, str]) -> str | None:
     """The name of a header that cannot go upstream unchanged, if any.
 
     aiohttp keeps header bytes that are not UTF-8 (obs-text, 0x80-0xFF) as surrogate escapes,
-    and its client writes headers as UTF-8, silently dropping them: such a header would reach
-    the upstream altered, so the gateway refuses the call instead of forwarding it.
+    and the upstream client writes headers as UTF-8 (refusing those): such a header could not
+    reach the upstream unchanged, so the gateway refuses the call instead of forwarding it.
     """
     for name, value in end_to_end(headers, _NOT_FORWARDED).items():
         if not value.isascii() and not _is_utf8(value):
@@ -293,8 +217,8 @@ class PassThrough(web.Response):
 _BREAKS_HEAD = re.compile(r"[\r\n\x00]")
 """What cannot be relayed in a head: CR and LF would end its line early (header injection),
 NUL is refused by HTTP parsers. Every other byte the upstream sent (other controls, DEL,
-obs-text) is passed on as it came. aiohttp's client yields none of the three in a header, but
-it does yield a NUL in the reason phrase."""
+obs-text) is passed on as it came. aiohttp's response parser yields none of the three in a
+header, but it does yield a NUL in the reason phrase."""
 
 
 def relay_problem(reply: UpstreamReply) -> str | None:
@@ -314,35 +238,3 @@ def _head(status_line: str, headers: Mapping[str, str]) -> bytes:
         if _BREAKS_HEAD.search(line):  # never from the upstream (relay_problem); a guard against injection
             raise ValueError("a CR, LF or NUL in a response header")
     return ("\r\n".join(lines) + "\r\n\r\n").encode("utf-8", "surrogateescape")
-
-
-async def _read_capped(response: aiohttp.ClientResponse, limit: int) -> bytes:
-    """The whole body, refusing one over ``limit`` bytes (``upstream.max_body_mb``): it is held
-    in memory, once per call in flight."""
-    length = response.content_length
-    if length is not None:
-        if length > limit:
-            raise _too_large(response.status, limit)
-        return await response.read()
-    body = bytearray()
-    async for chunk in response.content.iter_chunked(1 << 16):
-        body += chunk
-        if len(body) > limit:
-            raise _too_large(response.status, limit)
-    return bytes(body)
-
-
-def _too_large(status: int, limit: int) -> UpstreamError:
-    return UpstreamError(
-        "too_large",
-        f"its body is over {limit} bytes (upstream.max_body_mb)",
-        timeout=False,
-        sent=True,
-        status=status,
-    )
-
-
-def _reason(exc: BaseException) -> str:
-    if isinstance(exc, OSError) and exc.strerror:
-        return exc.strerror
-    return type(exc).__name__

@@ -17,7 +17,7 @@ Why it is shaped as it is:
 - A 401 from the management API to a token the gateway believed valid (revoked, or Apigee's
   view of time differs) marks it for renewal before the NEXT call; the refused call itself is
   never sent again, since it may be a write.
-- The token endpoint is asked through the same client session as the management API, with the
+- The token endpoint is asked through the same upstream client as the management API, with the
   same timeouts, TLS settings and body cap (``gateway.upstream.send``).
 - No token, refresh token, password or client secret is ever logged, nor quoted in an error.
 """
@@ -31,7 +31,6 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from urllib.parse import urlencode
 
-import aiohttp
 import orjson
 from aiohttp import encode_basic_auth, hdrs
 from yarl import URL
@@ -39,7 +38,8 @@ from yarl import URL
 from gateway.config import APIGEE_TOKEN_URL, PUBLIC_OAUTH_CLIENT, Config
 from gateway.logs import Logger
 from gateway.stub.oauth import TOKEN_PATH as STUB_TOKEN_PATH
-from gateway.upstream import UpstreamError, UpstreamReply, send
+from gateway.upstream import UpstreamReply, send
+from gateway.upstream_client import UpstreamClient, UpstreamError
 
 REFRESH_AHEAD = 60.0
 """Seconds before expiry a token is renewed (at most half its lifetime, for short-lived tokens)."""
@@ -121,7 +121,7 @@ class OAuthLogin:
     """``upstream.auth = "oauth2"``: a bearer token from Apigee's login server, kept fresh."""
 
     def __init__(
-        self, settings: LoginSettings, session: aiohttp.ClientSession, log: Logger, *, clock: Clock = time.monotonic
+        self, settings: LoginSettings, session: UpstreamClient, log: Logger, *, clock: Clock = time.monotonic
     ) -> None:
         self._settings = settings
         self._url = URL(settings.token_url)

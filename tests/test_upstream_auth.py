@@ -32,6 +32,7 @@ from gateway.runtime import RUNTIME
 from gateway.stub import demo_seed, make_stub_app
 from gateway.upstream import make_session
 from gateway.upstream_auth import RETRY_AFTER, LoginError, LoginSettings, OAuthLogin
+from gateway.upstream_client import UpstreamClient
 
 SERVICE_PASSWORD = "mypass"
 """The stub's demo account, which the gateway logs in as."""
@@ -364,7 +365,7 @@ class TestOAuthLogin:
         ) as session:
             yield session
 
-    def login(self, login_server: LoginServer, session: aiohttp.ClientSession, clock: FakeClock) -> OAuthLogin:
+    def login(self, login_server: LoginServer, session: UpstreamClient, clock: FakeClock) -> OAuthLogin:
         settings = LoginSettings(login_server.url, "myname", SERVICE_PASSWORD)
         return OAuthLogin(settings, session, get_logger(), clock=clock)
 
@@ -376,7 +377,7 @@ class TestOAuthLogin:
                 return response.status
 
     async def test_the_token_is_reused_until_shortly_before_it_expires_then_refreshed(
-        self, login_server: LoginServer, session: aiohttp.ClientSession, stub: TestServer
+        self, login_server: LoginServer, session: UpstreamClient, stub: TestServer
     ) -> None:
         """The stub's tokens live 1799 s: renewed 60 s before, with the refresh grant."""
         clock = FakeClock()
@@ -392,7 +393,7 @@ class TestOAuthLogin:
         assert (200, 2) == (await self.accepted(stub, renewed), login.token_requests)
 
     async def test_fifty_concurrent_calls_share_one_refresh(
-        self, login_server: LoginServer, session: aiohttp.ClientSession
+        self, login_server: LoginServer, session: UpstreamClient
     ) -> None:
         clock = FakeClock()
         login = self.login(login_server, session, clock)
@@ -403,7 +404,7 @@ class TestOAuthLogin:
         assert {f"Bearer {login_server.issued[1]['access_token']}"} == set(headers)
 
     async def test_a_refused_refresh_falls_back_to_the_password_grant(
-        self, login_server: LoginServer, session: aiohttp.ClientSession, stub: TestServer
+        self, login_server: LoginServer, session: UpstreamClient, stub: TestServer
     ) -> None:
         """The stub takes each refresh token once: used up by someone else, it is refused (401 invalid_token)."""
         clock = FakeClock()
@@ -425,7 +426,7 @@ class TestOAuthLogin:
         )
 
     async def test_a_failed_renewal_keeps_the_old_token_while_it_lasts(
-        self, login_server: LoginServer, session: aiohttp.ClientSession
+        self, login_server: LoginServer, session: UpstreamClient
     ) -> None:
         """Renewal fails 60 s before expiry: the old token serves on, renewal is retried every
         RETRY_AFTER seconds meanwhile, and once the token has expired the failure is the call's."""
@@ -447,7 +448,7 @@ class TestOAuthLogin:
         assert "cannot obtain an upstream token: the token endpoint answered 500" == await login.problem()
 
     async def test_a_short_lived_token_is_renewed_halfway(
-        self, login_server: LoginServer, session: aiohttp.ClientSession
+        self, login_server: LoginServer, session: UpstreamClient
     ) -> None:
         count = iter(range(1, 100))
 
@@ -466,7 +467,7 @@ class TestOAuthLogin:
         assert ["password", "refresh_token"] == login_server.grants
 
     async def test_a_token_without_a_lifetime_is_kept_until_refused(
-        self, login_server: LoginServer, session: aiohttp.ClientSession
+        self, login_server: LoginServer, session: UpstreamClient
     ) -> None:
         async def lifetime_unknown(request: web.Request) -> web.Response:
             return web.json_response({"access_token": f"tok{len(login_server.forms)}", "token_type": "Bearer"})

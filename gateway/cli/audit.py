@@ -15,6 +15,7 @@ from typing import Any, TypeVar
 
 import aiohttp
 import structlog
+from yarl import URL
 
 from gateway.audit.backends import open_store
 from gateway.audit.chain import Anchor, ChainKey, Head, Verdict
@@ -42,8 +43,9 @@ from gateway.cli.common import (
 from gateway.cli.progress import Progress
 from gateway.config import ACCOUNT_AUTH_MODES, Config, http_url, read_chain_key, resolve
 from gateway.config import RECONCILE_PASSWORD_ENV as PASSWORD_ENV
-from gateway.upstream import make_session
+from gateway.upstream import make_session, send
 from gateway.upstream_auth import LoginError, OAuthLogin, login_settings
+from gateway.upstream_client import UpstreamClient
 
 EXIT_TAMPERED = 1
 T = TypeVar("T")
@@ -448,11 +450,9 @@ def cmd_reconcile(args: argparse.Namespace) -> int:
             authorization = await _bearer(config, session, base_url) if base_url and logs_in else basic
 
             async def ask(org: str, token: str) -> int:
-                url = f"{base_url}/v1/o/{org}/oauth2/accesstokens/{token}"
-                async with session.get(
-                    url, headers={"Authorization": authorization} if authorization else None
-                ) as response:
-                    return response.status
+                url = URL(f"{base_url}/v1/o/{org}/oauth2/accesstokens/{token}")
+                headers = {"Authorization": authorization} if authorization else {}
+                return (await send(session, "GET", url, headers, b"")).status
 
             with Progress("reconcile", sys.stderr, unit="open calls") as progress:
                 settled, unsettled = await reconcile(
@@ -502,7 +502,7 @@ def _upstream_authorization(config: Config, user: str | None) -> str | None:
     return None
 
 
-async def _bearer(config: Config, session: aiohttp.ClientSession, base_url: str) -> str:
+async def _bearer(config: Config, session: UpstreamClient, base_url: str) -> str:
     """``upstream.auth = "oauth2"``: the service account's bearer token, obtained as ``serve``
     obtains it (with the embedded stub's config, from the stub at ``base_url``)."""
     # Quiet: the command's own lines are its output; a failure is its one error line.

@@ -1,0 +1,269 @@
+"""The lean upstream client: aiohttp's response parser as the client uses it (an aiohttp internal,
+pinned here so that a change in it fails loudly), the bytes it sends, every framing of an answer,
+and its pool, against real sockets on loopback."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager, suppress
+from dataclasses import dataclass, field
+from typing import Any
+
+import aiohttp
+import pytest
+from aiohttp import http_parser
+from aiohttp.base_protocol import BaseProtocol
+from aiohttp.streams import StreamReader
+from yarl import URL
+
+from gateway import upstream_client
+from gateway.upstream import make_session, send
+from gateway.upstream_client import READ_BUFFER, UpstreamClient, UpstreamError
+
+PARSERS = {"python": http_parser.HttpResponseParserPy}
+if hasattr(http_parser, "HttpResponseParserC"):
+    PARSERS["c"] = http_parser.HttpResponseParserC
+
+
+def test_the_client_parses_with_aiohttps_own_parser_the_c_one_when_built() -> None:
+    assert upstream_client.HttpResponseParser is http_parser.HttpResponseParser  # type: ignore[attr-defined]
+    if not os.environ.get("AIOHTTP_NO_EXTENSIONS"):
+        assert "c" in PARSERS, "aiohttp was installed without its C parser: the client would be slower"
+        assert http_parser.HttpResponseParser is PARSERS["c"]
+
+
+class _Reader(BaseProtocol):
+    """A protocol with no transport, enough for the parser's body readers."""
+
+
+def _parse(parser_class: Any, chunks: list[bytes], *, with_body: bool = True, eof: bool = False) -> tuple[Any, bytes]:
+    """Feed ``chunks`` to a parser built exactly as ``gateway.upstream_client`` builds it; the
+    one answer's message and its body (read after ``eof`` when asked)."""
+    loop = asyncio.get_running_loop()
+    protocol = _Reader(loop)
+    parser = parser_class(
+        protocol,
+        loop,
+        READ_BUFFER,
+        payload_exception=RuntimeError,
+        response_with_body=with_body,
+        read_until_eof=True,
+        auto_decompress=False,
+    )
+    found: list[tuple[Any, StreamReader]] = []
+    for chunk in chunks:
+        messages, upgraded, tail = parser.feed_data(chunk)
+        assert (False, b"") == (upgraded, tail)
+        found += messages
+    if eof:
+        parser.feed_eof()
+    [(message, payload)] = found
+    assert isinstance(payload, StreamReader)
+    body = payload.read_nowait() if payload.is_eof() else b"<open>"
+    return message, body
+
+
+@pytest.fixture(params=sorted(PARSERS))
+def parser_class(request: pytest.FixtureRequest) -> Any:
+    return PARSERS[request.param]
+
+
+async def test_the_parser_gives_the_head_as_received(parser_class: Any) -> None:
+    head = b"HTTP/1.1 418 I'm\xe9 A\x01Teapot\r\nX-Mixed-Case: a\xff\r\nSet-Cookie: a=1\r\nSet-Cookie: b=2\r\n"
+    message, body = await _parse_async(parser_class, [head + b"Content-Length: 3\r\n\r\nabc"])
+    assert (418, "I'm\udce9 A\x01Teapot", False, False) == (
+        message.code,
+        message.reason,
+        message.should_close,
+        message.chunked,
+    )
+    assert [("X-Mixed-Case", "a\udcff"), ("Set-Cookie", "a=1"), ("Set-Cookie", "b=2"), ("Content-Length", "3")] == list(
+        message.headers.items()
+    )
+    assert b"abc" == body
+
+
+async def _parse_async(parser_class: Any, chunks: list[bytes], **options: Any) -> tuple[Any, bytes]:
+    return _parse(parser_class, chunks, **options)
+
+
+async def test_the_parser_frames_every_kind_of_body(parser_class: Any) -> None:
+    chunked = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n2\r\nde\r\n0\r\n\r\n"
+    message, body = await _parse_async(parser_class, [chunked[:40], chunked[40:]])
+    assert (True, b"abcde") == (message.chunked, body)
+    until_close = b"HTTP/1.1 200 OK\r\n\r\nall of it"
+    assert b"<open>" == (await _parse_async(parser_class, [until_close]))[1]
+    assert b"all of it" == (await _parse_async(parser_class, [until_close], eof=True))[1]
+    closing = b"HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 1\r\n\r\nx"
+    assert (await _parse_async(parser_class, [closing]))[0].should_close
+    # HEAD (the client says there is no body) and 204: the parser reads no body.
+    head = b"HTTP/1.1 200 OK\r\nContent-Length: 9\r\n\r\n"
+    assert b"" == (await _parse_async(parser_class, [head], with_body=False))[1]
+    assert b"" == (await _parse_async(parser_class, [b"HTTP/1.1 204 No Content\r\n\r\n"]))[1]
+
+
+async def test_the_parser_refuses_what_is_not_http_and_a_body_cut_short(parser_class: Any) -> None:
+    loop = asyncio.get_running_loop()
+    parser = parser_class(_Reader(loop), loop, READ_BUFFER, read_until_eof=True, auto_decompress=False)
+    with pytest.raises(aiohttp.http_exceptions.HttpProcessingError):
+        parser.feed_data(b"HTTP/1.1 abc\r\n\r\n")
+    parser = parser_class(_Reader(loop), loop, READ_BUFFER, read_until_eof=True, auto_decompress=False)
+    parser.feed_data(b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nabc")
+    with pytest.raises(aiohttp.http_exceptions.ContentLengthError):
+        parser.feed_eof()
+
+
+@dataclass
+class Upstream:
+    """A raw upstream that keeps connections alive and answers each request with the next reply."""
+
+    replies: list[bytes]
+    url: str = ""
+    connections: int = 0
+    received: list[bytes] = field(default_factory=list)
+    """Each request as it came: head and body."""
+
+
+@asynccontextmanager
+async def keep_alive_upstream(
+    *replies: bytes, close_after: Callable[[int], bool] = lambda n: False
+) -> AsyncIterator[Upstream]:
+    upstream = Upstream(list(replies))
+    tasks: set[asyncio.Task[Any]] = set()
+
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        tasks.add(task)
+        upstream.connections += 1
+        try:
+            while True:
+                head = await reader.readuntil(b"\r\n\r\n")
+                length = next(
+                    (
+                        int(line.split(b":")[1])
+                        for line in head.split(b"\r\n")
+                        if line.lower().startswith(b"content-length:")
+                    ),
+                    0,
+                )
+                upstream.received.append(head + await reader.readexactly(length))
+                writer.write(upstream.replies.pop(0))
+                await writer.drain()
+                if close_after(len(upstream.received)):
+                    break
+        except (asyncio.IncompleteReadError, ConnectionError):
+            pass
+        finally:
+            writer.close()
+
+    server = await asyncio.start_server(serve, "127.0.0.1", 0)
+    upstream.url = f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}"
+    try:
+        yield upstream
+    finally:
+        server.close()
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            with suppress(asyncio.CancelledError):
+                await task
+        await server.wait_closed()
+
+
+@asynccontextmanager
+async def client(**timeouts: float) -> AsyncIterator[UpstreamClient]:
+    settings = {"connect_timeout": 1.0, "read_timeout": 1.0, "total_timeout": 2.0, **timeouts}
+    async with make_session(verify_tls=True, ca_bundle=None, **settings) as session:
+        yield session
+
+
+MIB = 1 << 20
+OK = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
+
+
+async def test_the_request_goes_as_given_with_host_and_length_added_as_aiohttp_adds_them() -> None:
+    async with keep_alive_upstream(OK, OK, OK) as upstream, client() as session:
+        base = upstream.url
+        await send(
+            session, "DELETE", URL(base + "/v1/o/a%2Fb?x=%2F", encoded=True), {"X-B": "2", "x-a": "caf\u00e9"}, b""
+        )
+        await send(session, "GET", URL(base + "/"), {}, b"")
+        await send(session, "POST", URL(base + "/p"), {"Content-Type": "application/json"}, b'{"a": 1}')
+    port = base.rsplit(":", 1)[1]
+    assert [
+        f"DELETE /v1/o/a%2Fb?x=%2F HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nX-B: 2\r\nx-a: caf\u00e9\r\nContent-Length: 0\r\n\r\n".encode(),
+        f"GET / HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n\r\n".encode(),
+        f'POST /p HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nContent-Type: application/json\r\nContent-Length: 8\r\n\r\n{{"a": 1}}'.encode(),
+    ] == upstream.received
+    assert 1 == upstream.connections  # kept alive and reused
+
+
+async def test_every_framing_of_an_answer_is_read_whole_and_the_connection_reused_when_it_can_be() -> None:
+    replies = (
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n",
+        b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 201 Created\r\nContent-Length: 1\r\n\r\nx",
+        b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\n",  # to a HEAD: no body follows
+        b"HTTP/1.1 204 No Content\r\nX-A: 1\r\n\r\n",
+        b"HTTP/1.1 304 Not Modified\r\nETag: e\r\n\r\n",
+        b"HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 1\r\n\r\ny",
+        b"HTTP/1.1 200 OK\r\n\r\nuntil the end",  # no length: the body ends with the connection
+    )
+    async with keep_alive_upstream(*replies, close_after=lambda n: n == 7) as upstream, client() as session:
+        url = URL(upstream.url + "/t")
+        answers = [
+            await session.request(method, url, {}, b"", max_body=MIB)
+            for method in ("GET", "GET", "HEAD", "GET", "GET", "GET", "GET")
+        ]
+    assert [
+        (200, b"abc"),
+        (201, b"x"),
+        (200, b""),
+        (204, b""),
+        (304, b""),
+        (200, b"y"),
+        (200, b"until the end"),
+    ] == [(answer.status, answer.body) for answer in answers]
+    assert "5" == answers[2].headers["Content-Length"]  # the HEAD's length, as the upstream said it
+    assert 2 == upstream.connections  # a new one only after "Connection: close"
+
+
+async def test_an_idle_connection_the_upstream_closed_is_not_used_again() -> None:
+    async with keep_alive_upstream(OK, OK, close_after=lambda n: True) as upstream, client() as session:
+        assert 200 == (await send(session, "GET", URL(upstream.url), {}, b"")).status
+        await asyncio.sleep(0.05)  # the upstream's close reaches the client (nothing to await on)
+        assert 200 == (await send(session, "GET", URL(upstream.url), {}, b"")).status
+    assert 2 == upstream.connections
+
+
+async def test_a_call_cancelled_half_way_leaves_no_connection_behind_for_the_next() -> None:
+    """The caller went away mid-answer: that connection's state is unknown, so it is closed."""
+    async with keep_alive_upstream(b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nabc", OK) as upstream:
+        async with client() as session:
+            call = asyncio.create_task(send(session, "GET", URL(upstream.url), {}, b""))
+            while not upstream.received:
+                await asyncio.sleep(0.01)
+            await asyncio.sleep(0.05)
+            call.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await call
+            assert b"ok" == (await send(session, "GET", URL(upstream.url), {}, b"")).body
+        assert 2 == upstream.connections
+
+
+async def test_a_bad_header_never_leaves() -> None:
+    async with keep_alive_upstream() as upstream, client() as session:
+        for value in ("a\r\nX-Injected: 1", "caf\udce9"):
+            with pytest.raises(UpstreamError) as raised:
+                await send(session, "GET", URL(upstream.url), {"X-A": value}, b"")
+            assert (raised.value.kind, raised.value.sent) == ("failed", False)
+    assert 0 == upstream.connections
+
+
+async def test_a_closed_client_closes_its_connections() -> None:
+    async with keep_alive_upstream(OK) as upstream:
+        async with client() as session:
+            await send(session, "GET", URL(upstream.url), {}, b"")
+        assert [] == [connection for connection in session._open if not connection.lost]
