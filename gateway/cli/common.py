@@ -9,6 +9,8 @@ from collections.abc import Callable, Collection, Coroutine
 from pathlib import Path
 from typing import Any, NoReturn
 
+from aiohttp import web
+
 from gateway.audit.filters import FILTERS, FilterError, selection, text
 from gateway.audit.query import AuditFilter, quoted
 from gateway.config import LOG_LEVELS, Config, Use, key_from_text, load_config
@@ -154,6 +156,18 @@ def listening_config(args: argparse.Namespace) -> Config:
     config = dataclasses.replace(config, server=overridden(config.server, args, LISTEN))
     configure_logging(config.logging.format, args.log_level or config.logging.level)
     return config
+
+
+async def listen(runner: web.BaseRunner, config: Config, *, tls: bool) -> str:
+    """Start listening where ``[server]`` says; the base URL to print, or one line why not."""
+    try:
+        await web.TCPSite(runner, config.server.host, config.server.port).start()  # TLS: the runner's
+    except OSError as exc:
+        raise CommandError(
+            f"cannot listen on {config.server.host}:{config.server.port}: {exc.strerror or exc}"
+        ) from None
+    host, port = runner.addresses[0][:2]
+    return f"{'https' if tls else 'http'}://{host}:{port}"
 
 
 def user_name(value: str) -> str:

@@ -12,7 +12,6 @@ from typing import Any, TextIO, TypeVar
 
 import aiohttp
 import orjson
-from aiohttp import web
 
 from gateway.audit.chain import ChainKey
 from gateway.audit.formats import write_columns
@@ -21,6 +20,7 @@ from gateway.cli.common import (
     CommandError,
     arg,
     command,
+    listen,
     listening_config,
     log_level_option,
     override_options,
@@ -252,14 +252,7 @@ async def _collect(config: Config) -> int:
     runner = GatewayRunner(app, config.server, tls=tls, access_log=None, handle_signals=False, shutdown_timeout=10.0)
     await runner.setup()
     try:
-        try:
-            await web.TCPSite(runner, config.server.host, config.server.port).start()  # TLS: the runner's
-        except OSError as exc:
-            raise CommandError(
-                f"cannot listen on {config.server.host}:{config.server.port}: {exc.strerror or exc}"
-            ) from None
-        host, bound = runner.addresses[0][:2]
-        base = f"{'https' if tls else 'http'}://{host}:{bound}"
+        base = await listen(runner, config, tls=tls is not None)
         get_logger().info("collector_started", listen=base, sidecars=len(config.sidecars))
         print(
             f"apigee-audit-gateway collector: {len(config.sidecars)} sidecars, fleet store "

@@ -11,8 +11,6 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from aiohttp import web
-
 from gateway.app import build_app
 from gateway.cli.common import (
     LISTEN,
@@ -20,6 +18,7 @@ from gateway.cli.common import (
     Override,
     command,
     config_option,
+    listen,
     listening_config,
     log_level_option,
     overridden,
@@ -161,15 +160,7 @@ async def _serve(config: Config, path: Path | None) -> int:
     runtime = app[RUNTIME]  # opened by the application's start-up
     count_connections(runtime.metrics, runner.guard)
     try:
-        site = web.TCPSite(runner, config.server.host, config.server.port)  # TLS: the runner's
-        try:
-            await site.start()
-        except OSError as exc:
-            raise CommandError(
-                f"cannot listen on {config.server.host}:{config.server.port}: {exc.strerror or exc}"
-            ) from None
-        host, port = runner.addresses[0][:2]
-        base = f"{'https' if tls else 'http'}://{host}:{port}"
+        base = await listen(runner, config, tls=tls is not None)
         reloads = asyncio.create_task(_reload_users_on(hangup, runtime, path), name="reload-users")
         print(runtime.banner(base), flush=True)
         get_logger().info(
