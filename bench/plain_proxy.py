@@ -11,8 +11,9 @@ from __future__ import annotations
 import sys
 
 from aiohttp import web
-from gateway.proxy import end_to_end, make_session
 from yarl import URL
+
+from gateway.upstream import end_to_end, make_session
 
 DROP_REQUEST = frozenset({"host", "content-length"})
 DROP_RESPONSE = frozenset({"content-length"})

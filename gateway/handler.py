@@ -359,15 +359,8 @@ async def _write_outcome(
         client_id=client_id,
         snapshot=read.snapshot,
     )
-    _settled(call, record)
-    await _write(
-        runtime,
-        call,
-        "outcome",
-        record,
-        errors.AUDIT_UNAVAILABLE.response(
-            f"The upstream answered {reply.status}, but the outcome could not be recorded; the intent stays pending in the audit log"
-        ),
+    await _write_answered(
+        runtime, call, record, "the outcome could not be recorded; the intent stays pending in the audit log"
     )
 
 
@@ -385,16 +378,7 @@ async def _pass_through(
     if recorded:
         outcome = outcome_for_status(reply.status)
         record = records.read(call, Outcome.SUCCEEDED if outcome is Outcome.DELETED else outcome, reply.status, None)
-        _settled(call, record)
-        await _write(
-            runtime,
-            call,
-            "outcome",
-            record,
-            errors.AUDIT_UNAVAILABLE.response(
-                f"The upstream answered {reply.status}, but the read could not be recorded (audit.reads)"
-            ),
-        )
+        await _write_answered(runtime, call, record, "the read could not be recorded (audit.reads)")
     return PassThrough(reply)
 
 
@@ -402,6 +386,14 @@ async def _write(runtime: Runtime, call: Call, stage: str, record: AuditRecord, 
     """Write a record the call cannot go on without; if it cannot be, answer ``unrecorded``."""
     if not await _recorded(runtime, call, stage, record):
         raise Refusal(unrecorded)
+
+
+async def _write_answered(runtime: Runtime, call: Call, record: AuditRecord, unrecorded: str) -> None:
+    """Write what the upstream's answer was; if it cannot be, the caller hears that it went
+    through upstream but was not recorded (``unrecorded`` says what), never the answer itself."""
+    _settled(call, record)
+    message = f"The upstream answered {call.upstream_status}, but {unrecorded}"
+    await _write(runtime, call, "outcome", record, errors.AUDIT_UNAVAILABLE.response(message))
 
 
 async def _refused(runtime: Runtime, call: Call, refusal: Refusal) -> web.Response:

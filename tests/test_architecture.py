@@ -150,3 +150,20 @@ def test_the_request_path_sits_above_its_helpers() -> None:
 
     for module in sorted(graph):
         visit(module, ())
+
+
+def test_test_modules_import_helpers_not_each_other_nor_conftest() -> None:
+    """Shared test code lives in plain modules (helpers.py, *_support.py): a test module that
+    imports another runs that module's tests' imports and fixtures twice, and hides the helper."""
+    offenders = []
+    for path in sorted((ROOT / "tests").glob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            names = (
+                [alias.name for alias in node.names]
+                if isinstance(node, ast.Import)
+                else [node.module or ""]
+                if isinstance(node, ast.ImportFrom)
+                else []
+            )
+            offenders += [f"{path.name}: {name}" for name in names if name.startswith("test_") or name == "conftest"]
+    assert [] == offenders

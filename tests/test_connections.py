@@ -24,7 +24,7 @@ import trustme
 from aiohttp import web
 from helpers import SAMPLE_PATH, USERS, GatewayFactory, Peer, basic, make_config, rows
 from processes import START_TIMEOUT, started
-from test_tls import client_context, server_files
+from tls_support import client_context, server_files
 
 from gateway.app import build_app
 from gateway.cli.server import drain_seconds

@@ -13,6 +13,7 @@ import trustme
 from helpers import ROOT, SAMPLE_PATH, USERS, GatewayFactory, basic, make_config, rows
 from processes import started
 from pytest_aiohttp import AiohttpServer
+from tls_support import client_context, server_files
 from upstream_samples import documented_sample
 
 from gateway.cli import main
@@ -22,22 +23,6 @@ from gateway.stub import demo_seed, make_stub_app
 @pytest.fixture(scope="module")
 def authority() -> trustme.CA:
     return trustme.CA()
-
-
-def server_files(authority: trustme.CA, folder: Path) -> tuple[Path, Path]:
-    certificate = authority.issue_cert("127.0.0.1", "localhost")
-    cert, key = folder / "cert.pem", folder / "key.pem"
-    certificate.private_key_and_cert_chain_pem.write_to_path(str(key))  # key first, then the chain
-    certificate.cert_chain_pems[0].write_to_path(str(cert))
-    for extra in certificate.cert_chain_pems[1:]:
-        extra.write_to_path(str(cert), append=True)
-    return cert, key
-
-
-def client_context(authority: trustme.CA) -> ssl.SSLContext:
-    context = ssl.create_default_context()
-    authority.configure_trust(context)
-    return context
 
 
 async def test_the_listener_speaks_https(tmp_path: Path, authority: trustme.CA) -> None:

@@ -36,6 +36,7 @@ from gateway.audit.schema import (
     TABLE,
     create,
 )
+from gateway.audit.sql import COMPARISONS, EQUALITY_FILTERS, STATS_EXPRESSIONS
 from gateway.audit.store import AuditRecordError, AuditStoreError, ChainModeMismatch, PrunePlan, PruneResult
 
 MAX_ROWS_PER_APPEND = 1024
@@ -50,7 +51,6 @@ SYNCHRONOUS = {"FULL": "FULL", "NORMAL": "NORMAL"}
 """The settings offered (``audit.synchronous``); the mapping keeps anything else out of the SQL."""
 
 _COLUMNS = ", ".join(AuditRecord._fields)
-_EQUALITY_FILTERS = ("org", "token_sha256", "actor", "app", "outcome", "action", "resource_type", "resource")
 _HEAD = f"SELECT id, hash FROM {TABLE} ORDER BY id DESC LIMIT 1"
 
 
@@ -334,7 +334,7 @@ class SQLiteAuditStore:
         self, by: str, selection: AuditFilter, *, include_intents: bool = False
     ) -> list[tuple[str | None, int]]:
         """Record counts grouped by a field (or by day), largest first; intents left out unless asked."""
-        expression = _STATS_EXPRESSIONS[by] if by == "day" or by in self._present else "NULL"
+        expression = STATS_EXPRESSIONS[by] if by == "day" or by in self._present else "NULL"
         where, params = self._where(selection)
         if not include_intents:
             where = f"{where} AND outcome != 'pending'" if where else "WHERE outcome != 'pending'"
@@ -356,21 +356,10 @@ class SQLiteAuditStore:
         await self._db.close()
 
 
-_STATS_EXPRESSIONS = {
-    "actor": "actor",
-    "org": "org",
-    "app": "app",
-    "outcome": "outcome",
-    "action": "action",
-    "resource_type": "resource_type",
-    "day": "substr(time, 1, 10)",
-}
-
-
 def _where(selection: AuditFilter, *, present: frozenset[str]) -> tuple[str, list[object]]:
     clauses: list[str] = []
     params: list[object] = []
-    for column in _EQUALITY_FILTERS:
+    for column in EQUALITY_FILTERS:
         value = getattr(selection, column)
         if value is not None:
             clauses.append(f"{column} = ?" if column in present else "NULL = ?")
@@ -378,15 +367,11 @@ def _where(selection: AuditFilter, *, present: frozenset[str]) -> tuple[str, lis
     if selection.client_id is not None:
         clauses.append("client_id IN (?, ?)")
         params.extend((fingerprint(selection.client_id), selection.client_id))
-    if selection.since is not None:
-        clauses.append("time >= ?")
-        params.append(selection.since)
-    if selection.until is not None:
-        clauses.append("time < ?")
-        params.append(selection.until)
-    if selection.after_id is not None:
-        clauses.append("id > ?")
-        params.append(selection.after_id)
+    for name, condition in COMPARISONS:
+        value = getattr(selection, name)
+        if value is not None:
+            clauses.append(condition.format("?"))
+            params.append(value)
     if selection.before is not None:
         clauses.append("(time, id) < (?, ?)")
         params.extend(selection.before)

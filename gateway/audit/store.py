@@ -18,8 +18,9 @@ from typing import Protocol
 from gateway.audit.chain import Head
 from gateway.audit.query import AuditFilter
 from gateway.audit.record import AuditRecord, Row
+from gateway.audit.sql import STATS_EXPRESSIONS
 
-STATS_GROUPS = ("actor", "org", "app", "outcome", "action", "resource_type", "day")
+STATS_GROUPS = tuple(STATS_EXPRESSIONS)
 """What ``stats`` can count records by."""
 
 

@@ -30,6 +30,7 @@ from gateway.audit.verify import CannotVerify, verify_log
 from gateway.cli import fleet
 from gateway.cli.common import (
     CommandError,
+    Handler,
     arg,
     command,
     config_of,
@@ -51,6 +52,19 @@ EXIT_TAMPERED = 1
 T = TypeVar("T")
 
 
+def _reading(
+    commands: Any, name: str, handler: Handler, summary: str, help: str, *, filters: bool = True
+) -> argparse.ArgumentParser:
+    """A command that reads the local log (--config, --db) or the fleet store (--store,
+    --instance); ``show`` picks one record, so it needs --instance and takes no filters."""
+    parser = command(commands, name, handler, summary, help)
+    database_options(parser)
+    fleet.store_options(parser, instance_required=name == "show")
+    if filters:
+        filter_options(parser)
+    return parser
+
+
 def register(commands: Any) -> None:
     audit = command(
         commands,
@@ -61,10 +75,7 @@ def register(commands: Any) -> None:
     )
     audit_commands = audit.add_subparsers(title="audit commands", required=True, metavar="COMMAND")
 
-    query = command(audit_commands, "query", cmd_query, "Find audit records.", QUERY_HELP)
-    database_options(query)
-    fleet.store_options(query)
-    filter_options(query)
+    query = _reading(audit_commands, "query", cmd_query, "Find audit records.", QUERY_HELP)
     query.add_argument(
         "--limit",
         type=arg(positive_int),
@@ -74,17 +85,12 @@ def register(commands: Any) -> None:
     )
     query.add_argument("--format", choices=list(WRITERS), default="table", help="output format (default: table)")
 
-    show = command(audit_commands, "show", cmd_show, "Print one audit record, whole.", SHOW_HELP)
-    database_options(show)
-    fleet.store_options(show, instance_required=True)
+    show = _reading(audit_commands, "show", cmd_show, "Print one audit record, whole.", SHOW_HELP, filters=False)
     show.add_argument(
         "id", type=arg(positive_int), metavar="ID", help="the record's id (first column of `audit query`)"
     )
 
-    export = command(audit_commands, "export", cmd_export, "Stream records to standard output.", EXPORT_HELP)
-    database_options(export)
-    fleet.store_options(export)
-    filter_options(export)
+    export = _reading(audit_commands, "export", cmd_export, "Stream records to standard output.", EXPORT_HELP)
     export.add_argument(
         "--format",
         choices=[*STREAMING, "ocsf"],
@@ -92,10 +98,9 @@ def register(commands: Any) -> None:
         help="output format (default: jsonl; ocsf: OCSF API Activity events, one per line)",
     )
 
-    stats = command(audit_commands, "stats", cmd_stats, "Count records by actor, org, app, outcome or day.", STATS_HELP)
-    database_options(stats)
-    fleet.store_options(stats)
-    filter_options(stats)
+    stats = _reading(
+        audit_commands, "stats", cmd_stats, "Count records by actor, org, app, outcome or day.", STATS_HELP
+    )
     stats.add_argument(
         "--by",
         choices=[*STATS_GROUPS, "instance"],
@@ -103,11 +108,14 @@ def register(commands: Any) -> None:
         help="what to group by (default: outcome; instance only with --store)",
     )
 
-    verify = command(
-        audit_commands, "verify", cmd_verify, "Check the hash chain; name the first bad record.", VERIFY_HELP
+    verify = _reading(
+        audit_commands,
+        "verify",
+        cmd_verify,
+        "Check the hash chain; name the first bad record.",
+        VERIFY_HELP,
+        filters=False,
     )
-    database_options(verify)
-    fleet.store_options(verify)
     verify.add_argument(
         "--silent-after",
         type=overriding("collector", "silent_after"),

@@ -4,13 +4,17 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 from collections.abc import Callable, Collection, Coroutine
 from pathlib import Path
 from typing import Any, NoReturn
 
+from aiohttp import web
+
 from gateway.audit.filters import FILTERS, FilterError, selection, text
 from gateway.audit.query import AuditFilter, quoted
-from gateway.config import Config, Use, key_from_text, load_config
+from gateway.config import LOG_LEVELS, Config, Use, key_from_text, load_config
+from gateway.logs import configure_logging
 from gateway.terminal import printable
 
 EXIT_ERROR = 2
@@ -104,6 +108,66 @@ def overriding(section: str, key: str) -> Callable[[str], Any]:
             raise argparse.ArgumentTypeError(f"{section}.{key}: {exc}") from None
 
     return parse
+
+
+@dataclasses.dataclass(frozen=True)
+class Override:
+    """An option that overrides one config key: declared once, added to a parser by
+    ``override_options`` and applied by ``overridden``."""
+
+    flag: str
+    section: str
+    key: str
+    help: str
+    metavar: str | None = None
+
+
+LISTEN = (
+    Override("--host", "server", "host", "address to listen on"),
+    Override("--port", "server", "port", "port to listen on (0: any free port)"),
+)
+"""The options of every command that listens: `serve` and `collect`."""
+
+
+def override_options(parser: argparse.ArgumentParser, overrides: Collection[Override]) -> None:
+    for item in overrides:
+        parser.add_argument(
+            item.flag,
+            dest=f"{item.section}_{item.key}",
+            type=overriding(item.section, item.key),
+            metavar=item.metavar,
+            help=f"{item.help} (overrides [{item.section}] {item.key})",
+        )
+
+
+def overridden(section: Any, args: argparse.Namespace, overrides: Collection[Override]) -> Any:
+    """The config section ``section`` with the values its options were given on the command line."""
+    given = {item.key: getattr(args, f"{item.section}_{item.key}") for item in overrides}
+    return dataclasses.replace(section, **{key: value for key, value in given.items() if value is not None})
+
+
+def log_level_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--log-level", choices=LOG_LEVELS, help="least severe level logged (overrides [logging] level)")
+
+
+def listening_config(args: argparse.Namespace) -> Config:
+    """The config of a command that listens, with its --host and --port; configures the log."""
+    config = load_config(args.config)
+    config = dataclasses.replace(config, server=overridden(config.server, args, LISTEN))
+    configure_logging(config.logging.format, args.log_level or config.logging.level)
+    return config
+
+
+async def listen(runner: web.BaseRunner, config: Config, *, tls: bool) -> str:
+    """Start listening where ``[server]`` says; the base URL to print, or one line why not."""
+    try:
+        await web.TCPSite(runner, config.server.host, config.server.port).start()  # TLS: the runner's
+    except OSError as exc:
+        raise CommandError(
+            f"cannot listen on {config.server.host}:{config.server.port}: {exc.strerror or exc}"
+        ) from None
+    host, port = runner.addresses[0][:2]
+    return f"{'https' if tls else 'http'}://{host}:{port}"
 
 
 def user_name(value: str) -> str:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import dataclasses
 import os
 import sys
 from collections.abc import Awaitable, Callable
@@ -13,14 +12,24 @@ from typing import Any, TextIO, TypeVar
 
 import aiohttp
 import orjson
-from aiohttp import web
 
 from gateway.audit.chain import ChainKey
 from gateway.audit.formats import write_columns
-from gateway.cli.common import CommandError, arg, command, overriding, run_loop, selection_of
+from gateway.cli.common import (
+    LISTEN,
+    CommandError,
+    arg,
+    command,
+    listen,
+    listening_config,
+    log_level_option,
+    override_options,
+    run_loop,
+    selection_of,
+)
 from gateway.cli.progress import Progress
 from gateway.cli.server import _until_signalled
-from gateway.config import INSTANCE_NAME, LOG_LEVELS, Config, load_config, postgres_url, read_chain_key
+from gateway.config import INSTANCE_NAME, Config, load_config, postgres_url, read_chain_key
 from gateway.fleet import ocsf
 from gateway.fleet.collector import build_collector_app, sidecar_keys
 from gateway.fleet.formats import WRITERS as FLEET_WRITERS
@@ -29,7 +38,7 @@ from gateway.fleet.shipper import LocalLog, ShipError, Shipper, acknowledged_mar
 from gateway.fleet.store import FleetStore, Located, describe
 from gateway.fleet.verify import verify_fleet
 from gateway.listener import GatewayRunner
-from gateway.logs import configure_logging, get_logger
+from gateway.logs import get_logger
 
 T = TypeVar("T")
 EXIT_TAMPERED = 1
@@ -59,15 +68,8 @@ def register(commands: Any) -> None:
     collect.add_argument(
         "--config", type=Path, metavar="FILE", help="TOML config with [collector], [[sidecars]] and [server]"
     )
-    collect.add_argument(
-        "--host", type=overriding("server", "host"), help="address to listen on (overrides [server] host)"
-    )
-    collect.add_argument(
-        "--port",
-        type=overriding("server", "port"),
-        help="port to listen on (overrides [server] port; 0: any free port)",
-    )
-    collect.add_argument("--log-level", choices=LOG_LEVELS, help="overrides [logging] level")
+    override_options(collect, LISTEN)
+    log_level_option(collect)
 
 
 def register_audit(audit_commands: Any) -> None:
@@ -241,15 +243,7 @@ def fleet_verify(args: argparse.Namespace) -> int:
 
 
 def cmd_collect(args: argparse.Namespace) -> int:
-    config = load_config(args.config)
-    server = dataclasses.replace(
-        config.server,
-        host=args.host if args.host is not None else config.server.host,
-        port=args.port if args.port is not None else config.server.port,
-    )
-    config = dataclasses.replace(config, server=server)
-    configure_logging(config.logging.format, args.log_level or config.logging.level)
-    return run_loop(_collect(config))
+    return run_loop(_collect(listening_config(args)))
 
 
 async def _collect(config: Config) -> int:
@@ -258,14 +252,7 @@ async def _collect(config: Config) -> int:
     runner = GatewayRunner(app, config.server, tls=tls, access_log=None, handle_signals=False, shutdown_timeout=10.0)
     await runner.setup()
     try:
-        try:
-            await web.TCPSite(runner, config.server.host, config.server.port).start()  # TLS: the runner's
-        except OSError as exc:
-            raise CommandError(
-                f"cannot listen on {config.server.host}:{config.server.port}: {exc.strerror or exc}"
-            ) from None
-        host, bound = runner.addresses[0][:2]
-        base = f"{'https' if tls else 'http'}://{host}:{bound}"
+        base = await listen(runner, config, tls=tls is not None)
         get_logger().info("collector_started", listen=base, sidecars=len(config.sidecars))
         print(
             f"apigee-audit-gateway collector: {len(config.sidecars)} sidecars, fleet store "

@@ -11,11 +11,21 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from aiohttp import web
-
 from gateway.app import build_app
-from gateway.cli.common import CommandError, command, config_option, overriding, run_loop
-from gateway.config import LOG_LEVELS, Config, load_config
+from gateway.cli.common import (
+    LISTEN,
+    CommandError,
+    Override,
+    command,
+    config_option,
+    listen,
+    listening_config,
+    log_level_option,
+    overridden,
+    override_options,
+    run_loop,
+)
+from gateway.config import Config, load_config
 from gateway.listener import GatewayRunner, count_connections, files_needed, raise_file_limit
 from gateway.logs import configure_logging, get_logger
 from gateway.passwords import hash_password
@@ -24,65 +34,49 @@ from gateway.stub import Seed, load_seed
 from gateway.stub.app import serve_stub
 from gateway.stub.settings import ACTION_STATUSES, StubSettings
 
+STUB_OPTIONS = (
+    Override("--host", "stub", "host", "address to listen on"),
+    Override("--port", "stub", "port", "port to listen on (0: any free port)"),
+    Override(
+        "--generate",
+        "stub",
+        "generated_tokens",
+        "also hold N load-test tokens load0 ... load<N-1> in every organisation",
+        metavar="N",
+    ),
+    Override("--delay", "stub", "delay", "wait this long before every answer, as a slow Apigee would", "SECONDS"),
+    Override(
+        "--action-status",
+        "stub",
+        "action_status",
+        "status of every ?action= call: 204, no body, or 200 with the entity",
+        "{" + ",".join(map(str, ACTION_STATUSES)) + "}",
+    ),
+    Override("--revoke-delay", "stub", "revoke_delay", "seconds before a bulk revocation takes effect", "SECONDS"),
+    Override(
+        "--token-lifetime", "stub", "token_lifetime", "seconds a bearer token from /oauth/token is accepted", "SECONDS"
+    ),
+)
+
 
 def register(commands: Any) -> None:
     serve = command(commands, "serve", cmd_serve, "Run the gateway.", SERVE_HELP)
     config_option(serve)
-    serve.add_argument(
-        "--host", type=overriding("server", "host"), help="address to listen on (overrides [server] host)"
-    )
-    serve.add_argument(
-        "--port",
-        type=overriding("server", "port"),
-        help="port to listen on (overrides [server] port; 0: any free port)",
-    )
+    override_options(serve, LISTEN)
     log_level_option(serve)
 
     stub = command(commands, "stub", cmd_stub, "Run the local Apigee stub alone.", STUB_HELP)
     config_option(stub)
-    stub.add_argument("--host", type=overriding("stub", "host"), help="address to listen on (overrides [stub] host)")
-    stub.add_argument(
-        "--port", type=overriding("stub", "port"), help="port to listen on (overrides [stub] port; 0: any free port)"
-    )
+    override_options(stub, STUB_OPTIONS)
     log_level_option(stub)
     stub.add_argument(
         "--seed", type=Path, metavar="FILE.json", help="users and tokens to serve (default: the demo data)"
-    )
-    stub.add_argument(
-        "--generate",
-        type=overriding("stub", "generated_tokens"),
-        metavar="N",
-        help="also hold N load-test tokens load0 ... load<N-1> in every organisation (overrides [stub] generated_tokens)",
     )
     stub.add_argument(
         "--admin",
         action="store_true",
         default=None,
         help="serve the admin endpoints under /_stub/: request journal, token creation, faults (overrides [stub] admin)",
-    )
-    stub.add_argument(
-        "--delay",
-        type=overriding("stub", "delay"),
-        metavar="SECONDS",
-        help="wait this long before every answer, as a slow Apigee would (overrides [stub] delay)",
-    )
-    stub.add_argument(
-        "--action-status",
-        type=overriding("stub", "action_status"),
-        metavar="{" + ",".join(map(str, ACTION_STATUSES)) + "}",
-        help="status of every ?action= call: 204, no body, or 200 with the entity (overrides [stub] action_status)",
-    )
-    stub.add_argument(
-        "--revoke-delay",
-        type=overriding("stub", "revoke_delay"),
-        metavar="SECONDS",
-        help="seconds before a bulk revocation takes effect (overrides [stub] revoke_delay)",
-    )
-    stub.add_argument(
-        "--token-lifetime",
-        type=overriding("stub", "token_lifetime"),
-        metavar="SECONDS",
-        help="seconds a bearer token from /oauth/token is accepted (overrides [stub] token_lifetime)",
     )
 
     command(commands, "hash-password", cmd_hash_password, "Print a password hash for the config.", HASH_HELP)
@@ -118,10 +112,6 @@ Example:
 """
 
 
-def log_level_option(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--log-level", choices=LOG_LEVELS, help="least severe level logged (overrides [logging] level)")
-
-
 # serve ---------------------------------------------------------------------------------------
 
 DRAIN_MARGIN = 5.0
@@ -144,15 +134,7 @@ def calls_seconds(config: Config) -> float:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    config = load_config(args.config)
-    server = dataclasses.replace(
-        config.server,
-        host=args.host if args.host is not None else config.server.host,
-        port=args.port if args.port is not None else config.server.port,
-    )
-    config = dataclasses.replace(config, server=server)
-    configure_logging(config.logging.format, args.log_level or config.logging.level)
-    return run_loop(_serve(config, args.config))
+    return run_loop(_serve(listening_config(args), args.config))
 
 
 async def _serve(config: Config, path: Path | None) -> int:
@@ -178,15 +160,7 @@ async def _serve(config: Config, path: Path | None) -> int:
     runtime = app[RUNTIME]  # opened by the application's start-up
     count_connections(runtime.metrics, runner.guard)
     try:
-        site = web.TCPSite(runner, config.server.host, config.server.port)  # TLS: the runner's
-        try:
-            await site.start()
-        except OSError as exc:
-            raise CommandError(
-                f"cannot listen on {config.server.host}:{config.server.port}: {exc.strerror or exc}"
-            ) from None
-        host, port = runner.addresses[0][:2]
-        base = f"{'https' if tls else 'http'}://{host}:{port}"
+        base = await listen(runner, config, tls=tls is not None)
         reloads = asyncio.create_task(_reload_users_on(hangup, runtime, path), name="reload-users")
         print(runtime.banner(base), flush=True)
         get_logger().info(
@@ -226,19 +200,15 @@ async def _until_signalled() -> None:
 def cmd_stub(args: argparse.Namespace) -> int:
     config = load_config(args.config, uses=())  # the stub neither chains records, nor calls Apigee, nor speaks TLS
     seed = load_seed(args.seed) if args.seed else stub_seed(config)
-    generated = args.generate if args.generate is not None else config.stub.generated_tokens
-    seed = dataclasses.replace(seed, generated=generated)
-    host = args.host if args.host is not None else config.stub.host
-    port = args.port if args.port is not None else config.stub.port
-    admin = args.admin if args.admin is not None else config.stub.admin
-    delay = args.delay if args.delay is not None else config.stub.delay
+    stub = overridden(config.stub, args, STUB_OPTIONS)
+    if args.admin is not None:
+        stub = dataclasses.replace(stub, admin=args.admin)
+    seed = dataclasses.replace(seed, generated=stub.generated_tokens)
     settings = StubSettings(
-        action_status=args.action_status if args.action_status is not None else config.stub.action_status,
-        revoke_delay=args.revoke_delay if args.revoke_delay is not None else config.stub.revoke_delay,
-        token_lifetime=args.token_lifetime if args.token_lifetime is not None else config.stub.token_lifetime,
+        action_status=stub.action_status, revoke_delay=stub.revoke_delay, token_lifetime=stub.token_lifetime
     )
     configure_logging(config.logging.format, args.log_level or config.logging.level)
-    return run_loop(_stub(seed, host, port, admin=admin, delay=delay, settings=settings))
+    return run_loop(_stub(seed, stub.host, stub.port, admin=stub.admin, delay=stub.delay, settings=settings))
 
 
 async def _stub(seed: Seed, host: str, port: int, *, admin: bool, delay: float, settings: StubSettings) -> int:

@@ -26,6 +26,7 @@ from gateway.audit.chain import EMPTY, Head
 from gateway.audit.fingerprint import fingerprint
 from gateway.audit.query import AuditFilter
 from gateway.audit.record import FIELDS, AuditRecord, Row
+from gateway.audit.sql import COMPARISONS, EQUALITY_FILTERS, STATS_EXPRESSIONS
 from gateway.audit.store import AuditStoreError
 from gateway.fleet.schema import (
     CREATE_VERSIONS,
@@ -40,17 +41,7 @@ from gateway.fleet.schema import (
 
 _RECORD_COLUMNS = ", ".join(AuditRecord._fields)
 _ROW_COLUMNS = ", ".join(FIELDS)
-_EQUALITY_FILTERS = ("org", "token_sha256", "actor", "app", "outcome", "action", "resource_type", "resource")
-STATS_GROUPS = {
-    "actor": "actor",
-    "org": "org",
-    "app": "app",
-    "outcome": "outcome",
-    "action": "action",
-    "resource_type": "resource_type",
-    "day": "substr(time, 1, 10)",
-    "instance": "instance",
-}
+STATS_GROUPS = {**STATS_EXPRESSIONS, "instance": "instance"}
 _ESCAPED = "\x01"
 _TEXT_COLUMNS = frozenset(
     index for index, field in enumerate(FIELDS) if field not in ("id", "upstream_status", "latency_ms")
@@ -391,18 +382,16 @@ class FleetStore:
 
         if self.instance is not None:
             add("instance = $%d", self.instance)
-        for column in _EQUALITY_FILTERS:
+        for column in EQUALITY_FILTERS:
             value = getattr(selection, column)
             if value is not None:
                 add(f"{column} = $%d", to_text(value))
         if selection.client_id is not None:  # its fingerprint, or the key itself in records before schema 4
             add("client_id IN ($%d, $%d)", fingerprint(selection.client_id), to_text(selection.client_id))
-        if selection.since is not None:
-            add("time >= $%d", selection.since)
-        if selection.until is not None:
-            add("time < $%d", selection.until)
-        if selection.after_id is not None:
-            add("id > $%d", selection.after_id)
+        for name, condition in COMPARISONS:
+            value = getattr(selection, name)
+            if value is not None:
+                add(condition.format("$%d"), value)
         if selection.before is not None:
             add("(time, id) < ($%d, $%d)", *selection.before)
         if selection.orgs is not None:
