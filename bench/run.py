@@ -1,10 +1,13 @@
-"""Audited deletes measured side by side with a plain proxy and with the stub alone.
+"""Audited deletes measured side by side, in one run: the plain proxy, the gateway, the gateway
+with its audit switched off (``bench/unaudited.py``, a benchmark-only build, never a product
+mode), the stub alone, and nginx when installed.
 
 For each concurrency it starts a fresh stub (``gateway stub --generate``), then each target in
 turn, drives it with wrk (DELETEs of distinct tokens with Basic auth), and prints requests/s,
 p50/p99 latency and the CPU seconds the target process spent per 10,000 requests, with ratios
-to the plain proxy measured in the same run. After every gateway run it checks that the audit
-log holds exactly one ``deleted`` record per 200 response.
+to the plain proxy measured in the same round. After every audited gateway run it checks that
+the audit log holds exactly one ``deleted`` record per 200 response, and an outcome for every
+intent. Every figure of the table is the median of ``--rounds`` rounds (3 by default).
 
 Two more columns say what limits each run: how busy the target's busiest thread was (for
 the Python targets, usually the event loop: near 100% means one core's worth of Python is the
@@ -13,7 +16,8 @@ core count means the host itself is the ceiling). When neither is near its limit
 waits on something else: for the gateway, its audit commits.
 
     pip install -e '.[speed]' && sudo apt-get install wrk   # nginx is optional
-    python bench/run.py [--duration 10] [--concurrency 1 16 64] [--rss-seconds 60]
+    python bench/run.py [--duration 10] [--rounds 3] [--concurrency 1 16 64] [--rss-seconds 60]
+    python bench/run.py --duration 3 --rounds 1 --concurrency 16 --rss-seconds 0   # a quick look
 """
 
 from __future__ import annotations
@@ -36,6 +40,14 @@ from pathlib import Path
 from statistics import median
 
 HERE = Path(__file__).resolve().parent
+TARGETS = {
+    "proxy": "plain proxy",
+    "gateway": "gateway (audited)",
+    "unaudited": "gateway (audit off)",
+    "stub": "direct to stub",
+    "nginx": "nginx",
+}
+"""The ``--targets`` names and the rows they give, in the table's order."""
 AUTH = "Basic " + base64.b64encode(b"myname:mypass").decode()
 TOKEN_PATH = "/v1/o/myorg/oauth2/accesstokens/load"
 GENERATED = 1_000_000_000
@@ -175,16 +187,16 @@ class Bench:
         )
         return process, f"http://127.0.0.1:{port}", port
 
-    def gateway(self, upstream: str, port: int, database: Path) -> subprocess.Popen[bytes]:
+    def gateway(self, upstream: str, port: int, database: Path, *, audited: bool = True) -> subprocess.Popen[bytes]:
+        """``gateway serve``; not ``audited``: the same, through ``bench/unaudited.py``."""
         config = self.workdir / "gateway.toml"
         config.write_text(
             f'[server]\nport = {port}\n[upstream]\nurl = "{upstream}"\n'
             f'[audit]\ndatabase = "{database}"\n[logging]\nformat = "json"\n'
             f'[[users]]\nname = "myname"\npassword_hash = "{self.password_hash}"\norgs = ["myorg"]\n'
         )
-        return start(
-            [self.python, "-m", "gateway", "serve", "--config", str(config)], port, self.workdir / "gateway.log"
-        )
+        program = ["-m", "gateway"] if audited else [str(HERE / "unaudited.py")]
+        return start([self.python, *program, "serve", "--config", str(config)], port, self.workdir / "gateway.log")
 
     def proxy(self, upstream: str, port: int) -> subprocess.Popen[bytes]:
         return start([self.python, str(HERE / "plain_proxy.py"), upstream, str(port)], port, self.workdir / "proxy.log")
@@ -213,7 +225,7 @@ class Bench:
             elif target == "nginx":
                 process = self.nginx(stub_port, port)
             else:
-                process = self.gateway(upstream, port, database)
+                process = self.gateway(upstream, port, database, audited=target == TARGETS["gateway"])
             pids = [process.pid, *_children(process.pid)]
             others = [] if process is stub else [stub.pid]
             warm = wrk(port, concurrency, 2, WARMUP_OFFSET)
@@ -244,7 +256,7 @@ class Bench:
             busiest / wall,
             host / wall,
         )
-        if target == "gateway (audited)":
+        if target == TARGETS["gateway"]:
             responses = ok + int(warm["requests"] - warm["status_errors"])
             result.audit_check = audit_check(database, responses, in_flight_bound=2 * concurrency)
         return result
@@ -318,10 +330,14 @@ def print_table(rounds: list[list[Result]]) -> None:
     print(f"Medians of {len(rounds)} round(s).")
     print(
         "| concurrency | target | req/s | p50 ms | p99 ms | CPU s / 10k req | req/s vs proxy | CPU/req vs proxy "
-        f"| busiest thread | host cores busy (of {os.cpu_count()}) | failed |"
+        f"| busiest thread | host cores busy (of {os.cpu_count()}) | failed | audit check |"
     )
-    print("|---|---|---|---|---|---|---|---|---|---|---|")
-    for (concurrency, target), group in cells.items():
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
+    order = list(TARGETS.values())
+    for (concurrency, target), group in sorted(cells.items(), key=lambda cell: (cell[0][0], order.index(cell[0][1]))):
+        checked = [r for r in group if r.audit_check]
+        passed = sum(r.audit_check.startswith("OK") for r in checked)
+        check = f"{passed} of {len(checked)} OK" if checked else "-"
         pairs = ratios.get((concurrency, target))
         rps_ratio = f"{median(p[0] for p in pairs):.2f}" if pairs else "-"
         cpu_ratio = f"{median(p[1] for p in pairs):.2f}" if pairs else "-"
@@ -329,7 +345,7 @@ def print_table(rounds: list[list[Result]]) -> None:
             f"| {concurrency} | {target} | {median(r.rps for r in group):,.0f} | {median(r.p50_ms for r in group):.2f} | "
             f"{median(r.p99_ms for r in group):.2f} | {median(r.cpu_per_10k for r in group):.2f} | {rps_ratio} | "
             f"{cpu_ratio} | {median(r.busiest_thread for r in group):.0%} | {median(r.cores_busy for r in group):.2f} | "
-            f"{sum(r.failed for r in group)} |"
+            f"{sum(r.failed for r in group)} | {check} |"
         )
     checks = [r for group in cells.values() for r in group if r.audit_check]
     failed = [r for r in checks if not r.audit_check.startswith("OK")]
@@ -338,7 +354,7 @@ def print_table(rounds: list[list[Result]]) -> None:
     )
     for r in failed:
         print(f"  concurrency {r.concurrency}: {r.audit_check}")
-    added = ratios.get((1, "gateway (audited)"))
+    added = ratios.get((1, TARGETS["gateway"]))
     if added:
         print(f"added p50 latency at concurrency 1: {median(p[2] for p in added) * 1000:.0f} us")
 
@@ -348,28 +364,31 @@ def main() -> None:
     parser.add_argument("--duration", type=float, default=10, help="seconds per measured run (default 10)")
     parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 16, 64])
     parser.add_argument("--rss-seconds", type=float, default=60, help="length of the memory run; 0 skips it")
-    parser.add_argument("--targets", nargs="+", default=None, help="subset of: stub proxy gateway nginx")
+    parser.add_argument("--targets", nargs="+", choices=list(TARGETS), default=None, help="default: all of them")
     parser.add_argument(
-        "--repeat", type=int, default=3, help="rounds of every measurement; medians are shown (default 3)"
+        "--rounds",
+        "--repeat",
+        type=int,
+        default=3,
+        help="rounds of every measurement, interleaved; medians are shown (default 3)",
     )
     args = parser.parse_args()
     if shutil.which("wrk") is None:
         raise SystemExit("wrk is not installed: sudo apt-get install wrk")
-    names = {"stub": "direct to stub", "proxy": "plain proxy", "gateway": "gateway (audited)", "nginx": "nginx"}
-    chosen = args.targets or ["stub", "proxy", "gateway", "nginx"]
+    chosen = args.targets or list(TARGETS)
     if "nginx" in chosen and shutil.which("nginx") is None:
         print("nginx is not installed: skipping the C baseline (sudo apt-get install nginx-light)")
         chosen.remove("nginx")
     with tempfile.TemporaryDirectory(prefix="gateway-bench-") as workdir:
         bench = Bench(Path(workdir), args.duration)
         rounds: list[list[Result]] = []
-        for round_number in range(args.repeat):
+        for round_number in range(args.rounds):
             results = []
             for concurrency in args.concurrency:
                 for name in chosen:
-                    result = bench.measure(names[name], concurrency)
+                    result = bench.measure(TARGETS[name], concurrency)
                     print(
-                        f"  round {round_number + 1}  {result.target:<18} c={concurrency:<3} {result.rps:8,.0f} req/s  "
+                        f"  round {round_number + 1}  {result.target:<19} c={concurrency:<3} {result.rps:8,.0f} req/s  "
                         f"p50 {result.p50_ms:.2f} ms  p99 {result.p99_ms:.2f} ms  {result.cpu_per_10k:.2f} CPU s/10k  "
                         f"busiest thread {result.busiest_thread:.0%}  cores {result.cores_busy:.2f}  "
                         f"{result.audit_check}",
