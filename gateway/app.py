@@ -27,6 +27,8 @@ def build_app(config: Config) -> web.Application:
         "max_field_size": MAX_HEADER_FIELD,
         "keepalive_timeout": server.keepalive_timeout,
         "lingering_time": server.body_timeout,
+        # A body is relayed as it came: one sent gzip goes upstream gzip, labelled so.
+        "auto_decompress": False,
     }
     app = web.Application(client_max_size=MAX_REQUEST_BODY, handler_args=handler_args)
 
