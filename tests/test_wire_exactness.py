@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 from helpers import PASSWORDS, make_config, rows
 from raw_upstream import raw_upstream
-from wire_support import authorization, body_upstream, exchange, parse, request, served
+from wire_support import authorization, exchange, parse, request, served
 
 from gateway.audit.fingerprint import fingerprint
 from gateway.logs import flush_logs
@@ -52,15 +52,14 @@ async def test_a_bundle_import_of_several_mib_goes_up_byte_for_byte(tmp_path: Pa
     """An API proxy bundle (a multi-MB zip) is imported through the gateway as sent, under the
     default upstream.pass_through_max_body_mb (32), far over an audited call's 64 KiB."""
     bundle = os.urandom(5 * MIB)
-    async with body_upstream(OK) as upstream:
+    async with raw_upstream(OK) as upstream:
         async with served(config(tmp_path, upstream.url)) as port:
             answer = await exchange(
                 port, request("POST", IMPORT, b"Content-Type: application/octet-stream", body=bundle)
             )
     assert parse(answer).status_line == b"HTTP/1.1 201 Created"
-    [seen] = upstream.requests
-    assert bundle == seen.body
-    assert f"\r\nContent-Length: {len(bundle)}\r\n".encode() in seen.head
+    assert [bundle] == upstream.bodies
+    assert f"\r\nContent-Length: {len(bundle)}\r\n".encode() in upstream.requests[0]
 
 
 async def test_a_bundle_export_of_several_mib_comes_back_byte_for_byte(tmp_path: Path) -> None:
@@ -75,7 +74,7 @@ async def test_a_bundle_export_of_several_mib_comes_back_byte_for_byte(tmp_path:
 
 
 async def test_a_body_over_pass_through_max_body_mb_is_refused_and_not_forwarded(tmp_path: Path) -> None:
-    async with body_upstream(OK) as upstream:
+    async with raw_upstream(OK) as upstream:
         async with served(config(tmp_path, upstream.url, pass_through_max_body_mb=1)) as port:
             under = await exchange(port, request("POST", IMPORT, body=b"z" * MIB))
             over = await exchange(port, request("POST", IMPORT, body=b"z" * (MIB + 1)))
@@ -86,14 +85,14 @@ async def test_a_body_over_pass_through_max_body_mb_is_refused_and_not_forwarded
         "message": f"The request body exceeds {MIB} bytes (upstream.pass_through_max_body_mb)",
         "contexts": [],
     } == body_of(over)
-    assert [MIB] == [len(seen.body) for seen in upstream.requests]
+    assert [MIB] == [len(body) for body in upstream.bodies]
 
 
 async def test_a_chunked_body_over_the_bound_is_refused_too(tmp_path: Path) -> None:
     """Without a Content-Length the bound is counted as the body arrives."""
     chunk = b"z" * (256 * 1024)
     chunked = (f"{len(chunk):x}\r\n".encode() + chunk + b"\r\n") * 5 + b"0\r\n\r\n"
-    async with body_upstream(OK) as upstream:
+    async with raw_upstream(OK) as upstream:
         async with served(config(tmp_path, upstream.url, pass_through_max_body_mb=1)) as port:
             over = await exchange(port, request("POST", IMPORT, b"Transfer-Encoding: chunked", body=chunked))
     assert "gateway.payload_too_large" == body_of(over)["code"]
@@ -103,7 +102,7 @@ async def test_a_chunked_body_over_the_bound_is_refused_too(tmp_path: Path) -> N
 async def test_an_audited_call_keeps_its_64_kib_bound(tmp_path: Path) -> None:
     """A credential change is small; its bound is not the pass-through's."""
     key_create = "/v1/o/myorg/developers/d@example.com/apps/app1/keys/create"
-    async with body_upstream(OK) as upstream:
+    async with raw_upstream(OK) as upstream:
         async with served(config(tmp_path, upstream.url)) as port:
             over = await exchange(port, request("POST", key_create, body=b" " * (64 * 1024 + 1)))
     assert {
@@ -119,16 +118,15 @@ async def test_an_audited_call_keeps_its_64_kib_bound(tmp_path: Path) -> None:
 
 async def test_a_gzip_body_goes_up_as_sent_still_labelled_gzip(tmp_path: Path) -> None:
     compressed = gzip.compress(b'{"name": "settings", "entry": [{"name": "a", "value": "1"}]}')
-    async with body_upstream(OK) as upstream:
+    async with raw_upstream(OK) as upstream:
         async with served(config(tmp_path, upstream.url)) as port:
             answer = await exchange(
                 port, request("POST", "/v1/o/myorg/keyvaluemaps", b"Content-Encoding: gzip", body=compressed)
             )
     assert parse(answer).status_line == b"HTTP/1.1 201 Created"
-    [seen] = upstream.requests
-    assert compressed == seen.body
-    assert b"\r\nContent-Encoding: gzip\r\n" in seen.head
-    assert f"\r\nContent-Length: {len(compressed)}\r\n".encode() in seen.head
+    assert [compressed] == upstream.bodies
+    assert b"\r\nContent-Encoding: gzip\r\n" in upstream.requests[0]
+    assert f"\r\nContent-Length: {len(compressed)}\r\n".encode() in upstream.requests[0]
 
 
 @pytest.mark.parametrize("encoding", [b"gzip", b"deflate", b"br", b"x-unknown"])
@@ -137,14 +135,14 @@ async def test_a_body_its_encoding_does_not_describe_goes_up_as_sent_never_a_500
 ) -> None:
     """What to make of bytes that are not what their Content-Encoding says is the upstream's call."""
     garbage = b"this is not compressed at all"
-    async with body_upstream(OK) as upstream:
+    async with raw_upstream(OK) as upstream:
         async with served(config(tmp_path, upstream.url)) as port:
             answer = await exchange(
                 port,
                 request("PUT", "/v1/o/myorg/keyvaluemaps/settings", b"Content-Encoding: " + encoding, body=garbage),
             )
     assert parse(answer).status_line == b"HTTP/1.1 201 Created"
-    assert [garbage] == [seen.body for seen in upstream.requests]
+    assert [garbage] == upstream.bodies
 
 
 async def test_an_audited_key_creation_sent_gzip_goes_up_as_sent_and_its_key_is_fingerprinted(tmp_path: Path) -> None:
@@ -152,7 +150,7 @@ async def test_an_audited_key_creation_sent_gzip_goes_up_as_sent_and_its_key_is_
     key = "MyOwnConsumerKey1234567890"
     compressed = gzip.compress(json.dumps({"consumerKey": key, "consumerSecret": "s3cr3tValue"}).encode())
     key_create = "/v1/o/myorg/developers/d@example.com/apps/app1/keys/create"
-    async with body_upstream(OK) as upstream:
+    async with raw_upstream(OK) as upstream:
         async with served(config(tmp_path, upstream.url)) as port:
             answer = await exchange(
                 port,
@@ -161,7 +159,7 @@ async def test_an_audited_key_creation_sent_gzip_goes_up_as_sent_and_its_key_is_
                 ),
             )
     assert parse(answer).status_line == b"HTTP/1.1 201 Created"
-    assert [compressed] == [seen.body for seen in upstream.requests]
+    assert [compressed] == upstream.bodies
     intent, outcome = rows(tmp_path / "audit.db")
     assert (fingerprint(key), fingerprint(key)) == (intent["token_sha256"], outcome["token_sha256"])
 
@@ -169,7 +167,7 @@ async def test_an_audited_key_creation_sent_gzip_goes_up_as_sent_and_its_key_is_
 async def test_an_audited_key_creation_in_an_encoding_the_gateway_cannot_read_is_refused(tmp_path: Path) -> None:
     """The key it issues could not be recorded: 400, recorded as rejected, nothing forwarded."""
     key_create = "/v1/o/myorg/developers/d@example.com/apps/app1/keys/create"
-    async with body_upstream(OK) as upstream:
+    async with raw_upstream(OK) as upstream:
         async with served(config(tmp_path, upstream.url)) as port:
             answer = await exchange(port, request("POST", key_create, b"Content-Encoding: br", body=b"\x1b\x00\x00"))
     assert (b"HTTP/1.1 400 Bad Request", "gateway.bad_request") == (parse(answer).status_line, body_of(answer)["code"])
@@ -223,7 +221,7 @@ async def test_a_request_the_parser_refuses_gets_an_apigee_400_that_quotes_nothi
     tmp_path: Path, log_output: io.StringIO, case: str
 ) -> None:
     parts, message = MALFORMED[case]
-    async with body_upstream(OK) as upstream:
+    async with raw_upstream(OK) as upstream:
         async with served(config(tmp_path, upstream.url)) as port:
             arrived = asyncio.Event()
             if len(parts) > 1:  # the body's second part once the gateway is reading it

@@ -7,8 +7,8 @@ from __future__ import annotations
 import asyncio
 import base64
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager, suppress
-from dataclasses import dataclass, field
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
 
 from aiohttp import web
 from helpers import PASSWORDS
@@ -83,56 +83,3 @@ def parse(answer: bytes) -> Answer:
     status_line, *lines = head.split(b"\r\n")
     headers = [(name, value.lstrip()) for name, _, value in (line.partition(b":") for line in lines)]
     return Answer(status_line, headers, body)
-
-
-@dataclass
-class Received:
-    head: bytes
-    body: bytes
-
-
-@dataclass
-class BodyUpstream:
-    url: str = ""
-    port: int = 0
-    requests: list[Received] = field(default_factory=list)
-
-
-@asynccontextmanager
-async def body_upstream(reply: bytes) -> AsyncIterator[BodyUpstream]:
-    """An upstream that reads each request whole (its body by Content-Length) and answers ``reply``."""
-    upstream = BodyUpstream()
-    handlers: set[asyncio.Task[None]] = set()
-
-    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        task = asyncio.current_task()
-        assert task is not None
-        handlers.add(task)
-        try:
-            head = await reader.readuntil(b"\r\n\r\n")
-            length = 0
-            for line in head.split(b"\r\n"):
-                name, _, value = line.partition(b":")
-                if name.strip().lower() == b"content-length":
-                    length = int(value)
-            upstream.requests.append(Received(head, await reader.readexactly(length)))
-            writer.write(reply)
-            await writer.drain()
-        except (asyncio.IncompleteReadError, ConnectionError):
-            pass
-        finally:
-            writer.close()
-
-    server = await asyncio.start_server(serve, "127.0.0.1", 0, limit=1 << 20)
-    upstream.port = server.sockets[0].getsockname()[1]
-    upstream.url = f"http://127.0.0.1:{upstream.port}"
-    try:
-        yield upstream
-    finally:
-        server.close()
-        for task in handlers:
-            task.cancel()
-        for task in handlers:
-            with suppress(asyncio.CancelledError):
-                await task
-        await server.wait_closed()
