@@ -287,3 +287,15 @@ async def test_header_names_keep_their_case_both_ways(tmp_path: Path) -> None:
     ] == parse(answer).headers[:4]
     assert b"\r\naccept: application/json\r\n" in upstream.requests[0]
     assert authorization("myname") in upstream.requests[0]
+
+
+async def test_a_target_no_route_can_take_gets_an_apigee_404(tmp_path: Path) -> None:
+    """CONNECT's host:port matches no route: aiohttp answered it in plain text itself."""
+    async with raw_upstream(OK) as upstream:
+        async with served(config(tmp_path, upstream.url)) as port:
+            answer = await exchange(port, request("CONNECT", "apigee.example:443"))
+    assert parse(answer).status_line == b"HTTP/1.1 404 Not Found"
+    assert {"code": "gateway.not_found", "message": "The gateway does not serve this path", "contexts": []} == (
+        body_of(answer)
+    )
+    assert [] == upstream.requests
