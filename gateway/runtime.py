@@ -42,7 +42,7 @@ from gateway.stub.settings import StubSettings
 from gateway.throttle import CheckLimit, LoginThrottle, RefusedAttempts, as_record
 from gateway.upstream import Credentials, Upstream, make_session
 from gateway.upstream_auth import OAuthLogin, ServiceAccount, login_settings
-from gateway.upstream_client import UpstreamClient
+from gateway.upstream_client import BodyLimit, UpstreamClient
 
 MIB = 1024 * 1024
 RESERVE_EVERY = 30.0
@@ -283,7 +283,9 @@ async def _start_upstream(
         )
     )
     credentials = _credentials(config, url, session, log)
-    return url, Upstream(url, session, credentials=credentials, max_body=upstream.max_body_mb << 20)
+    return url, Upstream(
+        url, session, credentials=credentials, max_body=BodyLimit(upstream.max_body_mb << 20, "upstream.max_body_mb")
+    )
 
 
 def _credentials(config: Config, url: str, session: UpstreamClient, log: Logger) -> Credentials | None:

@@ -36,7 +36,7 @@ from aiohttp.base_protocol import BaseProtocol
 from aiohttp.helpers import EMPTY_BODY_STATUS_CODES
 from aiohttp.http_parser import HttpResponseParser, RawResponseMessage
 from aiohttp.streams import EMPTY_PAYLOAD, StreamReader
-from multidict import CIMultiDictProxy
+from aiohttp.typedefs import RawHeaders
 from yarl import URL
 
 KEEPALIVE = 15.0
@@ -65,12 +65,26 @@ class UpstreamError(Exception):
 
 
 @dataclass(frozen=True, slots=True)
+class BodyLimit:
+    """The largest answer body taken, in bytes, and the config key that sets it (named when
+    an answer is over it): an answer is held whole in memory, to record and relay it."""
+
+    size: int
+    key: str
+
+
+MAX_UPSTREAM_BODY = BodyLimit(1 << 20, "upstream.max_body_mb")
+"""The default bound of an answer."""
+
+
+@dataclass(frozen=True, slots=True)
 class Answer:
-    """The upstream's answer as parsed: every header, hop-by-hop ones included."""
+    """The upstream's answer as received: every header, hop-by-hop ones included."""
 
     status: int
     reason: str
-    headers: CIMultiDictProxy[str]
+    raw_headers: RawHeaders
+    """Names and values as the bytes received (the parsed headers respell the names aiohttp knows)."""
     body: bytes
 
 
@@ -260,7 +274,9 @@ class UpstreamClient:
         self._open.clear()
         self._idle.clear()
 
-    async def request(self, method: str, url: URL, headers: Mapping[str, str], body: bytes, *, max_body: int) -> Answer:
+    async def request(
+        self, method: str, url: URL, headers: Mapping[str, str], body: bytes, *, max_body: BodyLimit
+    ) -> Answer:
         """One request, sent once, its whole answer read (up to ``max_body`` bytes); every way it
         can fail is an UpstreamError that says whether the request may have left, and the status
         when the head had come."""
@@ -275,7 +291,7 @@ class UpstreamClient:
                 connection = await self._connection(url, deadline)
                 message, payload = await connection.exchange(request, method, self._read_timeout)
                 status = message.code
-                content = await _read_capped(message, payload, max_body)
+                content = await _read_capped(message, payload, max_body.size)
             done = True
         except TimeoutError:
             if connection is None:
@@ -288,7 +304,7 @@ class UpstreamClient:
         except _TooLarge:
             raise UpstreamError(
                 "too_large",
-                f"its body is over {max_body} bytes (upstream.max_body_mb)",
+                f"its body is over {max_body.size} bytes ({max_body.key})",
                 timeout=False,
                 sent=True,
                 status=status,
@@ -300,7 +316,7 @@ class UpstreamClient:
             self._keep(_key(url), connection)
         else:
             self._discard(connection)
-        return Answer(message.code, message.reason, message.headers, content)
+        return Answer(message.code, message.reason, message.raw_headers, content)
 
     async def _connection(self, url: URL, deadline: float | None) -> _Connection:
         key = _key(url)

@@ -20,7 +20,7 @@ from yarl import URL
 
 from gateway import upstream_client
 from gateway.upstream import make_session, send
-from gateway.upstream_client import READ_BUFFER, UpstreamClient, UpstreamError
+from gateway.upstream_client import READ_BUFFER, BodyLimit, UpstreamClient, UpstreamError
 
 PARSERS = {"python": http_parser.HttpResponseParserPy}
 if hasattr(http_parser, "HttpResponseParserC"):
@@ -180,7 +180,7 @@ async def client(**timeouts: float) -> AsyncIterator[UpstreamClient]:
         yield session
 
 
-MIB = 1 << 20
+MIB = BodyLimit(1 << 20, "upstream.max_body_mb")
 OK = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
 
 
@@ -226,7 +226,7 @@ async def test_every_framing_of_an_answer_is_read_whole_and_the_connection_reuse
         (200, b"y"),
         (200, b"until the end"),
     ] == [(answer.status, answer.body) for answer in answers]
-    assert "5" == answers[2].headers["Content-Length"]  # the HEAD's length, as the upstream said it
+    assert ((b"Content-Length", b"5"),) == answers[2].raw_headers  # the HEAD's length, as the upstream said it
     assert 2 == upstream.connections  # a new one only after "Connection: close"
 
 
