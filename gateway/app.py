@@ -2,18 +2,29 @@
 
 The runtime (``gateway.runtime``) is opened by the application's cleanup context, so tests and
 ``gateway serve`` start and stop the gateway the same way.
+
+Served by ``gateway.listener.GatewayRunner`` (``gateway serve``, and the tests' ``gateway``
+fixture), the calls of the request path skip the application's router and middlewares: aiohttp's
+low-level server hands each request to ``hot_path``, which gives it to ``gateway.handler``
+itself (about 35 us of event-loop CPU less per call, ``docs/performance.md``). Only the
+operational routes (``/healthz``, ``/readyz``, ``/metrics``, ``/audit/events``), a target that
+is not a path (``CONNECT host:port``, ``OPTIONS *``) and a request that expects ``100 Continue``
+go through the router, which answers them exactly as before.
 """
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from functools import partial
+from typing import cast
 
-from aiohttp import web
-from aiohttp.typedefs import Handler
+from aiohttp import hdrs, web
+from aiohttp.typedefs import Handler as RouteHandler
 
 from gateway import audit_api, errors, health
 from gateway.config import Config
 from gateway.handler import MAX_REQUEST_BODY, handle
+from gateway.listener import REQUEST_HANDLER, Handler
 from gateway.runtime import RUNTIME, Runtime
 
 MAX_HEADER_FIELD = 16 * 1024
@@ -45,12 +56,35 @@ def build_app(config: Config) -> web.Application:
     audit_api.add_routes(app, _runtime)
     # [\s\S], not '.': a decoded path may hold a line break (%0A), which '.' would leave to
     # aiohttp's own plain-text 404 instead of the gateway's refusal.
-    app.router.add_route("*", r"/{path:[\s\S]*}", handle)
+    app.router.add_route("*", r"/{path:[\s\S]*}", _handle)
+    app[REQUEST_HANDLER] = partial(hot_path, app)
     return app
 
 
+ROUTED = ("/healthz", "/readyz", "/metrics", "/audit/events")
+"""Paths (and beginnings of paths) left to the router: the operational routes."""
+
+
+def hot_path(app: web.Application, routed: Handler) -> Handler:
+    """The handler of every request: the request path's calls straight to ``gateway.handler``,
+    the rest to ``routed`` (the application's router and middlewares), whose catch-all route
+    would have sent those calls to the same handler."""
+
+    async def serve(request: web.BaseRequest) -> web.StreamResponse:
+        if request.path.startswith(ROUTED) or not request.raw_path.startswith("/") or hdrs.EXPECT in request.headers:
+            return await routed(request)
+        # The application's request factory makes every request: a web.Request, not yet routed.
+        return await handle(cast(web.Request, request), app[RUNTIME])
+
+    return serve
+
+
+async def _handle(request: web.Request) -> web.StreamResponse:
+    return await handle(request, request.app[RUNTIME])
+
+
 @web.middleware
-async def _apigee_shaped_refusals(request: web.Request, handler: Handler) -> web.StreamResponse:
+async def _apigee_shaped_refusals(request: web.Request, handler: RouteHandler) -> web.StreamResponse:
     """aiohttp's own refusals (a target no route can match, such as CONNECT's ``host:port``),
     which it answers in plain text, in Apigee's shape like every refusal of the gateway's."""
     try:

@@ -34,7 +34,7 @@ from gateway.outcome import Meaning, decoded, meaning, number_in, outcome_for_st
 from gateway.redact import loggable_target
 from gateway.refusal import Refusal
 from gateway.route import Routed, route
-from gateway.runtime import RUNTIME, Runtime
+from gateway.runtime import Runtime
 from gateway.upstream import PassThrough, UpstreamReply, received, unforwardable
 from gateway.upstream_client import BodyLimit, UpstreamError
 
@@ -48,9 +48,8 @@ SEARCH_PAGE = 100
 a larger limit is refused (400 ``InvalidValueForLimitParam``) and the list would be lost."""
 
 
-async def handle(request: web.Request) -> web.StreamResponse:
+async def handle(request: web.Request, runtime: Runtime) -> web.StreamResponse:
     """Every request that is not for an operational route: Apigee calls, and refusals."""
-    runtime = request.app[RUNTIME]
     call = Call.begin(request)
     try:
         response = await _steps(request, runtime, call)

@@ -33,7 +33,8 @@ import asyncio
 import resource
 import ssl
 import time
-from typing import Any, cast
+from collections.abc import Awaitable, Callable
+from typing import Any, Protocol, cast
 
 from aiohttp import http_exceptions, web
 from aiohttp.web_protocol import RequestHandler
@@ -54,6 +55,18 @@ UNPARSABLE = "The request is not valid HTTP/1.1: its request line, a header or i
 parser's message, which quotes the offending line (an Authorization header, a token in a path).
 aiohttp's C parser gives most of its refusals one class, so the sentence does not guess which."""
 TOO_LONG = "The request line or a header is too long"
+Handler = Callable[[web.BaseRequest], Awaitable[web.StreamResponse]]
+
+
+class HandlerFactory(Protocol):
+    def __call__(self, routed: Handler, /) -> Handler: ...
+
+
+REQUEST_HANDLER = web.AppKey("request_handler", HandlerFactory)
+"""Of an application served by ``GatewayRunner``: given the application's own handler (its
+router and middlewares), the handler of every request. The gateway's sends the calls of its
+request path straight to ``gateway.handler`` through aiohttp's low-level server, leaving the
+router to the operational routes (``gateway.app``)."""
 _INTERNALS = ("_waiter", "_messages", "_task_handler", "_request_in_progress")
 """What of aiohttp's RequestHandler the deadlines and the drain read (see ``_GuardedHandler``)."""
 
@@ -341,9 +354,9 @@ class _GuardedServer(web.Server):
     """aiohttp's server as the application built it, making guarded request handlers, and
     draining them with one deadline."""
 
-    def __init__(self, plain: web.Server, guard: ConnectionGuard) -> None:
+    def __init__(self, plain: web.Server, guard: ConnectionGuard, handler: Handler | None = None) -> None:
         super().__init__(
-            plain.request_handler,
+            handler or plain.request_handler,
             request_factory=plain.request_factory,
             handler_cancellation=plain.handler_cancellation,
             **plain._kwargs,
@@ -381,7 +394,8 @@ class _GuardedServer(web.Server):
 class GatewayRunner(web.AppRunner):
     """``web.AppRunner`` whose connections are capped and held to the deadlines. With ``tls``,
     its sites serve HTTPS: give them no ``ssl_context`` of their own (asyncio's TLS would run
-    before a connection is counted)."""
+    before a connection is counted). An application holding ``REQUEST_HANDLER`` has every
+    request go to the handler it makes, through aiohttp's low-level server."""
 
     def __init__(
         self, app: web.Application, settings: ServerConfig, *, tls: ssl.SSLContext | None = None, **kwargs: Any
@@ -395,7 +409,9 @@ class GatewayRunner(web.AppRunner):
         self.guard = ConnectionGuard(settings, get_logger(), tls)
 
     async def _make_server(self) -> web.Server:
-        return _GuardedServer(await super()._make_server(), self.guard)
+        plain = await super()._make_server()
+        handler = self._app.get(REQUEST_HANDLER)
+        return _GuardedServer(plain, self.guard, None if handler is None else handler(plain.request_handler))
 
 
 def count_connections(metrics: Metrics, guard: ConnectionGuard) -> None:

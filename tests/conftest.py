@@ -16,7 +16,7 @@ import pytest
 import structlog
 from aiohttp import web
 from fleet_support import server_url, with_database
-from helpers import AppClient, GatewayFactory, Peer, Seen
+from helpers import AppClient, GatewayFactory, Peer, Seen, client_of
 from pytest_aiohttp import AiohttpClient, AiohttpServer
 from threaded_gateway import Rig, served_in_thread
 
@@ -65,7 +65,7 @@ def gateway(aiohttp_client: AiohttpClient) -> GatewayFactory:
     """Start a real gateway for a config and return a client talking to it over loopback."""
 
     async def start(config: Config) -> AppClient:
-        return await aiohttp_client(build_app(config))
+        return await client_of(aiohttp_client, build_app(config), config.server)
 
     return start
 

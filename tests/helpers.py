@@ -21,9 +21,11 @@ from typing import Any, ParamSpec, TypeVar
 
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
+from aiohttp.web_runner import BaseRunner
 
 from gateway.cli import build_parser
-from gateway.config import Config, build_config
+from gateway.config import Config, ServerConfig, build_config
+from gateway.listener import GatewayRunner
 from gateway.passwords import hash_password
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -41,8 +43,30 @@ USERS: list[dict[str, Any]] = [
     {"name": "outsider", "password_hash": _HASHES["outsider"], "orgs": ["otherorg"], "roles": ["revoke"]},
 ]
 
+
+class GatewayTestServer(TestServer):
+    """aiohttp's test server serving the gateway as `gateway serve` does: through
+    ``GatewayRunner`` (the request path on aiohttp's low-level server, the connection cap and
+    the deadlines), over plain HTTP whatever the config's TLS."""
+
+    def __init__(self, app: web.Application, settings: ServerConfig) -> None:
+        super().__init__(app)
+        self._settings = settings
+
+    async def _make_runner(self, **kwargs: Any) -> BaseRunner:
+        return GatewayRunner(self.app, self._settings, **kwargs)
+
+
 AppClient = TestClient[web.Request, web.Application]
 """A test client of an in-process aiohttp application (what ``aiohttp_client(app)`` returns)."""
+
+
+async def client_of(aiohttp_client: Any, app: web.Application, settings: ServerConfig) -> AppClient:
+    """A client of ``app`` served by ``GatewayTestServer`` (pytest-aiohttp's ``aiohttp_client``)."""
+    client: AppClient = await aiohttp_client(GatewayTestServer(app, settings))
+    return client
+
+
 GatewayFactory = Callable[[Config], Awaitable[AppClient]]
 """The ``gateway`` fixture: starts a real gateway for a config."""
 

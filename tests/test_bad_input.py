@@ -16,6 +16,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from threaded_gateway import Rig
 
+from gateway.basic import MalformedCredentials, parse_basic
 from gateway.logs import configure_logging, flush_logs
 from gateway.refusal import Refusal
 from gateway.route import route
@@ -79,12 +80,14 @@ HEADER_VALUES = st.text(st.characters(min_codepoint=0x20, max_codepoint=0x7E), m
 
 
 def forwardable(path: str, authorization: str | None) -> bool:
-    """What the gateway may forward: a valid token path of an org myname may act on, with myname's credentials."""
+    """What the gateway may forward: a valid token path of an org myname may act on, with myname's
+    credentials (the scheme's case is free, RFC 9110 section 11.1: ``basic`` is ``Basic``)."""
     try:
         routed = route("DELETE", path)
-    except Refusal:
+        credentials = parse_basic(authorization) if authorization is not None else None
+    except (Refusal, MalformedCredentials):
         return False
-    return routed.problem is None and routed.org == "myorg" and authorization == GOOD_AUTH
+    return routed.problem is None and routed.org == "myorg" and credentials == ("myname", PASSWORDS["myname"])
 
 
 @settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])

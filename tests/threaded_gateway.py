@@ -16,6 +16,7 @@ from aiohttp import web
 from helpers import make_config
 
 from gateway.app import build_app
+from gateway.listener import GatewayRunner
 
 
 @dataclass
@@ -56,7 +57,7 @@ def served_in_thread(folder: Path) -> Iterator[Rig]:
         await web.TCPSite(upstream_runner, "127.0.0.1", 0).start()
         upstream_url = f"http://127.0.0.1:{upstream_runner.addresses[0][1]}"
         config = make_config(folder, upstream=upstream_url, throttle={"max_failures": 0})
-        runner = web.AppRunner(build_app(config), access_log=None)
+        runner = GatewayRunner(build_app(config), config.server, access_log=None)  # as `gateway serve` serves it
         await runner.setup()
         await web.TCPSite(runner, "127.0.0.1", 0).start()
         holder.append(Rig(runner.addresses[0][:2]))
