@@ -163,9 +163,10 @@ class _Connection(BaseProtocol):
 
     def data_received(self, data: bytes) -> None:
         parser = self._parser
-        if parser is None:  # bytes nobody asked for, on an idle connection: never reuse it
-            self._extra = True
-            self.abort()
+        if parser is None:
+            if data:  # bytes nobody asked for, on an idle connection: never reuse it
+                self._extra = True
+                self.abort()
             return
         if data:
             self._arm()
