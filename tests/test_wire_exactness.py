@@ -299,3 +299,19 @@ async def test_a_target_no_route_can_take_gets_an_apigee_404(tmp_path: Path) -> 
         body_of(answer)
     )
     assert [] == upstream.requests
+
+
+@pytest.mark.parametrize("path", ["/healthz", "/readyz", "/metrics", "/audit/events", "/audit/events/1"])
+async def test_head_of_the_gateways_own_routes_is_their_get_without_the_body(tmp_path: Path, path: str) -> None:
+    """HEAD is GET without a body (RFC 9110, 9.3.2): the same status and length, not a 404."""
+    async with raw_upstream(OK) as upstream:
+        async with served(config(tmp_path, upstream.url)) as port:
+            got = parse(await exchange(port, request("GET", path)))
+            head = parse(await exchange(port, request("HEAD", path)))
+    assert (got.status_line, got.header(b"Content-Type"), b"") == (
+        head.status_line,
+        head.header(b"Content-Type"),
+        head.body,
+    )
+    if path != "/metrics":  # its counts move between the two calls
+        assert got.header(b"Content-Length") == head.header(b"Content-Length")
