@@ -11,6 +11,7 @@ import sqlite3
 from pathlib import Path
 
 import pytest
+from audit_support import make_log
 from helpers import USERS
 
 from gateway.cli import main
@@ -121,4 +122,19 @@ def test_ship_on_what_is_not_a_log_changes_nothing_and_says_so_in_one_line(
     status = main(["audit", "ship", "--config", str(config)])
     out, err = capsys.readouterr()
     assert (2, "", f"gateway: error: {config}: audit.database: {problem}\n") == (status, out, err)
+    assert before == snapshot(tmp_path)
+
+
+READERS = ["query", "show", "export", "stats", "verify", "head"]
+
+
+@pytest.mark.parametrize("command", READERS)
+def test_a_reading_command_leaves_a_log_byte_for_byte_as_it_was(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], command: str
+) -> None:
+    path = tmp_path / "audit.db"
+    make_log(path, 5)
+    before = snapshot(tmp_path)
+    assert 0 == main([*COMMANDS[command], "--db", str(path), *(["--no-chain-key"] if command == "verify" else [])])
+    capsys.readouterr()
     assert before == snapshot(tmp_path)
