@@ -138,3 +138,14 @@ def test_a_reading_command_leaves_a_log_byte_for_byte_as_it_was(
     assert 0 == main([*COMMANDS[command], "--db", str(path), *(["--no-chain-key"] if command == "verify" else [])])
     capsys.readouterr()
     assert before == snapshot(tmp_path)
+
+
+def test_a_mistyped_tokens_file_is_named_with_its_option(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = tmp_path / "audit.db"
+    make_log(path, 2)
+    before = snapshot(tmp_path)
+    status = main(["audit", "reconcile", "--db", str(path), "--tokens-file", str(tmp_path / "tokens-typo.txt")])
+    out, err = capsys.readouterr()
+    expected = f"gateway: error: --tokens-file: cannot read {tmp_path / 'tokens-typo.txt'}: No such file or directory\n"
+    assert (2, "", expected) == (status, out, err)
+    assert before == snapshot(tmp_path)
