@@ -18,7 +18,7 @@ from collections.abc import AsyncIterator
 from functools import partial
 from typing import cast
 
-from aiohttp import hdrs, web
+from aiohttp import HttpVersion11, hdrs, web
 from aiohttp.typedefs import Handler as RouteHandler
 
 from gateway import audit_api, errors, health
@@ -56,7 +56,7 @@ def build_app(config: Config) -> web.Application:
     audit_api.add_routes(app, _runtime)
     # [\s\S], not '.': a decoded path may hold a line break (%0A), which '.' would leave to
     # aiohttp's own plain-text 404 instead of the gateway's refusal.
-    app.router.add_route("*", r"/{path:[\s\S]*}", _handle)
+    app.router.add_route("*", r"/{path:[\s\S]*}", _handle, expect_handler=_expect_later)
     app[REQUEST_HANDLER] = partial(hot_path, app)
     return app
 
@@ -81,6 +81,17 @@ def hot_path(app: web.Application, routed: Handler) -> Handler:
 
 async def _handle(request: web.Request) -> web.StreamResponse:
     return await handle(request, request.app[RUNTIME])
+
+
+async def _expect_later(request: web.Request) -> web.StreamResponse | None:
+    """``Expect: 100-continue`` is answered by the handler once it reads the body (after the call
+    is authenticated, allowed and within its bound: ``gateway.handler``), so a refused call's body
+    is never sent; aiohttp's own answers it at once. Another expectation: 417, quoting nothing
+    (aiohttp's echoes the header)."""
+    expected = request.headers.get(hdrs.EXPECT, "")
+    if request.version == HttpVersion11 and expected.lower() != "100-continue":
+        return errors.EXPECTATION_FAILED.response()
+    return None
 
 
 @web.middleware

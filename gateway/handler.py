@@ -19,7 +19,7 @@ from typing import Any
 from urllib.parse import urlencode
 
 import orjson
-from aiohttp import hdrs, web
+from aiohttp import HttpVersion11, hdrs, web
 from multidict import CIMultiDict
 
 from gateway import errors
@@ -189,11 +189,15 @@ async def _read_body(request: web.Request, runtime: Runtime, routed: Routed, cal
 
 
 async def _body(request: web.Request, limit: int) -> bytes:
-    """The body as received, over ``limit`` bytes refused (HTTPRequestEntityTooLarge)."""
+    """The body as received, over ``limit`` bytes refused (HTTPRequestEntityTooLarge). A caller
+    waiting for ``100 Continue`` (``gateway.app`` leaves it to this step) is told to send it now."""
     if not request.body_exists:
         return b""
     if request.content_length is not None and request.content_length > limit:
         raise web.HTTPRequestEntityTooLarge(max_size=limit, actual_size=request.content_length)
+    if request.version == HttpVersion11 and request.headers.get(hdrs.EXPECT, "").lower() == "100-continue":
+        await request.writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+        request.writer.output_size = 0  # as aiohttp's own does: the answer's head is still to come
     return await request.clone(client_max_size=limit).read()
 
 

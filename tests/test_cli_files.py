@@ -11,6 +11,7 @@ import sqlite3
 from pathlib import Path
 
 import pytest
+from audit_support import make_log
 from helpers import USERS
 
 from gateway.cli import main
@@ -65,6 +66,12 @@ FILES = {
 }
 
 
+USER = (
+    f'[[users]]\nname = "{USERS[0]["name"]}"\npassword_hash = "{USERS[0]["password_hash"]}"\n'
+    'orgs = ["myorg"]\nroles = ["revoke", "audit"]\n'
+)
+
+
 def snapshot(directory: Path) -> dict[str, str]:
     """Every file of ``directory`` and a digest of its bytes."""
     return {path.name: hashlib.sha256(path.read_bytes()).hexdigest() for path in sorted(directory.iterdir())}
@@ -89,15 +96,56 @@ def test_a_mistyped_audit_database_in_the_config_is_named_with_its_key(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], command: str
 ) -> None:
     config = tmp_path / "gateway.toml"
-    user = USERS[0]
-    config.write_text(
-        '[audit]\ndatabase = "audit-typo.db"\n\n'
-        f'[[users]]\nname = "{user["name"]}"\npassword_hash = "{user["password_hash"]}"\n'
-        f'orgs = ["myorg"]\nroles = ["revoke", "audit"]\n'
-    )
+    config.write_text('[audit]\ndatabase = "audit-typo.db"\n\n' + USER)
     before = snapshot(tmp_path)
     status = main([*COMMANDS[command], "--config", str(config)])
     out, err = capsys.readouterr()
     expected = f"gateway: error: {config}: audit.database: no audit database at {tmp_path / 'audit-typo.db'}\n"
+    assert (2, "", expected) == (status, out, err)
+    assert before == snapshot(tmp_path)
+
+
+@pytest.mark.parametrize("kind", FILES)
+def test_ship_on_what_is_not_a_log_changes_nothing_and_says_so_in_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, kind: str
+) -> None:
+    """`audit ship` reads the log its config names: nothing is sent (the collector is never asked)."""
+    path = tmp_path / "audit-typo.db"
+    problem = FILES[kind](path)
+    config = tmp_path / "gateway.toml"
+    config.write_text(
+        f'[audit]\ndatabase = "{path.name}"\n\n[ship]\nurl = "http://127.0.0.1:9"\ninstance = "host-a"\n'
+        'password_env = "SHIP_PASSWORD"\n\n' + USER
+    )
+    monkeypatch.setenv("SHIP_PASSWORD", "ship-password")
+    before = snapshot(tmp_path)
+    status = main(["audit", "ship", "--config", str(config)])
+    out, err = capsys.readouterr()
+    assert (2, "", f"gateway: error: {config}: audit.database: {problem}\n") == (status, out, err)
+    assert before == snapshot(tmp_path)
+
+
+READERS = ["query", "show", "export", "stats", "verify", "head"]
+
+
+@pytest.mark.parametrize("command", READERS)
+def test_a_reading_command_leaves_a_log_byte_for_byte_as_it_was(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], command: str
+) -> None:
+    path = tmp_path / "audit.db"
+    make_log(path, 5)
+    before = snapshot(tmp_path)
+    assert 0 == main([*COMMANDS[command], "--db", str(path), *(["--no-chain-key"] if command == "verify" else [])])
+    capsys.readouterr()
+    assert before == snapshot(tmp_path)
+
+
+def test_a_mistyped_tokens_file_is_named_with_its_option(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = tmp_path / "audit.db"
+    make_log(path, 2)
+    before = snapshot(tmp_path)
+    status = main(["audit", "reconcile", "--db", str(path), "--tokens-file", str(tmp_path / "tokens-typo.txt")])
+    out, err = capsys.readouterr()
+    expected = f"gateway: error: --tokens-file: cannot read {tmp_path / 'tokens-typo.txt'}: No such file or directory\n"
     assert (2, "", expected) == (status, out, err)
     assert before == snapshot(tmp_path)

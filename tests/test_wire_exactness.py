@@ -299,3 +299,81 @@ async def test_a_target_no_route_can_take_gets_an_apigee_404(tmp_path: Path) -> 
         body_of(answer)
     )
     assert [] == upstream.requests
+
+
+@pytest.mark.parametrize("path", ["/healthz", "/readyz", "/metrics", "/audit/events", "/audit/events/1"])
+async def test_head_of_the_gateways_own_routes_is_their_get_without_the_body(tmp_path: Path, path: str) -> None:
+    """HEAD is GET without a body (RFC 9110, 9.3.2): the same status and length, not a 404."""
+    async with raw_upstream(OK) as upstream:
+        async with served(config(tmp_path, upstream.url)) as port:
+            got = parse(await exchange(port, request("GET", path)))
+            head = parse(await exchange(port, request("HEAD", path)))
+    assert (got.status_line, got.header(b"Content-Type"), b"") == (
+        head.status_line,
+        head.header(b"Content-Type"),
+        head.body,
+    )
+    if path != "/metrics":  # its counts move between the two calls
+        assert got.header(b"Content-Length") == head.header(b"Content-Length")
+
+
+# Expect: 100-continue: a body is asked for only once the call may send it ------------------------------
+
+CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
+
+
+async def test_100_continue_comes_once_the_call_may_send_its_body(tmp_path: Path) -> None:
+    body = b"z" * 1000
+    head = request("POST", IMPORT, b"Expect: 100-continue", f"Content-Length: {len(body)}".encode())
+    async with raw_upstream(OK) as upstream:
+        async with served(config(tmp_path, upstream.url)) as port:
+            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            try:
+                writer.write(head)
+                assert CONTINUE == await reader.readexactly(len(CONTINUE))
+                writer.write(body)
+                answer = await reader.read()
+            finally:
+                writer.close()
+    assert parse(answer).status_line == b"HTTP/1.1 201 Created"
+    assert [body] == upstream.bodies
+
+
+@pytest.mark.parametrize(
+    ("user", "length", "code"),
+    [("outsider", 10, "gateway.unauthorized"), ("myname", 33 * MIB, "gateway.payload_too_large")],
+    ids=["unauthenticated", "over the bound"],
+)
+async def test_a_call_refused_before_its_body_never_asks_for_it(
+    tmp_path: Path, user: str, length: int, code: str
+) -> None:
+    """The final answer comes without a 100 Continue: the caller never sends the body. (aiohttp
+    then waits server.body_timeout for the body all the same, the connection held: 1 s here.)"""
+    head = request("POST", IMPORT, b"Expect: 100-continue", f"Content-Length: {length}".encode(), user=user)
+    async with raw_upstream(OK) as upstream:
+        settings = make_config(tmp_path, upstream=upstream.url, users=USERS, server={"body_timeout": 1})
+        async with served(settings) as port:
+            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            try:
+                writer.write(head)
+                answer = await reader.readuntil(b"\r\n\r\n")
+                answer += await reader.readexactly(int(parse(answer).header(b"Content-Length") or 0))
+            finally:
+                writer.close()
+    assert not answer.startswith(b"HTTP/1.1 100")
+    assert code == body_of(answer)["code"]
+    assert [] == upstream.requests
+
+
+async def test_an_expectation_other_than_100_continue_is_a_417_quoting_nothing(tmp_path: Path) -> None:
+    async with raw_upstream(OK) as upstream:
+        async with served(config(tmp_path, upstream.url)) as port:
+            answer = await exchange(port, request("POST", IMPORT, b"Expect: token-abc123", body=b"x"))
+    assert parse(answer).status_line == b"HTTP/1.1 417 Expectation Failed"
+    assert {
+        "code": "gateway.expectation_failed",
+        "message": "The only expectation understood is 100-continue",
+        "contexts": [],
+    } == body_of(answer)
+    assert b"token-abc123" not in answer
+    assert [] == upstream.requests

@@ -520,7 +520,7 @@ def _read_tokens(path: Path) -> dict[str, str]:
     try:
         lines = path.read_text(encoding="utf-8").split()
     except (OSError, UnicodeDecodeError) as exc:
-        raise CommandError(f"cannot read {path}: {getattr(exc, 'strerror', None) or exc}") from None
+        raise CommandError(f"--tokens-file: cannot read {path}: {getattr(exc, 'strerror', None) or exc}") from None
     return {fingerprint(token): token for token in lines}
 
 
