@@ -137,8 +137,8 @@ def add_routes(app: web.Application, services: Services) -> None:
 
         return read
 
-    app.router.add_get("/audit/events", logged("/audit/events", list_events), allow_head=False)
-    app.router.add_get("/audit/events/{id}", logged("/audit/events/{id}", get_event), allow_head=False)
+    app.router.add_get("/audit/events", logged("/audit/events", list_events), allow_head=True)
+    app.router.add_get("/audit/events/{id}", logged("/audit/events/{id}", get_event), allow_head=True)
 
 
 async def list_events(request: web.Request, running: AuditServices, read: AuditRead) -> web.Response:

@@ -449,6 +449,15 @@ class UpstreamConfig:
         positive_count,
         1,
     )
+    pass_through_max_body_mb: int = setting(
+        "Largest request body, and largest answer body, in MiB, of a call passed through (not audited): an "
+        "API proxy bundle import (POST .../apis?action=import) or export, a KVM bulk write. Each is held in "
+        "memory while it is relayed. A larger request gets 413 (gateway.payload_too_large) and is not "
+        "forwarded; a larger answer, 502 (gateway.upstream_answer_lost). Audited calls keep their own "
+        "bounds: a 64 KiB request body, and max_body_mb for answers.",
+        positive_count,
+        32,
+    )
     verify_tls: bool = setting("Verify the upstream's TLS certificate.", boolean, True)
     ca_bundle: str = setting(
         "PEM file of CA certificates to trust for the upstream instead of the system's (empty: system).",

@@ -50,6 +50,7 @@ NOT_FOUND = GatewayError(404, "gateway.not_found", "The gateway does not serve t
 METHOD_NOT_ALLOWED = GatewayError(405, "gateway.method_not_allowed", "Method not allowed on this path")
 REQUEST_TIMEOUT = GatewayError(408, "gateway.request_timeout", "The request body did not arrive in time")
 PAYLOAD_TOO_LARGE = GatewayError(413, "gateway.payload_too_large", "The request body is too large")
+EXPECTATION_FAILED = GatewayError(417, "gateway.expectation_failed", "The only expectation understood is 100-continue")
 TOO_MANY_ATTEMPTS = GatewayError(
     429, "gateway.too_many_attempts", "Too many failed logins from this address or for this user"
 )
@@ -103,6 +104,7 @@ ALL = (
     METHOD_NOT_ALLOWED,
     REQUEST_TIMEOUT,
     PAYLOAD_TOO_LARGE,
+    EXPECTATION_FAILED,
     TOO_MANY_ATTEMPTS,
     INTERNAL_ERROR,
     UPSTREAM_UNAVAILABLE,

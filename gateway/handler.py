@@ -19,7 +19,7 @@ from typing import Any
 from urllib.parse import urlencode
 
 import orjson
-from aiohttp import hdrs, web
+from aiohttp import HttpVersion11, hdrs, web
 from multidict import CIMultiDict
 
 from gateway import errors
@@ -30,14 +30,16 @@ from gateway.audit.records import json_text
 from gateway.audit.store import AuditStoreError
 from gateway.auth import GLOBAL, User, authenticate, authorization
 from gateway.call import REQUEST_ID, Call
-from gateway.outcome import Meaning, meaning, number_in, outcome_for_status, outcome_of, pre_image
+from gateway.outcome import Meaning, decoded, meaning, number_in, outcome_for_status, outcome_of, pre_image
 from gateway.redact import loggable_target
 from gateway.refusal import Refusal
 from gateway.route import Routed, route
 from gateway.runtime import RUNTIME, Runtime
-from gateway.upstream import PassThrough, UpstreamError, UpstreamReply, unforwardable
+from gateway.upstream import BodyLimit, PassThrough, UpstreamError, UpstreamReply, received, unforwardable
 
 MAX_REQUEST_BODY = 64 * 1024
+"""The largest body of an audited call (aiohttp's ``client_max_size``, set by ``gateway.app``);
+a call passed through has ``upstream.pass_through_max_body_mb``."""
 MAX_ENUMERATED = 10_000
 """Tokens of a bulk revocation listed in its intent; past it the list says it is incomplete."""
 SEARCH_PAGE = 100
@@ -71,7 +73,7 @@ async def _steps(request: web.Request, runtime: Runtime, call: Call) -> web.Stre
     if not routed.operation.audited:
         return await _pass_through(request, runtime, routed, body, call)
     await _authorize_upstream(runtime, call)
-    hidden = _hidden(runtime, routed, body)
+    hidden = _hidden(runtime, routed, request, body)
     before = await _read_first(request, runtime, routed, call, hidden)
     intent = records.intent(call, before.snapshot if before else None)
     await _write(runtime, call, "intent", intent, errors.AUDIT_UNAVAILABLE.response())
@@ -132,8 +134,10 @@ def _check_allowed(routed: Routed, user: User, call: Call) -> None:
 
 
 async def _read_body(request: web.Request, runtime: Runtime, routed: Routed, call: Call) -> bytes:
-    """What will be forwarded, checked: headers that can go up unchanged, and a body in time.
-    A credential the body supplies (a consumer key at creation) is fingerprinted like one in a path."""
+    """What will be forwarded, checked: headers that can go up unchanged, and a body in time,
+    within its bound, exactly as it came (still content-encoded: ``gateway.app`` turns aiohttp's
+    decompression off). A credential the body supplies (a consumer key at creation) is
+    fingerprinted like one in a path, from a decoded private copy."""
     header = unforwardable(request.headers)
     if header is not None:
         raise _refusal(
@@ -143,13 +147,25 @@ async def _read_body(request: web.Request, runtime: Runtime, routed: Routed, cal
             f"Header {header} holds bytes that are not UTF-8; the gateway forwards headers unchanged or not at all",
         )
     wait = runtime.config.server.body_timeout
+    audited = routed.operation.audited
+    limit = MAX_REQUEST_BODY if audited else _pass_through_limit(runtime).size
     try:
         async with asyncio.timeout(wait):  # a body sent a byte now and then
-            body = await request.read() if request.body_exists else b""
+            body = await _body(request, limit)
     except web.HTTPRequestEntityTooLarge:
+        bound = "" if audited else " (upstream.pass_through_max_body_mb)"
         raise _refusal(
-            call, errors.PAYLOAD_TOO_LARGE, Outcome.REJECTED, f"The request body exceeds {MAX_REQUEST_BODY} bytes"
+            call, errors.PAYLOAD_TOO_LARGE, Outcome.REJECTED, f"The request body exceeds {limit} bytes{bound}"
         ) from None
+    except web.RequestPayloadError:  # cut short, or its chunked framing broken: nothing can follow it
+        malformed = _refusal(
+            call,
+            errors.BAD_REQUEST,
+            Outcome.REJECTED,
+            "The request body's framing (Content-Length or chunked encoding) is malformed",
+        )
+        malformed.response.force_close()
+        raise malformed from None
     except TimeoutError:
         late = _refusal(
             call, errors.REQUEST_TIMEOUT, Outcome.REJECTED, f"The request body did not arrive within {wait:g} s"
@@ -157,11 +173,37 @@ async def _read_body(request: web.Request, runtime: Runtime, routed: Routed, cal
         late.response.force_close()  # the rest of the body may still come: it must not be read as a next request
         raise late from None
     field = routed.operation.body_secret
-    if field is not None:
-        secret = _body_field(body, field)
+    if field is not None and body:
+        content = decoded(request.headers, body)
+        if content is None:
+            raise _refusal(
+                call,
+                errors.BAD_REQUEST,
+                Outcome.REJECTED,
+                f"The body's Content-Encoding cannot be read by the gateway, which must read {field} in it to record the call",
+            )
+        secret = _body_field(content, field)
         if secret is not None:
             call.token_sha256, call.token_hint = fingerprint(secret), hint(secret)
     return body
+
+
+async def _body(request: web.Request, limit: int) -> bytes:
+    """The body as received, over ``limit`` bytes refused (HTTPRequestEntityTooLarge). A caller
+    waiting for ``100 Continue`` (``gateway.app`` leaves it to this step) is told to send it now."""
+    if not request.body_exists:
+        return b""
+    if request.content_length is not None and request.content_length > limit:
+        raise web.HTTPRequestEntityTooLarge(max_size=limit, actual_size=request.content_length)
+    if request.version == HttpVersion11 and request.headers.get(hdrs.EXPECT, "").lower() == "100-continue":
+        await request.writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+        request.writer.output_size = 0  # as aiohttp's own does: the answer's head is still to come
+    return await request.clone(client_max_size=limit).read()
+
+
+def _pass_through_limit(runtime: Runtime) -> BodyLimit:
+    """The bound of a body passed through, request or answer (``upstream.pass_through_max_body_mb``)."""
+    return BodyLimit(runtime.config.upstream.pass_through_max_body_mb << 20, "upstream.pass_through_max_body_mb")
 
 
 async def _authorize_upstream(runtime: Runtime, call: Call) -> None:
@@ -176,7 +218,7 @@ async def _authorize_upstream(runtime: Runtime, call: Call) -> None:
         raise Refusal(failure.response(f"{failure.message}: {exc.detail}; nothing was forwarded")) from None
 
 
-def _hidden(runtime: Runtime, routed: Routed, body: bytes) -> frozenset[str]:
+def _hidden(runtime: Runtime, routed: Routed, request: web.Request, body: bytes) -> frozenset[str]:
     """The credential the call acts on (in its path, or its body), to be redacted wherever it
     appears in a snapshot, whatever the field holding it is called; not a token kept in clear
     by ``audit.store_raw_tokens``."""
@@ -185,7 +227,7 @@ def _hidden(runtime: Runtime, routed: Routed, body: bytes) -> frozenset[str]:
         return frozenset()
     secret = routed.secret
     if operation.body_secret is not None:
-        secret = _body_field(body, operation.body_secret)
+        secret = _body_field(decoded(request.headers, body) or b"", operation.body_secret)
     return frozenset() if secret is None else frozenset({secret})
 
 
@@ -256,11 +298,19 @@ async def _read_upstream(request: web.Request, runtime: Runtime, target: str, ca
 async def _forward(
     request: web.Request, runtime: Runtime, routed: Routed, body: bytes, call: Call, before: Meaning | None = None
 ) -> UpstreamReply:
-    """Forward once: a call whose fate is unknown is never retried behind the audit log's back."""
+    """Forward once: a call whose fate is unknown is never retried behind the audit log's back.
+    Its headers go as they came, names in their own case; a call passed through may bring back
+    an answer as large as it may send (an API proxy bundle exported)."""
     forwarded = time.perf_counter()
+    limit = None if routed.operation.audited else _pass_through_limit(runtime)
     try:
         return await runtime.upstream.forward(
-            request.method, routed.target, request.headers, body, request_id=call.public_id
+            request.method,
+            routed.target,
+            received(request.raw_headers),
+            body,
+            request_id=call.public_id,
+            max_body=limit,
         )
     except UpstreamError as exc:
         if exc.status is not None:

@@ -195,7 +195,7 @@ def add_routes(app: web.Application, services: Services, *, with_metrics: bool) 
     app.router.add_get("/healthz", _logged(healthz), allow_head=True)
     app.router.add_get("/readyz", _logged(readyz), allow_head=True)
     if with_metrics:
-        app.router.add_get("/metrics", _logged(metrics), allow_head=False)
+        app.router.add_get("/metrics", _logged(metrics), allow_head=True)
 
 
 @asynccontextmanager
@@ -207,7 +207,7 @@ async def serve_metrics(registry: Metrics, settings: ServerConfig, port: int, *,
     host = settings.host
     app = web.Application(handler_args={"keepalive_timeout": settings.keepalive_timeout})
     app[METRICS] = registry
-    app.router.add_get("/metrics", _logged(own_metrics), allow_head=False)
+    app.router.add_get("/metrics", _logged(own_metrics), allow_head=True)
     runner = GatewayRunner(
         app,
         dataclasses.replace(settings, max_connections=METRICS_CONNECTIONS),

@@ -17,6 +17,8 @@ few hooks on aiohttp's server close the gaps:
 - a send deadline (``server.send_timeout``): an answer must be written, handed whole to the
   operating system, within it, or the connection is closed; a forced close drops unsent bytes
   rather than wait for a reader that may never come;
+- an answer of its own to a request aiohttp's parser refuses: Apigee-shaped, quoting nothing
+  of the request (aiohttp's echoes the offending line, which may hold an Authorization header);
 - a drain with one deadline (SIGTERM): idle connections close at once, calls in flight get the
   runner's ``shutdown_timeout`` (aiohttp's own drain waits up to twice that), and then what is
   left is cancelled and closed.
@@ -33,7 +35,7 @@ import ssl
 import time
 from typing import Any, cast
 
-from aiohttp import web
+from aiohttp import http_exceptions, web
 from aiohttp.web_protocol import RequestHandler
 
 from gateway import errors
@@ -47,6 +49,11 @@ FILES_RESERVED = 64
 """Listeners, the audit database's files (writer, reader, probes), the embedded stub, logs."""
 LOG_REFUSALS_EVERY = 60.0
 """Seconds between log lines about refused connections: a flood must not flood the log too."""
+UNPARSABLE = "The request is not valid HTTP/1.1: its request line, a header or its body's framing is malformed"
+"""What the gateway says of a request aiohttp's parser refused: a fixed sentence, never the
+parser's message, which quotes the offending line (an Authorization header, a token in a path).
+aiohttp's C parser gives most of its refusals one class, so the sentence does not guess which."""
+TOO_LONG = "The request line or a header is too long"
 _INTERNALS = ("_waiter", "_messages", "_task_handler", "_request_in_progress")
 """What of aiohttp's RequestHandler the deadlines and the drain read (see ``_GuardedHandler``)."""
 
@@ -253,6 +260,18 @@ class _GuardedHandler(RequestHandler):
             if transport is None or not transport.get_write_buffer_size():
                 self._stop_send_deadline()
 
+    def handle_error(
+        self, request: web.BaseRequest, status: int = 500, exc: BaseException | None = None, message: str | None = None
+    ) -> web.StreamResponse:
+        """aiohttp's answer to a request its parser refused (400), or to a handler's uncaught
+        exception (500), in Apigee's shape and quoting nothing of the request. aiohttp's own
+        echoes the offending line, secrets included; its log line (kept: aiohttp writes it,
+        the exception's text dropped by ``gateway.logs``) and its checks stay."""
+        super().handle_error(request, status, exc, message)
+        response = answer_for_error(status, exc)
+        response.force_close()
+        return response
+
     def _waiting_for_request(self) -> bool:
         return self._waiter is not None and not self._waiter.done()
 
@@ -309,6 +328,13 @@ class _GuardedHandler(RequestHandler):
         if self._task is not None and not self._task.done():
             self._task.cancel()
         self.force_close()
+
+
+def answer_for_error(status: int, exc: BaseException | None) -> web.Response:
+    """The Apigee-shaped answer to a request aiohttp could not parse (400) or handle (500)."""
+    if status >= 500:
+        return errors.INTERNAL_ERROR.response()
+    return errors.BAD_REQUEST.response(TOO_LONG if isinstance(exc, http_exceptions.LineTooLong) else UNPARSABLE)
 
 
 class _GuardedServer(web.Server):

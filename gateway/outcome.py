@@ -7,6 +7,7 @@ The caller gets the upstream's bytes untouched; everything here works on a priva
 from __future__ import annotations
 
 import zlib
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 from xml.etree import ElementTree
@@ -36,7 +37,7 @@ def interpret(reply: UpstreamReply, *, carries_resource: bool = True) -> Interpr
     outcome = outcome_for_status(reply.status)
     if outcome is Outcome.DELETED and (reply.status == 204 or not carries_resource):
         return Interpretation(outcome)
-    content = _decoded(reply)
+    content = decoded(reply.headers, reply.body)
     if outcome is Outcome.DELETED:
         snapshot = _json_object(content)
         return Interpretation(outcome, snapshot, None if snapshot is not None else "upstream.snapshot_unreadable")
@@ -126,7 +127,7 @@ def pre_image(reply: UpstreamReply, *, keep_raw_tokens: bool, hidden: frozenset[
 
 def number_in(reply: UpstreamReply) -> int | None:
     """The number an answer's body is (Apigee's 202 to a bulk revocation: how many tokens)."""
-    content = _decoded(reply)
+    content = decoded(reply.headers, reply.body)
     text = content.strip() if content else b""
     return int(text) if text.isdigit() and len(text) < 19 else None
 
@@ -152,17 +153,18 @@ def outcome_for_status(status: int) -> Outcome:
     return Outcome.UPSTREAM_ERROR
 
 
-def _decoded(reply: UpstreamReply) -> bytes | None:
-    """The body without its content encoding, or None when it cannot be undone safely."""
-    encoding = reply.headers.get(hdrs.CONTENT_ENCODING, "identity").strip().lower()
+def decoded(headers: Mapping[str, str], body: bytes) -> bytes | None:
+    """A private copy of a body without its content encoding (an answer's, or a request's to
+    read a field of it), or None when it cannot be undone safely. The bytes relayed stay as sent."""
+    encoding = headers.get(hdrs.CONTENT_ENCODING, "identity").strip().lower()
     if encoding in ("", "identity"):
-        return reply.body
+        return body
     if encoding not in ("gzip", "x-gzip", "deflate"):
         return None
     try:
         # 32 + MAX_WBITS accepts both gzip and zlib framing, whichever the upstream used.
         decompressor = zlib.decompressobj(32 + zlib.MAX_WBITS)
-        content = decompressor.decompress(reply.body, MAX_DECODED_BODY)
+        content = decompressor.decompress(body, MAX_DECODED_BODY)
     except zlib.error:
         return None
     # A body that inflates past the bound is treated as unreadable rather than read in full.

@@ -40,7 +40,7 @@ from gateway.stub.app import serve_stub
 from gateway.stub.seed import DEMO_ORG, DEMO_PASSWORD, DEMO_USER, SAMPLE_TOKEN
 from gateway.stub.settings import StubSettings
 from gateway.throttle import CheckLimit, LoginThrottle, RefusedAttempts, as_record
-from gateway.upstream import Credentials, Upstream, make_session
+from gateway.upstream import BodyLimit, Credentials, Upstream, make_session
 from gateway.upstream_auth import OAuthLogin, ServiceAccount, login_settings
 
 MIB = 1024 * 1024
@@ -282,7 +282,9 @@ async def _start_upstream(
         )
     )
     credentials = _credentials(config, url, session, log)
-    return url, Upstream(url, session, credentials=credentials, max_body=upstream.max_body_mb << 20)
+    return url, Upstream(
+        url, session, credentials=credentials, max_body=BodyLimit(upstream.max_body_mb << 20, "upstream.max_body_mb")
+    )
 
 
 def _credentials(config: Config, url: str, session: ClientSession, log: Logger) -> Credentials | None:

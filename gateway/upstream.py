@@ -8,7 +8,7 @@ headers (RFC 9110, section 7.6.1) and the framing the gateway redoes itself are 
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -42,8 +42,18 @@ _NOT_RETURNED = frozenset({hdrs.CONTENT_LENGTH.lower()})
 # Without this the client would add headers the caller never sent.
 _SKIP_AUTO_HEADERS = (hdrs.USER_AGENT, hdrs.ACCEPT, hdrs.ACCEPT_ENCODING, hdrs.CONTENT_TYPE)
 
-MAX_UPSTREAM_BODY = 1 << 20
-"""The default of ``upstream.max_body_mb``: an answer is held whole in memory, to record and relay it."""
+
+@dataclass(frozen=True, slots=True)
+class BodyLimit:
+    """The largest answer body taken, in bytes, and the config key that sets it (named when
+    an answer is over it): an answer is held whole in memory, to record and relay it."""
+
+    size: int
+    key: str
+
+
+MAX_UPSTREAM_BODY = BodyLimit(1 << 20, "upstream.max_body_mb")
+"""The default bound of an answer."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,6 +64,9 @@ class UpstreamReply:
     """End-to-end headers only, ready to send back."""
     body: bytes
     """Exactly the bytes received, still content-encoded if they were."""
+    length: str | None = None
+    """The upstream's ``Content-Length`` as sent: relayed where the answer carries no body to
+    frame (HEAD, 304), since it then states the size of what a GET would have answered."""
 
 
 class UpstreamError(Exception):
@@ -70,6 +83,16 @@ class UpstreamError(Exception):
         self.timeout = timeout
         self.sent = sent
         self.status = status
+
+
+def received(raw_headers: Iterable[tuple[bytes, bytes]]) -> CIMultiDict[str]:
+    """Headers as they came on the wire, names in their own case. aiohttp's parsed headers
+    respell the names it knows (``ETag`` becomes ``Etag``, ``content-type`` ``Content-Type``);
+    its raw ones are the bytes received, decoded as its parser decodes them."""
+    headers: CIMultiDict[str] = CIMultiDict()
+    for name, value in raw_headers:
+        headers.add(name.decode("utf-8", "surrogateescape"), value.decode("utf-8", "surrogateescape"))
+    return headers
 
 
 def end_to_end(headers: Mapping[str, str], drop: frozenset[str] = frozenset()) -> CIMultiDict[str]:
@@ -135,10 +158,10 @@ class Upstream:
         session: aiohttp.ClientSession,
         *,
         credentials: Credentials | None = None,
-        max_body: int = MAX_UPSTREAM_BODY,
+        max_body: BodyLimit = MAX_UPSTREAM_BODY,
     ) -> None:
         """``credentials`` replace the caller's (``upstream.auth`` "service" or "oauth2") when
-        given; ``max_body`` bounds the answer's body in bytes (``upstream.max_body_mb``)."""
+        given; ``max_body`` bounds an answer's body (``upstream.max_body_mb``)."""
         self.base_url = base_url.rstrip("/")
         self._session = session
         self.credentials = credentials
@@ -152,10 +175,19 @@ class Upstream:
             await self.credentials.authorization()
 
     async def forward(
-        self, method: str, target: str, headers: Mapping[str, str], body: bytes, *, request_id: str | None = None
+        self,
+        method: str,
+        target: str,
+        headers: Mapping[str, str],
+        body: bytes,
+        *,
+        request_id: str | None = None,
+        max_body: BodyLimit | None = None,
     ) -> UpstreamReply:
         """Send the call on (``target``: path and query, as received) and return the upstream's
         answer, whose head can be passed on byte for byte; raises UpstreamError otherwise.
+        ``max_body`` bounds this answer's body instead of ``upstream.max_body_mb`` (a call
+        passed through has ``upstream.pass_through_max_body_mb``).
 
         ``request_id`` goes upstream as ``X-Request-ID`` (replacing one the caller sent that
         the gateway did not keep), so both sides' logs can be matched. A 401 to the gateway's own
@@ -168,7 +200,8 @@ class Upstream:
         if request_id is not None:
             outgoing[REQUEST_ID] = request_id
         url = URL(self.base_url + target, encoded=True)
-        reply = await send(self._session, method, url, outgoing, body, max_body=self._max_body)
+        limit = self._max_body if max_body is None else max_body
+        reply = await send(self._session, method, url, outgoing, body, max_body=limit)
         if authorization is not None and reply.status == 401:
             assert self.credentials is not None
             self.credentials.rejected(authorization)
@@ -185,7 +218,7 @@ async def send(
     headers: Mapping[str, str],
     body: bytes,
     *,
-    max_body: int = MAX_UPSTREAM_BODY,
+    max_body: BodyLimit = MAX_UPSTREAM_BODY,
 ) -> UpstreamReply:
     """One request, sent once, its whole answer read (up to ``max_body`` bytes); every way it
     can fail is an UpstreamError that says whether the request may have left, and the status
@@ -195,7 +228,14 @@ async def send(
         async with session.request(method, url, headers=headers, data=body or None, allow_redirects=False) as response:
             status = response.status
             content = await _read_capped(response, max_body)
-            return UpstreamReply(response.status, response.reason, end_to_end(response.headers, _NOT_RETURNED), content)
+            headers = received(response.raw_headers)
+            return UpstreamReply(
+                response.status,
+                response.reason,
+                end_to_end(headers, _NOT_RETURNED),
+                content,
+                headers.get(hdrs.CONTENT_LENGTH),
+            )
     except aiohttp.ConnectionTimeoutError:
         raise UpstreamError(
             "connect_timeout", "no connection within the connect timeout", timeout=True, sent=False
@@ -266,11 +306,14 @@ class PassThrough(web.Response):
     none. This response lets aiohttp prepare the head (framing, ``Connection``, and ``Date``,
     which RFC 9110 has a proxy add when missing), then drops those two additions and writes
     the head itself, encoding back exactly the bytes that came in. The body is aiohttp's to write.
+    An answer without a body to frame (to a HEAD, or a 304) keeps the upstream's
+    ``Content-Length``, where aiohttp would send none.
     """
 
     def __init__(self, reply: UpstreamReply) -> None:
         super().__init__(status=reply.status, reason=reply.reason, headers=reply.headers, body=reply.body)
         self._not_sent = tuple(name for name in (hdrs.CONTENT_TYPE, hdrs.SERVER) if name not in reply.headers)
+        self._length = reply.length
         self._request: web.BaseRequest | None = None
 
     async def prepare(self, request: web.BaseRequest) -> AbstractStreamWriter | None:
@@ -282,6 +325,8 @@ class PassThrough(web.Response):
         assert self._request is not None
         for name in self._not_sent:
             self.headers.popall(name, None)
+        if self._length is not None and (self._request.method == hdrs.METH_HEAD or self.status == 304):
+            self.headers[hdrs.CONTENT_LENGTH] = self._length
         version = self._request.version
         head = _head(f"HTTP/{version.major}.{version.minor} {self.status} {self.reason}", self.headers)
         transport = self._request.transport
@@ -316,26 +361,25 @@ def _head(status_line: str, headers: Mapping[str, str]) -> bytes:
     return ("\r\n".join(lines) + "\r\n\r\n").encode("utf-8", "surrogateescape")
 
 
-async def _read_capped(response: aiohttp.ClientResponse, limit: int) -> bytes:
-    """The whole body, refusing one over ``limit`` bytes (``upstream.max_body_mb``): it is held
-    in memory, once per call in flight."""
+async def _read_capped(response: aiohttp.ClientResponse, limit: BodyLimit) -> bytes:
+    """The whole body, refusing one over ``limit``: it is held in memory, once per call in flight."""
     length = response.content_length
     if length is not None:
-        if length > limit:
+        if length > limit.size:
             raise _too_large(response.status, limit)
         return await response.read()
     body = bytearray()
     async for chunk in response.content.iter_chunked(1 << 16):
         body += chunk
-        if len(body) > limit:
+        if len(body) > limit.size:
             raise _too_large(response.status, limit)
     return bytes(body)
 
 
-def _too_large(status: int, limit: int) -> UpstreamError:
+def _too_large(status: int, limit: BodyLimit) -> UpstreamError:
     return UpstreamError(
         "too_large",
-        f"its body is over {limit} bytes (upstream.max_body_mb)",
+        f"its body is over {limit.size} bytes ({limit.key})",
         timeout=False,
         sent=True,
         status=status,

@@ -16,6 +16,8 @@ class RawUpstream:
     """Connections accepted, whether or not a request came on them."""
     requests: list[bytes] = field(default_factory=list)
     """Each request head received (request line and headers), as bytes."""
+    bodies: list[bytes] = field(default_factory=list)
+    """Each request body received (as long as its Content-Length says), as bytes."""
     arrived: asyncio.Event = field(default_factory=asyncio.Event)
     """Set when the first request head has arrived."""
 
@@ -34,6 +36,7 @@ async def raw_upstream(reply: bytes = b"", *, trickled: bytes = b"", every: floa
         try:
             head = await reader.readuntil(b"\r\n\r\n")
             upstream.requests.append(head)
+            upstream.bodies.append(await reader.readexactly(_content_length(head)))
             upstream.arrived.set()
             writer.write(reply)
             await writer.drain()
@@ -46,7 +49,7 @@ async def raw_upstream(reply: bytes = b"", *, trickled: bytes = b"", every: floa
         finally:
             writer.close()
 
-    server = await asyncio.start_server(serve, "127.0.0.1", 0)
+    server = await asyncio.start_server(serve, "127.0.0.1", 0, limit=1 << 20)
     upstream.url = f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}"
     try:
         yield upstream
@@ -58,3 +61,11 @@ async def raw_upstream(reply: bytes = b"", *, trickled: bytes = b"", every: floa
             with suppress(asyncio.CancelledError):
                 await task
         await server.wait_closed()
+
+
+def _content_length(head: bytes) -> int:
+    for line in head.split(b"\r\n")[1:]:
+        name, _, value = line.partition(b":")
+        if name.strip().lower() == b"content-length":
+            return int(value)
+    return 0

@@ -185,12 +185,15 @@ def test_bad_filter_values_are_named(
 
 def test_missing_or_foreign_database(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
     status, _, err = run(capsys, "audit", "query", "--db", str(tmp_path / "none.db"))
-    assert (2, f"gateway: error: no audit database at {tmp_path / 'none.db'}\n") == (status, err)
+    assert (2, f"gateway: error: --db: no audit database at {tmp_path / 'none.db'}\n") == (status, err)
     foreign = tmp_path / "foreign.db"
     with sqlite3.connect(foreign) as db:
         db.execute("CREATE TABLE t (x)")
     status, _, err = run(capsys, "audit", "query", "--db", str(foreign))
-    assert (2, f"gateway: error: {foreign} is not a gateway audit database (it holds other tables)\n") == (status, err)
+    assert (2, f"gateway: error: --db: {foreign} is not a gateway audit database (it holds other tables)\n") == (
+        status,
+        err,
+    )
 
 
 def test_relative_times() -> None:

@@ -4,12 +4,17 @@ and migration keep it honest. Tampering is done as an attacker would: plain SQL 
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import hmac
+import json
+import re
 import sqlite3
 from pathlib import Path
 
 import pytest
 from audit_support import make_log, record
-from helpers import GatewayFactory, basic, make_config
+from helpers import ROOT, GatewayFactory, basic, make_config
+from yarl import URL
 
 from gateway.audit.chain import EMPTY, GENESIS, ChainKey, chained, record_hash
 from gateway.audit.formats import as_row
@@ -562,3 +567,47 @@ def test_a_keyed_log_rebuilt_as_version_1_is_not_signed_by_the_next_start(
     assert (
         "has audit schema version 1, from before the hash chain: chaining it now would vouch" in capsys.readouterr().err
     )
+
+
+def documented_canonical_form() -> tuple[list[str], list[str]]:
+    """docs/audit-log.md's canonical form: the content fields in order, and those left out when all are null."""
+    text = " ".join((ROOT / "docs" / "audit-log.md").read_text().split())
+    listed = re.search(r"content fields in this order: `([^`]+)`", text)
+    optional = re.search(r"The last four \(`([^`]+)`", text)
+    assert listed is not None and optional is not None, "docs/audit-log.md no longer states the canonical form"
+    return listed.group(1).split(", "), optional.group(1).split(", ")
+
+
+def test_the_documented_canonical_fields_are_what_the_chain_hashes() -> None:
+    fields, optional = documented_canonical_form()
+    assert (list(CONTENT_FIELDS), list(EXTENSION_FIELDS)) == (fields, optional)
+
+
+@pytest.mark.parametrize("key", [None, "a-chain-key-of-32-bytes-or-so-ok"])
+async def test_real_records_hash_as_the_doc_describes(tmp_path: Path, gateway: GatewayFactory, key: str | None) -> None:
+    """Recomputed from the doc's words alone (not chain.py): records with the extension fields
+    (a revocation with its params) and without (a throttle summary has none)."""
+    environ = {"CHAIN_KEY": key} if key else {}
+    audit = {"chain_key_env": "CHAIN_KEY"} if key else {}
+    client = await gateway(make_config(tmp_path, audit=audit, environ=environ))
+    await client.post(
+        "/v1/o/myorg/oauth2/accesstokens/taFM3LHUTQAFhL0dIFg81XhRc7vC?action=revoke&cascade=true",
+        headers=basic("myname"),
+    )
+    await client.delete("/v1/o/myorg/oauth2/accesstokens/taFM3LHUTQAFhL0dIFg81XhRc7vC", headers=basic("myname"))
+    await client.get(URL("/v1/o/myorg/apps/%2e%2e/x", encoded=True), headers=basic("myname"))  # refused: no action
+    fields, optional = documented_canonical_form()
+    with sqlite3.connect(tmp_path / "audit.db") as db:
+        db.row_factory = sqlite3.Row
+        rows = [dict(row) for row in db.execute("SELECT * FROM audit_events ORDER BY id")]
+    assert any(row["params"] for row in rows), "no record with params to check"
+    assert any(row["action"] is None for row in rows), "no record without the extension fields to check"
+    for row in rows:
+        values = [row[field] for field in fields]
+        if all(row[field] is None for field in optional):
+            values = values[: -len(optional)]
+        data = row["prev_hash"].encode("ascii") + json.dumps(
+            [row["id"], *values], separators=(",", ":"), ensure_ascii=False
+        ).encode("utf-8")
+        digest = hmac.new(key.encode(), data, hashlib.sha256).hexdigest() if key else hashlib.sha256(data).hexdigest()
+        assert digest == row["hash"], f"record {row['id']}"

@@ -220,7 +220,10 @@ def test_every_unsafe_character_is_escaped_and_nothing_else() -> None:
 
 def test_error_lines_escape_what_they_quote(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     status, _, err = run(capsys, "audit", "show", "1", "--db", str(tmp_path / "log\x1b[2J\r\n.db"))
-    assert (2, f"gateway: error: no audit database at {tmp_path}/log\\u001b[2J\\u000d\\u000a.db\n") == (status, err)
+    assert (2, f"gateway: error: --db: no audit database at {tmp_path}/log\\u001b[2J\\u000d\\u000a.db\n") == (
+        status,
+        err,
+    )
 
 
 def test_verify_and_head_escape_what_they_print(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -260,14 +260,17 @@ async def test_max_body_mb_sets_the_cap_and_an_answer_under_it_passes_byte_for_b
     assert ("deleted", None, 200) == last_outcome(tmp_path)
 
 
-async def test_a_pass_through_answer_over_the_cap_is_a_502_that_says_its_status(
+async def test_a_pass_through_answer_over_its_cap_is_a_502_that_says_its_status(
     tmp_path: Path, gateway: GatewayFactory
 ) -> None:
+    """A call passed through has its own cap (upstream.pass_through_max_body_mb), named in the 502."""
+    over = f"its body is over {MIB} bytes (upstream.pass_through_max_body_mb)"
     async with raw_upstream(answer(b"200 OK", b" " * (MIB + 1))) as upstream:
         reader = {**USERS[0], "roles": ["read"]}
-        client = await gateway(make_config(tmp_path, upstream=upstream.url, users=[reader]))
+        upstream_table = {"url": upstream.url, "pass_through_max_body_mb": 1}
+        client = await gateway(make_config(tmp_path, upstream=upstream_table, users=[reader]))
         response = await client.get("/v1/o/myorg/apps", headers=basic("myname"))
-        assert (502, lost(200, OVER_THE_CAP, took=", so the call took effect upstream")) == (
+        assert (502, lost(200, over, took=", so the call took effect upstream")) == (
             response.status,
             await response.json(),
         )

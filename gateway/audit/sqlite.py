@@ -18,6 +18,7 @@ from collections.abc import AsyncGenerator, Iterator, Sequence
 from contextlib import contextmanager, suppress
 from functools import partial
 from pathlib import Path
+from urllib.parse import quote
 
 import aiosqlite
 
@@ -57,11 +58,23 @@ _HEAD = f"SELECT id, hash FROM {TABLE} ORDER BY id DESC LIMIT 1"
 # Opening -------------------------------------------------------------------------------------
 
 
-def _connect(path: Path, busy_timeout: float) -> sqlite3.Connection:
+def existing(path: Path) -> str:
+    """An SQLite URI that opens ``path`` only if it exists (``mode=rw``: never creates it)."""
+    return f"file:{quote(str(path.absolute()))}?mode=rw"
+
+
+def _connect(path: Path, busy_timeout: float, *, create: bool = True) -> sqlite3.Connection:
+    """A connection to ``path``; without ``create``, one that never makes the file (SQLite's
+    ``mode=rw``), should it have gone since it was looked for."""
     if sqlite3.sqlite_version_info < MINIMUM_SQLITE:
         raise AuditStoreError(f"the audit log needs SQLite 3.32 or newer; Python here has {sqlite3.sqlite_version}")
     try:
-        db = sqlite3.connect(path, isolation_level=None, cached_statements=MAX_ROWS_PER_APPEND + 32)
+        db = sqlite3.connect(
+            path if create else existing(path),
+            isolation_level=None,
+            cached_statements=MAX_ROWS_PER_APPEND + 32,
+            uri=not create,
+        )
         db.execute(f"PRAGMA busy_timeout = {int(busy_timeout * 1000)}")
     except sqlite3.Error as exc:
         raise AuditStoreError(f"cannot open {path}: {exc}") from None
@@ -83,10 +96,15 @@ def prepare(
     ``key`` is the chain key the caller will append or verify with; it must be the one the log
     was started with. Readers that neither append nor verify pass None.
     """
-    if not (writable and create) and not path.is_file():
+    may_create = writable and create
+    if not may_create and not path.is_file():
         raise AuditStoreError(f"no audit database at {path}")
-    db = _connect(path, busy_timeout)
+    db = _connect(path, busy_timeout, create=may_create)
     try:
+        if writable and not may_create and db.execute("PRAGMA application_id").fetchone()[0] != APPLICATION_ID:
+            # Nothing is written to a file (not even WAL mode) before it is known to be a log.
+            _check_and_upgrade(db, path, None, may_create=False, writable=False)
+            raise AuditStoreError(f"{path} is not a gateway audit database")
         if writable:
             # Takes effect only on a new file (before its tables): pages that prune frees can then
             # be given back to the disk (``fold_wal``), where older files only reuse them.
@@ -94,7 +112,7 @@ def prepare(
             db.execute("PRAGMA journal_mode = WAL")
         db.execute("BEGIN IMMEDIATE" if writable else "BEGIN")
         try:
-            _check_and_upgrade(db, path, key, writable, chain_unchained)
+            _check_and_upgrade(db, path, key, may_create, writable, chain_unchained)
             db.execute("COMMIT")
         except BaseException:
             db.execute("ROLLBACK")
@@ -106,14 +124,22 @@ def prepare(
 
 
 def _check_and_upgrade(
-    db: sqlite3.Connection, path: Path, key: ChainKey | None, writable: bool, chain_unchained: bool = False
+    db: sqlite3.Connection,
+    path: Path,
+    key: ChainKey | None,
+    may_create: bool,
+    writable: bool,
+    chain_unchained: bool = False,
 ) -> None:
+    """``may_create``: an empty file (0 bytes, or a database with nothing in it) may become a new
+    log; otherwise it is refused, as a missing one is: a maintenance command never makes a log
+    of a file that was not one."""
     application_id = db.execute("PRAGMA application_id").fetchone()[0]
     version = db.execute("PRAGMA user_version").fetchone()[0]
     if application_id == 0 and version == 0:
         if db.execute("SELECT count(*) FROM sqlite_master").fetchone()[0]:
             raise AuditStoreError(f"{path} is not a gateway audit database (it holds other tables)")
-        if not writable or key is None:
+        if not may_create or key is None:
             raise AuditStoreError(f"{path} is an empty database, not a gateway audit log")
         create(db, key)
         return
@@ -208,7 +234,7 @@ class SQLiteAuditStore:
             busy_timeout=busy_timeout,
             chain_unchained=chain_unchained,
         )
-        db = aiosqlite.connect(path)
+        db = aiosqlite.connect(existing(path), uri=True)  # made (or found) by prepare: never made here
         try:
             await db
             await db.execute(f"PRAGMA busy_timeout = {int(busy_timeout * 1000)}")
@@ -477,7 +503,7 @@ class SQLiteAppender:
         self._key = key
         self._head: Head | None = None
         """The head this connection last wrote; None until it has written, or after a conflict."""
-        self._db = _connect(path, busy_timeout)
+        self._db = _connect(path, busy_timeout, create=False)
         try:
             self._db.execute(f"PRAGMA synchronous = {SYNCHRONOUS[synchronous]}")
             if max_bytes:

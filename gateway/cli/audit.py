@@ -8,8 +8,8 @@ import getpass
 import logging
 import os
 import sys
-from collections.abc import Awaitable, Callable
-from contextlib import aclosing
+from collections.abc import Awaitable, Callable, Iterator
+from contextlib import aclosing, contextmanager
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -24,7 +24,7 @@ from gateway.audit.formats import STREAMING, WRITERS, RecordStream, write_column
 from gateway.audit.query import DEFAULT_LIMIT, AuditFilter, parse_time, positive_int
 from gateway.audit.reconcile import reconcile
 from gateway.audit.reserve import RESERVE_HEADROOM, DiskReserve
-from gateway.audit.store import STATS_GROUPS, AuditStore, PruneResult
+from gateway.audit.store import STATS_GROUPS, AuditStore, AuditStoreError, PruneResult
 from gateway.audit.verify import CannotVerify, verify_log
 from gateway.cli import fleet
 from gateway.cli.common import (
@@ -306,15 +306,22 @@ Example:
 
 
 def _read(
-    config: Config, action: Callable[[AuditStore], Awaitable[T]], *, key: ChainKey | None = None, writable: bool = False
+    args: argparse.Namespace,
+    config: Config,
+    action: Callable[[AuditStore], Awaitable[T]],
+    *,
+    key: ChainKey | None = None,
+    writable: bool = False,
 ) -> T:
     """Run ``action`` on the config's audit log. ``writable``: for a command that appends (with
-    the log's ``key``), which upgrades an older log but never makes a new one."""
+    the log's ``key``), which upgrades an older log but never makes a new one: only `gateway
+    serve` does, so a mistyped path is an error naming it, never a new empty log."""
 
     async def run() -> T:
-        store = await open_store(
-            config.database_path, key=key, writable=writable, busy_timeout=config.audit.busy_timeout
-        )
+        with _naming(args, config):
+            store = await open_store(
+                config.database_path, key=key, writable=writable, busy_timeout=config.audit.busy_timeout
+            )
         try:
             return await action(store)
         finally:
@@ -323,11 +330,22 @@ def _read(
     return asyncio.run(run())
 
 
+@contextmanager
+def _naming(args: argparse.Namespace, config: Config) -> Iterator[None]:
+    """A log that cannot be opened is reported with where its path came from: ``--db``, or the
+    config file's ``audit.database``."""
+    try:
+        yield
+    except AuditStoreError as exc:
+        where = "--db" if getattr(args, "db", None) is not None else f"{config.source}: audit.database"
+        raise CommandError(f"{where}: {exc}") from None
+
+
 def cmd_query(args: argparse.Namespace) -> int:
     if fleet.uses_store(args):
         return fleet.fleet_query(args)
     selection = selection_of(args, limit=args.limit)
-    records = _read(config_of(args), lambda store: store.query(selection))
+    records = _read(args, config_of(args), lambda store: store.query(selection))
     WRITERS[args.format](records, sys.stdout)
     return 0
 
@@ -336,7 +354,7 @@ def cmd_show(args: argparse.Namespace) -> int:
     if fleet.uses_store(args):
         return fleet.fleet_show(args)
     config = config_of(args)
-    record = _read(config, lambda store: store.get(args.id))
+    record = _read(args, config, lambda store: store.get(args.id))
     if record is None:
         raise CommandError(f"no record {args.id} in {config.database_path}")
     write_record(record, sys.stdout)
@@ -367,7 +385,7 @@ def cmd_export(args: argparse.Namespace) -> int:
                     exported += len(batch)
                     progress.update(exported)
 
-    _read(config_of(args), export)
+    _read(args, config_of(args), export)
     return 0
 
 
@@ -378,7 +396,7 @@ def cmd_stats(args: argparse.Namespace) -> int:
         raise CommandError("--by instance needs --store (a local log holds one instance)")
     selection = selection_of(args)
     rows = _read(
-        config_of(args), lambda store: store.stats(args.by, selection, include_intents=args.outcome == "pending")
+        args, config_of(args), lambda store: store.stats(args.by, selection, include_intents=args.outcome == "pending")
     )
     write_columns(
         [args.by, "records"], [["-" if value is None else str(value), str(n)] for value, n in rows], sys.stdout
@@ -399,7 +417,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
             return await verify_log(store, key, expect_head=args.expect_head, progress=progress.update)
 
     try:
-        verdict = _read(config, verify)
+        verdict = _read(args, config, verify)
     except CannotVerify as exc:
         raise CommandError(str(exc)) from None
     if verdict.problem is not None:
@@ -418,9 +436,14 @@ def cmd_upgrade(args: argparse.Namespace) -> int:
     key = chain_key_of(args, config) or ChainKey(None)
 
     async def upgrade() -> None:
-        store = await open_store(
-            config.database_path, key=key, writable=True, busy_timeout=config.audit.busy_timeout, chain_unchained=True
-        )
+        with _naming(args, config):
+            store = await open_store(
+                config.database_path,
+                key=key,
+                writable=True,
+                busy_timeout=config.audit.busy_timeout,
+                chain_unchained=True,
+            )
         await store.close()
 
     asyncio.run(upgrade())
@@ -431,7 +454,7 @@ def cmd_upgrade(args: argparse.Namespace) -> int:
 
 
 def cmd_head(args: argparse.Namespace) -> int:
-    head = _read(config_of(args), lambda store: store.head())
+    head = _read(args, config_of(args), lambda store: store.head())
     say(f"{head.id} {head.hash}")
     return 0
 
@@ -480,7 +503,7 @@ def cmd_reconcile(args: argparse.Namespace) -> int:
         return settled, unsettled
 
     heads: list[Head] = []
-    settled, unsettled = _read(config, run, key=key, writable=True)
+    settled, unsettled = _read(args, config, run, key=key, writable=True)
     if settled:
         first = heads[0].id - len(settled) + 1
         for offset, item in enumerate(settled):
@@ -497,7 +520,7 @@ def _read_tokens(path: Path) -> dict[str, str]:
     try:
         lines = path.read_text(encoding="utf-8").split()
     except (OSError, UnicodeDecodeError) as exc:
-        raise CommandError(f"cannot read {path}: {getattr(exc, 'strerror', None) or exc}") from None
+        raise CommandError(f"--tokens-file: cannot read {path}: {getattr(exc, 'strerror', None) or exc}") from None
     return {fingerprint(token): token for token in lines}
 
 
@@ -591,12 +614,15 @@ def cmd_prune(args: argparse.Namespace) -> int:
     reserve = (
         DiskReserve.found(path, config.audit.reserve_mb) if args.db else DiskReserve(path, config.audit.reserve_mb)
     )
-    if not args.dry_run:
-        reserve.release()  # on a full disk, the room the prune (even opening the log) works in
+    # On a full disk, the room the prune (even opening the log) works in. Taken again after it,
+    # but never made beside a log that could not be opened (a mistyped path): none was there.
+    released = False if args.dry_run else reserve.release()
+    pruned = False
     try:
-        result = _read(config, prune, key=key, writable=True)
+        result = _read(args, config, prune, key=key, writable=True)
+        pruned = True
     finally:
-        not_restored = None if args.dry_run else reserve.ensure(headroom=RESERVE_HEADROOM)
+        not_restored = reserve.ensure(headroom=RESERVE_HEADROOM) if released or (pruned and not args.dry_run) else None
     if result is None:
         return 0
     if result.checkpoint is None:

@@ -15,6 +15,7 @@ import orjson
 
 from gateway.audit.chain import ChainKey
 from gateway.audit.formats import write_columns
+from gateway.audit.store import AuditStoreError
 from gateway.cli.common import (
     LISTEN,
     CommandError,
@@ -273,7 +274,7 @@ def cmd_ship(args: argparse.Namespace) -> int:
     if not config.ship.url:
         raise CommandError(f"{config.source}: ship.url: not set; nothing to ship to")
     if not config.database_path.is_file():
-        raise CommandError(f"no audit database at {config.database_path}")
+        raise CommandError(f"{config.source}: audit.database: no audit database at {config.database_path}")
 
     async def ship() -> tuple[int, Shipper]:
         shipper = Shipper(config, get_logger())
@@ -286,6 +287,8 @@ def cmd_ship(args: argparse.Namespace) -> int:
         sent, shipper = asyncio.run(ship())
     except ShipError as exc:
         raise CommandError(f"shipping to {config.ship.url}: {exc}") from None
+    except AuditStoreError as exc:  # an empty file, or one that is not a log
+        raise CommandError(f"{config.source}: audit.database: {exc}") from None
     except (OSError, TimeoutError, aiohttp.ClientError) as exc:
         raise CommandError(f"cannot reach the collector at {config.ship.url}: {type(exc).__name__}") from None
     print(

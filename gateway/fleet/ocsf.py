@@ -1,8 +1,10 @@
 """Audit records as OCSF API Activity events (class 6003), for SIEMs: ``audit export --format ocsf``.
 
-One JSON object per line. ``MAPPING`` is the one statement of which record field goes where;
-``docs/fleet.md`` shows it as a table (a test compares them). The activity follows the HTTP
-method (DELETE is Delete, 4, so ``type_uid`` 600304); the status follows the outcome.
+One JSON object per line. ``MAPPING`` is the one statement of which record field goes where,
+and ``VERBS`` of which activity each action is; ``docs/fleet.md`` shows both as tables (tests
+compare them). The activity follows the record's ``action`` (``key.revoke``: its verb, revoke,
+is an Update, 3, so ``type_uid`` 600303), or, for a record without one (written before actions
+were recorded, or a summary of the gateway's own), the HTTP method; the status follows the outcome.
 """
 
 from __future__ import annotations
@@ -19,17 +21,27 @@ from gateway.audit.record import FIELDS, Outcome, Row
 CLASS_UID = 6003
 CATEGORY_UID = 6
 OCSF_VERSION = "1.3.0"
-ACTIVITIES = {
-    "POST": (1, "Create"),
-    "GET": (2, "Read"),
-    "PUT": (3, "Update"),
-    "PATCH": (3, "Update"),
-    "DELETE": (4, "Delete"),
-}
+CREATE, READ, UPDATE, DELETE = (1, "Create"), (2, "Read"), (3, "Update"), (4, "Delete")
 OTHER_ACTIVITY = (99, "Other")
+VERBS: dict[str, tuple[int, str]] = {
+    "create": CREATE,
+    "read": READ,
+    "update": UPDATE,
+    "revoke": UPDATE,
+    "approve": UPDATE,
+    "active": UPDATE,
+    "inactive": UPDATE,
+    "delete": DELETE,
+}
+"""An action's verb (the part after its last dot: ``token.revoke``, ``tokens.revoke``,
+``developer.inactive``) and its API Activity. A revocation, an approval and a status change
+leave the credential in place with another status: Updates; only a delete removes it."""
+ACTIVITIES = {"POST": CREATE, "GET": READ, "HEAD": READ, "PUT": UPDATE, "PATCH": UPDATE, "DELETE": DELETE}
+"""For a record without an action: by its HTTP method."""
 SUCCESS, FAILURE, UNKNOWN = (1, "Success"), (2, "Failure"), (0, "Unknown")
 STATUSES = {
     Outcome.DELETED.value: SUCCESS,
+    Outcome.SUCCEEDED.value: SUCCESS,
     Outcome.PRUNED.value: SUCCESS,
     Outcome.PENDING.value: UNKNOWN,
     Outcome.UNKNOWN.value: UNKNOWN,
@@ -45,15 +57,17 @@ SEVERITIES = {
 
 MAPPING: tuple[tuple[str, str, str], ...] = (
     (
-        "(method)",
+        "action",
         "activity_id, activity_name, type_uid, type_name",
-        "DELETE: 4 Delete (600304); GET 2, POST 1, PUT/PATCH 3; other methods (PRUNE, THROTTLE) 99 Other",
+        "by the action's verb (the table below); type_uid is 600300 + activity_id. Without an action, by "
+        "the method: DELETE 4, GET/HEAD 2, POST 1, PUT/PATCH 3; others (PRUNE, THROTTLE) 99 Other",
     ),
     ("time", "time (epoch ms), metadata.original_time", "the record's ISO 8601 UTC time"),
     (
         "outcome",
         "status_id, status, status_detail",
-        "deleted, pruned: 1 Success; pending, unknown: 0 Unknown; others: 2 Failure; status_detail is the outcome",
+        "deleted, succeeded, pruned: 1 Success; pending, unknown: 0 Unknown; others: 2 Failure; status_detail "
+        "is the outcome",
     ),
     (
         "outcome",
@@ -62,13 +76,21 @@ MAPPING: tuple[tuple[str, str, str], ...] = (
     ),
     ("actor", "actor.user.name", "the gateway user (for denied: the name claimed)"),
     ("client_ip", "src_endpoint.ip", ""),
-    ("method", "api.operation", "the HTTP method"),
+    ("action", "api.operation", "token.revoke, key.create, read, ...; the HTTP method when there is none"),
+    ("method", "http_request.http_method", "the HTTP method"),
     ("request_id", "api.request.uid", "pairs an intent with its outcome"),
+    ("params", "api.request.data", "the call's parameters (cascade, app, enduser, ...), as JSON"),
     ("upstream_status", "http_status (and api.response.code)", ""),
     ("error_code", "api.response.error, status_code", ""),
     ("org", "api.service.name", "the Apigee organisation acted on"),
-    ("token_sha256", "resources[0].uid", "resource type access_token; the token only as its fingerprint"),
-    ("token_hint", "resources[0].name", "its last 4 characters, as …XXXX"),
+    ("resource_type", "resources[0].type", "access_token, consumer_key, app, developer, ...; access_token without one"),
+    ("resource", "resources[0].name", "the resource's path below the organisation, secrets fingerprinted"),
+    ("token_sha256", "resources[0].uid", "the token (or consumer key) only as its fingerprint"),
+    (
+        "token_hint",
+        "resources[0].name, resources[0].labels",
+        "its last 4 characters, as …XXXX: the name when there is no resource, else the label hint:…XXXX",
+    ),
     ("app", "resources[0].labels", "app:NAME"),
     ("client_id", "resources[0].labels", "client_id:KEY"),
     ("snapshot", "resources[0].data", "the stored (redacted) snapshot, as JSON"),
@@ -85,15 +107,19 @@ _INDEX = {name: index for index, name in enumerate(FIELDS)}
 def event(row: Row, instance: str) -> dict[str, Any]:
     """One record (a row in ``FIELDS`` order) as an OCSF API Activity event."""
     value = dict(zip(FIELDS, row, strict=True))
-    activity_id, activity = ACTIVITIES.get(str(value["method"]), OTHER_ACTIVITY)
+    activity_id, activity = activity_of(value["action"], value["method"])
     status_id, status = STATUSES.get(value["outcome"], FAILURE)
     severity_id, severity = SEVERITIES.get(value["outcome"], (1, "Informational"))
     moment = int(datetime.fromisoformat(value["time"]).timestamp() * 1000)
     labels = [f"{name}:{value[name]}" for name in ("app", "client_id") if value[name] is not None]
-    resource: dict[str, Any] = {"type": "access_token"}
+    resource: dict[str, Any] = {"type": value["resource_type"] or "access_token"}
     if value["token_sha256"] is not None:
         resource["uid"] = value["token_sha256"]
-    if value["token_hint"]:
+    if value["resource"] is not None:
+        resource["name"] = value["resource"]
+        if value["token_hint"]:
+            labels.append(f"hint:…{value['token_hint']}")
+    elif value["token_hint"]:
         resource["name"] = f"…{value['token_hint']}"
     if labels:
         resource["labels"] = labels
@@ -121,8 +147,11 @@ def event(row: Row, instance: str) -> dict[str, Any]:
         "status_detail": value["outcome"],
         "actor": {"user": {"name": value["actor"]}} if value["actor"] is not None else {},
         "api": {
-            "operation": value["method"],
-            "request": {"uid": value["request_id"]},
+            "operation": value["action"] or value["method"],
+            "request": {
+                "uid": value["request_id"],
+                **({"data": orjson.Fragment(value["params"])} if value["params"] is not None else {}),
+            },
             "response": response,
             **({"service": {"name": value["org"]}} if value["org"] is not None else {}),
         },
@@ -144,6 +173,8 @@ def event(row: Row, instance: str) -> dict[str, Any]:
     }
     if value["client_ip"] is not None:
         out["src_endpoint"] = {"ip": value["client_ip"]}
+    if value["method"] is not None:
+        out["http_request"] = {"http_method": value["method"]}
     if value["upstream_status"] is not None:
         out["http_status"] = value["upstream_status"]
     if value["error_code"] is not None:
@@ -151,6 +182,13 @@ def event(row: Row, instance: str) -> dict[str, Any]:
     if value["latency_ms"] is not None:
         out["duration"] = round(value["latency_ms"])
     return out
+
+
+def activity_of(action: str | None, method: str | None) -> tuple[int, str]:
+    """The API Activity of a record: by its action's verb, else its HTTP method."""
+    if action:
+        return VERBS.get(action.rpartition(".")[2], OTHER_ACTIVITY)
+    return ACTIVITIES.get(str(method), OTHER_ACTIVITY)
 
 
 def write_events(rows: Iterable[Row], instance: str, out: TextIO) -> None:
