@@ -33,7 +33,7 @@ from gateway.call import REQUEST_ID, Call
 from gateway.outcome import Meaning, meaning, number_in, outcome_for_status, outcome_of, pre_image
 from gateway.redact import loggable_target
 from gateway.refusal import Refusal
-from gateway.route import Routed, route
+from gateway.route import OVERRIDE_HEADERS, Routed, route
 from gateway.runtime import RUNTIME, Runtime
 from gateway.upstream import PassThrough, UpstreamError, UpstreamReply, unforwardable
 
@@ -88,7 +88,10 @@ async def _steps(request: web.Request, runtime: Runtime, call: Call) -> web.Stre
 def _route(request: web.Request, runtime: Runtime, call: Call) -> Routed:
     """Which operation, on what: read from the path exactly as it arrived on the wire."""
     try:
-        routed = route(request.method, request.raw_path, pass_through=runtime.config.upstream.pass_through)
+        override = next((name for name in OVERRIDE_HEADERS if name in request.headers), None)
+        routed = route(
+            request.method, request.raw_path, pass_through=runtime.config.upstream.pass_through, override=override
+        )
     except Refusal:
         call.path = loggable_target(request.raw_path)
         raise

@@ -173,12 +173,14 @@ def _app_operations(owner: str) -> list[Operation]:
 
 
 def _owner_operations(kind: str, path: str, verb: str) -> list[Operation]:
-    """A developer's or a company's status and deletion: an inactive owner's apps are cut, and a
-    deleted one takes its apps and their keys with it."""
+    """A developer's or a company's status, update and deletion: an inactive owner's apps are
+    cut, an update's body may carry a ``status`` (or an email that moves the apps to another
+    name), and a deleted owner takes its apps and their keys with it."""
     owners = _kind(kind, verb)
     return [
         owners(f"{kind}.inactive", "POST", path, "deactivation", query_action="inactive", pre_image=path),
         owners(f"{kind}.active", "POST", path, "activation", query_action="active", pre_image=path),
+        owners(f"{kind}.update", "PUT", path, "change", pre_image=path),
         owners(f"{kind}.delete", "DELETE", path, "deletion"),
     ]
 

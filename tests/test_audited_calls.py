@@ -21,7 +21,7 @@ from urllib.parse import urlencode
 
 import aiohttp
 import pytest
-from helpers import AppClient, GatewayFactory, make_config, rows, write_locked
+from helpers import AppClient, GatewayFactory, make_config, rows, wire_request, write_locked
 from yarl import URL
 
 from gateway.audit.fingerprint import fingerprint
@@ -489,7 +489,14 @@ def _owner_cases(owner: str, placeholder: str, name: str, unknown: Failure) -> d
     def status(state: dict[str, Any]) -> object:
         return (_owner(state, owner) or {}).get("status")
 
+    def attributes(state: dict[str, Any]) -> object:
+        return (_owner(state, owner) or {}).get("attributes")
+
+    tier = [{"name": "tier", "value": "platinum"}]
     return {
+        f"PUT {path}": Case(
+            200, values, body={"attributes": tier}, echo=path, effect=attributes, changed=tier, failures=(unknown,)
+        ),
         f"POST {path}?action=inactive": Case(204, values, effect=status, changed="inactive", failures=(unknown,)),
         f"POST {path}?action=active": Case(204, values, effect=status, changed="active", failures=(unknown,)),
         f"DELETE {path}": Case(
@@ -1057,10 +1064,11 @@ async def test_a_read_is_passed_through_exactly_and_audited_only_if_asked(make_r
 async def test_a_write_by_a_manager_is_passed_through_exactly_and_not_audited(make_rig: Any) -> None:
     rig = await make_rig(audit={"reads": True})
     await rig.forget()
-    answer = await rig.call("PUT", f"/v1/o/{ORG}/developers/{DEV}", user="manager", body={"firstName": "Renamed"})
-    assert [("PUT", f"/v1/o/{ORG}/developers/{DEV}")] == await rig.journal()
-    assert (200, *(await rig.direct("GET", f"developers/{DEV}"))[1:]) == answer
-    assert "Renamed" == json.loads(answer[2])["firstName"]
+    new = {"email": "new@example.com", "firstName": "New", "lastName": "One", "userName": "new"}
+    answer = await rig.call("POST", f"/v1/o/{ORG}/developers", user="manager", body=new)
+    assert [("POST", f"/v1/o/{ORG}/developers")] == await rig.journal()
+    assert (201, *(await rig.direct("GET", "developers/new@example.com"))[1:]) == answer
+    assert "New" == json.loads(answer[2])["firstName"]
     assert [] == rig.records()
 
 
@@ -1082,7 +1090,7 @@ async def test_a_write_by_a_manager_is_passed_through_exactly_and_not_audited(ma
         (
             "reader",
             "PUT",
-            f"/v1/o/{ORG}/developers/{DEV}",
+            f"/v1/o/{ORG}/apiproducts/prod1",
             f"User reader may not change resources of organization {ORG} (role manage)",
         ),
         (
@@ -1200,7 +1208,6 @@ async def test_path_tricks_and_non_canonical_paths_are_refused_and_recorded(rig:
 
 NOT_CREDENTIALS = {
     ("POST", "/v1/o/myorg/developers"): "creates a developer, who holds no key until an app is made",
-    ("PUT", "/v1/o/myorg/developers/dev@example.com"): "changes a developer's names and attributes",
     ("POST", "/v1/o/myorg/companies"): "creates a company, which holds no key until an app is made",
     ("POST", "/oauth/token"): "the login server, outside /v1",
 }
@@ -1266,6 +1273,110 @@ async def test_a_percent_encoded_letter_digit_or_mark_is_refused(rig: Rig, metho
     await rig.forget()
     status, body = await raw_call(rig, method, path)
     assert (400, "gateway.bad_request") == (status, body["code"])
+    assert [] == await rig.journal()
+    assert before == await rig.state()
+    assert ["rejected"] == [record["outcome"] for record in rig.records()]
+
+
+# Other spellings of an audited call (hostile review, issue 12) -----------------------------------------
+
+
+def spellings(operation: Operation, case: Case) -> list[tuple[str, str]]:
+    """Ways of writing ``operation`` that the gateway could miss but an upstream may act on as it (or
+    as another audited call): a fragment anywhere, a fixed segment or a parameter name in another case,
+    a ``_method`` override, another method on the same path. Each is (method, raw target)."""
+    query = urlencode({**({"action": operation.query_action} if operation.query_action else {}), **case.query})
+    q = f"?{query}" if query else ""
+    below = fill(operation.path, case.values)
+    base = f"/v1/o/{ORG}"
+    found: list[tuple[str, str]] = [
+        (operation.method, f"{base}/{below}#{q}"),
+        (operation.method, f"{base}/{below}{q}{'&' if q else '?'}x=#frag"),
+        (operation.method, f"/v1/O/{ORG}/{below}{q}"),
+        (operation.method, f"/v1/Organizations/{ORG}/{below}{q}"),
+        (operation.method, f"{base}/{below}{q}{'&' if q else '?'}_method={operation.method}"),
+        ("PATCH", f"{base}/{below}{q}"),
+    ]
+    for name in re.findall(r"\{(\w+)\}", operation.path):
+        for tail in ("#", "#x"):
+            found.append(
+                (operation.method, f"{base}/{fill(operation.path, {**case.values, name: case.values[name] + tail})}{q}")
+            )
+    for word in {part for part in operation.path.split("/") if part and not part.startswith("{")}:
+        found.append((operation.method, f"{base}/{below.replace(word, word.capitalize(), 1)}{q}"))
+    for name in ("action", *operation.params):
+        if name == "action" and operation.query_action is None:
+            continue
+        value = operation.query_action if name == "action" else case.query.get(name, "true")
+        rest = urlencode({key: value for key, value in case.query.items() if key != name})
+        found.append((operation.method, f"{base}/{below}?{name.upper()}={value}{'&' + rest if rest else ''}"))
+    return found
+
+
+@pytest.mark.parametrize("operation", OPERATIONS, ids=name_of)
+async def test_every_other_spelling_of_an_audited_call_is_refused_and_recorded(rig: Rig, operation: Operation) -> None:
+    """A '#' (``DELETE .../accesstokens/tok#x``: the upstream's client drops the rest), a fixed segment or
+    parameter in another case, ``_method``, or PATCH on an audited path: 400, recorded under the caller,
+    nothing forwarded, the stub unchanged. Sent on the wire as written (a client would strip the '#')."""
+    case = CASES[name_of(operation)]
+    body = b"" if case.body is None else json.dumps(case.body).encode()
+    headers = auth("admin") | ({"Content-Type": "application/json"} if body else {})
+    before = await rig.state()
+    await rig.forget()
+    tried = spellings(operation, case)
+    answers = [await wire_request(rig.gateway, method, path, headers, body) for method, path in tried]
+    assert [] == await rig.journal()
+    assert before == await rig.state()
+    assert [(method, path, 400, "gateway.bad_request") for method, path in tried] == [
+        (method, path, status, json.loads(payload)["code"])
+        for (method, path), (status, payload) in zip(tried, answers, strict=True)
+    ]
+    assert [("rejected", "admin")] * len(tried) == [(record["outcome"], record["actor"]) for record in rig.records()]
+    assert_no_secret_in_clear(rig.records())
+
+
+@pytest.mark.parametrize("header", ["X-HTTP-Method-Override", "X-HTTP-Method", "X-Method-Override"])
+@pytest.mark.parametrize(
+    "path",
+    [f"/v1/o/{ORG}/oauth2/accesstokens/{TOKEN}?action=approve", f"/v1/o/{ORG}/apiproducts"],
+    ids=["audited", "passed"],
+)
+async def test_a_method_override_is_refused_and_recorded(rig: Rig, header: str, path: str) -> None:
+    """A POST that asks to be taken as a DELETE: some proxies and frameworks honour it, and the gateway
+    would record an approval while the token is deleted. 400, recorded, nothing forwarded."""
+    await rig.forget()
+    status, payload = await wire_request(rig.gateway, "POST", path, auth("admin") | {header: "DELETE"})
+    assert (400, "gateway.bad_request") == (status, json.loads(payload)["code"])
+    assert f"Method override ({header})" in json.loads(payload)["message"]
+    assert [] == await rig.journal()
+    assert ["rejected"] == [record["outcome"] for record in rig.records()]
+
+
+@pytest.mark.parametrize(
+    ("method", "path"),
+    [
+        ("POST", f"/v1/o/{ORG}/developers/{DEV}"),  # no action: not an update Apigee documents
+        ("PATCH", f"/v1/o/{ORG}/developers/{DEV}/apps/{APP}?action=revoke"),
+        ("PUT", f"/v1/o/{ORG}/developers/{DEV}/apps/{APP}?action=revoke"),
+        ("POST", f"/v1/o/{ORG}/developers?action=inactive"),
+        ("POST", f"/v1/o/{ORG}/apps/{APP_ID}?action=revoke"),
+        ("POST", f"/v1/o/{ORG}/developers/{DEV}/apps/{APP}/attributes?action=revoke"),
+        ("POST", f"/v1/o/{ORG}/developers/{DEV}/apps/{APP}/keys/{KEY}/apiproducts/prod1"),
+        ("PUT", f"/v1/o/{ORG}/developers/{DEV}/apps/{APP}/keys/{KEY}/apiproducts/prod1"),
+        ("POST", f"/v1/o/{ORG}/oauth2/accesstokens"),
+        ("POST", f"/v1/o/{ORG}/oauth2/refreshtokens/{REFRESH}?action=revoke"),
+        ("DELETE", f"/v1/o/{ORG}/oauth1/verifiers/verifier0A1b2C3d"),
+        ("PUT", f"/v1/o/{ORG}/companies/{COMPANY}/apps/{CAPP}/keys/{CKEY}/apiproducts/prod1"),
+    ],
+)
+async def test_a_credential_write_the_gateway_does_not_audit_is_refused(rig: Rig, method: str, path: str) -> None:
+    """Writes under developers, companies, apps and OAuth tokens that could change a credential and are
+    no audited operation: ``?action=`` on another method or path, another method on an audited path, any
+    other token write. 400, recorded, nothing forwarded (a manager could otherwise pass them through)."""
+    before = await rig.state()
+    await rig.forget()
+    status, payload = await wire_request(rig.gateway, method, path, auth("admin"))
+    assert (400, "gateway.bad_request") == (status, json.loads(payload)["code"])
     assert [] == await rig.journal()
     assert before == await rig.state()
     assert ["rejected"] == [record["outcome"] for record in rig.records()]
