@@ -40,6 +40,8 @@ from gateway.upstream import PassThrough, UpstreamError, UpstreamReply, unforwar
 MAX_REQUEST_BODY = 64 * 1024
 MAX_ENUMERATED = 10_000
 """Tokens of a bulk revocation listed in its intent; past it the list says it is incomplete."""
+MAX_PAGES = 200
+"""Pages of ``/oauth2/search`` asked for one bulk revocation (twice what 10,000 tokens take)."""
 SEARCH_PAGE = 100
 """Tokens asked for per page of ``/oauth2/search``: Apigee's most (``oauth_max_search_limit``);
 a larger limit is refused (400 ``InvalidValueForLimitParam``) and the list would be lost."""
@@ -216,35 +218,53 @@ async def _read_first(
 
 async def _tokens_to_revoke(request: web.Request, runtime: Runtime, routed: Routed, call: Call) -> Meaning | None:
     """The tokens a bulk revocation will cut, as fingerprints and hints, listed page by page
-    with Apigee's token search: its own answer (202) gives only their number."""
+    with Apigee's token search: its own answer (202) gives only their number. The listing is
+    bounded (tokens, pages, ``upstream.enumeration_timeout``) and stops at a page that does not
+    advance, so that an upstream answering endless or repeated pages cannot hold the call: the
+    list then says it is incomplete, and why, and the revocation is still forwarded."""
     selection = {name: routed.query[name] for name in ("app", "enduser") if name in routed.query}
-    tokens: list[dict[str, str]] = []
+    tokens: dict[str, dict[str, str]] = {}
+    starts: set[str] = set()
     start: str | None = None
-    while len(tokens) < MAX_ENUMERATED:
-        query = urlencode({**selection, "limit": SEARCH_PAGE, **({"start": start} if start else {})})
-        try:
-            reply = await _read_upstream(request, runtime, routed.below_org(f"oauth2/search?{query}"), call)
-        except UpstreamError as exc:
-            call.note("pre_image", f"missing: listing the tokens failed: {exc.detail}")
-            return None
-        page = _json(reply) if reply.status == 200 else None
-        found = page.get("list") if isinstance(page, dict) else None
-        if not isinstance(found, list):
-            call.note("pre_image", f"missing: the upstream answered {reply.status} to listing the tokens")
-            return None
-        tokens += [{"sha256": fingerprint(token), "hint": hint(token)} for token in found if isinstance(token, str)]
-        meta = page.get("meta") if isinstance(page, dict) else None
-        following = meta.get("next") if isinstance(meta, dict) else None
-        if not following or not found:
-            return _listed(tokens, complete=True)
-        start = str(following)
-    return _listed(tokens, complete=False)
+    wait = runtime.config.upstream.enumeration_timeout
+    try:
+        async with asyncio.timeout(wait):
+            for _ in range(MAX_PAGES):
+                query = urlencode({**selection, "limit": SEARCH_PAGE, **({"start": start} if start else {})})
+                try:
+                    reply = await _read_upstream(request, runtime, routed.below_org(f"oauth2/search?{query}"), call)
+                except UpstreamError as exc:
+                    call.note("pre_image", f"missing: listing the tokens failed: {exc.detail}")
+                    return None
+                page = _json(reply) if reply.status == 200 else None
+                found = page.get("list") if isinstance(page, dict) else None
+                if not isinstance(found, list):
+                    call.note("pre_image", f"missing: the upstream answered {reply.status} to listing the tokens")
+                    return None
+                new = {token: None for token in found if isinstance(token, str) and token not in tokens}
+                tokens.update({token: {"sha256": fingerprint(token), "hint": hint(token)} for token in new})
+                meta = page.get("meta") if isinstance(page, dict) else None
+                following = meta.get("next") if isinstance(meta, dict) else None
+                if not following or not found:
+                    return _listed(tokens, None)
+                if len(tokens) >= MAX_ENUMERATED:
+                    return _listed(tokens, f"more than {MAX_ENUMERATED} tokens")
+                start = str(following)
+                if not new or start in starts:
+                    return _listed(tokens, "the upstream repeated a page")
+                starts.add(start)
+    except TimeoutError:
+        return _listed(tokens, f"the listing took more than {wait:g} s (upstream.enumeration_timeout)")
+    return _listed(tokens, f"more than {MAX_PAGES} pages")
 
 
-def _listed(tokens: list[dict[str, str]], *, complete: bool) -> Meaning:
-    """The tokens a bulk revocation will cut, as the intent's snapshot."""
-    listing = json_text({"tokens": tokens[:MAX_ENUMERATED], "complete": complete})
-    return Meaning(Outcome.SUCCEEDED, None, None, None, listing)
+def _listed(tokens: dict[str, dict[str, str]], truncated: str | None) -> Meaning:
+    """The tokens a bulk revocation will cut, as the intent's snapshot; ``truncated``: why the
+    list stopped short of the end (None: it is complete)."""
+    listing: dict[str, object] = {"tokens": list(tokens.values())[:MAX_ENUMERATED], "complete": truncated is None}
+    if truncated is not None:
+        listing["truncated"] = truncated
+    return Meaning(Outcome.SUCCEEDED, None, None, None, json_text(listing))
 
 
 async def _read_upstream(request: web.Request, runtime: Runtime, target: str, call: Call) -> UpstreamReply:
