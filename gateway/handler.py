@@ -31,7 +31,7 @@ from gateway.audit.store import AuditStoreError
 from gateway.auth import GLOBAL, User, authenticate, authorization
 from gateway.call import REQUEST_ID, Call
 from gateway.outcome import Meaning, meaning, number_in, outcome_for_status, outcome_of, pre_image
-from gateway.redact import loggable_target
+from gateway.redact import loggable_target, one_spelling
 from gateway.refusal import Refusal
 from gateway.route import OVERRIDE_HEADERS, Routed, route
 from gateway.runtime import RUNTIME, Runtime
@@ -106,7 +106,8 @@ def _route(request: web.Request, runtime: Runtime, call: Call) -> Routed:
         tokens = operation.resource_type.endswith("token")
         call.target(routed.org, routed.secret, keep_raw=tokens and runtime.config.audit.store_raw_tokens)
     else:
-        call.path = call.resource = loggable_target(routed.target)
+        call.path = loggable_target(routed.target)
+        call.resource = one_spelling(call.path)
         call.org = routed.org
     return routed
 
@@ -401,7 +402,12 @@ async def _pass_through(
     read = routed.operation.role == "read"
     recorded = read and runtime.config.audit.reads
     if recorded:
-        call.action, call.resource_type, call.resource = "read", "path", call.path
+        call.action, call.resource_type = "read", "path"
+        of = routed.read_of
+        if of is not None:  # a credential: named and fingerprinted as a write on it would be
+            call.resource_type, call.resource = of.resource_type, routed.resource
+            keep_raw = of.resource_type.endswith("token") and runtime.config.audit.store_raw_tokens
+            call.target(routed.org, routed.secret, keep_raw=keep_raw)
     reply = await _forward(request, runtime, routed, body, call)
     call.upstream_status = reply.status
     if recorded:

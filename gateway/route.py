@@ -32,7 +32,9 @@ from gateway.refusal import Refusal
 
 MAX_NAME_LENGTH = 1024
 _ALLOWED = "letters, digits, '-', '.', '_' and '~', starting with a letter or digit (no '/' and no percent-encoding)"
-_ORG_PATH = re.compile(r"/v1/(?:audits/)?(?:o|organizations)/(?P<org>[^/?]*)(?:/|$)")
+_ORG_PATH = re.compile(r"/v1/(?:(?:audits|mint)/)?(?:o|organizations)/(?P<org>[^/?]*)(?:/|$)")
+"""Where a path names an organisation: the management API's own base, Apigee's audit log
+(``/v1/audits/organizations/{org}``) and monetization (``/v1/mint/organizations/{org}``)."""
 _HIDDEN = re.compile(
     r"%(?:2f|5c|00|2e|2d|5f|7e|3[0-9]|4[1-9a-f]|5[0-9a]|6[1-9a-f]|7[0-9a])|[\\;\x00-\x1f\x7f]", re.IGNORECASE
 )
@@ -82,13 +84,17 @@ class Routed:
     prefix: str = ""
     """The raw path up to and including the organisation (``/v1/o/myorg``), for the reads the
     call needs first (its pre-image), in the caller's own spelling."""
+    read_of: Operation | None = None
+    """For a read of a credential (a GET of a token or a key): the audited operation on it,
+    whose resource and secret a read record names."""
 
     @property
     def resource(self) -> str | None:
         """Which resource, as its path below the organisation, the secret left as its placeholder."""
-        if not self.operation.audited:
+        declared = self.operation if self.operation.audited else self.read_of
+        if declared is None:
             return None
-        resource = self.operation.path
+        resource = declared.path
         for name, value in self.values.items():
             resource = resource.replace(f"{{{name}}}", value)
         return resource
@@ -272,7 +278,28 @@ def _passed_through(method: str, raw_target: str, path: str, query: dict[str, st
         problem, org = f"Invalid organization name in path: expected 1-{MAX_ORG_LENGTH} {_ALLOWED}", None
     else:
         problem = next(filter(None, (_segment_problem("segment", segment) for segment in path.split("/"))), None)
+    if problem is None and operation is PASS_THROUGH_READ:
+        read = _read_of_secret(path)
+        if read is not None:
+            secret, values, of = read
+            return Routed(operation, raw_target, org, secret, values, query, read_of=of)
     return Routed(operation, raw_target, org, query=query, problem=problem)
+
+
+def _read_of_secret(path: str) -> tuple[str, dict[str, str], Operation] | None:
+    """A read of a credential an audited operation acts on (a token, a key, a code): its secret
+    and values, and that operation, so that a read record names it exactly as a write's would
+    (its resource and fingerprint), never in clear."""
+    for operation in OPERATIONS:
+        name = operation.secret
+        if name is None:
+            continue
+        match = operation.pattern.fullmatch(path)
+        if match is None or not is_name(match.group(name), MAX_NAME_LENGTH):
+            continue
+        values = {key: unquote(raw) for key, raw in match.groupdict().items() if key not in ("org", name)}
+        return match.group(name), {**values, name: f"{{{name}}}"}, operation
+    return None
 
 
 def _segment_problem(name: str, raw: str) -> str | None:

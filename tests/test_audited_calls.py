@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import io
 import json
 import re
 from collections.abc import Callable, Mapping
@@ -25,6 +26,7 @@ from helpers import AppClient, GatewayFactory, make_config, rows, wire_request, 
 from yarl import URL
 
 from gateway.audit.fingerprint import fingerprint
+from gateway.logs import flush_logs
 from gateway.operations import OPERATIONS, Operation
 from gateway.passwords import hash_password
 from gateway.route import route
@@ -1016,12 +1018,18 @@ async def test_a_bulk_revocation_by_end_user_lists_that_user_s_tokens(rig: Rig) 
 @pytest.mark.parametrize("reads", [False, True], ids=["reads-logged", "reads-audited"])
 async def test_a_read_is_passed_through_exactly_and_audited_only_if_asked(make_rig: Any, reads: bool) -> None:
     """A GET by a user with ``read``: the stub's bytes, and no record, unless ``audit.reads``: then one
-    ``read`` record, its path masked (a token in it never stored)."""
+    ``read`` record, its path masked; a read of a credential named and fingerprinted as a write on it
+    would be (its resource with the secret as placeholder), never stored in clear."""
     rig = await make_rig(audit={"reads": reads})
-    for below, masked in (
-        (f"developers/{DEV}", f"/v1/o/{ORG}/developers/*"),
-        (f"oauth2/accesstokens/{TOKEN}", f"/v1/o/{ORG}/oauth2/accesstokens/*"),
-        (f"developers/{DEV}/apps/{APP}/keys/{KEY}?expand=true", f"/v1/o/{ORG}/developers/*/apps/*/keys/*?expand=true"),
+    for below, masked, kind, secret in (
+        (f"developers/{DEV}", f"/v1/o/{ORG}/developers/*", "path", None),
+        (f"oauth2/accesstokens/{TOKEN}", "oauth2/accesstokens/{token}", "access_token", TOKEN),
+        (
+            f"developers/{DEV}/apps/{APP}/keys/{KEY}?expand=true",
+            f"developers/{DEV}/apps/{APP}/keys/{{key}}",
+            "consumer_key",
+            KEY,
+        ),
     ):
         await rig.forget()
         answer = await rig.call("GET", f"/v1/o/{ORG}/{below}", user="reader")
@@ -1036,9 +1044,9 @@ async def test_a_read_is_passed_through_exactly_and_audited_only_if_asked(make_r
                 "outcome": "succeeded",
                 "upstream_status": 200,
                 "action": "read",
-                "resource_type": "path",
+                "resource_type": kind,
                 "resource": masked,
-                "token_sha256": None,
+                "token_sha256": None if secret is None else fingerprint(secret),
                 "snapshot": None,
             } == {
                 name: records[-1][name]
@@ -1380,3 +1388,89 @@ async def test_a_credential_write_the_gateway_does_not_audit_is_refused(rig: Rig
     assert [] == await rig.journal()
     assert before == await rig.state()
     assert ["rejected"] == [record["outcome"] for record in rig.records()]
+
+
+RECORD_FIELDS = ("org", "action", "resource_type", "resource", "params", "outcome", "error_code", "token_sha256")
+
+
+@pytest.mark.parametrize(
+    ("user", "method", "below"),
+    [
+        ("reader", "GET", f"developers/{DEV}"),
+        ("reader", "GET", f"oauth2/accesstokens/{TOKEN}"),
+        ("reader", "GET", f"developers/{DEV}/apps/{APP}/keys/{KEY}"),
+        ("reader", "GET", f"oauth2/authorizationcodes/{CODE}"),
+        ("reader", "GET", "oauth1/verifiers/verifier0A1b2C3d"),
+        ("admin", "POST", f"developers/{DEV}?_method=DELETE"),
+        ("reader", "DELETE", f"developers/{DEV}/apps/{APP}"),
+        ("myname", "POST", f"developers/{DEV}?action=inactive"),
+    ],
+)
+async def test_both_spellings_of_the_organization_make_the_same_record(
+    make_rig: Any, user: str, method: str, below: str
+) -> None:
+    """``/v1/o/{org}`` and ``/v1/organizations/{org}``: the same record fields (reads, refusals and
+    audited calls alike), whichever the caller used."""
+    rig = await make_rig(audit={"reads": True})
+    for base in (f"/v1/o/{ORG}", f"/v1/organizations/{ORG}"):
+        await wire_request(rig.gateway, method, f"{base}/{below}", auth(user))
+        if method == "POST" and "action=inactive" in below:
+            await wire_request(rig.gateway, method, f"{base}/{below.replace('inactive', 'active')}", auth(user))
+    records = [{name: record[name] for name in RECORD_FIELDS} for record in rig.records()]
+    half = len(records) // 2
+    assert half > 0
+    assert records[:half] == records[half:]
+    assert_no_secret_in_clear(rig.records())
+
+
+@pytest.mark.parametrize(
+    ("below", "resource_type", "resource", "secret"),
+    [
+        (f"oauth2/accesstokens/{TOKEN}", "access_token", "oauth2/accesstokens/{token}", TOKEN),
+        (f"oauth2/authorizationcodes/{CODE}", "authorization_code", "oauth2/authorizationcodes/{code}", CODE),
+        (f"oauth1/accesstokens/{O1A}", "oauth1_access_token", "oauth1/accesstokens/{token}", O1A),
+        (f"oauth1/requesttokens/{O1R}", "oauth1_request_token", "oauth1/requesttokens/{token}", O1R),
+        (
+            f"companies/{COMPANY}/apps/{CAPP}/keys/{CKEY}",
+            "consumer_key",
+            f"companies/{COMPANY}/apps/{CAPP}/keys/{{key}}",
+            CKEY,
+        ),
+        ("oauth1/verifiers/verifier0A1b2C3d", "path", f"/v1/o/{ORG}/oauth1/verifiers/*", None),
+    ],
+)
+async def test_a_recorded_read_of_a_secret_fingerprints_it_like_a_write(
+    make_rig: Any, log_output: io.StringIO, below: str, resource_type: str, resource: str, secret: str | None
+) -> None:
+    """``audit.reads``: a GET of a token, key, code or verifier is recorded with the secret as its
+    fingerprint and hint and the resource as a write on it names it; nothing secret in the record or
+    the log line, whatever the stub answers (200 or 404)."""
+    rig = await make_rig(audit={"reads": True})
+    status, _ = await wire_request(rig.gateway, "GET", f"/v1/o/{ORG}/{below}", auth("reader"))
+    [record] = rig.records()
+    assert (resource_type, resource, "read") == (record["resource_type"], record["resource"], record["action"])
+    assert (None if secret is None else fingerprint(secret)) == record["token_sha256"]
+    assert (None if secret is None else secret[-4:]) == record["token_hint"]
+    assert_no_secret_in_clear(rig.records())
+    flush_logs()
+    logged = log_output.getvalue()
+    assert '"event": "request"' in logged or '"event":"request"' in logged
+    assert [] == [value for value in (*SECRETS, "verifier0A1b2C3d") if value in logged]
+    assert status in (200, 404)
+
+
+@pytest.mark.parametrize("base", ["/v1/mint/organizations", "/v1/mint/o", "/v1/audits/organizations"])
+async def test_a_path_naming_an_organization_elsewhere_is_scoped_to_it(rig: Rig, base: str) -> None:
+    """``/v1/mint/organizations/{org}/...`` names an organisation as ``/v1/o/{org}`` does: a reader of
+    myorg may read there (forwarded), one of another organisation may not (403, nothing forwarded)."""
+    await rig.forget()
+    status, _ = await wire_request(rig.gateway, "GET", f"{base}/{ORG}/developers", auth("reader"))
+    assert status != 403
+    assert [("GET", f"{base}/{ORG}/developers")] == await rig.journal()
+    await rig.forget()
+    status, payload = await wire_request(rig.gateway, "GET", f"{base}/{ORG}/developers", auth("outsider"))
+    assert (403, f"User outsider may not read resources of organization {ORG} (role read)") == (
+        status,
+        json.loads(payload)["message"],
+    )
+    assert [] == await rig.journal()
