@@ -24,7 +24,7 @@ _PLACEHOLDER = re.compile(r"\{(\w+)\}")
 MAX_ORG_LENGTH = 255
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._~-]*")
 
-SECRET_PLACEHOLDERS = frozenset({"token", "code", "key"})
+SECRET_PLACEHOLDERS = frozenset({"token", "code", "key", "verifier"})
 """Path values that are credentials themselves: kept only as fingerprint and hint."""
 
 
@@ -142,6 +142,9 @@ def _token_operations() -> list[Operation]:
             oauth1(f"{resource_type}.approve", "POST", path, "approval", query_action="approve", pre_image=path),
             oauth1(f"{resource_type}.update", "POST", path, "change"),
         ]
+    # A verifier lets its request token be exchanged for an access token: deleting it cuts that.
+    verifiers = _kind("oauth1_verifier", "revoke tokens", "oauth1")
+    operations.append(verifiers("oauth1_verifier.delete", "DELETE", "oauth1/verifiers/{verifier}", "deletion"))
     return operations
 
 

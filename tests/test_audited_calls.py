@@ -22,6 +22,7 @@ from urllib.parse import urlencode
 
 import aiohttp
 import pytest
+from aiohttp import web
 from helpers import AppClient, GatewayFactory, make_config, rows, wire_request, write_locked
 from yarl import URL
 
@@ -67,8 +68,9 @@ TOKEN, REFRESH = "accessToken0A1b2C3d4E5f6G", "refreshToken0A1b2C3d"
 CODE = "authCode0A1b2C3d4E5f"
 O1A, O1A_CONSUMER_SECRET, O1A_SECRET = "oauth1Access0A1b2C3d4E5", "o1ConsumerSecret0A1b2", "o1AccessSecret0A1b2C3"
 O1R, O1R_SECRET = "oauth1Request0A1b2C3d4E", "o1RequestSecret0A1b2C"
+VERIFIER = "o1Verifier0A1b2C3d4E5"
 SECRETS: tuple[str, ...] = (KEY, SECRET, CKEY, CSECRET, NEWKEY, NEWSECRET, TOKEN, REFRESH, CODE, O1A)
-SECRETS += (O1A_CONSUMER_SECRET, O1A_SECRET, O1R, O1R_SECRET)
+SECRETS += (O1A_CONSUMER_SECRET, O1A_SECRET, O1R, O1R_SECRET, VERIFIER)
 """Every credential the stub holds or is sent: none may appear in clear in any audit record."""
 
 
@@ -136,6 +138,7 @@ SEED = {
                 {"token": O1A, "consumerSecret": O1A_CONSUMER_SECRET, "secret": O1A_SECRET, "status": "approved"}
             ],
             "oauth1requesttokens": [{"token": O1R, "secret": O1R_SECRET, "status": "approved"}],
+            "oauth1verifiers": [{"verifier": VERIFIER, "requestToken": O1R, "status": "approved"}],
         }
     },
 }
@@ -220,8 +223,8 @@ def _token(state: dict[str, Any], token: str) -> dict[str, Any] | None:
 
 
 def _held(kind: str, name: str) -> Callable[[dict[str, Any]], object]:
-    """The status of an authorization code or OAuth 1.0a token, None once gone."""
-    field_name = "code" if kind == "authorizationcodes" else "token"
+    """The status of an authorization code, OAuth 1.0a token or verifier, None once gone."""
+    field_name = {"authorizationcodes": "code", "oauth1verifiers": "verifier"}.get(kind, "token")
     return lambda state: next((t.get("status") for t in state[kind] if t[field_name] == name), None)
 
 
@@ -338,6 +341,23 @@ def _token_cases() -> dict[str, Case]:
             changed="read write",
             failures=(unknown, Failure(400, "stub.invalid_request", "rejected", body={"scope": 42})),
         )
+    cases["DELETE oauth1/verifiers/{verifier}"] = Case(
+        200,
+        {"verifier": VERIFIER},
+        echo="oauth1/verifiers/{verifier}",
+        echo_before=True,
+        secret=VERIFIER,
+        effect=_held("oauth1verifiers", VERIFIER),
+        changed=None,
+        failures=(
+            Failure(
+                404,
+                "keymanagement.service.oauth10_verifier_doesnot_exist",
+                "not_found",
+                values={"verifier": "noSuchVerifier0A1b2"},
+            ),
+        ),
+    )
     return cases
 
 
@@ -568,7 +588,19 @@ def resource(operation: Operation, values: Mapping[str, str]) -> str:
     return fill(operation.path, {name: value for name, value in values.items() if name != operation.secret})
 
 
-SECRET_FIELDS = frozenset({"token", "refreshToken", "consumerKey", "consumerSecret", "clientId", "client_id", "secret"})
+SECRET_FIELDS = frozenset(
+    {
+        "token",
+        "refreshToken",
+        "consumerKey",
+        "consumerSecret",
+        "clientId",
+        "client_id",
+        "secret",
+        "verifier",
+        "requestToken",
+    }
+)
 
 
 def redacted(document: Any, secret: str | None = None) -> Any:
@@ -1227,7 +1259,7 @@ def test_every_credential_change_the_stub_emulates_is_an_audited_operation() -> 
     audited operation (with or without an ``?action=``) or is named above as changing no credential."""
     stub = make_stub_app(parse_seed(SEED, source="matrix seed"))
     sample = {"alias": "o", "org": ORG, "developer": DEV, "company": COMPANY, "app": APP, "app_id": APP_ID}
-    sample |= {"key": KEY, "product": "prod1", "token": TOKEN, "code": CODE, "tail": "x"}
+    sample |= {"key": KEY, "product": "prod1", "token": TOKEN, "code": CODE, "verifier": VERIFIER, "tail": "x"}
     unaudited = []
     for resource_route in stub.router.routes():
         canonical = resource_route.resource.canonical if resource_route.resource is not None else ""
@@ -1373,7 +1405,7 @@ async def test_a_method_override_is_refused_and_recorded(rig: Rig, header: str, 
         ("PUT", f"/v1/o/{ORG}/developers/{DEV}/apps/{APP}/keys/{KEY}/apiproducts/prod1"),
         ("POST", f"/v1/o/{ORG}/oauth2/accesstokens"),
         ("POST", f"/v1/o/{ORG}/oauth2/refreshtokens/{REFRESH}?action=revoke"),
-        ("DELETE", f"/v1/o/{ORG}/oauth1/verifiers/verifier0A1b2C3d"),
+        ("POST", f"/v1/o/{ORG}/oauth1/verifiers/{VERIFIER}"),
         ("PUT", f"/v1/o/{ORG}/companies/{COMPANY}/apps/{CAPP}/keys/{CKEY}/apiproducts/prod1"),
     ],
 )
@@ -1400,7 +1432,8 @@ RECORD_FIELDS = ("org", "action", "resource_type", "resource", "params", "outcom
         ("reader", "GET", f"oauth2/accesstokens/{TOKEN}"),
         ("reader", "GET", f"developers/{DEV}/apps/{APP}/keys/{KEY}"),
         ("reader", "GET", f"oauth2/authorizationcodes/{CODE}"),
-        ("reader", "GET", "oauth1/verifiers/verifier0A1b2C3d"),
+        ("reader", "GET", f"oauth1/verifiers/{VERIFIER}"),
+        ("myname", "DELETE", "oauth1/verifiers/noSuchVerifier0A1b2"),
         ("admin", "POST", f"developers/{DEV}?_method=DELETE"),
         ("reader", "DELETE", f"developers/{DEV}/apps/{APP}"),
         ("myname", "POST", f"developers/{DEV}?action=inactive"),
@@ -1436,7 +1469,13 @@ async def test_both_spellings_of_the_organization_make_the_same_record(
             f"companies/{COMPANY}/apps/{CAPP}/keys/{{key}}",
             CKEY,
         ),
-        ("oauth1/verifiers/verifier0A1b2C3d", "path", f"/v1/o/{ORG}/oauth1/verifiers/*", None),
+        (f"oauth1/verifiers/{VERIFIER}", "oauth1_verifier", "oauth1/verifiers/{verifier}", VERIFIER),
+        (
+            "oauth1/verifiers/noSuchVerifier0A1b2",
+            "oauth1_verifier",
+            "oauth1/verifiers/{verifier}",
+            "noSuchVerifier0A1b2",
+        ),
     ],
 )
 async def test_a_recorded_read_of_a_secret_fingerprints_it_like_a_write(
@@ -1455,7 +1494,7 @@ async def test_a_recorded_read_of_a_secret_fingerprints_it_like_a_write(
     flush_logs()
     logged = log_output.getvalue()
     assert '"event": "request"' in logged or '"event":"request"' in logged
-    assert [] == [value for value in (*SECRETS, "verifier0A1b2C3d") if value in logged]
+    assert [] == [value for value in (*SECRETS, "noSuchVerifier0A1b2") if value in logged]
     assert status in (200, 404)
 
 
@@ -1474,3 +1513,33 @@ async def test_a_path_naming_an_organization_elsewhere_is_scoped_to_it(rig: Rig,
         json.loads(payload)["message"],
     )
     assert [] == await rig.journal()
+
+
+@pytest.mark.parametrize(
+    ("below", "secret", "status", "answer"),
+    [
+        (f"oauth1/verifiers/{VERIFIER}", VERIFIER, 404, {"code": f"verifier.{VERIFIER}.doesnotexist"}),
+        (f"oauth1/accesstokens/{O1A}", O1A, 404, {"code": "x" * 190 + O1A}),
+        (f"oauth2/accesstokens/{TOKEN}", TOKEN, 200, {"message": f"token {TOKEN} deleted", TOKEN: [f"<{TOKEN}>"]}),
+        (f"oauth1/requesttokens/{O1R}", O1R, 200, {"note": f"was {O1R}"}),
+    ],
+)
+async def test_a_secret_quoted_back_by_the_upstream_is_never_stored(
+    aiohttp_server: Any, gateway: GatewayFactory, tmp_path: Path, below: str, secret: str, status: int, answer: Any
+) -> None:
+    """A hostile upstream quoting the credential the call acts on in its error code, a message, a field's
+    name or a list: the record keeps it redacted (an error code hidden before it is cut to length)."""
+
+    async def quoting(request: web.Request) -> web.Response:
+        return web.json_response(answer, status=status)
+
+    upstream = web.Application()
+    upstream.router.add_route("*", "/{tail:.*}", quoting)
+    url = str((await aiohttp_server(upstream)).make_url("")).rstrip("/")
+    client = await gateway(make_config(tmp_path, upstream=url, users=USERS))
+    response = await client.delete(f"/v1/o/{ORG}/{below}", headers=auth("myname"))
+    assert status == response.status
+    records = rows(tmp_path / "audit.db")
+    assert ["pending", "not_found" if status == 404 else "deleted"] == [record["outcome"] for record in records]
+    assert secret not in json.dumps(records)
+    assert "[redacted" in json.dumps(records, ensure_ascii=False)
