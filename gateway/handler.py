@@ -16,7 +16,7 @@ from __future__ import annotations
 import asyncio
 import time
 from typing import Any
-from urllib.parse import urlencode
+from urllib.parse import parse_qsl, urlencode
 
 import orjson
 from aiohttp import hdrs, web
@@ -33,7 +33,7 @@ from gateway.call import REQUEST_ID, Call
 from gateway.outcome import Meaning, meaning, number_in, outcome_for_status, outcome_of, pre_image
 from gateway.redact import loggable_target, one_spelling
 from gateway.refusal import Refusal
-from gateway.route import OVERRIDE_HEADERS, Routed, route
+from gateway.route import OVERRIDE_HEADERS, READ_PARAMETERS, READS, Routed, route
 from gateway.runtime import RUNTIME, Runtime
 from gateway.upstream import PassThrough, UpstreamError, UpstreamReply, unforwardable
 
@@ -162,6 +162,17 @@ async def _read_body(request: web.Request, runtime: Runtime, routed: Routed, cal
         )
         late.response.force_close()  # the rest of the body may still come: it must not be read as a next request
         raise late from None
+    if request.method not in READS and request.content_type == "application/x-www-form-urlencoded":
+        # A servlet reads a form body's fields as query parameters: "action=revoke" there is ?action=revoke.
+        given = next((name for name, _ in parse_qsl(body.decode("latin-1")) if name.lower() in READ_PARAMETERS), None)
+        if given is not None:
+            raise _refusal(
+                call,
+                errors.BAD_REQUEST,
+                Outcome.REJECTED,
+                f"Parameter {given[:40]!r} in a form body: an upstream may read it as a query parameter; "
+                "send it in the query, or send a JSON body",
+            )
     field = routed.operation.body_secret
     if field is not None:
         secret = _body_field(body, field)

@@ -45,9 +45,15 @@ among them, drop ``;...`` path parameters before matching: ``developers;v=1/...`
 ``developers/...`` upstream)."""
 READS = frozenset({"GET", "HEAD"})
 _SLASHES = re.compile(r"/{2,}")
-OVERRIDE_HEADERS = ("X-HTTP-Method-Override", "X-HTTP-Method", "X-Method-Override")
-"""Headers by which a caller asks a server to act as if another method had been sent (a POST
-acting as a DELETE): Apigee's front proxies and some frameworks honour them."""
+OVERRIDE_HEADERS = (
+    "X-HTTP-Method-Override",
+    "X-HTTP-Method",
+    "X-Method-Override",
+    "X-Original-URL",
+    "X-Rewrite-URL",
+)
+"""Headers by which a caller asks a server to act as if another method or path had been sent (a
+POST acting as a DELETE, a path routed as another): front proxies and frameworks honour them."""
 _OVERRIDE_PARAMETER = "_method"
 READ_PARAMETERS = frozenset({"action", *(name for operation in OPERATIONS for name in operation.params)})
 """The query parameters the gateway reads to know what a call does."""
@@ -169,7 +175,10 @@ def _spelling_problem(raw_target: str, pairs: list[tuple[str, str]], override: s
     names = [name for name, _ in pairs]
     if override is not None or any(name.lower() == _OVERRIDE_PARAMETER for name in names):
         given = override or _OVERRIDE_PARAMETER
-        return f"Method override ({given}) is refused: send the call with its own method, so that what is recorded is what is done"
+        return (
+            f"Method or path override ({given}) is refused: send the call with its own method and path, "
+            "so that what is recorded is what is done"
+        )
     other_case = next((name for name in names if name.lower() in READ_PARAMETERS and name not in READ_PARAMETERS), None)
     if other_case is not None:
         return f"Parameter {other_case[:40]!r} must be spelled {other_case.lower()!r}"

@@ -1375,7 +1375,9 @@ async def test_every_other_spelling_of_an_audited_call_is_refused_and_recorded(r
     assert_no_secret_in_clear(rig.records())
 
 
-@pytest.mark.parametrize("header", ["X-HTTP-Method-Override", "X-HTTP-Method", "X-Method-Override"])
+@pytest.mark.parametrize(
+    "header", ["X-HTTP-Method-Override", "X-HTTP-Method", "X-Method-Override", "X-Original-URL", "X-Rewrite-URL"]
+)
 @pytest.mark.parametrize(
     "path",
     [f"/v1/o/{ORG}/oauth2/accesstokens/{TOKEN}?action=approve", f"/v1/o/{ORG}/apiproducts"],
@@ -1385,9 +1387,10 @@ async def test_a_method_override_is_refused_and_recorded(rig: Rig, header: str, 
     """A POST that asks to be taken as a DELETE: some proxies and frameworks honour it, and the gateway
     would record an approval while the token is deleted. 400, recorded, nothing forwarded."""
     await rig.forget()
-    status, payload = await wire_request(rig.gateway, "POST", path, auth("admin") | {header: "DELETE"})
+    value = f"/v1/o/{ORG}/oauth2/accesstokens/{TOKEN}" if header.endswith("URL") else "DELETE"
+    status, payload = await wire_request(rig.gateway, "POST", path, auth("admin") | {header: value})
     assert (400, "gateway.bad_request") == (status, json.loads(payload)["code"])
-    assert f"Method override ({header})" in json.loads(payload)["message"]
+    assert f"override ({header}) is refused" in json.loads(payload)["message"]
     assert [] == await rig.journal()
     assert ["rejected"] == [record["outcome"] for record in rig.records()]
 
@@ -1543,3 +1546,28 @@ async def test_a_secret_quoted_back_by_the_upstream_is_never_stored(
     assert ["pending", "not_found" if status == 404 else "deleted"] == [record["outcome"] for record in records]
     assert secret not in json.dumps(records)
     assert "[redacted" in json.dumps(records, ensure_ascii=False)
+
+
+@pytest.mark.parametrize(
+    ("method", "below", "form"),
+    [
+        ("POST", f"developers/{DEV}/apps/{APP}", "action=revoke"),
+        ("PUT", f"developers/{DEV}/apps/{APP}", "callbackUrl=x&Action=revoke"),
+        ("POST", f"oauth2/accesstokens/{TOKEN}", "action=revoke&cascade=true"),
+        ("POST", "apiproducts", "name=p&app=x"),
+    ],
+)
+async def test_a_parameter_the_gateway_reads_in_a_form_body_is_refused(
+    rig: Rig, method: str, below: str, form: str
+) -> None:
+    """Java servlets read the fields of an ``application/x-www-form-urlencoded`` body as query
+    parameters: ``action=revoke`` there makes an update a revocation upstream. 400, recorded, not sent."""
+    before = await rig.state()
+    await rig.forget()
+    headers = auth("admin") | {"Content-Type": "application/x-www-form-urlencoded"}
+    status, payload = await wire_request(rig.gateway, method, f"/v1/o/{ORG}/{below}", headers, form.encode())
+    assert (400, "gateway.bad_request") == (status, json.loads(payload)["code"])
+    assert "in a form body" in json.loads(payload)["message"]
+    assert [] == await rig.journal()
+    assert before == await rig.state()
+    assert ["rejected"] == [record["outcome"] for record in rig.records()]
