@@ -24,7 +24,7 @@ from multidict import CIMultiDict
 
 from gateway import errors
 from gateway.audit import records
-from gateway.audit.fingerprint import fingerprint, hint
+from gateway.audit.fingerprint import fingerprint, hint, redact_snapshot
 from gateway.audit.record import AuditRecord, Outcome
 from gateway.audit.records import json_text
 from gateway.audit.store import AuditStoreError
@@ -74,6 +74,7 @@ async def _steps(request: web.Request, runtime: Runtime, call: Call) -> web.Stre
         return await _pass_through(request, runtime, routed, body, call)
     await _authorize_upstream(runtime, call)
     hidden = _hidden(runtime, routed, body)
+    _note_body(runtime, call, body, hidden)
     before = await _read_first(request, runtime, routed, call, hidden)
     intent = records.intent(call, before.snapshot if before else None)
     await _write(runtime, call, "intent", intent, errors.AUDIT_UNAVAILABLE.response())
@@ -204,6 +205,16 @@ def _hidden(runtime: Runtime, routed: Routed, body: bytes) -> frozenset[str]:
     if operation.body_secret is not None:
         secret = _body_field(body, operation.body_secret)
     return frozenset() if secret is None else frozenset({secret})
+
+
+def _note_body(runtime: Runtime, call: Call, body: bytes, hidden: frozenset[str]) -> None:
+    """The request's JSON body, secrets redacted, in the records' ``params.body``: an update's
+    body may carry what it changes of a credential (a ``status``, products, a new key), and the
+    trail must say what was asked, not only what the answer shows."""
+    document = _json_document(body)
+    if isinstance(document, dict):
+        keep = runtime.config.audit.store_raw_tokens
+        call.note("body", redact_snapshot(document, keep_tokens=keep, values=hidden))
 
 
 async def _read_first(
@@ -486,10 +497,14 @@ def _json(reply: UpstreamReply) -> Any:
         return None
 
 
-def _body_field(body: bytes, name: str) -> str | None:
+def _json_document(body: bytes) -> Any:
     try:
-        document = orjson.loads(body) if body else None
+        return orjson.loads(body) if body else None
     except orjson.JSONDecodeError:
         return None
+
+
+def _body_field(body: bytes, name: str) -> str | None:
+    document = _json_document(body)
     value = document.get(name) if isinstance(document, dict) else None
     return value if isinstance(value, str) and value else None

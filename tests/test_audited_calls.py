@@ -794,6 +794,8 @@ async def test_success_is_answered_exactly_and_recorded(rig: Rig, operation: Ope
         assert (case.status, case.fixed_type, case.fixed) == answer
 
     params = {name: case.query[name] for name in operation.params if name in case.query} or None
+    if isinstance(case.body, dict):
+        params = {**(params or {}), "body": redacted(case.body, case.secret)}
     intent_snapshot = pre_image
     if operation.enumerate_tokens:
         intent_snapshot = {"tokens": [{"sha256": fingerprint(TOKEN), "hint": TOKEN[-4:]}], "complete": True}
@@ -888,6 +890,8 @@ async def test_apigee_s_error_is_passed_through_and_recorded(rig: Rig, operation
     assert failure.code == json.loads(answer[2])["code"]
 
     params: dict[str, Any] = {name: query[name] for name in operation.params if name in query}
+    if isinstance(body, dict):
+        params["body"] = redacted(body, secret)
     intent_snapshot = None
     if operation.pre_image is not None:
         pre_read = (await rig.direct("GET", fill(operation.pre_image, values)))[2]
