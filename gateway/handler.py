@@ -163,6 +163,15 @@ async def _read_body(request: web.Request, runtime: Runtime, routed: Routed, cal
         )
         late.response.force_close()  # the rest of the body may still come: it must not be read as a next request
         raise late from None
+    encoding = request.headers.get(hdrs.CONTENT_ENCODING, "identity").strip().lower()
+    if routed.operation.audited and body and encoding != "identity":
+        raise _refusal(
+            call,
+            errors.BAD_REQUEST,
+            Outcome.REJECTED,
+            f"A request body with Content-Encoding {encoding[:40]!r}: the gateway records what an audited call "
+            "asks for, and cannot read it; send it unencoded",
+        )
     if request.method not in READS and request.content_type == "application/x-www-form-urlencoded":
         # A servlet reads a form body's fields as query parameters: "action=revoke" there is ?action=revoke.
         given = next((name for name, _ in parse_qsl(body.decode("latin-1")) if name.lower() in READ_PARAMETERS), None)

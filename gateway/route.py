@@ -59,6 +59,8 @@ READ_PARAMETERS = frozenset({"action", *(name for operation in OPERATIONS for na
 """The query parameters the gateway reads to know what a call does."""
 _LOOSE = tuple(re.compile(operation.pattern.pattern, re.IGNORECASE | re.DOTALL) for operation in OPERATIONS)
 """The audited paths read as an upstream might: fixed segments in any case."""
+_KEYS = re.compile(r"/apps/[^/]*/keys/*$", re.IGNORECASE)
+"""An app's keys as a whole: a write there could issue or replace keys."""
 _RESERVED = frozenset({"create"})
 """Literal segments of the audited paths that sit where another path has a value (``keys/create``)."""
 _CREDENTIALS = re.compile(
@@ -218,6 +220,8 @@ def _unaudited_problem(
             return "Every change to OAuth tokens and codes the gateway forwards is an audited call, and this is none of them"
         if "action" in query:
             return f"Unknown action {query['action'][:40]!r} on a developer, company, app or key: not a call the gateway audits"
+        if _KEYS.search(path):
+            return "A write to an app's keys as a whole is no call the gateway audits (keys are created at keys/create)"
     return None
 
 

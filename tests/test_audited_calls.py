@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import gzip
 import io
 import json
 import re
@@ -1414,6 +1415,8 @@ async def test_a_method_override_is_refused_and_recorded(rig: Rig, header: str, 
         ("POST", f"/v1/o/{ORG}/oauth2/refreshtokens/{REFRESH}?action=revoke"),
         ("POST", f"/v1/o/{ORG}/oauth1/verifiers/{VERIFIER}"),
         ("PUT", f"/v1/o/{ORG}/companies/{COMPANY}/apps/{CAPP}/keys/{CKEY}/apiproducts/prod1"),
+        ("POST", f"/v1/o/{ORG}/developers/{DEV}/apps/{APP}/keys"),
+        ("PUT", f"/v1/o/{ORG}/companies/{COMPANY}/apps/{CAPP}/keys/"),
     ],
 )
 async def test_a_credential_write_the_gateway_does_not_audit_is_refused(rig: Rig, method: str, path: str) -> None:
@@ -1575,3 +1578,16 @@ async def test_a_parameter_the_gateway_reads_in_a_form_body_is_refused(
     assert [] == await rig.journal()
     assert before == await rig.state()
     assert ["rejected"] == [record["outcome"] for record in rig.records()]
+
+
+async def test_an_audited_call_with_an_encoded_body_is_refused(rig: Rig) -> None:
+    """A gzip body the gateway cannot read: a key created with it would be recorded without its
+    fingerprint, an update without what it asked. 400, recorded, nothing forwarded."""
+    body = gzip.compress(json.dumps({"consumerKey": NEWKEY, "consumerSecret": NEWSECRET}).encode())
+    headers = auth("admin") | {"Content-Type": "application/json", "Content-Encoding": "gzip"}
+    await rig.forget()
+    path = f"/v1/o/{ORG}/developers/{DEV}/apps/{APP}/keys/create"
+    status, payload = await wire_request(rig.gateway, "POST", path, headers, body)
+    assert (400, "gateway.bad_request") == (status, json.loads(payload)["code"])
+    assert [] == await rig.journal()
+    assert [("rejected", "key.create")] == [(record["outcome"], record["action"]) for record in rig.records()]
