@@ -36,9 +36,10 @@ _ORG_PATH = re.compile(r"/v1/(?:(?:audits|mint)/)?(?:o|organizations)/(?P<org>[^
 """Where a path names an organisation: the management API's own base, Apigee's audit log
 (``/v1/audits/organizations/{org}``) and monetization (``/v1/mint/organizations/{org}``)."""
 _HIDDEN = re.compile(
-    r"%(?:2f|5c|00|2e|2d|5f|7e|3[0-9]|4[1-9a-f]|5[0-9a]|6[1-9a-f]|7[0-9a])|[\\;\x00-\x1f\x7f]", re.IGNORECASE
+    r"%(?:2f|5c|00|2e|2d|5f|7e|3[0-9]|3f|23|4[1-9a-f]|5[0-9a]|6[1-9a-f]|7[0-9a])|[\\;\x00-\x1f\x7f]", re.IGNORECASE
 )
-"""In a raw segment: an encoded slash, backslash or NUL; an encoded letter, digit or ``-._~``,
+"""In a raw segment: an encoded slash, backslash, NUL, '?' or '#' (a proxy that decodes the path
+before passing it on makes them a query or a fragment); an encoded letter, digit or ``-._~``,
 which no client needs to encode (RFC 3986, 2.3) and an upstream decodes before matching
 (``%61pps`` is ``apps``); a raw control character; or a ';' (Java servlet containers, Apigee's
 among them, drop ``;...`` path parameters before matching: ``developers;v=1/...`` is
@@ -181,9 +182,11 @@ def _spelling_problem(raw_target: str, pairs: list[tuple[str, str]], override: s
             f"Method or path override ({given}) is refused: send the call with its own method and path, "
             "so that what is recorded is what is done"
         )
-    other_case = next((name for name in names if name.lower() in READ_PARAMETERS and name not in READ_PARAMETERS), None)
+    other_case = next(
+        (name for name in names if name.strip(" ?&;").lower() in READ_PARAMETERS and name not in READ_PARAMETERS), None
+    )
     if other_case is not None:
-        return f"Parameter {other_case[:40]!r} must be spelled {other_case.lower()!r}"
+        return f"Parameter {other_case[:40]!r} must be spelled {other_case.strip(' ?&;').lower()!r}"
     return None
 
 

@@ -1303,6 +1303,9 @@ async def test_a_path_parameter_that_could_hide_an_audited_call_is_refused(rig: 
     ("method", "path"),
     [
         ("POST", f"/v1/o/{ORG}/developers/{DEV}/%61pps/{APP}?action=revoke"),
+        ("POST", f"/v1/o/{ORG}/developers/{DEV}/apps/{APP}%3Faction=revoke"),
+        ("POST", f"/v1/o/{ORG}/developers/{DEV}/apps/{APP}%23/keys/{KEY}?action=revoke"),
+        ("POST", f"/v1/o/{ORG}/developers/{DEV}/apps/{APP}??action=revoke"),
         ("POST", f"/v1/o/{ORG}/oauth2/%61ccesstokens/{TOKEN}?action=revoke"),
         ("POST", f"/v1/o/{ORG}/developers/{DEV}/apps/{APP}/%6Beys/{KEY}/apiproducts/prod1?action=revoke"),
         ("DELETE", f"/v1/o/{ORG}/%64evelopers/{DEV}"),
@@ -1311,7 +1314,9 @@ async def test_a_path_parameter_that_could_hide_an_audited_call_is_refused(rig: 
     ],
 )
 async def test_a_percent_encoded_letter_digit_or_mark_is_refused(rig: Rig, method: str, path: str) -> None:
-    """``%61pps`` is ``apps`` to the upstream (the stub and servlet containers decode before matching),
+    """``%61pps`` is ``apps`` to the upstream (the stub and servlet containers decode before matching);
+    ``%3F`` and ``%23`` become a query or a fragment behind a proxy that decodes the path, and ``??action``
+    is ``action`` to a lenient parser,
     but no audited path here: it would pass through unaudited. Percent-encoding a letter, digit or
     ``-._~`` is never needed (RFC 3986 2.3): 400, recorded, nothing forwarded, and the stub unchanged."""
     before = await rig.state()
