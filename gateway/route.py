@@ -7,6 +7,12 @@ codes) must be plain unreserved characters; other values (a developer's email, a
 may be percent-encoded but never hide a ``/``, a ``\\``, a NUL, a dot segment or a ``;``, nor
 encode what needs no encoding (``%61pps`` is ``apps``), which an upstream could read as another
 path, of another organisation.
+
+The rule, as a class: a request the upstream could treat as an audited call is routed to that
+call or refused, never passed through unaudited. So besides the exact paths, every other
+spelling of them is refused (a fragment, a method override, a fixed segment or a parameter in
+another case, a trailing or doubled slash), and so is any credential write that is no audited
+call (another method on an audited path, an unknown ``?action=``, any other OAuth token write).
 """
 
 from __future__ import annotations

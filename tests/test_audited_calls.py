@@ -229,6 +229,21 @@ def _held(kind: str, name: str) -> Callable[[dict[str, Any]], object]:
     return lambda state: next((t.get("status") for t in state[kind] if t[field_name] == name), None)
 
 
+def _deletion_of_a_held_secret(path: str, held: str, secret: str, unknown: Failure) -> Case:
+    """The DELETE of an authorization code, an OAuth 1.0a token or verifier: answered as it was, then gone."""
+    placeholder = path.rsplit("{", 1)[1].rstrip("}")
+    return Case(
+        200,
+        {placeholder: secret},
+        echo=path,
+        echo_before=True,
+        secret=secret,
+        effect=_held(held, secret),
+        changed=None,
+        failures=(unknown,),
+    )
+
+
 def _token_cases() -> dict[str, Case]:
     token = {"token": TOKEN}
     unknown_token = Failure(
@@ -294,21 +309,15 @@ def _token_cases() -> dict[str, Case]:
                 Failure(400, "keymanagement.service.parameters_missing", "rejected", query={}),
             ),
         ),
-        "DELETE oauth2/authorizationcodes/{code}": Case(
-            200,
-            {"code": CODE},
-            echo="oauth2/authorizationcodes/{code}",
-            echo_before=True,
-            secret=CODE,
-            effect=_held("authorizationcodes", CODE),
-            changed=None,
-            failures=(
-                Failure(
-                    404,
-                    "keymanagement.service.invalid_request-authorization_code_invalid",
-                    "not_found",
-                    values={"code": "noSuchCode0A1b2C3d4"},
-                ),
+        "DELETE oauth2/authorizationcodes/{code}": _deletion_of_a_held_secret(
+            "oauth2/authorizationcodes/{code}",
+            "authorizationcodes",
+            CODE,
+            Failure(
+                404,
+                "keymanagement.service.invalid_request-authorization_code_invalid",
+                "not_found",
+                values={"code": "noSuchCode0A1b2C3d4"},
             ),
         ),
     }
@@ -318,16 +327,7 @@ def _token_cases() -> dict[str, Case]:
     ):
         path, held = f"oauth1/{kind}/{{token}}", f"oauth1{kind}"
         unknown = Failure(404, code, "not_found", values={"token": "noSuchOauth1Token0A1b"})
-        cases[f"DELETE {path}"] = Case(
-            200,
-            {"token": name},
-            echo=path,
-            echo_before=True,
-            secret=name,
-            effect=_held(held, name),
-            changed=None,
-            failures=(unknown,),
-        )
+        cases[f"DELETE {path}"] = _deletion_of_a_held_secret(path, held, name, unknown)
         for action, status in (("revoke", "revoked"), ("approve", "approved")):
             cases[f"POST {path}?action={action}"] = Case(
                 204, {"token": name}, secret=name, effect=_held(held, name), changed=status, failures=(unknown,)
@@ -342,21 +342,15 @@ def _token_cases() -> dict[str, Case]:
             changed="read write",
             failures=(unknown, Failure(400, "stub.invalid_request", "rejected", body={"scope": 42})),
         )
-    cases["DELETE oauth1/verifiers/{verifier}"] = Case(
-        200,
-        {"verifier": VERIFIER},
-        echo="oauth1/verifiers/{verifier}",
-        echo_before=True,
-        secret=VERIFIER,
-        effect=_held("oauth1verifiers", VERIFIER),
-        changed=None,
-        failures=(
-            Failure(
-                404,
-                "keymanagement.service.oauth10_verifier_doesnot_exist",
-                "not_found",
-                values={"verifier": "noSuchVerifier0A1b2"},
-            ),
+    cases["DELETE oauth1/verifiers/{verifier}"] = _deletion_of_a_held_secret(
+        "oauth1/verifiers/{verifier}",
+        "oauth1verifiers",
+        VERIFIER,
+        Failure(
+            404,
+            "keymanagement.service.oauth10_verifier_doesnot_exist",
+            "not_found",
+            values={"verifier": "noSuchVerifier0A1b2"},
         ),
     )
     return cases
