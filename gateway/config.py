@@ -441,6 +441,14 @@ class UpstreamConfig:
         positive_number,
         35.0,
     )
+    enumeration_timeout: float = setting(
+        "Seconds the listing of a bulk revocation's tokens (GET oauth2/search, page by page, before the "
+        "revocation is forwarded) may take in all. Past it, past 200 pages, or when the upstream repeats a "
+        "page, the listing stops, the intent says it is incomplete and why, and the revocation is still "
+        "forwarded.",
+        positive_number,
+        30.0,
+    )
     max_body_mb: int = setting(
         "Largest answer body, in MiB, the gateway takes from the upstream: each is held in memory to be "
         "recorded and passed on. A larger one is not passed on: the caller gets 502 "

@@ -16,7 +16,7 @@ from __future__ import annotations
 import asyncio
 import time
 from typing import Any
-from urllib.parse import urlencode
+from urllib.parse import parse_qsl, urlencode
 
 import orjson
 from aiohttp import HttpVersion11, hdrs, web
@@ -24,16 +24,16 @@ from multidict import CIMultiDict
 
 from gateway import errors
 from gateway.audit import records
-from gateway.audit.fingerprint import fingerprint, hint
+from gateway.audit.fingerprint import fingerprint, hint, redact_snapshot
 from gateway.audit.record import AuditRecord, Outcome
 from gateway.audit.records import json_text
 from gateway.audit.store import AuditStoreError
 from gateway.auth import GLOBAL, User, authenticate, authorization
 from gateway.call import REQUEST_ID, Call
-from gateway.outcome import Meaning, decoded, meaning, number_in, outcome_for_status, outcome_of, pre_image
-from gateway.redact import loggable_target
+from gateway.outcome import Meaning, meaning, number_in, outcome_for_status, outcome_of, pre_image
+from gateway.redact import loggable_target, one_spelling
 from gateway.refusal import Refusal
-from gateway.route import Routed, route
+from gateway.route import OVERRIDE_HEADERS, READ_PARAMETERS, READS, Routed, route
 from gateway.runtime import Runtime
 from gateway.upstream import PassThrough, UpstreamReply, received, unforwardable
 from gateway.upstream_client import BodyLimit, UpstreamError
@@ -43,6 +43,8 @@ MAX_REQUEST_BODY = 64 * 1024
 a call passed through has ``upstream.pass_through_max_body_mb``."""
 MAX_ENUMERATED = 10_000
 """Tokens of a bulk revocation listed in its intent; past it the list says it is incomplete."""
+MAX_PAGES = 200
+"""Pages of ``/oauth2/search`` asked for one bulk revocation (twice what 10,000 tokens take)."""
 SEARCH_PAGE = 100
 """Tokens asked for per page of ``/oauth2/search``: Apigee's most (``oauth_max_search_limit``);
 a larger limit is refused (400 ``InvalidValueForLimitParam``) and the list would be lost."""
@@ -73,7 +75,8 @@ async def _steps(request: web.Request, runtime: Runtime, call: Call) -> web.Stre
     if not routed.operation.audited:
         return await _pass_through(request, runtime, routed, body, call)
     await _authorize_upstream(runtime, call)
-    hidden = _hidden(runtime, routed, request, body)
+    hidden = _hidden(runtime, routed, body)
+    _note_body(runtime, call, body, hidden)
     before = await _read_first(request, runtime, routed, call, hidden)
     intent = records.intent(call, before.snapshot if before else None)
     await _write(runtime, call, "intent", intent, errors.AUDIT_UNAVAILABLE.response())
@@ -90,7 +93,10 @@ async def _steps(request: web.Request, runtime: Runtime, call: Call) -> web.Stre
 def _route(request: web.Request, runtime: Runtime, call: Call) -> Routed:
     """Which operation, on what: read from the path exactly as it arrived on the wire."""
     try:
-        routed = route(request.method, request.raw_path, pass_through=runtime.config.upstream.pass_through)
+        override = next((name for name in OVERRIDE_HEADERS if name in request.headers), None)
+        routed = route(
+            request.method, request.raw_path, pass_through=runtime.config.upstream.pass_through, override=override
+        )
     except Refusal:
         call.path = loggable_target(request.raw_path)
         raise
@@ -103,7 +109,8 @@ def _route(request: web.Request, runtime: Runtime, call: Call) -> Routed:
         tokens = operation.resource_type.endswith("token")
         call.target(routed.org, routed.secret, keep_raw=tokens and runtime.config.audit.store_raw_tokens)
     else:
-        call.path = call.resource = loggable_target(routed.target)
+        call.path = loggable_target(routed.target)
+        call.resource = one_spelling(call.path)
         call.org = routed.org
     return routed
 
@@ -172,17 +179,29 @@ async def _read_body(request: web.Request, runtime: Runtime, routed: Routed, cal
         )
         late.response.force_close()  # the rest of the body may still come: it must not be read as a next request
         raise late from None
-    field = routed.operation.body_secret
-    if field is not None and body:
-        content = decoded(request.headers, body)
-        if content is None:
+    encoding = request.headers.get(hdrs.CONTENT_ENCODING, "identity").strip().lower()
+    if routed.operation.audited and body and encoding != "identity":
+        raise _refusal(
+            call,
+            errors.BAD_REQUEST,
+            Outcome.REJECTED,
+            f"A request body with Content-Encoding {encoding[:40]!r}: the gateway records what an audited call "
+            "asks for, and cannot read it; send it unencoded",
+        )
+    if request.method not in READS and request.content_type == "application/x-www-form-urlencoded":
+        # A servlet reads a form body's fields as query parameters: "action=revoke" there is ?action=revoke.
+        given = next((name for name, _ in parse_qsl(body.decode("latin-1")) if name.lower() in READ_PARAMETERS), None)
+        if given is not None:
             raise _refusal(
                 call,
                 errors.BAD_REQUEST,
                 Outcome.REJECTED,
-                f"The body's Content-Encoding cannot be read by the gateway, which must read {field} in it to record the call",
+                f"Parameter {given[:40]!r} in a form body: an upstream may read it as a query parameter; "
+                "send it in the query, or send a JSON body",
             )
-        secret = _body_field(content, field)
+    field = routed.operation.body_secret
+    if field is not None:  # the body is unencoded: an encoded one was refused above
+        secret = _body_field(body, field)
         if secret is not None:
             call.token_sha256, call.token_hint = fingerprint(secret), hint(secret)
     return body
@@ -218,7 +237,7 @@ async def _authorize_upstream(runtime: Runtime, call: Call) -> None:
         raise Refusal(failure.response(f"{failure.message}: {exc.detail}; nothing was forwarded")) from None
 
 
-def _hidden(runtime: Runtime, routed: Routed, request: web.Request, body: bytes) -> frozenset[str]:
+def _hidden(runtime: Runtime, routed: Routed, body: bytes) -> frozenset[str]:
     """The credential the call acts on (in its path, or its body), to be redacted wherever it
     appears in a snapshot, whatever the field holding it is called; not a token kept in clear
     by ``audit.store_raw_tokens``."""
@@ -227,8 +246,18 @@ def _hidden(runtime: Runtime, routed: Routed, request: web.Request, body: bytes)
         return frozenset()
     secret = routed.secret
     if operation.body_secret is not None:
-        secret = _body_field(decoded(request.headers, body) or b"", operation.body_secret)
+        secret = _body_field(body, operation.body_secret)
     return frozenset() if secret is None else frozenset({secret})
+
+
+def _note_body(runtime: Runtime, call: Call, body: bytes, hidden: frozenset[str]) -> None:
+    """The request's JSON body, secrets redacted, in the records' ``params.body``: an update's
+    body may carry what it changes of a credential (a ``status``, products, a new key), and the
+    trail must say what was asked, not only what the answer shows."""
+    document = _json_document(body)
+    if isinstance(document, dict):
+        keep = runtime.config.audit.store_raw_tokens
+        call.note("body", redact_snapshot(document, keep_tokens=keep, values=hidden))
 
 
 async def _read_first(
@@ -255,35 +284,53 @@ async def _read_first(
 
 async def _tokens_to_revoke(request: web.Request, runtime: Runtime, routed: Routed, call: Call) -> Meaning | None:
     """The tokens a bulk revocation will cut, as fingerprints and hints, listed page by page
-    with Apigee's token search: its own answer (202) gives only their number."""
+    with Apigee's token search: its own answer (202) gives only their number. The listing is
+    bounded (tokens, pages, ``upstream.enumeration_timeout``) and stops at a page that does not
+    advance, so that an upstream answering endless or repeated pages cannot hold the call: the
+    list then says it is incomplete, and why, and the revocation is still forwarded."""
     selection = {name: routed.query[name] for name in ("app", "enduser") if name in routed.query}
-    tokens: list[dict[str, str]] = []
+    tokens: dict[str, dict[str, str]] = {}
+    starts: set[str] = set()
     start: str | None = None
-    while len(tokens) < MAX_ENUMERATED:
-        query = urlencode({**selection, "limit": SEARCH_PAGE, **({"start": start} if start else {})})
-        try:
-            reply = await _read_upstream(request, runtime, routed.below_org(f"oauth2/search?{query}"), call)
-        except UpstreamError as exc:
-            call.note("pre_image", f"missing: listing the tokens failed: {exc.detail}")
-            return None
-        page = _json(reply) if reply.status == 200 else None
-        found = page.get("list") if isinstance(page, dict) else None
-        if not isinstance(found, list):
-            call.note("pre_image", f"missing: the upstream answered {reply.status} to listing the tokens")
-            return None
-        tokens += [{"sha256": fingerprint(token), "hint": hint(token)} for token in found if isinstance(token, str)]
-        meta = page.get("meta") if isinstance(page, dict) else None
-        following = meta.get("next") if isinstance(meta, dict) else None
-        if not following or not found:
-            return _listed(tokens, complete=True)
-        start = str(following)
-    return _listed(tokens, complete=False)
+    wait = runtime.config.upstream.enumeration_timeout
+    try:
+        async with asyncio.timeout(wait):
+            for _ in range(MAX_PAGES):
+                query = urlencode({**selection, "limit": SEARCH_PAGE, **({"start": start} if start else {})})
+                try:
+                    reply = await _read_upstream(request, runtime, routed.below_org(f"oauth2/search?{query}"), call)
+                except UpstreamError as exc:
+                    call.note("pre_image", f"missing: listing the tokens failed: {exc.detail}")
+                    return None
+                page = _json(reply) if reply.status == 200 else None
+                found = page.get("list") if isinstance(page, dict) else None
+                if not isinstance(found, list):
+                    call.note("pre_image", f"missing: the upstream answered {reply.status} to listing the tokens")
+                    return None
+                new = {token: None for token in found if isinstance(token, str) and token not in tokens}
+                tokens.update({token: {"sha256": fingerprint(token), "hint": hint(token)} for token in new})
+                meta = page.get("meta") if isinstance(page, dict) else None
+                following = meta.get("next") if isinstance(meta, dict) else None
+                if not following or not found:
+                    return _listed(tokens, None)
+                if len(tokens) >= MAX_ENUMERATED:
+                    return _listed(tokens, f"more than {MAX_ENUMERATED} tokens")
+                start = str(following)
+                if not new or start in starts:
+                    return _listed(tokens, "the upstream repeated a page")
+                starts.add(start)
+    except TimeoutError:
+        return _listed(tokens, f"the listing took more than {wait:g} s (upstream.enumeration_timeout)")
+    return _listed(tokens, f"more than {MAX_PAGES} pages")
 
 
-def _listed(tokens: list[dict[str, str]], *, complete: bool) -> Meaning:
-    """The tokens a bulk revocation will cut, as the intent's snapshot."""
-    listing = json_text({"tokens": tokens[:MAX_ENUMERATED], "complete": complete})
-    return Meaning(Outcome.SUCCEEDED, None, None, None, listing)
+def _listed(tokens: dict[str, dict[str, str]], truncated: str | None) -> Meaning:
+    """The tokens a bulk revocation will cut, as the intent's snapshot; ``truncated``: why the
+    list stopped short of the end (None: it is complete)."""
+    listing: dict[str, object] = {"tokens": list(tokens.values())[:MAX_ENUMERATED], "complete": truncated is None}
+    if truncated is not None:
+        listing["truncated"] = truncated
+    return Meaning(Outcome.SUCCEEDED, None, None, None, json_text(listing))
 
 
 async def _read_upstream(request: web.Request, runtime: Runtime, target: str, call: Call) -> UpstreamReply:
@@ -421,7 +468,12 @@ async def _pass_through(
     read = routed.operation.role == "read"
     recorded = read and runtime.config.audit.reads
     if recorded:
-        call.action, call.resource_type, call.resource = "read", "path", call.path
+        call.action, call.resource_type = "read", "path"
+        of = routed.read_of
+        if of is not None:  # a credential: named and fingerprinted as a write on it would be
+            call.resource_type, call.resource = of.resource_type, routed.resource
+            keep_raw = of.resource_type.endswith("token") and runtime.config.audit.store_raw_tokens
+            call.target(routed.org, routed.secret, keep_raw=keep_raw)
     reply = await _forward(request, runtime, routed, body, call)
     call.upstream_status = reply.status
     if recorded:
@@ -488,10 +540,14 @@ def _json(reply: UpstreamReply) -> Any:
         return None
 
 
-def _body_field(body: bytes, name: str) -> str | None:
+def _json_document(body: bytes) -> Any:
     try:
-        document = orjson.loads(body) if body else None
+        return orjson.loads(body) if body else None
     except orjson.JSONDecodeError:
         return None
+
+
+def _body_field(body: bytes, name: str) -> str | None:
+    document = _json_document(body)
     value = document.get(name) if isinstance(document, dict) else None
     return value if isinstance(value, str) and value else None

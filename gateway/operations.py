@@ -24,7 +24,7 @@ _PLACEHOLDER = re.compile(r"\{(\w+)\}")
 MAX_ORG_LENGTH = 255
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._~-]*")
 
-SECRET_PLACEHOLDERS = frozenset({"token", "code", "key"})
+SECRET_PLACEHOLDERS = frozenset({"token", "code", "key", "verifier"})
 """Path values that are credentials themselves: kept only as fingerprint and hint."""
 
 
@@ -142,6 +142,9 @@ def _token_operations() -> list[Operation]:
             oauth1(f"{resource_type}.approve", "POST", path, "approval", query_action="approve", pre_image=path),
             oauth1(f"{resource_type}.update", "POST", path, "change"),
         ]
+    # A verifier lets its request token be exchanged for an access token: deleting it cuts that.
+    verifiers = _kind("oauth1_verifier", "revoke tokens", "oauth1")
+    operations.append(verifiers("oauth1_verifier.delete", "DELETE", "oauth1/verifiers/{verifier}", "deletion"))
     return operations
 
 
@@ -173,12 +176,14 @@ def _app_operations(owner: str) -> list[Operation]:
 
 
 def _owner_operations(kind: str, path: str, verb: str) -> list[Operation]:
-    """A developer's or a company's status and deletion: an inactive owner's apps are cut, and a
-    deleted one takes its apps and their keys with it."""
+    """A developer's or a company's status, update and deletion: an inactive owner's apps are
+    cut, an update's body may carry a ``status`` (or an email that moves the apps to another
+    name), and a deleted owner takes its apps and their keys with it."""
     owners = _kind(kind, verb)
     return [
         owners(f"{kind}.inactive", "POST", path, "deactivation", query_action="inactive", pre_image=path),
         owners(f"{kind}.active", "POST", path, "activation", query_action="active", pre_image=path),
+        owners(f"{kind}.update", "PUT", path, "change", pre_image=path),
         owners(f"{kind}.delete", "DELETE", path, "deletion"),
     ]
 

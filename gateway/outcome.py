@@ -14,7 +14,7 @@ from xml.etree import ElementTree
 
 from aiohttp import hdrs
 
-from gateway.audit.fingerprint import fingerprint, redact_snapshot
+from gateway.audit.fingerprint import fingerprint, hidden_in, redact_snapshot
 from gateway.audit.record import Outcome
 from gateway.audit.records import exact_loads, json_text, storable
 from gateway.upstream import UpstreamReply
@@ -75,6 +75,8 @@ def meaning(
         read = Interpretation(Outcome.SUCCEEDED, read.snapshot, read.error_code)
     snapshot = _stored_snapshot(read.snapshot, keep_raw=keep_raw_tokens, hidden=hidden)
     error_code = read.error_code if snapshot is not None or read.snapshot is None else "upstream.snapshot_unreadable"
+    if error_code is not None:  # an upstream may quote the credential in its error code: hidden, then cut
+        error_code = (hidden_in(error_code, hidden) if hidden else error_code)[:MAX_ERROR_CODE]
     escaped: list[str] = []
 
     def kept(field: str, value: str | None) -> str | None:
@@ -193,4 +195,4 @@ def _error_code(content: bytes | None) -> str | None:
             code = ElementTree.fromstring(content).findtext("Code")
         except ElementTree.ParseError:
             return None
-    return code[:MAX_ERROR_CODE] if isinstance(code, str) else None
+    return code if isinstance(code, str) else None

@@ -73,6 +73,8 @@ PATH_WORDS = frozenset(
         "debugsessions",
         "data",
         "vaults",
+        "mint",
+        "verifiers",
     }
 )
 """Literal path segments of the Apigee Edge management API (``apigee-management-api.md``)."""
@@ -80,7 +82,15 @@ PATH_WORDS = frozenset(
 QUERY_NAMES = frozenset({"action", "cascade", "app", "enduser", "expand", "limit", "start", "count", "startKey"})
 QUERY_VALUES = frozenset({"approve", "revoke", "active", "inactive", "true", "false"})
 
-_ORG_PREFIXES = (("", "v1", "o"), ("", "v1", "organizations"), ("", "v1", "audits", "organizations"))
+_ORG_PREFIXES = (
+    ("", "v1", "o"),
+    ("", "v1", "organizations"),
+    ("", "v1", "audits", "o"),
+    ("", "v1", "audits", "organizations"),
+    ("", "v1", "mint", "o"),
+    ("", "v1", "mint", "organizations"),
+)
+_LONG_SPELLING = "/v1/organizations/"
 
 
 def loggable_target(target: str) -> str:
@@ -113,3 +123,11 @@ def _parameter(parameter: str) -> str:
     if equals:
         shown += "=" + (value if value in QUERY_VALUES else HIDDEN)
     return shown
+
+
+def one_spelling(target: str) -> str:
+    """``target`` (as logged) with the organisation's base spelled one way, ``/v1/o/{org}``: the same
+    call by either spelling makes the same record."""
+    if target.startswith(_LONG_SPELLING):
+        return "/v1/o/" + target[len(_LONG_SPELLING) :]
+    return target

@@ -43,6 +43,12 @@ from gateway.upstream_client import UpstreamClient, UpstreamError
 
 REFRESH_AHEAD = 60.0
 """Seconds before expiry a token is renewed (at most half its lifetime, for short-lived tokens)."""
+MIN_LIFETIME = 10.0
+"""The shortest lifetime a token is taken to have (so renewed at most every 5 s)."""
+MAX_LIFETIME = 86_400.0
+"""The longest: a token is renewed at least once a day, whatever the endpoint says."""
+DEFAULT_LIFETIME = 1799.0
+"""A token whose lifetime is not given (or not a number): Apigee's tokens live 1799 s."""
 RETRY_AFTER = 5.0
 """Seconds between renewal attempts while a renewal fails and the old token still holds."""
 
@@ -92,9 +98,9 @@ class _Token:
     """``Bearer <access token>``."""
     refresh_token: str | None
     renew_at: float
-    """When to renew it (clock seconds); infinity when the endpoint gave no lifetime."""
+    """When to renew it (clock seconds)."""
     expires_at: float
-    """When it stops being good (clock seconds); infinity when the endpoint gave no lifetime."""
+    """When it stops being good (clock seconds), its lifetime held to sane bounds (``_lifetime``)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -239,7 +245,7 @@ class OAuthLogin:
             "upstream_token_obtained",
             grant=grant_type,
             token_url=self._settings.token_url,
-            expires_in=round(token.expires_at - sent_at, 3) if token.expires_at < float("inf") else None,
+            expires_in=round(token.expires_at - sent_at, 3),
         )
         return token
 
@@ -268,22 +274,25 @@ def _token(reply: UpstreamReply, sent_at: float) -> _Token:
     refresh = answer.get("refresh_token")
     if refresh is not None and not isinstance(refresh, str):
         raise ValueError("the token endpoint's answer has an invalid refresh_token")
-    if answer.get("expires_in") is None:  # no lifetime given: used until the management API refuses it
-        return _Token(f"Bearer {access}", refresh or None, float("inf"), float("inf"))
-    lifetime = _seconds(answer["expires_in"])
-    if lifetime is None:
-        raise ValueError("the token endpoint's answer has an invalid expires_in")
+    lifetime = _lifetime(answer.get("expires_in"))
     expires_at = sent_at + lifetime
     return _Token(f"Bearer {access}", refresh or None, expires_at - min(REFRESH_AHEAD, lifetime / 2), expires_at)
 
 
-def _seconds(value: object) -> float | None:
-    """``expires_in``: a number of seconds, 0 or more (some servers send it as a string)."""
-    if isinstance(value, str) and value.isdigit():
-        value = int(value)
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < float("inf"):
-        return None
-    return float(value)
+def _lifetime(value: object) -> float:
+    """``expires_in`` in seconds, held between ``MIN_LIFETIME`` and ``MAX_LIFETIME``: 0 or a
+    negative lifetime would have the gateway log in again for every call, a huge one (or none)
+    never, until the management API refused the token. A value that is no number of seconds
+    (missing, text, true) counts as Apigee's own lifetime, ``DEFAULT_LIFETIME``; some servers
+    send the number as a string."""
+    if isinstance(value, str):
+        try:
+            value = float(value.strip())
+        except ValueError:
+            return DEFAULT_LIFETIME
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or value != value:  # NaN
+        return DEFAULT_LIFETIME
+    return float(min(max(value, MIN_LIFETIME), MAX_LIFETIME))
 
 
 def _error_code(reply: UpstreamReply) -> str | None:

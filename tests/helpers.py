@@ -204,3 +204,22 @@ def options(parser: argparse.ArgumentParser) -> set[str]:
     return {option for action in parser._actions for option in action.option_strings if option.startswith("--")} - {
         "--help"
     }
+
+
+async def wire_request(
+    client: AppClient, method: str, target: str, headers: dict[str, str], body: bytes = b""
+) -> tuple[int, bytes]:
+    """One request written on the socket exactly as given (a '#' or any other byte an HTTP client
+    would strip or encode goes as it is): the answer's status and body."""
+    url = client.make_url("")
+    reader, writer = await asyncio.open_connection(url.host, url.port)
+    head = [f"{method} {target} HTTP/1.1", f"Host: {url.host}", "Connection: close", f"Content-Length: {len(body)}"]
+    head += [f"{name}: {value}" for name, value in headers.items()]
+    writer.write(("\r\n".join(head) + "\r\n\r\n").encode() + body)
+    await writer.drain()
+    answer = await reader.read()
+    writer.close()
+    await writer.wait_closed()
+    status_line, _, rest = answer.partition(b"\r\n")
+    _, _, payload = rest.partition(b"\r\n\r\n")
+    return int(status_line.split()[1]), payload

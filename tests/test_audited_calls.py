@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import gzip
+import io
 import json
 import re
 from collections.abc import Callable, Mapping
@@ -21,10 +23,12 @@ from urllib.parse import urlencode
 
 import aiohttp
 import pytest
-from helpers import AppClient, GatewayFactory, make_config, rows, write_locked
+from aiohttp import web
+from helpers import AppClient, GatewayFactory, make_config, rows, wire_request, write_locked
 from yarl import URL
 
 from gateway.audit.fingerprint import fingerprint
+from gateway.logs import flush_logs
 from gateway.operations import OPERATIONS, Operation
 from gateway.passwords import hash_password
 from gateway.route import route
@@ -65,8 +69,9 @@ TOKEN, REFRESH = "accessToken0A1b2C3d4E5f6G", "refreshToken0A1b2C3d"
 CODE = "authCode0A1b2C3d4E5f"
 O1A, O1A_CONSUMER_SECRET, O1A_SECRET = "oauth1Access0A1b2C3d4E5", "o1ConsumerSecret0A1b2", "o1AccessSecret0A1b2C3"
 O1R, O1R_SECRET = "oauth1Request0A1b2C3d4E", "o1RequestSecret0A1b2C"
+VERIFIER = "o1Verifier0A1b2C3d4E5"
 SECRETS: tuple[str, ...] = (KEY, SECRET, CKEY, CSECRET, NEWKEY, NEWSECRET, TOKEN, REFRESH, CODE, O1A)
-SECRETS += (O1A_CONSUMER_SECRET, O1A_SECRET, O1R, O1R_SECRET)
+SECRETS += (O1A_CONSUMER_SECRET, O1A_SECRET, O1R, O1R_SECRET, VERIFIER)
 """Every credential the stub holds or is sent: none may appear in clear in any audit record."""
 
 
@@ -134,6 +139,7 @@ SEED = {
                 {"token": O1A, "consumerSecret": O1A_CONSUMER_SECRET, "secret": O1A_SECRET, "status": "approved"}
             ],
             "oauth1requesttokens": [{"token": O1R, "secret": O1R_SECRET, "status": "approved"}],
+            "oauth1verifiers": [{"verifier": VERIFIER, "requestToken": O1R, "status": "approved"}],
         }
     },
 }
@@ -218,9 +224,24 @@ def _token(state: dict[str, Any], token: str) -> dict[str, Any] | None:
 
 
 def _held(kind: str, name: str) -> Callable[[dict[str, Any]], object]:
-    """The status of an authorization code or OAuth 1.0a token, None once gone."""
-    field_name = "code" if kind == "authorizationcodes" else "token"
+    """The status of an authorization code, OAuth 1.0a token or verifier, None once gone."""
+    field_name = {"authorizationcodes": "code", "oauth1verifiers": "verifier"}.get(kind, "token")
     return lambda state: next((t.get("status") for t in state[kind] if t[field_name] == name), None)
+
+
+def _deletion_of_a_held_secret(path: str, held: str, secret: str, unknown: Failure) -> Case:
+    """The DELETE of an authorization code, an OAuth 1.0a token or verifier: answered as it was, then gone."""
+    placeholder = path.rsplit("{", 1)[1].rstrip("}")
+    return Case(
+        200,
+        {placeholder: secret},
+        echo=path,
+        echo_before=True,
+        secret=secret,
+        effect=_held(held, secret),
+        changed=None,
+        failures=(unknown,),
+    )
 
 
 def _token_cases() -> dict[str, Case]:
@@ -288,21 +309,15 @@ def _token_cases() -> dict[str, Case]:
                 Failure(400, "keymanagement.service.parameters_missing", "rejected", query={}),
             ),
         ),
-        "DELETE oauth2/authorizationcodes/{code}": Case(
-            200,
-            {"code": CODE},
-            echo="oauth2/authorizationcodes/{code}",
-            echo_before=True,
-            secret=CODE,
-            effect=_held("authorizationcodes", CODE),
-            changed=None,
-            failures=(
-                Failure(
-                    404,
-                    "keymanagement.service.invalid_request-authorization_code_invalid",
-                    "not_found",
-                    values={"code": "noSuchCode0A1b2C3d4"},
-                ),
+        "DELETE oauth2/authorizationcodes/{code}": _deletion_of_a_held_secret(
+            "oauth2/authorizationcodes/{code}",
+            "authorizationcodes",
+            CODE,
+            Failure(
+                404,
+                "keymanagement.service.invalid_request-authorization_code_invalid",
+                "not_found",
+                values={"code": "noSuchCode0A1b2C3d4"},
             ),
         ),
     }
@@ -312,16 +327,7 @@ def _token_cases() -> dict[str, Case]:
     ):
         path, held = f"oauth1/{kind}/{{token}}", f"oauth1{kind}"
         unknown = Failure(404, code, "not_found", values={"token": "noSuchOauth1Token0A1b"})
-        cases[f"DELETE {path}"] = Case(
-            200,
-            {"token": name},
-            echo=path,
-            echo_before=True,
-            secret=name,
-            effect=_held(held, name),
-            changed=None,
-            failures=(unknown,),
-        )
+        cases[f"DELETE {path}"] = _deletion_of_a_held_secret(path, held, name, unknown)
         for action, status in (("revoke", "revoked"), ("approve", "approved")):
             cases[f"POST {path}?action={action}"] = Case(
                 204, {"token": name}, secret=name, effect=_held(held, name), changed=status, failures=(unknown,)
@@ -336,6 +342,17 @@ def _token_cases() -> dict[str, Case]:
             changed="read write",
             failures=(unknown, Failure(400, "stub.invalid_request", "rejected", body={"scope": 42})),
         )
+    cases["DELETE oauth1/verifiers/{verifier}"] = _deletion_of_a_held_secret(
+        "oauth1/verifiers/{verifier}",
+        "oauth1verifiers",
+        VERIFIER,
+        Failure(
+            404,
+            "keymanagement.service.oauth10_verifier_doesnot_exist",
+            "not_found",
+            values={"verifier": "noSuchVerifier0A1b2"},
+        ),
+    )
     return cases
 
 
@@ -489,7 +506,14 @@ def _owner_cases(owner: str, placeholder: str, name: str, unknown: Failure) -> d
     def status(state: dict[str, Any]) -> object:
         return (_owner(state, owner) or {}).get("status")
 
+    def attributes(state: dict[str, Any]) -> object:
+        return (_owner(state, owner) or {}).get("attributes")
+
+    tier = [{"name": "tier", "value": "platinum"}]
     return {
+        f"PUT {path}": Case(
+            200, values, body={"attributes": tier}, echo=path, effect=attributes, changed=tier, failures=(unknown,)
+        ),
         f"POST {path}?action=inactive": Case(204, values, effect=status, changed="inactive", failures=(unknown,)),
         f"POST {path}?action=active": Case(204, values, effect=status, changed="active", failures=(unknown,)),
         f"DELETE {path}": Case(
@@ -559,7 +583,19 @@ def resource(operation: Operation, values: Mapping[str, str]) -> str:
     return fill(operation.path, {name: value for name, value in values.items() if name != operation.secret})
 
 
-SECRET_FIELDS = frozenset({"token", "refreshToken", "consumerKey", "consumerSecret", "clientId", "client_id", "secret"})
+SECRET_FIELDS = frozenset(
+    {
+        "token",
+        "refreshToken",
+        "consumerKey",
+        "consumerSecret",
+        "clientId",
+        "client_id",
+        "secret",
+        "verifier",
+        "requestToken",
+    }
+)
 
 
 def redacted(document: Any, secret: str | None = None) -> Any:
@@ -753,6 +789,8 @@ async def test_success_is_answered_exactly_and_recorded(rig: Rig, operation: Ope
         assert (case.status, case.fixed_type, case.fixed) == answer
 
     params = {name: case.query[name] for name in operation.params if name in case.query} or None
+    if isinstance(case.body, dict):
+        params = {**(params or {}), "body": redacted(case.body, case.secret)}
     intent_snapshot = pre_image
     if operation.enumerate_tokens:
         intent_snapshot = {"tokens": [{"sha256": fingerprint(TOKEN), "hint": TOKEN[-4:]}], "complete": True}
@@ -847,6 +885,8 @@ async def test_apigee_s_error_is_passed_through_and_recorded(rig: Rig, operation
     assert failure.code == json.loads(answer[2])["code"]
 
     params: dict[str, Any] = {name: query[name] for name in operation.params if name in query}
+    if isinstance(body, dict):
+        params["body"] = redacted(body, secret)
     intent_snapshot = None
     if operation.pre_image is not None:
         pre_read = (await rig.direct("GET", fill(operation.pre_image, values)))[2]
@@ -1009,12 +1049,18 @@ async def test_a_bulk_revocation_by_end_user_lists_that_user_s_tokens(rig: Rig) 
 @pytest.mark.parametrize("reads", [False, True], ids=["reads-logged", "reads-audited"])
 async def test_a_read_is_passed_through_exactly_and_audited_only_if_asked(make_rig: Any, reads: bool) -> None:
     """A GET by a user with ``read``: the stub's bytes, and no record, unless ``audit.reads``: then one
-    ``read`` record, its path masked (a token in it never stored)."""
+    ``read`` record, its path masked; a read of a credential named and fingerprinted as a write on it
+    would be (its resource with the secret as placeholder), never stored in clear."""
     rig = await make_rig(audit={"reads": reads})
-    for below, masked in (
-        (f"developers/{DEV}", f"/v1/o/{ORG}/developers/*"),
-        (f"oauth2/accesstokens/{TOKEN}", f"/v1/o/{ORG}/oauth2/accesstokens/*"),
-        (f"developers/{DEV}/apps/{APP}/keys/{KEY}?expand=true", f"/v1/o/{ORG}/developers/*/apps/*/keys/*?expand=true"),
+    for below, masked, kind, secret in (
+        (f"developers/{DEV}", f"/v1/o/{ORG}/developers/*", "path", None),
+        (f"oauth2/accesstokens/{TOKEN}", "oauth2/accesstokens/{token}", "access_token", TOKEN),
+        (
+            f"developers/{DEV}/apps/{APP}/keys/{KEY}?expand=true",
+            f"developers/{DEV}/apps/{APP}/keys/{{key}}",
+            "consumer_key",
+            KEY,
+        ),
     ):
         await rig.forget()
         answer = await rig.call("GET", f"/v1/o/{ORG}/{below}", user="reader")
@@ -1029,9 +1075,9 @@ async def test_a_read_is_passed_through_exactly_and_audited_only_if_asked(make_r
                 "outcome": "succeeded",
                 "upstream_status": 200,
                 "action": "read",
-                "resource_type": "path",
+                "resource_type": kind,
                 "resource": masked,
-                "token_sha256": None,
+                "token_sha256": None if secret is None else fingerprint(secret),
                 "snapshot": None,
             } == {
                 name: records[-1][name]
@@ -1057,10 +1103,11 @@ async def test_a_read_is_passed_through_exactly_and_audited_only_if_asked(make_r
 async def test_a_write_by_a_manager_is_passed_through_exactly_and_not_audited(make_rig: Any) -> None:
     rig = await make_rig(audit={"reads": True})
     await rig.forget()
-    answer = await rig.call("PUT", f"/v1/o/{ORG}/developers/{DEV}", user="manager", body={"firstName": "Renamed"})
-    assert [("PUT", f"/v1/o/{ORG}/developers/{DEV}")] == await rig.journal()
-    assert (200, *(await rig.direct("GET", f"developers/{DEV}"))[1:]) == answer
-    assert "Renamed" == json.loads(answer[2])["firstName"]
+    new = {"email": "new@example.com", "firstName": "New", "lastName": "One", "userName": "new"}
+    answer = await rig.call("POST", f"/v1/o/{ORG}/developers", user="manager", body=new)
+    assert [("POST", f"/v1/o/{ORG}/developers")] == await rig.journal()
+    assert (201, *(await rig.direct("GET", "developers/new@example.com"))[1:]) == answer
+    assert "New" == json.loads(answer[2])["firstName"]
     assert [] == rig.records()
 
 
@@ -1082,7 +1129,7 @@ async def test_a_write_by_a_manager_is_passed_through_exactly_and_not_audited(ma
         (
             "reader",
             "PUT",
-            f"/v1/o/{ORG}/developers/{DEV}",
+            f"/v1/o/{ORG}/apiproducts/prod1",
             f"User reader may not change resources of organization {ORG} (role manage)",
         ),
         (
@@ -1200,7 +1247,6 @@ async def test_path_tricks_and_non_canonical_paths_are_refused_and_recorded(rig:
 
 NOT_CREDENTIALS = {
     ("POST", "/v1/o/myorg/developers"): "creates a developer, who holds no key until an app is made",
-    ("PUT", "/v1/o/myorg/developers/dev@example.com"): "changes a developer's names and attributes",
     ("POST", "/v1/o/myorg/companies"): "creates a company, which holds no key until an app is made",
     ("POST", "/oauth/token"): "the login server, outside /v1",
 }
@@ -1212,7 +1258,7 @@ def test_every_credential_change_the_stub_emulates_is_an_audited_operation() -> 
     audited operation (with or without an ``?action=``) or is named above as changing no credential."""
     stub = make_stub_app(parse_seed(SEED, source="matrix seed"))
     sample = {"alias": "o", "org": ORG, "developer": DEV, "company": COMPANY, "app": APP, "app_id": APP_ID}
-    sample |= {"key": KEY, "product": "prod1", "token": TOKEN, "code": CODE, "tail": "x"}
+    sample |= {"key": KEY, "product": "prod1", "token": TOKEN, "code": CODE, "verifier": VERIFIER, "tail": "x"}
     unaudited = []
     for resource_route in stub.router.routes():
         canonical = resource_route.resource.canonical if resource_route.resource is not None else ""
@@ -1251,6 +1297,9 @@ async def test_a_path_parameter_that_could_hide_an_audited_call_is_refused(rig: 
     ("method", "path"),
     [
         ("POST", f"/v1/o/{ORG}/developers/{DEV}/%61pps/{APP}?action=revoke"),
+        ("POST", f"/v1/o/{ORG}/developers/{DEV}/apps/{APP}%3Faction=revoke"),
+        ("POST", f"/v1/o/{ORG}/developers/{DEV}/apps/{APP}%23/keys/{KEY}?action=revoke"),
+        ("POST", f"/v1/o/{ORG}/developers/{DEV}/apps/{APP}??action=revoke"),
         ("POST", f"/v1/o/{ORG}/oauth2/%61ccesstokens/{TOKEN}?action=revoke"),
         ("POST", f"/v1/o/{ORG}/developers/{DEV}/apps/{APP}/%6Beys/{KEY}/apiproducts/prod1?action=revoke"),
         ("DELETE", f"/v1/o/{ORG}/%64evelopers/{DEV}"),
@@ -1259,7 +1308,9 @@ async def test_a_path_parameter_that_could_hide_an_audited_call_is_refused(rig: 
     ],
 )
 async def test_a_percent_encoded_letter_digit_or_mark_is_refused(rig: Rig, method: str, path: str) -> None:
-    """``%61pps`` is ``apps`` to the upstream (the stub and servlet containers decode before matching),
+    """``%61pps`` is ``apps`` to the upstream (the stub and servlet containers decode before matching);
+    ``%3F`` and ``%23`` become a query or a fragment behind a proxy that decodes the path, and ``??action``
+    is ``action`` to a lenient parser,
     but no audited path here: it would pass through unaudited. Percent-encoding a letter, digit or
     ``-._~`` is never needed (RFC 3986 2.3): 400, recorded, nothing forwarded, and the stub unchanged."""
     before = await rig.state()
@@ -1269,3 +1320,273 @@ async def test_a_percent_encoded_letter_digit_or_mark_is_refused(rig: Rig, metho
     assert [] == await rig.journal()
     assert before == await rig.state()
     assert ["rejected"] == [record["outcome"] for record in rig.records()]
+
+
+# Other spellings of an audited call (hostile review, issue 12) -----------------------------------------
+
+
+def spellings(operation: Operation, case: Case) -> list[tuple[str, str]]:
+    """Ways of writing ``operation`` that the gateway could miss but an upstream may act on as it (or
+    as another audited call): a fragment anywhere, a fixed segment or a parameter name in another case,
+    a ``_method`` override, another method on the same path. Each is (method, raw target)."""
+    query = urlencode({**({"action": operation.query_action} if operation.query_action else {}), **case.query})
+    q = f"?{query}" if query else ""
+    below = fill(operation.path, case.values)
+    base = f"/v1/o/{ORG}"
+    found: list[tuple[str, str]] = [
+        (operation.method, f"{base}/{below}#{q}"),
+        (operation.method, f"{base}/{below}{q}{'&' if q else '?'}x=#frag"),
+        (operation.method, f"/v1/O/{ORG}/{below}{q}"),
+        (operation.method, f"/v1/Organizations/{ORG}/{below}{q}"),
+        (operation.method, f"{base}/{below}{q}{'&' if q else '?'}_method={operation.method}"),
+        ("PATCH", f"{base}/{below}{q}"),
+    ]
+    for name in re.findall(r"\{(\w+)\}", operation.path):
+        for tail in ("#", "#x"):
+            found.append(
+                (operation.method, f"{base}/{fill(operation.path, {**case.values, name: case.values[name] + tail})}{q}")
+            )
+    for word in {part for part in operation.path.split("/") if part and not part.startswith("{")}:
+        found.append((operation.method, f"{base}/{below.replace(word, word.capitalize(), 1)}{q}"))
+    for name in ("action", *operation.params):
+        if name == "action" and operation.query_action is None:
+            continue
+        value = operation.query_action if name == "action" else case.query.get(name, "true")
+        rest = urlencode({key: value for key, value in case.query.items() if key != name})
+        found.append((operation.method, f"{base}/{below}?{name.upper()}={value}{'&' + rest if rest else ''}"))
+    return found
+
+
+@pytest.mark.parametrize("operation", OPERATIONS, ids=name_of)
+async def test_every_other_spelling_of_an_audited_call_is_refused_and_recorded(rig: Rig, operation: Operation) -> None:
+    """A '#' (``DELETE .../accesstokens/tok#x``: the upstream's client drops the rest), a fixed segment or
+    parameter in another case, ``_method``, or PATCH on an audited path: 400, recorded under the caller,
+    nothing forwarded, the stub unchanged. Sent on the wire as written (a client would strip the '#')."""
+    case = CASES[name_of(operation)]
+    body = b"" if case.body is None else json.dumps(case.body).encode()
+    headers = auth("admin") | ({"Content-Type": "application/json"} if body else {})
+    before = await rig.state()
+    await rig.forget()
+    tried = spellings(operation, case)
+    answers = [await wire_request(rig.gateway, method, path, headers, body) for method, path in tried]
+    assert [] == await rig.journal()
+    assert before == await rig.state()
+    assert [(method, path, 400, "gateway.bad_request") for method, path in tried] == [
+        (method, path, status, json.loads(payload)["code"])
+        for (method, path), (status, payload) in zip(tried, answers, strict=True)
+    ]
+    assert [("rejected", "admin")] * len(tried) == [(record["outcome"], record["actor"]) for record in rig.records()]
+    assert_no_secret_in_clear(rig.records())
+
+
+@pytest.mark.parametrize(
+    "header", ["X-HTTP-Method-Override", "X-HTTP-Method", "X-Method-Override", "X-Original-URL", "X-Rewrite-URL"]
+)
+@pytest.mark.parametrize(
+    "path",
+    [f"/v1/o/{ORG}/oauth2/accesstokens/{TOKEN}?action=approve", f"/v1/o/{ORG}/apiproducts"],
+    ids=["audited", "passed"],
+)
+async def test_a_method_override_is_refused_and_recorded(rig: Rig, header: str, path: str) -> None:
+    """A POST that asks to be taken as a DELETE: some proxies and frameworks honour it, and the gateway
+    would record an approval while the token is deleted. 400, recorded, nothing forwarded."""
+    await rig.forget()
+    value = f"/v1/o/{ORG}/oauth2/accesstokens/{TOKEN}" if header.endswith("URL") else "DELETE"
+    status, payload = await wire_request(rig.gateway, "POST", path, auth("admin") | {header: value})
+    assert (400, "gateway.bad_request") == (status, json.loads(payload)["code"])
+    assert f"override ({header}) is refused" in json.loads(payload)["message"]
+    assert [] == await rig.journal()
+    assert ["rejected"] == [record["outcome"] for record in rig.records()]
+
+
+@pytest.mark.parametrize(
+    ("method", "path"),
+    [
+        ("POST", f"/v1/o/{ORG}/developers/{DEV}"),  # no action: not an update Apigee documents
+        ("PATCH", f"/v1/o/{ORG}/developers/{DEV}/apps/{APP}?action=revoke"),
+        ("PUT", f"/v1/o/{ORG}/developers/{DEV}/apps/{APP}?action=revoke"),
+        ("POST", f"/v1/o/{ORG}/developers?action=inactive"),
+        ("POST", f"/v1/o/{ORG}/apps/{APP_ID}?action=revoke"),
+        ("POST", f"/v1/o/{ORG}/developers/{DEV}/apps/{APP}/attributes?action=revoke"),
+        ("POST", f"/v1/o/{ORG}/developers/{DEV}/apps/{APP}/keys/{KEY}/apiproducts/prod1"),
+        ("PUT", f"/v1/o/{ORG}/developers/{DEV}/apps/{APP}/keys/{KEY}/apiproducts/prod1"),
+        ("POST", f"/v1/o/{ORG}/oauth2/accesstokens"),
+        ("POST", f"/v1/o/{ORG}/oauth2/refreshtokens/{REFRESH}?action=revoke"),
+        ("POST", f"/v1/o/{ORG}/oauth1/verifiers/{VERIFIER}"),
+        ("PUT", f"/v1/o/{ORG}/companies/{COMPANY}/apps/{CAPP}/keys/{CKEY}/apiproducts/prod1"),
+        ("POST", f"/v1/o/{ORG}/developers/{DEV}/apps/{APP}/keys"),
+        ("PUT", f"/v1/o/{ORG}/companies/{COMPANY}/apps/{CAPP}/keys/"),
+    ],
+)
+async def test_a_credential_write_the_gateway_does_not_audit_is_refused(rig: Rig, method: str, path: str) -> None:
+    """Writes under developers, companies, apps and OAuth tokens that could change a credential and are
+    no audited operation: ``?action=`` on another method or path, another method on an audited path, any
+    other token write. 400, recorded, nothing forwarded (a manager could otherwise pass them through)."""
+    before = await rig.state()
+    await rig.forget()
+    status, payload = await wire_request(rig.gateway, method, path, auth("admin"))
+    assert (400, "gateway.bad_request") == (status, json.loads(payload)["code"])
+    assert [] == await rig.journal()
+    assert before == await rig.state()
+    assert ["rejected"] == [record["outcome"] for record in rig.records()]
+
+
+RECORD_FIELDS = ("org", "action", "resource_type", "resource", "params", "outcome", "error_code", "token_sha256")
+
+
+@pytest.mark.parametrize(
+    ("user", "method", "below"),
+    [
+        ("reader", "GET", f"developers/{DEV}"),
+        ("reader", "GET", f"oauth2/accesstokens/{TOKEN}"),
+        ("reader", "GET", f"developers/{DEV}/apps/{APP}/keys/{KEY}"),
+        ("reader", "GET", f"oauth2/authorizationcodes/{CODE}"),
+        ("reader", "GET", f"oauth1/verifiers/{VERIFIER}"),
+        ("myname", "DELETE", "oauth1/verifiers/noSuchVerifier0A1b2"),
+        ("admin", "POST", f"developers/{DEV}?_method=DELETE"),
+        ("reader", "DELETE", f"developers/{DEV}/apps/{APP}"),
+        ("myname", "POST", f"developers/{DEV}?action=inactive"),
+    ],
+)
+async def test_both_spellings_of_the_organization_make_the_same_record(
+    make_rig: Any, user: str, method: str, below: str
+) -> None:
+    """``/v1/o/{org}`` and ``/v1/organizations/{org}``: the same record fields (reads, refusals and
+    audited calls alike), whichever the caller used."""
+    rig = await make_rig(audit={"reads": True})
+    for base in (f"/v1/o/{ORG}", f"/v1/organizations/{ORG}"):
+        await wire_request(rig.gateway, method, f"{base}/{below}", auth(user))
+        if method == "POST" and "action=inactive" in below:
+            await wire_request(rig.gateway, method, f"{base}/{below.replace('inactive', 'active')}", auth(user))
+    records = [{name: record[name] for name in RECORD_FIELDS} for record in rig.records()]
+    half = len(records) // 2
+    assert half > 0
+    assert records[:half] == records[half:]
+    assert_no_secret_in_clear(rig.records())
+
+
+@pytest.mark.parametrize(
+    ("below", "resource_type", "resource", "secret"),
+    [
+        (f"oauth2/accesstokens/{TOKEN}", "access_token", "oauth2/accesstokens/{token}", TOKEN),
+        (f"oauth2/authorizationcodes/{CODE}", "authorization_code", "oauth2/authorizationcodes/{code}", CODE),
+        (f"oauth1/accesstokens/{O1A}", "oauth1_access_token", "oauth1/accesstokens/{token}", O1A),
+        (f"oauth1/requesttokens/{O1R}", "oauth1_request_token", "oauth1/requesttokens/{token}", O1R),
+        (
+            f"companies/{COMPANY}/apps/{CAPP}/keys/{CKEY}",
+            "consumer_key",
+            f"companies/{COMPANY}/apps/{CAPP}/keys/{{key}}",
+            CKEY,
+        ),
+        (f"oauth1/verifiers/{VERIFIER}", "oauth1_verifier", "oauth1/verifiers/{verifier}", VERIFIER),
+        (
+            "oauth1/verifiers/noSuchVerifier0A1b2",
+            "oauth1_verifier",
+            "oauth1/verifiers/{verifier}",
+            "noSuchVerifier0A1b2",
+        ),
+    ],
+)
+async def test_a_recorded_read_of_a_secret_fingerprints_it_like_a_write(
+    make_rig: Any, log_output: io.StringIO, below: str, resource_type: str, resource: str, secret: str | None
+) -> None:
+    """``audit.reads``: a GET of a token, key, code or verifier is recorded with the secret as its
+    fingerprint and hint and the resource as a write on it names it; nothing secret in the record or
+    the log line, whatever the stub answers (200 or 404)."""
+    rig = await make_rig(audit={"reads": True})
+    status, _ = await wire_request(rig.gateway, "GET", f"/v1/o/{ORG}/{below}", auth("reader"))
+    [record] = rig.records()
+    assert (resource_type, resource, "read") == (record["resource_type"], record["resource"], record["action"])
+    assert (None if secret is None else fingerprint(secret)) == record["token_sha256"]
+    assert (None if secret is None else secret[-4:]) == record["token_hint"]
+    assert_no_secret_in_clear(rig.records())
+    flush_logs()
+    logged = log_output.getvalue()
+    assert '"event": "request"' in logged or '"event":"request"' in logged
+    assert [] == [value for value in (*SECRETS, "noSuchVerifier0A1b2") if value in logged]
+    assert status in (200, 404)
+
+
+@pytest.mark.parametrize("base", ["/v1/mint/organizations", "/v1/mint/o", "/v1/audits/organizations"])
+async def test_a_path_naming_an_organization_elsewhere_is_scoped_to_it(rig: Rig, base: str) -> None:
+    """``/v1/mint/organizations/{org}/...`` names an organisation as ``/v1/o/{org}`` does: a reader of
+    myorg may read there (forwarded), one of another organisation may not (403, nothing forwarded)."""
+    await rig.forget()
+    status, _ = await wire_request(rig.gateway, "GET", f"{base}/{ORG}/developers", auth("reader"))
+    assert status != 403
+    assert [("GET", f"{base}/{ORG}/developers")] == await rig.journal()
+    await rig.forget()
+    status, payload = await wire_request(rig.gateway, "GET", f"{base}/{ORG}/developers", auth("outsider"))
+    assert (403, f"User outsider may not read resources of organization {ORG} (role read)") == (
+        status,
+        json.loads(payload)["message"],
+    )
+    assert [] == await rig.journal()
+
+
+@pytest.mark.parametrize(
+    ("below", "secret", "status", "answer"),
+    [
+        (f"oauth1/verifiers/{VERIFIER}", VERIFIER, 404, {"code": f"verifier.{VERIFIER}.doesnotexist"}),
+        (f"oauth1/accesstokens/{O1A}", O1A, 404, {"code": "x" * 190 + O1A}),
+        (f"oauth2/accesstokens/{TOKEN}", TOKEN, 200, {"message": f"token {TOKEN} deleted", TOKEN: [f"<{TOKEN}>"]}),
+        (f"oauth1/requesttokens/{O1R}", O1R, 200, {"note": f"was {O1R}"}),
+    ],
+)
+async def test_a_secret_quoted_back_by_the_upstream_is_never_stored(
+    aiohttp_server: Any, gateway: GatewayFactory, tmp_path: Path, below: str, secret: str, status: int, answer: Any
+) -> None:
+    """A hostile upstream quoting the credential the call acts on in its error code, a message, a field's
+    name or a list: the record keeps it redacted (an error code hidden before it is cut to length)."""
+
+    async def quoting(request: web.Request) -> web.Response:
+        return web.json_response(answer, status=status)
+
+    upstream = web.Application()
+    upstream.router.add_route("*", "/{tail:.*}", quoting)
+    url = str((await aiohttp_server(upstream)).make_url("")).rstrip("/")
+    client = await gateway(make_config(tmp_path, upstream=url, users=USERS))
+    response = await client.delete(f"/v1/o/{ORG}/{below}", headers=auth("myname"))
+    assert status == response.status
+    records = rows(tmp_path / "audit.db")
+    assert ["pending", "not_found" if status == 404 else "deleted"] == [record["outcome"] for record in records]
+    assert secret not in json.dumps(records)
+    assert "[redacted" in json.dumps(records, ensure_ascii=False)
+
+
+@pytest.mark.parametrize(
+    ("method", "below", "form"),
+    [
+        ("POST", f"developers/{DEV}/apps/{APP}", "action=revoke"),
+        ("PUT", f"developers/{DEV}/apps/{APP}", "callbackUrl=x&Action=revoke"),
+        ("POST", f"oauth2/accesstokens/{TOKEN}", "action=revoke&cascade=true"),
+        ("POST", "apiproducts", "name=p&app=x"),
+    ],
+)
+async def test_a_parameter_the_gateway_reads_in_a_form_body_is_refused(
+    rig: Rig, method: str, below: str, form: str
+) -> None:
+    """Java servlets read the fields of an ``application/x-www-form-urlencoded`` body as query
+    parameters: ``action=revoke`` there makes an update a revocation upstream. 400, recorded, not sent."""
+    before = await rig.state()
+    await rig.forget()
+    headers = auth("admin") | {"Content-Type": "application/x-www-form-urlencoded"}
+    status, payload = await wire_request(rig.gateway, method, f"/v1/o/{ORG}/{below}", headers, form.encode())
+    assert (400, "gateway.bad_request") == (status, json.loads(payload)["code"])
+    assert "in a form body" in json.loads(payload)["message"]
+    assert [] == await rig.journal()
+    assert before == await rig.state()
+    assert ["rejected"] == [record["outcome"] for record in rig.records()]
+
+
+async def test_an_audited_call_with_an_encoded_body_is_refused(rig: Rig) -> None:
+    """A gzip body the gateway cannot read: a key created with it would be recorded without its
+    fingerprint, an update without what it asked. 400, recorded, nothing forwarded."""
+    body = gzip.compress(json.dumps({"consumerKey": NEWKEY, "consumerSecret": NEWSECRET}).encode())
+    headers = auth("admin") | {"Content-Type": "application/json", "Content-Encoding": "gzip"}
+    await rig.forget()
+    path = f"/v1/o/{ORG}/developers/{DEV}/apps/{APP}/keys/create"
+    status, payload = await wire_request(rig.gateway, "POST", path, headers, body)
+    assert (400, "gateway.bad_request") == (status, json.loads(payload)["code"])
+    assert [] == await rig.journal()
+    assert [("rejected", "key.create")] == [(record["outcome"], record["action"]) for record in rig.records()]

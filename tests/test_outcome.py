@@ -211,9 +211,16 @@ class TestInterpretErrors:
 
     @pytest.mark.parametrize("length", [199, 200, 201, 10_000])
     def test_an_error_code_is_cut_to_200_characters(self, length: int) -> None:
-        """However long the upstream's code, the record keeps its first 200 characters."""
+        """However long the upstream's code, the record keeps its first 200 characters (cut once the
+        credential the call acts on is hidden in it, so that no part of it is left in clear)."""
         body = b'{"code":"' + b"c" * length + b'"}'
-        assert Interpretation(Outcome.REJECTED, None, "c" * min(length, 200)) == interpret(reply(400, body))
+        assert "c" * min(length, 200) == meaning(reply(400, body), keep_raw_tokens=False).error_code
+
+    def test_a_credential_quoted_in_an_error_code_is_hidden_before_the_code_is_cut(self) -> None:
+        secret = "quotedSecret0A1b2C3d"
+        body = b'{"code":"' + b"c" * 190 + secret.encode() + b'"}'
+        code = meaning(reply(404, body), keep_raw_tokens=False, hidden=frozenset({secret})).error_code
+        assert "c" * 190 + "[redacted " == code
 
 
 class TestMeaning:

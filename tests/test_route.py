@@ -206,15 +206,16 @@ class TestPassThrough:
             ("PUT", "/v1/o/myorg/apiproducts/p1", "manage", "myorg"),
             ("GET", "/v1/audits/organizations/myorg", "read", "myorg"),
             ("GET", "/v1/users/alice@example.com", "read", None),
+            ("GET", "/v1/mint/organizations/myorg/developers", "read", "myorg"),
         ],
     )
     def test_every_other_v1_call_is_passed_through(
         self, method: str, target: str, action: str, org: str | None
     ) -> None:
         """Reads and other writes go through (roles read and manage), with the organisation
-        scoped where one is in the path."""
+        scoped where one is in the path; a read of a credential keeps it apart (to be fingerprinted)."""
         routed = route(method, target)
-        assert (action, org, None, None, False) == (
+        assert (action, org, "abc" if target == f"{TOKENS}abc" else None, None, False) == (
             routed.operation.action,
             routed.org,
             routed.secret,

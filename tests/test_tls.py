@@ -3,6 +3,7 @@ verified against the system's CAs or a given bundle."""
 
 from __future__ import annotations
 
+import asyncio
 import signal
 import ssl
 from pathlib import Path
@@ -44,6 +45,28 @@ async def test_the_listener_speaks_https(tmp_path: Path, authority: trustme.CA) 
                 await session.delete(url + SAMPLE_PATH, headers=basic("myname"))
         assert 0 == await gateway.stop(signal.SIGTERM)
     assert ["pending", "deleted"] == [row["outcome"] for row in rows(tmp_path / "audit.db")]
+
+
+async def test_every_new_https_connection_completes_its_handshake_at_once(
+    tmp_path: Path, authority: trustme.CA
+) -> None:
+    """Fresh connections one after another, each through its handshake well within the head
+    deadline. Under uvloop (the `speed` extra, installed by the test extra so that this runs
+    there) the client's hello could reach the HTTP parser before the handshake began, and about
+    every other connection hung until header_timeout and was reset."""
+    server_files(authority, tmp_path)
+    config = tmp_path / "gw.toml"
+    config.write_text(
+        "[server]\ntls_cert = 'cert.pem'\ntls_key = 'key.pem'\nheader_timeout = 30\n[audit]\ndatabase = 'audit.db'\n"
+    )
+    async with started("serve", "--config", str(config), "--port", "0", cwd=ROOT) as gateway:
+        host, port = gateway.url.removeprefix("https://").split(":")
+        for _ in range(20):
+            async with asyncio.timeout(5):  # a hung handshake waits for header_timeout, 30 s
+                _, writer = await asyncio.open_connection(host, int(port), ssl=client_context(authority))
+            writer.close()
+            await writer.wait_closed()
+        assert 0 == await gateway.stop(signal.SIGTERM)
 
 
 def test_an_unusable_certificate_is_a_one_line_config_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -237,11 +237,6 @@ class TestWhenNoTokenCanBeHad:
                 "upstream.login_failed",
                 "the token endpoint's answer is not a bearer token (token_type)",
             ),
-            (
-                answering(200, {"access_token": "abc", "token_type": "bearer", "expires_in": -1}),
-                "upstream.login_failed",
-                "the token endpoint's answer has an invalid expires_in",
-            ),
             (answering(503, b"down"), "upstream.login_failed", "the token endpoint answered 503"),
         ],
     )
@@ -466,20 +461,44 @@ class TestOAuthLogin:
         assert "Bearer tok2" == await login.authorization()
         assert ["password", "refresh_token"] == login_server.grants
 
-    async def test_a_token_without_a_lifetime_is_kept_until_refused(
-        self, login_server: LoginServer, session: UpstreamClient
+    @pytest.mark.parametrize(
+        ("expires_in", "renewed_after"),
+        [
+            (0, 5.0),
+            (-1, 5.0),
+            (-1e9, 5.0),
+            (3, 5.0),
+            (..., 1739.0),
+            (None, 1739.0),
+            ("soon", 1739.0),
+            (True, 1739.0),
+            ([60], 1739.0),
+            ("1799", 1739.0),
+            (" 30 ", 15.0),
+            (1e308, 86340.0),
+            (2**62, 86340.0),
+        ],
+        ids=repr,
+    )
+    async def test_a_lifetime_out_of_bounds_or_unusable_is_held_to_sane_bounds(
+        self, login_server: LoginServer, session: UpstreamClient, expires_in: object, renewed_after: float
     ) -> None:
-        async def lifetime_unknown(request: web.Request) -> web.Response:
-            return web.json_response({"access_token": f"tok{len(login_server.forms)}", "token_type": "Bearer"})
+        """``expires_in`` 0 or negative would mean a login for every call; missing or huge, none until
+        the management API refused the token. Held to 10 s .. 1 day (renewed halfway, or 60 s before),
+        and a value that is no number of seconds counts as Apigee's 1799 s."""
 
-        login_server.answer = lifetime_unknown
+        async def odd(request: web.Request) -> web.Response:
+            body = {"access_token": f"tok{len(login_server.forms)}", "token_type": "Bearer"}
+            return web.json_response(body if expires_in is ... else {**body, "expires_in": expires_in})
+
+        login_server.answer = odd
         clock = FakeClock()
         login = self.login(login_server, session, clock)
         assert "Bearer tok1" == await login.authorization()
-        clock.now += 10**9
-        assert "Bearer tok1" == await login.authorization()
-        login.rejected("Bearer tok1")
-        assert "Bearer tok2" == await login.authorization()
+        clock.now += renewed_after - 0.01
+        assert ("Bearer tok1", 1) == (await login.authorization(), login.token_requests)
+        clock.now += 0.01
+        assert ("Bearer tok2", 2) == (await login.authorization(), login.token_requests)
         assert ["password", "password"] == login_server.grants  # no refresh token: the password grant again
 
 

@@ -21,6 +21,7 @@ TOKEN_SNAPSHOT_FIELDS = (
     "accessToken",
     "idToken",
     "oauth_token",
+    "requestToken",
 )
 """The tokens themselves: kept in clear only when the operator opts in (``audit.store_raw_tokens``)."""
 SECRET_SNAPSHOT_FIELDS = (
@@ -35,6 +36,7 @@ SECRET_SNAPSHOT_FIELDS = (
     "password",
     "oauth_token_secret",
     "oauth_verifier",
+    "verifier",
     "authorization",
     "apiKey",
     "privateKey",
@@ -58,6 +60,23 @@ def redacted(token: str) -> str:
     """What stands in the stored snapshot in place of a secret value."""
     shown = hint(token)
     return f"[redacted …{shown}]" if shown else "[redacted]"
+
+
+MIN_HIDDEN_INSIDE = 8
+"""The shortest credential looked for inside a longer text (shorter ones only as whole values:
+a 1-character secret would mangle every text it is a letter of)."""
+
+
+def hidden_in(text: str, values: frozenset[str]) -> str:
+    """``text`` with each of ``values`` (the credential a call acts on) redacted, whether it is the
+    whole text or a part of it ("Invalid token abc...": an upstream may quote it in a message, an
+    error code or a field's name)."""
+    if text in values:
+        return redacted(text)
+    for value in values:
+        if len(value) >= MIN_HIDDEN_INSIDE and value in text:
+            text = text.replace(value, redacted(value))
+    return text
 
 
 @functools.lru_cache(maxsize=4096)  # the same few dozen names in every snapshot
@@ -98,18 +117,19 @@ def redact_snapshot(
             name = original.get("name")
             secret_pair = isinstance(name, str) and _plain(name) in names and "value" in original
             for key, value in original.items():
+                shown = hidden_in(key, values) if values else key
                 if _plain(key) in names or (secret_pair and key == "value"):
-                    target[key] = _redacted_value(value)
+                    target[shown] = _redacted_value(value)
                 elif isinstance(value, (dict, list)):
-                    target[key] = _queued(value, pending)
+                    target[shown] = _queued(value, pending)
                 else:
-                    target[key] = redacted(value) if value in values else value
+                    target[shown] = hidden_in(value, values) if values and isinstance(value, str) else value
         else:
             target.extend(
                 _queued(value, pending)
                 if isinstance(value, (dict, list))
-                else redacted(value)
-                if value in values
+                else hidden_in(value, values)
+                if values and isinstance(value, str)
                 else value
                 for value in original
             )

@@ -182,11 +182,17 @@ def say(line: str) -> None:
     print(printable(line))
 
 
-def run_loop(coroutine: Coroutine[Any, Any, int]) -> int:
-    """Run the gateway's event loop: uvloop when installed (the `speed` extra)."""
+def run_loop(coroutine: Coroutine[Any, Any, int], *, tls_listener: bool = False) -> int:
+    """Run the gateway's event loop: uvloop when installed (the `speed` extra), except under a
+    listener that speaks TLS. There uvloop starts reading a new connection after
+    ``connection_made`` even when the protocol paused it, so the client's hello could reach the
+    HTTP parser instead of the handshake that ``gateway.listener`` starts itself, and the
+    connection hangs until the head deadline; asyncio's loop keeps the pause."""
     try:
         import uvloop
     except ImportError:
+        return asyncio.run(coroutine)
+    if tls_listener:
         return asyncio.run(coroutine)
     status: int = uvloop.run(coroutine)  # typed only where the optional extra is installed
     return status

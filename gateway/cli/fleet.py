@@ -244,7 +244,8 @@ def fleet_verify(args: argparse.Namespace) -> int:
 
 
 def cmd_collect(args: argparse.Namespace) -> int:
-    return run_loop(_collect(listening_config(args)))
+    config = listening_config(args)
+    return run_loop(_collect(config), tls_listener=bool(config.server.tls_cert))
 
 
 async def _collect(config: Config) -> int:

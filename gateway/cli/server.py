@@ -134,7 +134,8 @@ def calls_seconds(config: Config) -> float:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    return run_loop(_serve(listening_config(args), args.config))
+    config = listening_config(args)
+    return run_loop(_serve(config, args.config), tls_listener=bool(config.server.tls_cert))
 
 
 async def _serve(config: Config, path: Path | None) -> int:

@@ -226,6 +226,7 @@ def org_view(state: State, org: Org) -> dict[str, Any]:
         "authorizationcodes": list(org.authorization_codes.values()),
         "oauth1accesstokens": list(org.oauth1_access_tokens.values()),
         "oauth1requesttokens": list(org.oauth1_request_tokens.values()),
+        "oauth1verifiers": list(org.oauth1_verifiers.values()),
         "pendingRevocations": state.pending.count(org.name),
     }
 

@@ -11,7 +11,7 @@ from typing import Any
 from aiohttp import web
 
 from gateway.stub.http import Call, attributes_field, emulated, millis_field, names_field, text_field
-from gateway.stub.model import App, Credential, Org, Owner, new_app, new_company, new_developer
+from gateway.stub.model import App, Credential, Org, Owner, invalid_request, new_app, new_company, new_developer
 from gateway.stub.render import answer
 
 ORG = "/v1/{alias:o|organizations}/{org}"
@@ -41,6 +41,7 @@ def add_routes(router: web.UrlDispatcher) -> None:
     add("GET", ORG + "/companies", list_companies)
     add("POST", ORG + "/companies", create_company)
     add("GET", COMPANY, get_company)
+    add("PUT", COMPANY, update_company)
     add("DELETE", COMPANY, delete_company)
     add("POST", COMPANY, company_action)
     for owner in (DEVELOPER, COMPANY):
@@ -169,6 +170,23 @@ async def create_company(call: Call) -> web.Response:
 
 async def get_company(call: Call) -> web.Response:
     return answer(call.request, call.org().company(call.param("company")).to_json(), root="Company")
+
+
+async def update_company(call: Call) -> web.Response:
+    """PUT: the display name and attributes given replace the company's, and a ``status``
+    (``active`` or ``inactive``) sets it, as the action would."""
+    company = call.org().company(call.param("company"))
+    body = await call.body()
+    status = text_field(body, "status")
+    if status is not None and status not in ("active", "inactive"):
+        raise invalid_request(f"Invalid status {status}; expected active or inactive")
+    attributes = attributes_field(body)
+    company.display_name = text_field(body, "displayName") or company.display_name
+    company.status = status or company.status
+    if attributes is not None:
+        company.attributes = attributes
+    company.touch(call.user)
+    return answer(call.request, company.to_json(), root="Company")
 
 
 async def delete_company(call: Call) -> web.Response:

@@ -326,6 +326,7 @@ class Org(Audited):
     authorization_codes: dict[str, dict[str, Any]] = field(default_factory=dict)
     oauth1_access_tokens: dict[str, dict[str, Any]] = field(default_factory=dict)
     oauth1_request_tokens: dict[str, dict[str, Any]] = field(default_factory=dict)
+    oauth1_verifiers: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
         shown = self.stamps()

@@ -192,6 +192,7 @@ ORG_FIELDS = (
     "authorizationcodes",
     "oauth1accesstokens",
     "oauth1requesttokens",
+    "oauth1verifiers",
 )
 
 SeedCheck = Callable[[Any, str], Any]
@@ -246,6 +247,7 @@ def parse_org(data: dict[str, Any], where: str) -> tuple[dict[str, Any], list[An
     _unique(org.get("authorizationcodes", []), "code", f"{where}.authorizationcodes")
     _unique(org.get("oauth1accesstokens", []), "token", f"{where}.oauth1accesstokens")
     _unique(org.get("oauth1requesttokens", []), "token", f"{where}.oauth1requesttokens")
+    _unique(org.get("oauth1verifiers", []), "verifier", f"{where}.oauth1verifiers")
     return org, tokens, links
 
 
@@ -387,6 +389,7 @@ _ORG_ITEMS: dict[str, SeedCheck] = {
     "authorizationcodes": _snapshot_with("code"),
     "oauth1accesstokens": _snapshot_with("token"),
     "oauth1requesttokens": _snapshot_with("token"),
+    "oauth1verifiers": _snapshot_with("verifier"),
 }
 
 

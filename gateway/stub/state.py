@@ -134,6 +134,7 @@ def build_org(name: str, spec: dict[str, Any]) -> Org:
     org.authorization_codes = {code["code"]: code for code in spec.get("authorizationcodes", [])}
     org.oauth1_access_tokens = {token["token"]: token for token in spec.get("oauth1accesstokens", [])}
     org.oauth1_request_tokens = {token["token"]: token for token in spec.get("oauth1requesttokens", [])}
+    org.oauth1_verifiers = {entry["verifier"]: entry for entry in spec.get("oauth1verifiers", [])}
     return org
 
 

@@ -43,6 +43,8 @@ def add_routes(router: web.UrlDispatcher) -> None:
         path = f"{ORG}/oauth1/{kind}/{{token}}"
         for method, handler in (("GET", get_oauth1), ("DELETE", delete_oauth1), ("POST", post_oauth1)):
             router.add_route(method, path, emulated(handler))
+    for method, handler in (("GET", get_verifier), ("DELETE", delete_verifier)):
+        router.add_route(method, ORG + "/oauth1/verifiers/{verifier}", emulated(handler))
 
 
 # OAuth 2.0 access tokens, one by one ---------------------------------------------------------
@@ -256,3 +258,23 @@ def _update(token: dict[str, Any], attributes: list[dict[str, Any]] | None, scop
     if scope is not None:
         token["scope"] = scope
     touch(token)
+
+
+VERIFIER_MISSING = ("keymanagement.service.oauth10_verifier_doesnot_exist", "Verifier doesnot exist")
+"""The stub's own: Apigee's reference gives no error code for an unknown verifier."""
+
+
+async def get_verifier(call: Call) -> web.Response:
+    verifier = call.org().oauth1_verifiers.get(call.param("verifier"))
+    if verifier is None:
+        raise ApigeeError(404, *VERIFIER_MISSING)
+    return answer(call.request, verifier, root="Verifier")
+
+
+async def delete_verifier(call: Call) -> web.Response:
+    """DELETE: answers the verifier as it was (the request token it authorises then cannot be
+    exchanged for an access token)."""
+    verifier = call.org().oauth1_verifiers.pop(call.param("verifier"), None)
+    if verifier is None:
+        raise ApigeeError(404, *VERIFIER_MISSING)
+    return answer(call.request, verifier, root="Verifier")
