@@ -30,6 +30,7 @@ from gateway.audit.records import json_text
 from gateway.audit.store import AuditStoreError
 from gateway.auth import GLOBAL, User, authenticate, authorization
 from gateway.call import REQUEST_ID, Call
+from gateway.operations import PASS_THROUGH_READ, READ_RESOURCE_TYPE
 from gateway.outcome import Meaning, meaning, number_in, outcome_for_status, outcome_of, pre_image
 from gateway.redact import loggable_target
 from gateway.refusal import Refusal
@@ -378,7 +379,7 @@ async def _pass_through(
     read = routed.operation.role == "read"
     recorded = read and runtime.config.audit.reads
     if recorded:
-        call.action, call.resource_type, call.resource = "read", "path", call.path
+        call.action, call.resource_type, call.resource = PASS_THROUGH_READ.action, READ_RESOURCE_TYPE, call.path
     reply = await _forward(request, runtime, routed, body, call)
     call.upstream_status = reply.status
     if recorded:

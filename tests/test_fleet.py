@@ -320,6 +320,99 @@ class TestIngest:
         status, answer = await post(collector, "host-a", batch_body(chain_rows(records(3))))
         assert (413, "collector.batch_too_large") == (status, answer["code"])
 
+    @pytest.mark.parametrize(
+        ("field", "value", "message"),
+        [
+            ("time", "not-a-time", "time is not a UTC time as the gateway writes it"),
+            ("time", "2026-02-30T10:00:00.000Z", "time is not a UTC time"),
+            ("time", "2026-11-24 18:00:00", "time is not a UTC time"),
+            ("outcome", "banana", "outcome is not an outcome the gateway records"),
+            ("method", "", "method is not an HTTP method"),
+            ("method", "DE LETE", "method is not an HTTP method"),
+            ("request_id", "", "request_id is not non-empty text"),
+            ("snapshot", "{not json", "snapshot is not JSON text"),
+            ("snapshot", "NaN", "snapshot is not JSON text"),
+            ("params", "[1,", "params is not JSON text"),
+            ("params", "[1]", "params is not a JSON object"),
+            ("token_sha256", "xyz", "token_sha256 is not a SHA-256 hash"),
+            ("token_sha256", "A" * 64, "token_sha256 is not a SHA-256 hash"),
+            ("upstream_status", -5, "upstream_status is not an HTTP status"),
+            ("upstream_status", True, "upstream_status is not an HTTP status"),
+            ("latency_ms", -1.0, "latency_ms is not a duration"),
+            ("action", "nuke.all", "action is not an action the gateway records"),
+            ("resource_type", "planet", "resource_type is not a resource type the gateway records"),
+            ("client_ip", "here", "client_ip is not an IP address"),
+            ("actor", 7, "actor is not text"),
+            ("outcome", None, "has no outcome"),
+        ],
+    )
+    async def test_a_value_the_local_log_cannot_hold_refuses_the_batch_whole(
+        self, fleet_url: str, aiohttp_server: AiohttpServer, tmp_path: Path, field: str, value: Any, message: str
+    ) -> None:
+        """Checked by form, not only by JSON type: a time that is not one, a snapshot that is not
+        JSON... would break fleet queries, verify and the OCSF export later. The record is
+        correctly chained, and the batch's other records are good: nothing of it is stored."""
+        collector = await start_collector(aiohttp_server, tmp_path, fleet_url)
+        items = records(3)
+        items[1] = items[1]._replace(**{field: value})
+        status, answer = await post(collector, "host-a", batch_body(chain_rows(items)))
+        assert (400, "collector.bad_batch") == (status, answer["code"])
+        assert f"Record 1 of the batch (id 2): {message}" in answer["message"]
+        assert [] == await central_rows(fleet_url, "host-a")
+        assert [] == await fetch(fleet_url, "SELECT instance FROM fleet_instances")
+
+    @pytest.mark.parametrize(
+        ("position", "value", "message"),
+        [
+            (-1, "NOT|HEX", "hash is not a SHA-256 hash"),
+            (-2, "0" * 63, "prev_hash is not a SHA-256 hash"),
+            (0, 0, "id is not a record id"),
+            (0, 2**63, "id is not a record id"),
+        ],
+    )
+    async def test_chain_values_are_checked_by_form_even_when_the_collector_has_no_key(
+        self,
+        fleet_url: str,
+        aiohttp_server: AiohttpServer,
+        tmp_path: Path,
+        position: int,
+        value: Any,
+        message: str,
+    ) -> None:
+        """A keyed chain whose key the collector lacks is checked for its links only: its hashes
+        must still be hashes."""
+        collector = await start_collector(aiohttp_server, tmp_path, fleet_url)
+        key = ChainKey(KEY)
+        row = list(chain_rows(records(1), key=key)[0])
+        row[position] = value
+        status, answer = await post(collector, "host-a", batch_body([tuple(row)], key))
+        assert (400, "collector.bad_batch") == (status, answer["code"])
+        assert message in answer["message"]
+        assert [] == await central_rows(fleet_url, "host-a")
+
+    @pytest.mark.parametrize(
+        ("chain", "message"),
+        [
+            ({"mode": "hmac-sha256", "key_check": "whatever"}, "key_check is 64 lowercase hexadecimal digits"),
+            ({"mode": "hmac-sha256", "key_check": None}, "key_check is 64 lowercase hexadecimal digits"),
+            ({"mode": "sha256", "key_check": "0" * 64}, "a sha256 chain has no key_check"),
+        ],
+    )
+    async def test_a_chain_description_the_sidecar_cannot_have_is_refused(
+        self, fleet_url: str, aiohttp_server: AiohttpServer, tmp_path: Path, chain: dict[str, Any], message: str
+    ) -> None:
+        collector = await start_collector(aiohttp_server, tmp_path, fleet_url)
+        body = orjson.dumps({"fields": list(FIELDS), "chain": chain, "records": chain_rows(records(1))})
+        status, answer = await post(collector, "host-a", body)
+        assert (400, "collector.bad_batch") == (status, answer["code"])
+        assert message in answer["message"]
+        assert [] == await central_rows(fleet_url, "host-a")
+
+    def test_every_record_field_has_a_check(self) -> None:
+        from gateway.fleet.values import FIELD_CHECKS
+
+        assert FIELDS == tuple(FIELD_CHECKS)
+
     async def test_text_postgresql_cannot_hold_is_kept_exactly(
         self, fleet_url: str, aiohttp_server: AiohttpServer, tmp_path: Path
     ) -> None:

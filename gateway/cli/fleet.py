@@ -12,7 +12,6 @@ from pathlib import Path
 from typing import Any, TextIO, TypeVar
 
 import aiohttp
-import orjson
 from aiohttp import web
 
 from gateway.audit.chain import ChainKey
@@ -24,7 +23,7 @@ from gateway.config import INSTANCE_NAME, LOG_LEVELS, Config, load_config, postg
 from gateway.fleet import ocsf
 from gateway.fleet.collector import build_collector_app, sidecar_keys
 from gateway.fleet.formats import WRITERS as FLEET_WRITERS
-from gateway.fleet.formats import LocatedStream, readable
+from gateway.fleet.formats import LocatedStream, write_record
 from gateway.fleet.shipper import LocalLog, ShipError, Shipper, acknowledged_mark, instance_of
 from gateway.fleet.store import FleetStore, Located, describe
 from gateway.fleet.verify import verify_fleet
@@ -138,11 +137,7 @@ def fleet_show(args: argparse.Namespace) -> int:
     record = _read(args, lambda store: store.get(args.id))
     if record is None:
         raise CommandError(f"no record {args.id} of instance {args.instance} in the fleet store")
-    sys.stdout.write(
-        orjson.dumps(
-            readable(Located(args.instance, record)), option=orjson.OPT_INDENT_2 | orjson.OPT_APPEND_NEWLINE
-        ).decode()
-    )
+    write_record(Located(args.instance, record), sys.stdout)
     return 0
 
 

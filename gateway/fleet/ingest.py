@@ -24,13 +24,9 @@ from gateway.errors import GatewayError
 from gateway.fleet import protocol
 from gateway.fleet.schema import EVENTS, FLAGS, INSTANCES
 from gateway.fleet.store import stored_row
+from gateway.fleet.values import MAX_ID, chain_problem, row_problem
 
 _ID, _PREV, _HASH = 0, len(FIELDS) - 2, len(FIELDS) - 1
-_REQUIRED = frozenset(
-    FIELDS.index(name) for name in ("id", "request_id", "time", "method", "outcome", "prev_hash", "hash")
-)
-_INTEGERS = frozenset({FIELDS.index("id"), FIELDS.index("upstream_status")})
-_NUMBERS = frozenset({FIELDS.index("latency_ms")})
 _CHAIN_MODES = ("sha256", "hmac-sha256")
 _COLUMNS = ", ".join(("instance", *FIELDS))
 _SERIALIZATION_FAILURE = "40001"
@@ -97,14 +93,14 @@ def parse_batch(body: bytes, max_batch: int) -> Batch:
             protocol.UNKNOWN_FIELDS, f"The batch's fields are not in the record's order ({', '.join(FIELDS)})"
         )
     chain = data.get("chain")
-    if (
-        not isinstance(chain, dict)
-        or chain.get("mode") not in _CHAIN_MODES
-        or not isinstance(chain.get("key_check"), (str, type(None)))
-    ):
+    if not isinstance(chain, dict):
+        chain = {}
+    problem = chain_problem(chain.get("mode"), chain.get("key_check"))
+    if problem is not None:
         raise Refused(
             protocol.BAD_BATCH,
-            f'"chain" must be {{"mode": one of {", ".join(_CHAIN_MODES)}, "key_check": text or null}}',
+            f'"chain" must be {{"mode": one of {", ".join(_CHAIN_MODES)}, "key_check": its key check or null}}: '
+            f"{problem}",
         )
     records = data["records"]
     if not records:
@@ -119,24 +115,18 @@ def parse_batch(body: bytes, max_batch: int) -> Batch:
 
 
 def _check_row(position: int, row: Any) -> None:
+    """Each value of the row as the sidecar's own log could hold it (``gateway.fleet.values``)."""
     if not isinstance(row, list) or len(row) != len(FIELDS):
         raise Refused(protocol.BAD_BATCH, f"Record {position} of the batch is not a list of {len(FIELDS)} values")
-    for index, value in enumerate(row):
-        if value is None:
-            if index in _REQUIRED:
-                raise Refused(protocol.BAD_BATCH, f"Record {position} of the batch has no {FIELDS[index]}")
-        elif index in _INTEGERS:
-            if isinstance(value, bool) or not isinstance(value, int) or not -(2**63) <= value < 2**63:
-                raise Refused(
-                    protocol.BAD_BATCH, f"Record {position} of the batch: {FIELDS[index]} is not a 64-bit integer"
-                )
-        elif index in _NUMBERS:
-            if isinstance(value, bool) or not isinstance(value, (int, float)):
-                raise Refused(protocol.BAD_BATCH, f"Record {position} of the batch: {FIELDS[index]} is not a number")
-        elif not isinstance(value, str):
-            raise Refused(protocol.BAD_BATCH, f"Record {position} of the batch: {FIELDS[index]} is not text")
-    if row[_ID] < 1:
-        raise Refused(protocol.BAD_BATCH, f"Record {position} of the batch has id {row[_ID]}; ids start at 1")
+    problem = row_problem(row)
+    if problem is not None:
+        raise Refused(protocol.BAD_BATCH, f"Record {position} of the batch{_named(row)}: {problem}")
+
+
+def _named(row: list[Any]) -> str:
+    record_id = row[_ID]
+    ok = isinstance(record_id, int) and not isinstance(record_id, bool)
+    return f" (id {record_id})" if ok and 0 < record_id <= MAX_ID else ""
 
 
 def check_chain(batch: Batch, held: Head, key: ChainKey | None) -> None:
