@@ -26,7 +26,7 @@ from fleet_support import (
     fetch,
     records,
 )
-from helpers import SAMPLE_PATH, USERS, AppClient, GatewayFactory, basic, make_config, rows
+from helpers import SAMPLE_PATH, USERS, AppClient, GatewayFactory, basic, copy_database, make_config, rows
 from pytest_aiohttp import AiohttpServer
 
 from gateway.audit.chain import ChainKey, Head
@@ -617,8 +617,106 @@ class TestSidecarSide:
         assert "collector.chain_fork" in shipper.last_error[1]
         assert 2 == shipper.lag_records
         await eventually(lambda: _true(shipper.failures >= 2))  # retried: flagged once all the same
-        assert [("fork", 1)] == await fetch(fleet_url, "SELECT kind, record_id FROM fleet_flags")
+        assert [("fork", 2)] == await fetch(fleet_url, "SELECT kind, record_id FROM fleet_flags")
         assert 4 == len(await central_rows(fleet_url, "host-a"))
+
+    async def test_a_replaced_log_as_long_as_the_shipped_one_is_flagged_not_idle(
+        self, fleet_url: str, aiohttp_server: AiohttpServer, gateway: GatewayFactory, tmp_path: Path
+    ) -> None:
+        """The new file's head is the collector's mark by id (2), not by hash: nothing is after
+        the mark, yet the new records are not shipped. Flagged, never 'caught up'."""
+        collector = await start_collector(aiohttp_server, tmp_path, fleet_url)
+        config = sidecar_config(tmp_path, "host-a", collector)
+        first = await gateway(config)
+        async with first.delete("/v1/o/myorg/oauth2/accesstokens/load1", headers=basic("myname")) as response:
+            assert 200 == response.status
+        await eventually(lambda: shipped_all(first))
+        await first.close()
+        (tmp_path / "host-a" / "audit.db").unlink()
+        second = await gateway(config)
+        async with second.delete("/v1/o/myorg/oauth2/accesstokens/load2", headers=basic("myname")) as response:
+            assert 200 == response.status
+        shipper = second.app[RUNTIME].shipper
+        assert shipper is not None
+        await eventually(lambda: _true(shipper.last_error is not None))
+        assert shipper.last_error is not None and "collector.chain_fork" in shipper.last_error[1]
+        async with second.get("/readyz") as response:
+            shipping = (await response.json())["shipping"]
+        assert (2, 2) == (shipping["local_head_id"], shipping["lag_records"])
+        assert shipping["lag_seconds"] > 0
+        assert [("fork", 2)] == await fetch(fleet_url, "SELECT kind, record_id FROM fleet_flags")
+
+    async def test_a_second_sidecar_shipping_as_the_same_instance_is_flagged_not_stalled(
+        self, fleet_url: str, aiohttp_server: AiohttpServer, gateway: GatewayFactory, tmp_path: Path
+    ) -> None:
+        """A cloned host: its log shares records 1-4 with the original, which shipped 1-8. Behind
+        the mark, it used to resend its first batch (duplicates, 200) forever, its own records
+        never compared. Its head is sent instead: held unchanged, all is shipped; else a fork."""
+        collector = await start_collector(aiohttp_server, tmp_path, fleet_url)
+        original = await gateway(sidecar_config(tmp_path, "host-a", collector))
+        for token in ("load1", "load2"):
+            async with original.delete(f"/v1/o/myorg/oauth2/accesstokens/{token}", headers=basic("myname")) as r:
+                assert 200 == r.status
+        await eventually(lambda: shipped_all(original))
+        (tmp_path / "clone").mkdir()
+        copy_database(tmp_path / "host-a" / "audit.db", tmp_path / "clone" / "audit.db")
+        for token in ("load3", "load4"):
+            async with original.delete(f"/v1/o/myorg/oauth2/accesstokens/{token}", headers=basic("myname")) as r:
+                assert 200 == r.status
+        await eventually(lambda: shipped_all(original))
+        await original.close()
+        config = make_config(
+            tmp_path / "clone",
+            ship={
+                "url": str(collector.make_url("")).rstrip("/"),
+                "instance": "host-a",
+                "password_env": "PW",
+                "interval": 0.05,
+                "max_backoff": 0.2,
+                "batch_size": 2,
+            },
+            stub={"generated_tokens": 1000},
+            environ={"PW": SIDECAR_PASSWORDS["host-a"]},
+        )
+        clone = await gateway(config)
+        shipper = clone.app[RUNTIME].shipper
+        assert shipper is not None
+        # Its whole log is a prefix of what the collector holds: nothing to ship, nothing wrong.
+        await eventually(lambda: _true(shipper.acknowledged == 8 and shipper.lag_records == 0))
+        assert shipper.last_error is None
+        async with clone.delete("/v1/o/myorg/oauth2/accesstokens/load5", headers=basic("myname")) as response:
+            assert 200 == response.status
+        await eventually(lambda: _true(shipper.last_error is not None))
+        assert shipper.last_error is not None and "collector.chain_fork" in shipper.last_error[1]
+        assert 6 == shipper.lag_records
+        assert [("fork", 6)] == await fetch(fleet_url, "SELECT kind, record_id FROM fleet_flags")
+        assert 8 == len(await central_rows(fleet_url, "host-a"))
+
+    @pytest.mark.parametrize(
+        "answer",
+        [{"mark": True, "hash": "0" * 64}, {"mark": 2.5, "hash": "0" * 64}, {"mark": 3, "hash": "x"}, {"status": "ok"}],
+    )
+    async def test_an_answer_that_is_not_a_mark_is_not_taken_for_one(
+        self, aiohttp_server: AiohttpServer, tmp_path: Path, answer: dict[str, Any]
+    ) -> None:
+        """ship.url naming something else that answers JSON: prune and the shipper act on the
+        mark, so it must be one (a whole number and a hash), never `true` read as record 1."""
+        from aiohttp import web
+
+        from gateway.fleet.shipper import CollectorClient, ShipError
+
+        async def answer_json(request: web.Request) -> web.Response:
+            return web.json_response(answer)
+
+        app = web.Application()
+        app.router.add_get("/{tail:.*}", answer_json)
+        other = await aiohttp_server(app)
+        client = CollectorClient(sidecar_config(tmp_path, "host-a", other))
+        try:
+            with pytest.raises(ShipError, match=r"the answer is not a collector's mark .*: is ship\.url the collector"):
+                await client.mark()
+        finally:
+            await client.close()
 
     async def test_no_sidecar_password_reaches_a_log(
         self,

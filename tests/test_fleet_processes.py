@@ -234,6 +234,39 @@ async def test_prune_keeps_records_the_collector_has_not_acknowledged(
     assert 5 == len(await central_rows(fleet_url, "host-a"))
 
 
+async def test_prune_refuses_when_the_collector_holds_another_log(
+    fleet_url: str, tmp_path: Path, unused_tcp_port: int
+) -> None:
+    """The collector holds records 1-4 of the first log; the file is deleted and a new one has
+    records 1-2 (refused by the collector as a fork). Ids alone would say "all acknowledged":
+    prune compares the mark's hash and removes nothing the collector does not hold."""
+    collector_config = write_collector(tmp_path, fleet_url, unused_tcp_port)
+    folder = tmp_path / "host-a"
+    config = write_sidecar(folder, "host-a", unused_tcp_port)
+    prune = ("audit", "prune", "--config", str(config), "--before", "2099-01-01T00:00:00Z", "--yes")
+    async with started("collect", "--config", str(collector_config), cwd=tmp_path):
+        async with started("serve", "--config", str(config), cwd=folder) as sidecar:
+            await delete_many(sidecar.url, ["load1", "load2"])
+            await eventually(lambda: caught_up(sidecar, folder))
+        for new_log in ((), ("load3", "load4", "load5")):
+            # A new log behind the mark (2 records), then one past it whose record 4 differs.
+            for file in folder.glob("audit.db*"):
+                file.unlink()
+            async with started("serve", "--config", str(config), cwd=folder) as sidecar:
+                await delete_many(sidecar.url, ["load3", *new_log])
+                assert 0 == await sidecar.stop(signal.SIGTERM)
+            kept = local_rows(folder)
+            status, output = await completed(*prune, cwd=folder)
+            assert 2 == status, output
+            assert "this log is not the one it acknowledged" in output and "pass --ignore-shipping" in output
+            assert kept == local_rows(folder)
+        status, output = await completed(*prune, "--ignore-shipping", cwd=folder)
+        assert 0 == status, output
+        assert "warning: record 4 of this log is not the record 4 the collector holds" in output
+        assert "pruned 8 records" in output
+    assert 4 == len(await central_rows(fleet_url, "host-a"))
+
+
 async def test_prune_ignore_shipping_removes_unacknowledged_records_loudly(
     fleet_url: str, tmp_path: Path, unused_tcp_port: int
 ) -> None:

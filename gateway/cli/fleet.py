@@ -14,7 +14,7 @@ from typing import Any, TextIO, TypeVar
 import aiohttp
 from aiohttp import web
 
-from gateway.audit.chain import ChainKey
+from gateway.audit.chain import ChainKey, Head
 from gateway.audit.formats import write_columns
 from gateway.cli.common import CommandError, arg, command, overriding, run_loop, selection_of
 from gateway.cli.progress import Progress
@@ -305,10 +305,12 @@ def cmd_ship(args: argparse.Namespace) -> int:
 # prune ---------------------------------------------------------------------------------------
 
 
-async def _time_after(config: Config, mark: int) -> str | None:
+async def _kept_after(config: Config, mark: Head) -> tuple[str | None, str | None]:
+    """Why this log does not hold the collector's mark (None: it does), and the time of its first
+    record after the mark."""
     local = LocalLog(config.database_path, config.audit.busy_timeout)
     try:
-        return await local.time_after(mark)
+        return await local.unlike(mark), await local.time_after(mark.id)
     finally:
         await local.close()
 
@@ -333,18 +335,30 @@ def shipping_limit(config: Config, before: str, *, ignore: bool) -> str:
             f"cannot learn what the collector at {config.ship.url} acknowledged ({reason}), so prune "
             "would not know what it may remove; retry when it is up, or pass --ignore-shipping"
         ) from None
-    keep_from = asyncio.run(_time_after(config, mark))
+    unlike, keep_from = asyncio.run(_kept_after(config, mark))
+    if unlike is not None:
+        if ignore:
+            print(
+                f"warning: {unlike}; pruning anyway (--ignore-shipping): records the collector lacks are lost "
+                "to the fleet store",
+                file=sys.stderr,
+            )
+            return before
+        raise CommandError(
+            f"{unlike}, so prune would not know what it may remove; see `audit verify --store` for the "
+            "instance's flags, or pass --ignore-shipping"
+        )
     if keep_from is None or keep_from >= before:
         return before
     if ignore:
         print(
-            f"warning: pruning records the collector has not acknowledged (it holds up to record {mark}; "
+            f"warning: pruning records the collector has not acknowledged (it holds up to record {mark.id}; "
             f"--ignore-shipping): instance {instance_of(config)} will show a gap in the fleet store",
             file=sys.stderr,
         )
         return before
     print(
-        f"note: keeping the records after record {mark}, which the collector has not acknowledged yet "
+        f"note: keeping the records after record {mark.id}, which the collector has not acknowledged yet "
         f"(pruning before {keep_from} instead of {before})",
         file=sys.stderr,
     )

@@ -16,7 +16,7 @@ import math
 import re
 from collections.abc import Callable
 from datetime import datetime
-from typing import Any
+from typing import Any, TypeGuard
 
 from gateway.audit.chain import ChainKey
 from gateway.audit.record import FIELDS, Outcome
@@ -48,7 +48,7 @@ def _record_id(value: Any) -> str | None:
     return f"is not a record id (a whole number from 1 to {MAX_ID})"
 
 
-def is_hash(value: Any) -> bool:
+def is_hash(value: Any) -> TypeGuard[str]:
     """A chain hash or key check as the gateway writes it: 64 lowercase hexadecimal digits."""
     return isinstance(value, str) and _HASH.fullmatch(value) is not None
 
