@@ -28,11 +28,13 @@ import aiohttp
 import orjson
 
 from gateway.audit.backends import open_store
+from gateway.audit.chain import Head
 from gateway.audit.query import AuditFilter
 from gateway.audit.record import FIELDS, Row, utc_timestamp
 from gateway.audit.store import AuditStore, AuditStoreError
 from gateway.config import Config
 from gateway.fleet import protocol
+from gateway.fleet.values import MAX_ID, is_hash
 from gateway.logs import Logger
 from gateway.metrics import Metrics
 
@@ -75,6 +77,14 @@ class LocalLog:
                 return [tuple(row) for row in batch]
         return []
 
+    async def head(self) -> Head:
+        return await (await self._opened()).head()
+
+    async def hash_of(self, record_id: int) -> str | None:
+        """The hash of record ``record_id`` as this log holds it (None: not held, or pruned)."""
+        record = await (await self._opened()).get(record_id) if record_id > 0 else None
+        return None if record is None else record.hash
+
     async def lag(self, mark: int) -> tuple[int, str | None]:
         """The newest id, and the time of the first record after ``mark`` (None: none)."""
         head = await (await self._opened()).head()
@@ -84,6 +94,23 @@ class LocalLog:
     async def time_after(self, mark: int) -> str | None:
         """The time of the first record after ``mark`` (what prune must keep), if any."""
         return (await self.lag(mark))[1]
+
+    async def unlike(self, mark: Head) -> str | None:
+        """Why the collector's ``mark`` is not a record of this log (None: it is, or was pruned
+        from it): then nothing here is acknowledged, whatever the ids say."""
+        head = await self.head()
+        if head.id < mark.id:
+            return (
+                f"the collector holds up to record {mark.id}, past this log's newest record {head.id}: this "
+                "log is not the one it acknowledged (deleted or replaced, or a second sidecar ships as this instance)"
+            )
+        held = await self.hash_of(mark.id)
+        if held is not None and held != mark.hash:
+            return (
+                f"record {mark.id} of this log is not the record {mark.id} the collector holds (hash {mark.hash}): "
+                "this log is not the one it acknowledged"
+            )
+        return None
 
     async def close(self) -> None:
         if self._store is not None:
@@ -107,16 +134,21 @@ class CollectorClient:
             connector=aiohttp.TCPConnector(ssl=context or True, limit=2),
         )
 
-    async def mark(self) -> int:
+    async def mark(self) -> Head:
+        """The collector's mark: the id and hash of the newest record it holds for this instance."""
         async with self._session.get(self._base, headers=self._auth) as response:
-            body = await self._answer(response)
-        return int(body["mark"])
+            return _mark_of(await self._answer(response))
 
-    async def send(self, body: bytes) -> dict[str, Any]:
+    async def send(self, body: bytes) -> tuple[Head, int]:
+        """Post a batch: the collector's new mark, and how many records it took as new."""
         async with self._session.post(
             f"{self._base}/records", data=body, headers={**self._auth, "Content-Type": "application/json"}
         ) as response:
-            return await self._answer(response)
+            answer = await self._answer(response)
+        accepted = answer.get("accepted")
+        if isinstance(accepted, bool) or not isinstance(accepted, int) or accepted < 0:
+            raise ShipError(f"the collector's answer is not a batch's: accepted is {str(accepted)[:40]!r}")
+        return _mark_of(answer), accepted
 
     @staticmethod
     async def _answer(response: aiohttp.ClientResponse) -> dict[str, Any]:
@@ -135,6 +167,18 @@ class CollectorClient:
         await self._session.close()
 
 
+def _mark_of(answer: dict[str, Any]) -> Head:
+    """The mark in a collector's answer, checked: prune and the shipper act on it, so a wrong
+    URL answering something else must not pass for an acknowledgement."""
+    mark, digest = answer.get("mark"), answer.get("hash")
+    if isinstance(mark, bool) or not isinstance(mark, int) or not 0 <= mark <= MAX_ID or not is_hash(digest):
+        raise ShipError(
+            f"the answer is not a collector's mark (mark {str(mark)[:40]!r}, hash {str(digest)[:80]!r}): "
+            "is ship.url the collector?"
+        )
+    return Head(mark, digest)
+
+
 def encode_batch(chain: dict[str, str | None], rows: list[Row]) -> bytes:
     return orjson.dumps({"fields": FIELDS, "chain": chain, "records": rows})
 
@@ -148,8 +192,10 @@ class Shipper:
         self.instance = instance_of(config)
         self.local = LocalLog(config.database_path, config.audit.busy_timeout)
         self.client = CollectorClient(config)
-        self.acknowledged: int | None = None
+        self.mark: Head | None = None
         """The collector's mark as last heard; None until asked (or after an error)."""
+        self._held_head: Head | None = None
+        """This log's head when the collector last said it holds it (at or below its mark)."""
         self.local_head = 0
         self._oldest_unshipped: str | None = None
         self.last_success: float | None = None
@@ -163,9 +209,17 @@ class Shipper:
     # What is shown -------------------------------------------------------------------------
 
     @property
+    def acknowledged(self) -> int | None:
+        """The id of the collector's mark (None: not known right now)."""
+        return None if self.mark is None else self.mark.id
+
+    @property
     def lag_records(self) -> int:
         acknowledged = self.acknowledged or 0
-        return self.local_head - acknowledged if self.local_head >= acknowledged else self.local_head
+        if self.local_head > acknowledged:
+            return self.local_head - acknowledged
+        held = self._held_head is not None and self._held_head.id == self.local_head
+        return 0 if held or self.local_head == 0 else self.local_head
 
     @property
     def lag_seconds(self) -> float:
@@ -221,31 +275,48 @@ class Shipper:
         (0: nothing to ship). Raises ShipError (or aiohttp's errors) when the collector fails."""
         if self._chain is None:
             self._chain = await self.local.chain()
-        if self.acknowledged is None:
-            self.acknowledged = await self.client.mark()
+        if self.mark is None:
+            self.mark = await self.client.mark()
             self._succeeded()
-        mark = self.acknowledged
-        size = self._config.ship.batch_size
-        rows = await self.local.after(mark, size)
-        self.local_head, self._oldest_unshipped = await self.local.lag(mark)
-        if self.local_head < mark:
-            # The collector holds more than this file: the log was replaced or rebuilt. Its records
-            # go to the collector anyway, which compares them with what it holds and flags the fork.
-            rows = await self.local.after(0, size)
-            self._oldest_unshipped = rows[0][_TIME] if rows else None
+        mark = self.mark
+        rows = await self._next_rows(mark)
         if not rows:
             return 0
         body = await asyncio.to_thread(encode_batch, self._chain, rows)
         try:
-            answer = await self.client.send(body)
+            self.mark, accepted = await self.client.send(body)
         except BaseException:
-            self.acknowledged = None  # the batch may have been stored: ask again before resending
+            self.mark = None  # the batch may have been stored: ask again before resending
             raise
-        self.acknowledged = int(answer["mark"])
-        self.shipped += int(answer.get("accepted", 0))
-        self.local_head, self._oldest_unshipped = await self.local.lag(self.acknowledged)
+        self.shipped += accepted
+        if rows[-1][0] <= mark.id:
+            # A probe (see _next_rows): the collector holds this log's head as it is here.
+            self._held_head = Head(rows[-1][0], rows[-1][-1])
+        self.local_head, self._oldest_unshipped = await self.local.lag(self.mark.id)
         self._succeeded()
-        return len(rows)
+        return len(rows) if accepted or rows[-1][0] > mark.id else 0
+
+    async def _next_rows(self, mark: Head) -> list[Row]:
+        """What to send after ``mark``. Normally the records after it: the collector checks that
+        the first links to the record it holds. When this log ends at or before the mark, there
+        is nothing after it, yet this log may not be the one the collector holds (a log deleted
+        or replaced, a cloned host, two sidecars with one instance id): then its head record is
+        sent, which the collector holds unchanged (a duplicate: all is shipped) or refuses and
+        flags as a fork. Never skipped in silence."""
+        head = await self.local.head()
+        self.local_head = head.id
+        if head.id > mark.id:
+            rows = await self.local.after(mark.id, self._config.ship.batch_size)
+            self._oldest_unshipped = rows[0][_TIME] if rows else None
+            return rows
+        if head.id == 0 or head == self._held_head or head == mark:
+            self._held_head = head
+            self._oldest_unshipped = None
+            return []
+        rows = await self.local.after(head.id - 1, 1)
+        first = await self.local.after(0, 1)
+        self._oldest_unshipped = first[0][_TIME] if first else None
+        return rows
 
     def _succeeded(self) -> None:
         self.last_success = time.time()
@@ -283,7 +354,7 @@ class Shipper:
                     self._idle_since = time.monotonic()
                     continue
                 if time.monotonic() - self._idle_since >= HEARTBEAT:
-                    self.acknowledged = None  # ask the mark: a heartbeat, and a check against a reset collector
+                    self.mark = None  # ask the mark: a heartbeat, and a check against a reset collector
                     self._idle_since = time.monotonic()
                 await asyncio.sleep(ship.interval)
             except asyncio.CancelledError:
@@ -347,7 +418,7 @@ async def start_shipping(config: Config, log: Logger, metrics: Metrics) -> Async
         await shipper.close()
 
 
-async def acknowledged_mark(config: Config) -> int:
+async def acknowledged_mark(config: Config) -> Head:
     """The collector's mark for this sidecar, asked once (for ``audit prune``)."""
     client = CollectorClient(config)
     try:
