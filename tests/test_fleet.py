@@ -222,6 +222,30 @@ class TestIngest:
             fleet_url, "SELECT kind, record_id FROM fleet_flags ORDER BY id"
         )
 
+    async def test_a_resent_record_the_collector_does_not_hold_is_a_fork_not_a_duplicate(
+        self, fleet_url: str, aiohttp_server: AiohttpServer, tmp_path: Path
+    ) -> None:
+        """An instance whose chain starts late here (its log was pruned before it shipped) holds
+        nothing before its start: a record sent from there cannot be compared, so it is no
+        duplicate. Nor is one removed from the store."""
+        collector = await start_collector(aiohttp_server, tmp_path, fleet_url)
+        batch = chain_rows(records(6))
+        status, answer = await post(collector, "host-a", batch_body(batch[3:]))
+        assert (200, 3, 6) == (status, answer["accepted"], answer["mark"])
+        status, answer = await post(collector, "host-a", batch_body(batch[1:3]))
+        assert (409, "collector.chain_fork") == (status, answer["code"])
+        assert (
+            "record 2 is not held by the collector (the instance's chain starts after record 3 here)"
+            in (answer["message"])
+        )
+        await fetch(fleet_url, "DELETE FROM fleet_events WHERE instance = 'host-a' AND id = 5")
+        status, answer = await post(collector, "host-a", batch_body(batch[4:5]))
+        assert (409, "collector.chain_fork") == (status, answer["code"])
+        assert "record 5 is not held by the collector (it is missing from the fleet store)" in answer["message"]
+        assert [("fork", 2), ("fork", 5)] == await fetch(
+            fleet_url, "SELECT kind, record_id FROM fleet_flags ORDER BY id"
+        )
+
     async def test_an_edited_record_is_refused_as_a_rewrite(
         self, fleet_url: str, aiohttp_server: AiohttpServer, tmp_path: Path
     ) -> None:

@@ -222,7 +222,9 @@ class Ingest:
         held = Head(int(state["head_id"]), str(state["head_hash"]))
         key = self._key_for(instance, batch, state["chain_mode"], state["key_check"])
         rows = batch.rows
-        duplicates = await self._compare_held(db, instance, [row for row in rows if row[_ID] <= held.id])
+        duplicates = await self._compare_held(
+            db, instance, [row for row in rows if row[_ID] <= held.id], state["start_id"]
+        )
         starts_late = held.id == 0 and rows[0][_ID] > 1 and state["start_id"] is None
         if starts_late:
             # First contact with a sidecar whose log was pruned before it shipped: its chain is
@@ -271,8 +273,10 @@ class Ingest:
             return configured
         return ChainKey(None) if batch.mode == ChainKey(None).mode else None
 
-    async def _compare_held(self, db: Connection, instance: str, resent: Sequence[Row]) -> int:
-        """Records already held must be resent unchanged; returns how many were."""
+    async def _compare_held(self, db: Connection, instance: str, resent: Sequence[Row], start: int | None) -> int:
+        """Records at or below the mark must be held, and resent unchanged; returns how many were.
+        One the store does not hold (before where the instance's chain starts here, or removed
+        from the store) is not a duplicate: it cannot be compared, so it is refused as a fork."""
         if not resent:
             return 0
         held: dict[int, str] = {
@@ -286,7 +290,19 @@ class Ingest:
         }
         for row in resent:
             stored = held.get(row[_ID])
-            if stored is not None and stored != row[_HASH]:
+            if stored is None:
+                where = (
+                    f"the instance's chain starts after record {start} here"
+                    if start is not None and row[_ID] <= start
+                    else "it is missing from the fleet store"
+                )
+                raise Refused(
+                    protocol.CHAIN_FORK,
+                    f"record {row[_ID]} is not held by the collector ({where}), so it cannot be compared: "
+                    "the sidecar's log is not the one the collector holds",
+                    row[_ID],
+                )
+            if stored != row[_HASH]:
                 raise Refused(
                     protocol.CHAIN_FORK,
                     f"record {row[_ID]} is held with hash {stored}; the batch resends it "
