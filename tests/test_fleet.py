@@ -530,6 +530,65 @@ async def _true(value: bool) -> bool:
     return value
 
 
+class TestFleetVerify:
+    async def test_a_late_start_is_vouched_for_by_the_instances_prune_checkpoint(
+        self, fleet_url: str, aiohttp_server: AiohttpServer, tmp_path: Path
+    ) -> None:
+        """A sidecar pruned records 1-3 before it first shipped: its chain starts after record 3
+        here, which its checkpoint (record 7) vouches for. Records removed centrally with the
+        start moved to match are not: nothing vouches for the new start."""
+        from gateway.audit.record import AuditRecord
+        from gateway.fleet.verify import verify_fleet
+
+        collector = await start_collector(aiohttp_server, tmp_path, fleet_url)
+        first = chain_rows(records(6))
+        details = {"pruned_through_id": 3, "last_pruned_hash": first[2][-1], "removed": 3}
+        checkpoint = AuditRecord(
+            "prune-1",
+            "2026-11-24T19:00:00.000Z",
+            "root",
+            None,
+            "PRUNE",
+            None,
+            None,
+            None,
+            "pruned",
+            snapshot=orjson.dumps(details).decode(),
+        )
+        rows_ = first[3:] + chain_rows([checkpoint], Head(6, first[-1][-1]))
+        status, _ = await post(collector, "host-a", batch_body(rows_))
+        assert 200 == status
+        status, _ = await post(collector, "host-b", batch_body(first[3:]))  # its checkpoint not shipped
+        assert 200 == status
+
+        async def verdicts() -> dict[str, str | None]:
+            store = await FleetStore.open(fleet_url)
+            try:
+                return {v.instance: v.problem for v in await verify_fleet(store, {}, silent_after=3600)}
+            finally:
+                await store.close()
+
+        found = await verdicts()
+        assert found["host-a"] is None
+        assert "its chain starts after record 3 here, and no prune checkpoint" in str(found["host-b"])
+        await fetch(fleet_url, "DELETE FROM fleet_events WHERE instance = 'host-a' AND id IN (4, 5)")
+        await fetch(
+            fleet_url,
+            "UPDATE fleet_instances SET start_id = 5, start_hash = $1 WHERE instance = 'host-a'",
+            first[4][-1],
+        )
+        assert "its chain starts after record 5 here, and no prune checkpoint" in str((await verdicts())["host-a"])
+
+    async def test_asking_the_mark_counts_as_contact_for_a_sidecar_with_nothing_shipped(
+        self, fleet_url: str, aiohttp_server: AiohttpServer, tmp_path: Path
+    ) -> None:
+        collector = await start_collector(aiohttp_server, tmp_path, fleet_url)
+        async with aiohttp.ClientSession() as session:
+            async with session.get(collector.make_url(f"{protocol.BASE}/host-b"), headers=ship_auth("host-b")) as r:
+                assert (200, 0) == (r.status, (await r.json())["mark"])
+        assert [("host-b", 0)] == await fetch(fleet_url, "SELECT instance, head_id FROM fleet_instances")
+
+
 class TestFleetApi:
     async def test_events_across_the_fleet_with_instance_and_org_scoping(
         self, fleet_url: str, aiohttp_server: AiohttpServer, tmp_path: Path

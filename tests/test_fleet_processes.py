@@ -309,6 +309,38 @@ async def test_verify_reports_gaps_and_silent_instances(fleet_url: str, tmp_path
     assert "host-a: SILENT: no contact for" in output
 
 
+async def test_verify_names_sidecars_never_heard_of_and_records_without_a_mark(
+    fleet_url: str, tmp_path: Path, unused_tcp_port: int
+) -> None:
+    """host-b and host-c are in the collector's config but never shipped (a wrong URL or
+    password looks the same from here): SILENT, not absent. Then the store is edited: host-a's
+    mark is removed, its records stay: TAMPERED, with or without --instance."""
+    collector_config = write_collector(tmp_path, fleet_url, unused_tcp_port)
+    folder = tmp_path / "host-a"
+    config = write_sidecar(folder, "host-a", unused_tcp_port)
+    async with started("collect", "--config", str(collector_config), cwd=tmp_path):
+        async with started("serve", "--config", str(config), cwd=folder) as sidecar:
+            await delete_many(sidecar.url, ["load1"])
+            await eventually(lambda: caught_up(sidecar, folder))
+    verify = ("audit", "verify", "--store", fleet_url, "--config", str(collector_config))
+    status, output = await completed(*verify, cwd=tmp_path)
+    assert 1 == status
+    assert output.startswith("host-a: OK: 2 records verified (sha256 chain); head is record 2")
+    assert output.endswith(
+        "host-b: SILENT: a sidecar of the config that never reached the collector\n"
+        "host-c: SILENT: a sidecar of the config that never reached the collector\n"
+        "3 instances, 2 with problems\n"
+    )
+    await fetch(fleet_url, "DELETE FROM fleet_instances WHERE instance = 'host-a'")
+    for scope in ((), ("--instance", "host-a")):
+        status, output = await completed(*verify, *scope, cwd=tmp_path)
+        assert 1 == status, output
+        assert (
+            "host-a: TAMPERED: 2 records held, but the collector's mark of this instance is gone from the fleet "
+            "store: the store was edited; 0 records checked\n"
+        ) in output
+
+
 async def test_export_ocsf_locally_and_from_the_fleet_store(
     fleet_url: str, tmp_path: Path, unused_tcp_port: int
 ) -> None:

@@ -202,7 +202,13 @@ def fleet_verify(args: argparse.Namespace) -> int:
         with Progress("verify", sys.stderr) as progress:
             if progress.enabled:
                 progress.total = await store.size()
-            return await verify_fleet(store, keys, silent_after=silent_after, progress=progress.update)
+            return await verify_fleet(
+                store,
+                keys,
+                silent_after=silent_after,
+                progress=progress.update,
+                expected=[sidecar.instance for sidecar in config.sidecars],
+            )
 
     verdicts = _read(args, verify)
     if not verdicts:
@@ -214,7 +220,7 @@ def fleet_verify(args: argparse.Namespace) -> int:
         start = f", starting after record {verdict.start.id} (pruned before it shipped)" if verdict.start.id else ""
         if verdict.problem is not None:
             print(f"{verdict.instance}: TAMPERED: {verdict.problem}; {verdict.checked} records checked")
-        else:
+        elif not verdict.never_seen:
             print(
                 f"{verdict.instance}: OK: {verdict.checked} records verified ({chain}{start}); head is record "
                 f"{verdict.head.id}, hash {verdict.head.hash}"
@@ -223,6 +229,8 @@ def fleet_verify(args: argparse.Namespace) -> int:
             print(
                 f"{verdict.instance}: FLAGGED {flag.kind} at {flag.time.isoformat(timespec='seconds')}: {flag.detail}"
             )
+        if verdict.never_seen:
+            print(f"{verdict.instance}: SILENT: a sidecar of the config that never reached the collector")
         if verdict.silent_seconds is not None:
             print(
                 f"{verdict.instance}: SILENT: no contact for {verdict.silent_seconds:.0f} s (more than {silent_after:g} s)"

@@ -188,12 +188,17 @@ class Ingest:
         self._retries = retries
 
     async def mark(self, instance: str) -> Head:
-        """The instance's high-water mark; counts as a contact (``last_seen``)."""
+        """The instance's high-water mark; counts as a contact (``last_seen``), also for a sidecar
+        that has shipped nothing yet (an empty log): verify tells it from one never heard of."""
         async with self._pool.acquire() as db:
             row = await db.fetchrow(
-                f"UPDATE {INSTANCES} SET last_seen = now() WHERE instance = $1 RETURNING head_id, head_hash", instance
+                f"INSERT INTO {INSTANCES} (instance, head_hash) VALUES ($1, $2) ON CONFLICT (instance) "
+                "DO UPDATE SET last_seen = now() RETURNING head_id, head_hash",
+                instance,
+                GENESIS,
             )
-        return Head(int(row[0]), str(row[1])) if row is not None else Head(0, GENESIS)
+        assert row is not None
+        return Head(int(row[0]), str(row[1]))
 
     async def write(self, instance: str, batch: Batch) -> Mark:
         """Store what is new in ``batch`` in one transaction, retried on serialization failures

@@ -363,6 +363,17 @@ class FleetStore:
             for row in rows
         ]
 
+    async def unmarked(self) -> list[tuple[str, int]]:
+        """Instances (in scope) with records but no mark in ``fleet_instances``, and how many
+        records each: the collector never writes one without the other, so an edit of the store."""
+        clause, params = ("WHERE instance = $1", [self.instance]) if self.instance is not None else ("", [])
+        rows = await self._fetch(
+            f"SELECT instance, count(*) FROM {EVENTS} {clause} GROUP BY instance HAVING NOT EXISTS "
+            f"(SELECT 1 FROM {INSTANCES} i WHERE i.instance = {EVENTS}.instance) ORDER BY instance",
+            params,
+        )
+        return [(str(row[0]), int(row[1])) for row in rows]
+
     async def flags(self) -> list[Flag]:
         clause, params = ("WHERE instance = $1", [self.instance]) if self.instance is not None else ("", [])
         rows = await self._fetch(

@@ -9,7 +9,7 @@ so), from where its chain starts in the store. It also reports what the collecto
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from contextlib import aclosing
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -33,11 +33,14 @@ class InstanceVerdict:
     start: Head = EMPTY
     silent_seconds: float | None = None
     """Seconds since the instance's last contact, when longer than allowed."""
+    never_seen: bool = False
+    """A sidecar of the config that has never reached the collector (wrong URL or credentials,
+    never started): as silent as one can be."""
     flags: list[Flag] = field(default_factory=list)
 
     @property
     def intact(self) -> bool:
-        return self.problem is None and not self.flags and self.silent_seconds is None
+        return self.problem is None and not self.flags and self.silent_seconds is None and not self.never_seen
 
 
 async def verify_fleet(
@@ -46,8 +49,10 @@ async def verify_fleet(
     *,
     silent_after: float,
     progress: Callable[[int], object] | None = None,
+    expected: Iterable[str] = (),
 ) -> list[InstanceVerdict]:
-    """One verdict per instance in the store's scope (all of them, or the one it is scoped to)."""
+    """One verdict per instance in the store's scope (all of them, or the one it is scoped to),
+    and per ``expected`` instance (the config's ``[[sidecars]]``) the store has never heard of."""
     flags = await store.flags()
     now = datetime.now(UTC)
     verdicts = []
@@ -62,6 +67,17 @@ async def verify_fleet(
         checked += verdict.checked
         if progress is not None:
             progress(checked)
+    for instance, count in await store.unmarked():
+        verdicts.append(
+            InstanceVerdict(
+                instance,
+                0,
+                EMPTY,
+                "-",
+                problem=f"{count} records held, but the collector's mark of this instance is gone from the fleet "
+                "store: the store was edited",
+            )
+        )
     known = {verdict.instance for verdict in verdicts}
     for flag in flags:  # refused before the instance ever stored a record (a forged first batch, say)
         if flag.instance not in known:
@@ -69,6 +85,10 @@ async def verify_fleet(
             verdicts.append(
                 InstanceVerdict(flag.instance, 0, EMPTY, "-", flags=[f for f in flags if f.instance == flag.instance])
             )
+    for instance in expected:
+        if instance not in known and store.instance in (None, instance):
+            known.add(instance)
+            verdicts.append(InstanceVerdict(instance, 0, EMPTY, "-", never_seen=True))
     return verdicts
 
 
@@ -98,7 +118,13 @@ async def _verify_instance(store: FleetStore, state: InstanceState, key: ChainKe
                 verdict.problem, verdict.head = problem, head
                 return verdict
     verdict.head = head
-    if head != state.head:
+    if state.start.id and await store.pruned_hash(state.start.id) != state.start.hash:
+        verdict.problem = (
+            f"its chain starts after record {state.start.id} here, and no prune checkpoint of this instance "
+            "held vouches for that record's hash: records before the start were removed from the fleet store "
+            "(or the checkpoint is not shipped yet)"
+        )
+    elif head != state.head:
         verdict.problem = (
             f"the store's events end at record {head.id}, but the collector acknowledged up to record "
             f"{state.head.id}: records were removed from the fleet store"
