@@ -22,7 +22,7 @@ from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
-from urllib.parse import urlsplit
+from urllib.parse import parse_qs, urlsplit
 
 from gateway.passwords import parse_hash
 from gateway.tls import listener_context, upstream_context
@@ -31,7 +31,7 @@ Check = Callable[[Any], Any]
 """Validates a raw TOML value and returns it converted; raises ValueError saying what is wrong."""
 
 STUB_UPSTREAM = "stub"
-INSTANCE_NAME = re.compile(r"[A-Za-z0-9._-]{1,128}")
+INSTANCE_NAME = re.compile(r"(?!\.\.?\Z)[A-Za-z0-9._-]{1,128}")
 """A sidecar's instance id: what the fleet store keys its records by."""
 ROLES = ("revoke", "audit", "read", "manage", "global")
 UPSTREAM_AUTH_MODES = ("passthrough", "service", "oauth2")
@@ -248,8 +248,13 @@ def postgres_url(value: Any) -> str:
     parts = urlsplit(value) if isinstance(value, str) else None
     if parts is None or parts.scheme not in ("postgresql", "postgres"):
         raise ValueError(f'expected "" or a postgresql:// URL, got {_show(value)}')
-    if parts.password:
+    if parts.password or "password" in parse_qs(parts.query):
         raise ValueError("must not contain a password; use collector.password_env, PGPASSWORD or ~/.pgpass")
+    for host in parts.netloc.rpartition("@")[2].split(","):  # libpq's host1:port1,host2:port2
+        try:
+            _ = urlsplit(f"//{host}").port  # raises ValueError for a port out of range
+        except ValueError as exc:
+            raise ValueError(f"{exc} in {_show(value)}") from None
     return str(value)
 
 
@@ -257,7 +262,10 @@ def instance_name(value: Any) -> str:
     if value == "":
         return ""
     if not isinstance(value, str) or not INSTANCE_NAME.fullmatch(value):
-        raise ValueError(f"expected an instance id of 1-128 letters, digits, '.', '_' or '-', got {_show(value)}")
+        raise ValueError(
+            f"expected an instance id of 1-128 letters, digits, '.', '_' or '-' (not '.' or '..', which a URL path "
+            f"drops), got {_show(value)}"
+        )
     return value
 
 

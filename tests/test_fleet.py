@@ -6,6 +6,7 @@ PostgreSQL. See ``fleet_support`` for where the server comes from.
 
 from __future__ import annotations
 
+import base64
 import io
 import re
 from pathlib import Path
@@ -530,6 +531,26 @@ async def _true(value: bool) -> bool:
     return value
 
 
+@pytest.mark.parametrize("instance", [".", ".."])
+def test_an_instance_id_a_url_path_would_drop_is_refused(tmp_path: Path, instance: str) -> None:
+    """'.' and '..' are path segments a URL resolves away: the shipper's requests would go to
+    another route (the mark of instance 'records')."""
+    from gateway.config import ConfigError
+
+    with pytest.raises(ConfigError, match=r"ship\.instance: expected an instance id .*not '\.' or '\.\.'"):
+        make_config(
+            tmp_path,
+            ship={"url": "http://127.0.0.1:1", "instance": instance, "password_env": "PW"},
+            environ={"PW": "x"},
+        )
+    with pytest.raises(ConfigError, match=r"sidecars\[0\]\.instance"):
+        make_config(
+            tmp_path,
+            collector={"database_url": "postgresql://h/db"},
+            sidecars=[{"instance": instance, "password_hash": USERS[0]["password_hash"]}],
+        )
+
+
 class TestFleetVerify:
     async def test_a_late_start_is_vouched_for_by_the_instances_prune_checkpoint(
         self, fleet_url: str, aiohttp_server: AiohttpServer, tmp_path: Path
@@ -623,6 +644,12 @@ class TestFleetApi:
                 assert (400, "gateway.bad_request") == (response.status, (await response.json())["code"])
             async with session.get(collector.make_url("/audit/events"), headers=basic("outsider")) as response:
                 assert 403 == response.status
+            # A cursor no page gave (an id past 64 bits) is the client's error, not the store's.
+            beyond = base64.urlsafe_b64encode(f"2026|host-a|{2**70}".encode()).decode()
+            async with session.get(
+                collector.make_url(f"/audit/events?cursor={beyond}"), headers=basic("auditor")
+            ) as response:
+                assert (400, "gateway.bad_request") == (response.status, (await response.json())["code"])
 
 
 DOCS = Path(__file__).resolve().parents[1] / "docs"

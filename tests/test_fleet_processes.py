@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+import pytest
 from fleet_support import SIDECAR_PASSWORDS, SIDECARS, central_rows, eventually, fetch
 from helpers import USERS, rows
 from processes import Running, completed, started
@@ -375,3 +376,19 @@ async def test_export_ocsf_locally_and_from_the_fleet_store(
     )
     assert outcome["resources"][0]["data"]["app"] == "app1"
     assert "taFM3LHUTQAFhL0dIFg81XhRc7vC" not in local
+
+
+@pytest.mark.parametrize(
+    ("url", "message"),
+    [
+        ("postgresql://postgres@127.0.0.1:99999/x", "Port out of range 0-65535"),
+        ("postgresql://postgres@127.0.0.1:5432,127.0.0.1:70000/x", "Port out of range 0-65535"),
+        ("postgresql://postgres@127.0.0.1:5432/x?password=hunter2", "must not contain a password"),
+    ],
+)
+async def test_a_bad_store_url_is_one_line_never_a_traceback_nor_its_password(
+    tmp_path: Path, url: str, message: str
+) -> None:
+    status, output = await completed("audit", "query", "--store", url, cwd=tmp_path)
+    assert 2 == status
+    assert message in output and "Traceback" not in output and "hunter2" not in output

@@ -126,7 +126,8 @@ async def connect_pool(url: str, *, password: str | None = None, size: int = 4) 
     """A connection pool, or AuditStoreError naming the database (never its password)."""
     try:
         pool = await asyncpg.create_pool(url, password=password, min_size=1, max_size=size, command_timeout=60)
-    except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, ValueError) as exc:
+    except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, ValueError, OverflowError) as exc:
+        # OverflowError: a port out of range given as a parameter (``?port=99999``).
         raise AuditStoreError(f"cannot connect to the fleet store {describe(url)}: {_reason(exc)}") from None
     assert pool is not None
     return pool
