@@ -367,6 +367,8 @@ class TestIngest:
             ("action", "nuke.all", "action is not an action the gateway records"),
             ("resource_type", "planet", "resource_type is not a resource type the gateway records"),
             ("client_ip", "here", "client_ip is not an IP address"),
+            ("client_ip", 5, "client_ip is not an IP address"),
+            ("token_hint", "c7vCxx", "token_hint is not a token hint (text of at most 4 characters)"),
             ("actor", 7, "actor is not text"),
             ("outcome", None, "has no outcome"),
         ],

@@ -19,6 +19,7 @@ from datetime import datetime
 from typing import Any, TypeGuard
 
 from gateway.audit.chain import ChainKey
+from gateway.audit.fingerprint import HINT_LENGTH
 from gateway.audit.record import FIELDS, Outcome
 from gateway.audit.records import exact_loads
 from gateway.operations import RECORDED_ACTIONS, RECORDED_RESOURCE_TYPES
@@ -36,6 +37,12 @@ _OUTCOMES = frozenset(outcome.value for outcome in Outcome)
 
 def _text(value: Any) -> str | None:
     return None if isinstance(value, str) else "is not text"
+
+
+def _hint(value: Any) -> str | None:
+    if isinstance(value, str) and len(value) <= HINT_LENGTH:
+        return None
+    return f"is not a token hint (text of at most {HINT_LENGTH} characters)"
 
 
 def _non_empty(value: Any) -> str | None:
@@ -77,6 +84,8 @@ def _method(value: Any) -> str | None:
 
 
 def _ip(value: Any) -> str | None:
+    if not isinstance(value, str):  # ip_address() also takes a number
+        return "is not an IP address"
     try:
         ipaddress.ip_address(value)
     except ValueError:
@@ -124,7 +133,7 @@ FIELD_CHECKS: dict[str, tuple[bool, Check]] = {
     "method": (False, _method),
     "org": (True, _text),
     "token_sha256": (True, _hash),
-    "token_hint": (True, _text),
+    "token_hint": (True, _hint),
     "outcome": (False, _one_of(_OUTCOMES, "an outcome")),
     "upstream_status": (True, _status),
     "error_code": (True, _text),
