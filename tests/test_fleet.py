@@ -512,6 +512,7 @@ class TestShipping:
         )
         assert body["shipping"]["lag_seconds"] > 0
         assert "cannot reach the collector" in body["shipping"]["last_error"]
+        assert body["shipping"]["refused"] is None  # down is not refused: nothing to look at but the collector
         await start_collector(aiohttp_server, tmp_path, fleet_url, port=unused_tcp_port)
         await eventually(lambda client=client: shipped_all(client))
         async with client.get("/readyz") as response:
@@ -758,8 +759,14 @@ class TestSidecarSide:
         assert shipper.last_error is not None and "collector.chain_fork" in shipper.last_error[1]
         async with second.get("/readyz") as response:
             shipping = (await response.json())["shipping"]
-        assert (2, 2) == (shipping["local_head_id"], shipping["lag_records"])
+        assert (2, 2, "collector.chain_fork") == (
+            shipping["local_head_id"],
+            shipping["lag_records"],
+            shipping["refused"],
+        )
         assert shipping["lag_seconds"] > 0
+        async with second.get("/metrics") as response:
+            assert "gateway_ship_refused 1.0" in await response.text()
         assert await fetch(fleet_url, "SELECT kind, record_id FROM fleet_flags ORDER BY id") in (
             [("fork", 2)],
             [("fork", 1), ("fork", 2)],

@@ -44,7 +44,12 @@ _TIME = FIELDS.index("time")
 
 
 class ShipError(Exception):
-    """The collector did not take a batch (or could not be asked): why, in one line."""
+    """The collector did not take a batch (or could not be asked): why, in one line, and the
+    refusal's code when it answered one."""
+
+    def __init__(self, message: str, code: str | None = None) -> None:
+        super().__init__(message)
+        self.code = code
 
 
 def instance_of(config: Config) -> str:
@@ -160,7 +165,10 @@ class CollectorClient:
         if response.status != 200 or not isinstance(body, dict):
             detail = body.get("message") if isinstance(body, dict) else text[:200].decode("utf-8", "replace")
             code = body.get("code") if isinstance(body, dict) else None
-            raise ShipError(f"the collector answered {response.status}" + (f" {code}" if code else "") + f": {detail}")
+            raise ShipError(
+                f"the collector answered {response.status}" + (f" {code}" if code else "") + f": {detail}",
+                code if isinstance(code, str) else None,
+            )
         return body
 
     async def close(self) -> None:
@@ -203,6 +211,9 @@ class Shipper:
         self.shipped = 0
         """Records the collector took as new, since start."""
         self.failures = 0
+        self.refused: str | None = None
+        """The collector's code while it refuses this sidecar's records for a problem it flags
+        (a gap, a fork, a rewrite, forged): retrying cannot cure it, someone must look."""
         self._chain: dict[str, str | None] | None = None
         self._idle_since = time.monotonic()
 
@@ -237,6 +248,7 @@ class Shipper:
             "lag_seconds": round(self.lag_seconds, 3),
             "last_success": utc_timestamp(self.last_success) if self.last_success is not None else None,
             "last_error": self.last_error[1] if self.last_error is not None else None,
+            "refused": self.refused,
         }
 
     def register_metrics(self, metrics: Metrics) -> None:
@@ -260,6 +272,11 @@ class Shipper:
             "Records the collector took as new from this sidecar.",
             lambda: self.shipped,
             counter=True,
+        )
+        metrics.read_at_scrape(
+            "gateway_ship_refused",
+            "1 while the collector refuses this sidecar's records as a gap, fork, rewrite or forgery (flagged).",
+            lambda: 0 if self.refused is None else 1,
         )
         metrics.read_at_scrape(
             "gateway_ship_failures",
@@ -320,6 +337,7 @@ class Shipper:
 
     def _succeeded(self) -> None:
         self.last_success = time.time()
+        self.refused = None
         if self.last_error is not None:
             self._log.info("ship_resumed", collector=self._config.ship.url, acknowledged_id=self.acknowledged)
         self.last_error = None
@@ -327,6 +345,8 @@ class Shipper:
     def _failed(self, exc: BaseException) -> str:
         reason = str(exc) if isinstance(exc, ShipError) else f"cannot reach the collector: {type(exc).__name__}"
         self.failures += 1
+        code = exc.code if isinstance(exc, ShipError) else None
+        self.refused = code if code in protocol.FLAGGED else None
         first = self.last_error is None or self.last_error[1] != reason
         self.last_error = (time.time(), reason)
         if first:
