@@ -529,6 +529,20 @@ class TestShipping:
             text = await response.text()
         assert "gateway_ship_lag_records 0.0" in text and "gateway_ship_records_total 4.0" in text
 
+    async def test_batches_shrink_to_what_the_collector_takes(
+        self, fleet_url: str, aiohttp_server: AiohttpServer, gateway: GatewayFactory, tmp_path: Path
+    ) -> None:
+        """ship.batch_size above collector.max_batch: every batch was refused 413 and resent as
+        it was, forever. The shipper halves it until it passes."""
+        collector = await start_collector(aiohttp_server, tmp_path, fleet_url, max_batch=3)
+        client = await gateway(sidecar_config(tmp_path, "host-a", collector, batch_size=50))
+        for token in ("load1", "load2", "load3", "load4"):
+            async with client.delete(f"/v1/o/myorg/oauth2/accesstokens/{token}", headers=basic("myname")) as r:
+                assert 200 == r.status
+        await eventually(lambda: shipped_all(client))
+        local = [tuple(row[f] for f in FIELDS) for row in rows(tmp_path / "host-a" / "audit.db")]
+        assert local == await central_rows(fleet_url, "host-a")
+
 
 async def _true(value: bool) -> bool:
     return value

@@ -211,6 +211,8 @@ class Shipper:
         self.shipped = 0
         """Records the collector took as new, since start."""
         self.failures = 0
+        self._batch_size = config.ship.batch_size
+        """Records per batch: ship.batch_size, or less once the collector found that too many."""
         self.refused: str | None = None
         """The collector's code while it refuses this sidecar's records for a problem it flags
         (a gap, a fork, a rewrite, forged): retrying cannot cure it, someone must look."""
@@ -299,12 +301,7 @@ class Shipper:
         rows = await self._next_rows(mark)
         if not rows:
             return 0
-        body = await asyncio.to_thread(encode_batch, self._chain, rows)
-        try:
-            self.mark, accepted = await self.client.send(body)
-        except BaseException:
-            self.mark = None  # the batch may have been stored: ask again before resending
-            raise
+        self.mark, accepted, rows = await self._send(rows)
         self.shipped += accepted
         if rows[-1][0] <= mark.id:
             # A probe (see _next_rows): the collector holds this log's head as it is here.
@@ -312,6 +309,30 @@ class Shipper:
         self.local_head, self._oldest_unshipped = await self.local.lag(self.mark.id)
         self._succeeded()
         return len(rows) if accepted or rows[-1][0] > mark.id else 0
+
+    async def _send(self, rows: list[Row]) -> tuple[Head, int, list[Row]]:
+        """Post ``rows`` (or their first part): the new mark, the records taken, the rows sent.
+        A batch the collector finds too large (``collector.max_batch`` below ``ship.batch_size``,
+        or records too big for its body limit) is halved until it passes, and batches stay that
+        size: retrying the same batch would stall shipping for good."""
+        assert self._chain is not None
+        while True:
+            body = await asyncio.to_thread(encode_batch, self._chain, rows)
+            try:
+                mark, accepted = await self.client.send(body)
+                return mark, accepted, rows
+            except ShipError as exc:
+                if exc.code != protocol.BATCH_TOO_LARGE.code or len(rows) == 1:
+                    self.mark = None
+                    raise
+                self._batch_size = max(1, len(rows) // 2)
+                rows = rows[: self._batch_size]  # nothing was stored: the mark still holds
+                self._log.warning(
+                    "ship_batch_reduced", collector=self._config.ship.url, batch_size=self._batch_size, reason=str(exc)
+                )
+            except BaseException:
+                self.mark = None  # the batch may have been stored: ask again before resending
+                raise
 
     async def _next_rows(self, mark: Head) -> list[Row]:
         """What to send after ``mark``. Normally the records after it: the collector checks that
@@ -323,7 +344,7 @@ class Shipper:
         head = await self.local.head()
         self.local_head = head.id
         if head.id > mark.id:
-            rows = await self.local.after(mark.id, self._config.ship.batch_size)
+            rows = await self.local.after(mark.id, self._batch_size)
             self._oldest_unshipped = rows[0][_TIME] if rows else None
             return rows
         if head.id == 0 or head == self._held_head or head == mark:
