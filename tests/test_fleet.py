@@ -617,6 +617,35 @@ class TestFleetVerify:
         )
         assert "its chain starts after record 5 here, and no prune checkpoint" in str((await verdicts())["host-a"])
 
+    async def test_silence_is_measured_by_the_stores_clock_not_the_readers(
+        self, fleet_url: str, aiohttp_server: AiohttpServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """verify run on a host whose clock is two hours ahead (an analyst's laptop): the contact
+        the collector just recorded is not two hours old. The clock patched is the standard
+        library's, as the reader's host would have it wrong."""
+        from datetime import datetime, timedelta
+
+        import gateway.fleet.verify
+        from gateway.fleet.verify import verify_fleet
+
+        class Ahead(datetime):
+            @classmethod
+            def now(cls, tz: Any = None) -> Any:
+                return datetime.now(tz) + timedelta(hours=2)
+
+        monkeypatch.setattr(gateway.fleet.verify, "datetime", Ahead, raising=False)
+        collector = await start_collector(aiohttp_server, tmp_path, fleet_url)
+        assert 200 == (await post(collector, "host-a", batch_body(chain_rows(records(1)))))[0]
+        store = await FleetStore.open(fleet_url)
+        try:
+            (verdict,) = await verify_fleet(store, {}, silent_after=3600)
+            assert verdict.silent_seconds is None
+            await fetch(fleet_url, "UPDATE fleet_instances SET last_seen = now() - interval '2 hours'")
+            (verdict,) = await verify_fleet(store, {}, silent_after=3600)
+            assert verdict.silent_seconds is not None and 7200 <= verdict.silent_seconds < 7300
+        finally:
+            await store.close()
+
     async def test_asking_the_mark_counts_as_contact_for_a_sidecar_with_nothing_shipped(
         self, fleet_url: str, aiohttp_server: AiohttpServer, tmp_path: Path
     ) -> None:

@@ -101,6 +101,9 @@ class InstanceState:
     first_seen: datetime
     last_seen: datetime
     """Its last authenticated contact (a batch, or the shipper asking for its mark)."""
+    quiet_seconds: float
+    """Seconds since ``last_seen``, by the database's clock (which wrote it): a reader on a host
+    whose clock is off must not find every instance silent, or none."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -347,7 +350,7 @@ class FleetStore:
         clause, params = ("WHERE instance = $1", [self.instance]) if self.instance is not None else ("", [])
         rows = await self._fetch(
             f"SELECT instance, head_id, head_hash, head_time, start_id, start_hash, chain_mode, key_check, first_seen, "
-            f"last_seen FROM {INSTANCES} {clause} ORDER BY instance",
+            f"last_seen, extract(epoch FROM now() - last_seen)::float8 FROM {INSTANCES} {clause} ORDER BY instance",
             params,
         )
         return [
@@ -360,6 +363,7 @@ class FleetStore:
                 row[7],
                 row[8],
                 row[9],
+                float(row[10]),
             )
             for row in rows
         ]

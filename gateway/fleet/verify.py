@@ -12,7 +12,6 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from contextlib import aclosing
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 
 from gateway.audit.chain import EMPTY, ChainKey, ChainWalker, Head
 from gateway.audit.record import FIELDS, Row
@@ -54,15 +53,13 @@ async def verify_fleet(
     """One verdict per instance in the store's scope (all of them, or the one it is scoped to),
     and per ``expected`` instance (the config's ``[[sidecars]]``) the store has never heard of."""
     flags = await store.flags()
-    now = datetime.now(UTC)
     verdicts = []
     checked = 0
     for state in await store.instances():
         verdict = await _verify_instance(store.scoped(state.instance), state, keys.get(state.instance))
         verdict.flags = [flag for flag in flags if flag.instance == state.instance]
-        quiet = (now - state.last_seen).total_seconds()
-        if quiet > silent_after:
-            verdict.silent_seconds = quiet
+        if state.quiet_seconds > silent_after:
+            verdict.silent_seconds = state.quiet_seconds
         verdicts.append(verdict)
         checked += verdict.checked
         if progress is not None:
