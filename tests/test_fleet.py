@@ -646,6 +646,34 @@ class TestFleetVerify:
         finally:
             await store.close()
 
+    async def test_a_plain_chain_marked_keyed_in_the_store_is_tampered_not_links_only(
+        self, fleet_url: str, aiohttp_server: AiohttpServer, tmp_path: Path
+    ) -> None:
+        """Without the key, verify checks a keyed instance's links only. Marking a plain instance
+        keyed in the store, then editing a record, would pass; but its other records still hash
+        as a plain chain, which no HMAC-keyed record does."""
+        from gateway.fleet.verify import verify_fleet
+
+        collector = await start_collector(aiohttp_server, tmp_path, fleet_url)
+        assert 200 == (await post(collector, "host-a", batch_body(chain_rows(records(3)))))[0]
+        keyed = chain_rows(records(3), key=ChainKey(KEY))
+        assert 200 == (await post(collector, "host-b", batch_body(keyed, ChainKey(KEY))))[0]
+        await fetch(
+            fleet_url,
+            "UPDATE fleet_instances SET chain_mode = 'hmac-sha256', key_check = $1 WHERE instance = 'host-a'",
+            ChainKey(KEY).check,
+        )
+        await fetch(fleet_url, "UPDATE fleet_events SET actor = 'mallory' WHERE instance = 'host-a' AND id = 2")
+        store = await FleetStore.open(fleet_url)
+        try:
+            found = {v.instance: v for v in await verify_fleet(store, {}, silent_after=3600)}
+        finally:
+            await store.close()
+        assert (True, None) == (found["host-b"].links_only, found["host-b"].problem)
+        assert "record 1: hashed as a plain sha256 chain, though the instance is marked keyed" in str(
+            found["host-a"].problem
+        )
+
     async def test_asking_the_mark_counts_as_contact_for_a_sidecar_with_nothing_shipped(
         self, fleet_url: str, aiohttp_server: AiohttpServer, tmp_path: Path
     ) -> None:

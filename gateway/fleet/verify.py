@@ -18,6 +18,7 @@ from gateway.audit.record import FIELDS, Row
 from gateway.fleet.store import Flag, FleetStore, InstanceState
 
 _PREV, _HASH = len(FIELDS) - 2, len(FIELDS) - 1
+_PLAIN = ChainKey(None)
 
 
 @dataclass
@@ -130,13 +131,22 @@ async def _verify_instance(store: FleetStore, state: InstanceState, key: ChainKe
 
 
 def _links(rows: list[Row], head: Head) -> tuple[str | None, Head, int]:
-    """Ids consecutive and each prev_hash the hash before: what can be checked without the key."""
+    """Ids consecutive and each prev_hash the hash before: what can be checked without the key.
+    And no record may hash as a plain chain: under an HMAC key none ever does, so one that does
+    means the instance was marked keyed in the store to have its content go unchecked."""
     counted = 0
     for row in rows:
         if row[0] != head.id + 1:
             return f"record {row[0]}: expected record {head.id + 1} (records missing or out of order)", head, counted
         if row[_PREV] != head.hash:
             return f"record {row[0]}: prev_hash does not link to record {head.id}", head, counted
+        if ChainWalker(_PLAIN, head).check([row]) is None:
+            return (
+                f"record {row[0]}: hashed as a plain sha256 chain, though the instance is marked keyed: the "
+                "store was edited",
+                head,
+                counted,
+            )
         head = Head(row[0], row[_HASH])
         counted += 1
     return None, head, counted
