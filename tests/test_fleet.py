@@ -674,6 +674,27 @@ class TestFleetVerify:
             found["host-a"].problem
         )
 
+    async def test_records_added_past_the_mark_are_named_as_added(
+        self, fleet_url: str, aiohttp_server: AiohttpServer, tmp_path: Path
+    ) -> None:
+        from gateway.fleet.verify import verify_fleet
+
+        collector = await start_collector(aiohttp_server, tmp_path, fleet_url)
+        batch = chain_rows(records(3))
+        assert 200 == (await post(collector, "host-a", batch_body(batch[:2])))[0]
+        columns = ", ".join(("instance", *FIELDS))
+        placeholders = ", ".join(f"${n}" for n in range(1, len(FIELDS) + 2))
+        await fetch(fleet_url, f"INSERT INTO fleet_events ({columns}) VALUES ({placeholders})", "host-a", *batch[2])
+        store = await FleetStore.open(fleet_url)
+        try:
+            (verdict,) = await verify_fleet(store, {}, silent_after=3600)
+        finally:
+            await store.close()
+        assert verdict.problem == (
+            "the store's events end at record 3, but the collector acknowledged up to record 2: records past "
+            "its mark were added to the fleet store"
+        )
+
     async def test_asking_the_mark_counts_as_contact_for_a_sidecar_with_nothing_shipped(
         self, fleet_url: str, aiohttp_server: AiohttpServer, tmp_path: Path
     ) -> None:

@@ -123,9 +123,15 @@ async def _verify_instance(store: FleetStore, state: InstanceState, key: ChainKe
             "(or the checkpoint is not shipped yet)"
         )
     elif head != state.head:
+        if head.id > state.head.id:
+            what = "records past its mark were added to the fleet store"
+        elif head.id < state.head.id:
+            what = "records were removed from the fleet store"
+        else:
+            what = f"record {head.id} is not the one it acknowledged (hash {state.head.hash}): the store was edited"
         verdict.problem = (
             f"the store's events end at record {head.id}, but the collector acknowledged up to record "
-            f"{state.head.id}: records were removed from the fleet store"
+            f"{state.head.id}: {what}"
         )
     return verdict
 
