@@ -765,6 +765,24 @@ def test_the_docs_list_every_collector_refusal() -> None:
     ]
 
 
+def test_a_successful_revocation_is_an_ocsf_success_on_its_own_resource_type() -> None:
+    """succeeded (a revoke, approve, creation...) was exported as a Failure, and every resource
+    as an access_token."""
+    from gateway.fleet.ocsf import event
+
+    revoked = records(1)[0]._replace(
+        method="POST",
+        outcome="succeeded",
+        action="key.revoke",
+        resource_type="consumer_key",
+        resource="developers/a@example.com/apps/app1/keys/{key}",
+    )
+    out = event(chain_rows([revoked])[0], "host-a")
+    assert (1, "Success", "consumer_key") == (out["status_id"], out["status"], out["resources"][0]["type"])
+    older = event(chain_rows(records(1))[0], "host-a")  # a record before schema 4: no resource_type
+    assert (1, "access_token") == (older["status_id"], older["resources"][0]["type"])
+
+
 def test_the_docs_show_the_ocsf_mapping() -> None:
     from gateway.fleet.ocsf import MAPPING
 

@@ -30,6 +30,7 @@ OTHER_ACTIVITY = (99, "Other")
 SUCCESS, FAILURE, UNKNOWN = (1, "Success"), (2, "Failure"), (0, "Unknown")
 STATUSES = {
     Outcome.DELETED.value: SUCCESS,
+    Outcome.SUCCEEDED.value: SUCCESS,
     Outcome.PRUNED.value: SUCCESS,
     Outcome.PENDING.value: UNKNOWN,
     Outcome.UNKNOWN.value: UNKNOWN,
@@ -53,7 +54,8 @@ MAPPING: tuple[tuple[str, str, str], ...] = (
     (
         "outcome",
         "status_id, status, status_detail",
-        "deleted, pruned: 1 Success; pending, unknown: 0 Unknown; others: 2 Failure; status_detail is the outcome",
+        "deleted, succeeded, pruned: 1 Success; pending, unknown: 0 Unknown; others: 2 Failure; "
+        "status_detail is the outcome",
     ),
     (
         "outcome",
@@ -67,7 +69,12 @@ MAPPING: tuple[tuple[str, str, str], ...] = (
     ("upstream_status", "http_status (and api.response.code)", ""),
     ("error_code", "api.response.error, status_code", ""),
     ("org", "api.service.name", "the Apigee organisation acted on"),
-    ("token_sha256", "resources[0].uid", "resource type access_token; the token only as its fingerprint"),
+    (
+        "resource_type",
+        "resources[0].type",
+        "access_token, consumer_key, app, developer...; access_token before schema 4",
+    ),
+    ("token_sha256", "resources[0].uid", "the credential only as its fingerprint"),
     ("token_hint", "resources[0].name", "its last 4 characters, as …XXXX"),
     ("app", "resources[0].labels", "app:NAME"),
     ("client_id", "resources[0].labels", "client_id:KEY"),
@@ -90,7 +97,7 @@ def event(row: Row, instance: str) -> dict[str, Any]:
     severity_id, severity = SEVERITIES.get(value["outcome"], (1, "Informational"))
     moment = int(datetime.fromisoformat(value["time"]).timestamp() * 1000)
     labels = [f"{name}:{value[name]}" for name in ("app", "client_id") if value[name] is not None]
-    resource: dict[str, Any] = {"type": "access_token"}
+    resource: dict[str, Any] = {"type": value["resource_type"] or "access_token"}
     if value["token_sha256"] is not None:
         resource["uid"] = value["token_sha256"]
     if value["token_hint"]:
