@@ -779,6 +779,7 @@ def test_a_successful_revocation_is_an_ocsf_success_on_its_own_resource_type() -
     )
     out = event(chain_rows([revoked])[0], "host-a")
     assert (1, "Success", "consumer_key") == (out["status_id"], out["status"], out["resources"][0]["type"])
+    assert (3, "Update", 600303) == (out["activity_id"], out["activity_name"], out["type_uid"])  # not a Create
     older = event(chain_rows(records(1))[0], "host-a")  # a record before schema 4: no resource_type
     assert (1, "access_token") == (older["status_id"], older["resources"][0]["type"])
 

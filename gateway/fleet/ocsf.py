@@ -27,6 +27,18 @@ ACTIVITIES = {
     "DELETE": (4, "Delete"),
 }
 OTHER_ACTIVITY = (99, "Other")
+ACTION_VERBS = {"create": "POST", "delete": "DELETE", "read": "GET"}
+"""What a record's action says it did, as the method whose activity it is; every other verb
+(revoke, approve, update, active, inactive) changes a resource: Update. A POST ?action=revoke
+is no Create."""
+
+
+def activity_of(method: str, action: str | None) -> tuple[int, str]:
+    if action is None:
+        return ACTIVITIES.get(method, OTHER_ACTIVITY)
+    return ACTIVITIES[ACTION_VERBS.get(action.rpartition(".")[2], "PUT")]
+
+
 SUCCESS, FAILURE, UNKNOWN = (1, "Success"), (2, "Failure"), (0, "Unknown")
 STATUSES = {
     Outcome.DELETED.value: SUCCESS,
@@ -46,9 +58,11 @@ SEVERITIES = {
 
 MAPPING: tuple[tuple[str, str, str], ...] = (
     (
-        "(method)",
+        "(action, method)",
         "activity_id, activity_name, type_uid, type_name",
-        "DELETE: 4 Delete (600304); GET 2, POST 1, PUT/PATCH 3; other methods (PRUNE, THROTTLE) 99 Other",
+        "by the action's verb: delete 4 Delete (600304), create 1 Create, read 2 Read, others (revoke, approve, "
+        "update, active, inactive) 3 Update; without an action by the method: DELETE 4, GET 2, POST 1, "
+        "PUT/PATCH 3, others (PRUNE, THROTTLE) 99 Other",
     ),
     ("time", "time (epoch ms), metadata.original_time", "the record's ISO 8601 UTC time"),
     (
@@ -92,7 +106,7 @@ _INDEX = {name: index for index, name in enumerate(FIELDS)}
 def event(row: Row, instance: str) -> dict[str, Any]:
     """One record (a row in ``FIELDS`` order) as an OCSF API Activity event."""
     value = dict(zip(FIELDS, row, strict=True))
-    activity_id, activity = ACTIVITIES.get(str(value["method"]), OTHER_ACTIVITY)
+    activity_id, activity = activity_of(str(value["method"]), value["action"])
     status_id, status = STATUSES.get(value["outcome"], FAILURE)
     severity_id, severity = SEVERITIES.get(value["outcome"], (1, "Informational"))
     moment = int(datetime.fromisoformat(value["time"]).timestamp() * 1000)
