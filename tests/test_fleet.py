@@ -15,24 +15,26 @@ from typing import Any
 import aiohttp
 import orjson
 import pytest
-from aiohttp.test_utils import TestServer
 from docs_markdown import Document, code_spans, read
 from fleet_support import (
     SIDECAR_PASSWORDS,
     batch_body,
     central_rows,
     chain_rows,
-    collector_sections,
     eventually,
     fetch,
+    post,
     records,
+    ship_auth,
+    shipped_all,
+    sidecar_config,
+    start_collector,
 )
-from helpers import SAMPLE_PATH, USERS, AppClient, GatewayFactory, basic, copy_database, make_config, rows
+from helpers import SAMPLE_PATH, USERS, GatewayFactory, basic, copy_database, make_config, rows
 from pytest_aiohttp import AiohttpServer
 
 from gateway.audit.chain import ChainKey, Head
 from gateway.audit.record import FIELDS
-from gateway.config import Config
 from gateway.fleet import protocol
 from gateway.fleet.collector import build_collector_app
 from gateway.fleet.schema import EVENTS, MIGRATIONS, SCHEMA_VERSION, missing_fields, stored_fields
@@ -40,63 +42,6 @@ from gateway.fleet.store import FleetStore
 from gateway.runtime import RUNTIME
 
 KEY = b"k" * 32
-
-
-def ship_auth(instance: str, password: str | None = None) -> dict[str, str]:
-    return {"Authorization": aiohttp.encode_basic_auth(instance, password or SIDECAR_PASSWORDS[instance])}
-
-
-async def start_collector(
-    aiohttp_server: AiohttpServer,
-    tmp_path: Path,
-    url: str,
-    *,
-    port: int | None = None,
-    environ: dict[str, str] | None = None,
-    **collector: Any,
-) -> TestServer:
-    config = make_config(tmp_path, **collector_sections(url, **collector), environ=environ)
-    server: TestServer = await aiohttp_server(build_collector_app(config), port=port)
-    return server
-
-
-async def post(
-    server: TestServer, instance: str, body: bytes, *, as_instance: str | None = None
-) -> tuple[int, dict[str, Any]]:
-    async with aiohttp.ClientSession() as session:
-        async with session.post(
-            server.make_url(f"{protocol.BASE}/{instance}/records"),
-            data=body,
-            headers=ship_auth(as_instance or instance),
-        ) as response:
-            return response.status, await response.json()
-
-
-def sidecar_config(tmp_path: Path, name: str, collector: TestServer | str, **ship: Any) -> Config:
-    folder = tmp_path / name
-    folder.mkdir(exist_ok=True)
-    url = collector if isinstance(collector, str) else str(collector.make_url("")).rstrip("/")
-    return make_config(
-        folder,
-        ship={
-            "url": url,
-            "instance": name,
-            "password_env": "SHIP_PASSWORD",
-            "interval": 0.05,
-            "max_backoff": 0.2,
-            **ship,
-        },
-        stub={"generated_tokens": 1000},
-        environ={"SHIP_PASSWORD": SIDECAR_PASSWORDS[name]},
-    )
-
-
-async def shipped_all(client: AppClient) -> bool:
-    """The collector acknowledged the newest record of the sidecar's file."""
-    shipper = client.app[RUNTIME].shipper
-    assert shipper is not None
-    newest = rows(shipper.local.path)[-1]["id"]
-    return bool(shipper.acknowledged == newest and shipper.lag_records == 0)
 
 
 class TestSchema:
