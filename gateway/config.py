@@ -669,9 +669,17 @@ class CollectorConfig:
         "",
     )
     max_batch: int = setting("Most records the collector accepts in one batch (413 past it).", positive_count, 5000)
+    max_body_mb: int = setting(
+        "Largest batch body, in MiB, the collector reads (413 past it): each is held in memory to be checked. "
+        "A sidecar halves its batch on a 413; keep this above the sidecars' upstream.max_body_mb, or a record "
+        "with a snapshot that large cannot be shipped.",
+        positive_count,
+        64,
+    )
     pool_size: int = setting("Database connections the collector keeps open.", positive_count, 4)
     silent_after: float = setting(
-        "Seconds without a batch after which `gateway audit verify --store` reports an instance as silent.",
+        "Seconds without contact (a batch, or the shipper asking its mark) after which `gateway audit verify "
+        "--store` reports an instance as silent.",
         positive_number,
         3600.0,
     )

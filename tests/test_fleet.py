@@ -385,6 +385,21 @@ class TestIngest:
 
         assert FIELDS == tuple(FIELD_CHECKS)
 
+    async def test_a_body_over_max_body_mb_gets_413_whatever_max_batch_allows(
+        self, fleet_url: str, aiohttp_server: AiohttpServer, tmp_path: Path
+    ) -> None:
+        """The body cap was max_batch x 64 KiB (312 MiB by default), read whole into memory by
+        any sidecar's credential. It is collector.max_body_mb; the shipper halves its batch."""
+        collector = await start_collector(aiohttp_server, tmp_path, fleet_url, max_body_mb=1)
+        big = orjson.dumps({"blob": "x" * 400_000}).decode()
+        batch = chain_rows([item._replace(snapshot=big) for item in records(3)])
+        status, answer = await post(collector, "host-a", batch_body(batch))
+        assert (413, "collector.batch_too_large") == (status, answer["code"])
+        assert [] == await central_rows(fleet_url, "host-a")
+        for part in (batch[:2], batch[2:]):  # what a shipper does on 413: halve
+            assert 200 == (await post(collector, "host-a", batch_body(part)))[0]
+        assert [tuple(row) for row in batch] == await central_rows(fleet_url, "host-a")
+
     async def test_text_postgresql_cannot_hold_is_kept_exactly(
         self, fleet_url: str, aiohttp_server: AiohttpServer, tmp_path: Path
     ) -> None:
