@@ -30,14 +30,16 @@ from fleet_support import (
     sidecar_config,
     start_collector,
 )
-from helpers import SAMPLE_PATH, USERS, GatewayFactory, basic, copy_database, make_config, rows
+from helpers import SAMPLE_PATH, USERS, AppClient, GatewayFactory, basic, copy_database, make_config, rows
 from pytest_aiohttp import AiohttpServer
 
 from gateway.audit.chain import ChainKey, Head
 from gateway.audit.record import FIELDS
+from gateway.config import Config
 from gateway.fleet import protocol
 from gateway.fleet.collector import build_collector_app
 from gateway.fleet.schema import EVENTS, MIGRATIONS, SCHEMA_VERSION, missing_fields, stored_fields
+from gateway.fleet.shipper import Shipper
 from gateway.fleet.store import FleetStore
 from gateway.runtime import RUNTIME
 
@@ -504,6 +506,25 @@ class TestShipping:
         assert local == await central_rows(fleet_url, "host-a")
 
 
+async def _replaced_log(gateway: GatewayFactory, config: Config, shipped: int) -> tuple[AppClient, Shipper]:
+    """A sidecar ships ``shipped`` deletes; its log file is deleted; restarted on a new one, it
+    makes one delete (records 1-2) and its shipper is refused as a fork of record 2."""
+    first = await gateway(config)
+    for n in range(shipped):
+        async with first.delete(f"/v1/o/myorg/oauth2/accesstokens/load{n}", headers=basic("myname")) as response:
+            assert 200 == response.status
+    await eventually(lambda: shipped_all(first))
+    await first.close()
+    config.database_path.unlink()
+    second = await gateway(config)
+    async with second.delete(f"/v1/o/myorg/oauth2/accesstokens/load{shipped}", headers=basic("myname")) as response:
+        assert 200 == response.status
+    shipper = second.app[RUNTIME].shipper
+    assert shipper is not None
+    await eventually(lambda: _true(shipper.last_error is not None and "record 2 " in shipper.last_error[1]))
+    return second, shipper
+
+
 async def _true(value: bool) -> bool:
     return value
 
@@ -783,20 +804,7 @@ class TestSidecarSide:
         from 1 again): its records are sent anyway and refused as a fork, never skipped as
         'already acknowledged'."""
         collector = await start_collector(aiohttp_server, tmp_path, fleet_url)
-        config = sidecar_config(tmp_path, "host-a", collector)
-        first = await gateway(config)
-        for token in ("load1", "load2"):
-            async with first.delete(f"/v1/o/myorg/oauth2/accesstokens/{token}", headers=basic("myname")) as response:
-                assert 200 == response.status
-        await eventually(lambda: shipped_all(first))
-        await first.close()
-        (tmp_path / "host-a" / "audit.db").unlink()
-        second = await gateway(config)
-        async with second.delete("/v1/o/myorg/oauth2/accesstokens/load3", headers=basic("myname")) as response:
-            assert 200 == response.status
-        shipper = second.app[RUNTIME].shipper
-        assert shipper is not None
-        await eventually(lambda: _true(shipper.last_error is not None and "record 2 " in shipper.last_error[1]))
+        _, shipper = await _replaced_log(gateway, sidecar_config(tmp_path, "host-a", collector), 2)
         assert shipper.last_error is not None
         assert "collector.chain_fork" in shipper.last_error[1]
         assert 2 == shipper.lag_records
@@ -814,19 +822,7 @@ class TestSidecarSide:
         """The new file's head is the collector's mark by id (2), not by hash: nothing is after
         the mark, yet the new records are not shipped. Flagged, never 'caught up'."""
         collector = await start_collector(aiohttp_server, tmp_path, fleet_url)
-        config = sidecar_config(tmp_path, "host-a", collector)
-        first = await gateway(config)
-        async with first.delete("/v1/o/myorg/oauth2/accesstokens/load1", headers=basic("myname")) as response:
-            assert 200 == response.status
-        await eventually(lambda: shipped_all(first))
-        await first.close()
-        (tmp_path / "host-a" / "audit.db").unlink()
-        second = await gateway(config)
-        async with second.delete("/v1/o/myorg/oauth2/accesstokens/load2", headers=basic("myname")) as response:
-            assert 200 == response.status
-        shipper = second.app[RUNTIME].shipper
-        assert shipper is not None
-        await eventually(lambda: _true(shipper.last_error is not None and "record 2 " in shipper.last_error[1]))
+        second, shipper = await _replaced_log(gateway, sidecar_config(tmp_path, "host-a", collector), 1)
         assert shipper.last_error is not None and "collector.chain_fork" in shipper.last_error[1]
         async with second.get("/readyz") as response:
             shipping = (await response.json())["shipping"]
