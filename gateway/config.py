@@ -237,6 +237,10 @@ def collector_url(value: Any) -> str:
     parts = urlsplit(value) if isinstance(value, str) else None
     if parts is None or parts.scheme not in ("http", "https") or not parts.hostname or parts.query or parts.fragment:
         raise ValueError(f'expected "" or the http(s) base URL of a `gateway collect`, got {_show(value)}')
+    try:
+        _ = parts.port  # raises ValueError for a port out of range
+    except ValueError as exc:
+        raise ValueError(f"{exc} in {_show(value)}") from None
     if parts.username or parts.password:
         raise ValueError("must not contain credentials; use ship.password_env or ship.password_file")
     return str(value).rstrip("/")

@@ -529,6 +529,15 @@ async def _true(value: bool) -> bool:
     return value
 
 
+def test_a_collector_url_with_a_port_out_of_range_is_refused_at_load(tmp_path: Path) -> None:
+    """It was accepted, and every shipping attempt then failed with 'cannot reach the collector:
+    InvalidUrlClientError', as if the collector were down."""
+    from gateway.config import ConfigError
+
+    with pytest.raises(ConfigError, match=r"ship\.url: Port out of range 0-65535"):
+        make_config(tmp_path, ship={"url": "http://127.0.0.1:99999", "password_env": "PW"}, environ={"PW": "x"})
+
+
 @pytest.mark.parametrize("instance", [".", ".."])
 def test_an_instance_id_a_url_path_would_drop_is_refused(tmp_path: Path, instance: str) -> None:
     """'.' and '..' are path segments a URL resolves away: the shipper's requests would go to
