@@ -22,7 +22,7 @@ from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
-from urllib.parse import urlsplit
+from urllib.parse import parse_qs, urlsplit
 
 from gateway.passwords import parse_hash
 from gateway.tls import listener_context, upstream_context
@@ -31,7 +31,7 @@ Check = Callable[[Any], Any]
 """Validates a raw TOML value and returns it converted; raises ValueError saying what is wrong."""
 
 STUB_UPSTREAM = "stub"
-INSTANCE_NAME = re.compile(r"[A-Za-z0-9._-]{1,128}")
+INSTANCE_NAME = re.compile(r"(?!\.\.?\Z)[A-Za-z0-9._-]{1,128}")
 """A sidecar's instance id: what the fleet store keys its records by."""
 ROLES = ("revoke", "audit", "read", "manage", "global")
 UPSTREAM_AUTH_MODES = ("passthrough", "service", "oauth2")
@@ -237,6 +237,10 @@ def collector_url(value: Any) -> str:
     parts = urlsplit(value) if isinstance(value, str) else None
     if parts is None or parts.scheme not in ("http", "https") or not parts.hostname or parts.query or parts.fragment:
         raise ValueError(f'expected "" or the http(s) base URL of a `gateway collect`, got {_show(value)}')
+    try:
+        _ = parts.port  # raises ValueError for a port out of range
+    except ValueError as exc:
+        raise ValueError(f"{exc} in {_show(value)}") from None
     if parts.username or parts.password:
         raise ValueError("must not contain credentials; use ship.password_env or ship.password_file")
     return str(value).rstrip("/")
@@ -248,8 +252,13 @@ def postgres_url(value: Any) -> str:
     parts = urlsplit(value) if isinstance(value, str) else None
     if parts is None or parts.scheme not in ("postgresql", "postgres"):
         raise ValueError(f'expected "" or a postgresql:// URL, got {_show(value)}')
-    if parts.password:
+    if parts.password or "password" in parse_qs(parts.query):
         raise ValueError("must not contain a password; use collector.password_env, PGPASSWORD or ~/.pgpass")
+    for host in parts.netloc.rpartition("@")[2].split(","):  # libpq's host1:port1,host2:port2
+        try:
+            _ = urlsplit(f"//{host}").port  # raises ValueError for a port out of range
+        except ValueError as exc:
+            raise ValueError(f"{exc} in {_show(value)}") from None
     return str(value)
 
 
@@ -257,7 +266,10 @@ def instance_name(value: Any) -> str:
     if value == "":
         return ""
     if not isinstance(value, str) or not INSTANCE_NAME.fullmatch(value):
-        raise ValueError(f"expected an instance id of 1-128 letters, digits, '.', '_' or '-', got {_show(value)}")
+        raise ValueError(
+            f"expected an instance id of 1-128 letters, digits, '.', '_' or '-' (not '.' or '..', which a URL path "
+            f"drops), got {_show(value)}"
+        )
     return value
 
 
@@ -678,9 +690,17 @@ class CollectorConfig:
         "",
     )
     max_batch: int = setting("Most records the collector accepts in one batch (413 past it).", positive_count, 5000)
+    max_body_mb: int = setting(
+        "Largest batch body, in MiB, the collector reads (413 past it): each is held in memory to be checked. "
+        "A sidecar halves its batch on a 413; keep this above the sidecars' upstream.max_body_mb, or a record "
+        "with a snapshot that large cannot be shipped.",
+        positive_count,
+        64,
+    )
     pool_size: int = setting("Database connections the collector keeps open.", positive_count, 4)
     silent_after: float = setting(
-        "Seconds without a batch after which `gateway audit verify --store` reports an instance as silent.",
+        "Seconds without contact (a batch, or the shipper asking its mark) after which `gateway audit verify "
+        "--store` reports an instance as silent.",
         positive_number,
         3600.0,
     )

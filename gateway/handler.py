@@ -30,6 +30,7 @@ from gateway.audit.records import json_text
 from gateway.audit.store import AuditStoreError
 from gateway.auth import GLOBAL, User, authenticate, authorization
 from gateway.call import REQUEST_ID, Call
+from gateway.operations import PASS_THROUGH_READ, READ_RESOURCE_TYPE
 from gateway.outcome import Meaning, meaning, number_in, outcome_for_status, outcome_of, pre_image
 from gateway.redact import loggable_target, one_spelling
 from gateway.refusal import Refusal
@@ -468,7 +469,7 @@ async def _pass_through(
     read = routed.operation.role == "read"
     recorded = read and runtime.config.audit.reads
     if recorded:
-        call.action, call.resource_type = "read", "path"
+        call.action, call.resource_type = PASS_THROUGH_READ.action, READ_RESOURCE_TYPE
         of = routed.read_of
         if of is not None:  # a credential: named and fingerprinted as a write on it would be
             call.resource_type, call.resource = of.resource_type, routed.resource

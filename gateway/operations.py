@@ -207,6 +207,12 @@ PASS_THROUGH_WRITE = Operation(
     "manage", "*", "", "", "change resources", "call", role=MANAGE, audited=False, name="manage"
 )
 """Any other call: forwarded after auth and org scoping (role ``manage``), logged."""
+READ_RESOURCE_TYPE = "path"
+"""What a pass-through read recorded under ``audit.reads`` acts on (its ``resource`` is the path)."""
+RECORDED_ACTIONS = frozenset({operation.action for operation in OPERATIONS} | {PASS_THROUGH_READ.action})
+"""Every ``action`` a record can hold: what the fleet collector accepts."""
+RECORDED_RESOURCE_TYPES = frozenset({operation.resource_type for operation in OPERATIONS} | {READ_RESOURCE_TYPE})
+"""Every ``resource_type`` a record can hold."""
 
 ACTION_FAMILIES: dict[str, tuple[str, ...]] = {}
 """For each path template, the ``?action=`` values audited there (an unknown one is refused)."""

@@ -17,13 +17,21 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
+import aiohttp
 import asyncpg
 import orjson
+from aiohttp.test_utils import TestServer
+from helpers import AppClient, make_config, rows
+from pytest_aiohttp import AiohttpServer
 
 from gateway.audit.chain import EMPTY, ChainKey, Head, chained
 from gateway.audit.formats import as_row
 from gateway.audit.record import FIELDS, AuditRecord, Row
+from gateway.config import Config
+from gateway.fleet import protocol
+from gateway.fleet.collector import build_collector_app
 from gateway.passwords import hash_password
+from gateway.runtime import RUNTIME
 
 ENVIRONMENT = "AUDIT_TEST_POSTGRES_URL"
 _embedded: list[str] = []
@@ -120,3 +128,60 @@ async def eventually(check: Any, timeout: float = 20.0, every: float = 0.05) -> 
         while not (result := await check()):
             await asyncio.sleep(every)
     return result
+
+
+def ship_auth(instance: str, password: str | None = None) -> dict[str, str]:
+    return {"Authorization": aiohttp.encode_basic_auth(instance, password or SIDECAR_PASSWORDS[instance])}
+
+
+async def start_collector(
+    aiohttp_server: AiohttpServer,
+    tmp_path: Path,
+    url: str,
+    *,
+    port: int | None = None,
+    environ: dict[str, str] | None = None,
+    **collector: Any,
+) -> TestServer:
+    config = make_config(tmp_path, **collector_sections(url, **collector), environ=environ)
+    server: TestServer = await aiohttp_server(build_collector_app(config), port=port)
+    return server
+
+
+async def post(
+    server: TestServer, instance: str, body: bytes, *, as_instance: str | None = None
+) -> tuple[int, dict[str, Any]]:
+    async with aiohttp.ClientSession() as session:
+        async with session.post(
+            server.make_url(f"{protocol.BASE}/{instance}/records"),
+            data=body,
+            headers=ship_auth(as_instance or instance),
+        ) as response:
+            return response.status, await response.json()
+
+
+def sidecar_config(tmp_path: Path, name: str, collector: TestServer | str, **ship: Any) -> Config:
+    folder = tmp_path / name
+    folder.mkdir(exist_ok=True)
+    url = collector if isinstance(collector, str) else str(collector.make_url("")).rstrip("/")
+    return make_config(
+        folder,
+        ship={
+            "url": url,
+            "instance": name,
+            "password_env": "SHIP_PASSWORD",
+            "interval": 0.05,
+            "max_backoff": 0.2,
+            **ship,
+        },
+        stub={"generated_tokens": 1000},
+        environ={"SHIP_PASSWORD": SIDECAR_PASSWORDS[name]},
+    )
+
+
+async def shipped_all(client: AppClient) -> bool:
+    """The collector acknowledged the newest record of the sidecar's file."""
+    shipper = client.app[RUNTIME].shipper
+    assert shipper is not None
+    newest = rows(shipper.local.path)[-1]["id"]
+    return bool(shipper.acknowledged == newest and shipper.lag_records == 0)

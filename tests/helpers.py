@@ -107,6 +107,14 @@ def rows(database: Path, where: str = "1", params: tuple[Any, ...] = ()) -> list
         return [dict(row) for row in db.execute(f"SELECT * FROM audit_events WHERE {where} ORDER BY id", params)]
 
 
+def copy_database(source: Path, target: Path) -> None:
+    """A consistent copy of a live SQLite file (its WAL included), as a cloned host's disk would hold."""
+    with sqlite3.connect(source) as src, sqlite3.connect(target) as dst:
+        src.backup(dst)
+    dst.close()
+    src.close()
+
+
 @contextmanager
 def write_locked(database: Path) -> Iterator[None]:
     """Hold SQLite's write lock from another connection, as a long-running writer would."""

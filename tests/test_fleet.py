@@ -6,6 +6,7 @@ PostgreSQL. See ``fleet_support`` for where the server comes from.
 
 from __future__ import annotations
 
+import base64
 import io
 import re
 from pathlib import Path
@@ -14,19 +15,22 @@ from typing import Any
 import aiohttp
 import orjson
 import pytest
-from aiohttp.test_utils import TestServer
 from docs_markdown import Document, code_spans, read
 from fleet_support import (
     SIDECAR_PASSWORDS,
     batch_body,
     central_rows,
     chain_rows,
-    collector_sections,
     eventually,
     fetch,
+    post,
     records,
+    ship_auth,
+    shipped_all,
+    sidecar_config,
+    start_collector,
 )
-from helpers import SAMPLE_PATH, USERS, AppClient, GatewayFactory, basic, make_config, rows
+from helpers import SAMPLE_PATH, USERS, AppClient, GatewayFactory, basic, copy_database, make_config, rows
 from pytest_aiohttp import AiohttpServer
 
 from gateway.audit.chain import ChainKey, Head
@@ -35,67 +39,11 @@ from gateway.config import Config
 from gateway.fleet import protocol
 from gateway.fleet.collector import build_collector_app
 from gateway.fleet.schema import EVENTS, MIGRATIONS, SCHEMA_VERSION, missing_fields, stored_fields
+from gateway.fleet.shipper import Shipper
 from gateway.fleet.store import FleetStore
 from gateway.runtime import RUNTIME
 
 KEY = b"k" * 32
-
-
-def ship_auth(instance: str, password: str | None = None) -> dict[str, str]:
-    return {"Authorization": aiohttp.encode_basic_auth(instance, password or SIDECAR_PASSWORDS[instance])}
-
-
-async def start_collector(
-    aiohttp_server: AiohttpServer,
-    tmp_path: Path,
-    url: str,
-    *,
-    port: int | None = None,
-    environ: dict[str, str] | None = None,
-    **collector: Any,
-) -> TestServer:
-    config = make_config(tmp_path, **collector_sections(url, **collector), environ=environ)
-    server: TestServer = await aiohttp_server(build_collector_app(config), port=port)
-    return server
-
-
-async def post(
-    server: TestServer, instance: str, body: bytes, *, as_instance: str | None = None
-) -> tuple[int, dict[str, Any]]:
-    async with aiohttp.ClientSession() as session:
-        async with session.post(
-            server.make_url(f"{protocol.BASE}/{instance}/records"),
-            data=body,
-            headers=ship_auth(as_instance or instance),
-        ) as response:
-            return response.status, await response.json()
-
-
-def sidecar_config(tmp_path: Path, name: str, collector: TestServer | str, **ship: Any) -> Config:
-    folder = tmp_path / name
-    folder.mkdir(exist_ok=True)
-    url = collector if isinstance(collector, str) else str(collector.make_url("")).rstrip("/")
-    return make_config(
-        folder,
-        ship={
-            "url": url,
-            "instance": name,
-            "password_env": "SHIP_PASSWORD",
-            "interval": 0.05,
-            "max_backoff": 0.2,
-            **ship,
-        },
-        stub={"generated_tokens": 1000},
-        environ={"SHIP_PASSWORD": SIDECAR_PASSWORDS[name]},
-    )
-
-
-async def shipped_all(client: AppClient) -> bool:
-    """The collector acknowledged the newest record of the sidecar's file."""
-    shipper = client.app[RUNTIME].shipper
-    assert shipper is not None
-    newest = rows(shipper.local.path)[-1]["id"]
-    return bool(shipper.acknowledged == newest and shipper.lag_records == 0)
 
 
 class TestSchema:
@@ -222,6 +170,30 @@ class TestIngest:
             fleet_url, "SELECT kind, record_id FROM fleet_flags ORDER BY id"
         )
 
+    async def test_a_resent_record_the_collector_does_not_hold_is_a_fork_not_a_duplicate(
+        self, fleet_url: str, aiohttp_server: AiohttpServer, tmp_path: Path
+    ) -> None:
+        """An instance whose chain starts late here (its log was pruned before it shipped) holds
+        nothing before its start: a record sent from there cannot be compared, so it is no
+        duplicate. Nor is one removed from the store."""
+        collector = await start_collector(aiohttp_server, tmp_path, fleet_url)
+        batch = chain_rows(records(6))
+        status, answer = await post(collector, "host-a", batch_body(batch[3:]))
+        assert (200, 3, 6) == (status, answer["accepted"], answer["mark"])
+        status, answer = await post(collector, "host-a", batch_body(batch[1:3]))
+        assert (409, "collector.chain_fork") == (status, answer["code"])
+        assert (
+            "record 2 is not held by the collector (the instance's chain starts after record 3 here)"
+            in (answer["message"])
+        )
+        await fetch(fleet_url, "DELETE FROM fleet_events WHERE instance = 'host-a' AND id = 5")
+        status, answer = await post(collector, "host-a", batch_body(batch[4:5]))
+        assert (409, "collector.chain_fork") == (status, answer["code"])
+        assert "record 5 is not held by the collector (it is missing from the fleet store)" in answer["message"]
+        assert [("fork", 2), ("fork", 5)] == await fetch(
+            fleet_url, "SELECT kind, record_id FROM fleet_flags ORDER BY id"
+        )
+
     async def test_an_edited_record_is_refused_as_a_rewrite(
         self, fleet_url: str, aiohttp_server: AiohttpServer, tmp_path: Path
     ) -> None:
@@ -320,6 +292,116 @@ class TestIngest:
         status, answer = await post(collector, "host-a", batch_body(chain_rows(records(3))))
         assert (413, "collector.batch_too_large") == (status, answer["code"])
 
+    @pytest.mark.parametrize(
+        ("field", "value", "message"),
+        [
+            ("time", "not-a-time", "time is not a UTC time as the gateway writes it"),
+            ("time", "2026-02-30T10:00:00.000Z", "time is not a UTC time"),
+            ("time", "2026-11-24 18:00:00", "time is not a UTC time"),
+            ("outcome", "banana", "outcome is not an outcome the gateway records"),
+            ("method", "", "method is not an HTTP method"),
+            ("method", "DE LETE", "method is not an HTTP method"),
+            ("request_id", "", "request_id is not non-empty text"),
+            ("snapshot", "{not json", "snapshot is not JSON text"),
+            ("snapshot", "NaN", "snapshot is not JSON text"),
+            ("params", "[1,", "params is not JSON text"),
+            ("params", "[1]", "params is not a JSON object"),
+            ("token_sha256", "xyz", "token_sha256 is not a SHA-256 hash"),
+            ("token_sha256", "A" * 64, "token_sha256 is not a SHA-256 hash"),
+            ("upstream_status", -5, "upstream_status is not an HTTP status"),
+            ("upstream_status", True, "upstream_status is not an HTTP status"),
+            ("latency_ms", -1.0, "latency_ms is not a duration"),
+            ("action", "nuke.all", "action is not an action the gateway records"),
+            ("resource_type", "planet", "resource_type is not a resource type the gateway records"),
+            ("client_ip", "here", "client_ip is not an IP address"),
+            ("client_ip", 5, "client_ip is not an IP address"),
+            ("token_hint", "c7vCxx", "token_hint is not a token hint (text of at most 4 characters)"),
+            ("actor", 7, "actor is not text"),
+            ("outcome", None, "has no outcome"),
+        ],
+    )
+    async def test_a_value_the_local_log_cannot_hold_refuses_the_batch_whole(
+        self, fleet_url: str, aiohttp_server: AiohttpServer, tmp_path: Path, field: str, value: Any, message: str
+    ) -> None:
+        """Checked by form, not only by JSON type: a time that is not one, a snapshot that is not
+        JSON... would break fleet queries, verify and the OCSF export later. The record is
+        correctly chained, and the batch's other records are good: nothing of it is stored."""
+        collector = await start_collector(aiohttp_server, tmp_path, fleet_url)
+        items = records(3)
+        items[1] = items[1]._replace(**{field: value})
+        status, answer = await post(collector, "host-a", batch_body(chain_rows(items)))
+        assert (400, "collector.bad_batch") == (status, answer["code"])
+        assert f"Record 1 of the batch (id 2): {message}" in answer["message"]
+        assert [] == await central_rows(fleet_url, "host-a")
+        assert [] == await fetch(fleet_url, "SELECT instance FROM fleet_instances")
+
+    @pytest.mark.parametrize(
+        ("position", "value", "message"),
+        [
+            (-1, "NOT|HEX", "hash is not a SHA-256 hash"),
+            (-2, "0" * 63, "prev_hash is not a SHA-256 hash"),
+            (0, 0, "id is not a record id"),
+            (0, 2**63, "id is not a record id"),
+        ],
+    )
+    async def test_chain_values_are_checked_by_form_even_when_the_collector_has_no_key(
+        self,
+        fleet_url: str,
+        aiohttp_server: AiohttpServer,
+        tmp_path: Path,
+        position: int,
+        value: Any,
+        message: str,
+    ) -> None:
+        """A keyed chain whose key the collector lacks is checked for its links only: its hashes
+        must still be hashes."""
+        collector = await start_collector(aiohttp_server, tmp_path, fleet_url)
+        key = ChainKey(KEY)
+        row = list(chain_rows(records(1), key=key)[0])
+        row[position] = value
+        status, answer = await post(collector, "host-a", batch_body([tuple(row)], key))
+        assert (400, "collector.bad_batch") == (status, answer["code"])
+        assert message in answer["message"]
+        assert [] == await central_rows(fleet_url, "host-a")
+
+    @pytest.mark.parametrize(
+        ("chain", "message"),
+        [
+            ({"mode": "hmac-sha256", "key_check": "whatever"}, "key_check is 64 lowercase hexadecimal digits"),
+            ({"mode": "hmac-sha256", "key_check": None}, "key_check is 64 lowercase hexadecimal digits"),
+            ({"mode": "sha256", "key_check": "0" * 64}, "a sha256 chain has no key_check"),
+        ],
+    )
+    async def test_a_chain_description_the_sidecar_cannot_have_is_refused(
+        self, fleet_url: str, aiohttp_server: AiohttpServer, tmp_path: Path, chain: dict[str, Any], message: str
+    ) -> None:
+        collector = await start_collector(aiohttp_server, tmp_path, fleet_url)
+        body = orjson.dumps({"fields": list(FIELDS), "chain": chain, "records": chain_rows(records(1))})
+        status, answer = await post(collector, "host-a", body)
+        assert (400, "collector.bad_batch") == (status, answer["code"])
+        assert message in answer["message"]
+        assert [] == await central_rows(fleet_url, "host-a")
+
+    def test_every_record_field_has_a_check(self) -> None:
+        from gateway.fleet.values import FIELD_CHECKS
+
+        assert FIELDS == tuple(FIELD_CHECKS)
+
+    async def test_a_body_over_max_body_mb_gets_413_whatever_max_batch_allows(
+        self, fleet_url: str, aiohttp_server: AiohttpServer, tmp_path: Path
+    ) -> None:
+        """The body cap was max_batch x 64 KiB (312 MiB by default), read whole into memory by
+        any sidecar's credential. It is collector.max_body_mb; the shipper halves its batch."""
+        collector = await start_collector(aiohttp_server, tmp_path, fleet_url, max_body_mb=1)
+        big = orjson.dumps({"blob": "x" * 400_000}).decode()
+        batch = chain_rows([item._replace(snapshot=big) for item in records(3)])
+        status, answer = await post(collector, "host-a", batch_body(batch))
+        assert (413, "collector.batch_too_large") == (status, answer["code"])
+        assert [] == await central_rows(fleet_url, "host-a")
+        for part in (batch[:2], batch[2:]):  # what a shipper does on 413: halve
+            assert 200 == (await post(collector, "host-a", batch_body(part)))[0]
+        assert [tuple(row) for row in batch] == await central_rows(fleet_url, "host-a")
+
     async def test_text_postgresql_cannot_hold_is_kept_exactly(
         self, fleet_url: str, aiohttp_server: AiohttpServer, tmp_path: Path
     ) -> None:
@@ -392,6 +474,7 @@ class TestShipping:
         )
         assert body["shipping"]["lag_seconds"] > 0
         assert "cannot reach the collector" in body["shipping"]["last_error"]
+        assert body["shipping"]["refused"] is None  # down is not refused: nothing to look at but the collector
         await start_collector(aiohttp_server, tmp_path, fleet_url, port=unused_tcp_port)
         await eventually(lambda client=client: shipped_all(client))
         async with client.get("/readyz") as response:
@@ -408,9 +491,208 @@ class TestShipping:
             text = await response.text()
         assert "gateway_ship_lag_records 0.0" in text and "gateway_ship_records_total 4.0" in text
 
+    async def test_batches_shrink_to_what_the_collector_takes(
+        self, fleet_url: str, aiohttp_server: AiohttpServer, gateway: GatewayFactory, tmp_path: Path
+    ) -> None:
+        """ship.batch_size above collector.max_batch: every batch was refused 413 and resent as
+        it was, forever. The shipper halves it until it passes."""
+        collector = await start_collector(aiohttp_server, tmp_path, fleet_url, max_batch=3)
+        client = await gateway(sidecar_config(tmp_path, "host-a", collector, batch_size=50))
+        for token in ("load1", "load2", "load3", "load4"):
+            async with client.delete(f"/v1/o/myorg/oauth2/accesstokens/{token}", headers=basic("myname")) as r:
+                assert 200 == r.status
+        await eventually(lambda: shipped_all(client))
+        local = [tuple(row[f] for f in FIELDS) for row in rows(tmp_path / "host-a" / "audit.db")]
+        assert local == await central_rows(fleet_url, "host-a")
+
+
+async def _replaced_log(gateway: GatewayFactory, config: Config, shipped: int) -> tuple[AppClient, Shipper]:
+    """A sidecar ships ``shipped`` deletes; its log file is deleted; restarted on a new one, it
+    makes one delete (records 1-2) and its shipper is refused as a fork of record 2."""
+    first = await gateway(config)
+    for n in range(shipped):
+        async with first.delete(f"/v1/o/myorg/oauth2/accesstokens/load{n}", headers=basic("myname")) as response:
+            assert 200 == response.status
+    await eventually(lambda: shipped_all(first))
+    await first.close()
+    config.database_path.unlink()
+    second = await gateway(config)
+    async with second.delete(f"/v1/o/myorg/oauth2/accesstokens/load{shipped}", headers=basic("myname")) as response:
+        assert 200 == response.status
+    shipper = second.app[RUNTIME].shipper
+    assert shipper is not None
+    await eventually(lambda: _true(shipper.last_error is not None and "record 2 " in shipper.last_error[1]))
+    return second, shipper
+
 
 async def _true(value: bool) -> bool:
     return value
+
+
+def test_a_collector_url_with_a_port_out_of_range_is_refused_at_load(tmp_path: Path) -> None:
+    """It was accepted, and every shipping attempt then failed with 'cannot reach the collector:
+    InvalidUrlClientError', as if the collector were down."""
+    from gateway.config import ConfigError
+
+    with pytest.raises(ConfigError, match=r"ship\.url: Port out of range 0-65535"):
+        make_config(tmp_path, ship={"url": "http://127.0.0.1:99999", "password_env": "PW"}, environ={"PW": "x"})
+
+
+@pytest.mark.parametrize("instance", [".", ".."])
+def test_an_instance_id_a_url_path_would_drop_is_refused(tmp_path: Path, instance: str) -> None:
+    """'.' and '..' are path segments a URL resolves away: the shipper's requests would go to
+    another route (the mark of instance 'records')."""
+    from gateway.config import ConfigError
+
+    with pytest.raises(ConfigError, match=r"ship\.instance: expected an instance id .*not '\.' or '\.\.'"):
+        make_config(
+            tmp_path,
+            ship={"url": "http://127.0.0.1:1", "instance": instance, "password_env": "PW"},
+            environ={"PW": "x"},
+        )
+    with pytest.raises(ConfigError, match=r"sidecars\[0\]\.instance"):
+        make_config(
+            tmp_path,
+            collector={"database_url": "postgresql://h/db"},
+            sidecars=[{"instance": instance, "password_hash": USERS[0]["password_hash"]}],
+        )
+
+
+class TestFleetVerify:
+    async def test_a_late_start_is_vouched_for_by_the_instances_prune_checkpoint(
+        self, fleet_url: str, aiohttp_server: AiohttpServer, tmp_path: Path
+    ) -> None:
+        """A sidecar pruned records 1-3 before it first shipped: its chain starts after record 3
+        here, which its checkpoint (record 7) vouches for. Records removed centrally with the
+        start moved to match are not: nothing vouches for the new start."""
+        from gateway.audit.record import AuditRecord
+        from gateway.fleet.verify import verify_fleet
+
+        collector = await start_collector(aiohttp_server, tmp_path, fleet_url)
+        first = chain_rows(records(6))
+        details = {"pruned_through_id": 3, "last_pruned_hash": first[2][-1], "removed": 3}
+        checkpoint = AuditRecord(
+            "prune-1",
+            "2026-11-24T19:00:00.000Z",
+            "root",
+            None,
+            "PRUNE",
+            None,
+            None,
+            None,
+            "pruned",
+            snapshot=orjson.dumps(details).decode(),
+        )
+        rows_ = first[3:] + chain_rows([checkpoint], Head(6, first[-1][-1]))
+        status, _ = await post(collector, "host-a", batch_body(rows_))
+        assert 200 == status
+        status, _ = await post(collector, "host-b", batch_body(first[3:]))  # its checkpoint not shipped
+        assert 200 == status
+
+        async def verdicts() -> dict[str, str | None]:
+            store = await FleetStore.open(fleet_url)
+            try:
+                return {v.instance: v.problem for v in await verify_fleet(store, {}, silent_after=3600)}
+            finally:
+                await store.close()
+
+        found = await verdicts()
+        assert found["host-a"] is None
+        assert "its chain starts after record 3 here, and no prune checkpoint" in str(found["host-b"])
+        await fetch(fleet_url, "DELETE FROM fleet_events WHERE instance = 'host-a' AND id IN (4, 5)")
+        await fetch(
+            fleet_url,
+            "UPDATE fleet_instances SET start_id = 5, start_hash = $1 WHERE instance = 'host-a'",
+            first[4][-1],
+        )
+        assert "its chain starts after record 5 here, and no prune checkpoint" in str((await verdicts())["host-a"])
+
+    async def test_silence_is_measured_by_the_stores_clock_not_the_readers(
+        self, fleet_url: str, aiohttp_server: AiohttpServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """verify run on a host whose clock is two hours ahead (an analyst's laptop): the contact
+        the collector just recorded is not two hours old. The clock patched is the standard
+        library's, as the reader's host would have it wrong."""
+        from datetime import datetime, timedelta
+
+        import gateway.fleet.verify
+        from gateway.fleet.verify import verify_fleet
+
+        class Ahead(datetime):
+            @classmethod
+            def now(cls, tz: Any = None) -> Any:
+                return datetime.now(tz) + timedelta(hours=2)
+
+        monkeypatch.setattr(gateway.fleet.verify, "datetime", Ahead, raising=False)
+        collector = await start_collector(aiohttp_server, tmp_path, fleet_url)
+        assert 200 == (await post(collector, "host-a", batch_body(chain_rows(records(1)))))[0]
+        store = await FleetStore.open(fleet_url)
+        try:
+            (verdict,) = await verify_fleet(store, {}, silent_after=3600)
+            assert verdict.silent_seconds is None
+            await fetch(fleet_url, "UPDATE fleet_instances SET last_seen = now() - interval '2 hours'")
+            (verdict,) = await verify_fleet(store, {}, silent_after=3600)
+            assert verdict.silent_seconds is not None and 7200 <= verdict.silent_seconds < 7300
+        finally:
+            await store.close()
+
+    async def test_a_plain_chain_marked_keyed_in_the_store_is_tampered_not_links_only(
+        self, fleet_url: str, aiohttp_server: AiohttpServer, tmp_path: Path
+    ) -> None:
+        """Without the key, verify checks a keyed instance's links only. Marking a plain instance
+        keyed in the store, then editing a record, would pass; but its other records still hash
+        as a plain chain, which no HMAC-keyed record does."""
+        from gateway.fleet.verify import verify_fleet
+
+        collector = await start_collector(aiohttp_server, tmp_path, fleet_url)
+        assert 200 == (await post(collector, "host-a", batch_body(chain_rows(records(3)))))[0]
+        keyed = chain_rows(records(3), key=ChainKey(KEY))
+        assert 200 == (await post(collector, "host-b", batch_body(keyed, ChainKey(KEY))))[0]
+        await fetch(
+            fleet_url,
+            "UPDATE fleet_instances SET chain_mode = 'hmac-sha256', key_check = $1 WHERE instance = 'host-a'",
+            ChainKey(KEY).check,
+        )
+        await fetch(fleet_url, "UPDATE fleet_events SET actor = 'mallory' WHERE instance = 'host-a' AND id = 2")
+        store = await FleetStore.open(fleet_url)
+        try:
+            found = {v.instance: v for v in await verify_fleet(store, {}, silent_after=3600)}
+        finally:
+            await store.close()
+        assert (True, None) == (found["host-b"].links_only, found["host-b"].problem)
+        assert "record 1: hashed as a plain sha256 chain, though the instance is marked keyed" in str(
+            found["host-a"].problem
+        )
+
+    async def test_records_added_past_the_mark_are_named_as_added(
+        self, fleet_url: str, aiohttp_server: AiohttpServer, tmp_path: Path
+    ) -> None:
+        from gateway.fleet.verify import verify_fleet
+
+        collector = await start_collector(aiohttp_server, tmp_path, fleet_url)
+        batch = chain_rows(records(3))
+        assert 200 == (await post(collector, "host-a", batch_body(batch[:2])))[0]
+        columns = ", ".join(("instance", *FIELDS))
+        placeholders = ", ".join(f"${n}" for n in range(1, len(FIELDS) + 2))
+        await fetch(fleet_url, f"INSERT INTO fleet_events ({columns}) VALUES ({placeholders})", "host-a", *batch[2])
+        store = await FleetStore.open(fleet_url)
+        try:
+            (verdict,) = await verify_fleet(store, {}, silent_after=3600)
+        finally:
+            await store.close()
+        assert verdict.problem == (
+            "the store's events end at record 3, but the collector acknowledged up to record 2: records past "
+            "its mark were added to the fleet store"
+        )
+
+    async def test_asking_the_mark_counts_as_contact_for_a_sidecar_with_nothing_shipped(
+        self, fleet_url: str, aiohttp_server: AiohttpServer, tmp_path: Path
+    ) -> None:
+        collector = await start_collector(aiohttp_server, tmp_path, fleet_url)
+        async with aiohttp.ClientSession() as session:
+            async with session.get(collector.make_url(f"{protocol.BASE}/host-b"), headers=ship_auth("host-b")) as r:
+                assert (200, 0) == (r.status, (await r.json())["mark"])
+        assert [("host-b", 0)] == await fetch(fleet_url, "SELECT instance, head_id FROM fleet_instances")
 
 
 class TestFleetApi:
@@ -447,6 +729,12 @@ class TestFleetApi:
                 assert (400, "gateway.bad_request") == (response.status, (await response.json())["code"])
             async with session.get(collector.make_url("/audit/events"), headers=basic("outsider")) as response:
                 assert 403 == response.status
+            # A cursor no page gave (an id past 64 bits) is the client's error, not the store's.
+            beyond = base64.urlsafe_b64encode(f"2026|host-a|{2**70}".encode()).decode()
+            async with session.get(
+                collector.make_url(f"/audit/events?cursor={beyond}"), headers=basic("auditor")
+            ) as response:
+                assert (400, "gateway.bad_request") == (response.status, (await response.json())["code"])
 
 
 DOCS = Path(__file__).resolve().parents[1] / "docs"
@@ -465,6 +753,25 @@ def test_the_docs_list_every_collector_refusal() -> None:
     assert [(error.status, error.code) for error in protocol.ALL] == [
         (int(status), code_spans(code)[0]) for status, code, _ in table.rows
     ]
+
+
+def test_a_successful_revocation_is_an_ocsf_success_on_its_own_resource_type() -> None:
+    """succeeded (a revoke, approve, creation...) was exported as a Failure, and every resource
+    as an access_token."""
+    from gateway.fleet.ocsf import event
+
+    revoked = records(1)[0]._replace(
+        method="POST",
+        outcome="succeeded",
+        action="key.revoke",
+        resource_type="consumer_key",
+        resource="developers/a@example.com/apps/app1/keys/{key}",
+    )
+    out = event(chain_rows([revoked])[0], "host-a")
+    assert (1, "Success", "consumer_key") == (out["status_id"], out["status"], out["resources"][0]["type"])
+    assert (3, "Update", 600303) == (out["activity_id"], out["activity_name"], out["type_uid"])  # not a Create
+    older = event(chain_rows(records(1))[0], "host-a")  # a record before schema 4: no resource_type
+    assert (1, "access_token") == (older["status_id"], older["resources"][0]["type"])
 
 
 def test_the_docs_show_the_ocsf_mapping() -> None:
@@ -506,26 +813,115 @@ class TestSidecarSide:
         from 1 again): its records are sent anyway and refused as a fork, never skipped as
         'already acknowledged'."""
         collector = await start_collector(aiohttp_server, tmp_path, fleet_url)
-        config = sidecar_config(tmp_path, "host-a", collector)
-        first = await gateway(config)
-        for token in ("load1", "load2"):
-            async with first.delete(f"/v1/o/myorg/oauth2/accesstokens/{token}", headers=basic("myname")) as response:
-                assert 200 == response.status
-        await eventually(lambda: shipped_all(first))
-        await first.close()
-        (tmp_path / "host-a" / "audit.db").unlink()
-        second = await gateway(config)
-        async with second.delete("/v1/o/myorg/oauth2/accesstokens/load3", headers=basic("myname")) as response:
-            assert 200 == response.status
-        shipper = second.app[RUNTIME].shipper
-        assert shipper is not None
-        await eventually(lambda: _true(shipper.last_error is not None))
+        _, shipper = await _replaced_log(gateway, sidecar_config(tmp_path, "host-a", collector), 2)
         assert shipper.last_error is not None
         assert "collector.chain_fork" in shipper.last_error[1]
         assert 2 == shipper.lag_records
-        await eventually(lambda: _true(shipper.failures >= 2))  # retried: flagged once all the same
-        assert [("fork", 1)] == await fetch(fleet_url, "SELECT kind, record_id FROM fleet_flags")
+        await eventually(lambda: _true(shipper.failures >= 3))  # retried: flagged once all the same
+        # Its head is sent: record 1 (the intent) if the shipper looked between the two commits, then 2.
+        assert await fetch(fleet_url, "SELECT kind, record_id FROM fleet_flags ORDER BY id") in (
+            [("fork", 2)],
+            [("fork", 1), ("fork", 2)],
+        )
         assert 4 == len(await central_rows(fleet_url, "host-a"))
+
+    async def test_a_replaced_log_as_long_as_the_shipped_one_is_flagged_not_idle(
+        self, fleet_url: str, aiohttp_server: AiohttpServer, gateway: GatewayFactory, tmp_path: Path
+    ) -> None:
+        """The new file's head is the collector's mark by id (2), not by hash: nothing is after
+        the mark, yet the new records are not shipped. Flagged, never 'caught up'."""
+        collector = await start_collector(aiohttp_server, tmp_path, fleet_url)
+        second, shipper = await _replaced_log(gateway, sidecar_config(tmp_path, "host-a", collector), 1)
+        assert shipper.last_error is not None and "collector.chain_fork" in shipper.last_error[1]
+        async with second.get("/readyz") as response:
+            shipping = (await response.json())["shipping"]
+        assert (2, 2, "collector.chain_fork") == (
+            shipping["local_head_id"],
+            shipping["lag_records"],
+            shipping["refused"],
+        )
+        assert shipping["lag_seconds"] > 0
+        async with second.get("/metrics") as response:
+            assert "gateway_ship_refused 1.0" in await response.text()
+        assert await fetch(fleet_url, "SELECT kind, record_id FROM fleet_flags ORDER BY id") in (
+            [("fork", 2)],
+            [("fork", 1), ("fork", 2)],
+        )
+
+    async def test_a_second_sidecar_shipping_as_the_same_instance_is_flagged_not_stalled(
+        self, fleet_url: str, aiohttp_server: AiohttpServer, gateway: GatewayFactory, tmp_path: Path
+    ) -> None:
+        """A cloned host: its log shares records 1-4 with the original, which shipped 1-8. Behind
+        the mark, it used to resend its first batch (duplicates, 200) forever, its own records
+        never compared. Its head is sent instead: held unchanged, all is shipped; else a fork."""
+        collector = await start_collector(aiohttp_server, tmp_path, fleet_url)
+        original = await gateway(sidecar_config(tmp_path, "host-a", collector))
+        for token in ("load1", "load2"):
+            async with original.delete(f"/v1/o/myorg/oauth2/accesstokens/{token}", headers=basic("myname")) as r:
+                assert 200 == r.status
+        await eventually(lambda: shipped_all(original))
+        (tmp_path / "clone").mkdir()
+        copy_database(tmp_path / "host-a" / "audit.db", tmp_path / "clone" / "audit.db")
+        for token in ("load3", "load4"):
+            async with original.delete(f"/v1/o/myorg/oauth2/accesstokens/{token}", headers=basic("myname")) as r:
+                assert 200 == r.status
+        await eventually(lambda: shipped_all(original))
+        await original.close()
+        config = make_config(
+            tmp_path / "clone",
+            ship={
+                "url": str(collector.make_url("")).rstrip("/"),
+                "instance": "host-a",
+                "password_env": "PW",
+                "interval": 0.05,
+                "max_backoff": 0.2,
+                "batch_size": 2,
+            },
+            stub={"generated_tokens": 1000},
+            environ={"PW": SIDECAR_PASSWORDS["host-a"]},
+        )
+        clone = await gateway(config)
+        shipper = clone.app[RUNTIME].shipper
+        assert shipper is not None
+        # Its whole log is a prefix of what the collector holds: nothing to ship, nothing wrong.
+        await eventually(lambda: _true(shipper.acknowledged == 8 and shipper.lag_records == 0))
+        assert shipper.last_error is None
+        async with clone.delete("/v1/o/myorg/oauth2/accesstokens/load5", headers=basic("myname")) as response:
+            assert 200 == response.status
+        await eventually(lambda: _true(shipper.last_error is not None and "record 6 " in shipper.last_error[1]))
+        assert shipper.last_error is not None and "collector.chain_fork" in shipper.last_error[1]
+        assert 6 == shipper.lag_records
+        assert await fetch(fleet_url, "SELECT kind, record_id FROM fleet_flags ORDER BY id") in (
+            [("fork", 6)],
+            [("fork", 5), ("fork", 6)],
+        )
+        assert 8 == len(await central_rows(fleet_url, "host-a"))
+
+    @pytest.mark.parametrize(
+        "answer",
+        [{"mark": True, "hash": "0" * 64}, {"mark": 2.5, "hash": "0" * 64}, {"mark": 3, "hash": "x"}, {"status": "ok"}],
+    )
+    async def test_an_answer_that_is_not_a_mark_is_not_taken_for_one(
+        self, aiohttp_server: AiohttpServer, tmp_path: Path, answer: dict[str, Any]
+    ) -> None:
+        """ship.url naming something else that answers JSON: prune and the shipper act on the
+        mark, so it must be one (a whole number and a hash), never `true` read as record 1."""
+        from aiohttp import web
+
+        from gateway.fleet.shipper import CollectorClient, ShipError
+
+        async def answer_json(request: web.Request) -> web.Response:
+            return web.json_response(answer)
+
+        app = web.Application()
+        app.router.add_get("/{tail:.*}", answer_json)
+        other = await aiohttp_server(app)
+        client = CollectorClient(sidecar_config(tmp_path, "host-a", other))
+        try:
+            with pytest.raises(ShipError, match=r"the answer is not a collector's mark .*: is ship\.url the collector"):
+                await client.mark()
+        finally:
+            await client.close()
 
     async def test_no_sidecar_password_reaches_a_log(
         self,

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+import pytest
 from fleet_support import SIDECAR_PASSWORDS, SIDECARS, central_rows, eventually, fetch
 from helpers import USERS, rows
 from processes import Running, completed, started
@@ -234,6 +235,39 @@ async def test_prune_keeps_records_the_collector_has_not_acknowledged(
     assert 5 == len(await central_rows(fleet_url, "host-a"))
 
 
+async def test_prune_refuses_when_the_collector_holds_another_log(
+    fleet_url: str, tmp_path: Path, unused_tcp_port: int
+) -> None:
+    """The collector holds records 1-4 of the first log; the file is deleted and a new one has
+    records 1-2 (refused by the collector as a fork). Ids alone would say "all acknowledged":
+    prune compares the mark's hash and removes nothing the collector does not hold."""
+    collector_config = write_collector(tmp_path, fleet_url, unused_tcp_port)
+    folder = tmp_path / "host-a"
+    config = write_sidecar(folder, "host-a", unused_tcp_port)
+    prune = ("audit", "prune", "--config", str(config), "--before", "2099-01-01T00:00:00Z", "--yes")
+    async with started("collect", "--config", str(collector_config), cwd=tmp_path):
+        async with started("serve", "--config", str(config), cwd=folder) as sidecar:
+            await delete_many(sidecar.url, ["load1", "load2"])
+            await eventually(lambda: caught_up(sidecar, folder))
+        for new_log in ((), ("load3", "load4", "load5")):
+            # A new log behind the mark (2 records), then one past it whose record 4 differs.
+            for file in folder.glob("audit.db*"):
+                file.unlink()
+            async with started("serve", "--config", str(config), cwd=folder) as sidecar:
+                await delete_many(sidecar.url, ["load3", *new_log])
+                assert 0 == await sidecar.stop(signal.SIGTERM)
+            kept = local_rows(folder)
+            status, output = await completed(*prune, cwd=folder)
+            assert 2 == status, output
+            assert "this log is not the one it acknowledged" in output and "pass --ignore-shipping" in output
+            assert kept == local_rows(folder)
+        status, output = await completed(*prune, "--ignore-shipping", cwd=folder)
+        assert 0 == status, output
+        assert "warning: record 4 of this log is not the record 4 the collector holds" in output
+        assert "pruned 8 records" in output
+    assert 4 == len(await central_rows(fleet_url, "host-a"))
+
+
 async def test_prune_ignore_shipping_removes_unacknowledged_records_loudly(
     fleet_url: str, tmp_path: Path, unused_tcp_port: int
 ) -> None:
@@ -276,6 +310,38 @@ async def test_verify_reports_gaps_and_silent_instances(fleet_url: str, tmp_path
     assert "host-a: SILENT: no contact for" in output
 
 
+async def test_verify_names_sidecars_never_heard_of_and_records_without_a_mark(
+    fleet_url: str, tmp_path: Path, unused_tcp_port: int
+) -> None:
+    """host-b and host-c are in the collector's config but never shipped (a wrong URL or
+    password looks the same from here): SILENT, not absent. Then the store is edited: host-a's
+    mark is removed, its records stay: TAMPERED, with or without --instance."""
+    collector_config = write_collector(tmp_path, fleet_url, unused_tcp_port)
+    folder = tmp_path / "host-a"
+    config = write_sidecar(folder, "host-a", unused_tcp_port)
+    async with started("collect", "--config", str(collector_config), cwd=tmp_path):
+        async with started("serve", "--config", str(config), cwd=folder) as sidecar:
+            await delete_many(sidecar.url, ["load1"])
+            await eventually(lambda: caught_up(sidecar, folder))
+    verify = ("audit", "verify", "--store", fleet_url, "--config", str(collector_config))
+    status, output = await completed(*verify, cwd=tmp_path)
+    assert 1 == status
+    assert output.startswith("host-a: OK: 2 records verified (sha256 chain); head is record 2")
+    assert output.endswith(
+        "host-b: SILENT: a sidecar of the config that never reached the collector\n"
+        "host-c: SILENT: a sidecar of the config that never reached the collector\n"
+        "3 instances, 2 with problems\n"
+    )
+    await fetch(fleet_url, "DELETE FROM fleet_instances WHERE instance = 'host-a'")
+    for scope in ((), ("--instance", "host-a")):
+        status, output = await completed(*verify, *scope, cwd=tmp_path)
+        assert 1 == status, output
+        assert (
+            "host-a: TAMPERED: 2 records held, but the collector's mark of this instance is gone from the fleet "
+            "store: the store was edited; 0 records checked\n"
+        ) in output
+
+
 async def test_export_ocsf_locally_and_from_the_fleet_store(
     fleet_url: str, tmp_path: Path, unused_tcp_port: int
 ) -> None:
@@ -310,3 +376,19 @@ async def test_export_ocsf_locally_and_from_the_fleet_store(
     )
     assert outcome["resources"][0]["data"]["app"] == "app1"
     assert "taFM3LHUTQAFhL0dIFg81XhRc7vC" not in local
+
+
+@pytest.mark.parametrize(
+    ("url", "message"),
+    [
+        ("postgresql://postgres@127.0.0.1:99999/x", "Port out of range 0-65535"),
+        ("postgresql://postgres@127.0.0.1:5432,127.0.0.1:70000/x", "Port out of range 0-65535"),
+        ("postgresql://postgres@127.0.0.1:5432/x?password=hunter2", "must not contain a password"),
+    ],
+)
+async def test_a_bad_store_url_is_one_line_never_a_traceback_nor_its_password(
+    tmp_path: Path, url: str, message: str
+) -> None:
+    status, output = await completed("audit", "query", "--store", url, cwd=tmp_path)
+    assert 2 == status
+    assert message in output and "Traceback" not in output and "hunter2" not in output

@@ -127,18 +127,20 @@ def write_columns(header: Sequence[str], rows: Sequence[Sequence[str]], out: Tex
 
 
 def write_json(records: Iterable[AuditRecord], out: TextIO) -> None:
-    out.write(printable_json(json_text([_readable(record) for record in records], option=orjson.OPT_INDENT_2)) + "\n")
+    out.write(
+        printable_json(json_text([readable_record(record) for record in records], option=orjson.OPT_INDENT_2)) + "\n"
+    )
 
 
 def write_record(record: AuditRecord, out: TextIO) -> None:
     """One record, whole, as indented JSON (``audit show``)."""
-    out.write(printable_json(json_text(_readable(record), option=orjson.OPT_INDENT_2)) + "\n")
+    out.write(printable_json(json_text(readable_record(record), option=orjson.OPT_INDENT_2)) + "\n")
 
 
 _INDENTED = orjson.OPT_INDENT_2 | orjson.OPT_APPEND_NEWLINE
 
 
-def _readable(record: AuditRecord) -> dict[str, object]:
+def readable_record(record: AuditRecord) -> dict[str, object]:
     """For people: the snapshot parsed, so that it is indented with the rest.
 
     A snapshot orjson cannot handle (an integer beyond 64 bits, nesting past 254 levels) is

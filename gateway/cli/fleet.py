@@ -11,9 +11,8 @@ from pathlib import Path
 from typing import Any, TextIO, TypeVar
 
 import aiohttp
-import orjson
 
-from gateway.audit.chain import ChainKey
+from gateway.audit.chain import ChainKey, Head
 from gateway.audit.formats import write_columns
 from gateway.audit.store import AuditStoreError
 from gateway.cli.common import (
@@ -34,7 +33,7 @@ from gateway.config import INSTANCE_NAME, Config, load_config, postgres_url, rea
 from gateway.fleet import ocsf
 from gateway.fleet.collector import build_collector_app, sidecar_keys
 from gateway.fleet.formats import WRITERS as FLEET_WRITERS
-from gateway.fleet.formats import LocatedStream, readable
+from gateway.fleet.formats import LocatedStream, write_record
 from gateway.fleet.shipper import LocalLog, ShipError, Shipper, acknowledged_mark, instance_of
 from gateway.fleet.store import FleetStore, Located, describe
 from gateway.fleet.verify import verify_fleet
@@ -141,11 +140,7 @@ def fleet_show(args: argparse.Namespace) -> int:
     record = _read(args, lambda store: store.get(args.id))
     if record is None:
         raise CommandError(f"no record {args.id} of instance {args.instance} in the fleet store")
-    sys.stdout.write(
-        orjson.dumps(
-            readable(Located(args.instance, record)), option=orjson.OPT_INDENT_2 | orjson.OPT_APPEND_NEWLINE
-        ).decode()
-    )
+    write_record(Located(args.instance, record), sys.stdout)
     return 0
 
 
@@ -210,7 +205,13 @@ def fleet_verify(args: argparse.Namespace) -> int:
         with Progress("verify", sys.stderr) as progress:
             if progress.enabled:
                 progress.total = await store.size()
-            return await verify_fleet(store, keys, silent_after=silent_after, progress=progress.update)
+            return await verify_fleet(
+                store,
+                keys,
+                silent_after=silent_after,
+                progress=progress.update,
+                expected=[sidecar.instance for sidecar in config.sidecars],
+            )
 
     verdicts = _read(args, verify)
     if not verdicts:
@@ -222,7 +223,7 @@ def fleet_verify(args: argparse.Namespace) -> int:
         start = f", starting after record {verdict.start.id} (pruned before it shipped)" if verdict.start.id else ""
         if verdict.problem is not None:
             print(f"{verdict.instance}: TAMPERED: {verdict.problem}; {verdict.checked} records checked")
-        else:
+        elif not verdict.never_seen:
             print(
                 f"{verdict.instance}: OK: {verdict.checked} records verified ({chain}{start}); head is record "
                 f"{verdict.head.id}, hash {verdict.head.hash}"
@@ -231,6 +232,8 @@ def fleet_verify(args: argparse.Namespace) -> int:
             print(
                 f"{verdict.instance}: FLAGGED {flag.kind} at {flag.time.isoformat(timespec='seconds')}: {flag.detail}"
             )
+        if verdict.never_seen:
+            print(f"{verdict.instance}: SILENT: a sidecar of the config that never reached the collector")
         if verdict.silent_seconds is not None:
             print(
                 f"{verdict.instance}: SILENT: no contact for {verdict.silent_seconds:.0f} s (more than {silent_after:g} s)"
@@ -301,10 +304,12 @@ def cmd_ship(args: argparse.Namespace) -> int:
 # prune ---------------------------------------------------------------------------------------
 
 
-async def _time_after(config: Config, mark: int) -> str | None:
+async def _kept_after(config: Config, mark: Head) -> tuple[str | None, str | None]:
+    """Why this log does not hold the collector's mark (None: it does), and the time of its first
+    record after the mark."""
     local = LocalLog(config.database_path, config.audit.busy_timeout)
     try:
-        return await local.time_after(mark)
+        return await local.unlike(mark), await local.time_after(mark.id)
     finally:
         await local.close()
 
@@ -329,18 +334,30 @@ def shipping_limit(config: Config, before: str, *, ignore: bool) -> str:
             f"cannot learn what the collector at {config.ship.url} acknowledged ({reason}), so prune "
             "would not know what it may remove; retry when it is up, or pass --ignore-shipping"
         ) from None
-    keep_from = asyncio.run(_time_after(config, mark))
+    unlike, keep_from = asyncio.run(_kept_after(config, mark))
+    if unlike is not None:
+        if ignore:
+            print(
+                f"warning: {unlike}; pruning anyway (--ignore-shipping): records the collector lacks are lost "
+                "to the fleet store",
+                file=sys.stderr,
+            )
+            return before
+        raise CommandError(
+            f"{unlike}, so prune would not know what it may remove; see `audit verify --store` for the "
+            "instance's flags, or pass --ignore-shipping"
+        )
     if keep_from is None or keep_from >= before:
         return before
     if ignore:
         print(
-            f"warning: pruning records the collector has not acknowledged (it holds up to record {mark}; "
+            f"warning: pruning records the collector has not acknowledged (it holds up to record {mark.id}; "
             f"--ignore-shipping): instance {instance_of(config)} will show a gap in the fleet store",
             file=sys.stderr,
         )
         return before
     print(
-        f"note: keeping the records after record {mark}, which the collector has not acknowledged yet "
+        f"note: keeping the records after record {mark.id}, which the collector has not acknowledged yet "
         f"(pruning before {keep_from} instead of {before})",
         file=sys.stderr,
     )

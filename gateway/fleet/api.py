@@ -25,6 +25,7 @@ from gateway.auth import AUDIT, AmbiguousCredentials, AuthenticationError, Check
 from gateway.config import ALL_ORGS, INSTANCE_NAME
 from gateway.fleet.state import COLLECTOR, Collector
 from gateway.fleet.store import Located
+from gateway.fleet.values import MAX_ID
 
 MAX_LIMIT = 1000
 FLEET_PARAMETERS = {**{item.name: (item.field, item.parse) for item in FILTERS}, "limit": ("limit", PAGING["limit"])}
@@ -44,11 +45,15 @@ def decode_cursor(text: str) -> tuple[str, str, int]:
     try:
         raw = base64.urlsafe_b64decode(text + "=" * (-len(text) % 4)).decode()
         record_time, instance, record_id = raw.split("|")
-        if not record_time or not INSTANCE_NAME.fullmatch(instance) or not record_id.isdigit():
+        if not record_time or not INSTANCE_NAME.fullmatch(instance) or not _is_record_id(record_id):
             raise ValueError
         return record_time, instance, int(record_id)
     except ValueError:
         raise ValueError(f"{text!r} is not a cursor given by a previous page") from None
+
+
+def _is_record_id(text: str) -> bool:
+    return text.isascii() and text.isdigit() and 0 < int(text) <= MAX_ID
 
 
 def _instance(text: str) -> str:
@@ -119,7 +124,7 @@ async def get_event(request: web.Request) -> web.Response:
     user = await _auditor(request, collector, read)
     if isinstance(user, web.Response):
         return read.done(user)
-    if not INSTANCE_NAME.fullmatch(instance) or not (text.isdigit() and 0 < int(text) < 2**63):
+    if not INSTANCE_NAME.fullmatch(instance) or not _is_record_id(text):
         return read.done(errors.BAD_REQUEST.response("Invalid record: expected /audit/events/INSTANCE/ID"))
     try:
         record = await collector.store.scoped(instance).get(int(text))

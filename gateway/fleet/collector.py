@@ -42,7 +42,7 @@ _INSTANCE_ID = r"{instance:[A-Za-z0-9._-]{1,128}}"
 def build_collector_app(config: Config) -> web.Application:
     if not config.collector.database_url:
         raise ConfigError(config.source, "collector.database_url", "required by `gateway collect`")
-    max_body = config.collector.max_batch * protocol.MAX_RECORD_BYTES
+    max_body = config.collector.max_body_mb * 1024 * 1024
     app = web.Application(client_max_size=max_body, handler_args={"keepalive_timeout": config.server.keepalive_timeout})
     app[CONFIG] = config
     app.cleanup_ctx.append(_lifetime)

@@ -8,18 +8,22 @@ from typing import TextIO
 
 import orjson
 
-from gateway.audit.formats import TABLE_COLUMNS, as_json, as_row, row_json, write_columns
+from gateway.audit.formats import TABLE_COLUMNS, as_row, readable_record, row_json, write_columns
 from gateway.audit.record import FIELDS, Row
+from gateway.audit.records import json_text
 from gateway.fleet.store import Located
-
-_INDENTED = orjson.OPT_INDENT_2 | orjson.OPT_APPEND_NEWLINE
+from gateway.terminal import printable_json
 
 
 def readable(item: Located) -> dict[str, object]:
-    values: dict[str, object] = {"instance": item.instance, **as_json(item.record)}
-    if item.record.snapshot is not None:
-        values["snapshot"] = orjson.loads(item.record.snapshot)
-    return values
+    """As the local ``audit query --format json`` shows a record (a snapshot that is not JSON as
+    its text, never an error), with the instance first."""
+    return {"instance": item.instance, **readable_record(item.record)}
+
+
+def write_record(item: Located, out: TextIO) -> None:
+    """One record, whole, as indented JSON (``audit show --store``)."""
+    out.write(printable_json(json_text(readable(item), option=orjson.OPT_INDENT_2)) + "\n")
 
 
 def write_table(items: Sequence[Located], out: TextIO) -> None:
@@ -32,7 +36,7 @@ def write_table(items: Sequence[Located], out: TextIO) -> None:
 
 
 def write_json(items: Sequence[Located], out: TextIO) -> None:
-    out.write(orjson.dumps([readable(item) for item in items], option=_INDENTED).decode())
+    out.write(printable_json(json_text([readable(item) for item in items], option=orjson.OPT_INDENT_2)) + "\n")
 
 
 class LocatedStream:

@@ -24,13 +24,9 @@ from gateway.errors import GatewayError
 from gateway.fleet import protocol
 from gateway.fleet.schema import EVENTS, FLAGS, INSTANCES
 from gateway.fleet.store import stored_row
+from gateway.fleet.values import MAX_ID, chain_problem, row_problem
 
 _ID, _PREV, _HASH = 0, len(FIELDS) - 2, len(FIELDS) - 1
-_REQUIRED = frozenset(
-    FIELDS.index(name) for name in ("id", "request_id", "time", "method", "outcome", "prev_hash", "hash")
-)
-_INTEGERS = frozenset({FIELDS.index("id"), FIELDS.index("upstream_status")})
-_NUMBERS = frozenset({FIELDS.index("latency_ms")})
 _CHAIN_MODES = ("sha256", "hmac-sha256")
 _COLUMNS = ", ".join(("instance", *FIELDS))
 _SERIALIZATION_FAILURE = "40001"
@@ -97,14 +93,14 @@ def parse_batch(body: bytes, max_batch: int) -> Batch:
             protocol.UNKNOWN_FIELDS, f"The batch's fields are not in the record's order ({', '.join(FIELDS)})"
         )
     chain = data.get("chain")
-    if (
-        not isinstance(chain, dict)
-        or chain.get("mode") not in _CHAIN_MODES
-        or not isinstance(chain.get("key_check"), (str, type(None)))
-    ):
+    if not isinstance(chain, dict):
+        chain = {}
+    problem = chain_problem(chain.get("mode"), chain.get("key_check"))
+    if problem is not None:
         raise Refused(
             protocol.BAD_BATCH,
-            f'"chain" must be {{"mode": one of {", ".join(_CHAIN_MODES)}, "key_check": text or null}}',
+            f'"chain" must be {{"mode": one of {", ".join(_CHAIN_MODES)}, "key_check": its key check or null}}: '
+            f"{problem}",
         )
     records = data["records"]
     if not records:
@@ -119,24 +115,18 @@ def parse_batch(body: bytes, max_batch: int) -> Batch:
 
 
 def _check_row(position: int, row: Any) -> None:
+    """Each value of the row as the sidecar's own log could hold it (``gateway.fleet.values``)."""
     if not isinstance(row, list) or len(row) != len(FIELDS):
         raise Refused(protocol.BAD_BATCH, f"Record {position} of the batch is not a list of {len(FIELDS)} values")
-    for index, value in enumerate(row):
-        if value is None:
-            if index in _REQUIRED:
-                raise Refused(protocol.BAD_BATCH, f"Record {position} of the batch has no {FIELDS[index]}")
-        elif index in _INTEGERS:
-            if isinstance(value, bool) or not isinstance(value, int) or not -(2**63) <= value < 2**63:
-                raise Refused(
-                    protocol.BAD_BATCH, f"Record {position} of the batch: {FIELDS[index]} is not a 64-bit integer"
-                )
-        elif index in _NUMBERS:
-            if isinstance(value, bool) or not isinstance(value, (int, float)):
-                raise Refused(protocol.BAD_BATCH, f"Record {position} of the batch: {FIELDS[index]} is not a number")
-        elif not isinstance(value, str):
-            raise Refused(protocol.BAD_BATCH, f"Record {position} of the batch: {FIELDS[index]} is not text")
-    if row[_ID] < 1:
-        raise Refused(protocol.BAD_BATCH, f"Record {position} of the batch has id {row[_ID]}; ids start at 1")
+    problem = row_problem(row)
+    if problem is not None:
+        raise Refused(protocol.BAD_BATCH, f"Record {position} of the batch{_named(row)}: {problem}")
+
+
+def _named(row: list[Any]) -> str:
+    record_id = row[_ID]
+    ok = isinstance(record_id, int) and not isinstance(record_id, bool)
+    return f" (id {record_id})" if ok and 0 < record_id <= MAX_ID else ""
 
 
 def check_chain(batch: Batch, held: Head, key: ChainKey | None) -> None:
@@ -198,12 +188,17 @@ class Ingest:
         self._retries = retries
 
     async def mark(self, instance: str) -> Head:
-        """The instance's high-water mark; counts as a contact (``last_seen``)."""
+        """The instance's high-water mark; counts as a contact (``last_seen``), also for a sidecar
+        that has shipped nothing yet (an empty log): verify tells it from one never heard of."""
         async with self._pool.acquire() as db:
             row = await db.fetchrow(
-                f"UPDATE {INSTANCES} SET last_seen = now() WHERE instance = $1 RETURNING head_id, head_hash", instance
+                f"INSERT INTO {INSTANCES} (instance, head_hash) VALUES ($1, $2) ON CONFLICT (instance) "
+                "DO UPDATE SET last_seen = now() RETURNING head_id, head_hash",
+                instance,
+                GENESIS,
             )
-        return Head(int(row[0]), str(row[1])) if row is not None else Head(0, GENESIS)
+        assert row is not None
+        return Head(int(row[0]), str(row[1]))
 
     async def write(self, instance: str, batch: Batch) -> Mark:
         """Store what is new in ``batch`` in one transaction, retried on serialization failures
@@ -232,7 +227,9 @@ class Ingest:
         held = Head(int(state["head_id"]), str(state["head_hash"]))
         key = self._key_for(instance, batch, state["chain_mode"], state["key_check"])
         rows = batch.rows
-        duplicates = await self._compare_held(db, instance, [row for row in rows if row[_ID] <= held.id])
+        duplicates = await self._compare_held(
+            db, instance, [row for row in rows if row[_ID] <= held.id], state["start_id"]
+        )
         starts_late = held.id == 0 and rows[0][_ID] > 1 and state["start_id"] is None
         if starts_late:
             # First contact with a sidecar whose log was pruned before it shipped: its chain is
@@ -281,8 +278,10 @@ class Ingest:
             return configured
         return ChainKey(None) if batch.mode == ChainKey(None).mode else None
 
-    async def _compare_held(self, db: Connection, instance: str, resent: Sequence[Row]) -> int:
-        """Records already held must be resent unchanged; returns how many were."""
+    async def _compare_held(self, db: Connection, instance: str, resent: Sequence[Row], start: int | None) -> int:
+        """Records at or below the mark must be held, and resent unchanged; returns how many were.
+        One the store does not hold (before where the instance's chain starts here, or removed
+        from the store) is not a duplicate: it cannot be compared, so it is refused as a fork."""
         if not resent:
             return 0
         held: dict[int, str] = {
@@ -296,7 +295,19 @@ class Ingest:
         }
         for row in resent:
             stored = held.get(row[_ID])
-            if stored is not None and stored != row[_HASH]:
+            if stored is None:
+                where = (
+                    f"the instance's chain starts after record {start} here"
+                    if start is not None and row[_ID] <= start
+                    else "it is missing from the fleet store"
+                )
+                raise Refused(
+                    protocol.CHAIN_FORK,
+                    f"record {row[_ID]} is not held by the collector ({where}), so it cannot be compared: "
+                    "the sidecar's log is not the one the collector holds",
+                    row[_ID],
+                )
+            if stored != row[_HASH]:
                 raise Refused(
                     protocol.CHAIN_FORK,
                     f"record {row[_ID]} is held with hash {stored}; the batch resends it "

@@ -17,8 +17,6 @@ from __future__ import annotations
 from gateway.errors import GatewayError
 
 BASE = "/fleet/v1/instances"
-MAX_RECORD_BYTES = 64 * 1024
-"""What one record may take in a batch's body, on average (the body cap is this x max_batch)."""
 
 BAD_BATCH = GatewayError(400, "collector.bad_batch", "The batch is malformed")
 UNAUTHORIZED = GatewayError(401, "collector.unauthorized", "Missing or invalid sidecar credentials")

@@ -28,11 +28,13 @@ import aiohttp
 import orjson
 
 from gateway.audit.backends import open_store
+from gateway.audit.chain import Head
 from gateway.audit.query import AuditFilter
 from gateway.audit.record import FIELDS, Row, utc_timestamp
 from gateway.audit.store import AuditStore, AuditStoreError
 from gateway.config import Config
 from gateway.fleet import protocol
+from gateway.fleet.values import MAX_ID, is_hash
 from gateway.logs import Logger
 from gateway.metrics import Metrics
 
@@ -42,7 +44,12 @@ _TIME = FIELDS.index("time")
 
 
 class ShipError(Exception):
-    """The collector did not take a batch (or could not be asked): why, in one line."""
+    """The collector did not take a batch (or could not be asked): why, in one line, and the
+    refusal's code when it answered one."""
+
+    def __init__(self, message: str, code: str | None = None) -> None:
+        super().__init__(message)
+        self.code = code
 
 
 def instance_of(config: Config) -> str:
@@ -75,6 +82,14 @@ class LocalLog:
                 return [tuple(row) for row in batch]
         return []
 
+    async def head(self) -> Head:
+        return await (await self._opened()).head()
+
+    async def hash_of(self, record_id: int) -> str | None:
+        """The hash of record ``record_id`` as this log holds it (None: not held, or pruned)."""
+        record = await (await self._opened()).get(record_id) if record_id > 0 else None
+        return None if record is None else record.hash
+
     async def lag(self, mark: int) -> tuple[int, str | None]:
         """The newest id, and the time of the first record after ``mark`` (None: none)."""
         head = await (await self._opened()).head()
@@ -84,6 +99,23 @@ class LocalLog:
     async def time_after(self, mark: int) -> str | None:
         """The time of the first record after ``mark`` (what prune must keep), if any."""
         return (await self.lag(mark))[1]
+
+    async def unlike(self, mark: Head) -> str | None:
+        """Why the collector's ``mark`` is not a record of this log (None: it is, or was pruned
+        from it): then nothing here is acknowledged, whatever the ids say."""
+        head = await self.head()
+        if head.id < mark.id:
+            return (
+                f"the collector holds up to record {mark.id}, past this log's newest record {head.id}: this "
+                "log is not the one it acknowledged (deleted or replaced, or a second sidecar ships as this instance)"
+            )
+        held = await self.hash_of(mark.id)
+        if held is not None and held != mark.hash:
+            return (
+                f"record {mark.id} of this log is not the record {mark.id} the collector holds (hash {mark.hash}): "
+                "this log is not the one it acknowledged"
+            )
+        return None
 
     async def close(self) -> None:
         if self._store is not None:
@@ -107,16 +139,21 @@ class CollectorClient:
             connector=aiohttp.TCPConnector(ssl=context or True, limit=2),
         )
 
-    async def mark(self) -> int:
+    async def mark(self) -> Head:
+        """The collector's mark: the id and hash of the newest record it holds for this instance."""
         async with self._session.get(self._base, headers=self._auth) as response:
-            body = await self._answer(response)
-        return int(body["mark"])
+            return _mark_of(await self._answer(response))
 
-    async def send(self, body: bytes) -> dict[str, Any]:
+    async def send(self, body: bytes) -> tuple[Head, int]:
+        """Post a batch: the collector's new mark, and how many records it took as new."""
         async with self._session.post(
             f"{self._base}/records", data=body, headers={**self._auth, "Content-Type": "application/json"}
         ) as response:
-            return await self._answer(response)
+            answer = await self._answer(response)
+        accepted = answer.get("accepted")
+        if isinstance(accepted, bool) or not isinstance(accepted, int) or accepted < 0:
+            raise ShipError(f"the collector's answer is not a batch's: accepted is {str(accepted)[:40]!r}")
+        return _mark_of(answer), accepted
 
     @staticmethod
     async def _answer(response: aiohttp.ClientResponse) -> dict[str, Any]:
@@ -128,11 +165,26 @@ class CollectorClient:
         if response.status != 200 or not isinstance(body, dict):
             detail = body.get("message") if isinstance(body, dict) else text[:200].decode("utf-8", "replace")
             code = body.get("code") if isinstance(body, dict) else None
-            raise ShipError(f"the collector answered {response.status}" + (f" {code}" if code else "") + f": {detail}")
+            raise ShipError(
+                f"the collector answered {response.status}" + (f" {code}" if code else "") + f": {detail}",
+                code if isinstance(code, str) else None,
+            )
         return body
 
     async def close(self) -> None:
         await self._session.close()
+
+
+def _mark_of(answer: dict[str, Any]) -> Head:
+    """The mark in a collector's answer, checked: prune and the shipper act on it, so a wrong
+    URL answering something else must not pass for an acknowledgement."""
+    mark, digest = answer.get("mark"), answer.get("hash")
+    if isinstance(mark, bool) or not isinstance(mark, int) or not 0 <= mark <= MAX_ID or not is_hash(digest):
+        raise ShipError(
+            f"the answer is not a collector's mark (mark {str(mark)[:40]!r}, hash {str(digest)[:80]!r}): "
+            "is ship.url the collector?"
+        )
+    return Head(mark, digest)
 
 
 def encode_batch(chain: dict[str, str | None], rows: list[Row]) -> bytes:
@@ -148,8 +200,10 @@ class Shipper:
         self.instance = instance_of(config)
         self.local = LocalLog(config.database_path, config.audit.busy_timeout)
         self.client = CollectorClient(config)
-        self.acknowledged: int | None = None
+        self.mark: Head | None = None
         """The collector's mark as last heard; None until asked (or after an error)."""
+        self._held_head: Head | None = None
+        """This log's head when the collector last said it holds it (at or below its mark)."""
         self.local_head = 0
         self._oldest_unshipped: str | None = None
         self.last_success: float | None = None
@@ -157,15 +211,28 @@ class Shipper:
         self.shipped = 0
         """Records the collector took as new, since start."""
         self.failures = 0
+        self._batch_size = config.ship.batch_size
+        """Records per batch: ship.batch_size, or less once the collector found that too many."""
+        self.refused: str | None = None
+        """The collector's code while it refuses this sidecar's records for a problem it flags
+        (a gap, a fork, a rewrite, forged): retrying cannot cure it, someone must look."""
         self._chain: dict[str, str | None] | None = None
         self._idle_since = time.monotonic()
 
     # What is shown -------------------------------------------------------------------------
 
     @property
+    def acknowledged(self) -> int | None:
+        """The id of the collector's mark (None: not known right now)."""
+        return None if self.mark is None else self.mark.id
+
+    @property
     def lag_records(self) -> int:
         acknowledged = self.acknowledged or 0
-        return self.local_head - acknowledged if self.local_head >= acknowledged else self.local_head
+        if self.local_head > acknowledged:
+            return self.local_head - acknowledged
+        held = self._held_head is not None and self._held_head.id == self.local_head
+        return 0 if held or self.local_head == 0 else self.local_head
 
     @property
     def lag_seconds(self) -> float:
@@ -183,6 +250,7 @@ class Shipper:
             "lag_seconds": round(self.lag_seconds, 3),
             "last_success": utc_timestamp(self.last_success) if self.last_success is not None else None,
             "last_error": self.last_error[1] if self.last_error is not None else None,
+            "refused": self.refused,
         }
 
     def register_metrics(self, metrics: Metrics) -> None:
@@ -208,6 +276,11 @@ class Shipper:
             counter=True,
         )
         metrics.read_at_scrape(
+            "gateway_ship_refused",
+            "1 while the collector refuses this sidecar's records as a gap, fork, rewrite or forgery (flagged).",
+            lambda: 0 if self.refused is None else 1,
+        )
+        metrics.read_at_scrape(
             "gateway_ship_failures",
             "Attempts to ship or ask the mark that failed.",
             lambda: self.failures,
@@ -221,34 +294,74 @@ class Shipper:
         (0: nothing to ship). Raises ShipError (or aiohttp's errors) when the collector fails."""
         if self._chain is None:
             self._chain = await self.local.chain()
-        if self.acknowledged is None:
-            self.acknowledged = await self.client.mark()
+        if self.mark is None:
+            self.mark = await self.client.mark()
             self._succeeded()
-        mark = self.acknowledged
-        size = self._config.ship.batch_size
-        rows = await self.local.after(mark, size)
-        self.local_head, self._oldest_unshipped = await self.local.lag(mark)
-        if self.local_head < mark:
-            # The collector holds more than this file: the log was replaced or rebuilt. Its records
-            # go to the collector anyway, which compares them with what it holds and flags the fork.
-            rows = await self.local.after(0, size)
-            self._oldest_unshipped = rows[0][_TIME] if rows else None
+        mark = self.mark
+        rows = await self._next_rows(mark)
         if not rows:
             return 0
-        body = await asyncio.to_thread(encode_batch, self._chain, rows)
-        try:
-            answer = await self.client.send(body)
-        except BaseException:
-            self.acknowledged = None  # the batch may have been stored: ask again before resending
-            raise
-        self.acknowledged = int(answer["mark"])
-        self.shipped += int(answer.get("accepted", 0))
-        self.local_head, self._oldest_unshipped = await self.local.lag(self.acknowledged)
+        new_mark, accepted, rows = await self._send(rows)
+        head, oldest = await self.local.lag(new_mark.id)
+        # What /readyz and the metrics show changes at once, with no await in between: a reader
+        # must never see the new mark beside the old lag or the last round's error.
+        self.mark, self.local_head, self._oldest_unshipped = new_mark, head, oldest
+        self.shipped += accepted
+        if rows[-1][0] <= mark.id:
+            # A probe (see _next_rows): the collector holds this log's head as it is here.
+            self._held_head = Head(rows[-1][0], rows[-1][-1])
         self._succeeded()
-        return len(rows)
+        return len(rows) if accepted or rows[-1][0] > mark.id else 0
+
+    async def _send(self, rows: list[Row]) -> tuple[Head, int, list[Row]]:
+        """Post ``rows`` (or their first part): the new mark, the records taken, the rows sent.
+        A batch the collector finds too large (``collector.max_batch`` below ``ship.batch_size``,
+        or records too big for its body limit) is halved until it passes, and batches stay that
+        size: retrying the same batch would stall shipping for good."""
+        assert self._chain is not None
+        while True:
+            body = await asyncio.to_thread(encode_batch, self._chain, rows)
+            try:
+                mark, accepted = await self.client.send(body)
+                return mark, accepted, rows
+            except ShipError as exc:
+                if exc.code != protocol.BATCH_TOO_LARGE.code or len(rows) == 1:
+                    self.mark = None
+                    raise
+                self._batch_size = max(1, len(rows) // 2)
+                rows = rows[: self._batch_size]  # nothing was stored: the mark still holds
+                self._log.warning(
+                    "ship_batch_reduced", collector=self._config.ship.url, batch_size=self._batch_size, reason=str(exc)
+                )
+            except BaseException:
+                self.mark = None  # the batch may have been stored: ask again before resending
+                raise
+
+    async def _next_rows(self, mark: Head) -> list[Row]:
+        """What to send after ``mark``. Normally the records after it: the collector checks that
+        the first links to the record it holds. When this log ends at or before the mark, there
+        is nothing after it, yet this log may not be the one the collector holds (a log deleted
+        or replaced, a cloned host, two sidecars with one instance id): then its head record is
+        sent, which the collector holds unchanged (a duplicate: all is shipped) or refuses and
+        flags as a fork. Never skipped in silence."""
+        head = await self.local.head()
+        self.local_head = head.id
+        if head.id > mark.id:
+            rows = await self.local.after(mark.id, self._batch_size)
+            self._oldest_unshipped = rows[0][_TIME] if rows else None
+            return rows
+        if head.id == 0 or head == self._held_head or head == mark:
+            self._held_head = head
+            self._oldest_unshipped = None
+            return []
+        rows = await self.local.after(head.id - 1, 1)
+        first = await self.local.after(0, 1)
+        self._oldest_unshipped = first[0][_TIME] if first else None
+        return rows
 
     def _succeeded(self) -> None:
         self.last_success = time.time()
+        self.refused = None
         if self.last_error is not None:
             self._log.info("ship_resumed", collector=self._config.ship.url, acknowledged_id=self.acknowledged)
         self.last_error = None
@@ -256,6 +369,8 @@ class Shipper:
     def _failed(self, exc: BaseException) -> str:
         reason = str(exc) if isinstance(exc, ShipError) else f"cannot reach the collector: {type(exc).__name__}"
         self.failures += 1
+        code = exc.code if isinstance(exc, ShipError) else None
+        self.refused = code if code in protocol.FLAGGED else None
         first = self.last_error is None or self.last_error[1] != reason
         self.last_error = (time.time(), reason)
         if first:
@@ -283,7 +398,7 @@ class Shipper:
                     self._idle_since = time.monotonic()
                     continue
                 if time.monotonic() - self._idle_since >= HEARTBEAT:
-                    self.acknowledged = None  # ask the mark: a heartbeat, and a check against a reset collector
+                    self.mark = None  # ask the mark: a heartbeat, and a check against a reset collector
                     self._idle_since = time.monotonic()
                 await asyncio.sleep(ship.interval)
             except asyncio.CancelledError:
@@ -347,7 +462,7 @@ async def start_shipping(config: Config, log: Logger, metrics: Metrics) -> Async
         await shipper.close()
 
 
-async def acknowledged_mark(config: Config) -> int:
+async def acknowledged_mark(config: Config) -> Head:
     """The collector's mark for this sidecar, asked once (for ``audit prune``)."""
     client = CollectorClient(config)
     try:

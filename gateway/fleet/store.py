@@ -92,6 +92,9 @@ class InstanceState:
     first_seen: datetime
     last_seen: datetime
     """Its last authenticated contact (a batch, or the shipper asking for its mark)."""
+    quiet_seconds: float
+    """Seconds since ``last_seen``, by the database's clock (which wrote it): a reader on a host
+    whose clock is off must not find every instance silent, or none."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -117,7 +120,8 @@ async def connect_pool(url: str, *, password: str | None = None, size: int = 4) 
     """A connection pool, or AuditStoreError naming the database (never its password)."""
     try:
         pool = await asyncpg.create_pool(url, password=password, min_size=1, max_size=size, command_timeout=60)
-    except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, ValueError) as exc:
+    except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, ValueError, OverflowError) as exc:
+        # OverflowError: a port out of range given as a parameter (``?port=99999``).
         raise AuditStoreError(f"cannot connect to the fleet store {describe(url)}: {_reason(exc)}") from None
     assert pool is not None
     return pool
@@ -337,7 +341,7 @@ class FleetStore:
         clause, params = ("WHERE instance = $1", [self.instance]) if self.instance is not None else ("", [])
         rows = await self._fetch(
             f"SELECT instance, head_id, head_hash, head_time, start_id, start_hash, chain_mode, key_check, first_seen, "
-            f"last_seen FROM {INSTANCES} {clause} ORDER BY instance",
+            f"last_seen, extract(epoch FROM now() - last_seen)::float8 FROM {INSTANCES} {clause} ORDER BY instance",
             params,
         )
         return [
@@ -350,9 +354,21 @@ class FleetStore:
                 row[7],
                 row[8],
                 row[9],
+                float(row[10]),
             )
             for row in rows
         ]
+
+    async def unmarked(self) -> list[tuple[str, int]]:
+        """Instances (in scope) with records but no mark in ``fleet_instances``, and how many
+        records each: the collector never writes one without the other, so an edit of the store."""
+        clause, params = ("WHERE instance = $1", [self.instance]) if self.instance is not None else ("", [])
+        rows = await self._fetch(
+            f"SELECT instance, count(*) FROM {EVENTS} {clause} GROUP BY instance HAVING NOT EXISTS "
+            f"(SELECT 1 FROM {INSTANCES} i WHERE i.instance = {EVENTS}.instance) ORDER BY instance",
+            params,
+        )
+        return [(str(row[0]), int(row[1])) for row in rows]
 
     async def flags(self) -> list[Flag]:
         clause, params = ("WHERE instance = $1", [self.instance]) if self.instance is not None else ("", [])

@@ -9,16 +9,16 @@ so), from where its chain starts in the store. It also reports what the collecto
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from contextlib import aclosing
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 
 from gateway.audit.chain import EMPTY, ChainKey, ChainWalker, Head
 from gateway.audit.record import FIELDS, Row
 from gateway.fleet.store import Flag, FleetStore, InstanceState
 
 _PREV, _HASH = len(FIELDS) - 2, len(FIELDS) - 1
+_PLAIN = ChainKey(None)
 
 
 @dataclass
@@ -33,11 +33,14 @@ class InstanceVerdict:
     start: Head = EMPTY
     silent_seconds: float | None = None
     """Seconds since the instance's last contact, when longer than allowed."""
+    never_seen: bool = False
+    """A sidecar of the config that has never reached the collector (wrong URL or credentials,
+    never started): as silent as one can be."""
     flags: list[Flag] = field(default_factory=list)
 
     @property
     def intact(self) -> bool:
-        return self.problem is None and not self.flags and self.silent_seconds is None
+        return self.problem is None and not self.flags and self.silent_seconds is None and not self.never_seen
 
 
 async def verify_fleet(
@@ -46,22 +49,33 @@ async def verify_fleet(
     *,
     silent_after: float,
     progress: Callable[[int], object] | None = None,
+    expected: Iterable[str] = (),
 ) -> list[InstanceVerdict]:
-    """One verdict per instance in the store's scope (all of them, or the one it is scoped to)."""
+    """One verdict per instance in the store's scope (all of them, or the one it is scoped to),
+    and per ``expected`` instance (the config's ``[[sidecars]]``) the store has never heard of."""
     flags = await store.flags()
-    now = datetime.now(UTC)
     verdicts = []
     checked = 0
     for state in await store.instances():
         verdict = await _verify_instance(store.scoped(state.instance), state, keys.get(state.instance))
         verdict.flags = [flag for flag in flags if flag.instance == state.instance]
-        quiet = (now - state.last_seen).total_seconds()
-        if quiet > silent_after:
-            verdict.silent_seconds = quiet
+        if state.quiet_seconds > silent_after:
+            verdict.silent_seconds = state.quiet_seconds
         verdicts.append(verdict)
         checked += verdict.checked
         if progress is not None:
             progress(checked)
+    for instance, count in await store.unmarked():
+        verdicts.append(
+            InstanceVerdict(
+                instance,
+                0,
+                EMPTY,
+                "-",
+                problem=f"{count} records held, but the collector's mark of this instance is gone from the fleet "
+                "store: the store was edited",
+            )
+        )
     known = {verdict.instance for verdict in verdicts}
     for flag in flags:  # refused before the instance ever stored a record (a forged first batch, say)
         if flag.instance not in known:
@@ -69,6 +83,10 @@ async def verify_fleet(
             verdicts.append(
                 InstanceVerdict(flag.instance, 0, EMPTY, "-", flags=[f for f in flags if f.instance == flag.instance])
             )
+    for instance in expected:
+        if instance not in known and store.instance in (None, instance):
+            known.add(instance)
+            verdicts.append(InstanceVerdict(instance, 0, EMPTY, "-", never_seen=True))
     return verdicts
 
 
@@ -98,22 +116,43 @@ async def _verify_instance(store: FleetStore, state: InstanceState, key: ChainKe
                 verdict.problem, verdict.head = problem, head
                 return verdict
     verdict.head = head
-    if head != state.head:
+    if state.start.id and await store.pruned_hash(state.start.id) != state.start.hash:
+        verdict.problem = (
+            f"its chain starts after record {state.start.id} here, and no prune checkpoint of this instance "
+            "held vouches for that record's hash: records before the start were removed from the fleet store "
+            "(or the checkpoint is not shipped yet)"
+        )
+    elif head != state.head:
+        if head.id > state.head.id:
+            what = "records past its mark were added to the fleet store"
+        elif head.id < state.head.id:
+            what = "records were removed from the fleet store"
+        else:
+            what = f"record {head.id} is not the one it acknowledged (hash {state.head.hash}): the store was edited"
         verdict.problem = (
             f"the store's events end at record {head.id}, but the collector acknowledged up to record "
-            f"{state.head.id}: records were removed from the fleet store"
+            f"{state.head.id}: {what}"
         )
     return verdict
 
 
 def _links(rows: list[Row], head: Head) -> tuple[str | None, Head, int]:
-    """Ids consecutive and each prev_hash the hash before: what can be checked without the key."""
+    """Ids consecutive and each prev_hash the hash before: what can be checked without the key.
+    And no record may hash as a plain chain: under an HMAC key none ever does, so one that does
+    means the instance was marked keyed in the store to have its content go unchecked."""
     counted = 0
     for row in rows:
         if row[0] != head.id + 1:
             return f"record {row[0]}: expected record {head.id + 1} (records missing or out of order)", head, counted
         if row[_PREV] != head.hash:
             return f"record {row[0]}: prev_hash does not link to record {head.id}", head, counted
+        if ChainWalker(_PLAIN, head).check([row]) is None:
+            return (
+                f"record {row[0]}: hashed as a plain sha256 chain, though the instance is marked keyed: the "
+                "store was edited",
+                head,
+                counted,
+            )
         head = Head(row[0], row[_HASH])
         counted += 1
     return None, head, counted
