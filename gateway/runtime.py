@@ -27,7 +27,7 @@ from gateway.audit.backends import open_store
 from gateway.audit.chain import ChainKey
 from gateway.audit.reserve import RESERVE_HEADROOM, DiskReserve
 from gateway.audit.store import AuditStore, AuditStoreError
-from gateway.audit.writer import AuditWriter
+from gateway.audit.writer import AuditWriter, RecorderSpec
 from gateway.auth import AUDIT, REVOKE, Authenticator, User
 from gateway.config import ALL_ORGS, DEFAULTS_SOURCE, Config, ConfigError, load_config
 from gateway.fleet.shipper import Shipper, start_shipping
@@ -225,10 +225,18 @@ async def _open_audit(
             busy_timeout=audit.busy_timeout,
         )
         stack.push_async_callback(store.close)
+        spec = RecorderSpec(
+            config.database_path,
+            ChainKey(config.chain_secret),
+            busy_timeout=audit.busy_timeout,
+            synchronous=audit.synchronous,
+            max_bytes=audit.max_size_mb * MIB,
+        )
         writer = AuditWriter(
-            partial(store.appender, synchronous=audit.synchronous, max_bytes=audit.max_size_mb * MIB),
+            spec,
             on_commit=HeadLogger(log, every_records=audit.head_log_records, every_seconds=audit.head_log_seconds),
             on_batch=metrics.observe_commit,
+            log=log,
         )
         stack.push_async_callback(writer.close)
         await writer.started()
