@@ -3,7 +3,7 @@
 One object, under one application key, so a route finds everything in one place and a test or
 ``gateway serve`` starts and stops the gateway the same way. It opens in three phases:
 
-    the audit log      the store, the writer thread that commits for every request, the reserve
+    the audit log      the store, the recorder process that commits for every request, the reserve
     the upstream       the embedded stub (the default) or Apigee, and the one client session
     background tasks   throttle summaries, the pending-intent check, log flushing, a separate
                        metrics port, fleet shipping
@@ -213,7 +213,7 @@ def _authenticator(config: Config, accounts: list[tuple[User, ScryptHash]]) -> A
 async def _open_audit(
     stack: AsyncExitStack, config: Config, log: Logger, metrics: Metrics
 ) -> tuple[AuditStore, AuditWriter]:
-    """The audit log, opened (created or upgraded) and its writer thread started: the gateway
+    """The audit log, opened (created or upgraded) and its recorder process started: the gateway
     does not start at all when its log cannot be written."""
     audit = config.audit
     try:

@@ -121,3 +121,21 @@ async def test_closing_commits_what_was_written(tmp_path: Path) -> None:
     assert [None] * 50 == await asyncio.gather(*writes)
     with sqlite3.connect(path) as db:
         assert 50 == db.execute("SELECT count(*) FROM audit_events").fetchone()[0]
+
+
+async def test_a_recorder_that_cannot_be_started_stops_start_up(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "audit.db"
+    prepare(path, key=ChainKey(), writable=True)
+    monkeypatch.setattr("sys.executable", str(tmp_path / "no-such-python"))
+    writer = AuditWriter(RecorderSpec(path, ChainKey()))
+    try:
+        with pytest.raises(AuditStoreError, match="the audit recorder process could not be started: FileNotFoundError"):
+            await writer.started()
+        with pytest.raises(AuditStoreError, match="could not be started"):
+            await writer.write(
+                AuditRecord("r", "2026-01-01T00:00:00.000Z", "a", None, "DELETE", "o", None, None, "denied")
+            )
+    finally:
+        await writer.close()

@@ -2,7 +2,7 @@
 
 Three parts, each with its own connection: ``prepare`` checks, creates or upgrades the file;
 ``SQLiteAuditStore`` reads it (aiosqlite, for the HTTP API and the CLI); ``SQLiteAppender``
-appends to it (plain sqlite3, owned by the writer thread or by a maintenance command). Triggers
+appends to it (plain sqlite3, owned by the recorder process or by a maintenance command). Triggers
 refuse UPDATE and DELETE, so no code path edits the trail by accident; the hash chain is what
 shows whether anyone did on purpose.
 """
@@ -483,14 +483,13 @@ class _FileIdentity:
 class SQLiteAppender:
     """Appends chained records: link the batch after the head, insert, commit.
 
-    The batch is one multi-row INSERT with explicit ids. Once this connection knows the head
-    (it wrote it), that INSERT alone is the transaction, in autocommit: one statement, so the
-    writer thread gives up the GIL once per batch, not four times (BEGIN, head, INSERT, COMMIT;
-    under load each handover waits for the event loop's thread, which cost 2 ms a batch). The
-    file refuses a record that does not take the next id after its head and link to it
-    (``gateway.audit.schema.linear_trigger``): if another process appended or pruned meanwhile, the INSERT fails
-    whole, and the batch is linked again after the real head inside an IMMEDIATE transaction.
-    Either way the chain stays linear and ids never go back.
+    The batch is one multi-row INSERT with explicit ids, into the ``audit_events`` view, which
+    puts each record in its table. Once this connection knows the head (it wrote it), that
+    INSERT alone is the transaction, in autocommit: one statement instead of four (BEGIN, head,
+    INSERT, COMMIT). The file refuses a record that does not take the next id after its head
+    and link to it (``gateway.audit.schema.linear_trigger``): if another process appended or
+    pruned meanwhile, the INSERT fails whole, and the batch is linked again after the real head
+    inside an IMMEDIATE transaction. Either way the chain stays linear and ids never go back.
     """
 
     max_batch = MAX_ROWS_PER_APPEND

@@ -175,8 +175,8 @@ class AuditWriter:
             began = time.monotonic()
             try:
                 process = await self._spawn()
-            except OSError as exc:
-                reason = f"could not be started: {exc}"
+            except Exception as exc:  # whatever it is, the writer must not wait on a recorder that never came
+                reason = f"could not be started: {type(exc).__name__}: {exc}"
             else:
                 code = await process.wait()
                 if self._closing:
@@ -250,7 +250,7 @@ class AuditWriter:
     def received(self, message: Any) -> None:
         kind = message[0]
         if kind == BATCH:
-            self._batch(*message[1:])
+            self._batch_checked(*message[1:])
         elif kind == STATUS:
             self._file_problem = message[1]
         elif kind == READY:
@@ -262,6 +262,13 @@ class AuditWriter:
             self._notify()
         elif kind == FAILED:
             self._open_failure = str(message[1])
+
+    def _batch_checked(self, *fields: Any) -> None:
+        count = fields[0]
+        if not isinstance(count, int) or count > len(self._waiting):
+            self._lost(f"the audit recorder process answered for {count} records; {len(self._waiting)} were waiting")
+            return
+        self._batch(*fields)
 
     def _batch(
         self,
