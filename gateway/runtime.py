@@ -3,7 +3,7 @@
 One object, under one application key, so a route finds everything in one place and a test or
 ``gateway serve`` starts and stops the gateway the same way. It opens in three phases:
 
-    the audit log      the store, the writer thread that commits for every request, the reserve
+    the audit log      the store, the recorder process that commits for every request, the reserve
     the upstream       the embedded stub (the default) or Apigee, and the one upstream client
     background tasks   throttle summaries, the pending-intent check, log flushing, a separate
                        metrics port, fleet shipping
@@ -27,7 +27,7 @@ from gateway.audit.backends import open_store
 from gateway.audit.chain import ChainKey
 from gateway.audit.reserve import RESERVE_HEADROOM, DiskReserve
 from gateway.audit.store import AuditStore, AuditStoreError
-from gateway.audit.writer import AuditWriter
+from gateway.audit.writer import AuditWriter, RecorderSpec
 from gateway.auth import AUDIT, REVOKE, Authenticator, User
 from gateway.config import ALL_ORGS, DEFAULTS_SOURCE, Config, ConfigError, load_config
 from gateway.fleet.shipper import Shipper, start_shipping
@@ -214,7 +214,7 @@ def _authenticator(config: Config, accounts: list[tuple[User, ScryptHash]]) -> A
 async def _open_audit(
     stack: AsyncExitStack, config: Config, log: Logger, metrics: Metrics
 ) -> tuple[AuditStore, AuditWriter]:
-    """The audit log, opened (created or upgraded) and its writer thread started: the gateway
+    """The audit log, opened (created or upgraded) and its recorder process started: the gateway
     does not start at all when its log cannot be written."""
     audit = config.audit
     try:
@@ -226,10 +226,18 @@ async def _open_audit(
             busy_timeout=audit.busy_timeout,
         )
         stack.push_async_callback(store.close)
+        spec = RecorderSpec(
+            config.database_path,
+            ChainKey(config.chain_secret),
+            busy_timeout=audit.busy_timeout,
+            synchronous=audit.synchronous,
+            max_bytes=audit.max_size_mb * MIB,
+        )
         writer = AuditWriter(
-            partial(store.appender, synchronous=audit.synchronous, max_bytes=audit.max_size_mb * MIB),
+            spec,
             on_commit=HeadLogger(log, every_records=audit.head_log_records, every_seconds=audit.head_log_seconds),
             on_batch=metrics.observe_commit,
+            log=log,
         )
         stack.push_async_callback(writer.close)
         await writer.started()

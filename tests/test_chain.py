@@ -12,7 +12,7 @@ import sqlite3
 from pathlib import Path
 
 import pytest
-from audit_support import make_log, record
+from audit_support import make_log, record, tamper, tampering
 from helpers import ROOT, GatewayFactory, basic, make_config
 from yarl import URL
 
@@ -25,14 +25,6 @@ from gateway.audit.store import AuditStoreError
 from gateway.cli import main
 
 KEY = b"k" * 32
-
-
-def tamper(path: Path, *statements: str) -> None:
-    with sqlite3.connect(path) as db:
-        db.execute("DROP TRIGGER audit_events_no_update")
-        db.execute("DROP TRIGGER audit_events_no_delete")
-        for statement in statements:
-            db.execute(statement)
 
 
 def verify(capsys: pytest.CaptureFixture[str], path: Path, *args: str) -> tuple[int, str]:
@@ -112,8 +104,7 @@ def test_a_rebuilt_chain_passes_only_without_the_key(tmp_path: Path, capsys: pyt
     """Whoever edits a record and recomputes every hash defeats a plain chain, not a keyed one."""
     for name, key in (("plain.db", None), ("keyed.db", KEY)):
         make_log(tmp_path / name, 5, key)
-        with sqlite3.connect(tmp_path / name) as db:
-            db.execute("DROP TRIGGER audit_events_no_update")
+        with tampering(tmp_path / name) as db:
             db.execute("UPDATE audit_events SET actor = 'mallory' WHERE id = 2")
             previous = GENESIS
             for row in db.execute(f"SELECT {', '.join(CONTENT_FIELDS)}, id FROM audit_events ORDER BY id").fetchall():
@@ -164,8 +155,7 @@ def test_a_keyed_log_needs_its_key(tmp_path: Path, capsys: pytest.CaptureFixture
 def _rewrite_without_key(path: Path) -> None:
     """What someone who can write the file, but lacks the key, does: recompute every hash as
     plain SHA-256 and make the file say it never had a key."""
-    with sqlite3.connect(path) as db:
-        db.execute("DROP TRIGGER audit_events_no_update")
+    with tampering(path) as db:
         db.execute("UPDATE audit_chain SET mode = 'sha256', key_check = NULL")
         previous = GENESIS
         for row in db.execute(f"SELECT {', '.join(CONTENT_FIELDS)}, id FROM audit_events ORDER BY id").fetchall():
@@ -271,14 +261,14 @@ def test_a_version_1_file_is_upgraded_and_chained(tmp_path: Path, capsys: pytest
             )
         before = db.execute(f"SELECT id, {', '.join(v1)} FROM audit_events ORDER BY id").fetchall()
     assert 2 == main(["audit", "verify", "--db", str(path)])
-    assert "has audit schema version 1; run `gateway audit upgrade` to upgrade it to 4" in capsys.readouterr().err
+    assert "has audit schema version 1; run `gateway audit upgrade` to upgrade it to 5" in capsys.readouterr().err
     # The gateway does not chain it on its own (see the next test); the operator does, on purpose.
     with pytest.raises(AuditStoreError, match="from before the hash chain: chaining it now would vouch"):
         prepare(path, key=ChainKey(), writable=True)
     assert 0 == main(["audit", "upgrade", "--db", str(path)])
     assert capsys.readouterr().out.endswith("records from before the chain are chained as they are now\n")
     with sqlite3.connect(path) as db:
-        assert 4 == db.execute("PRAGMA user_version").fetchone()[0]
+        assert 5 == db.execute("PRAGMA user_version").fetchone()[0]
         assert before == db.execute(f"SELECT id, {', '.join(v1)} FROM audit_events ORDER BY id").fetchall()
     appender = SQLiteAppender(path, ChainKey())
     appender.append([record(6)])
@@ -292,7 +282,7 @@ def test_newer_or_foreign_files_are_refused(tmp_path: Path, capsys: pytest.Captu
     with sqlite3.connect(tmp_path / "a.db") as db:
         db.execute("PRAGMA user_version = 9")
     assert 2 == main(["audit", "verify", "--db", str(tmp_path / "a.db")])
-    assert "has audit schema version 9, newer than this gateway's 4; upgrade the gateway" in capsys.readouterr().err
+    assert "has audit schema version 9, newer than this gateway's 5; upgrade the gateway" in capsys.readouterr().err
     with sqlite3.connect(tmp_path / "other.db") as db:
         db.execute("PRAGMA application_id = 7")
         db.execute("CREATE TABLE t (x)")
@@ -449,8 +439,8 @@ def test_an_anchor_with_its_id_must_be_that_record(tmp_path: Path, capsys: pytes
 def test_a_version_2_file_is_read_as_it_is_and_upgraded_by_a_writer(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """Versions 3 and 4 add a rule for appends and columns that older records leave null:
-    readers take an older log as it is, writers upgrade it."""
+    """Versions 3 to 5 add a rule for appends, columns that older records leave null, and a
+    table of their own for intents: readers take an older log as it is, writers upgrade it."""
     from gateway.audit.schema import MIGRATIONS
 
     path = tmp_path / "v2.db"
@@ -476,10 +466,9 @@ def test_a_version_2_file_is_read_as_it_is_and_upgraded_by_a_writer(
         assert 2 == db.execute("PRAGMA user_version").fetchone()[0]
     prepare(path, key=ChainKey(), writable=True)
     with sqlite3.connect(path) as db:
-        assert 4 == db.execute("PRAGMA user_version").fetchone()[0]
-        assert ("audit_events_linear",) in db.execute(
-            "SELECT name FROM sqlite_master WHERE type = 'trigger'"
-        ).fetchall()
+        assert 5 == db.execute("PRAGMA user_version").fetchone()[0]
+        triggers = {name for (name,) in db.execute("SELECT name FROM sqlite_master WHERE type = 'trigger'")}
+        assert {"audit_intents_linear", "audit_records_linear"} <= triggers
     appender = SQLiteAppender(path, ChainKey())
     appender.append([record(3)._replace(action="token.delete", resource_type="access_token")])
     appender.close()
@@ -555,8 +544,7 @@ def test_a_keyed_log_rebuilt_as_version_1_is_not_signed_by_the_next_start(
     edited records with the key; `verify --config` then said OK."""
     path = tmp_path / "keyed.db"
     make_log(path, 3, KEY)
-    with sqlite3.connect(path) as db:
-        db.execute("DROP TRIGGER audit_events_no_update")
+    with tampering(path) as db:
         db.execute("UPDATE audit_events SET actor = 'mallory' WHERE id = 2")
         db.execute("DROP TABLE audit_chain")
         db.execute("PRAGMA user_version = 1")

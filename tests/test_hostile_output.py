@@ -12,7 +12,6 @@ import base64
 import csv
 import io
 import json
-import sqlite3
 import sys
 import unicodedata
 from pathlib import Path
@@ -20,6 +19,7 @@ from pathlib import Path
 import pytest
 import structlog
 from aiohttp import web
+from audit_support import tampering
 from helpers import SAMPLE_PATH, GatewayFactory, Peer, basic, make_config, rows
 
 from gateway.audit.chain import ChainKey
@@ -240,8 +240,7 @@ def test_verify_and_head_escape_what_they_print(tmp_path: Path, capsys: pytest.C
     with pytest.raises(SystemExit):
         main(["audit", "verify", "--db", str(path), HIDE])  # argparse quotes unknown arguments as they are: not here
     assert visible(capsys.readouterr().err)
-    with sqlite3.connect(path) as db:
-        db.execute("DROP TRIGGER audit_events_no_update")
+    with tampering(path) as db:
         db.execute("UPDATE audit_events SET hash = ?", (TITLE,))
     status, out, _ = run(capsys, "audit", "head", "--db", str(path))
     assert (0, "1 \\u001b]0;pwned\\u0007\\u009b2J\\u2028\\U000e0041\n") == (status, out)

@@ -21,11 +21,11 @@ from gateway.cli import main
 
 def ids_and_links(path: Path) -> list[tuple[int, str, str]]:
     with sqlite3.connect(path) as db:
-        return db.execute("SELECT id, prev_hash, hash FROM audit_events ORDER BY rowid").fetchall()
+        return db.execute("SELECT id, prev_hash, hash FROM audit_events ORDER BY id").fetchall()
 
 
 def assert_linear(path: Path) -> None:
-    """Ids rise by one in insertion order and each record links to the one before."""
+    """Ids rise by one (the id is each table's rowid: insertion order) and each record links to the one before."""
     rows = ids_and_links(path)
     assert [row[0] for row in rows] == list(range(rows[0][0], rows[0][0] + len(rows)))
     assert all(rows[i][1] == rows[i - 1][2] for i in range(1, len(rows)))

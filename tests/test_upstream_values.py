@@ -16,9 +16,9 @@ from helpers import GatewayFactory, Peer, basic, make_config, rows
 from gateway.audit.chain import ChainKey
 from gateway.audit.fingerprint import fingerprint
 from gateway.audit.record import AuditRecord
-from gateway.audit.sqlite import SQLiteAppender, prepare
+from gateway.audit.sqlite import prepare
 from gateway.audit.store import AuditRecordError
-from gateway.audit.writer import AuditWriter
+from gateway.audit.writer import AuditWriter, RecorderSpec
 from gateway.cli import main
 from gateway.logs import flush_logs
 
@@ -95,7 +95,7 @@ async def test_a_record_the_store_cannot_take_fails_alone(tmp_path: Path) -> Non
     record, so only its caller hears of it."""
     path = tmp_path / "audit.db"
     prepare(path, key=ChainKey(), writable=True)
-    writer = AuditWriter(lambda: SQLiteAppender(path, ChainKey()))
+    writer = AuditWriter(RecorderSpec(path, ChainKey()))
     await writer.started()
     try:
         results = await asyncio.gather(

@@ -9,8 +9,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from gateway.audit.chain import ChainKey
-from gateway.audit.sqlite import SQLiteAuditStore
-from gateway.audit.store import AuditStore
+from gateway.audit.sqlite import SQLiteAppender, SQLiteAuditStore
+from gateway.audit.store import AuditStore, BatchAppender
 
 
 async def open_store(
@@ -32,3 +32,12 @@ async def open_store(
     return await SQLiteAuditStore.open(
         location, key=key, writable=writable, create=create, busy_timeout=busy_timeout, chain_unchained=chain_unchained
     )
+
+
+def open_appender(
+    location: Path, key: ChainKey, *, busy_timeout: float = 5.0, synchronous: str = "FULL", max_bytes: int = 0
+) -> BatchAppender:
+    """An appender on the log at ``location``, which ``open_store(..., writable=True)`` has
+    already checked, created or upgraded: for the audit recorder process, which only appends.
+    ``max_bytes`` (0: none) caps the log as a full disk would."""
+    return SQLiteAppender(location, key, busy_timeout=busy_timeout, synchronous=synchronous, max_bytes=max_bytes)

@@ -2,7 +2,7 @@
 
 Three parts, each with its own connection: ``prepare`` checks, creates or upgrades the file;
 ``SQLiteAuditStore`` reads it (aiosqlite, for the HTTP API and the CLI); ``SQLiteAppender``
-appends to it (plain sqlite3, owned by the writer thread or by a maintenance command). Triggers
+appends to it (plain sqlite3, owned by the recorder process or by a maintenance command). Triggers
 refuse UPDATE and DELETE, so no code path edits the trail by accident; the hash chain is what
 shows whether anyone did on purpose.
 """
@@ -29,13 +29,18 @@ from gateway.audit.query import AuditFilter
 from gateway.audit.record import FIELDS, AuditRecord, Row
 from gateway.audit.schema import (
     APPLICATION_ID,
-    LINEAR_TRIGGER,
+    FIRST_ID,
+    HEAD,
+    INTENT_ROWS,
+    INTENTS,
     MIGRATIONS,
-    NO_DELETE_TRIGGER,
     OLDEST_READABLE_VERSION,
+    PRUNE_LIFTED,
+    RECORDS,
     SCHEMA_VERSION,
     TABLE,
     create,
+    restore_prune_rules,
 )
 from gateway.audit.sql import COMPARISONS, EQUALITY_FILTERS, STATS_EXPRESSIONS
 from gateway.audit.store import AuditRecordError, AuditStoreError, ChainModeMismatch, PrunePlan, PruneResult
@@ -52,7 +57,9 @@ SYNCHRONOUS = {"FULL": "FULL", "NORMAL": "NORMAL"}
 """The settings offered (``audit.synchronous``); the mapping keeps anything else out of the SQL."""
 
 _COLUMNS = ", ".join(AuditRecord._fields)
-_HEAD = f"SELECT id, hash FROM {TABLE} ORDER BY id DESC LIMIT 1"
+_ONE_TABLE_HEAD = f"SELECT id, hash FROM {TABLE} ORDER BY id DESC LIMIT 1"
+_ONE_TABLE_FIRST_ID = f"SELECT min(id) FROM {TABLE}"
+"""Before version 5 (read as it is), all records are in one table."""
 
 
 # Opening -------------------------------------------------------------------------------------
@@ -198,7 +205,13 @@ class SQLiteAuditStore:
     """Reads the audit log without blocking the event loop."""
 
     def __init__(
-        self, db: aiosqlite.Connection, path: Path, key: ChainKey | None, busy_timeout: float, present: frozenset[str]
+        self,
+        db: aiosqlite.Connection,
+        path: Path,
+        key: ChainKey | None,
+        busy_timeout: float,
+        present: frozenset[str],
+        split: bool = True,
     ) -> None:
         self._db = db
         self.path = path
@@ -211,6 +224,8 @@ class SQLiteAuditStore:
         self._row_columns = ", ".join(self._as[field] for field in FIELDS)
         self._where = partial(_where, present=present)
         self._present = present
+        self._split = split
+        """Version 5 and later: intents and other records in two tables (``gateway.audit.schema``)."""
 
     @classmethod
     async def open(
@@ -240,6 +255,9 @@ class SQLiteAuditStore:
             await db.execute(f"PRAGMA busy_timeout = {int(busy_timeout * 1000)}")
             await db.execute(f"PRAGMA mmap_size = {READER_MMAP_BYTES}")
             present = frozenset(row[1] for row in await db.execute_fetchall(f"PRAGMA table_info({TABLE})"))
+            split = bool(
+                await db.execute_fetchall("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?", (INTENTS,))
+            )
         except BaseException as exc:
             # Cancelled or failed half-way, the connection's thread must still end: a thread left
             # waiting keeps the process from exiting after SIGTERM.
@@ -247,7 +265,7 @@ class SQLiteAuditStore:
             if isinstance(exc, sqlite3.Error):
                 raise AuditStoreError(f"cannot open {path}: {exc}") from None
             raise
-        return cls(db, path, key, busy_timeout, present)
+        return cls(db, path, key, busy_timeout, present, split)
 
     def appender(self, *, synchronous: str = "FULL", max_bytes: int = 0) -> SQLiteAppender:
         if self._key is None:
@@ -261,18 +279,27 @@ class SQLiteAuditStore:
 
     async def query(self, selection: AuditFilter) -> list[AuditRecord]:
         where, params = self._where(selection)
-        order = "ORDER BY time DESC, id DESC"
-        limit = ""
-        if selection.limit is not None:
-            limit, params = "LIMIT ?", [*params, selection.limit]
-        return await self._select(f"SELECT {self._columns} FROM {TABLE} {where} {order} {limit}", params)
+        sql, params = self._both(self._columns, where, params)
+        limit: list[object] = [] if selection.limit is None else [selection.limit]
+        return await self._select(f"{sql} ORDER BY time DESC, id DESC {'LIMIT ?' if limit else ''}", [*params, *limit])
+
+    def _both(self, columns: str, where: str, params: list[object]) -> tuple[str, list[object]]:
+        """One SELECT over every record: from version 5, each table queried on its own and the
+        two merged (``UNION ALL`` with the caller's ORDER BY), so each uses its own index or id
+        order; the view would collect and sort everything first."""
+        if not self._split:
+            return f"SELECT {columns} FROM {TABLE} {where}", params
+        return (
+            f"SELECT {columns} FROM {RECORDS} {where} UNION ALL SELECT {columns} FROM {INTENT_ROWS} {where}",
+            [*params, *params],
+        )
 
     async def get(self, record_id: int) -> AuditRecord | None:
         records = await self._select(f"SELECT {self._columns} FROM {TABLE} WHERE id = ?", [record_id])
         return records[0] if records else None
 
     async def head(self) -> Head:
-        rows = await self._fetch(_HEAD, [])
+        rows = await self._fetch(HEAD if self._split else _ONE_TABLE_HEAD, [])
         if not rows:
             return EMPTY
         record_id, digest = rows[0]
@@ -293,7 +320,7 @@ class SQLiteAuditStore:
         return None
 
     async def first_id(self) -> int | None:
-        rows = await self._fetch(f"SELECT min(id) FROM {TABLE}", [])
+        rows = await self._fetch(FIRST_ID if self._split else _ONE_TABLE_FIRST_ID, [])
         first = rows[0][0]
         return None if first is None else int(first)
 
@@ -312,10 +339,9 @@ class SQLiteAuditStore:
         what the chain hashes.
         """
         where, params = self._where(selection or AuditFilter())
+        sql, params = self._both(self._row_columns, where, params)
         try:
-            async with self._db.execute(
-                f"SELECT {self._row_columns} FROM {TABLE} {where} ORDER BY id", params
-            ) as cursor:
+            async with self._db.execute(f"{sql} ORDER BY id", params) as cursor:
                 while batch := await cursor.fetchmany(size):
                     yield batch  # type: ignore[misc]
         except sqlite3.Error as exc:
@@ -483,14 +509,13 @@ class _FileIdentity:
 class SQLiteAppender:
     """Appends chained records: link the batch after the head, insert, commit.
 
-    The batch is one multi-row INSERT with explicit ids. Once this connection knows the head
-    (it wrote it), that INSERT alone is the transaction, in autocommit: one statement, so the
-    writer thread gives up the GIL once per batch, not four times (BEGIN, head, INSERT, COMMIT;
-    under load each handover waits for the event loop's thread, which cost 2 ms a batch). The
-    file refuses a record that does not take the next id after its head and link to it
-    (``LINEAR_TRIGGER``): if another process appended or pruned meanwhile, the INSERT fails
-    whole, and the batch is linked again after the real head inside an IMMEDIATE transaction.
-    Either way the chain stays linear and ids never go back.
+    The batch is one multi-row INSERT with explicit ids, into the ``audit_events`` view, which
+    puts each record in its table. Once this connection knows the head (it wrote it), that
+    INSERT alone is the transaction, in autocommit: one statement instead of four (BEGIN, head,
+    INSERT, COMMIT). The file refuses a record that does not take the next id after its head
+    and link to it (``gateway.audit.schema.linear_trigger``): if another process appended or
+    pruned meanwhile, the INSERT fails whole, and the batch is linked again after the real head
+    inside an IMMEDIATE transaction. Either way the chain stays linear and ids never go back.
     """
 
     max_batch = MAX_ROWS_PER_APPEND
@@ -552,7 +577,7 @@ class SQLiteAppender:
     def _append(self, records: Sequence[AuditRecord], after: Head | None = None) -> Head:
         """Inside a transaction: link after ``after``, or after the head as the file has it."""
         if after is None:
-            row = self._db.execute(_HEAD).fetchone()
+            row = self._db.execute(HEAD).fetchone()
             after = Head(*row) if row else EMPTY
         linked, head = chained(records, after, self._key)
         self._db.execute(_insert_statement(len(linked)), [value for record in linked for value in record])
@@ -567,9 +592,10 @@ class SQLiteAppender:
             self._db.execute("ROLLBACK")
 
     def _plan(self, before: str) -> PrunePlan:
-        first, last = self._db.execute(f"SELECT min(id), max(id) FROM {TABLE}").fetchone()
+        (first,) = self._db.execute(FIRST_ID).fetchone()
         if first is None:
             return PrunePlan(before, None, None, 0, 0)
+        last = self._db.execute(HEAD).fetchone()[0]
         kept_from = self._db.execute(f"SELECT min(id) FROM {TABLE} WHERE time >= ?", (before,)).fetchone()[0]
         last_removed = (kept_from if kept_from is not None else last + 1) - 1
         if last_removed < first:
@@ -598,15 +624,18 @@ class SQLiteAppender:
             # The head before removing anything: even when every record goes, the checkpoint
             # takes the next id and links to the last hash, so ids never repeat and the chain
             # (and any head anchored outside) goes on.
-            newest = Head(*self._db.execute(_HEAD).fetchone())
+            newest = Head(*self._db.execute(HEAD).fetchone())
             (removed_hash,) = self._db.execute(
                 f"SELECT hash FROM {TABLE} WHERE id = ?", (plan.last_removed,)
             ).fetchone()
             # The rules against deleting and against appending off the head (which, with every
             # record removed, would be the genesis) are lifted only inside this transaction.
-            self._db.execute(f"DROP TRIGGER {TABLE}_no_delete")
-            self._db.execute(f"DROP TRIGGER {TABLE}_linear")
-            removed = self._db.execute(f"DELETE FROM {TABLE} WHERE id <= ?", (plan.last_removed,)).rowcount
+            for trigger in PRUNE_LIFTED:
+                self._db.execute(f"DROP TRIGGER {trigger}")
+            removed = sum(
+                self._db.execute(f"DELETE FROM {table} WHERE id <= ?", (plan.last_removed,)).rowcount
+                for table in (INTENTS, RECORDS)
+            )
             details = {
                 "pruned_through_id": plan.last_removed,
                 "pruned_count": removed,
@@ -615,8 +644,7 @@ class SQLiteAppender:
             }
             checkpoint = records.checkpoint(actor, client_ip, details)
             head = self._append([checkpoint], after=newest)
-            self._db.execute(NO_DELETE_TRIGGER)
-            self._db.execute(LINEAR_TRIGGER)
+            restore_prune_rules(self._db)
             result = PruneResult(removed, checkpoint._replace(id=head.id, hash=head.hash))
         self._head = head
         return result

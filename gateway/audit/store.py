@@ -2,7 +2,7 @@
 records are kept, and nothing of how.
 
 It knows nothing of HTTP. Reading is asynchronous (``AuditStore``); appending goes through a
-``BatchAppender``, blocking, owned by the writer thread (``gateway.audit.writer``) or by a
+``BatchAppender``, blocking, owned by the audit recorder process (``gateway.audit.recorder``) or by a
 maintenance command, which chains records in commit order. ``gateway.audit.backends.open_store``
 is the one way to get a store: callers are typed against these protocols, and only the backend
 module names its engine.
@@ -72,7 +72,7 @@ class BatchAppender(Protocol):
 
     def append(self, records: Sequence[AuditRecord]) -> Head:
         """Chain ``records`` after the current head and make them durable in one transaction,
-        or raise AuditStoreError and keep none of them. Blocking: runs in the writer thread."""
+        or raise AuditStoreError and keep none of them. Blocking: runs in the recorder process."""
 
     def problem(self) -> str | None:
         """Why appending cannot work now, without trying (safe from any thread)."""
