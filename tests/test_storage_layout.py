@@ -1,4 +1,4 @@
-"""Schema 5: intents in a narrow table without secondary indexes, every other record in the
+"""Schema 5: intents in a narrow table with two indexes (token, actor) instead of six, every other record in the
 indexed table, one id sequence and one chain across both, ``audit_events`` a view of the two.
 
 A log written under schema 4 is migrated in place, and every reader (the store's methods, the
@@ -156,10 +156,8 @@ def test_a_version_4_log_migrates_in_place_and_reads_the_same(
 
     with sqlite3.connect(path) as db:
         assert 5 == db.execute("PRAGMA user_version").fetchone()[0]
-        assert (
-            []
-            == db.execute(f"SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = '{INTENTS}'").fetchall()
-        )
+        indexes = db.execute(f"SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = '{INTENTS}'")
+        assert [(f"{INTENTS}_token",), (f"{INTENTS}_actor",)] == indexes.fetchall()
     assert INTENT_IDS == _ids(path, INTENTS)
     assert sorted(set(range(1, 13)) - set(INTENT_IDS)) == _ids(path, RECORDS)
     assert raw == _raw(path)  # the view reads as the table did, column for column
