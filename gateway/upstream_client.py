@@ -11,9 +11,12 @@ kept here, and nothing else:
   is parsed by ``aiohttp.http_parser.HttpResponseParser`` (llhttp, the C parser, where aiohttp
   was built with it) with decompression off: status, reason, headers (bytes that are not UTF-8
   kept as surrogate escapes) and body, framed by ``Content-Length``, chunks or the close of the
-  connection; none for ``HEAD``, 1xx, 204 and 304.
+  connection; none for ``HEAD``, 1xx, 204 and 304. A status outside 100-599, or a ``101``
+  (the gateway never asks to switch protocol), is no answer at all: a malformed one.
 - **Never a retry.** A request is written once. A kept-alive connection the upstream closed
   just before it is a failed call (``disconnected``), reported as one that may have left.
+- **One answer per call.** A connection that received anything past its answer (a second
+  answer, the start of one, bytes while idle) is closed, never given the next call.
 - **Deadlines.** ``connect_timeout`` bounds opening a connection (and its TLS handshake);
   ``read_timeout`` is a wait between reads, from the request written to the answer's last
   byte; ``total_timeout`` bounds the whole call.
@@ -30,11 +33,12 @@ import re
 import ssl
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 from aiohttp import hdrs
 from aiohttp.base_protocol import BaseProtocol
 from aiohttp.helpers import EMPTY_BODY_STATUS_CODES
-from aiohttp.http_parser import HttpResponseParser, RawResponseMessage
+from aiohttp.http_parser import HttpParser, HttpResponseParser, RawResponseMessage
 from aiohttp.streams import EMPTY_PAYLOAD, StreamReader
 from aiohttp.typedefs import RawHeaders
 from yarl import URL
@@ -155,9 +159,12 @@ class _Connection(BaseProtocol):
         return self._head
 
     def reusable(self, message: RawResponseMessage) -> bool:
-        """After a whole answer: whether the connection may carry the next call."""
+        """After a whole answer: whether the connection may carry the next call. Not when bytes
+        came after the answer (the rest of them could be taken for the next call's answer)."""
         self._disarm()
-        self._parser = None
+        parser, self._parser = self._parser, None
+        if parser is not None and _began_another(parser):
+            self._extra = True
         transport = self.transport
         return not (message.should_close or self.lost or self._extra or transport is None or transport.is_closing())
 
@@ -181,7 +188,14 @@ class _Connection(BaseProtocol):
 
     def _received(self, message: RawResponseMessage, payload: StreamReader) -> None:
         head = self._head
-        if 100 <= message.code < 200 and message.code != 101:
+        if message.code == 101 or not 100 <= message.code <= 599:
+            # A switch of protocol nobody asked for (the gateway forwards no Upgrade), or a status
+            # HTTP does not have (RFC 9110, section 15): nothing the caller could be given, and
+            # the connection no longer speaks HTTP/1.1 as far as anyone knows.
+            self._fail(_Broken("malformed", _MALFORMED))
+            self.abort()
+            return
+        if message.code < 200:
             return  # informational (100 Continue, 103 Early Hints): the answer follows
         if head is None or head.done():
             self._extra = True  # a second answer to one request
@@ -242,6 +256,17 @@ class _Connection(BaseProtocol):
         late = "no answer" if self._payload is None else "the rest of the answer did not come"
         self._fail(_Broken("read_timeout", f"{late} within the read timeout", timeout=True))
         self.abort()
+
+
+def _began_another(parser: HttpParser[Any]) -> bool:
+    """Whether ``parser``, its answer read whole, holds the beginning of another message: bytes
+    that came in the same read as the end of the answer. A whole second message is already seen
+    (``_Connection._received``); the start of one only the parser knows: its ``feed_eof`` makes a
+    message of what it holds (the C parser), or the bytes wait in ``_tail`` (the Python one)."""
+    try:
+        return parser.feed_eof() is not None or bool(getattr(parser, "_tail", b""))
+    except Exception:  # whatever it holds, it is not nothing
+        return True
 
 
 class UpstreamClient:

@@ -65,6 +65,10 @@ def _parse(parser_class: Any, chunks: list[bytes], *, with_body: bool = True, eo
     return message, body
 
 
+OK = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
+CHUNKED_ANSWER = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nok\r\n0\r\n\r\n"
+
+
 @pytest.fixture(params=sorted(PARSERS))
 def parser_class(request: pytest.FixtureRequest) -> Any:
     return PARSERS[request.param]
@@ -113,6 +117,27 @@ async def test_the_parser_refuses_what_is_not_http_and_a_body_cut_short(parser_c
     parser.feed_data(b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nabc")
     with pytest.raises(aiohttp.http_exceptions.ContentLengthError):
         parser.feed_eof()
+
+
+@pytest.mark.parametrize(
+    ("extra", "began"),
+    [
+        (b"", False),
+        (b"H", True),
+        (b"HTTP/1.1 5", True),
+        (b"HTTP/1.1 500 Stale\r\n", True),
+        (b"HTTP/1.1 500 Stale\r\nX-A: 1\r\n", True),
+    ],
+)
+@pytest.mark.parametrize("answer", [OK, CHUNKED_ANSWER], ids=["length", "chunked"])
+async def test_the_parser_tells_whether_another_message_began_after_the_answer(
+    parser_class: Any, answer: bytes, extra: bytes, began: bool
+) -> None:
+    loop = asyncio.get_running_loop()
+    parser = parser_class(_Reader(loop), loop, READ_BUFFER, read_until_eof=True, auto_decompress=False)
+    [(_, payload)], _, _ = parser.feed_data(answer + extra)
+    assert payload.is_eof()
+    assert began == upstream_client._began_another(parser)
 
 
 @dataclass
@@ -181,7 +206,6 @@ async def client(**timeouts: float) -> AsyncIterator[UpstreamClient]:
 
 
 MIB = BodyLimit(1 << 20, "upstream.max_body_mb")
-OK = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
 
 
 async def test_the_request_goes_as_given_with_host_and_length_added_as_aiohttp_adds_them() -> None:
@@ -276,6 +300,31 @@ async def test_a_connection_that_sent_more_than_its_answer_is_not_used_again() -
         assert (200, b"ok") == _status_body(await send(session, "GET", URL(upstream.url), {}, b""))
         assert (200, b"ok") == _status_body(await send(session, "GET", URL(upstream.url), {}, b""))
     assert 2 == upstream.connections
+
+
+async def test_a_connection_whose_last_read_began_another_answer_is_not_used_again() -> None:
+    """The start of a second answer in the same read as the end of the first: the parser holds
+    it, and the rest could come just after the next call is written there, as its answer."""
+    for extra in (b"HTTP/1.1 5", b"HTTP/1.1 500 Stale\r\n"):
+        async with keep_alive_upstream(OK + extra, OK) as upstream, client() as session:
+            assert (200, b"ok") == _status_body(await send(session, "GET", URL(upstream.url), {}, b""))
+            assert (200, b"ok") == _status_body(await send(session, "GET", URL(upstream.url), {}, b""))
+        assert 2 == upstream.connections
+
+
+@pytest.mark.parametrize(
+    "status_line",
+    [b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: x", b"HTTP/1.1 000 Zero", b"HTTP/1.1 099 X", b"HTTP/1.1 600 X"],
+    ids=["101", "000", "099", "600"],
+)
+async def test_a_status_http_does_not_have_is_malformed_and_its_connection_closed(status_line: bytes) -> None:
+    async with keep_alive_upstream(status_line + b"\r\nContent-Length: 2\r\n\r\nok", OK) as upstream:
+        async with client() as session:
+            with pytest.raises(UpstreamError) as raised:
+                await send(session, "DELETE", URL(upstream.url), {}, b"")
+            assert ("malformed", True, None) == (raised.value.kind, raised.value.sent, raised.value.status)
+            assert (200, b"ok") == _status_body(await send(session, "GET", URL(upstream.url), {}, b""))
+        assert 2 == upstream.connections
 
 
 def _status_body(reply: Any) -> tuple[int, bytes]:

@@ -5,6 +5,7 @@ whether the token may be gone, nothing is retried, and the gateway goes on servi
 from __future__ import annotations
 
 import dataclasses
+import json
 import socket
 from collections.abc import Iterator
 from pathlib import Path
@@ -14,6 +15,7 @@ import pytest
 from helpers import USERS, AppClient, GatewayFactory, basic, make_config, rows
 from pytest_aiohttp import AiohttpClient
 from raw_upstream import raw_upstream
+from wire_support import exchange, parse, request, served
 
 from gateway.audit.fingerprint import fingerprint
 from gateway.stub import demo_seed, make_stub_app
@@ -309,6 +311,37 @@ async def test_an_answer_whose_body_comes_too_late_is_recorded_from_its_status(
         assert (502, lost(200, detail)) == (response.status, await response.json())
         assert ("deleted", cause, 200) == last_outcome(tmp_path)
         assert 1 == len(upstream.requests)  # sent once, not retried
+
+
+@pytest.mark.parametrize(
+    "status_line",
+    [
+        b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade",
+        b"HTTP/1.1 099 Early",
+        b"HTTP/1.1 600 Beyond",
+        b"HTTP/1.1 999 Weird",
+    ],
+    ids=["101-never-asked-for", "099", "600", "999"],
+)
+async def test_a_status_http_does_not_have_is_a_malformed_answer_and_the_call_unknown(
+    tmp_path: Path, status_line: bytes
+) -> None:
+    """RFC 9110 has statuses 100 to 599, and a 101 only to a request that asked to switch (the
+    gateway forwards no Upgrade): a 101 relayed told the caller its connection had switched
+    protocol, and ``099`` went out as a two-digit ``HTTP/1.1 99``. Neither says what became of
+    the call, so it is unknown."""
+    async with raw_upstream(status_line + b"\r\nContent-Length: 2\r\n\r\n{}") as upstream:
+        async with served(make_config(tmp_path, upstream=upstream.url)) as port:
+            answer = parse(await exchange(port, request("DELETE", TOKEN_PATH.format("load1"))))
+        assert 1 == len(upstream.requests)  # sent once, not retried
+    assert b"HTTP/1.1 502 Bad Gateway" == answer.status_line
+    assert {
+        "code": "gateway.upstream_unavailable",
+        "message": "The upstream could not be reached or gave no valid answer: the upstream sent a malformed HTTP "
+        "response; the deletion may or may not have happened upstream, and it was not retried",
+        "contexts": [],
+    } == json.loads(answer.body)
+    assert ("unknown", "upstream.malformed", None) == last_outcome(tmp_path)
 
 
 async def test_refused_calls_never_reach_the_upstream(tmp_path: Path, gateway: GatewayFactory, stub: AppClient) -> None:
