@@ -12,7 +12,9 @@ kept here, and nothing else:
   was built with it) with decompression off: status, reason, headers (bytes that are not UTF-8
   kept as surrogate escapes) and body, framed by ``Content-Length``, chunks or the close of the
   connection; none for ``HEAD``, 1xx, 204 and 304. A status outside 100-599, or a ``101``
-  (the gateway never asks to switch protocol), is no answer at all: a malformed one.
+  (the gateway never asks to switch protocol), is no answer at all: a malformed one. What came
+  before a fault the parser refuses counts, however the bytes were split into reads: a whole
+  answer with bytes after it, or a head whose body then broke (``_Connection._unparsable``).
 - **Never a retry.** A request is written once. A kept-alive connection the upstream closed
   just before it is a failed call (``disconnected``), reported as one that may have left.
 - **One answer per call.** A connection that received anything past its answer (a second
@@ -135,6 +137,8 @@ class _Connection(BaseProtocol):
         self._with_body = True
         self._extra = False
         """More was received than the one answer: the connection cannot serve another call."""
+        self._before_head = bytearray()
+        """What came of the answer until its head was parsed, to parse again should a fault follow."""
 
     def exchange(
         self, request: bytes, method: str, read_timeout: float | None
@@ -142,17 +146,10 @@ class _Connection(BaseProtocol):
         """Write ``request`` and return the future of its answer's head and body reader."""
         assert self.transport is not None
         self._with_body = method != hdrs.METH_HEAD
-        self._parser = HttpResponseParser(
-            self,
-            self._loop,
-            READ_BUFFER,
-            payload_exception=_CutOff,
-            response_with_body=self._with_body,
-            read_until_eof=True,
-            auto_decompress=False,
-        )
+        self._parser = self._new_parser()
         self._head = self._loop.create_future()
         self._payload = None
+        self._before_head.clear()
         self._read_timeout = read_timeout
         self.transport.write(request)
         self._arm()
@@ -177,14 +174,55 @@ class _Connection(BaseProtocol):
             return
         if data:
             self._arm()
+        if self._payload is None and len(self._before_head) <= READ_BUFFER:  # bounded: 1xx answers can keep coming
+            self._before_head += data
         try:
             messages, _, _ = parser.feed_data(data)
         except Exception:  # the parser's HttpProcessingError, or whatever else it raises on garbage
-            self._fail(_Broken("malformed", _MALFORMED) if self._payload is None else _CutOff())
-            self.abort()
+            self._unparsable()
             return
         for message, payload in messages:
             self._received(message, payload)
+
+    def _new_parser(self) -> HttpResponseParser:
+        return HttpResponseParser(
+            self,
+            self._loop,
+            READ_BUFFER,
+            payload_exception=_CutOff,
+            response_with_body=self._with_body,
+            read_until_eof=True,
+            auto_decompress=False,
+        )
+
+    def _unparsable(self) -> None:
+        """The parser refused what came. The bytes before the fault are still the upstream's word:
+        the answer's head (its status says what became of the call), perhaps the whole answer with
+        bytes after it that are none (RFC 9112, section 6.3: an answer, the rest discarded and the
+        connection closed). The same bytes in other reads would have given exactly that, but a
+        parser raises for a whole read, dropping the head it parsed in it: so when the head had
+        not come before the fault's read, the answer is parsed again, up to the fault."""
+        if self._payload is None and len(self._before_head) <= READ_BUFFER:  # held in one reader, never paused
+            for message, payload in self._parsed_until_fault(bytes(self._before_head)):
+                self._received(message, payload)
+        self._fail(_Broken("malformed", _MALFORMED) if self._payload is None else _CutOff())
+        self._extra = True
+        self.abort()
+
+    def _parsed_until_fault(self, received: bytes) -> list[tuple[RawResponseMessage, StreamReader]]:
+        """The messages of ``received`` before the byte a parser refuses. A parser reads byte by
+        byte: a prefix refused stays refused when longer, so the longest one taken is searched."""
+        taken, refused = 0, len(received)
+        while refused - taken > 1:
+            middle = (taken + refused) // 2
+            try:
+                self._new_parser().feed_data(received[:middle])
+            except Exception:
+                refused = middle
+            else:
+                taken = middle
+        messages, _, _ = self._new_parser().feed_data(received[:taken])
+        return list(messages)
 
     def _received(self, message: RawResponseMessage, payload: StreamReader) -> None:
         head = self._head
@@ -203,6 +241,7 @@ class _Connection(BaseProtocol):
         if message.code in EMPTY_BODY_STATUS_CODES or not self._with_body:
             payload = EMPTY_PAYLOAD
         self._payload = payload
+        self._before_head.clear()
         if payload is EMPTY_PAYLOAD:
             self._disarm()
         else:

@@ -144,7 +144,8 @@ async def test_the_parser_tells_whether_another_message_began_after_the_answer(
 class Upstream:
     """A raw upstream that keeps connections alive and answers each request with the next reply."""
 
-    replies: list[bytes]
+    replies: list[bytes | tuple[bytes, ...]]
+    """Each reply at once, or in parts that each come in a read of their own."""
     url: str = ""
     connections: int = 0
     received: list[bytes] = field(default_factory=list)
@@ -153,7 +154,7 @@ class Upstream:
 
 @asynccontextmanager
 async def keep_alive_upstream(
-    *replies: bytes, close_after: Callable[[int], bool] = lambda n: False
+    *replies: bytes | tuple[bytes, ...], close_after: Callable[[int], bool] = lambda n: False
 ) -> AsyncIterator[Upstream]:
     upstream = Upstream(list(replies))
     tasks: set[asyncio.Task[Any]] = set()
@@ -175,8 +176,12 @@ async def keep_alive_upstream(
                     0,
                 )
                 upstream.received.append(head + await reader.readexactly(length))
-                writer.write(upstream.replies.pop(0))
-                await writer.drain()
+                reply = upstream.replies.pop(0)
+                for index, part in enumerate((reply,) if isinstance(reply, bytes) else reply):
+                    if index:
+                        await asyncio.sleep(0.05)  # for the client, a read of its own
+                    writer.write(part)
+                    await writer.drain()
                 if close_after(len(upstream.received)):
                     break
         except (asyncio.IncompleteReadError, ConnectionError):
@@ -325,6 +330,35 @@ async def test_a_status_http_does_not_have_is_malformed_and_its_connection_close
             assert ("malformed", True, None) == (raised.value.kind, raised.value.sent, raised.value.status)
             assert (200, b"ok") == _status_body(await send(session, "GET", URL(upstream.url), {}, b""))
         assert 2 == upstream.connections
+
+
+CHUNKED_HEAD = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
+FAULT_AFTER_HEAD = {
+    # name: (the first read, the rest, what the call gets), the rest coming at once or in a read of its own
+    "extra": (OK[:-2], b"okEXTRA", (200, b"ok")),  # more than its Content-Length
+    "204-body": (b"HTTP/1.1 204 No Content\r\n", b"Content-Length: 3\r\n\r\nabc", (204, b"")),  # 204 has none
+    "100-extra": (b"HTTP/1.1 100 Continue\r\n\r\n" + OK[:-2], b"ok\x00junk", (200, b"ok")),
+    "bad-chunk": (CHUNKED_HEAD, b"2\r\nok\r\nzz\r\n", ("incomplete", 200)),
+}
+
+
+@pytest.mark.parametrize("case", sorted(FAULT_AFTER_HEAD))
+@pytest.mark.parametrize("reads", ["one-read", "two-reads"])
+async def test_a_fault_after_the_head_gives_the_same_answer_however_the_bytes_are_read(case: str, reads: str) -> None:
+    """A parser refuses a whole read: the head it had parsed in the read that also held the fault
+    was lost, and the call was "malformed" (recorded unknown), while the same bytes in two reads
+    gave the answer (RFC 9112, section 6.3: what follows it discarded) or, its body broken, its
+    status. Either way the connection is never used again."""
+    first, rest, expected = FAULT_AFTER_HEAD[case]
+    parts = first + rest if reads == "one-read" else (first, rest)
+    async with keep_alive_upstream(parts, OK) as upstream, client() as session:
+        try:
+            got: tuple[object, ...] = _status_body(await send(session, "GET", URL(upstream.url), {}, b""))
+        except UpstreamError as exc:
+            got = (exc.kind, exc.status)
+        assert expected == got
+        assert (200, b"ok") == _status_body(await send(session, "GET", URL(upstream.url), {}, b""))
+    assert 2 == upstream.connections
 
 
 def _status_body(reply: Any) -> tuple[int, bytes]:

@@ -313,6 +313,35 @@ async def test_an_answer_whose_body_comes_too_late_is_recorded_from_its_status(
         assert 1 == len(upstream.requests)  # sent once, not retried
 
 
+async def test_an_answer_followed_in_its_read_by_bytes_that_are_no_answer_is_passed_on_and_recorded(
+    tmp_path: Path,
+) -> None:
+    """RFC 9112, section 6.3: bytes past an answer are discarded, the answer stands. They came in
+    the same read as its head, and the whole read was taken for garbage: 502, recorded unknown."""
+    reply = b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 2\r\n\r\n{}"
+    async with raw_upstream(reply + b"{}EXTRA") as upstream:
+        async with served(make_config(tmp_path, upstream=upstream.url)) as port:
+            answer = parse(await exchange(port, request("DELETE", TOKEN_PATH.format("load1"))))
+        assert 1 == len(upstream.requests)
+    assert (b"HTTP/1.1 200 OK", b"application/json", b"{}") == (
+        answer.status_line,
+        answer.header(b"Content-Type"),
+        answer.body,
+    )
+    assert ("deleted", None, 200) == last_outcome(tmp_path)
+
+
+async def test_a_head_whose_chunked_body_breaks_in_the_same_read_is_recorded_from_its_status(tmp_path: Path) -> None:
+    reply = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\n{}\r\nzz\r\n"
+    async with raw_upstream(reply) as upstream:
+        async with served(make_config(tmp_path, upstream=upstream.url)) as port:
+            answer = parse(await exchange(port, request("DELETE", TOKEN_PATH.format("load1"))))
+        assert 1 == len(upstream.requests)
+    assert b"HTTP/1.1 502 Bad Gateway" == answer.status_line
+    assert lost(200, "the upstream's answer was cut off mid-body") == json.loads(answer.body)
+    assert ("deleted", "upstream.incomplete", 200) == last_outcome(tmp_path)
+
+
 @pytest.mark.parametrize(
     "status_line",
     [
