@@ -33,8 +33,9 @@ from __future__ import annotations
 import asyncio
 import re
 import ssl
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 from aiohttp import hdrs
@@ -133,6 +134,8 @@ class _Connection(BaseProtocol):
         self._read_timeout: float | None = None
         self._read_timer: asyncio.TimerHandle | None = None
         self.idle_timer: asyncio.TimerHandle | None = None
+        self.release: Callable[[], None] | None = None
+        """While the connection waits in the pool: takes it out (the upstream closed it)."""
         self.lost = False
         self._with_body = True
         self._extra = False
@@ -251,8 +254,8 @@ class _Connection(BaseProtocol):
     def connection_lost(self, exc: BaseException | None) -> None:
         self.lost = True
         self._disarm()
-        if self.idle_timer is not None:
-            self.idle_timer.cancel()
+        if self.release is not None:
+            self.release()
         parser, payload = self._parser, self._payload
         if parser is not None:
             try:
@@ -388,11 +391,13 @@ class UpstreamClient:
         idle = self._idle.get(key)
         while idle:
             connection = idle.pop()
+            connection.release = None
             if connection.idle_timer is not None:
                 connection.idle_timer.cancel()
             transport = connection.transport
             if not connection.lost and transport is not None and not transport.is_closing():
                 return connection
+            self._discard(connection)
         return await self._connect(url, key)
 
     async def _connect(self, url: URL, key: tuple[str, str, int]) -> _Connection:
@@ -417,8 +422,13 @@ class UpstreamClient:
     def _keep(self, key: tuple[str, str, int], connection: _Connection) -> None:
         self._idle.setdefault(key, []).append(connection)
         connection.idle_timer = asyncio.get_running_loop().call_later(KEEPALIVE, self._expire, key, connection)
+        connection.release = partial(self._expire, key, connection)
 
     def _expire(self, key: tuple[str, str, int], connection: _Connection) -> None:
+        """Out of the pool and closed: its idle time over, or the upstream closed it meanwhile."""
+        connection.release = None
+        if connection.idle_timer is not None:
+            connection.idle_timer.cancel()
         idle = self._idle.get(key)
         if idle is not None and connection in idle:
             idle.remove(connection)

@@ -267,6 +267,19 @@ async def test_an_idle_connection_the_upstream_closed_is_not_used_again() -> Non
     assert 2 == upstream.connections
 
 
+async def test_a_pooled_connection_the_upstream_closes_leaves_the_pool_at_once() -> None:
+    """It was dropped from the idle list only when a later call came by, and never from the
+    client's open connections: one kept object per connection an upstream closed while idle."""
+    async with keep_alive_upstream(OK, OK, OK, close_after=lambda n: True) as upstream, client() as session:
+        for _ in range(3):
+            assert 200 == (await send(session, "GET", URL(upstream.url), {}, b"")).status
+            async with asyncio.timeout(1):
+                while session._open:  # until the upstream's close reaches the client
+                    await asyncio.sleep(0.01)
+        assert {} == {key: idle for key, idle in session._idle.items() if idle}
+    assert 3 == upstream.connections
+
+
 async def test_a_call_cancelled_half_way_leaves_no_connection_behind_for_the_next() -> None:
     """The caller went away mid-answer: that connection's state is unknown, so it is closed."""
     async with keep_alive_upstream(b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nabc", OK) as upstream:
