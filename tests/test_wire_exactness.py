@@ -285,6 +285,31 @@ async def test_header_names_keep_their_case_both_ways(tmp_path: Path) -> None:
     assert authorization("myname") in upstream.requests[0]
 
 
+@pytest.mark.parametrize(
+    ("framing", "body"),
+    [
+        (b"Transfer-Encoding : chunked\r\n", b"2\r\n{}\r\n0\r\n\r\n"),
+        (b"Content-Length : 2\r\nConnection : close\r\nUpgrade : h2c\r\n", b"{}"),
+    ],
+    ids=["transfer-encoding", "length-connection-upgrade"],
+)
+async def test_a_space_before_a_framing_headers_colon_never_reaches_the_caller(
+    tmp_path: Path, framing: bytes, body: bytes
+) -> None:
+    """aiohttp's C parser frames by ``Transfer-Encoding : chunked`` but kept the space in the
+    name: the caller got it over a body framed by Content-Length (two framings: a desync, or a
+    strict client's refusal). RFC 9112, section 5.1: a proxy removes that space."""
+    head = b"HTTP/1.1 200 OK\r\nDate: Tue, 01 Dec 2026 00:00:00 GMT\r\nContent-Type: application/json\r\n"
+    async with raw_upstream(head + framing + b"\r\n" + body) as upstream:
+        async with served(config(tmp_path, upstream.url)) as port:
+            answer = parse(await exchange(port, request("GET", "/v1/o/myorg/apiproducts")))
+    assert (b"HTTP/1.1 200 OK", b"{}") == (answer.status_line, answer.body)
+    assert [b"Date", b"Content-Type", b"X-Request-ID", b"Content-Length", b"Connection"] == [
+        name for name, _ in answer.headers
+    ]
+    assert (b"2", b"close") == (answer.header(b"Content-Length"), answer.header(b"Connection"))
+
+
 async def test_a_target_no_route_can_take_gets_an_apigee_404(tmp_path: Path) -> None:
     """CONNECT's host:port matches no route: aiohttp answered it in plain text itself."""
     async with raw_upstream(OK) as upstream:
