@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from helpers import PASSWORDS, make_config, rows
+from helpers import PASSWORDS, SAMPLE_PATH, make_config, rows
 from raw_upstream import raw_upstream
 from wire_support import authorization, exchange, parse, request, served
 
@@ -235,6 +235,34 @@ async def test_a_request_the_parser_refuses_gets_an_apigee_400_that_quotes_nothi
 
 
 # 4. Answers relayed exactly: a HEAD's length, a 304's, and header names in their own case ------------------
+
+
+@pytest.mark.parametrize("close", ["fin", "reset"])
+async def test_a_caller_gone_mid_body_is_refused_and_recorded_not_a_500(
+    tmp_path: Path, log_output: io.StringIO, close: str
+) -> None:
+    """The body's reader then raises ConnectionResetError, which reached the handler's last
+    resort: an error line, a 500 counted, and no record of the audited call, where a body cut
+    short by its framing is refused (400) and recorded."""
+    head = request("DELETE", SAMPLE_PATH, b"Content-Type: application/json", b"Content-Length: 5")
+    async with raw_upstream(OK) as upstream:
+        async with served(config(tmp_path, upstream.url)) as port:
+            _, writer = await asyncio.open_connection("127.0.0.1", port)
+            writer.write(head + b"{}")
+            await writer.drain()
+            if close == "reset":
+                writer.transport.abort()
+            else:
+                writer.close()
+            async with asyncio.timeout(5):
+                while not rows(tmp_path / "audit.db"):  # nothing to await: the record is the sign
+                    await asyncio.sleep(0.01)
+    flush_logs()
+    assert [] == upstream.requests
+    assert [("rejected", "gateway.bad_request")] == [
+        (row["outcome"], row["error_code"]) for row in rows(tmp_path / "audit.db")
+    ]
+    assert "request_failed" not in log_output.getvalue()
 
 
 async def test_a_head_answer_keeps_the_upstreams_content_length(tmp_path: Path) -> None:
