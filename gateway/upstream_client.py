@@ -236,11 +236,11 @@ class _Connection(BaseProtocol):
             self._fail(_Broken("malformed", _MALFORMED))
             self.abort()
             return
+        if head is None or head.done():
+            self._extra = True  # a second answer to one request, final or informational
+            return
         if message.code < 200:
             return  # informational (100 Continue, 103 Early Hints): the answer follows
-        if head is None or head.done():
-            self._extra = True  # a second answer to one request
-            return
         if message.code in EMPTY_BODY_STATUS_CODES or not self._with_body:
             payload = EMPTY_PAYLOAD
         self._payload = payload
