@@ -267,6 +267,18 @@ async def test_an_idle_connection_the_upstream_closed_is_not_used_again() -> Non
     assert 2 == upstream.connections
 
 
+async def test_a_delete_on_a_kept_alive_connection_the_upstream_drops_is_never_sent_again() -> None:
+    """The upstream closes the pooled connection as the DELETE arrives on it (its idle timeout,
+    say): the call may have taken effect, so it fails as one that left, and goes nowhere else."""
+    async with keep_alive_upstream(OK, b"", OK, close_after=lambda n: n == 2) as upstream, client() as session:
+        assert 200 == (await send(session, "GET", URL(upstream.url), {}, b"")).status
+        with pytest.raises(UpstreamError) as raised:
+            await send(session, "DELETE", URL(upstream.url + "/t"), {}, b"")
+        assert ("disconnected", True, None) == (raised.value.kind, raised.value.sent, raised.value.status)
+    assert [b"GET", b"DELETE"] == [received.split(b" ", 1)[0] for received in upstream.received]
+    assert 1 == upstream.connections
+
+
 async def test_a_pooled_connection_the_upstream_closes_leaves_the_pool_at_once() -> None:
     """It was dropped from the idle list only when a later call came by, and never from the
     client's open connections: one kept object per connection an upstream closed while idle."""
