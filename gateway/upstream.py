@@ -255,6 +255,7 @@ class PassThrough(web.Response):
 _BREAKS_HEAD = re.compile(r"[\r\n\x00]")
 _TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
 """A header name (RFC 9110, section 5.6.2)."""
+_NOT_A_TOKEN = "a header name of it is not a token"
 """What cannot be relayed in a head: CR and LF would end its line early (header injection),
 NUL is refused by HTTP parsers. Every other byte the upstream sent (other controls, DEL,
 obs-text) is passed on as it came. aiohttp's response parser yields none of the three in a
@@ -267,10 +268,10 @@ def relay_problem(reply: UpstreamReply) -> str | None:
     if reply.reason and _BREAKS_HEAD.search(reply.reason):
         return "its reason phrase holds a CR, LF or NUL"
     for name, value in reply.headers.items():
-        if _BREAKS_HEAD.search(name) or _BREAKS_HEAD.search(value):
+        if _BREAKS_HEAD.search(value):
             return "a header of it holds a CR, LF or NUL"
         if not _TOKEN.fullmatch(name):  # what else a parser lets through: the filters go by name
-            return "a header name of it is not a token"
+            return "a header of it holds a CR, LF or NUL" if _BREAKS_HEAD.search(name) else _NOT_A_TOKEN
     return None
 
 

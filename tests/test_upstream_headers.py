@@ -160,3 +160,5 @@ def test_a_header_name_that_is_not_a_token_is_never_relayed(name: str) -> None:
     reply = UpstreamReply(200, "OK", CIMultiDict([(name, "chunked")]), b"")
     assert "a header name of it is not a token" == relay_problem(reply)
     assert relay_problem(UpstreamReply(200, "OK", CIMultiDict([("X-Ok_1.~", "v")]), b"")) is None
+    broken = UpstreamReply(200, "OK", CIMultiDict([("X\rA", "v")]), b"")
+    assert "a header of it holds a CR, LF or NUL" == relay_problem(broken)
