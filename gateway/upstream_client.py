@@ -19,7 +19,8 @@ kept here, and nothing else:
   just before it is a failed call (``disconnected``), reported as one that may have left.
 - **One answer per call.** A connection that received anything past its answer (a second
   answer, the start of one, bytes while idle) is closed, never given the next call.
-- **Deadlines.** ``connect_timeout`` bounds opening a connection (and its TLS handshake);
+- **Deadlines.** ``connect_timeout`` bounds opening a connection (and its TLS handshake), the
+  addresses of the upstream's name tried 250 ms apart (``HAPPY_EYEBALLS_DELAY``);
   ``read_timeout`` is a wait between reads, from the request written to the answer's last
   byte; ``total_timeout`` bounds the whole call.
 - **TLS** with the context of ``gateway.tls.upstream_context`` (the configured CA bundle).
@@ -46,6 +47,10 @@ from aiohttp.streams import EMPTY_PAYLOAD, StreamReader
 from aiohttp.typedefs import RawHeaders
 from yarl import URL
 
+HAPPY_EYEBALLS_DELAY = 0.25
+"""Seconds before the next of an upstream name's addresses is tried while one has not answered
+(RFC 8305; aiohttp's client's value): an address that drops connections silently (IPv6 routed
+nowhere, say) must not spend the whole connect_timeout of a name that has a working one."""
 KEEPALIVE = 15.0
 """Seconds an idle pooled connection is kept (aiohttp's client default)."""
 READ_BUFFER = 1 << 16
@@ -411,6 +416,8 @@ class UpstreamClient:
                     key[2],
                     ssl=self._tls if secure else None,
                     server_hostname=key[1] if secure else None,
+                    happy_eyeballs_delay=HAPPY_EYEBALLS_DELAY,
+                    interleave=1,
                 )
         except TimeoutError:
             raise _connect_timeout() from None

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import socket
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager, suppress
 from dataclasses import dataclass, field
@@ -277,6 +278,32 @@ async def test_a_delete_on_a_kept_alive_connection_the_upstream_drops_is_never_s
         assert ("disconnected", True, None) == (raised.value.kind, raised.value.sent, raised.value.status)
     assert [b"GET", b"DELETE"] == [received.split(b" ", 1)[0] for received in upstream.received]
     assert 1 == upstream.connections
+
+
+async def test_an_address_that_never_answers_does_not_hold_up_the_next_one(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A name with two addresses whose first drops connections silently (an IPv6 route to
+    nowhere, say): the second is tried a moment later, as aiohttp's client did, instead of after
+    the whole connect_timeout. The silent one is a listener whose queue is full."""
+    with socket.socket() as silent, socket.socket() as filler:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(0)
+        filler.connect(silent.getsockname())  # the one connection its queue holds; the rest wait
+        async with keep_alive_upstream(OK) as upstream:
+            port = int(upstream.url.rsplit(":", 1)[1])
+            loop = asyncio.get_running_loop()
+            resolve = loop.getaddrinfo
+
+            async def two_addresses(host: str, *args: Any, **kwargs: Any) -> list[Any]:
+                assert "upstream.test" == host
+                [(family, kind, proto, name, address)] = await resolve("127.0.0.1", port, *args[1:], **kwargs)
+                return [(family, kind, proto, name, silent.getsockname()), (family, kind, proto, name, address)]
+
+            monkeypatch.setattr(loop, "getaddrinfo", two_addresses)
+            async with client(connect_timeout=1.5, total_timeout=3.0) as session:
+                answer = await asyncio.wait_for(
+                    send(session, "GET", URL(f"http://upstream.test:{port}/"), {}, b""), 1.0
+                )
+    assert (200, b"ok") == _status_body(answer)
 
 
 async def test_a_pooled_connection_the_upstream_closes_leaves_the_pool_at_once() -> None:
