@@ -20,7 +20,7 @@ kept here, and nothing else:
 - **One answer per call.** A connection that received anything past its answer (a second
   answer, the start of one, bytes while idle) is closed, never given the next call.
 - **Deadlines.** ``connect_timeout`` bounds opening a connection (and its TLS handshake), the
-  addresses of the upstream's name tried 250 ms apart (``HAPPY_EYEBALLS_DELAY``);
+  addresses of the upstream's name tried 250 ms apart (``HAPPY_EYEBALLS_DELAY``; not on uvloop);
   ``read_timeout`` is a wait between reads, from the request written to the answer's last
   byte; ``total_timeout`` bounds the whole call.
 - **TLS** with the context of ``gateway.tls.upstream_context`` (the configured CA bundle).
@@ -416,8 +416,7 @@ class UpstreamClient:
                     key[2],
                     ssl=self._tls if secure else None,
                     server_hostname=key[1] if secure else None,
-                    happy_eyeballs_delay=HAPPY_EYEBALLS_DELAY,
-                    interleave=1,
+                    **_staggered(loop),
                 )
         except TimeoutError:
             raise _connect_timeout() from None
@@ -491,6 +490,15 @@ def _request_bytes(method: str, url: URL, headers: Mapping[str, str], body: byte
 
 def _key(url: URL) -> tuple[str, str, int]:
     return (url.scheme, url.raw_host or "", url.port or (443 if url.scheme == "https" else 80))
+
+
+def _staggered(loop: asyncio.AbstractEventLoop) -> dict[str, Any]:
+    """``create_connection``'s happy eyeballs, where the loop has them: asyncio's own. uvloop's
+    (``gateway serve`` with the ``speed`` extra) takes no such arguments and tries one address
+    after another, as before."""
+    if isinstance(loop, asyncio.BaseEventLoop):
+        return {"happy_eyeballs_delay": HAPPY_EYEBALLS_DELAY, "interleave": 1}
+    return {}
 
 
 def _connect_timeout() -> UpstreamError:
