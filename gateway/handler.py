@@ -174,6 +174,15 @@ async def _read_body(request: web.Request, runtime: Runtime, routed: Routed, cal
         )
         malformed.response.force_close()
         raise malformed from None
+    except ConnectionResetError:  # the caller went away mid-body: refused like a body cut short, not a 500
+        gone = _refusal(
+            call,
+            errors.BAD_REQUEST,
+            Outcome.REJECTED,
+            "The request body was cut short: the connection closed before it was whole",
+        )
+        gone.response.force_close()
+        raise gone from None
     except TimeoutError:
         late = _refusal(
             call, errors.REQUEST_TIMEOUT, Outcome.REJECTED, f"The request body did not arrive within {wait:g} s"

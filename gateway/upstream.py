@@ -56,10 +56,16 @@ class UpstreamReply:
 def received(raw_headers: Iterable[tuple[bytes, bytes]]) -> CIMultiDict[str]:
     """Headers as they came on the wire, names in their own case. aiohttp's parsed headers
     respell the names it knows (``ETag`` becomes ``Etag``, ``content-type`` ``Content-Type``);
-    its raw ones are the bytes received, decoded as its parser decodes them."""
+    its raw ones are the bytes received, decoded as its parser decodes them.
+
+    Whitespace before a name's colon goes, as RFC 9112 (section 5.1) has a proxy remove it:
+    aiohttp's C parser takes ``Transfer-Encoding : chunked`` (and Content-Length, Connection,
+    Upgrade so spelled) and frames by it, but keeps the space in the raw name,
+    which then slipped past the hop-by-hop and framing filters to the caller, over a body the
+    gateway frames with Content-Length."""
     headers: CIMultiDict[str] = CIMultiDict()
     for name, value in raw_headers:
-        headers.add(name.decode("utf-8", "surrogateescape"), value.decode("utf-8", "surrogateescape"))
+        headers.add(name.decode("utf-8", "surrogateescape").rstrip(" \t"), value.decode("utf-8", "surrogateescape"))
     return headers
 
 
@@ -247,6 +253,9 @@ class PassThrough(web.Response):
 
 
 _BREAKS_HEAD = re.compile(r"[\r\n\x00]")
+_TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+"""A header name (RFC 9110, section 5.6.2)."""
+_NOT_A_TOKEN = "a header name of it is not a token"
 """What cannot be relayed in a head: CR and LF would end its line early (header injection),
 NUL is refused by HTTP parsers. Every other byte the upstream sent (other controls, DEL,
 obs-text) is passed on as it came. aiohttp's response parser yields none of the three in a
@@ -259,8 +268,10 @@ def relay_problem(reply: UpstreamReply) -> str | None:
     if reply.reason and _BREAKS_HEAD.search(reply.reason):
         return "its reason phrase holds a CR, LF or NUL"
     for name, value in reply.headers.items():
-        if _BREAKS_HEAD.search(name) or _BREAKS_HEAD.search(value):
+        if _BREAKS_HEAD.search(value):
             return "a header of it holds a CR, LF or NUL"
+        if not _TOKEN.fullmatch(name):  # what else a parser lets through: the filters go by name
+            return "a header of it holds a CR, LF or NUL" if _BREAKS_HEAD.search(name) else _NOT_A_TOKEN
     return None
 
 

@@ -11,10 +11,16 @@ kept here, and nothing else:
   is parsed by ``aiohttp.http_parser.HttpResponseParser`` (llhttp, the C parser, where aiohttp
   was built with it) with decompression off: status, reason, headers (bytes that are not UTF-8
   kept as surrogate escapes) and body, framed by ``Content-Length``, chunks or the close of the
-  connection; none for ``HEAD``, 1xx, 204 and 304.
+  connection; none for ``HEAD``, 1xx, 204 and 304. A status outside 100-599, or a ``101``
+  (the gateway never asks to switch protocol), is no answer at all: a malformed one. What came
+  before a fault the parser refuses counts, however the bytes were split into reads: a whole
+  answer with bytes after it, or a head whose body then broke (``_Connection._unparsable``).
 - **Never a retry.** A request is written once. A kept-alive connection the upstream closed
   just before it is a failed call (``disconnected``), reported as one that may have left.
-- **Deadlines.** ``connect_timeout`` bounds opening a connection (and its TLS handshake);
+- **One answer per call.** A connection that received anything past its answer (a second
+  answer, the start of one, bytes while idle) is closed, never given the next call.
+- **Deadlines.** ``connect_timeout`` bounds opening a connection (and its TLS handshake), the
+  addresses of the upstream's name tried 250 ms apart (``HAPPY_EYEBALLS_DELAY``; not on uvloop);
   ``read_timeout`` is a wait between reads, from the request written to the answer's last
   byte; ``total_timeout`` bounds the whole call.
 - **TLS** with the context of ``gateway.tls.upstream_context`` (the configured CA bundle).
@@ -28,17 +34,23 @@ from __future__ import annotations
 import asyncio
 import re
 import ssl
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from functools import partial
+from typing import Any
 
 from aiohttp import hdrs
 from aiohttp.base_protocol import BaseProtocol
 from aiohttp.helpers import EMPTY_BODY_STATUS_CODES
-from aiohttp.http_parser import HttpResponseParser, RawResponseMessage
+from aiohttp.http_parser import HttpParser, HttpResponseParser, RawResponseMessage
 from aiohttp.streams import EMPTY_PAYLOAD, StreamReader
 from aiohttp.typedefs import RawHeaders
 from yarl import URL
 
+HAPPY_EYEBALLS_DELAY = 0.25
+"""Seconds before the next of an upstream name's addresses is tried while one has not answered
+(RFC 8305; aiohttp's client's value): an address that drops connections silently (IPv6 routed
+nowhere, say) must not spend the whole connect_timeout of a name that has a working one."""
 KEEPALIVE = 15.0
 """Seconds an idle pooled connection is kept (aiohttp's client default)."""
 READ_BUFFER = 1 << 16
@@ -127,10 +139,14 @@ class _Connection(BaseProtocol):
         self._read_timeout: float | None = None
         self._read_timer: asyncio.TimerHandle | None = None
         self.idle_timer: asyncio.TimerHandle | None = None
+        self.release: Callable[[], None] | None = None
+        """While the connection waits in the pool: takes it out (the upstream closed it)."""
         self.lost = False
         self._with_body = True
         self._extra = False
         """More was received than the one answer: the connection cannot serve another call."""
+        self._before_head = bytearray()
+        """What came of the answer until its head was parsed, to parse again should a fault follow."""
 
     def exchange(
         self, request: bytes, method: str, read_timeout: float | None
@@ -138,26 +154,22 @@ class _Connection(BaseProtocol):
         """Write ``request`` and return the future of its answer's head and body reader."""
         assert self.transport is not None
         self._with_body = method != hdrs.METH_HEAD
-        self._parser = HttpResponseParser(
-            self,
-            self._loop,
-            READ_BUFFER,
-            payload_exception=_CutOff,
-            response_with_body=self._with_body,
-            read_until_eof=True,
-            auto_decompress=False,
-        )
+        self._parser = self._new_parser()
         self._head = self._loop.create_future()
         self._payload = None
+        self._before_head.clear()
         self._read_timeout = read_timeout
         self.transport.write(request)
         self._arm()
         return self._head
 
     def reusable(self, message: RawResponseMessage) -> bool:
-        """After a whole answer: whether the connection may carry the next call."""
+        """After a whole answer: whether the connection may carry the next call. Not when bytes
+        came after the answer (the rest of them could be taken for the next call's answer)."""
         self._disarm()
-        self._parser = None
+        parser, self._parser = self._parser, None
+        if parser is not None and _began_another(parser):
+            self._extra = True
         transport = self.transport
         return not (message.should_close or self.lost or self._extra or transport is None or transport.is_closing())
 
@@ -170,25 +182,74 @@ class _Connection(BaseProtocol):
             return
         if data:
             self._arm()
+        if self._payload is None and len(self._before_head) <= READ_BUFFER:  # bounded: 1xx answers can keep coming
+            self._before_head += data
         try:
             messages, _, _ = parser.feed_data(data)
         except Exception:  # the parser's HttpProcessingError, or whatever else it raises on garbage
-            self._fail(_Broken("malformed", _MALFORMED) if self._payload is None else _CutOff())
-            self.abort()
+            self._unparsable()
             return
         for message, payload in messages:
             self._received(message, payload)
 
+    def _new_parser(self) -> HttpResponseParser:
+        return HttpResponseParser(
+            self,
+            self._loop,
+            READ_BUFFER,
+            payload_exception=_CutOff,
+            response_with_body=self._with_body,
+            read_until_eof=True,
+            auto_decompress=False,
+        )
+
+    def _unparsable(self) -> None:
+        """The parser refused what came. The bytes before the fault are still the upstream's word:
+        the answer's head (its status says what became of the call), perhaps the whole answer with
+        bytes after it that are none (RFC 9112, section 6.3: an answer, the rest discarded and the
+        connection closed). The same bytes in other reads would have given exactly that, but a
+        parser raises for a whole read, dropping the head it parsed in it: so when the head had
+        not come before the fault's read, the answer is parsed again, up to the fault."""
+        if self._payload is None and len(self._before_head) <= READ_BUFFER:  # held in one reader, never paused
+            for message, payload in self._parsed_until_fault(bytes(self._before_head)):
+                self._received(message, payload)
+        self._fail(_Broken("malformed", _MALFORMED) if self._payload is None else _CutOff())
+        self._extra = True
+        self.abort()
+
+    def _parsed_until_fault(self, received: bytes) -> list[tuple[RawResponseMessage, StreamReader]]:
+        """The messages of ``received`` before the byte a parser refuses. A parser reads byte by
+        byte: a prefix refused stays refused when longer, so the longest one taken is searched."""
+        taken, refused = 0, len(received)
+        while refused - taken > 1:
+            middle = (taken + refused) // 2
+            try:
+                self._new_parser().feed_data(received[:middle])
+            except Exception:
+                refused = middle
+            else:
+                taken = middle
+        messages, _, _ = self._new_parser().feed_data(received[:taken])
+        return list(messages)
+
     def _received(self, message: RawResponseMessage, payload: StreamReader) -> None:
         head = self._head
-        if 100 <= message.code < 200 and message.code != 101:
-            return  # informational (100 Continue, 103 Early Hints): the answer follows
-        if head is None or head.done():
-            self._extra = True  # a second answer to one request
+        if message.code == 101 or not 100 <= message.code <= 599:
+            # A switch of protocol nobody asked for (the gateway forwards no Upgrade), or a status
+            # HTTP does not have (RFC 9110, section 15): nothing the caller could be given, and
+            # the connection no longer speaks HTTP/1.1 as far as anyone knows.
+            self._fail(_Broken("malformed", _MALFORMED))
+            self.abort()
             return
+        if head is None or head.done():
+            self._extra = True  # a second answer to one request, final or informational
+            return
+        if message.code < 200:
+            return  # informational (100 Continue, 103 Early Hints): the answer follows
         if message.code in EMPTY_BODY_STATUS_CODES or not self._with_body:
             payload = EMPTY_PAYLOAD
         self._payload = payload
+        self._before_head.clear()
         if payload is EMPTY_PAYLOAD:
             self._disarm()
         else:
@@ -198,8 +259,8 @@ class _Connection(BaseProtocol):
     def connection_lost(self, exc: BaseException | None) -> None:
         self.lost = True
         self._disarm()
-        if self.idle_timer is not None:
-            self.idle_timer.cancel()
+        if self.release is not None:
+            self.release()
         parser, payload = self._parser, self._payload
         if parser is not None:
             try:
@@ -242,6 +303,17 @@ class _Connection(BaseProtocol):
         late = "no answer" if self._payload is None else "the rest of the answer did not come"
         self._fail(_Broken("read_timeout", f"{late} within the read timeout", timeout=True))
         self.abort()
+
+
+def _began_another(parser: HttpParser[Any]) -> bool:
+    """Whether ``parser``, its answer read whole, holds the beginning of another message: bytes
+    that came in the same read as the end of the answer. A whole second message is already seen
+    (``_Connection._received``); the start of one only the parser knows: its ``feed_eof`` makes a
+    message of what it holds (the C parser), or the bytes wait in ``_tail`` (the Python one)."""
+    try:
+        return parser.feed_eof() is not None or bool(getattr(parser, "_tail", b""))
+    except Exception:  # whatever it holds, it is not nothing
+        return True
 
 
 class UpstreamClient:
@@ -324,11 +396,13 @@ class UpstreamClient:
         idle = self._idle.get(key)
         while idle:
             connection = idle.pop()
+            connection.release = None
             if connection.idle_timer is not None:
                 connection.idle_timer.cancel()
             transport = connection.transport
             if not connection.lost and transport is not None and not transport.is_closing():
                 return connection
+            self._discard(connection)
         return await self._connect(url, key)
 
     async def _connect(self, url: URL, key: tuple[str, str, int]) -> _Connection:
@@ -342,6 +416,7 @@ class UpstreamClient:
                     key[2],
                     ssl=self._tls if secure else None,
                     server_hostname=key[1] if secure else None,
+                    **_staggered(loop),
                 )
         except TimeoutError:
             raise _connect_timeout() from None
@@ -353,8 +428,13 @@ class UpstreamClient:
     def _keep(self, key: tuple[str, str, int], connection: _Connection) -> None:
         self._idle.setdefault(key, []).append(connection)
         connection.idle_timer = asyncio.get_running_loop().call_later(KEEPALIVE, self._expire, key, connection)
+        connection.release = partial(self._expire, key, connection)
 
     def _expire(self, key: tuple[str, str, int], connection: _Connection) -> None:
+        """Out of the pool and closed: its idle time over, or the upstream closed it meanwhile."""
+        connection.release = None
+        if connection.idle_timer is not None:
+            connection.idle_timer.cancel()
         idle = self._idle.get(key)
         if idle is not None and connection in idle:
             idle.remove(connection)
@@ -410,6 +490,15 @@ def _request_bytes(method: str, url: URL, headers: Mapping[str, str], body: byte
 
 def _key(url: URL) -> tuple[str, str, int]:
     return (url.scheme, url.raw_host or "", url.port or (443 if url.scheme == "https" else 80))
+
+
+def _staggered(loop: asyncio.AbstractEventLoop) -> dict[str, Any]:
+    """``create_connection``'s happy eyeballs, where the loop has them: asyncio's own. uvloop's
+    (``gateway serve`` with the ``speed`` extra) takes no such arguments and tries one address
+    after another, as before."""
+    if isinstance(loop, asyncio.BaseEventLoop):
+        return {"happy_eyeballs_delay": HAPPY_EYEBALLS_DELAY, "interleave": 1}
+    return {}
 
 
 def _connect_timeout() -> UpstreamError:

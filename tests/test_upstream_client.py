@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import socket
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager, suppress
 from dataclasses import dataclass, field
@@ -65,6 +66,10 @@ def _parse(parser_class: Any, chunks: list[bytes], *, with_body: bool = True, eo
     return message, body
 
 
+OK = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
+CHUNKED_ANSWER = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nok\r\n0\r\n\r\n"
+
+
 @pytest.fixture(params=sorted(PARSERS))
 def parser_class(request: pytest.FixtureRequest) -> Any:
     return PARSERS[request.param]
@@ -115,11 +120,33 @@ async def test_the_parser_refuses_what_is_not_http_and_a_body_cut_short(parser_c
         parser.feed_eof()
 
 
+@pytest.mark.parametrize(
+    ("extra", "began"),
+    [
+        (b"", False),
+        (b"H", True),
+        (b"HTTP/1.1 5", True),
+        (b"HTTP/1.1 500 Stale\r\n", True),
+        (b"HTTP/1.1 500 Stale\r\nX-A: 1\r\n", True),
+    ],
+)
+@pytest.mark.parametrize("answer", [OK, CHUNKED_ANSWER], ids=["length", "chunked"])
+async def test_the_parser_tells_whether_another_message_began_after_the_answer(
+    parser_class: Any, answer: bytes, extra: bytes, began: bool
+) -> None:
+    loop = asyncio.get_running_loop()
+    parser = parser_class(_Reader(loop), loop, READ_BUFFER, read_until_eof=True, auto_decompress=False)
+    [(_, payload)], _, _ = parser.feed_data(answer + extra)
+    assert payload.is_eof()
+    assert began == upstream_client._began_another(parser)
+
+
 @dataclass
 class Upstream:
     """A raw upstream that keeps connections alive and answers each request with the next reply."""
 
-    replies: list[bytes]
+    replies: list[bytes | tuple[bytes, ...]]
+    """Each reply at once, or in parts that each come in a read of their own."""
     url: str = ""
     connections: int = 0
     received: list[bytes] = field(default_factory=list)
@@ -128,7 +155,7 @@ class Upstream:
 
 @asynccontextmanager
 async def keep_alive_upstream(
-    *replies: bytes, close_after: Callable[[int], bool] = lambda n: False
+    *replies: bytes | tuple[bytes, ...], close_after: Callable[[int], bool] = lambda n: False
 ) -> AsyncIterator[Upstream]:
     upstream = Upstream(list(replies))
     tasks: set[asyncio.Task[Any]] = set()
@@ -150,8 +177,12 @@ async def keep_alive_upstream(
                     0,
                 )
                 upstream.received.append(head + await reader.readexactly(length))
-                writer.write(upstream.replies.pop(0))
-                await writer.drain()
+                reply = upstream.replies.pop(0)
+                for index, part in enumerate((reply,) if isinstance(reply, bytes) else reply):
+                    if index:
+                        await asyncio.sleep(0.05)  # for the client, a read of its own
+                    writer.write(part)
+                    await writer.drain()
                 if close_after(len(upstream.received)):
                     break
         except (asyncio.IncompleteReadError, ConnectionError):
@@ -181,7 +212,6 @@ async def client(**timeouts: float) -> AsyncIterator[UpstreamClient]:
 
 
 MIB = BodyLimit(1 << 20, "upstream.max_body_mb")
-OK = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
 
 
 async def test_the_request_goes_as_given_with_host_and_length_added_as_aiohttp_adds_them() -> None:
@@ -238,6 +268,57 @@ async def test_an_idle_connection_the_upstream_closed_is_not_used_again() -> Non
     assert 2 == upstream.connections
 
 
+async def test_a_delete_on_a_kept_alive_connection_the_upstream_drops_is_never_sent_again() -> None:
+    """The upstream closes the pooled connection as the DELETE arrives on it (its idle timeout,
+    say): the call may have taken effect, so it fails as one that left, and goes nowhere else."""
+    async with keep_alive_upstream(OK, b"", OK, close_after=lambda n: n == 2) as upstream, client() as session:
+        assert 200 == (await send(session, "GET", URL(upstream.url), {}, b"")).status
+        with pytest.raises(UpstreamError) as raised:
+            await send(session, "DELETE", URL(upstream.url + "/t"), {}, b"")
+        assert ("disconnected", True, None) == (raised.value.kind, raised.value.sent, raised.value.status)
+    assert [b"GET", b"DELETE"] == [received.split(b" ", 1)[0] for received in upstream.received]
+    assert 1 == upstream.connections
+
+
+async def test_an_address_that_never_answers_does_not_hold_up_the_next_one(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A name with two addresses whose first drops connections silently (an IPv6 route to
+    nowhere, say): the second is tried a moment later, as aiohttp's client did, instead of after
+    the whole connect_timeout. The silent one is a listener whose queue is full."""
+    with socket.socket() as silent, socket.socket() as filler:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(0)
+        filler.connect(silent.getsockname())  # the one connection its queue holds; the rest wait
+        async with keep_alive_upstream(OK) as upstream:
+            port = int(upstream.url.rsplit(":", 1)[1])
+            loop = asyncio.get_running_loop()
+            resolve = loop.getaddrinfo
+
+            async def two_addresses(host: str, *args: Any, **kwargs: Any) -> list[Any]:
+                assert "upstream.test" == host
+                [(family, kind, proto, name, address)] = await resolve("127.0.0.1", port, *args[1:], **kwargs)
+                return [(family, kind, proto, name, silent.getsockname()), (family, kind, proto, name, address)]
+
+            monkeypatch.setattr(loop, "getaddrinfo", two_addresses)
+            async with client(connect_timeout=1.5, total_timeout=3.0) as session:
+                answer = await asyncio.wait_for(
+                    send(session, "GET", URL(f"http://upstream.test:{port}/"), {}, b""), 1.0
+                )
+    assert (200, b"ok") == _status_body(answer)
+
+
+async def test_a_pooled_connection_the_upstream_closes_leaves_the_pool_at_once() -> None:
+    """It was dropped from the idle list only when a later call came by, and never from the
+    client's open connections: one kept object per connection an upstream closed while idle."""
+    async with keep_alive_upstream(OK, OK, OK, close_after=lambda n: True) as upstream, client() as session:
+        for _ in range(3):
+            assert 200 == (await send(session, "GET", URL(upstream.url), {}, b"")).status
+            async with asyncio.timeout(1):
+                while session._open:  # until the upstream's close reaches the client
+                    await asyncio.sleep(0.01)
+        assert {} == {key: idle for key, idle in session._idle.items() if idle}
+    assert 3 == upstream.connections
+
+
 async def test_a_call_cancelled_half_way_leaves_no_connection_behind_for_the_next() -> None:
     """The caller went away mid-answer: that connection's state is unknown, so it is closed."""
     async with keep_alive_upstream(b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nabc", OK) as upstream:
@@ -272,8 +353,63 @@ async def test_a_closed_client_closes_its_connections() -> None:
 async def test_a_connection_that_sent_more_than_its_answer_is_not_used_again() -> None:
     """Bytes after an answer (with it, or later on the idle connection) could be read as the next
     call's answer: the connection is closed, and the next call gets its own answer."""
-    async with keep_alive_upstream(OK + b"HTTP/1.1 500 Stale\r\n\r\n", OK) as upstream, client() as session:
-        assert (200, b"ok") == _status_body(await send(session, "GET", URL(upstream.url), {}, b""))
+    for extra in (b"HTTP/1.1 500 Stale\r\n\r\n", b"HTTP/1.1 100 Continue\r\n\r\n"):
+        async with keep_alive_upstream(OK + extra, OK) as upstream, client() as session:
+            assert (200, b"ok") == _status_body(await send(session, "GET", URL(upstream.url), {}, b""))
+            assert (200, b"ok") == _status_body(await send(session, "GET", URL(upstream.url), {}, b""))
+        assert 2 == upstream.connections
+
+
+async def test_a_connection_whose_last_read_began_another_answer_is_not_used_again() -> None:
+    """The start of a second answer in the same read as the end of the first: the parser holds
+    it, and the rest could come just after the next call is written there, as its answer."""
+    for extra in (b"HTTP/1.1 5", b"HTTP/1.1 500 Stale\r\n"):
+        async with keep_alive_upstream(OK + extra, OK) as upstream, client() as session:
+            assert (200, b"ok") == _status_body(await send(session, "GET", URL(upstream.url), {}, b""))
+            assert (200, b"ok") == _status_body(await send(session, "GET", URL(upstream.url), {}, b""))
+        assert 2 == upstream.connections
+
+
+@pytest.mark.parametrize(
+    "status_line",
+    [b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: x", b"HTTP/1.1 000 Zero", b"HTTP/1.1 099 X", b"HTTP/1.1 600 X"],
+    ids=["101", "000", "099", "600"],
+)
+async def test_a_status_http_does_not_have_is_malformed_and_its_connection_closed(status_line: bytes) -> None:
+    async with keep_alive_upstream(status_line + b"\r\nContent-Length: 2\r\n\r\nok", OK) as upstream:
+        async with client() as session:
+            with pytest.raises(UpstreamError) as raised:
+                await send(session, "DELETE", URL(upstream.url), {}, b"")
+            assert ("malformed", True, None) == (raised.value.kind, raised.value.sent, raised.value.status)
+            assert (200, b"ok") == _status_body(await send(session, "GET", URL(upstream.url), {}, b""))
+        assert 2 == upstream.connections
+
+
+CHUNKED_HEAD = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
+FAULT_AFTER_HEAD = {
+    # name: (the first read, the rest, what the call gets), the rest coming at once or in a read of its own
+    "extra": (OK[:-2], b"okEXTRA", (200, b"ok")),  # more than its Content-Length
+    "204-body": (b"HTTP/1.1 204 No Content\r\n", b"Content-Length: 3\r\n\r\nabc", (204, b"")),  # 204 has none
+    "100-extra": (b"HTTP/1.1 100 Continue\r\n\r\n" + OK[:-2], b"ok\x00junk", (200, b"ok")),
+    "bad-chunk": (CHUNKED_HEAD, b"2\r\nok\r\nzz\r\n", ("incomplete", 200)),
+}
+
+
+@pytest.mark.parametrize("case", sorted(FAULT_AFTER_HEAD))
+@pytest.mark.parametrize("reads", ["one-read", "two-reads"])
+async def test_a_fault_after_the_head_gives_the_same_answer_however_the_bytes_are_read(case: str, reads: str) -> None:
+    """A parser refuses a whole read: the head it had parsed in the read that also held the fault
+    was lost, and the call was "malformed" (recorded unknown), while the same bytes in two reads
+    gave the answer (RFC 9112, section 6.3: what follows it discarded) or, its body broken, its
+    status. Either way the connection is never used again."""
+    first, rest, expected = FAULT_AFTER_HEAD[case]
+    parts = first + rest if reads == "one-read" else (first, rest)
+    async with keep_alive_upstream(parts, OK) as upstream, client() as session:
+        try:
+            got: tuple[object, ...] = _status_body(await send(session, "GET", URL(upstream.url), {}, b""))
+        except UpstreamError as exc:
+            got = (exc.kind, exc.status)
+        assert expected == got
         assert (200, b"ok") == _status_body(await send(session, "GET", URL(upstream.url), {}, b""))
     assert 2 == upstream.connections
 

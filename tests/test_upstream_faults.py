@@ -5,6 +5,7 @@ whether the token may be gone, nothing is retried, and the gateway goes on servi
 from __future__ import annotations
 
 import dataclasses
+import json
 import socket
 from collections.abc import Iterator
 from pathlib import Path
@@ -14,6 +15,7 @@ import pytest
 from helpers import USERS, AppClient, GatewayFactory, basic, make_config, rows
 from pytest_aiohttp import AiohttpClient
 from raw_upstream import raw_upstream
+from wire_support import exchange, parse, request, served
 
 from gateway.audit.fingerprint import fingerprint
 from gateway.stub import demo_seed, make_stub_app
@@ -309,6 +311,66 @@ async def test_an_answer_whose_body_comes_too_late_is_recorded_from_its_status(
         assert (502, lost(200, detail)) == (response.status, await response.json())
         assert ("deleted", cause, 200) == last_outcome(tmp_path)
         assert 1 == len(upstream.requests)  # sent once, not retried
+
+
+async def test_an_answer_followed_in_its_read_by_bytes_that_are_no_answer_is_passed_on_and_recorded(
+    tmp_path: Path,
+) -> None:
+    """RFC 9112, section 6.3: bytes past an answer are discarded, the answer stands. They came in
+    the same read as its head, and the whole read was taken for garbage: 502, recorded unknown."""
+    reply = b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 2\r\n\r\n{}"
+    async with raw_upstream(reply + b"{}EXTRA") as upstream:
+        async with served(make_config(tmp_path, upstream=upstream.url)) as port:
+            answer = parse(await exchange(port, request("DELETE", TOKEN_PATH.format("load1"))))
+        assert 1 == len(upstream.requests)
+    assert (b"HTTP/1.1 200 OK", b"application/json", b"{}") == (
+        answer.status_line,
+        answer.header(b"Content-Type"),
+        answer.body,
+    )
+    assert ("deleted", None, 200) == last_outcome(tmp_path)
+
+
+async def test_a_head_whose_chunked_body_breaks_in_the_same_read_is_recorded_from_its_status(tmp_path: Path) -> None:
+    reply = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\n{}\r\nzz\r\n"
+    async with raw_upstream(reply) as upstream:
+        async with served(make_config(tmp_path, upstream=upstream.url)) as port:
+            answer = parse(await exchange(port, request("DELETE", TOKEN_PATH.format("load1"))))
+        assert 1 == len(upstream.requests)
+    assert b"HTTP/1.1 502 Bad Gateway" == answer.status_line
+    assert lost(200, "the upstream's answer was cut off mid-body") == json.loads(answer.body)
+    assert ("deleted", "upstream.incomplete", 200) == last_outcome(tmp_path)
+
+
+@pytest.mark.parametrize(
+    "status_line",
+    [
+        b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade",
+        b"HTTP/1.1 099 Early",
+        b"HTTP/1.1 600 Beyond",
+        b"HTTP/1.1 999 Weird",
+    ],
+    ids=["101-never-asked-for", "099", "600", "999"],
+)
+async def test_a_status_http_does_not_have_is_a_malformed_answer_and_the_call_unknown(
+    tmp_path: Path, status_line: bytes
+) -> None:
+    """RFC 9110 has statuses 100 to 599, and a 101 only to a request that asked to switch (the
+    gateway forwards no Upgrade): a 101 relayed told the caller its connection had switched
+    protocol, and ``099`` went out as a two-digit ``HTTP/1.1 99``. Neither says what became of
+    the call, so it is unknown."""
+    async with raw_upstream(status_line + b"\r\nContent-Length: 2\r\n\r\n{}") as upstream:
+        async with served(make_config(tmp_path, upstream=upstream.url)) as port:
+            answer = parse(await exchange(port, request("DELETE", TOKEN_PATH.format("load1"))))
+        assert 1 == len(upstream.requests)  # sent once, not retried
+    assert b"HTTP/1.1 502 Bad Gateway" == answer.status_line
+    assert {
+        "code": "gateway.upstream_unavailable",
+        "message": "The upstream could not be reached or gave no valid answer: the upstream sent a malformed HTTP "
+        "response; the deletion may or may not have happened upstream, and it was not retried",
+        "contexts": [],
+    } == json.loads(answer.body)
+    assert ("unknown", "upstream.malformed", None) == last_outcome(tmp_path)
 
 
 async def test_refused_calls_never_reach_the_upstream(tmp_path: Path, gateway: GatewayFactory, stub: AppClient) -> None:

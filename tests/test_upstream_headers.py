@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 from multidict import CIMultiDict, CIMultiDictProxy
 
-from gateway.upstream import HOP_BY_HOP, end_to_end, unforwardable
+from gateway.upstream import HOP_BY_HOP, UpstreamReply, end_to_end, relay_problem, unforwardable
 
 NOT_UTF8 = "\udcff"
 """A received byte that was not UTF-8 (0xFF), as aiohttp's parser hands it over."""
@@ -151,3 +151,14 @@ class TestUnforwardable:
     def test_a_header_that_is_not_forwarded_cannot_be_unforwardable(self, pairs: list[tuple[str, str]]) -> None:
         """Headers the gateway drops or redoes itself never reach the upstream, whatever their bytes."""
         assert unforwardable(headers(*pairs)) is None
+
+
+@pytest.mark.parametrize("name", ["Transfer-Encoding ", "X A", "X(A)", "", "caf\u00e9"])
+def test_a_header_name_that_is_not_a_token_is_never_relayed(name: str) -> None:
+    """The hop-by-hop and framing filters go by name: a name a lenient parser let through (a
+    space before its colon, say) must not reach the caller."""
+    reply = UpstreamReply(200, "OK", CIMultiDict([(name, "chunked")]), b"")
+    assert "a header name of it is not a token" == relay_problem(reply)
+    assert relay_problem(UpstreamReply(200, "OK", CIMultiDict([("X-Ok_1.~", "v")]), b"")) is None
+    broken = UpstreamReply(200, "OK", CIMultiDict([("X\rA", "v")]), b"")
+    assert "a header of it holds a CR, LF or NUL" == relay_problem(broken)

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from helpers import PASSWORDS, make_config, rows
+from helpers import PASSWORDS, SAMPLE_PATH, make_config, rows
 from raw_upstream import raw_upstream
 from wire_support import authorization, exchange, parse, request, served
 
@@ -237,6 +237,34 @@ async def test_a_request_the_parser_refuses_gets_an_apigee_400_that_quotes_nothi
 # 4. Answers relayed exactly: a HEAD's length, a 304's, and header names in their own case ------------------
 
 
+@pytest.mark.parametrize("close", ["fin", "reset"])
+async def test_a_caller_gone_mid_body_is_refused_and_recorded_not_a_500(
+    tmp_path: Path, log_output: io.StringIO, close: str
+) -> None:
+    """The body's reader then raises ConnectionResetError, which reached the handler's last
+    resort: an error line, a 500 counted, and no record of the audited call, where a body cut
+    short by its framing is refused (400) and recorded."""
+    head = request("DELETE", SAMPLE_PATH, b"Content-Type: application/json", b"Content-Length: 5")
+    async with raw_upstream(OK) as upstream:
+        async with served(config(tmp_path, upstream.url)) as port:
+            _, writer = await asyncio.open_connection("127.0.0.1", port)
+            writer.write(head + b"{}")
+            await writer.drain()
+            if close == "reset":
+                writer.transport.abort()
+            else:
+                writer.close()
+            async with asyncio.timeout(5):
+                while not rows(tmp_path / "audit.db"):  # nothing to await: the record is the sign
+                    await asyncio.sleep(0.01)
+    flush_logs()
+    assert [] == upstream.requests
+    assert [("rejected", "gateway.bad_request")] == [
+        (row["outcome"], row["error_code"]) for row in rows(tmp_path / "audit.db")
+    ]
+    assert "request_failed" not in log_output.getvalue()
+
+
 async def test_a_head_answer_keeps_the_upstreams_content_length(tmp_path: Path) -> None:
     head = (
         b"HTTP/1.1 200 OK\r\nDate: Tue, 01 Dec 2026 00:00:00 GMT\r\nContent-Type: application/json\r\n"
@@ -283,6 +311,31 @@ async def test_header_names_keep_their_case_both_ways(tmp_path: Path) -> None:
     ] == parse(answer).headers[:4]
     assert b"\r\naccept: application/json\r\n" in upstream.requests[0]
     assert authorization("myname") in upstream.requests[0]
+
+
+@pytest.mark.parametrize(
+    ("framing", "body"),
+    [
+        (b"Transfer-Encoding : chunked\r\n", b"2\r\n{}\r\n0\r\n\r\n"),
+        (b"Content-Length : 2\r\nConnection : close\r\nUpgrade : h2c\r\n", b"{}"),
+    ],
+    ids=["transfer-encoding", "length-connection-upgrade"],
+)
+async def test_a_space_before_a_framing_headers_colon_never_reaches_the_caller(
+    tmp_path: Path, framing: bytes, body: bytes
+) -> None:
+    """aiohttp's C parser frames by ``Transfer-Encoding : chunked`` but kept the space in the
+    name: the caller got it over a body framed by Content-Length (two framings: a desync, or a
+    strict client's refusal). RFC 9112, section 5.1: a proxy removes that space."""
+    head = b"HTTP/1.1 200 OK\r\nDate: Tue, 01 Dec 2026 00:00:00 GMT\r\nContent-Type: application/json\r\n"
+    async with raw_upstream(head + framing + b"\r\n" + body) as upstream:
+        async with served(config(tmp_path, upstream.url)) as port:
+            answer = parse(await exchange(port, request("GET", "/v1/o/myorg/apiproducts")))
+    assert (b"HTTP/1.1 200 OK", b"{}") == (answer.status_line, answer.body)
+    assert [b"Date", b"Content-Type", b"X-Request-ID", b"Content-Length", b"Connection"] == [
+        name for name, _ in answer.headers
+    ]
+    assert (b"2", b"close") == (answer.header(b"Content-Length"), answer.header(b"Connection"))
 
 
 async def test_a_target_no_route_can_take_gets_an_apigee_404(tmp_path: Path) -> None:
