@@ -296,10 +296,12 @@ class Shipper:
             self._chain = await self.local.chain()
         if self.mark is None:
             self.mark = await self.client.mark()
-            self._succeeded()
+            # Contact, but not yet a cure: a refusal stands until a batch is taken or nothing is left.
+            self.last_success = time.time()
         mark = self.mark
         rows = await self._next_rows(mark)
         if not rows:
+            self._succeeded()
             return 0
         new_mark, accepted, rows = await self._send(rows)
         head, oldest = await self.local.lag(new_mark.id)
