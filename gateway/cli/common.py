@@ -188,11 +188,12 @@ def run_loop(coroutine: Coroutine[Any, Any, int], *, tls_listener: bool = False)
     ``connection_made`` even when the protocol paused it, so the client's hello could reach the
     HTTP parser instead of the handshake that ``gateway.listener`` starts itself, and the
     connection hangs until the head deadline; asyncio's loop keeps the pause."""
-    try:
-        import uvloop
-    except ImportError:
-        return asyncio.run(coroutine)
-    if tls_listener:
-        return asyncio.run(coroutine)
-    status: int = uvloop.run(coroutine)  # typed only where the optional extra is installed
-    return status
+    if not tls_listener:
+        try:
+            import uvloop
+        except ImportError:
+            pass
+        else:
+            status: int = uvloop.run(coroutine)  # typed only where the optional extra is installed
+            return status
+    return asyncio.run(coroutine)
