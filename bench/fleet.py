@@ -6,10 +6,11 @@ Each part runs against a database of its own, created on the server given and dr
 
 1. Ingest: a `gateway collect` process; 4 senders post pre-encoded, chained batches of 1,000
    records (4 instances x 50,000) as fast as it answers. Target: >= 20,000 records/s.
-2. Lag: a `gateway serve` process shipping to that collector while wrk (bench/delete.lua, as
-   bench/run.py; this script's own client when wrk is missing) deletes tokens through it at
-   concurrency 64 for 20 s; its /readyz shipping lag is sampled 4 times a second.
-   Target: under 1 s at full load.
+2. Lag: a `gateway serve` process (its upstream a `gateway stub` process, as in bench/run.py)
+   shipping to a collector while wrk (bench/delete.lua; this script's own client when wrk is
+   missing) deletes tokens through it at concurrency 64 for 20 s; its /readyz shipping lag is
+   sampled 4 times a second. The baseline, run first on the same stub: the same gateway without
+   ``[ship]``, whose delete rate the shipping one's is a ratio of. Target: under 1 s at full load.
 3. Queries: the fleet store filled with `--records` records (50 instances, 50 actors, 20 orgs,
    a year) straight in SQL, then the fleet questions through `FleetStore` as the CLI asks them,
    medians of 7: by token, by actor over a week, by instance (newest 100). Target: < 50 ms each.
@@ -71,6 +72,7 @@ async def drop_database(url: str, database_url: str) -> None:
 
 
 def start(args: list[str], cwd: Path, env: dict[str, str] | None = None) -> tuple[subprocess.Popen[str], str]:
+    """A ``gateway`` command, once it says where it listens (stopped when it never does)."""
     process = subprocess.Popen(
         [sys.executable, "-m", "gateway", *args],
         cwd=cwd,
@@ -81,9 +83,11 @@ def start(args: list[str], cwd: Path, env: dict[str, str] | None = None) -> tupl
     )
     assert process.stdout is not None
     while line := process.stdout.readline():
-        if "Listening on" in line:
-            return process, line.split("Listening on ")[1].split()[0]
-    raise SystemExit(f"{args[0]} did not start")
+        for said in ("Listening on ", "listening on "):
+            if said in line:
+                return process, line.split(said)[1].split()[0]
+    process.wait()
+    raise SystemExit(f"{args[0]} did not start (exit status {process.returncode})")
 
 
 def collector_config(folder: Path, database_url: str, instances: list[str]) -> Path:
@@ -174,107 +178,134 @@ async def ingest(url: str, folder: Path) -> float:
     return rate
 
 
-async def lag(url: str, folder: Path, seconds: float = 20.0, concurrency: int = 64) -> None:
-    database_url = await fresh_database(url)
-    collector, collector_url = start(
-        ["collect", "--config", str(collector_config(folder, database_url, ["bench-sidecar"]))], folder
-    )
-    sidecar_dir = folder / "sidecar"
-    sidecar_dir.mkdir()
-    (sidecar_dir / "gw.toml").write_text(
-        "\n".join(
-            [
-                "[server]",
-                "port = 0",
-                "[audit]",
-                'database = "audit.db"',
-                "reserve_mb = 0",
-                "[stub]",
-                "generated_tokens = 10000000",
-                "[logging]",
-                'level = "warning"',
-                "[ship]",
-                f"url = {json.dumps(collector_url)}",
-                'instance = "bench-sidecar"',
-                'password_env = "BENCH_SHIP_PASSWORD"',
-            ]
-        )
-        + "\n"
-    )
-    sidecar, base = start(
-        ["serve", "--config", "gw.toml"], sidecar_dir, env={**os.environ, "BENCH_SHIP_PASSWORD": PASSWORD}
-    )
+def sidecar_config(folder: Path, stub_url: str, collector_url: str | None) -> Path:
+    """A gateway on ``stub_url``; shipping to ``collector_url`` when given."""
+    folder.mkdir()
+    lines = [
+        "[server]",
+        "port = 0",
+        "[audit]",
+        'database = "audit.db"',
+        "reserve_mb = 0",
+        "[upstream]",
+        f"url = {json.dumps(stub_url)}",
+        "[logging]",
+        'level = "warning"',
+        "[[users]]",
+        'name = "myname"',
+        f"password_hash = {json.dumps(hash_password('mypass', log2_n=10))}",
+        'orgs = ["myorg"]',
+    ]
+    if collector_url:
+        lines += [
+            "[ship]",
+            f"url = {json.dumps(collector_url)}",
+            'instance = "bench-sidecar"',
+            'password_env = "BENCH_SHIP_PASSWORD"',
+        ]
+    path = folder / "gw.toml"
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+async def deletes(base: str, seconds: float, concurrency: int, first: int) -> tuple[float, list[tuple[float, int]]]:
+    """wrk's DELETEs at ``base`` (this script's own client when wrk is missing): the rate, and
+    the /readyz shipping lag sampled 4 times a second (none when the gateway does not ship)."""
     samples: list[tuple[float, int]] = []
+    auth = aiohttp.encode_basic_auth("myname", "mypass")
+    deadline = time.monotonic() + seconds
     done = 0
-    try:
+
+    async def sample() -> None:
+        # A session of its own: the deletes keep every connection of theirs busy.
+        async with aiohttp.ClientSession() as probe:
+            while time.monotonic() < deadline:
+                await asyncio.sleep(0.25)
+                async with probe.get(f"{base}/readyz") as response:
+                    shipping = (await response.json()).get("shipping")
+                if shipping is not None:
+                    samples.append((shipping["lag_seconds"], shipping["lag_records"]))
+
+    started = time.monotonic()
+    if shutil.which("wrk"):  # the load generator of bench/run.py: the gateway's full delete rate
+        load = await asyncio.create_subprocess_exec(
+            "wrk",
+            "-t1",
+            f"-c{concurrency}",
+            f"-d{round(seconds)}s",
+            "--timeout",
+            "10s",
+            "-s",
+            str(Path(__file__).with_name("delete.lua")),
+            base,
+            "--",
+            str(first),
+            "/v1/o/myorg/oauth2/accesstokens/load",
+            auth,
+            stdout=subprocess.PIPE,
+        )
+        output, _ = await asyncio.gather(load.communicate(), sample())
+        summary = json.loads(output[0].decode().strip().splitlines()[-1])
+        if summary["status_errors"] or summary["timeouts"]:
+            raise SystemExit(f"lag: the deletes failed: {summary}")
+        done = summary["requests"]
+    else:
+        counter = iter(range(first, 10**12))
         async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=concurrency)) as session:
-            auth = {"Authorization": aiohttp.encode_basic_auth("myname", "mypass")}
-            deadline = time.monotonic() + seconds
-            counter = iter(range(10**9))
 
             async def worker() -> None:
                 nonlocal done
                 while time.monotonic() < deadline:
-                    async with session.delete(
-                        f"{base}/v1/o/myorg/oauth2/accesstokens/load{next(counter)}", headers=auth
-                    ) as response:
-                        await response.read()
+                    path = f"{base}/v1/o/myorg/oauth2/accesstokens/load{next(counter)}"
+                    async with session.delete(path, headers={"Authorization": auth}) as response:
+                        assert response.status == 200, await response.text()
                         done += 1
 
-            async def sample() -> None:
-                # A session of its own: the deletes keep every connection of theirs busy.
-                async with aiohttp.ClientSession() as probe:
-                    while time.monotonic() < deadline:
-                        await asyncio.sleep(0.25)
-                        async with probe.get(f"{base}/readyz") as response:
-                            shipping = (await response.json())["shipping"]
-                        samples.append((shipping["lag_seconds"], shipping["lag_records"]))
+            await asyncio.gather(sample(), *(worker() for _ in range(concurrency)))
+    return done / (time.monotonic() - started), samples
 
-            started = time.monotonic()
-            if shutil.which("wrk"):  # the load generator of bench/run.py: the gateway's full delete rate
-                script = Path(__file__).with_name("delete.lua")
-                load = await asyncio.create_subprocess_exec(
-                    "wrk",
-                    "-t1",
-                    f"-c{concurrency}",
-                    f"-d{round(seconds)}s",
-                    "--timeout",
-                    "10s",
-                    "-s",
-                    str(script),
-                    base,
-                    "--",
-                    "0",
-                    "/v1/o/myorg/oauth2/accesstokens/load",
-                    auth["Authorization"],
-                    stdout=subprocess.PIPE,
-                )
-                output, _ = await asyncio.gather(load.communicate(), sample())
-                done = json.loads(output[0].decode().strip().splitlines()[-1])["requests"]
-            else:
-                await asyncio.gather(sample(), *(worker() for _ in range(concurrency)))
-            elapsed = time.monotonic() - started
+
+async def lag(url: str, folder: Path, seconds: float = 20.0, concurrency: int = 64) -> None:
+    """The same gateway twice on one stub: without ``[ship]`` (the baseline), then shipping."""
+    database_url = await fresh_database(url)
+    processes: list[subprocess.Popen[str]] = []
+    try:
+        collector, collector_url = start(
+            ["collect", "--config", str(collector_config(folder, database_url, ["bench-sidecar"]))], folder
+        )
+        processes.append(collector)
+        # The upstream in a process of its own, as in bench/run.py: the gateway's full rate is its own.
+        stub, stub_url = start(["stub", "--port", "0", "--generate", "1000000000"], folder)
+        processes.append(stub)
+        rates = {}
+        for name, ships_to in (("without shipping", None), ("shipping", collector_url)):
+            config = sidecar_config(folder / name.replace(" ", "-"), stub_url, ships_to)
+            sidecar, base = start(
+                ["serve", "--config", str(config)], config.parent, env={**os.environ, "BENCH_SHIP_PASSWORD": PASSWORD}
+            )
+            processes.append(sidecar)
+            rates[name], samples = await deletes(base, seconds, concurrency, first=len(rates) * 10**8)
             settle_started = time.monotonic()
-            while True:
-                async with session.get(f"{base}/readyz") as response:
-                    shipping = (await response.json())["shipping"]
-                if shipping["lag_records"] == 0:
-                    break
-                await asyncio.sleep(0.05)
+            async with aiohttp.ClientSession() as session:
+                while ships_to:
+                    async with session.get(f"{base}/readyz") as response:
+                        if (await response.json())["shipping"]["lag_records"] == 0:
+                            break
+                    await asyncio.sleep(0.05)
             settle = time.monotonic() - settle_started
     finally:
-        sidecar.terminate()
-        sidecar.wait()
-        collector.terminate()
-        collector.wait()
+        for process in reversed(processes):
+            process.terminate()
+            process.wait()
         await drop_database(url, database_url)
     lag_seconds = sorted(s for s, _ in samples)
     lag_records = sorted(r for _, r in samples)
+    shipping, baseline = rates["shipping"], rates["without shipping"]
     print(
-        f"lag: {done / elapsed:,.0f} deletes/s for {elapsed:.0f} s at concurrency {concurrency} ({2 * done:,} records); "
-        f"shipping lag p50 {statistics.median(lag_seconds):.3f} s, p99 {lag_seconds[int(len(lag_seconds) * 0.99)]:.3f} s, "
-        f"max {lag_seconds[-1]:.3f} s; records behind p50 {statistics.median(lag_records):.0f}, max {lag_records[-1]}; "
-        f"caught up {settle:.2f} s after the load stopped",
+        f"lag: {shipping:,.0f} deletes/s shipping vs {baseline:,.0f} without ({shipping / baseline:.2f}x), "
+        f"{seconds:.0f} s each at concurrency {concurrency}; shipping lag p50 {statistics.median(lag_seconds):.3f} s, "
+        f"p99 {lag_seconds[int(len(lag_seconds) * 0.99)]:.3f} s, max {lag_seconds[-1]:.3f} s; records behind "
+        f"p50 {statistics.median(lag_records):.0f}, max {lag_records[-1]}; caught up {settle:.2f} s after the load stopped",
         flush=True,
     )
 

@@ -15,12 +15,14 @@ import json
 import os
 import sqlite3
 from collections.abc import AsyncGenerator, Iterator, Sequence
-from contextlib import contextmanager, suppress
+from contextlib import aclosing, contextmanager, suppress
 from functools import partial
+from operator import itemgetter
 from pathlib import Path
 from urllib.parse import quote
 
 import aiosqlite
+import orjson
 
 from gateway.audit import records
 from gateway.audit.chain import EMPTY, ChainKey, Head, chained
@@ -57,6 +59,13 @@ SYNCHRONOUS = {"FULL": "FULL", "NORMAL": "NORMAL"}
 """The settings offered (``audit.synchronous``); the mapping keeps anything else out of the SQL."""
 
 _COLUMNS = ", ".join(AuditRecord._fields)
+NUMERIC_FIELDS = ("upstream_status", "latency_ms")
+"""The columns besides ``id`` that may hold a real number (a REAL column, and an INTEGER one that
+keeps a real it cannot convert): ``rows_after`` sends their reals as exact text."""
+_first = itemgetter(0)
+_EXACT_REAL = "CASE typeof({0}) WHEN 'real' THEN json_array(printf('%!.20e', {0})) ELSE {0} END"
+"""SQLite's JSON writes a real with 15 digits, which loses some doubles; 21 digits of ``printf``
+give every one back exactly. Wrapped in a one-element array, so a string stays a string."""
 _ONE_TABLE_HEAD = f"SELECT id, hash FROM {TABLE} ORDER BY id DESC LIMIT 1"
 _ONE_TABLE_FIRST_ID = f"SELECT min(id) FROM {TABLE}"
 """Before version 5 (read as it is), all records are in one table."""
@@ -225,6 +234,8 @@ class SQLiteAuditStore:
         self._where = partial(_where, present=present)
         self._present = present
         self._split = split
+        self._json_batches = True
+        """False once this SQLite turned out to lack its JSON functions (``rows_after``)."""
         """Version 5 and later: intents and other records in two tables (``gateway.audit.schema``)."""
 
     @classmethod
@@ -346,6 +357,49 @@ class SQLiteAuditStore:
                     yield batch  # type: ignore[misc]
         except sqlite3.Error as exc:
             raise AuditStoreError(f"cannot read {self.path}: {exc}") from None
+
+    async def rows_after(self, after_id: int, limit: int) -> list[Row]:
+        """Up to ``limit`` records after id ``after_id``, oldest first, as ``rows`` gives them.
+
+        This is the shipper's read, and it runs in the gateway's process: SQLite builds the
+        whole batch as one JSON value, so the read is one step of one statement. Read row by row
+        it takes a step per row, and each step waits for the GIL that a busy event loop holds:
+        1,000 rows took 0.1 to 2.7 s at full load, against 25 to 45 ms read as one value.
+        """
+        if self._json_batches:
+            try:
+                return await self._rows_as_json(after_id, limit)
+            except AuditStoreError as exc:
+                if "no such function" not in str(exc):
+                    raise
+                self._json_batches = False  # an SQLite built without JSON: the same rows, a step each
+        async with aclosing(self.rows(AuditFilter(after_id=after_id, limit=None), size=limit)) as batches:
+            async for batch in batches:
+                return [tuple(row) for row in batch]
+        return []
+
+    async def _rows_as_json(self, after_id: int, limit: int) -> list[Row]:
+        where, params = self._where(AuditFilter(after_id=after_id, limit=None))
+        sql, params = self._both(self._row_columns, where, params)
+        values = ", ".join(_EXACT_REAL.format(field) if field in NUMERIC_FIELDS else field for field in FIELDS)
+        found = await self._fetch(
+            # As bytes: orjson checks the UTF-8 itself, where sqlite3's own decoding error would quote the whole batch.
+            f"SELECT CAST(json_group_array(json_array({values})) AS BLOB) FROM ({sql} ORDER BY id LIMIT ?)",
+            [*params, limit],
+        )
+        try:
+            batch = orjson.loads(found[0][0])
+        except orjson.JSONDecodeError as exc:
+            raise AuditStoreError(f"cannot read {self.path}: a record is not valid text ({exc})") from None
+        numeric = [FIELDS.index(field) for field in NUMERIC_FIELDS]
+        rows: list[Row] = []
+        for row in batch:
+            for index in numeric:
+                if type(row[index]) is list:
+                    row[index] = float(row[index][0])
+            rows.append(tuple(row))
+        rows.sort(key=_first)  # in id order already: SQLite aggregates its ordered subquery in order
+        return rows
 
     async def pending_without_outcome(self) -> list[AuditRecord]:
         return await self._last_of_their_request(("pending",))

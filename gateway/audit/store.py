@@ -111,6 +111,10 @@ class AuditStore(Protocol):
         """Every matching record, oldest first, as rows in ``FIELDS`` order, streamed in
         batches (``limit`` is ignored)."""
 
+    async def rows_after(self, after_id: int, limit: int) -> list[Row]:
+        """Up to ``limit`` records after id ``after_id``, oldest first, as ``rows`` gives them:
+        in as few steps as the engine allows, since the shipper reads in a busy process."""
+
     async def stats(
         self, by: str, selection: AuditFilter, *, include_intents: bool = False
     ) -> list[tuple[str | None, int]]:

@@ -19,7 +19,7 @@ import socket
 import ssl
 import time
 from collections.abc import AsyncIterator
-from contextlib import aclosing, asynccontextmanager
+from contextlib import asynccontextmanager
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -29,7 +29,6 @@ import orjson
 
 from gateway.audit.backends import open_store
 from gateway.audit.chain import Head
-from gateway.audit.query import AuditFilter
 from gateway.audit.record import FIELDS, Row, utc_timestamp
 from gateway.audit.store import AuditStore, AuditStoreError
 from gateway.config import Config
@@ -77,10 +76,7 @@ class LocalLog:
 
     async def after(self, mark: int, limit: int) -> list[Row]:
         """Up to ``limit`` records after id ``mark``, oldest first, as rows in ``FIELDS`` order."""
-        async with aclosing((await self._opened()).rows(AuditFilter(after_id=mark, limit=None), size=limit)) as batches:
-            async for batch in batches:
-                return [tuple(row) for row in batch]
-        return []
+        return await (await self._opened()).rows_after(mark, limit)
 
     async def head(self) -> Head:
         return await (await self._opened()).head()

@@ -1,0 +1,173 @@
+"""The shipper's read (``rows_after``): a batch of records as one value built by SQLite, which must
+give exactly the rows the row-by-row walk (``rows``) gives, whatever the records hold.
+
+It exists for speed: read a row at a time in the gateway's busy process, each row waited for the
+GIL and the shipping lag grew past a second (bench/fleet.py). The collector recomputes every
+hash from the values shipped, so one value read differently (a double rounded to 15 digits, a
+string taken for a number) would make the fleet flag an honest log as rewritten.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import sqlite3
+from pathlib import Path
+
+import pytest
+from audit_support import make_log, make_version_4_log, tamper
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from gateway.audit.chain import ChainKey
+from gateway.audit.query import AuditFilter
+from gateway.audit.record import FIELDS, AuditRecord, Row
+from gateway.audit.sqlite import SQLiteAppender, SQLiteAuditStore, prepare
+from gateway.audit.store import AuditStoreError
+
+TEXT = st.text(st.characters(exclude_categories=["Cs"]), max_size=40)
+"""Any text SQLite can hold: control characters, NUL, U+2028, quotes, backslashes, astral planes."""
+REALS = st.floats(allow_nan=False) | st.sampled_from([0.1 + 0.2, 5e-324, 9.541593769323089e-306, -0.0, 1e16])
+"""Every double, and the ones SQLite's own JSON and quote() give back wrong."""
+
+
+def _record(n: int, text: str, real: float | None, status: int | None) -> AuditRecord:
+    return AuditRecord(
+        request_id=f"r{n}{text}",
+        time=f"2026-01-01T00:00:{n % 60:02d}.000Z",
+        actor=text,
+        client_ip="10.0.0.1",
+        method="DELETE",
+        org=text or None,
+        token_sha256=None,
+        token_hint=text[:4],
+        outcome="deleted" if n % 2 else "pending",
+        upstream_status=status,
+        latency_ms=real,
+        snapshot=text,
+        params=text or None,
+    )
+
+
+async def _batch(path: Path, after: int, limit: int) -> list[Row]:
+    store = await SQLiteAuditStore.open(path)
+    try:
+        return await store.rows_after(after, limit)
+    finally:
+        await store.close()
+
+
+async def _both_reads(path: Path, after: int, limit: int) -> tuple[list[Row], list[Row]]:
+    store = await SQLiteAuditStore.open(path)
+    try:
+        walked = [tuple(row) async for batch in store.rows(AuditFilter(after_id=after)) for row in batch]
+        return await store.rows_after(after, limit), walked[:limit]
+    finally:
+        await store.close()
+
+
+def _same(batch: list[Row], walked: list[Row]) -> None:
+    assert walked == batch
+    for ours, theirs in zip(batch, walked, strict=True):
+        assert [type(value) for value in theirs] == [type(value) for value in ours]
+        for value, other in zip(ours, theirs, strict=True):
+            if isinstance(value, float):
+                assert math.copysign(1.0, value) == math.copysign(1.0, other)
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    values=st.lists(
+        st.tuples(TEXT, st.none() | REALS, st.none() | st.integers(-(2**63), 2**63 - 1)), min_size=1, max_size=12
+    ),
+    after=st.integers(0, 13),
+    limit=st.integers(1, 14),
+)
+def test_the_batch_read_gives_the_rows_the_walk_gives(
+    tmp_path_factory: pytest.TempPathFactory,
+    values: list[tuple[str, float | None, int | None]],
+    after: int,
+    limit: int,
+) -> None:
+    path = tmp_path_factory.mktemp("log") / "audit.db"
+    prepare(path, key=ChainKey(), writable=True)
+    appender = SQLiteAppender(path, ChainKey())
+    appender.append([_record(n, *value) for n, value in enumerate(values)])
+    appender.close()
+
+    batch, walked = asyncio.run(_both_reads(path, after, limit))
+
+    _same(batch, walked)
+    assert [row[0] for row in batch] == list(range(after + 1, min(len(values), after + limit) + 1))
+
+
+def test_the_batch_read_keeps_values_a_tampered_file_holds_in_the_wrong_column(tmp_path: Path) -> None:
+    """A real in an INTEGER column, text in the REAL one, a number-like string: each read as the
+    walk reads it (the chain then tells the tampering; the read must not hide or invent it)."""
+    path = tmp_path / "audit.db"
+    make_log(path, 4)
+    tamper(
+        path,
+        "UPDATE audit_events SET upstream_status = 4.000000000000001 WHERE id = 1",
+        "UPDATE audit_events SET latency_ms = 'fast' WHERE id = 2",
+        "UPDATE audit_events SET actor = '1.5e3', token_hint = '[1]' WHERE id = 3",
+        "UPDATE audit_events SET latency_ms = 1e999 WHERE id = 4",
+    )
+
+    batch, walked = asyncio.run(_both_reads(path, 0, 10))
+
+    _same(batch, walked)
+    status, latency, actor = FIELDS.index("upstream_status"), FIELDS.index("latency_ms"), FIELDS.index("actor")
+    assert (4.000000000000001, "fast", "1.5e3", math.inf) == (
+        batch[0][status],
+        batch[1][latency],
+        batch[2][actor],
+        batch[3][latency],
+    )
+
+
+def test_the_batch_read_reads_a_log_of_an_older_version_as_the_walk_does(tmp_path: Path) -> None:
+    path = tmp_path / "audit.db"
+    make_version_4_log(path, [_record(n, "x", 1.25 * n, 200) for n in range(1, 8)])
+
+    batch, walked = asyncio.run(_both_reads(path, 2, 3))
+
+    _same(batch, walked)
+    assert [3, 4, 5] == [row[0] for row in batch]
+
+
+@pytest.mark.parametrize(
+    ("statement", "reason"),
+    [
+        ("UPDATE audit_events SET actor = CAST(x'ff' AS TEXT) WHERE id = 2", "is not valid text"),
+        ("UPDATE audit_events SET snapshot = x'00' WHERE id = 2", "JSON cannot hold BLOB values"),
+    ],
+)
+def test_a_record_the_batch_read_cannot_carry_is_an_audit_store_error_naming_the_file(
+    tmp_path: Path, statement: str, reason: str
+) -> None:
+    """The shipper logs it, backs off and tries again: never a traceback, never a batch that
+    silently drops the record."""
+    path = tmp_path / "audit.db"
+    make_log(path, 3)
+    tamper(path, statement)
+
+    with pytest.raises(AuditStoreError) as raised:
+        asyncio.run(_batch(path, 0, 10))
+
+    assert str(raised.value).startswith(f"cannot read {path}: ")
+    assert reason in str(raised.value)
+
+
+def test_the_columns_read_as_exact_reals_are_every_numeric_column_but_the_id(tmp_path: Path) -> None:
+    from gateway.audit.sqlite import NUMERIC_FIELDS
+
+    path = tmp_path / "audit.db"
+    make_log(path, 1)
+    with sqlite3.connect(path) as db:
+        declared = {
+            column: kind
+            for table in ("audit_records", "audit_intents")
+            for _, column, kind, *_ in db.execute(f"PRAGMA table_info({table})")
+        }
+    assert sorted(NUMERIC_FIELDS) == sorted(c for c, kind in declared.items() if kind != "TEXT" and c != "id")
