@@ -23,7 +23,8 @@ from gateway.audit.fingerprint import fingerprint
 from gateway.audit.formats import RecordStream
 from gateway.audit.query import AuditFilter
 from gateway.audit.record import AuditRecord, utc_timestamp
-from gateway.audit.sqlite import SQLiteAppender, SQLiteAuditStore, prepare
+from gateway.audit.sqlite import SQLiteAuditStore
+from gateway.audit.sqlite_file import SQLiteAppender, prepare
 from gateway.audit.verify import verify_log
 
 ACTORS = [f"user{i:02d}" for i in range(50)]

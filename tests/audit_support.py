@@ -11,7 +11,7 @@ from pathlib import Path
 from gateway.audit.chain import EMPTY, ChainKey, chained
 from gateway.audit.record import FIELDS, AuditRecord
 from gateway.audit.schema import INTENTS, MIGRATIONS, RECORDS, SCHEMA_V1, TABLE, V4_COLUMNS
-from gateway.audit.sqlite import SQLiteAppender, prepare
+from gateway.audit.sqlite_file import SQLiteAppender, prepare
 
 
 def record(i: int) -> AuditRecord:

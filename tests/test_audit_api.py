@@ -13,7 +13,7 @@ from helpers import AppClient, GatewayFactory, basic, make_config
 
 from gateway.audit.chain import ChainKey
 from gateway.audit.fingerprint import fingerprint
-from gateway.audit.sqlite import SQLiteAppender
+from gateway.audit.sqlite_file import SQLiteAppender
 from gateway.logs import configure_logging, flush_logs
 
 

@@ -15,7 +15,7 @@ from gateway.audit.chain import ChainKey
 from gateway.audit.fingerprint import fingerprint
 from gateway.audit.query import parse_time
 from gateway.audit.record import FIELDS, AuditRecord
-from gateway.audit.sqlite import SQLiteAppender, prepare
+from gateway.audit.sqlite_file import SQLiteAppender, prepare
 from gateway.cli import main
 
 TOKEN_A, TOKEN_B = "tokenAAAAAAAAAAAAAAAAAAAAAAAAA", "tokenBBBBBBBBBBBBBBBBBBBBBBBBB"

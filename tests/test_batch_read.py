@@ -22,7 +22,8 @@ from hypothesis import strategies as st
 from gateway.audit.chain import ChainKey
 from gateway.audit.query import AuditFilter
 from gateway.audit.record import FIELDS, AuditRecord, Row
-from gateway.audit.sqlite import SQLiteAppender, SQLiteAuditStore, prepare
+from gateway.audit.sqlite import SQLiteAuditStore
+from gateway.audit.sqlite_file import SQLiteAppender, prepare
 from gateway.audit.store import AuditStoreError
 
 TEXT = st.text(st.characters(exclude_categories=["Cs"]), max_size=40)

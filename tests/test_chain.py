@@ -20,7 +20,8 @@ from gateway.audit.chain import EMPTY, GENESIS, ChainKey, chained, record_hash
 from gateway.audit.formats import as_row
 from gateway.audit.record import CONTENT_FIELDS, EXTENSION_FIELDS, FIELDS, AuditRecord
 from gateway.audit.schema import SCHEMA_V1
-from gateway.audit.sqlite import SQLiteAppender, SQLiteAuditStore, prepare
+from gateway.audit.sqlite import SQLiteAuditStore
+from gateway.audit.sqlite_file import SQLiteAppender, prepare
 from gateway.audit.store import AuditStoreError
 from gateway.cli import main
 

@@ -17,7 +17,7 @@ from helpers import USERS
 from processes import gateway_cli
 
 from gateway.audit.chain import ChainKey
-from gateway.audit.sqlite import prepare
+from gateway.audit.sqlite_file import prepare
 from gateway.cli import main
 
 SALT_16, DIGEST_32 = "A" * 22, "A" * 43

@@ -13,7 +13,7 @@ from processes import gateway_cli, started
 
 from gateway.audit.chain import ChainKey
 from gateway.audit.record import AuditRecord
-from gateway.audit.sqlite import SQLiteAppender, prepare
+from gateway.audit.sqlite_file import SQLiteAppender, prepare
 from gateway.cli import main
 from gateway.config import ConfigError, load_config
 

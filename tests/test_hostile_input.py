@@ -35,7 +35,7 @@ from gateway.audit.chain import ChainKey
 from gateway.audit.fingerprint import fingerprint
 from gateway.audit.query import parse_time
 from gateway.audit.record import AuditRecord
-from gateway.audit.sqlite import SQLiteAppender, prepare
+from gateway.audit.sqlite_file import SQLiteAppender, prepare
 from gateway.audit_api import PARAMETERS
 from gateway.cli import EXIT_BROKEN_PIPE, build_parser, main
 from gateway.terminal import UNSAFE_CATEGORIES

@@ -26,7 +26,7 @@ from gateway.audit.chain import ChainKey
 from gateway.audit.fingerprint import fingerprint, redacted
 from gateway.audit.formats import FORMULA_STARTS, RecordStream, spreadsheet_safe
 from gateway.audit.record import AuditRecord
-from gateway.audit.sqlite import SQLiteAppender, prepare
+from gateway.audit.sqlite_file import SQLiteAppender, prepare
 from gateway.cli import main
 from gateway.logs import configure_logging, flush_logs, get_logger
 from gateway.terminal import UNSAFE_CATEGORIES, printable, printable_json

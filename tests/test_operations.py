@@ -22,7 +22,7 @@ from raw_upstream import raw_upstream
 
 from gateway.audit.chain import ChainKey
 from gateway.audit.record import AuditRecord
-from gateway.audit.sqlite import SQLiteAppender, prepare
+from gateway.audit.sqlite_file import SQLiteAppender, prepare
 from gateway.health import SharedCheck
 from gateway.logs import flush_logs
 from gateway.runtime import RUNTIME

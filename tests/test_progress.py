@@ -16,7 +16,8 @@ import pytest
 
 from gateway.audit.chain import ChainKey
 from gateway.audit.record import AuditRecord, utc_timestamp
-from gateway.audit.sqlite import SQLiteAppender, SQLiteAuditStore, prepare
+from gateway.audit.sqlite import SQLiteAuditStore
+from gateway.audit.sqlite_file import SQLiteAppender, prepare
 from gateway.audit.verify import verify_log
 from gateway.cli import main
 from gateway.cli.progress import Progress

@@ -18,7 +18,7 @@ from pytest_aiohttp import AiohttpServer
 from gateway.audit.chain import ChainKey
 from gateway.audit.fingerprint import fingerprint
 from gateway.audit.record import AuditRecord
-from gateway.audit.sqlite import SQLiteAppender, prepare
+from gateway.audit.sqlite_file import SQLiteAppender, prepare
 from gateway.cli import main
 from gateway.logs import configure_logging, flush_logs
 from gateway.runtime import RUNTIME

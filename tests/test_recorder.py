@@ -19,7 +19,7 @@ from gateway.audit import writer as writer_module
 from gateway.audit.chain import ChainKey
 from gateway.audit.fingerprint import fingerprint
 from gateway.audit.record import AuditRecord
-from gateway.audit.sqlite import prepare
+from gateway.audit.sqlite_file import prepare
 from gateway.audit.store import AuditStoreError
 from gateway.audit.writer import AuditWriter, RecorderSpec
 from gateway.cli import main

@@ -20,7 +20,7 @@ from helpers import GatewayFactory, Peer, basic, make_config, rows
 from gateway.audit.backends import open_store
 from gateway.audit.chain import ChainKey
 from gateway.audit.record import AuditRecord
-from gateway.audit.sqlite import SQLiteAppender, prepare
+from gateway.audit.sqlite_file import SQLiteAppender, prepare
 from gateway.cli import main
 from gateway.logs import flush_logs
 

@@ -24,7 +24,8 @@ from gateway.audit.query import AuditFilter
 from gateway.audit.record import AuditRecord
 from gateway.audit.records import json_default
 from gateway.audit.schema import INTENTS, RECORDS
-from gateway.audit.sqlite import SQLiteAppender, SQLiteAuditStore, prepare
+from gateway.audit.sqlite import SQLiteAuditStore
+from gateway.audit.sqlite_file import SQLiteAppender, prepare
 from gateway.audit.store import STATS_GROUPS
 from gateway.cli import main
 

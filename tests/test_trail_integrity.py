@@ -15,7 +15,7 @@ from helpers import AppClient, GatewayFactory, basic, make_config
 from processes import completed, started
 
 from gateway.audit.chain import ChainKey
-from gateway.audit.sqlite import SQLiteAppender
+from gateway.audit.sqlite_file import SQLiteAppender
 from gateway.cli import main
 
 

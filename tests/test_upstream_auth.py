@@ -23,7 +23,7 @@ from helpers import SAMPLE, SAMPLE_PATH, GatewayFactory, Peer, make_config
 from gateway.audit.chain import ChainKey
 from gateway.audit.fingerprint import fingerprint
 from gateway.audit.record import AuditRecord
-from gateway.audit.sqlite import SQLiteAppender, prepare
+from gateway.audit.sqlite_file import SQLiteAppender, prepare
 from gateway.cli import main
 from gateway.config import Config
 from gateway.logs import flush_logs, get_logger

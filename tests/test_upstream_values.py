@@ -16,7 +16,7 @@ from helpers import GatewayFactory, Peer, basic, make_config, rows
 from gateway.audit.chain import ChainKey
 from gateway.audit.fingerprint import fingerprint
 from gateway.audit.record import AuditRecord
-from gateway.audit.sqlite import prepare
+from gateway.audit.sqlite_file import prepare
 from gateway.audit.store import AuditRecordError
 from gateway.audit.writer import AuditWriter, RecorderSpec
 from gateway.cli import main

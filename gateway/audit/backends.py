@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from gateway.audit.chain import ChainKey
-from gateway.audit.sqlite import SQLiteAppender, SQLiteAuditStore
+from gateway.audit.sqlite_file import SQLiteAppender
 from gateway.audit.store import AuditStore, BatchAppender
 
 
@@ -29,6 +29,10 @@ async def open_store(
     ``create`` makes a new one where there is none (the gateway does; maintenance commands must
     find one). ``chain_unchained``: a log from before the hash chain gets one, on purpose only
     (``gateway audit upgrade``)."""
+    # Imported here: the recorder process loads this module for ``open_appender`` only, and the
+    # reader's aiosqlite and asyncio would lengthen its start, during which calls get 503.
+    from gateway.audit.sqlite import SQLiteAuditStore
+
     return await SQLiteAuditStore.open(
         location, key=key, writable=writable, create=create, busy_timeout=busy_timeout, chain_unchained=chain_unchained
     )
