@@ -284,3 +284,37 @@ async def test_a_reader_cancelled_while_it_opens_leaves_no_thread_behind(tmp_pat
     kept.clear()
     gc.collect()  # a failure here must not leave threads that keep pytest from exiting
     assert set() == still_running
+
+
+def test_a_log_removed_without_its_write_ahead_log_stops_start_up_and_the_wal_is_kept(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The WAL of a log whose gateway was killed holds its newest committed records; SQLite,
+    making a new file under the old name, would discard them without a word."""
+    database = tmp_path / "audit.db"
+    wal = tmp_path / "audit.db-wal"
+    prepare(database, key=ChainKey(), writable=True)
+    appender = SQLiteAppender(database, ChainKey())
+    appender.append(
+        [
+            AuditRecord(f"r{n}", "2026-01-01T00:00:00.000Z", "alice", None, "DELETE", "myorg", None, None, "pending")
+            for n in range(3)
+        ]
+    )
+    held = wal.read_bytes()  # as a SIGKILL leaves it: committed, not yet copied into the file
+    appender.close()
+    database.unlink()
+    wal.write_bytes(held)
+    config = tmp_path / "gw.toml"
+    config.write_text("[server]\nport = 0\n[audit]\ndatabase = 'audit.db'\n")
+    before = {path.name: path.read_bytes() for path in tmp_path.iterdir()}
+
+    assert 2 == main(["serve", "--config", str(config)])
+
+    expected = (
+        f"gateway: error: {config}: audit.database: {database} is missing, but its write-ahead log {wal} "
+        f"({len(held):,} bytes) is still there and may hold the log's newest records: restore audit.db, or move "
+        "audit.db-wal and audit.db-shm away to start a new log\n"
+    )
+    assert ("", expected) == capsys.readouterr()
+    assert before == {path.name: path.read_bytes() for path in tmp_path.iterdir()}

@@ -91,6 +91,8 @@ def prepare(
     may_create = writable and create
     if not may_create and not path.is_file():
         raise AuditStoreError(f"no audit database at {path}")
+    if not path.exists():
+        _no_orphaned_wal(path)
     db = _connect(path, busy_timeout, create=may_create)
     try:
         if writable and not may_create and db.execute("PRAGMA application_id").fetchone()[0] != APPLICATION_ID:
@@ -113,6 +115,23 @@ def prepare(
         raise AuditStoreError(f"cannot use {path}: {exc}") from None
     finally:
         db.close()
+
+
+def _no_orphaned_wal(path: Path) -> None:
+    """A log removed without its write-ahead log: the WAL may hold the newest committed records
+    (those not yet copied into the file), and SQLite would discard it on making a new file there."""
+    wal = path.with_name(path.name + "-wal")
+    try:
+        size = wal.stat().st_size
+    except FileNotFoundError:
+        return
+    except OSError as exc:
+        raise AuditStoreError(f"cannot use {path}: cannot look at {wal}: {exc.strerror}") from None
+    if size:
+        raise AuditStoreError(
+            f"{path} is missing, but its write-ahead log {wal} ({size:,} bytes) is still there and may hold the "
+            f"log's newest records: restore {path.name}, or move {wal.name} and {path.name}-shm away to start a new log"
+        )
 
 
 def _check_and_upgrade(
