@@ -102,6 +102,17 @@ def test_the_batch_read_gives_the_rows_the_walk_gives(
     assert [row[0] for row in batch] == list(range(after + 1, min(len(values), after + limit) + 1))
 
 
+@pytest.mark.parametrize(("after", "limit"), [(0, 1000), (37, 200), (63, 64), (64, 1), (299, 10), (300, 5)])
+def test_a_batch_of_many_chunks_reads_whole_and_in_order(tmp_path: Path, after: int, limit: int) -> None:
+    path = tmp_path / "audit.db"
+    make_log(path, 300)
+
+    batch, walked = asyncio.run(_both_reads(path, after, limit))
+
+    _same(batch, walked)
+    assert [row[0] for row in batch] == list(range(after + 1, min(300, after + limit) + 1))
+
+
 def test_the_batch_read_keeps_values_a_tampered_file_holds_in_the_wrong_column(tmp_path: Path) -> None:
     """A real in an INTEGER column, text in the REAL one, a number-like string: each read as the
     walk reads it (the chain then tells the tampering; the read must not hide or invent it)."""
