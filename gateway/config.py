@@ -101,6 +101,16 @@ def positive_count(value: Any) -> int:
     return value
 
 
+MAX_BATCH = 100_000
+
+
+def batch_count(value: Any) -> int:
+    """Records in one batch: a batch is held in memory whole, on both sides."""
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= MAX_BATCH:
+        raise ValueError(f"expected a whole number from 1 to {MAX_BATCH}, got {_show(value)}")
+    return value
+
+
 def positive_number(value: Any) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < float("inf"):
         raise ValueError(f"expected a number greater than 0, got {_show(value)}")
@@ -655,7 +665,7 @@ class ShipConfig:
         "",
     )
     password_file: str = setting("File holding the collector password instead (trailing whitespace ignored).", text, "")
-    batch_size: int = setting("Most records sent to the collector in one batch.", positive_count, 1000)
+    batch_size: int = setting("Most records sent to the collector in one batch (at most 100000).", batch_count, 1000)
     interval: float = setting(
         "Seconds between looks for new records once everything is shipped (also the first back-off step).",
         positive_number,
@@ -689,7 +699,9 @@ class CollectorConfig:
         text,
         "",
     )
-    max_batch: int = setting("Most records the collector accepts in one batch (413 past it).", positive_count, 5000)
+    max_batch: int = setting(
+        "Most records the collector accepts in one batch (413 past it; at most 100000).", batch_count, 5000
+    )
     max_body_mb: int = setting(
         "Largest batch body, in MiB, the collector reads (413 past it): each is held in memory to be checked. "
         "A sidecar halves its batch on a 413; keep this above the sidecars' upstream.max_body_mb, or a record "

@@ -12,6 +12,9 @@ from __future__ import annotations
 import asyncio
 import math
 import sqlite3
+import subprocess
+import sys
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import pytest
@@ -149,30 +152,66 @@ def test_the_batch_read_reads_a_log_of_an_older_version_as_the_walk_does(tmp_pat
 
 
 @pytest.mark.parametrize(
-    ("statement", "reason"),
+    "statement",
     [
-        ("UPDATE audit_events SET actor = CAST(x'ff' AS TEXT) WHERE id = 2", "is not valid text"),
-        ("UPDATE audit_events SET snapshot = x'00' WHERE id = 2", "JSON cannot hold BLOB values"),
+        "UPDATE audit_events SET snapshot = x'00' WHERE id = 2",
+        "UPDATE audit_events SET actor = x'37616263' WHERE id = 2",  # binary JSON for "abc" (SQLite 3.45+)
+        "UPDATE audit_events SET latency_ms = x'0b' WHERE id = 2",
+        "UPDATE audit_events SET upstream_status = x'1b0b' WHERE id = 3",
     ],
 )
-def test_a_record_the_batch_read_cannot_carry_is_an_audit_store_error_naming_the_file(
-    tmp_path: Path, statement: str, reason: str
-) -> None:
-    """The shipper logs it, backs off and tries again: never a traceback, never a batch that
-    silently drops the record."""
+def test_a_blob_no_gateway_writes_is_read_as_the_walk_reads_it(tmp_path: Path, statement: str) -> None:
+    """As bytes: never refused by one SQLite and taken for binary JSON by a newer one."""
     path = tmp_path / "audit.db"
-    make_log(path, 3)
+    make_log(path, 4)
     tamper(path, statement)
 
-    with pytest.raises(AuditStoreError) as raised:
-        asyncio.run(_batch(path, 0, 10))
+    batch, walked = asyncio.run(_both_reads(path, 0, 10))
 
-    assert str(raised.value).startswith(f"cannot read {path}: ")
-    assert reason in str(raised.value)
+    _same(batch, walked)
+    assert 1 == sum(isinstance(value, bytes) for row in batch for value in row)
+
+
+async def _every_read_error(path: Path) -> list[str]:
+    store = await SQLiteAuditStore.open(path)
+    reads: list[Callable[[], Awaitable[object]]] = [
+        lambda: store.rows_after(0, 10),
+        lambda: _walk(store),
+        lambda: store.query(AuditFilter()),
+        lambda: store.get(2),
+    ]
+    errors = []
+    try:
+        for read in reads:
+            with pytest.raises(AuditStoreError) as raised:
+                await read()
+            errors.append(str(raised.value))
+    finally:
+        await store.close()
+    return errors
+
+
+async def _walk(store: SQLiteAuditStore) -> list[Row]:
+    return [tuple(row) async for batch in store.rows(AuditFilter()) for row in batch]
+
+
+def test_text_that_is_not_utf_8_is_an_error_naming_the_file_and_never_quoting_the_record(tmp_path: Path) -> None:
+    """The shipper logs it and tries again; the text (here "client_secret=s3cr3t" and a stray
+    byte) may be a secret, so no message repeats it."""
+    path = tmp_path / "audit.db"
+    make_log(path, 3)
+    tamper(path, f"UPDATE audit_events SET actor = CAST(x'{b'client_secret=s3cr3t'.hex()}ff' AS TEXT) WHERE id = 2")
+
+    errors = asyncio.run(_every_read_error(path))
+
+    assert 4 == len(errors)
+    for error in errors:
+        assert error.startswith(f"cannot read {path}: ")
+        assert "s3cr3t" not in error and "UTF-8" in error
 
 
 def test_the_columns_read_as_exact_reals_are_every_numeric_column_but_the_id(tmp_path: Path) -> None:
-    from gateway.audit.sqlite import NUMERIC_FIELDS
+    from gateway.audit.json_batches import NUMERIC_FIELDS
 
     path = tmp_path / "audit.db"
     make_log(path, 1)
@@ -183,3 +222,69 @@ def test_the_columns_read_as_exact_reals_are_every_numeric_column_but_the_id(tmp
             for _, column, kind, *_ in db.execute(f"PRAGMA table_info({table})")
         }
     assert sorted(NUMERIC_FIELDS) == sorted(c for c, kind in declared.items() if kind != "TEXT" and c != "id")
+
+
+NEWER_SQLITE = """
+import asyncio, math, random, struct, sys
+import pysqlite3.dbapi2
+sys.modules["sqlite3"] = sys.modules["sqlite3.dbapi2"] = pysqlite3.dbapi2
+sys.path.insert(0, sys.argv[2])
+from pathlib import Path
+from audit_support import tamper
+from gateway.audit.chain import ChainKey
+from gateway.audit.query import AuditFilter
+from gateway.audit.record import AuditRecord
+from gateway.audit.sqlite import SQLiteAuditStore
+from gateway.audit.sqlite_file import SQLiteAppender, prepare
+
+random.seed(7)
+reals = [struct.unpack("d", struct.pack("Q", random.getrandbits(64)))[0] for _ in range(3000)]
+reals = [x for x in reals if not math.isnan(x)] + [1e300, 3.2651638451114462e-295, 5e-324, 0.1 + 0.2, 1e999, 0.0]
+
+def log(name, values):
+    path = Path(sys.argv[1]) / name
+    prepare(path, key=ChainKey(), writable=True)
+    appender = SQLiteAppender(path, ChainKey())
+    for first in range(0, len(values), 500):
+        appender.append([
+            AuditRecord(f"r{n}", "2026-01-01T00:00:00.000Z", "a", None, "DELETE", "o", None, None, "deleted",
+                        upstream_status=200, latency_ms=x)
+            for n, x in enumerate(values[first:first + 500], first)
+        ])
+    appender.close()
+    return path
+
+async def both(path):
+    store = await SQLiteAuditStore.open(path)
+    try:
+        walked = [tuple(row) async for batch in store.rows(AuditFilter()) for row in batch]
+        return walked, await store.rows_after(0, 100000)
+    finally:
+        await store.close()
+
+def wrong(path):
+    walked, batch = asyncio.run(both(path))
+    assert len(walked) == len(batch)
+    return [(w[0], repr(w), repr(b)) for w, b in zip(walked, batch) if w != b or list(map(type, w)) != list(map(type, b))]
+
+doubles = log("doubles.db", reals)
+blobs = log("blobs.db", [1.5] * 10)
+tamper(blobs, "UPDATE audit_events SET snapshot = x'00' WHERE id = 5", "UPDATE audit_events SET actor = x'37616263' WHERE id = 9")
+print(pysqlite3.dbapi2.sqlite_version, wrong(doubles)[:3], wrong(blobs)[:3])
+"""
+
+
+def test_a_newer_sqlite_reads_the_batch_as_the_walk_does_too(tmp_path: Path) -> None:
+    """On SQLite 3.51 (pysqlite3-binary) ``printf('%!.20e')`` gets some doubles wrong, and a BLOB
+    passed to json_array() is read as binary JSON: 3,000 random doubles and two BLOBs, read both
+    ways, must agree there as they do on Python's own SQLite."""
+    done = subprocess.run(
+        [sys.executable, "-c", NEWER_SQLITE, str(tmp_path), str(Path(__file__).parent)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert 0 == done.returncode, done.stderr[-2000:]
+    version, wrong = done.stdout.split(" ", 1)
+    assert tuple(int(part) for part in version.split(".")) >= (3, 45)
+    assert "[] []\n" == wrong

@@ -15,6 +15,7 @@ from typing import Any
 import aiohttp
 import orjson
 import pytest
+from audit_support import make_log, tamper
 from docs_markdown import Document, code_spans, read
 from fleet_support import (
     SIDECAR_PASSWORDS,
@@ -515,7 +516,8 @@ async def _replaced_log(gateway: GatewayFactory, config: Config, shipped: int) -
             assert 200 == response.status
     await eventually(lambda: shipped_all(first))
     await first.close()
-    config.database_path.unlink()
+    for suffix in ("", "-wal", "-shm"):  # the whole log (the file alone, WAL left, stops start-up)
+        config.database_path.with_name(config.database_path.name + suffix).unlink(missing_ok=True)
     second = await gateway(config)
     async with second.delete(f"/v1/o/myorg/oauth2/accesstokens/load{shipped}", headers=basic("myname")) as response:
         assert 200 == response.status
@@ -536,6 +538,20 @@ def test_a_collector_url_with_a_port_out_of_range_is_refused_at_load(tmp_path: P
 
     with pytest.raises(ConfigError, match=r"ship\.url: Port out of range 0-65535"):
         make_config(tmp_path, ship={"url": "http://127.0.0.1:99999", "password_env": "PW"}, environ={"PW": "x"})
+
+
+@pytest.mark.parametrize("size", [0, 100_001, 2**63])
+def test_a_batch_size_past_what_a_batch_can_hold_is_refused_at_load(tmp_path: Path, size: int) -> None:
+    """2**63 was accepted, and every read of the log then failed with an OverflowError."""
+    from gateway.config import ConfigError
+
+    expected = rf"expected a whole number from 1 to 100000, got {size}"
+    with pytest.raises(ConfigError, match=rf"ship\.batch_size: {expected}"):
+        make_config(
+            tmp_path, ship={"url": "http://127.0.0.1:1", "batch_size": size, "password_env": "PW"}, environ={"PW": "x"}
+        )
+    with pytest.raises(ConfigError, match=rf"collector\.max_batch: {expected}"):
+        make_config(tmp_path, collector={"database_url": "postgresql://h/db", "max_batch": size})
 
 
 @pytest.mark.parametrize("instance", [".", ".."])
@@ -958,3 +974,34 @@ class TestSidecarSide:
         )
         assert '[[sidecars]]\ninstance = "host-a"\npassword_hash = "********"' in out.getvalue()
         assert SIDECARS[0]["password_hash"] not in out.getvalue()
+
+
+async def test_a_record_edited_into_bytes_stops_shipping_there_and_says_which(
+    fleet_url: str, aiohttp_server: AiohttpServer, gateway: GatewayFactory, tmp_path: Path
+) -> None:
+    """A BLOB (no gateway writes one) in record 3 of the sidecar's log: records 1 and 2 reach
+    the collector, record 3 is named in /readyz, and the gateway serves on while the shipper
+    retries. Before, the batch failed to encode with a TypeError that ended the shipping task
+    in silence."""
+    collector = await start_collector(aiohttp_server, tmp_path, fleet_url)
+    config = sidecar_config(tmp_path, "host-a", collector)
+    make_log(config.database_path, 4)
+    tamper(config.database_path, "UPDATE audit_events SET snapshot = x'00' WHERE id = 3")
+    client = await gateway(config)
+    shipper = client.app[RUNTIME].shipper
+    assert shipper is not None
+
+    await eventually(lambda: _true(shipper.last_error is not None and shipper.acknowledged == 2))
+    async with client.delete("/v1/o/myorg/oauth2/accesstokens/load1", headers=basic("myname")) as response:
+        assert 200 == response.status
+    await eventually(lambda: _true(shipper.local_head == 6))  # the shipper still runs: its next round saw it
+    async with client.get("/readyz") as response:
+        shipping = (await response.json())["shipping"]
+
+    assert (2, 6) == (shipping["acknowledged_id"], shipping["local_head_id"])
+    assert shipping["last_error"] == (
+        "record 3 of the local log holds bytes (an SQLite BLOB), which no gateway writes: the file was edited, "
+        "and the record cannot be shipped as it is"
+    )
+    local = [tuple(row[f] for f in FIELDS) for row in rows(config.database_path)][:2]
+    assert local == await central_rows(fleet_url, "host-a")

@@ -16,14 +16,13 @@ import sqlite3
 from collections.abc import AsyncGenerator, Sequence
 from contextlib import aclosing
 from functools import partial
-from operator import itemgetter
 from pathlib import Path
 
 import aiosqlite
-import orjson
 
 from gateway.audit.chain import EMPTY, ChainKey, Head
 from gateway.audit.fingerprint import fingerprint
+from gateway.audit.json_batches import NotValidText, batch_sql, decode
 from gateway.audit.query import AuditFilter
 from gateway.audit.record import FIELDS, AuditRecord, Row
 from gateway.audit.schema import (
@@ -41,15 +40,6 @@ from gateway.audit.store import AuditStoreError
 READER_MMAP_BYTES = 256 * 1024 * 1024
 """Memory-mapped reads: fewer system calls when a walk reads the whole file."""
 
-JSON_CHUNK = 64
-"""Records per JSON value in ``rows_after``: few steps, and values far below SQLite's 1 GB limit."""
-NUMERIC_FIELDS = ("upstream_status", "latency_ms")
-"""The columns besides ``id`` that may hold a real number (a REAL column, and an INTEGER one that
-keeps a real it cannot convert): ``rows_after`` sends their reals as exact text."""
-_first = itemgetter(0)
-_EXACT_REAL = "CASE typeof({0}) WHEN 'real' THEN json_array(printf('%!.20e', {0})) ELSE {0} END"
-"""SQLite's JSON writes a real with 15 digits, which loses some doubles; 21 digits of ``printf``
-give every one back exactly. Wrapped in a one-element array, so a string stays a string."""
 _ONE_TABLE_HEAD = f"SELECT id, hash FROM {TABLE} ORDER BY id DESC LIMIT 1"
 _ONE_TABLE_FIRST_ID = f"SELECT min(id) FROM {TABLE}"
 """Before version 5 (read as it is), all records are in one table."""
@@ -204,18 +194,13 @@ class SQLiteAuditStore:
                 while batch := await cursor.fetchmany(size):
                     yield batch  # type: ignore[misc]
         except sqlite3.Error as exc:
-            raise AuditStoreError(f"cannot read {self.path}: {exc}") from None
+            raise self._read_error(exc) from None
 
     async def rows_after(self, after_id: int, limit: int) -> list[Row]:
-        """Up to ``limit`` records after id ``after_id``, oldest first, as ``rows`` gives them.
-
-        This is the shipper's read, and it runs in the gateway's process: SQLite builds the
-        batch as JSON values of up to ``JSON_CHUNK`` records each, so the read takes a step per
-        chunk. Read row by row it takes a step per row, and each step waits for the GIL that a
-        busy event loop holds: 1,000 rows took 0.1 to 2.7 s at full load, against 25 to 45 ms
-        read as JSON. Records too large for one SQLite value together, and an SQLite built
-        without its JSON functions, are read row by row: slower, the same rows.
-        """
+        """Up to ``limit`` records after id ``after_id``, oldest first, as ``rows`` gives them:
+        the shipper's read, in the gateway's busy process, so read as JSON that SQLite builds
+        (``gateway.audit.json_batches``). Records that JSON cannot carry exactly, and an SQLite
+        without its JSON or math functions, are read row by row: slower, the same rows."""
         if self._json_batches:
             found = await self._rows_as_json(after_id, limit)
             if found is not None:
@@ -226,38 +211,22 @@ class SQLiteAuditStore:
         return []
 
     async def _rows_as_json(self, after_id: int, limit: int) -> list[Row] | None:
-        """The rows, or None where only the row-by-row walk can read them."""
+        """The rows, or None where only the row walk can read them."""
         where, params = self._where(AuditFilter(after_id=after_id, limit=None))
         sql, params = self._both(self._row_columns, where, params)
-        values = ", ".join(_EXACT_REAL.format(field) if field in NUMERIC_FIELDS else field for field in FIELDS)
         try:
-            # As bytes: orjson checks the UTF-8 itself, where sqlite3's decoding error would quote a whole chunk.
-            chunks = await self._db.execute_fetchall(
-                f"SELECT CAST(json_group_array(json_array({values})) AS BLOB) FROM ({sql} ORDER BY id LIMIT ?) "
-                f"GROUP BY id / {JSON_CHUNK}",
-                [*params, limit],
-            )
+            chunks = await self._db.execute_fetchall(batch_sql(f"{sql} ORDER BY id LIMIT ?"), [*params, limit])
         except sqlite3.Error as exc:
             if "no such function" in str(exc):
                 self._json_batches = False
                 return None
             if "too big" in str(exc):
                 return None
-            raise AuditStoreError(f"cannot read {self.path}: {exc}") from None
-        numeric = [FIELDS.index(field) for field in NUMERIC_FIELDS]
-        rows: list[Row] = []
-        for (chunk,) in chunks:
-            try:
-                batch = orjson.loads(chunk)
-            except orjson.JSONDecodeError as exc:
-                raise AuditStoreError(f"cannot read {self.path}: a record is not valid text ({exc})") from None
-            for row in batch:
-                for index in numeric:
-                    if type(row[index]) is list:
-                        row[index] = float(row[index][0])
-                rows.append(tuple(row))
-        rows.sort(key=_first)  # groups and their members come in id order; sorted, whatever SQLite's plan
-        return rows
+            raise self._read_error(exc) from None
+        try:
+            return await asyncio.to_thread(decode, list(chunks))  # type: ignore[arg-type]
+        except NotValidText as exc:
+            raise self._read_error(exc) from None
 
     async def pending_without_outcome(self) -> list[AuditRecord]:
         return await self._last_of_their_request(("pending",))
@@ -314,7 +283,13 @@ class SQLiteAuditStore:
         try:
             return list(await self._db.execute_fetchall(sql, params))  # type: ignore[arg-type]
         except sqlite3.Error as exc:
-            raise AuditStoreError(f"cannot read {self.path}: {exc}") from None
+            raise self._read_error(exc) from None
+
+    def _read_error(self, exc: Exception) -> AuditStoreError:
+        """Why a read failed, never quoting a record: sqlite3 quotes the text it could not decode
+        as UTF-8, and that text may be a secret written into an edited file."""
+        reason = str(exc).split(" with text '", 1)[0] if "Could not decode to UTF-8" in str(exc) else str(exc)
+        return AuditStoreError(f"cannot read {self.path}: {reason}")
 
     async def close(self) -> None:
         await self._db.close()

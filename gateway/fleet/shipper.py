@@ -187,6 +187,30 @@ def encode_batch(chain: dict[str, str | None], rows: list[Row]) -> bytes:
     return orjson.dumps({"fields": FIELDS, "chain": chain, "records": rows})
 
 
+def _encoded(chain: dict[str, str | None], rows: list[Row]) -> tuple[bytes, list[Row]]:
+    """The batch's body and its rows: those before a record holding bytes (an SQLite BLOB, which
+    no gateway writes: the file was edited), so all before it still reach the collector. A
+    batch that starts with one cannot be sent at all."""
+    edited = next((n for n, row in enumerate(rows) if any(isinstance(value, bytes) for value in row)), None)
+    if edited == 0:
+        raise AuditStoreError(
+            f"record {rows[0][0]} of the local log holds bytes (an SQLite BLOB), which no gateway writes: the file "
+            "was edited, and the record cannot be shipped as it is"
+        )
+    rows = rows[:edited]
+    return encode_batch(chain, rows), rows
+
+
+def _reason(exc: BaseException) -> str:
+    """Why a round failed, in one line for /readyz and the log. Never an unforeseen error's own
+    message: it might quote a record's value."""
+    if isinstance(exc, ShipError | AuditStoreError):
+        return str(exc)
+    if isinstance(exc, aiohttp.ClientError | OSError | TimeoutError):
+        return f"cannot reach the collector: {type(exc).__name__}"
+    return f"shipping failed on an unexpected {type(exc).__name__}; retried with backoff"
+
+
 class Shipper:
     """Ships the local log to the collector; ``status()`` is what /readyz and the metrics show."""
 
@@ -318,7 +342,7 @@ class Shipper:
         size: retrying the same batch would stall shipping for good."""
         assert self._chain is not None
         while True:
-            body = await asyncio.to_thread(encode_batch, self._chain, rows)
+            body, rows = await asyncio.to_thread(_encoded, self._chain, rows)
             try:
                 mark, accepted = await self.client.send(body)
                 return mark, accepted, rows
@@ -365,7 +389,7 @@ class Shipper:
         self.last_error = None
 
     def _failed(self, exc: BaseException) -> str:
-        reason = str(exc) if isinstance(exc, ShipError) else f"cannot reach the collector: {type(exc).__name__}"
+        reason = _reason(exc)
         self.failures += 1
         code = exc.code if isinstance(exc, ShipError) else None
         self.refused = code if code in protocol.FLAGGED else None
@@ -401,28 +425,20 @@ class Shipper:
                 await asyncio.sleep(ship.interval)
             except asyncio.CancelledError:
                 raise
-            except (
-                ShipError,
-                aiohttp.ClientError,
-                TimeoutError,
-                OSError,
-                AuditStoreError,
-                ValueError,
-                KeyError,
-            ) as exc:
+            except Exception as exc:
                 self._failed(exc)
-                if isinstance(exc, AuditStoreError):
+                if not isinstance(exc, ShipError | aiohttp.ClientError | OSError | TimeoutError):
+                    # The local log (or something unforeseen): opened afresh from here on.
                     self._chain = None
                     await self.local.close()
-                else:
-                    await self._refresh_lag()
+                await self._refresh_lag()
                 await asyncio.sleep(backoff * random.uniform(0.8, 1.2))
                 backoff = min(backoff * 2, ship.max_backoff)
 
     async def _refresh_lag(self) -> None:
         try:
             self.local_head, self._oldest_unshipped = await self.local.lag(self.acknowledged or 0)
-        except AuditStoreError:
+        except Exception:
             pass
 
     async def ship_all(self) -> int:
