@@ -2,9 +2,10 @@
 
 Read a row at a time, every row is a step of the statement, and after each step the reading
 thread waits for the GIL that the gateway's event loop holds: under full load 1,000 rows took
-0.1 to 2.7 s, and the shipping lag grew past a second. Built by SQLite as JSON, up to ``CHUNK``
-records (or about ``CHUNK_TEXT`` characters) are one value and one step; the values are then decoded in a worker thread, one chunk
-at a time, so the event loop waits at most one chunk's decoding.
+0.1 to 2.7 s, and the shipping lag grew past a second. Built by SQLite as JSON, up to
+``CHUNK`` records (or about ``CHUNK_TEXT`` characters) are one value and one step; a large
+batch's values are then decoded in a worker thread, one at a time, so the event loop waits at
+most one value's decoding (a small batch is decoded at once: the trip costs more).
 
 The rows must be exactly the ones the row walk gives, since the collector recomputes every hash
 from them. SQLite's JSON keeps only 15 digits of a real, and its ``printf`` is not exact on every
@@ -23,8 +24,11 @@ import orjson
 
 from gateway.audit.record import FIELDS, Row
 
-CHUNK = 32
+CHUNK = 128
 """Records per JSON value, at most: a few steps per batch."""
+INLINE_BYTES = 256 * 1024
+"""Chunks smaller than this together (about a millisecond of decoding) are decoded where they
+are read: a trip to a worker thread costs more than that on a busy event loop."""
 CHUNK_TEXT = 1 << 20
 """Characters of snapshots and parameters per JSON value, about (a record that alone holds more
 is a value of its own): values far below SQLite's 1 GB limit, and a hold of the GIL of a few

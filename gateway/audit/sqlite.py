@@ -22,7 +22,7 @@ import aiosqlite
 
 from gateway.audit.chain import EMPTY, ChainKey, Head
 from gateway.audit.fingerprint import fingerprint
-from gateway.audit.json_batches import NotValidText, batch_sql, decode
+from gateway.audit.json_batches import INLINE_BYTES, NotValidText, batch_sql, decode
 from gateway.audit.query import AuditFilter
 from gateway.audit.record import FIELDS, AuditRecord, Row
 from gateway.audit.schema import (
@@ -224,7 +224,10 @@ class SQLiteAuditStore:
                 return None
             raise self._read_error(exc) from None
         try:
-            return await asyncio.to_thread(decode, list(chunks))  # type: ignore[arg-type]
+            read = list(chunks)
+            if sum(len(chunk) for chunk, _ in read) < INLINE_BYTES:
+                return decode(read)  # type: ignore[arg-type]
+            return await asyncio.to_thread(decode, read)  # type: ignore[arg-type]
         except NotValidText as exc:
             raise self._read_error(exc) from None
 
