@@ -5,7 +5,8 @@
 Each part runs against a database of its own, created on the server given and dropped after.
 
 1. Ingest: a `gateway collect` process; 4 senders post pre-encoded, chained batches of 1,000
-   records (4 instances x 50,000) as fast as it answers. Target: >= 20,000 records/s.
+   records (4 instances x 50,000) as fast as it answers. Baseline: the same records COPYed
+   straight into PostgreSQL by 4 connections (no HTTP, no checks). Target: >= 20,000 records/s.
 2. Lag: a `gateway serve` process (its upstream a `gateway stub` process, as in bench/run.py)
    shipping to a collector while wrk (bench/delete.lua; this script's own client when wrk is
    missing) deletes tokens through it at concurrency 64 for 20 s; its /readyz shipping lag is
@@ -39,11 +40,11 @@ from gateway.audit.chain import EMPTY, ChainKey, chained
 from gateway.audit.fingerprint import fingerprint
 from gateway.audit.formats import as_row
 from gateway.audit.query import AuditFilter
-from gateway.audit.record import FIELDS, AuditRecord
+from gateway.audit.record import FIELDS, AuditRecord, Row
 from gateway.fleet import schema
 from gateway.fleet.schema import EVENTS, INSTANCES
 from gateway.fleet.shipper import encode_batch
-from gateway.fleet.store import FleetStore, connect_pool, migrate
+from gateway.fleet.store import FleetStore, connect_pool, migrate, stored_row
 from gateway.passwords import hash_password
 
 PASSWORD = "bench-secret"
@@ -129,16 +130,39 @@ def records(instance: str, count: int) -> list[AuditRecord]:
     ]
 
 
+async def straight_copy(database_url: str, rows: dict[str, list[Row]], batch: int) -> float:
+    """The baseline: the same records COPYed by 4 connections, a transaction per 1,000, no HTTP,
+    no checks: what PostgreSQL on this host takes, which the collector's rate is a ratio of."""
+    pool = await connect_pool(database_url, size=len(rows))
+    await migrate(pool, database_url)
+
+    async def copy(instance: str) -> None:
+        async with pool.acquire() as db:
+            for first in range(0, len(rows[instance]), batch):
+                part = rows[instance][first : first + batch]
+                async with db.transaction():
+                    await db.copy_records_to_table(
+                        EVENTS, records=[(instance, *stored_row(row)) for row in part], columns=("instance", *FIELDS)
+                    )
+
+    started = time.perf_counter()
+    await asyncio.gather(*(copy(instance) for instance in rows))
+    elapsed = time.perf_counter() - started
+    await pool.close()
+    return sum(len(part) for part in rows.values()) / elapsed
+
+
 async def ingest(url: str, folder: Path) -> float:
     database_url = await fresh_database(url)
     instances = [f"bench-{n}" for n in range(4)]
     per_instance, batch = 50_000, 1000
-    bodies = {}
+    bodies, rows = {}, {}
     for instance in instances:
         linked, _ = chained(records(instance, per_instance), EMPTY, ChainKey(None))
-        rows = [as_row(record) for record in linked]
+        rows[instance] = [as_row(record) for record in linked]
         bodies[instance] = [
-            encode_batch({"mode": "sha256", "key_check": None}, rows[i : i + batch]) for i in range(0, len(rows), batch)
+            encode_batch({"mode": "sha256", "key_check": None}, rows[instance][i : i + batch])
+            for i in range(0, per_instance, batch)
         ]
     process, base = start(["collect", "--config", str(collector_config(folder, database_url, instances))], folder)
     try:
@@ -169,10 +193,16 @@ async def ingest(url: str, folder: Path) -> float:
         process.terminate()
         process.wait()
         await drop_database(url, database_url)
+    database_url = await fresh_database(url)
+    try:
+        baseline = await straight_copy(database_url, rows, batch)
+    finally:
+        await drop_database(url, database_url)
     rate = len(instances) * per_instance / elapsed
     print(
-        f"ingest: {len(instances) * per_instance:,} records in {elapsed:.2f} s: {rate:,.0f} records/s "
-        f"({len(instances)} senders, batches of {batch})",
+        f"ingest: {len(instances) * per_instance:,} records in {elapsed:.2f} s: {rate:,.0f} records/s through the "
+        f"collector vs {baseline:,.0f} records/s COPYed straight ({rate / baseline:.2f}x; "
+        f"{len(instances)} senders, batches of {batch})",
         flush=True,
     )
     return rate
@@ -317,7 +347,8 @@ SELECT 'host-' || lpad((g % 50)::text, 2, '0'), g / 50 + 1, 'r' || g,
        encode(sha256(('tok' || (g / 2))::bytea), 'hex'), 'abcd',
        CASE WHEN g % 2 = 0 THEN 'pending' ELSE 'deleted' END, CASE WHEN g % 2 = 0 THEN NULL ELSE 200 END, NULL,
        CASE WHEN g % 2 = 0 THEN NULL ELSE 4.2 END, CASE WHEN g % 2 = 0 THEN NULL ELSE 'app1' END, NULL,
-       CASE WHEN g % 2 = 0 THEN NULL ELSE '{SNAPSHOT}' END, NULL, md5(g::text) || md5(g::text), md5((g + 1)::text) || md5(g::text)
+       CASE WHEN g % 2 = 0 THEN NULL ELSE '{SNAPSHOT}' END, NULL, 'token.delete', 'access_token', NULL, NULL,
+       md5(g::text) || md5(g::text), md5((g + 1)::text) || md5(g::text)
 FROM generate_series($2::bigint, $3::bigint) AS g"""
 
 
