@@ -7,6 +7,7 @@ file `serve` could not use is refused when the config is loaded, by `config chec
 
 from __future__ import annotations
 
+import functools
 import ssl
 from pathlib import Path
 
@@ -47,11 +48,20 @@ def upstream_context(verify: bool, ca_bundle: Path | None) -> ssl.SSLContext:
         unverified.verify_mode = ssl.CERT_NONE
         return unverified
     try:
-        return ssl.create_default_context(cafile=ca_bundle)
+        stamp = None if ca_bundle is None else (ca_bundle.stat().st_mtime_ns, ca_bundle.stat().st_size)
+        return _verifying_context(ca_bundle, stamp)
     except ssl.SSLError as exc:
         raise ValueError(f"cannot use the CA bundle: {_reason(exc)}") from None
     except OSError as exc:
         raise ValueError(f"cannot read the CA bundle: {exc.strerror or exc}") from None
+
+
+@functools.lru_cache(maxsize=8)
+def _verifying_context(ca_bundle: Path | None, stamp: tuple[int, int] | None) -> ssl.SSLContext:
+    """One context per CA bundle as it is on disk (``stamp``: its time and size), shared: loading
+    the certificates takes 35 ms here, and the config check, the gateway's start and every
+    in-process gateway of the test suite each asked for one. Nothing changes a context once made."""
+    return ssl.create_default_context(cafile=ca_bundle)
 
 
 def _no_password() -> bytes:
