@@ -62,6 +62,11 @@ def from_text(value: Any) -> Any:
 
 
 def stored_row(row: Sequence[Any]) -> tuple[Any, ...]:
+    # One scan of the row's text finds the rare value to escape: a call per value was a sixth
+    # of the collector's time.
+    text = "".join([value for value in row if type(value) is str])
+    if "\x00" not in text and _ESCAPED not in text:
+        return tuple(row)
     return tuple(to_text(value) for value in row)
 
 
