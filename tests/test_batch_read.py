@@ -288,3 +288,23 @@ def test_a_newer_sqlite_reads_the_batch_as_the_walk_does_too(tmp_path: Path) -> 
     version, wrong = done.stdout.split(" ", 1)
     assert tuple(int(part) for part in version.split(".")) >= (3, 45)
     assert "[] []\n" == wrong
+
+
+def test_a_chunk_counts_text_in_bytes_so_a_nul_or_wide_characters_cannot_swell_it(tmp_path: Path) -> None:
+    """length() of text stops at a NUL and counts characters: 8 snapshots of a NUL and 1 MiB were
+    counted as nothing and came back as one value of 8 MiB, whose decoding held the GIL 0.3 s."""
+    from gateway.audit.json_batches import CHUNK_TEXT, batch_sql
+
+    path = tmp_path / "audit.db"
+    prepare(path, key=ChainKey(), writable=True)
+    appender = SQLiteAppender(path, ChainKey())
+    big = ["\x00" + "x" * CHUNK_TEXT, "é" * (CHUNK_TEXT // 2)]
+    appender.append([_record(n, "a", None, None)._replace(snapshot=big[n % 2]) for n in range(8)])
+    appender.close()
+    with sqlite3.connect(path) as db:
+        chunks = db.execute(batch_sql(f"SELECT {', '.join(FIELDS)} FROM audit_events ORDER BY id LIMIT 100")).fetchall()
+
+    assert 8 == len(chunks)
+    assert max(len(chunk) for chunk, _ in chunks) < 2 * CHUNK_TEXT
+    batch, walked = asyncio.run(_both_reads(path, 0, 100))
+    _same(batch, walked)

@@ -1005,3 +1005,49 @@ async def test_a_record_edited_into_bytes_stops_shipping_there_and_says_which(
     )
     local = [tuple(row[f] for f in FIELDS) for row in rows(config.database_path)][:2]
     assert local == await central_rows(fleet_url, "host-a")
+
+
+@pytest.mark.parametrize(
+    ("edit", "shipped", "named"),
+    [
+        ("time = x'00' WHERE id = 3", 2, "record 3 of the local log holds bytes"),
+        ("time = 'yesterday' WHERE id = 3", 2, "record 3 of the local log cannot be shipped (time is not a UTC time"),
+        ("time = 'yesterday' WHERE id = 1", 0, "record 1 of the local log cannot be shipped (time is not a UTC time"),
+    ],
+    ids=["bytes", "not-a-time", "first-not-a-time"],
+)
+async def test_a_record_edited_so_its_time_is_not_one_is_named_and_readyz_and_metrics_still_answer(
+    fleet_url: str,
+    aiohttp_server: AiohttpServer,
+    gateway: GatewayFactory,
+    tmp_path: Path,
+    edit: str,
+    shipped: int,
+    named: str,
+) -> None:
+    """The shipper computed its lag from the oldest unshipped record's time, as the log holds
+    it: /readyz and /metrics answered 500 (fromisoformat of bytes, or of 'yesterday'). And the
+    collector refused the whole batch as malformed, so the records before the edited one never
+    reached it either."""
+    collector = await start_collector(aiohttp_server, tmp_path, fleet_url)
+    config = sidecar_config(tmp_path, "host-a", collector)
+    make_log(config.database_path, 4)
+    tamper(config.database_path, f"UPDATE audit_events SET {edit}")
+    client = await gateway(config)
+    shipper = client.app[RUNTIME].shipper
+    assert shipper is not None
+
+    await eventually(lambda: _true(shipper.last_error is not None and named in shipper.last_error[1]))
+    async with client.get("/readyz") as response:
+        readyz = response.status, (await response.json())["shipping"]
+    async with client.get("/metrics") as response:
+        metrics = response.status, await response.text()
+
+    assert 200 == readyz[0] and readyz[1]["last_error"].startswith(named)
+    assert readyz[1]["acknowledged_id"] == shipped
+    assert 200 == metrics[0]
+    assert f"\ngateway_ship_lag_records {4 - shipped}.0\n" in metrics[1]
+    assert "\ngateway_ship_lag_seconds NaN\n" in metrics[1]  # the age of a record without a time: unknown
+    assert readyz[1]["lag_seconds"] is None
+    local = [tuple(row[f] for f in FIELDS) for row in rows(config.database_path)][:shipped]
+    assert local == await central_rows(fleet_url, "host-a")

@@ -3,7 +3,7 @@
 Read a row at a time, every row is a step of the statement, and after each step the reading
 thread waits for the GIL that the gateway's event loop holds: under full load 1,000 rows took
 0.1 to 2.7 s, and the shipping lag grew past a second. Built by SQLite as JSON, up to
-``CHUNK`` records (or about ``CHUNK_TEXT`` characters) are one value and one step; a large
+``CHUNK`` records (or about ``CHUNK_TEXT`` bytes of text) are one value and one step; a large
 batch's values are then decoded in a worker thread, one at a time, so the event loop waits at
 most one value's decoding (a small batch is decoded at once: the trip costs more).
 
@@ -30,7 +30,7 @@ INLINE_BYTES = 256 * 1024
 """Chunks smaller than this together (about a millisecond of decoding) are decoded where they
 are read: a trip to a worker thread costs more than that on a busy event loop."""
 CHUNK_TEXT = 1 << 20
-"""Characters of snapshots and parameters per JSON value, about (a record that alone holds more
+"""Bytes of snapshots and parameters per JSON value, about (a record that alone holds more
 is a value of its own): values far below SQLite's 1 GB limit, and a hold of the GIL of a few
 milliseconds for each one's decoding, where a batch of large snapshots decoded whole held it for
 a third of a second."""
@@ -63,7 +63,8 @@ def batch_sql(rows_sql: str) -> str:
     a LIMIT) as JSON values of ``CHUNK`` records each, with a flag per chunk: it holds a BLOB."""
     values = ", ".join(_value(field) for field in FIELDS)
     blobs = " OR ".join(f"typeof({field}) = 'blob'" for field in FIELDS if field != "id")
-    text = "coalesce(length(snapshot), 0) + coalesce(length(params), 0)"
+    # Bytes, not characters: JSON's size follows them, and length() of text stops at a NUL.
+    text = "coalesce(length(CAST(snapshot AS BLOB)), 0) + coalesce(length(CAST(params AS BLOB)), 0)"
     return (
         f"SELECT CAST(json_group_array(json_array({values})) AS BLOB), max({blobs}) "
         f"FROM (SELECT *, sum({text}) OVER (ORDER BY id) AS text_so_far FROM ({rows_sql})) "

@@ -14,6 +14,7 @@ sidecar from a silent one.
 from __future__ import annotations
 
 import asyncio
+import math
 import random
 import socket
 import ssl
@@ -33,7 +34,7 @@ from gateway.audit.record import FIELDS, Row, utc_timestamp
 from gateway.audit.store import AuditStore, AuditStoreError
 from gateway.config import Config
 from gateway.fleet import protocol
-from gateway.fleet.values import MAX_ID, is_hash
+from gateway.fleet.values import MAX_ID, is_hash, row_problem
 from gateway.logs import Logger
 from gateway.metrics import Metrics
 
@@ -201,6 +202,19 @@ def _encoded(chain: dict[str, str | None], rows: list[Row]) -> tuple[bytes, list
     return encode_batch(chain, rows), rows
 
 
+def _before_unshippable(rows: list[Row]) -> list[Row]:
+    """The rows before the first one the collector cannot take (checked here as it checks them),
+    after it refused the batch as malformed: they still go. Raises when the first row is the bad
+    one (naming it, never quoting its value), and returns [] when none is bad here (the refusal
+    stands as it was said)."""
+    bad = next(((n, problem) for n, row in enumerate(rows) if (problem := row_problem(list(row)))), None)
+    if bad is None:
+        return []
+    if bad[0] == 0:
+        raise AuditStoreError(f"record {rows[0][0]} of the local log cannot be shipped ({bad[1]}): the file was edited")
+    return rows[: bad[0]]
+
+
 def _reason(exc: BaseException) -> str:
     """Why a round failed, in one line for /readyz and the log. Never an unforeseen error's own
     message: it might quote a record's value."""
@@ -225,7 +239,8 @@ class Shipper:
         self._held_head: Head | None = None
         """This log's head when the collector last said it holds it (at or below its mark)."""
         self.local_head = 0
-        self._oldest_unshipped: str | None = None
+        self._oldest_unshipped: Any = None
+        """The time of the oldest record not acknowledged, as the log holds it (None: none)."""
         self.last_success: float | None = None
         self.last_error: tuple[float, str] | None = None
         self.shipped = 0
@@ -256,9 +271,15 @@ class Shipper:
 
     @property
     def lag_seconds(self) -> float:
+        """The oldest unshipped record's age; NaN when its time is not a time (an edited log):
+        unknown, and /readyz and the metrics must answer all the same."""
         if self._oldest_unshipped is None:
             return 0.0
-        return max(0.0, time.time() - datetime.fromisoformat(self._oldest_unshipped).timestamp())
+        try:
+            oldest = datetime.fromisoformat(self._oldest_unshipped).timestamp()
+        except (TypeError, ValueError):
+            return math.nan
+        return max(0.0, time.time() - oldest)
 
     def status(self) -> dict[str, Any]:
         return {
@@ -267,7 +288,7 @@ class Shipper:
             "acknowledged_id": self.acknowledged,
             "local_head_id": self.local_head,
             "lag_records": self.lag_records,
-            "lag_seconds": round(self.lag_seconds, 3),
+            "lag_seconds": None if math.isnan(lag := self.lag_seconds) else round(lag, 3),
             "last_success": utc_timestamp(self.last_success) if self.last_success is not None else None,
             "last_error": self.last_error[1] if self.last_error is not None else None,
             "refused": self.refused,
@@ -347,6 +368,10 @@ class Shipper:
                 mark, accepted = await self.client.send(body)
                 return mark, accepted, rows
             except ShipError as exc:
+                before = _before_unshippable(rows) if exc.code == protocol.BAD_BATCH.code else []
+                if before:
+                    rows = before  # nothing was stored: the records before the bad one go on their own
+                    continue
                 if exc.code != protocol.BATCH_TOO_LARGE.code or len(rows) == 1:
                     self.mark = None
                     raise
