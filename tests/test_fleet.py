@@ -1000,8 +1000,7 @@ async def test_a_record_edited_into_bytes_stops_shipping_there_and_says_which(
 
     assert (2, 6) == (shipping["acknowledged_id"], shipping["local_head_id"])
     assert shipping["last_error"] == (
-        "record 3 of the local log holds bytes (an SQLite BLOB), which no gateway writes: the file was edited, "
-        "and the record cannot be shipped as it is"
+        "record 3 of the local log cannot be shipped (snapshot is not JSON text): the file was edited"
     )
     local = [tuple(row[f] for f in FIELDS) for row in rows(config.database_path)][:2]
     assert local == await central_rows(fleet_url, "host-a")
@@ -1010,7 +1009,7 @@ async def test_a_record_edited_into_bytes_stops_shipping_there_and_says_which(
 @pytest.mark.parametrize(
     ("edit", "shipped", "named"),
     [
-        ("time = x'00' WHERE id = 3", 2, "record 3 of the local log holds bytes"),
+        ("time = x'00' WHERE id = 3", 2, "record 3 of the local log cannot be shipped (time is not a UTC time"),
         ("time = 'yesterday' WHERE id = 3", 2, "record 3 of the local log cannot be shipped (time is not a UTC time"),
         ("time = 'yesterday' WHERE id = 1", 0, "record 1 of the local log cannot be shipped (time is not a UTC time"),
     ],

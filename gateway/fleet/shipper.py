@@ -189,17 +189,18 @@ def encode_batch(chain: dict[str, str | None], rows: list[Row]) -> bytes:
 
 
 def _encoded(chain: dict[str, str | None], rows: list[Row]) -> tuple[bytes, list[Row]]:
-    """The batch's body and its rows: those before a record holding bytes (an SQLite BLOB, which
-    no gateway writes: the file was edited), so all before it still reach the collector. A
-    batch that starts with one cannot be sent at all."""
-    edited = next((n for n, row in enumerate(rows) if any(isinstance(value, bytes) for value in row)), None)
-    if edited == 0:
-        raise AuditStoreError(
-            f"record {rows[0][0]} of the local log holds bytes (an SQLite BLOB), which no gateway writes: the file "
-            "was edited, and the record cannot be shipped as it is"
-        )
-    rows = rows[:edited]
-    return encode_batch(chain, rows), rows
+    """The batch's body and its rows. A value JSON cannot carry (bytes: an SQLite BLOB, which no
+    gateway writes, so the file was edited) ends the batch before its record, so all before it
+    still reach the collector; a batch that starts with one cannot be sent at all."""
+    try:
+        return encode_batch(chain, rows), rows
+    except TypeError:
+        rows = _before_unshippable(rows)
+        if not rows:
+            raise AuditStoreError(
+                "a record of the local log holds a value JSON cannot carry: the file was edited"
+            ) from None
+        return encode_batch(chain, rows), rows
 
 
 def _before_unshippable(rows: list[Row]) -> list[Row]:
