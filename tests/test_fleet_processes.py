@@ -96,6 +96,19 @@ async def delete_many(base: str, tokens: list[str]) -> None:
                 assert response.status in (200, 404)
 
 
+async def shipped_once(tmp_path: Path, fleet_url: str, port: int, tokens: list[str]) -> tuple[Path, Path, Path]:
+    """A collector and sidecar host-a, run until the collector holds the deletes of ``tokens``,
+    then stopped: the collector's config, the sidecar's config and its folder."""
+    collector_config = write_collector(tmp_path, fleet_url, port)
+    folder = tmp_path / "host-a"
+    config = write_sidecar(folder, "host-a", port)
+    async with started("collect", "--config", str(collector_config), cwd=tmp_path):
+        async with started("serve", "--config", str(config), cwd=folder) as sidecar:
+            await delete_many(sidecar.url, tokens)
+            await eventually(lambda: caught_up(sidecar, folder))
+    return collector_config, config, folder
+
+
 async def caught_up(sidecar: Running, folder: Path) -> bool:
     """The collector acknowledged the newest record of the sidecar's file (read from the file: the
     shipper's own idea of the head may be a moment old)."""
@@ -292,13 +305,7 @@ async def test_prune_ignore_shipping_removes_unacknowledged_records_loudly(
 
 
 async def test_verify_reports_gaps_and_silent_instances(fleet_url: str, tmp_path: Path, unused_tcp_port: int) -> None:
-    collector_config = write_collector(tmp_path, fleet_url, unused_tcp_port)
-    folder = tmp_path / "host-a"
-    config = write_sidecar(folder, "host-a", unused_tcp_port)
-    async with started("collect", "--config", str(collector_config), cwd=tmp_path):
-        async with started("serve", "--config", str(config), cwd=folder) as sidecar:
-            await delete_many(sidecar.url, ["load1", "load2"])
-            await eventually(lambda: caught_up(sidecar, folder))
+    await shipped_once(tmp_path, fleet_url, unused_tcp_port, ["load1", "load2"])
     status, output = await completed("audit", "verify", "--store", fleet_url, "--silent-after", "3600", cwd=tmp_path)
     assert (0, "host-a: OK: 4 records verified (sha256 chain); head is record 4") == (status, output.split(", hash")[0])
     # Someone with write access to the fleet store removes a record: verify names it.
@@ -316,13 +323,7 @@ async def test_verify_names_sidecars_never_heard_of_and_records_without_a_mark(
     """host-b and host-c are in the collector's config but never shipped (a wrong URL or
     password looks the same from here): SILENT, not absent. Then the store is edited: host-a's
     mark is removed, its records stay: TAMPERED, with or without --instance."""
-    collector_config = write_collector(tmp_path, fleet_url, unused_tcp_port)
-    folder = tmp_path / "host-a"
-    config = write_sidecar(folder, "host-a", unused_tcp_port)
-    async with started("collect", "--config", str(collector_config), cwd=tmp_path):
-        async with started("serve", "--config", str(config), cwd=folder) as sidecar:
-            await delete_many(sidecar.url, ["load1"])
-            await eventually(lambda: caught_up(sidecar, folder))
+    collector_config, _, _ = await shipped_once(tmp_path, fleet_url, unused_tcp_port, ["load1"])
     verify = ("audit", "verify", "--store", fleet_url, "--config", str(collector_config))
     status, output = await completed(*verify, cwd=tmp_path)
     assert 1 == status
@@ -345,13 +346,7 @@ async def test_verify_names_sidecars_never_heard_of_and_records_without_a_mark(
 async def test_export_ocsf_locally_and_from_the_fleet_store(
     fleet_url: str, tmp_path: Path, unused_tcp_port: int
 ) -> None:
-    collector_config = write_collector(tmp_path, fleet_url, unused_tcp_port)
-    folder = tmp_path / "host-a"
-    config = write_sidecar(folder, "host-a", unused_tcp_port)
-    async with started("collect", "--config", str(collector_config), cwd=tmp_path):
-        async with started("serve", "--config", str(config), cwd=folder) as sidecar:
-            await delete_many(sidecar.url, ["taFM3LHUTQAFhL0dIFg81XhRc7vC"])
-            await eventually(lambda: caught_up(sidecar, folder))
+    _, config, folder = await shipped_once(tmp_path, fleet_url, unused_tcp_port, ["taFM3LHUTQAFhL0dIFg81XhRc7vC"])
     status, local = await completed("audit", "export", "--config", str(config), "--format", "ocsf", cwd=folder)
     assert 0 == status, local
     status, central = await completed("audit", "export", "--store", fleet_url, "--format", "ocsf", cwd=tmp_path)
